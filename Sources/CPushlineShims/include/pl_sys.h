@@ -1,0 +1,50 @@
+#ifndef PL_SYS_H
+#define PL_SYS_H
+#include <stdint.h>
+#include <sys/types.h>
+
+/// epoll_* and eventfd are not in Swift's Glibc module; these are thin pass-throughs.
+int pl_epoll_create(void);
+/// Adds or modifies `fd` in `epfd` with `events` (EPOLLIN=1, EPOLLOUT=4, EPOLLRDHUP=0x2000), data = fd.
+int pl_epoll_ctl(int epfd, int op, int fd, uint32_t events);
+/// Waits for events; fills `fds`/`evs` (parallel arrays of `max` entries). Retries on EINTR.
+int pl_epoll_wait(int epfd, int *fds, uint32_t *evs, int max, int timeout_ms);
+int pl_epoll_ctl_add(void);
+int pl_epoll_ctl_mod(void);
+int pl_epoll_ctl_del(void);
+
+/// A non-blocking, close-on-exec eventfd.
+int pl_eventfd(void);
+/// Adds 1 to the eventfd counter (wakes an epoll loop). Async-signal-safe.
+void pl_eventfd_signal(int fd);
+/// Reads (resets) the eventfd counter.
+void pl_eventfd_drain(int fd);
+
+/// accept4 needs _GNU_SOURCE: accepts non-blocking, close-on-exec. Retries on EINTR.
+int pl_accept(int listen_fd);
+/// Creates, binds and listens on a Unix stream socket at `path` (non-blocking, cloexec).
+/// Returns the fd or -1 with errno set.
+int pl_unix_listen(const char *path, int backlog);
+/// Connects a blocking Unix stream socket to `path`; returns fd or -1 with errno set.
+int pl_unix_connect(const char *path);
+/// Sets O_NONBLOCK.
+int pl_set_nonblocking(int fd);
+/// read(2)/write(2) retried on EINTR in one place.
+ssize_t pl_read(int fd, void *buf, size_t len);
+ssize_t pl_write(int fd, const void *buf, size_t len);
+
+/// Installs SIGTERM/SIGINT handlers that write to `wake_fd` (an eventfd) and
+/// record the signal; ignores SIGPIPE. A signal handler cannot be a Swift closure
+/// that captures state, so the state lives here.
+void pl_install_signal_handlers(int wake_fd);
+/// The last termination signal received, or 0.
+int pl_pending_signal(void);
+/// Ignores SIGPIPE (for clients and tools).
+void pl_ignore_sigpipe(void);
+/// The errno of the calling thread (errno is a macro).
+int pl_errno(void);
+/// Names the calling thread (pthread_setname_np needs _GNU_SOURCE).
+void pl_set_thread_name(const char *name);
+/// Resident set size in bytes of this process (from /proc/self/statm), or -1.
+long pl_rss_bytes(void);
+#endif

@@ -1,0 +1,117 @@
+/// The daemon's configuration: the JSON config file, or the embedded default.
+///
+/// ```swift
+/// let config = try PushlineConfig.load(path: "pushline.json")
+/// config.apps["default"]?.apns?.topic
+/// ```
+public struct PushlineConfig: Sendable {
+    public var socket: String = "./var/pushline.sock"
+    public var socketMode: UInt32 = 0o660
+    public var database: String = "./var/pushline.db"
+    public var updateOnDuplicateRegId: Bool = false
+    public var maxLineBytes: Int = 1 << 20
+    /// Notifications queued or in flight across the daemon before commands get `busy`.
+    public var maxPending: Int = 250_000
+    /// `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical`.
+    public var logLevel: String = "info"
+    public var apps: [String: AppConfig] = ["default": AppConfig()]
+
+    /// The embedded default: one app `default` with no provider credentials.
+    public init() {}
+
+    public static func load(path: String) throws(ConfigError) -> PushlineConfig {
+        guard let bytes = readFile(path) else { throw ConfigError("", "cannot read config file '\(path)'") }
+        let value: JSONValue
+        do { value = try JSONValue.parse(bytes) } catch { throw ConfigError("", "config file '\(path)' is not valid JSON: \(error)") }
+        return try PushlineConfig(json: value)
+    }
+
+    public init(json: JSONValue) throws(ConfigError) {
+        var r = try ConfigReader(json, path: "")
+        socket = try r.string("socket") ?? socket
+        if let m = r.value("socket_mode") {
+            switch m {
+            case .string(let s):
+                guard let v = UInt32(s.hasPrefix("0o") ? String(s.dropFirst(2)) : s, radix: 8), v <= 0o777 else {
+                    throw ConfigError("socket_mode", "expected an octal mode such as \"0660\", got \"\(s)\"")
+                }
+                socketMode = v
+            default: throw ConfigError("socket_mode", "expected an octal mode as a string such as \"0660\"")
+            }
+        }
+        database = try r.string("database") ?? database
+        updateOnDuplicateRegId = try r.bool("update_on_duplicate_reg_id") ?? false
+        maxLineBytes = try r.int("max_line_bytes", range: 1024...(256 << 20)) ?? maxLineBytes
+        maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending
+        if let l = try r.string("log_level") {
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(l) else {
+                throw ConfigError("log_level", "expected one of trace, debug, info, notice, warning, error, critical")
+            }
+            logLevel = l
+        }
+        if let a = r.value("apps") {
+            guard let ao = a.objectValue else { throw ConfigError("apps", "expected an object of app name to app block") }
+            guard !ao.isEmpty else { throw ConfigError("apps", "must name at least one app") }
+            var apps: [String: AppConfig] = [:]
+            for (name, block) in ao.pairs {
+                guard AppConfig.isValidName(name) else {
+                    throw ConfigError("apps.\(name)", "app names use letters, digits, '.', '_' and '-' (1-64 characters)")
+                }
+                apps[name] = try AppConfig(json: block, path: "apps.\(name)")
+            }
+            self.apps = apps
+        }
+        try r.finish()
+    }
+}
+
+/// One app's provider credentials; a nil block means that platform is not configured.
+public struct AppConfig: Sendable {
+    public var apns: APNsConfig?
+    public var fcm: FCMConfig?
+    public var webpush: WebPushConfig?
+    public var wns: WNSConfig?
+
+    public init() {}
+
+    public init(json: JSONValue, path: String) throws(ConfigError) {
+        var r = try ConfigReader(json, path: path)
+        if let v = r.value("apns") {
+            var br = try ConfigReader(v, path: r.keyPath("apns"))
+            apns = try APNsConfig(reading: &br)
+            try br.finish()
+        }
+        if let v = r.value("fcm") {
+            var br = try ConfigReader(v, path: r.keyPath("fcm"))
+            fcm = try FCMConfig(reading: &br)
+            try br.finish()
+        }
+        if let v = r.value("webpush") {
+            var br = try ConfigReader(v, path: r.keyPath("webpush"))
+            webpush = try WebPushConfig(reading: &br)
+            try br.finish()
+        }
+        if let v = r.value("wns") {
+            var br = try ConfigReader(v, path: r.keyPath("wns"))
+            wns = try WNSConfig(reading: &br)
+            try br.finish()
+        }
+        try r.finish()
+    }
+
+    public func isConfigured(_ p: Platform) -> Bool {
+        switch p {
+        case .apns: return apns != nil
+        case .fcm: return fcm != nil
+        case .webpush: return webpush != nil
+        case .wns: return wns != nil
+        }
+    }
+
+    public static func isValidName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 64
+            && s.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+            }
+    }
+}

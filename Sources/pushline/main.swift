@@ -1,0 +1,2 @@
+import PushlineCore
+print("pushline \(PushlineVersion.daemon)")
