@@ -47,3 +47,52 @@ public protocol KeyValueStore: Sendable {
 }
 
 import Logging
+
+/// A provider that can also send to topics and manage topic subscriptions (FCM).
+public protocol TopicProvider: PushProvider {
+    /// Sends to a topic (`topic`, without or with the `/topics/` prefix) or a `condition`; exactly one is non-nil.
+    /// The result's `registrationId` is the topic or condition, `deviceId` nil.
+    func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult
+    /// Subscribes devices to a topic; one result per device, in order (`sent` = subscribed).
+    func subscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
+    /// Unsubscribes devices from a topic; one result per device, in order.
+    func unsubscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
+}
+
+/// Exponential backoff with full jitter, honouring a server's `Retry-After`.
+///
+/// ```swift
+/// let ms = Backoff.delayMs(attempt: 2, retryAfterHeader: response.header("retry-after"))
+/// await Backoff.sleep(ms)
+/// ```
+public enum Backoff {
+    /// Delay before retry number `attempt` (1-based): random in [0, min(cap, base * 2^attempt)],
+    /// but at least `Retry-After` (seconds) when the server sent one, and at least `floorMs`.
+    public static func delayMs(
+        attempt: Int, baseMs: Int = 100, capMs: Int = 10_000, retryAfterHeader: String? = nil, floorMs: Int = 0
+    ) -> Int {
+        let ceiling = min(capMs, baseMs << min(attempt, 20))
+        var d = Int.random(in: ceiling / 2...max(ceiling / 2, ceiling))
+        if let h = retryAfterHeader, let s = Int(h.trimmingCharacters(in: " ")), s >= 0 { d = max(d, min(s, 3600) * 1000) }
+        return max(d, floorMs)
+    }
+
+    public static func sleep(_ ms: Int) async {
+        guard ms > 0 else { return }
+        try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+/// Shortens a device token, key id or URL for logs and messages: the first 8 characters and "...".
+public func redact(_ token: String) -> String {
+    token.count <= 8 ? token : String(token.prefix(8)) + "..."
+}
