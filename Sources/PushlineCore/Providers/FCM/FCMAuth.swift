@@ -1,0 +1,154 @@
+import Synchronization
+
+/// Why no OAuth2 access token could be obtained. Never carries the key, the assertion or a token.
+struct FCMAuthError: Error, Sendable, CustomStringConvertible {
+    var message: String
+    var retryable: Bool
+    init(_ message: String, retryable: Bool) {
+        self.message = message
+        self.retryable = retryable
+    }
+    var description: String { message }
+}
+
+/// An OAuth2 access token and when to stop using it (monotonic nanoseconds).
+struct FCMAccessToken: Sendable {
+    var value: String
+    /// After this, fetch a new one (some minutes before the real expiry).
+    var refreshAtNs: UInt64
+}
+
+/// The OAuth2 access token of one service account: cached, refreshed before it expires,
+/// fetched by a single request however many sends are waiting (single flight).
+///
+/// ```swift
+/// switch await source.token() { case .success(let t): ...; case .failure(let e): ... }
+/// // After a 401 with token t: fetch a new one unless another task already did.
+/// _ = await source.token(replacing: t)
+/// ```
+actor FCMTokenSource {
+    static let scope = "https://www.googleapis.com/auth/firebase.messaging"
+
+    let account: FCMServiceAccount
+    let transport: HTTPTransport
+    let tls: TLSOptions
+    let timeoutMs: Int
+    private var cached: FCMAccessToken?
+    private var inflight: Task<Result<FCMAccessToken, FCMAuthError>, Never>?
+    /// Token requests made so far (tests check single flight with it).
+    private(set) var requestCount = 0
+
+    init(account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int) {
+        self.account = account
+        self.transport = transport
+        self.tls = tls
+        self.timeoutMs = timeoutMs
+    }
+
+    /// A valid access token. With `replacing`, a token the server just refused with 401:
+    /// it is dropped (if still cached) and a new one fetched.
+    func token(replacing stale: String? = nil) async -> Result<String, FCMAuthError> {
+        if let stale, cached?.value == stale { cached = nil }
+        if let c = cached, monotonicNanos() < c.refreshAtNs { return .success(c.value) }
+        let task: Task<Result<FCMAccessToken, FCMAuthError>, Never>
+        if let t = inflight {
+            task = t
+        } else {
+            requestCount += 1
+            let (account, transport, tls, timeoutMs) = (account, transport, tls, timeoutMs)
+            task = Task { await Self.fetch(account: account, transport: transport, tls: tls, timeoutMs: timeoutMs) }
+            inflight = task
+        }
+        let r = await task.value
+        // The first waiter to resume publishes the result; the others find it done.
+        if inflight == task {
+            inflight = nil
+            if case .success(let t) = r { cached = t }
+        }
+        return r.map(\.value)
+    }
+
+    /// Drops the cached token (tests, shutdown).
+    func reset() { cached = nil }
+
+    /// One exchange of a freshly signed assertion at the token URI, retrying transient failures.
+    static func fetch(
+        account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+    ) async -> Result<FCMAccessToken, FCMAuthError> {
+        var last = FCMAuthError("no attempt", retryable: true)
+        for attempt in 1...3 {
+            let r = await fetchOnce(account: account, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            switch r {
+            case .success: return r
+            case .failure(let e):
+                last = e
+                guard e.retryable, attempt < 3 else { return r }
+                await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 200, capMs: 2000))
+            }
+        }
+        return .failure(last)
+    }
+
+    static func fetchOnce(
+        account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+    ) async -> Result<FCMAccessToken, FCMAuthError> {
+        let iat = nowMillis() / 1000
+        var header: JSONObject = ["alg": "RS256", "typ": "JWT"]
+        if let kid = account.privateKeyId { header["kid"] = .string(kid) }
+        let claims: JSONObject = [
+            "iss": .string(account.clientEmail), "scope": .string(scope), "aud": .string(account.tokenURI),
+            "iat": .int(iat), "exp": .int(iat + 3600),
+        ]
+        let assertion: String
+        switch FCMAssertion.sign(header: header, claims: claims, pem: account.privateKeyPEM) {
+        case .success(let s): assertion = s
+        case .failure(let e): return .failure(e)
+        }
+        let body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + assertion
+        let started = monotonicNanos()
+        let req = HTTPRequest(
+            method: "POST", url: account.tokenURI,
+            headers: [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")],
+            body: Array(body.utf8), tls: tls, timeoutMs: timeoutMs)
+        let resp: HTTPResponse
+        switch await transport.perform(req) {
+        case .success(let r): resp = r
+        case .failure(let e):
+            return .failure(FCMAuthError("token endpoint \(account.tokenURI): \(e)", retryable: e.retryable))
+        }
+        let json = try? JSONValue.parse(resp.body)
+        guard resp.status == 200 else {
+            var what = "HTTP \(resp.status)"
+            if let e = json?["error"]?.stringValue { what += " \(e)" }
+            if let d = json?["error_description"]?.stringValue { what += ": \(d)" }
+            return .failure(
+                FCMAuthError(
+                    "token endpoint \(account.tokenURI) refused the service account \(account.clientEmail): \(what)",
+                    retryable: resp.status >= 500 || resp.status == 429))
+        }
+        guard let tok = json?["access_token"]?.stringValue, !tok.isEmpty else {
+            return .failure(FCMAuthError("token endpoint \(account.tokenURI) answered without an access_token", retryable: true))
+        }
+        let expiresIn = max(1, json?["expires_in"]?.intValue ?? 3600)
+        // Refresh 5 minutes early, or halfway through a token shorter-lived than 10 minutes.
+        let margin = min(300, expiresIn / 2)
+        let refreshAt = started + UInt64(expiresIn - margin) * 1_000_000_000
+        return .success(FCMAccessToken(value: tok, refreshAtNs: refreshAt))
+    }
+}
+
+/// Token sources shared by every provider using the same service account (and transport),
+/// so two apps with one Firebase project fetch one token.
+enum FCMTokenSources {
+    private static let all = Mutex<[String: FCMTokenSource]>([:])
+
+    static func source(account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int) -> FCMTokenSource {
+        let key = "\(account.clientEmail)|\(account.tokenURI)|\(tls.caFile ?? "")|\(ObjectIdentifier(transport).hashValue)"
+        return all.withLock { m in
+            if let s = m[key] { return s }
+            let s = FCMTokenSource(account: account, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            m[key] = s
+            return s
+        }
+    }
+}
