@@ -30,6 +30,7 @@ actor FCMTokenSource {
     static let scope = "https://www.googleapis.com/auth/firebase.messaging"
 
     let account: FCMServiceAccount
+    let key: RSAPrivateKey
     let transport: HTTPTransport
     let tls: TLSOptions
     let timeoutMs: Int
@@ -38,8 +39,9 @@ actor FCMTokenSource {
     /// Token requests made so far (tests check single flight with it).
     private(set) var requestCount = 0
 
-    init(account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int) {
+    init(account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int) {
         self.account = account
+        self.key = key
         self.transport = transport
         self.tls = tls
         self.timeoutMs = timeoutMs
@@ -55,8 +57,8 @@ actor FCMTokenSource {
             task = t
         } else {
             requestCount += 1
-            let (account, transport, tls, timeoutMs) = (account, transport, tls, timeoutMs)
-            task = Task { await Self.fetch(account: account, transport: transport, tls: tls, timeoutMs: timeoutMs) }
+            let (account, key, transport, tls, timeoutMs) = (account, key, transport, tls, timeoutMs)
+            task = Task { await Self.fetch(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs) }
             inflight = task
         }
         let r = await task.value
@@ -73,11 +75,11 @@ actor FCMTokenSource {
 
     /// One exchange of a freshly signed assertion at the token URI, retrying transient failures.
     static func fetch(
-        account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
     ) async -> Result<FCMAccessToken, FCMAuthError> {
         var last = FCMAuthError("no attempt", retryable: true)
         for attempt in 1...3 {
-            let r = await fetchOnce(account: account, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            let r = await fetchOnce(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
             switch r {
             case .success: return r
             case .failure(let e):
@@ -90,7 +92,7 @@ actor FCMTokenSource {
     }
 
     static func fetchOnce(
-        account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
     ) async -> Result<FCMAccessToken, FCMAuthError> {
         let iat = nowMillis() / 1000
         var header: JSONObject = ["alg": "RS256", "typ": "JWT"]
@@ -100,7 +102,7 @@ actor FCMTokenSource {
             "iat": .int(iat), "exp": .int(iat + 3600),
         ]
         let assertion: String
-        switch FCMAssertion.sign(header: header, claims: claims, pem: account.privateKeyPEM) {
+        switch FCMAssertion.sign(header: header, claims: claims, key: key) {
         case .success(let s): assertion = s
         case .failure(let e): return .failure(e)
         }
@@ -142,12 +144,14 @@ actor FCMTokenSource {
 enum FCMTokenSources {
     private static let all = Mutex<[String: FCMTokenSource]>([:])
 
-    static func source(account: FCMServiceAccount, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int) -> FCMTokenSource {
-        let key = "\(account.clientEmail)|\(account.tokenURI)|\(tls.caFile ?? "")|\(ObjectIdentifier(transport).hashValue)"
+    static func source(
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+    ) -> FCMTokenSource {
+        let id = "\(account.clientEmail)|\(account.tokenURI)|\(tls.caFile ?? "")|\(ObjectIdentifier(transport).hashValue)"
         return all.withLock { m in
-            if let s = m[key] { return s }
-            let s = FCMTokenSource(account: account, transport: transport, tls: tls, timeoutMs: timeoutMs)
-            m[key] = s
+            if let s = m[id] { return s }
+            let s = FCMTokenSource(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            m[id] = s
             return s
         }
     }

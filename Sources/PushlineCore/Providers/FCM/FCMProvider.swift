@@ -39,8 +39,10 @@ public final class FCMProvider: TopicProvider {
     public init(app: String, config: FCMConfig, context: ProviderContext) throws(ConfigError) {
         let key = config.path + ".service_account_path"
         let account = try FCMServiceAccount(path: config.serviceAccountPath, configKey: key)
-        if let why = FCMAssertion.checkKey(account.privateKeyPEM) {
-            throw ConfigError(key, "'\(config.serviceAccountPath)': \(why)")
+        let rsa: RSAPrivateKey
+        switch FCMAssertion.key(account.privateKeyPEM) {
+        case .success(let k): rsa = k
+        case .failure(let e): throw ConfigError(key, "'\(config.serviceAccountPath)': 'private_key': \(e)")
         }
         guard let project = config.projectId ?? account.projectId else {
             throw ConfigError(config.path + ".project_id", "is required: '\(config.serviceAccountPath)' has no project_id")
@@ -56,7 +58,7 @@ public final class FCMProvider: TopicProvider {
         log[metadataKey: "app"] = .string(app)
         log[metadataKey: "provider"] = "fcm"
         logger = log
-        tokens = FCMTokenSources.source(account: account, transport: context.transport, tls: tls, timeoutMs: timeoutMs)
+        tokens = FCMTokenSources.source(account: account, key: rsa, transport: context.transport, tls: tls, timeoutMs: timeoutMs)
         topicManagement = IIDTopicManagement(
             baseURL: config.iidBaseURL, tokens: tokens, transport: context.transport, tls: tls, timeoutMs: timeoutMs)
     }
@@ -97,9 +99,11 @@ public final class FCMProvider: TopicProvider {
 
     public func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult {
         let target: (String, String)
+        var shown = condition ?? topic ?? ""
         do throws(CommandError) {
             if let topic, condition == nil {
                 target = ("topic", try FCMTopicName.normalize(topic))
+                shown = "/topics/" + target.1
             } else if let condition, topic == nil {
                 try FCMTopicName.checkCondition(condition)
                 target = ("condition", condition)
@@ -109,12 +113,12 @@ public final class FCMProvider: TopicProvider {
             let prepared = try PreparedMessage(notification)
             let o = await deliver(prepared.body(target: target.0, target.1))
             var r = o.result(device: nil, dryRun: prepared.dryRun, logger: logger)
-            r.registrationId = target.1
+            r.registrationId = shown
             r.deactivate = false
             return r
         } catch {
             return DeliveryResult(
-                deviceId: nil, platform: .fcm, registrationId: condition ?? topic ?? "", status: .failed,
+                deviceId: nil, platform: .fcm, registrationId: shown, status: .failed,
                 reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)])
         }
     }
