@@ -38,6 +38,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import ssl
 import sys
 import tempfile
@@ -667,6 +668,8 @@ async def main():
     ap.add_argument("--write-service-account", action="append", default=[], metavar="PATH[:PROJECT]",
                     help="generate a service account whose token_uri points at this fake")
     ap.add_argument("--max-streams", type=int, default=1000)
+    ap.add_argument("--exit-on-stdin-eof", action="store_true",
+                    help="exit when stdin closes (the test process that started the fake died)")
     args = ap.parse_args()
     fake = FakeFCM(args.dir or tempfile.mkdtemp(prefix="fake-fcm-"), args.max_streams)
     await fake.start(args.port, args.control_port)
@@ -677,12 +680,22 @@ async def main():
         path, _, project = spec.partition(":")
         fake.add_account(make_service_account(path, fake.base_url + "/token", project or "pushline-test"))
     print(f"READY {fake.port} {fake.ca_path} {fake.control_port}", flush=True)
+    if args.exit_on_stdin_eof:
+        loop = asyncio.get_running_loop()
+
+        def stdin_ready():
+            if not os.read(0, 4096):
+                loop.stop()
+
+        loop.add_reader(0, stdin_ready)
     async with fake.server, fake.control_server:
         await asyncio.gather(fake.server.serve_forever(), fake.control_server.serve_forever())
 
 
 if __name__ == "__main__":
+    # A parent such as Swift's test runner may spawn us with every signal blocked: let SIGTERM/SIGINT work.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError):
         pass
