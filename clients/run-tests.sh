@@ -26,6 +26,14 @@ echo "== Ruby client (minitest) =="
 echo "== Shell client (pytest) =="
 (cd "$here/shell" && "$PYTHON" -m pytest -q -p no:cacheprovider tests) || { status=1; failed="$failed shell"; }
 
+echo "== Django example (manage.py test) =="
+if "$PYTHON" -c 'import django' >/dev/null 2>&1; then
+    (cd "$repo/examples/django" && PYTHONPATH="$here/python/src${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" manage.py test -v 1) \
+        || { status=1; failed="$failed django-example"; }
+else
+    echo "skipped: Django is not installed (pip install django to run examples/django's test)"
+fi
+
 if [ "$status" -ne 0 ]; then
     echo "clients/run-tests.sh: FAILED:$failed" >&2
 else
