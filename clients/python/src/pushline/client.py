@@ -295,7 +295,8 @@ class Client:
         """The ``ping`` answer of this thread's connection (``version``, ``protocol``)."""
         return dict(self._connection().server)
 
-    def _open(self) -> _Connection:
+    def _open(self, track: bool = True) -> _Connection:
+        """Connects and checks the protocol version with ``ping``."""
         conn = _Connection(self.socket_path, self.timeout)
         try:
             rid = conn.take_id()
@@ -323,8 +324,9 @@ class Client:
                 f"this client speaks {PROTOCOL_MAJOR}.x: upgrade the client or the daemon",
                 {"protocol": protocol, "version": info.get("version")})
         conn.server = info
-        with self._lock:
-            self._connections.add(conn)
+        if track:
+            with self._lock:
+                self._connections.add(conn)
         return conn
 
     def _connection(self, fresh: bool = False) -> _Connection:
@@ -581,7 +583,7 @@ class Client:
             if batch:
                 yield from encode(batch)
 
-        conn = _Connection(self.socket_path, self.timeout)
+        conn = self._open(track=False)
         try:
             return self._pipeline(conn, requests(), window, collect_results, busy_retries)
         finally:
@@ -605,13 +607,9 @@ class Client:
         sel = selectors.DefaultSelector()
         sel.register(sock, selectors.EVENT_READ)
         try:
-            # The version check, pipelined ahead of the first bulk.
-            ping_id = conn.take_id()
-            out += _encode({"id": ping_id, "cmd": "ping"})
-            inflight.append((ping_id, -1, [], b"", 0))
             while True:
                 now = time.monotonic()
-                while len(inflight) < window + 1:
+                while len(inflight) < window:
                     if retry and retry[0][0] <= now:
                         _, idx, items, body, attempts = retry.popleft()
                     elif not exhausted:
@@ -675,13 +673,6 @@ class Client:
                         raise ConnectionError("bulk_send: the daemon sent a response nobody asked for")
                     rid, idx, items, body, attempts = inflight.popleft()
                     resp = _parse_response(line, rid)
-                    if idx < 0:
-                        info = _result(resp)
-                        protocol = str(info.get("protocol", ""))
-                        if protocol.split(".")[0] != PROTOCOL_MAJOR:
-                            raise ProtocolVersionError(f"the daemon speaks protocol {protocol or '(none)'}, "
-                                                       f"this client speaks {PROTOCOL_MAJOR}.x")
-                        continue
                     try:
                         r = _result(resp)
                     except Busy as e:
