@@ -100,7 +100,7 @@ import Testing
 
     @Test func isoTimestampFormats() {
         #expect(isoTimestamp(0) == "1970-01-01T00:00:00.000Z")
-        #expect(isoTimestamp(1_795_000_000_123) == "2026-11-18T09:06:40.123Z")
+        #expect(isoTimestamp(1_795_000_000_123) == "2026-11-18T11:06:40.123Z")
     }
 }
 
