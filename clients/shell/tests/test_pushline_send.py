@@ -115,6 +115,7 @@ def test_fallback_transport(run, transport):
     r = run("--ndjson", stdin=lines, env={"PUSHLINE_TRANSPORT": transport, "PUSHLINE_BIN": "/nonexistent"})
     assert r.returncode == 0, r.stderr
     assert [json.loads(l)["id"] for l in r.stdout.splitlines()] == list(range(50))
+    register(run, platform="apns", registration_id=TOKEN, user="42")
     r = run("--user", "42", "--message", "x", env={"PUSHLINE_TRANSPORT": transport})
     assert r.returncode == 1 and "provider_not_configured" in r.stderr
 
