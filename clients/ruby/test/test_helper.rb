@@ -27,15 +27,21 @@ module DaemonHelper
   class Daemon
     attr_reader :socket, :dir
 
-    def initialize(dir)
+    def initialize(dir, config: nil)
       @dir = dir
       @socket = File.join(dir, "p.sock")
       @database = File.join(dir, "p.db")
       @log = File.join(dir, "daemon.log")
+      @args = ["--socket", @socket, "--database", @database]
+      return unless config
+
+      path = File.join(dir, "pushline.json")
+      File.write(path, JSON.generate(config))
+      @args += ["--config", path]
     end
 
     def start(timeout: 20)
-      @pid = Process.spawn(DaemonHelper.binary, "serve", "--socket", @socket, "--database", @database,
+      @pid = Process.spawn(DaemonHelper.binary, "serve", *@args,
                            chdir: @dir, in: File::NULL, out: [@log, "a"], err: [@log, "a"])
       deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
       while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline

@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "testsupport"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "testsupport"))  # daemon.py, apns.py
 
 from daemon import Daemon, raw_request  # noqa: E402
 
