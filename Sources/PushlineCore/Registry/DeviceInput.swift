@@ -161,7 +161,7 @@ public struct DeviceInput: Sendable, Equatable {
             for c in u where c <= 0x20 || c == 0x7F {
                 throw .invalid(field, "an FCM token cannot contain whitespace or control characters ('\(redact(token))')")
             }
-            if token.unicodeScalars.contains(where: { $0.properties.isWhitespace }) {
+            if u.contains(where: { $0 >= 0x80 }), token.unicodeScalars.contains(where: { $0.properties.isWhitespace }) {
                 throw .invalid(field, "an FCM token cannot contain whitespace ('\(redact(token))')")
             }
             return token
