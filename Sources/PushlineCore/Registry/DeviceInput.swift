@@ -154,14 +154,15 @@ public struct DeviceInput: Sendable, Equatable {
             for c in u where !isHex(c) {
                 throw .invalid(field, "an APNs token is hexadecimal, found a non-hex character ('\(redact(token))')")
             }
-            return token.lowercased()
+            return canonicalToken(token, platform: .apns)
         case .fcm:
             guard !u.isEmpty else { throw .invalid(field, "an FCM token cannot be empty") }
             guard u.count <= 4096 else { throw .invalid(field, "an FCM token is at most 4096 bytes, got \(u.count)") }
             for c in u where c <= 0x20 || c == 0x7F {
                 throw .invalid(field, "an FCM token cannot contain whitespace or control characters ('\(redact(token))')")
             }
-            if token.unicodeScalars.contains(where: { $0.properties.isWhitespace }) {
+            // Unicode whitespace (NBSP, U+2028...) is only possible in non-ASCII tokens; the property lookup is slow.
+            if u.contains(where: { $0 >= 0x80 }), token.unicodeScalars.contains(where: { $0.properties.isWhitespace }) {
                 throw .invalid(field, "an FCM token cannot contain whitespace ('\(redact(token))')")
             }
             return token
@@ -172,6 +173,16 @@ public struct DeviceInput: Sendable, Equatable {
             try checkHTTPSURL(token, field: field, what: "a WNS registration_id is the channel URI")
             return token
         }
+    }
+
+    /// The stored form of an already valid token, for lookups: APNs tokens lowercase, others unchanged.
+    ///
+    /// Cheaper than `normalizeToken` (no validation): a token that fails validation cannot be stored anyway.
+    public static func canonicalToken(_ token: String, platform: Platform) -> String {
+        guard platform == .apns, token.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "F") }) else {
+            return token
+        }
+        return String(decoding: token.utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 
     static func checkHTTPSURL(_ s: String, field: String, what: String) throws(CommandError) {

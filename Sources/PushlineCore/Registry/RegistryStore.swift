@@ -37,7 +37,7 @@ final class RegistryStore {
         switch key {
         case .id(let id): return ("id = ?", [.int(id)])
         case .token(let app, let platform, let t):
-            let token = (try? DeviceInput.normalizeToken(t, platform: platform)) ?? t
+            let token = DeviceInput.canonicalToken(t, platform: platform)
             return ("app = ? AND platform = ? AND registration_id = ?", [.text(app), .text(platform.rawValue), .text(token)])
         }
     }
@@ -148,7 +148,7 @@ final class RegistryStore {
         }
         if let a = f.active { conds.append("active = ?"); args.append(.from(a)) }
         if let r = f.registrationId {
-            let token = f.platform.flatMap { try? DeviceInput.normalizeToken(r, platform: $0) } ?? r
+            let token = f.platform.map { DeviceInput.canonicalToken(r, platform: $0) } ?? r
             conds.append("registration_id = ?")
             args.append(.text(token))
         }
@@ -234,12 +234,12 @@ final class RegistryStore {
     func resolveTokens(app: String, platform: Platform, _ tokens: [String]) throws -> [Device?] {
         var out: [Device?] = []
         out.reserveCapacity(tokens.count)
+        let select = try db.statement(
+            "SELECT \(Self.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?")
         for t in tokens {
-            let token = (try? DeviceInput.normalizeToken(t, platform: platform)) ?? t
-            let rows = try db.query(
-                "SELECT \(Self.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?",
-                [.text(app), .text(platform.rawValue), .text(token)], Self.device)
-            out.append(rows.first)
+            try select.bind([.text(app), .text(platform.rawValue), .text(DeviceInput.canonicalToken(t, platform: platform))])
+            defer { select.reset() }
+            out.append(try select.step() ? try Self.device(select) : nil)
         }
         return out
     }
