@@ -4,11 +4,11 @@ import PackageDescription
 
 let package = Package(
     name: "RegistryBench",
-    dependencies: [.package(path: "../..")],
+    dependencies: [.package(name: "Pushline", path: "../..")],
     targets: [
         .executableTarget(
             name: "RegistryBench",
-            dependencies: [.product(name: "PushlineCore", package: "wt-registry")],
+            dependencies: [.product(name: "PushlineCore", package: "Pushline")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         )
     ]
