@@ -112,6 +112,13 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
             #expect(err?.message.contains("devices[2]") == true && err?.message.contains("devices[1]") == true)
         }
         #expect(try await reg.stats().total == 0)
+        // The same existing token twice: the second would update the row the first updated.
+        _ = try await reg.register([try fcm("old")], updateOnDuplicate: false)
+        let err = await expectError(.duplicateRegistration) { () async throws(CommandError) in
+            _ = try await reg.register([try fcm("new"), try fcm("old"), try fcm("old")], updateOnDuplicate: true)
+        }
+        #expect(err?.message.contains("devices[2]") == true && err?.message.contains("devices[1]") == true)
+        #expect(try await reg.devices(DeviceFilter()).map(\.registrationId) == ["old"])
     }
 
     @Test func duplicateWithUpdateReplacesFieldsAndReactivates() async throws {
