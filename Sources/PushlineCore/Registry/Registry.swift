@@ -386,6 +386,9 @@ final class RegistryJobQueue: @unchecked Sendable {
 /// Starts the database thread.
 enum RegistryThread {
     /// Holds the body while it crosses into the new thread through pthread_create's raw pointer.
+    ///
+    /// Not Sendable, and it needs not be: the body was passed `sending`, so nothing on the
+    /// starting thread still references what it captures, and only the new thread calls it.
     final class Box {
         let body: () -> Void
         init(_ body: @escaping () -> Void) { self.body = body }
