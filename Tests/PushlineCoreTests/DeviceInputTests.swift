@@ -155,6 +155,30 @@ func expectInvalid(_ field: String, sourceLocation: SourceLocation = #_sourceLoc
     }
 }
 
+@Suite struct DeviceListAndKeyTests {
+    @Test func listErrorsNameTheElement() throws {
+        let ok = try DeviceInput.parseList([["platform": "fcm", "registration_id": "a"], .object(Fixtures.webpush())], defaultApp: "x")
+        #expect(ok.map(\.app) == ["x", "x"])
+        let e = expectInvalid("devices[1].registration_id") { () throws(CommandError) in
+            _ = try DeviceInput.parseList([["platform": "fcm", "registration_id": "a"], ["platform": "apns", "registration_id": "zz"]])
+        }
+        #expect(e?.message.hasPrefix("field 'devices[1].registration_id': an APNs token") == true)
+        expectInvalid("devices[0]") { () throws(CommandError) in _ = try DeviceInput.parseList(["nope"]) }
+    }
+
+    @Test func deviceKeys() throws {
+        #expect(try DeviceKey(parsing: ["id": 5]) == .id(5))
+        #expect(
+            try DeviceKey(parsing: ["platform": "apns", "registration_id": .string(Fixtures.apnsToken)], defaultApp: "a")
+                == .token(app: "a", platform: .apns, registrationId: Fixtures.apnsToken.lowercased()))
+        expectInvalid("id") { () throws(CommandError) in _ = try DeviceKey(parsing: ["id": 0]) }
+        expectInvalid("platform") { () throws(CommandError) in _ = try DeviceKey(parsing: ["id": 3, "platform": "fcm"]) }
+        expectInvalid("platform") { () throws(CommandError) in _ = try DeviceKey(parsing: ["registration_id": "t"]) }
+        expectInvalid("registration_id") { () throws(CommandError) in _ = try DeviceKey(parsing: ["platform": "fcm"]) }
+        expectInvalid("token") { () throws(CommandError) in _ = try DeviceKey(parsing: ["token": "t"]) }
+    }
+}
+
 @Suite struct Base64URLTests {
     @Test func roundTripsEveryLength() {
         for n in 0..<40 {

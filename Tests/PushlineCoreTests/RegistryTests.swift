@@ -112,6 +112,13 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
             #expect(err?.message.contains("devices[2]") == true && err?.message.contains("devices[1]") == true)
         }
         #expect(try await reg.stats().total == 0)
+        // The same existing token twice: the second would update the row the first updated.
+        _ = try await reg.register([try fcm("old")], updateOnDuplicate: false)
+        let err = await expectError(.duplicateRegistration) { () async throws(CommandError) in
+            _ = try await reg.register([try fcm("new"), try fcm("old"), try fcm("old")], updateOnDuplicate: true)
+        }
+        #expect(err?.message.contains("devices[2]") == true && err?.message.contains("devices[1]") == true)
+        #expect(try await reg.devices(DeviceFilter()).map(\.registrationId) == ["old"])
     }
 
     @Test func duplicateWithUpdateReplacesFieldsAndReactivates() async throws {
@@ -378,10 +385,11 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
         let results = await withTaskGroup(of: (Int, Bool).self) { group in
             for i in 0..<400 {
                 group.addTask {
-                    // Every 100th job collides with an existing token and must fail alone.
-                    let token = i % 100 == 0 ? "dup-\(i / 200)" : "c-\(i)"
+                    // Every 100th job writes a fresh device, then collides with an existing
+                    // token: it must fail alone, and its fresh device must be rolled back.
+                    let batch = i % 100 == 0 ? ["fresh-\(i)", "dup-\(i / 200)"] : ["c-\(i)"]
                     do {
-                        _ = try await reg.register([try fcm(token)], updateOnDuplicate: false)
+                        _ = try await reg.register(try batch.map { t throws(CommandError) in try fcm(t) }, updateOnDuplicate: false)
                         return (i, true)
                     } catch {
                         return (i, false)
@@ -395,5 +403,8 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
         let failed = results.filter { !$0.value }.map(\.key).sorted()
         #expect(failed == [0, 100, 200, 300])
         #expect(try await reg.stats().total == 2 + 396)
+        var f = DeviceFilter()
+        f.registrationId = "fresh-100"
+        #expect(try await reg.devices(f).isEmpty)
     }
 }

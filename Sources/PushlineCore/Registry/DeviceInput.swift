@@ -100,6 +100,24 @@ public struct DeviceInput: Sendable, Equatable {
             auth: try Self.string(o, "auth"), browser: try Self.string(o, "browser"))
     }
 
+    /// Parses the `devices` array of a `register` request; errors name the element,
+    /// e.g. field `devices[3].registration_id`.
+    public static func parseList(_ values: [JSONValue], defaultApp: String = "default", field: String = "devices")
+        throws(CommandError) -> [DeviceInput]
+    {
+        var out: [DeviceInput] = []
+        out.reserveCapacity(values.count)
+        for (i, v) in values.enumerated() {
+            guard let o = v.objectValue else { throw .invalid("\(field)[\(i)]", "expected a device object, got \(v.typeName)") }
+            do {
+                out.append(try DeviceInput(parsing: o, defaultApp: defaultApp))
+            } catch {
+                throw error.prefixingField("\(field)[\(i)].")
+            }
+        }
+        return out
+    }
+
     static func string(_ o: JSONObject, _ k: String) throws(CommandError) -> String? {
         guard let v = o[k], !v.isNull else { return nil }
         guard let s = v.stringValue else { throw .invalid(k, "expected a string, got \(v.typeName)") }
@@ -154,14 +172,15 @@ public struct DeviceInput: Sendable, Equatable {
             for c in u where !isHex(c) {
                 throw .invalid(field, "an APNs token is hexadecimal, found a non-hex character ('\(redact(token))')")
             }
-            return token.lowercased()
+            return canonicalToken(token, platform: .apns)
         case .fcm:
             guard !u.isEmpty else { throw .invalid(field, "an FCM token cannot be empty") }
             guard u.count <= 4096 else { throw .invalid(field, "an FCM token is at most 4096 bytes, got \(u.count)") }
             for c in u where c <= 0x20 || c == 0x7F {
                 throw .invalid(field, "an FCM token cannot contain whitespace or control characters ('\(redact(token))')")
             }
-            if token.unicodeScalars.contains(where: { $0.properties.isWhitespace }) {
+            // Unicode whitespace (NBSP, U+2028...) is only possible in non-ASCII tokens; the property lookup is slow.
+            if u.contains(where: { $0 >= 0x80 }), token.unicodeScalars.contains(where: { $0.properties.isWhitespace }) {
                 throw .invalid(field, "an FCM token cannot contain whitespace ('\(redact(token))')")
             }
             return token
@@ -172,6 +191,16 @@ public struct DeviceInput: Sendable, Equatable {
             try checkHTTPSURL(token, field: field, what: "a WNS registration_id is the channel URI")
             return token
         }
+    }
+
+    /// The stored form of an already valid token, for lookups: APNs tokens lowercase, others unchanged.
+    ///
+    /// Cheaper than `normalizeToken` (no validation): a token that fails validation cannot be stored anyway.
+    public static func canonicalToken(_ token: String, platform: Platform) -> String {
+        guard platform == .apns, token.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "F") }) else {
+            return token
+        }
+        return String(decoding: token.utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 
     static func checkHTTPSURL(_ s: String, field: String, what: String) throws(CommandError) {
@@ -237,5 +266,44 @@ public struct DeviceInput: Sendable, Equatable {
             throw .invalid(field, "expected an uncompressed P-256 point (first byte 0x04)")
         }
         return Base64URL.encode(bytes)
+    }
+}
+
+extension CommandError {
+    /// The same `invalid_argument` error with its field prefixed (`registration_id` ->
+    /// `devices[3].registration_id`); other errors are returned unchanged.
+    public func prefixingField(_ prefix: String) -> CommandError {
+        guard code == .invalidArgument, let field = details["field"]?.stringValue else { return self }
+        let head = "field '\(field)': "
+        let why = message.hasPrefix(head) ? String(message.dropFirst(head.count)) : message
+        var e = CommandError.invalid(prefix + field, why)
+        for (k, v) in details.pairs where k != "field" { e.details[k] = v }
+        return e
+    }
+}
+
+extension Registry.DeviceKey {
+    /// Parses a device reference: `{"id": 12}` or `{"platform": "apns", "registration_id": "...", "app": "..."}`
+    /// (`app` defaults to `defaultApp`). Tokens are canonicalised as `register` stores them.
+    public init(parsing o: JSONObject, defaultApp: String = "default") throws(CommandError) {
+        if let idv = o["id"], !idv.isNull {
+            guard let id = idv.intValue, id > 0 else { throw .invalid("id", "expected a positive integer") }
+            for k in o.keys where k != "id" {
+                throw .invalid(k, "not allowed together with 'id'")
+            }
+            self = .id(id)
+            return
+        }
+        for k in o.keys where !["platform", "registration_id", "app", "id"].contains(k) {
+            throw .invalid(k, "unknown field (expected 'id', or 'platform', 'registration_id' and optionally 'app')")
+        }
+        guard let ps = o["platform"]?.stringValue, let platform = Platform(rawValue: ps) else {
+            throw .invalid("platform", "expected one of apns, fcm, webpush, wns (or give 'id')")
+        }
+        guard let token = o["registration_id"]?.stringValue, !token.isEmpty else {
+            throw .invalid("registration_id", "required (or give 'id')")
+        }
+        let app = try DeviceInput.validateApp(try DeviceInput.string(o, "app") ?? defaultApp)
+        self = .token(app: app, platform: platform, registrationId: DeviceInput.canonicalToken(token, platform: platform))
     }
 }

@@ -45,16 +45,33 @@ public func formatTimestamp(_ ms: Int64) -> String {
     var secs = ms / 1000
     var milli = ms % 1000
     if milli < 0 { milli += 1000; secs -= 1 }
-    var t = time_t(secs)
-    var tm = tm()
-    guard gmtime_r(&t, &tm) != nil else { return String(ms) }
-    func pad(_ v: Int, _ width: Int) -> String {
-        let s = String(v)
-        return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+    var days = secs / 86_400
+    var sod = secs % 86_400
+    if sod < 0 { sod += 86_400; days -= 1 }
+    // Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil inverse):
+    // pure arithmetic, no gmtime_r and its time-zone lock on a hot path.
+    let z = days + 719_468
+    let era = (z >= 0 ? z : z - 146_096) / 146_097
+    let doe = z - era * 146_097
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let day = doy - (153 * mp + 2) / 5 + 1
+    let month = mp < 10 ? mp + 3 : mp - 9
+    let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+    guard (0...9999).contains(year) else { return String(ms) }
+    var b = [UInt8](repeating: 0, count: 24)
+    func put(_ v: Int64, _ at: Int, _ width: Int) {
+        var v = v
+        for k in stride(from: at + width - 1, through: at, by: -1) {
+            b[k] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+            v /= 10
+        }
     }
-    return pad(Int(tm.tm_year) + 1900, 4) + "-" + pad(Int(tm.tm_mon) + 1, 2) + "-" + pad(Int(tm.tm_mday), 2) + "T"
-        + pad(Int(tm.tm_hour), 2) + ":" + pad(Int(tm.tm_min), 2) + ":" + pad(Int(tm.tm_sec), 2) + "."
-        + pad(Int(milli), 3) + "Z"
+    put(year, 0, 4); b[4] = 0x2D; put(month, 5, 2); b[7] = 0x2D; put(day, 8, 2); b[10] = 0x54
+    put(sod / 3600, 11, 2); b[13] = 0x3A; put(sod / 60 % 60, 14, 2); b[16] = 0x3A; put(sod % 60, 17, 2)
+    b[19] = 0x2E; put(milli, 20, 3); b[23] = 0x5A
+    return String(decoding: b, as: UTF8.self)
 }
 
 /// Parses a timestamp from a request into Unix milliseconds.

@@ -325,6 +325,8 @@ final class RegistryJobQueue: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// Runs `body` with the mutex held. The lock/unlock results are not checked: a
+    /// default (non-error-checking) mutex that was initialised cannot fail them.
     private func withLock<T>(_ body: () -> T) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -370,19 +372,23 @@ final class RegistryJobQueue: @unchecked Sendable {
         }
         guard let t else { return }
         if pthread_equal(t, pthread_self()) != 0 {
-            // Closing from the database thread itself (cannot happen via the API): detach instead of deadlocking.
-            pthread_detach(t)
+            // Closing from the database thread itself (no job captures the Registry, so
+            // this should not happen): detach instead of deadlocking.
+            _ = pthread_detach(t)
             return
         }
-        pthread_join(t, nil)
+        // pthread_join fails only for an invalid or already-joined thread; `thread` is
+        // taken under the lock above, so it is joined exactly once.
+        _ = pthread_join(t, nil)
     }
-
-    fileprivate static func register(_ q: RegistryJobQueue, _ t: pthread_t) { q.setThread(t) }
 }
 
 /// Starts the database thread.
 enum RegistryThread {
     /// Holds the body while it crosses into the new thread through pthread_create's raw pointer.
+    ///
+    /// Not Sendable, and it needs not be: the body was passed `sending`, so nothing on the
+    /// starting thread still references what it captures, and only the new thread calls it.
     final class Box {
         let body: () -> Void
         init(_ body: @escaping () -> Void) { self.body = body }

@@ -37,7 +37,7 @@ final class RegistryStore {
         switch key {
         case .id(let id): return ("id = ?", [.int(id)])
         case .token(let app, let platform, let t):
-            let token = (try? DeviceInput.normalizeToken(t, platform: platform)) ?? t
+            let token = DeviceInput.canonicalToken(t, platform: platform)
             return ("app = ? AND platform = ? AND registration_id = ?", [.text(app), .text(platform.rawValue), .text(token)])
         }
     }
@@ -45,19 +45,6 @@ final class RegistryStore {
     // MARK: register
 
     func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool, now: Int64) throws -> [Registry.RegisterOutcome] {
-        struct Key: Hashable { let app: String; let platform: Platform; let token: String }
-        var seen: [Key: Int] = [:]
-        seen.reserveCapacity(inputs.count)
-        for (i, d) in inputs.enumerated() {
-            let k = Key(app: d.app, platform: d.platform, token: d.registrationId)
-            if let j = seen[k] {
-                throw CommandError(
-                    .duplicateRegistration,
-                    "devices[\(i)]: same \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' in app '\(d.app)' as devices[\(j)] of this request",
-                    details: ["index": .int(Int64(i))])
-            }
-            seen[k] = i
-        }
         let insert = try db.statement(
             """
             INSERT INTO devices (platform, app, registration_id, name, user, device_id, active, created_at, updated_at,
@@ -67,6 +54,19 @@ final class RegistryStore {
             """)
         var out: [Registry.RegisterOutcome] = []
         out.reserveCapacity(inputs.count)
+        // Duplicates inside the batch are found through the UNIQUE index rather than by
+        // hashing every token: a conflicting row that this call inserted (rowids only grow
+        // within the transaction, and jobs run one after another) or updated is one.
+        var firstInserted: Int64 = .max
+        var updatedIds = Set<Int64>()
+        func sameBatch(_ id: Int64, _ i: Int, _ d: DeviceInput) -> CommandError? {
+            guard id >= firstInserted || updatedIds.contains(id) else { return nil }
+            let j = out.firstIndex(where: { $0.device.id == id }) ?? -1
+            return CommandError(
+                .duplicateRegistration,
+                "devices[\(i)]: same \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' in app '\(d.app)' as devices[\(j)] of this request",
+                details: ["index": .int(Int64(i))])
+        }
         for (i, d) in inputs.enumerated() {
             let reason: String? = d.active ? nil : Registry.clientDeactivationReason
             let at: Int64? = d.active ? nil : now
@@ -78,14 +78,21 @@ final class RegistryStore {
             defer { insert.reset() }
             _ = try insert.step()
             if db.changes == 1 {
+                let id = db.lastInsertRowID
+                if firstInserted == .max { firstInserted = id }
                 let dev = Device(
-                    id: db.lastInsertRowID, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
+                    id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
                     user: d.user, deviceId: d.deviceId, active: d.active, createdAt: now, updatedAt: now, p256dh: d.p256dh,
                     auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: at)
                 out.append(.init(device: dev, created: true, updated: false))
                 continue
             }
             guard updateOnDuplicate else {
+                let existing = try db.query(
+                    "SELECT id FROM devices WHERE app = ? AND platform = ? AND registration_id = ?",
+                    [.text(d.app), .text(d.platform.rawValue), .text(d.registrationId)]
+                ) { $0.int(0) }
+                if let id = existing.first, let e = sameBatch(id, i, d) { throw e }
                 throw CommandError(
                     .duplicateRegistration,
                     "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (use update_on_duplicate to update it)",
@@ -106,6 +113,8 @@ final class RegistryStore {
             guard let dev = rows.first else {
                 throw DatabaseError(code: 1, message: "devices[\(i)]: conflicting row vanished", sql: nil)
             }
+            if let e = sameBatch(dev.id, i, d) { throw e }
+            updatedIds.insert(dev.id)
             out.append(.init(device: dev, created: false, updated: true))
         }
         return out
@@ -148,7 +157,7 @@ final class RegistryStore {
         }
         if let a = f.active { conds.append("active = ?"); args.append(.from(a)) }
         if let r = f.registrationId {
-            let token = f.platform.flatMap { try? DeviceInput.normalizeToken(r, platform: $0) } ?? r
+            let token = f.platform.map { DeviceInput.canonicalToken(r, platform: $0) } ?? r
             conds.append("registration_id = ?")
             args.append(.text(token))
         }
@@ -234,12 +243,12 @@ final class RegistryStore {
     func resolveTokens(app: String, platform: Platform, _ tokens: [String]) throws -> [Device?] {
         var out: [Device?] = []
         out.reserveCapacity(tokens.count)
+        let select = try db.statement(
+            "SELECT \(Self.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?")
         for t in tokens {
-            let token = (try? DeviceInput.normalizeToken(t, platform: platform)) ?? t
-            let rows = try db.query(
-                "SELECT \(Self.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?",
-                [.text(app), .text(platform.rawValue), .text(token)], Self.device)
-            out.append(rows.first)
+            try select.bind([.text(app), .text(platform.rawValue), .text(DeviceInput.canonicalToken(t, platform: platform))])
+            defer { select.reset() }
+            out.append(try select.step() ? try Self.device(select) : nil)
         }
         return out
     }
