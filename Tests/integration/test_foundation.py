@@ -387,3 +387,25 @@ def test_check_config_accepts_a_good_file(tmp_path):
     f.write_text("{bad json")
     p = subprocess.run([binary(), "check-config", str(f)], capture_output=True, timeout=20)
     assert p.returncode == 1 and b"not valid JSON" in p.stderr
+
+
+def test_request_is_carried_out_when_the_client_hangs_up(daemon):
+    c = daemon.connect()
+    c.send({"cmd": "register", "devices": [{"platform": "apns", "registration_id": apns(i)} for i in range(1, 5001)]})
+    c.close()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if daemon.call({"cmd": "stats"})["devices"]["total"] == 5000:
+            break
+        time.sleep(0.05)
+    assert daemon.call({"cmd": "stats"})["devices"]["total"] == 5000
+    # The daemon is idle again (no busy loop on the dead connection).
+    time.sleep(0.3)
+    t0 = os.times()
+    pid = daemon.proc.pid
+    def cpu():
+        parts = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])
+    before = cpu()
+    time.sleep(1.0)
+    assert cpu() - before < 20, "daemon burns CPU while idle"
