@@ -42,7 +42,11 @@ def test_duplicate_registration_is_an_error_and_changes_nothing(daemon):
     assert daemon.call({"cmd": "register", "platform": "fcm", "registration_id": FCM_TOKEN, "name": "a"})["ok"]
     r = daemon.call({"id": 2, "cmd": "register", "platform": "fcm", "registration_id": FCM_TOKEN, "name": "b"})
     assert r["ok"] is False and r["error"]["code"] == "duplicate_registration"
+    assert r["error"]["field"] == "registration_id" and not r["error"]["message"].startswith("devices[")
     assert FCM_TOKEN not in r["error"]["message"]
+    r = daemon.call({"cmd": "register", "devices": [{"platform": "fcm", "registration_id": "other"},
+                                                    {"platform": "fcm", "registration_id": FCM_TOKEN}]})
+    assert r["error"]["code"] == "duplicate_registration" and r["error"]["field"] == "devices[1].registration_id"
     d = daemon.call({"cmd": "devices"})["devices"]
     assert len(d) == 1 and d[0]["name"] == "a"
 

@@ -95,7 +95,7 @@ final class RegistryStore {
                 if let id = existing.first, let e = sameBatch(id, i, d) { throw e }
                 throw CommandError(
                     .duplicateRegistration,
-                    "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (use update_on_duplicate to update it)",
+                    "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (set update_on_duplicate_reg_id in the config to update instead)",
                     details: ["index": .int(Int64(i))])
             }
             let rows = try db.query(
