@@ -26,7 +26,7 @@ build: deps
 	$(SWIFT) build
 
 release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 # Builds and starts the daemon on its embedded default (./var/pushline.sock, ./var/pushline.db).
 run: build
