@@ -6,7 +6,7 @@ SWIFT      ?= swift
 BUILD_DIR  ?= .build
 PUSHLINE   := $(BUILD_DIR)/debug/pushline
 APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config sqlite3 nginx nghttp2-client ruby python3-pip
-PIP_PKGS   := h2 cryptography pytest
+PIP_PKGS   := h2 cryptography pytest django
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON     ?= python3
 
@@ -19,14 +19,14 @@ deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
-	@$(PYTHON) -c 'import h2, cryptography, pytest' 2>/dev/null || \
+	@$(PYTHON) -c 'import h2, cryptography, pytest, django' 2>/dev/null || \
 	  $(PYTHON) -m pip install -q $(PIP_PKGS) || $(PYTHON) -m pip install -q --break-system-packages $(PIP_PKGS)
 
 build: deps
 	$(SWIFT) build
 
 release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 # Builds and starts the daemon on its embedded default (./var/pushline.sock, ./var/pushline.db).
 run: build

@@ -99,8 +99,11 @@ import Testing
     }
 
     @Test func isoTimestampFormats() {
-        #expect(isoTimestamp(0) == "1970-01-01T00:00:00.000Z")
-        #expect(isoTimestamp(1_795_000_000_123) == "2026-11-18T09:06:40.123Z")
+        #expect(formatTimestamp(0) == "1970-01-01T00:00:00.000Z")
+        #expect(formatTimestamp(1_795_000_000_123) == "2026-11-18T11:06:40.123Z")
+        #expect(formatTimestamp(951_782_400_000) == "2000-02-29T00:00:00.000Z")
+        #expect(formatTimestamp(-1) == "1969-12-31T23:59:59.999Z")
+        #expect(formatTimestamp(253_402_300_799_999) == "9999-12-31T23:59:59.999Z")
     }
 }
 

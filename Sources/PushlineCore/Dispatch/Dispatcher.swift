@@ -73,7 +73,12 @@ public final class Dispatcher: RequestHandler {
                     throw error.prefixed("devices[\(i)]")
                 }
             }
-            let out = try await registry.register(inputs, updateOnDuplicate: config.updateOnDuplicateRegId)
+            let out: [RegisterOutcome]
+            do throws(CommandError) {
+                out = try await registry.register(inputs, updateOnDuplicate: config.updateOnDuplicateRegId)
+            } catch {
+                throw Self.withDuplicateField(error, batch: true)
+            }
             try checkApps(out.map(\.device))
             return [
                 "created": .int(Int64(out.filter(\.created).count)),
@@ -84,10 +89,27 @@ public final class Dispatcher: RequestHandler {
         var fields = a.object
         fields["cmd"] = nil
         let input = try DeviceInput(parsing: fields)
-        guard let out = try await registry.register([input], updateOnDuplicate: config.updateOnDuplicateRegId).first else {
-            throw CommandError(.internalError, "register returned no device")
+        let outs: [RegisterOutcome]
+        do throws(CommandError) {
+            outs = try await registry.register([input], updateOnDuplicate: config.updateOnDuplicateRegId)
+        } catch {
+            throw Self.withDuplicateField(error, batch: false)
         }
+        guard let out = outs.first else { throw CommandError(.internalError, "register returned no device") }
         return ["created": .bool(out.created), "updated": .bool(out.updated), "device": out.device.json]
+    }
+
+    /// Names the field of a `duplicate_registration` (`registration_id`, or `devices[3].registration_id`).
+    static func withDuplicateField(_ e: CommandError, batch: Bool) -> CommandError {
+        guard e.code == .duplicateRegistration else { return e }
+        var e = e
+        let index = e.details["index"]?.intValue ?? 0
+        e.details["field"] = .string(batch ? "devices[\(index)].registration_id" : "registration_id")
+        if !batch {
+            e.details["index"] = nil
+            if e.message.hasPrefix("devices[0]: ") { e.message = String(e.message.dropFirst("devices[0]: ".count)) }
+        }
+        return e
     }
 
     /// Devices of apps the config does not name are accepted (an app's credentials may come later), but logged.

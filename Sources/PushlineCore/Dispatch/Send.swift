@@ -115,7 +115,7 @@ extension Dispatcher {
         do throws(CommandError) {
             return Job(target: target, notification: try Notification(parsing: fields))
         } catch {
-            throw error.prefixed(a.path("").hasSuffix(".") ? String(a.path("").dropLast()) : a.path(""))
+            throw a.root.isEmpty ? error : error.prefixed(a.root)
         }
     }
 
@@ -246,9 +246,9 @@ extension Dispatcher {
         var appOf: [Int64: String] = [:]
         for d in devices { appOf[d.id] = d.app }
         let now = nowMillis()
-        let list = results.compactMap { r -> Deactivation? in
+        let list = results.compactMap { r -> Registry.Deactivation? in
             guard r.deactivate, let id = r.deviceId else { return nil }
-            return Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
+            return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
         }
         let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
         if !done.isEmpty { logger.info("devices deactivated", metadata: ["count": "\(done.count)"]) }

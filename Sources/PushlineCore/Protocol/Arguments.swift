@@ -16,6 +16,9 @@ public struct Arguments {
         self.prefix = prefix
     }
 
+    /// The key path of these arguments (`messages[2]`), empty at the top level.
+    public var root: String { prefix }
+
     public func path(_ key: String) -> String { prefix.isEmpty ? key : "\(prefix).\(key)" }
     public func has(_ key: String) -> Bool { if let v = object[key] { return !v.isNull } else { return false } }
 
@@ -130,7 +133,7 @@ extension CommandError {
 extension String {
     func replacingFirst(_ what: String, with: String) -> String {
         guard !what.isEmpty, let r = range(of: what) else { return self }
-        return replacingCharacters(in: r, with: with)
+        return String(self[..<r.lowerBound]) + with + String(self[r.upperBound...])
     }
 
     func range(of what: String) -> Range<String.Index>? {

@@ -29,7 +29,7 @@ public enum Daemon {
             logger.critical("cannot open database", metadata: ["error": "\(error.message)"])
             return 1
         }
-        let transport = HTTPTransport()
+        let transport = HTTPTransport(options: config.transportOptions)
         let providers: ProviderSet
         do {
             providers = try ProviderSet(config: config, context: ProviderContext(transport: transport, store: registry, logger: logger))

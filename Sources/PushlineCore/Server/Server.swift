@@ -47,6 +47,8 @@ public final class Server: @unchecked Sendable {
         var readClosed = false
         var wantWrite = false
         var readingPaused = false
+        /// Removed from epoll after the peer hung up while responses were still due.
+        var detached = false
         init(id: UInt64, fd: Int32) {
             self.id = id
             self.fd = fd
@@ -173,6 +175,13 @@ public final class Server: @unchecked Sendable {
                     }
                     for job in jobs { job(self) }
                 } else if let c = connections[fd] {
+                    if c.readClosed && ev & (Ev.hup | Ev.err) != 0 {
+                        // The peer is gone and its answers are still being computed: stop
+                        // watching the fd (HUP is level-triggered) until they are ready.
+                        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), c.fd, 0)
+                        c.detached = true
+                        continue
+                    }
                     if ev & Ev.out != 0 { flush(c) }
                     if ev & (Ev.in | Ev.hup | Ev.err | Ev.rdhup) != 0 {
                         readFrom(c)
@@ -214,14 +223,15 @@ public final class Server: @unchecked Sendable {
 
     private func closeConnection(_ c: Connection) {
         guard connections[c.fd] === c else { return }
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), c.fd, 0)
+        if !c.detached { _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), c.fd, 0) }
         close(c.fd)
         connections[c.fd] = nil
         activeConnections.subtract(1, ordering: .relaxed)
     }
 
     private func updateInterest(_ c: Connection) {
-        var ev: UInt32 = Ev.rdhup
+        guard !c.detached else { return }
+        var ev: UInt32 = c.readClosed ? 0 : Ev.rdhup
         if !c.readClosed && !c.readingPaused { ev |= Ev.in }
         if c.wantWrite { ev |= Ev.out }
         _ = pl_epoll_ctl(epfd, pl_epoll_ctl_mod(), c.fd, ev)

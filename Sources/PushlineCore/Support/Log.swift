@@ -23,7 +23,7 @@ public struct StderrLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = isoTimestamp(nowMillis())
+        var line = formatTimestamp(nowMillis())
         line += " "
         line += event.level.rawValue
         line += " "
@@ -74,19 +74,6 @@ public enum PushlineLogging {
             LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
         }
     }
-}
-
-/// Formats Unix milliseconds as ISO 8601 UTC with milliseconds: `2026-11-29T01:00:00.123Z`.
-public func isoTimestamp(_ ms: Int64) -> String {
-    var t = time_t(ms / 1000)
-    var tm = tm()
-    gmtime_r(&t, &tm)
-    func pad(_ v: Int32, _ w: Int) -> String {
-        let s = String(v)
-        return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
-    }
-    let msPart = Int32(((ms % 1000) + 1000) % 1000)
-    return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(msPart, 3))Z"
 }
 
 #if canImport(Glibc)
