@@ -234,7 +234,9 @@ struct TransportTests {
         #expect(results.allSatisfy { kind($0) == "status 200" })
         let stats = try await sink.stats(transport)
         #expect(stats.maxActive <= 10)
-        #expect(stats.connections == 1)
+        // A stream sent before the client saw SETTINGS is refused; curl 7.88 then moves to a new
+        // connection (it closes one that refused a stream), so allow a few.
+        #expect(stats.connections <= 4)
     }
 
     @Test func shutdownFailsPendingRequests() async throws {
