@@ -255,6 +255,21 @@ struct TransportTests {
         transport.shutdown()  // Idempotent.
     }
 
+    @Test func outstandingLimitRefusesExcess() async throws {
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxOutstandingPerThread: 5))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let results = await burst(transport, 20) { _ in HTTPRequest(url: sink.base + "/?delay_ms=300", tls: tls) }
+        let ok = results.filter { kind($0) == "status 200" }.count
+        let refused = results.filter { kind($0) == "unavailable" }.count
+        #expect(ok >= 5 && ok < 20)
+        #expect(ok + refused == 20)
+        // Finished requests free their places again.
+        let later = await transport.perform(HTTPRequest(url: sink.base + "/", tls: tls))
+        #expect(kind(later) == "status 200")
+    }
+
     @Test func onlyHTTPSIsAccepted() async throws {
         #expect(originKey("https://api.push.apple.com/3/device/abc") == "https://api.push.apple.com")
         #expect(originKey("https://127.0.0.1:8443?x") == "https://127.0.0.1:8443")

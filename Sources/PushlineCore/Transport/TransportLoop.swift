@@ -40,16 +40,28 @@ struct LoopShared {
 /// The Sendable side of one event loop: its queue and counters.
 final class LoopHandle: Sendable {
     let state = Mutex(LoopShared())
+    let maxOutstanding: Int
+    /// Accepted jobs not yet finished; decremented before a job's continuation is resumed, so a
+    /// caller that got its result can always submit again.
+    let outstanding = Atomic<Int>(0)
     let submitted = Atomic<Int>(0)
     let completed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
 
+    init(maxOutstanding: Int) {
+        self.maxOutstanding = maxOutstanding
+    }
+
     /// Queues `job` for the loop; returns the refusal reason if the loop is closed.
     func enqueue(_ job: Job) -> String? {
         let refusal = state.withLock { s -> String? in
             if s.closed { return s.closedReason }
+            if outstanding.add(1, ordering: .relaxed).newValue > maxOutstanding {
+                outstanding.subtract(1, ordering: .relaxed)
+                return "transport over its limit of \(maxOutstanding) outstanding requests per thread"
+            }
             s.queue.append(job)
             if s.sleeping, !s.wakeSent, let wake = s.wake {
                 s.wakeSent = true
@@ -85,6 +97,7 @@ final class LoopHandle: Sendable {
         }
         for job in jobs {
             failed.add(1, ordering: .relaxed)
+            outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .failure(TransportError(.unavailable, reason)))
         }
     }
@@ -388,6 +401,7 @@ final class EventLoop {
             transfer.clear()
             idle.append(transfer)
             handle.completed.add(1, ordering: .relaxed)
+            handle.outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .success(response))
             return
         }
@@ -411,6 +425,7 @@ final class EventLoop {
 
     private func fail(_ job: Job, _ error: TransportError) {
         handle.failed.add(1, ordering: .relaxed)
+        handle.outstanding.subtract(1, ordering: .relaxed)
         job.continuation.resume(returning: .failure(error))
     }
 
