@@ -7,7 +7,7 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
     READY <port> <ca_file_path>
 
 Paths:
-  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops"}
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
                     (the /stats stream itself is not counted in streams/max_active)
   /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body"}
   anything else     body '{}'
@@ -22,10 +22,12 @@ Options:
                      later streams are never answered (unprocessed), the connection is closed
                      once the first N are answered
   --drop-after N     per connection: abort the TCP connection when the Nth stream arrives
-  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000)
+  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000); streams over it are refused
+                     with RST_STREAM REFUSED_STREAM
 """
 import argparse
 import asyncio
+import collections
 import datetime
 import ipaddress
 import json
@@ -38,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -50,6 +53,7 @@ class Stats:
     max_active = 0
     goaways = 0
     drops = 0
+    refused = 0
 
 
 def make_cert(directory):
@@ -119,6 +123,12 @@ class H2Sink(asyncio.Protocol):
         Stats.connections += 1
         self.transport = transport
         self.conn.initiate_connection()
+        # SETTINGS told the client --max-streams; h2 itself would kill the whole connection on a
+        # stream over the limit (a client may open some before it sees our SETTINGS). Like real
+        # servers, refuse such streams one by one instead (RST_STREAM REFUSED_STREAM, in on_request).
+        self.conn.local_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            collections.deque([1 << 30])
+        )
         self.flush()
 
     def connection_lost(self, exc):
@@ -170,6 +180,10 @@ class H2Sink(asyncio.Protocol):
         if self.goaway_sid is not None and ev.stream_id > self.goaway_sid:
             return  # after our GOAWAY: never processed
         counted = not path.startswith("/stats")
+        if counted and self.active >= self.args.max_streams:
+            Stats.refused += 1
+            self.conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         self.requests[ev.stream_id] = {"headers": headers, "body": b"", "counted": counted}
         if not counted:
             return
@@ -209,6 +223,7 @@ class H2Sink(asyncio.Protocol):
                     "max_active": Stats.max_active,
                     "goaways": Stats.goaways,
                     "drops": Stats.drops,
+                    "refused": Stats.refused,
                 }
             ).encode()
             status, delay_ms = 200, 0

@@ -40,16 +40,28 @@ struct LoopShared {
 /// The Sendable side of one event loop: its queue and counters.
 final class LoopHandle: Sendable {
     let state = Mutex(LoopShared())
+    let maxOutstanding: Int
+    /// Accepted jobs not yet finished; decremented before a job's continuation is resumed, so a
+    /// caller that got its result can always submit again.
+    let outstanding = Atomic<Int>(0)
     let submitted = Atomic<Int>(0)
     let completed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
 
+    init(maxOutstanding: Int) {
+        self.maxOutstanding = maxOutstanding
+    }
+
     /// Queues `job` for the loop; returns the refusal reason if the loop is closed.
     func enqueue(_ job: Job) -> String? {
         let refusal = state.withLock { s -> String? in
             if s.closed { return s.closedReason }
+            if outstanding.add(1, ordering: .relaxed).newValue > maxOutstanding {
+                outstanding.subtract(1, ordering: .relaxed)
+                return "transport over its limit of \(maxOutstanding) outstanding requests per thread"
+            }
             s.queue.append(job)
             if s.sleeping, !s.wakeSent, let wake = s.wake {
                 s.wakeSent = true
@@ -85,6 +97,7 @@ final class LoopHandle: Sendable {
         }
         for job in jobs {
             failed.add(1, ordering: .relaxed)
+            outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .failure(TransportError(.unavailable, reason)))
         }
     }
@@ -191,6 +204,8 @@ final class EventLoop {
     private let perOriginLimit: Int
     private var nextScan: UInt64 = 0
     private var incoming: [Job] = []
+    /// Finished transfers of one pass (reused buffer).
+    private var done: [(UnsafeMutableRawPointer, CURLcode)] = []
 
     /// How often queued jobs are checked against their deadline.
     private static let scanIntervalNanos: UInt64 = 20_000_000
@@ -239,8 +254,12 @@ final class EventLoop {
             }
             if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
             if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
+                // Quiet after a burst: free most easy handles (tens of KiB each) and give the
+                // memory back to the system (the daemon's idle RSS budget is small).
                 idle.removeLast(idle.count - Self.keepIdle)
+                _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
             }
+            // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
             let timeout: Int32 = queued > 0 ? 20 : 1000
             let mustPoll = handle.state.withLock { s -> Bool in
                 if s.queue.isEmpty && !s.closed {
@@ -322,22 +341,26 @@ final class EventLoop {
     }
 
     /// Handles finished transfers; returns whether any finished.
+    ///
+    /// All messages are read before any handle is removed: curl_multi_remove_handle scans the
+    /// list of unread messages, so removing while reading would cost O(n^2) per batch.
     private func readMessages() -> Bool {
-        var finishedAny = false
         var left: Int32 = 0
         while let msg = curl_multi_info_read(multi.raw, &left) {
             guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
-            let code = msg.pointee.data.result
+            done.append((easy, msg.pointee.data.result))
+        }
+        guard !done.isEmpty else { return false }
+        for (easy, code) in done {
             var priv: UnsafeMutableRawPointer?
             guard pl_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK, let priv else {
                 _ = curl_multi_remove_handle(multi.raw, easy)  // Not ours: cannot happen, but do not spin on it.
                 continue
             }
-            let transfer = Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue()
-            finish(transfer, code)
-            finishedAny = true
+            finish(Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue(), code)
         }
-        return finishedAny
+        done.removeAll(keepingCapacity: true)
+        return true
     }
 
     /// Removes `transfer` from the multi handle and from `active`, returning its job.
@@ -378,6 +401,7 @@ final class EventLoop {
             transfer.clear()
             idle.append(transfer)
             handle.completed.add(1, ordering: .relaxed)
+            handle.outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .success(response))
             return
         }
@@ -401,6 +425,7 @@ final class EventLoop {
 
     private func fail(_ job: Job, _ error: TransportError) {
         handle.failed.add(1, ordering: .relaxed)
+        handle.outstanding.subtract(1, ordering: .relaxed)
         job.continuation.resume(returning: .failure(error))
     }
 
