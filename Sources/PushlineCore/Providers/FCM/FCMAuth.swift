@@ -34,7 +34,11 @@ actor FCMTokenSource {
     let transport: HTTPTransport
     let tls: TLSOptions
     let timeoutMs: Int
-    private var cached: FCMAccessToken?
+    private var cached: FCMAccessToken? {
+        didSet { published.withLock { $0 = cached } }
+    }
+    /// The cached token, readable without hopping onto the actor (the fast path of every send).
+    private nonisolated let published = Mutex<FCMAccessToken?>(nil)
     private var inflight: Task<Result<FCMAccessToken, FCMAuthError>, Never>?
     /// Token requests made so far (tests check single flight with it).
     private(set) var requestCount = 0
@@ -45,6 +49,14 @@ actor FCMTokenSource {
         self.transport = transport
         self.tls = tls
         self.timeoutMs = timeoutMs
+    }
+
+    /// The cached token if it is still fresh, without waiting for the actor; nil means call `token()`.
+    nonisolated func freshToken() -> String? {
+        published.withLock { t in
+            guard let t, monotonicNanos() < t.refreshAtNs else { return nil }
+            return t.value
+        }
     }
 
     /// A valid access token. With `replacing`, a token the server just refused with 401:

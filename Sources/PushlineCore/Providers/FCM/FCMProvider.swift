@@ -16,7 +16,7 @@ import Synchronization
 public final class FCMProvider: TopicProvider {
     public let platform: Platform = .fcm
     /// Sends in flight at once for one command.
-    public static let maxInFlight = 1000
+    public static let maxInFlight = 2000
     /// Attempts per message for UNAVAILABLE/INTERNAL and lost connections.
     static let maxAttempts = 4
     /// A Retry-After longer than this is not waited for: the result is retryable with a hint.
@@ -212,10 +212,15 @@ public final class FCMProvider: TopicProvider {
             }
             attempt += 1
             let bearer: String
-            switch await tokens.token(replacing: stale) {
-            case .success(let t): bearer = t
-            case .failure(let e):
-                return .failed(reason: "AUTH_ERROR", message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
+            if stale == nil, let t = tokens.freshToken() {
+                bearer = t
+            } else {
+                switch await tokens.token(replacing: stale) {
+                case .success(let t): bearer = t
+                case .failure(let e):
+                    return .failed(
+                        reason: "AUTH_ERROR", message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
+                }
             }
             stale = nil
             let req = HTTPRequest(
