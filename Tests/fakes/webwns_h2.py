@@ -15,10 +15,12 @@ import datetime
 import ipaddress
 import json
 import os
+import signal
 import ssl
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -191,6 +193,18 @@ class Control:
 def serve(app_factory, control_factory, port=0):
     """Starts both servers: `app_factory(origin)` -> app, `control_factory(origin)` -> routes.
     Prints READY <port> <ca_file> <control_port> and serves forever."""
+    # A parent that blocks signals (a Swift test process) passes its mask on: unblock them so
+    # SIGTERM works, and exit by ourselves when the parent goes away.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signal.valid_signals())
+    parent = os.getppid()
+
+    def watch_parent():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     tmp = tempfile.mkdtemp(prefix="pushline-fake-")
     cert, key = make_cert(tmp)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
