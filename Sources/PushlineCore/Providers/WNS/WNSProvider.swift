@@ -293,13 +293,13 @@ public final class WNSProvider: PushProvider {
             let resp: HTTPResponse
             switch await context.transport.perform(req) {
             case .failure(let e):
-                if e.retryable, attempt < Self.maxAttempts {
+                if WebWNS.safeToResend(e), attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
                 }
                 context.logger.debug("wns send to \(redact(d.registrationId)) failed: \(e)")
-                return .failed(d, reason: "transport_\(e.kind.rawValue): \(e.message)", retryable: e.retryable)
+                return .failed(d, reason: WebWNS.transportReason(e), retryable: e.retryable, extra: ["error": .string(e.message)])
             case .success(let r): resp = r
             }
             var extra = Self.extra(from: resp)
@@ -412,12 +412,12 @@ actor WNSTokenCache {
         while true {
             switch await transport.perform(req) {
             case .failure(let e):
-                if e.retryable, attempt < 3 {
+                if WebWNS.safeToResend(e) || e.kind == .timeout, attempt < 3 {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
                 }
-                return .failure(WNSTokenFailure(reason: "token_error: transport_\(e.kind.rawValue): \(e.message)", retryable: e.retryable))
+                return .failure(WNSTokenFailure(reason: "token_error: \(WebWNS.transportReason(e)): \(e.message)", retryable: e.retryable))
             case .success(let r):
                 if r.status == 200, let v = try? JSONValue.parse(r.body), let tok = v["access_token"]?.stringValue, !tok.isEmpty {
                     let ttl = v["expires_in"]?.intValue ?? 86_400

@@ -323,13 +323,13 @@ public final class WebPushProvider: PushProvider {
             let resp: HTTPResponse
             switch await context.transport.perform(req) {
             case .failure(let e):
-                if e.retryable, attempt < Self.maxAttempts {
+                if WebWNS.safeToResend(e), attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
                 }
                 context.logger.debug("webpush send to \(redact(d.registrationId)) failed: \(e)")
-                return .failed(d, reason: "transport_\(e.kind.rawValue): \(e.message)", retryable: e.retryable)
+                return .failed(d, reason: WebWNS.transportReason(e), retryable: e.retryable, extra: ["error": .string(e.message)])
             case .success(let r): resp = r
             }
             var extra = JSONObject()
