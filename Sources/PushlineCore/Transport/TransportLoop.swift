@@ -34,7 +34,13 @@ struct LoopShared {
     var sleeping = false
     /// A wakeup was sent since the loop last looked at `queue`.
     var wakeSent = false
+    /// The loop sleeps with transfers in flight and a short poll timeout (`EventLoop.busyPollMs`):
+    /// it will look at `queue` soon anyway, so callers only wake it for a batch.
+    var busy = false
     var wake: WakeHandle?
+
+    /// Queued requests that wake a busy loop at once.
+    static let wakeBatch = 32
 }
 
 /// The Sendable side of one event loop: its queue and counters.
@@ -51,7 +57,9 @@ final class LoopHandle: Sendable {
         let refusal = state.withLock { s -> String? in
             if s.closed { return s.closedReason }
             s.queue.append(job)
-            if s.sleeping, !s.wakeSent, let wake = s.wake {
+            // While busy the loop wakes within busyPollMs (or on the next response) by itself; a
+            // wakeup per request would turn every request into its own loop pass and TCP write.
+            if s.sleeping, !s.wakeSent, !s.busy || s.queue.count >= LoopShared.wakeBatch, let wake = s.wake {
                 s.wakeSent = true
                 // A failed wakeup only delays the job until the loop's poll timeout (<= 1 s).
                 _ = curl_multi_wakeup(wake.multi)
@@ -191,9 +199,13 @@ final class EventLoop {
     private let perOriginLimit: Int
     private var nextScan: UInt64 = 0
     private var incoming: [Job] = []
+    /// Finished transfers of one pass (reused buffer).
+    private var done: [(UnsafeMutableRawPointer, CURLcode)] = []
 
     /// How often queued jobs are checked against their deadline.
     private static let scanIntervalNanos: UInt64 = 20_000_000
+    /// Poll timeout while transfers are in flight: the most a request waits in the queue of a busy loop.
+    static let busyPollMs: Int32 = 1
     /// Idle easy handles kept once the loop is quiet.
     private static let keepIdle = 32
 
@@ -241,10 +253,12 @@ final class EventLoop {
             if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
                 idle.removeLast(idle.count - Self.keepIdle)
             }
-            let timeout: Int32 = queued > 0 ? 20 : 1000
+            let busy = !active.isEmpty
+            let timeout: Int32 = busy ? Self.busyPollMs : (queued > 0 ? 20 : 1000)
             let mustPoll = handle.state.withLock { s -> Bool in
                 if s.queue.isEmpty && !s.closed {
                     s.sleeping = true
+                    s.busy = busy
                     return true
                 }
                 return false
@@ -322,22 +336,26 @@ final class EventLoop {
     }
 
     /// Handles finished transfers; returns whether any finished.
+    ///
+    /// All messages are read before any handle is removed: curl_multi_remove_handle scans the
+    /// list of unread messages, so removing while reading would cost O(n^2) per batch.
     private func readMessages() -> Bool {
-        var finishedAny = false
         var left: Int32 = 0
         while let msg = curl_multi_info_read(multi.raw, &left) {
             guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
-            let code = msg.pointee.data.result
+            done.append((easy, msg.pointee.data.result))
+        }
+        guard !done.isEmpty else { return false }
+        for (easy, code) in done {
             var priv: UnsafeMutableRawPointer?
             guard pl_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK, let priv else {
                 _ = curl_multi_remove_handle(multi.raw, easy)  // Not ours: cannot happen, but do not spin on it.
                 continue
             }
-            let transfer = Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue()
-            finish(transfer, code)
-            finishedAny = true
+            finish(Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue(), code)
         }
-        return finishedAny
+        done.removeAll(keepingCapacity: true)
+        return true
     }
 
     /// Removes `transfer` from the multi handle and from `active`, returning its job.
