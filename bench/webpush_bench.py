@@ -84,7 +84,7 @@ def main():
 
     config = {"apps": {"default": {"webpush": {"vapid_private_key_path": key_path, "subject": "mailto:bench@example.com",
                                                "ca_file": args.ca}}},
-              "log_level": "warning"}
+              "log_level": "warning", "max_line_bytes": 64 << 20}
     cfg = os.path.join(work, "config.json")
     with open(cfg, "w") as f:
         json.dump(config, f)
