@@ -5,7 +5,8 @@ It holds the private keys of the subscriptions it hands out, and for every push 
   - checks the headers: TTL (required, integer), Content-Encoding: aes128gcm,
     Urgency (very-low|low|normal|high) and Topic (<= 32 base64url chars) when present;
   - verifies the VAPID authorization (RFC 8292): `vapid t=<JWT>, k=<key>`, JWT header
-    {typ: JWT, alg: ES256}, ES256 signature valid for k, aud == this server's origin,
+    {typ: JWT, alg: ES256}, ES256 signature valid for k, aud == this server's origin
+    (the origin the client addressed: https://127.0.0.1:<port> or https://localhost:<port>),
     exp in the future and at most 24 h ahead, sub a mailto: or https: URL;
   - decrypts the body per RFC 8291 (aes128gcm, one record) with the subscription's keys;
   - answers 201 (Location: /msg/N), or what the test scripted (404, 410, 413, 429, 5xx...),
@@ -226,7 +227,8 @@ class PushService:
         if topic is not None and (len(topic) > 32 or not topic or not set(topic) <= B64U_CHARS):
             return fail(400, "bad Topic %r" % topic)
         try:
-            claims, _ = verify_vapid(headers.get("authorization"), self.origin, int(time.time()))
+            origin = "https://" + headers.get(":authority", "")
+            claims, _ = verify_vapid(headers.get("authorization"), origin, int(time.time()))
             rec["claims"] = claims
         except (ValueError, KeyError, TypeError) as e:
             return fail(403, "VAPID: %s" % e)

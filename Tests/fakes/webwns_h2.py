@@ -4,7 +4,7 @@ function, and a plain HTTP/1.1 control server (JSON in, JSON out) for tests.
 
     app(method, path, headers: dict[str, str], body: bytes) -> (status, [(name, value)], bytes)
 
-Header names are lowercase. `serve(app, control, name)` prints
+Header names are lowercase; `:authority` is kept (the host[:port] the client addressed). `serve(app, control, name)` prints
 
     READY <port> <ca_file> <control_port>
 
@@ -116,8 +116,7 @@ class H2Protocol(asyncio.Protocol):
             headers[k.lower()] = v if k.lower() not in headers else headers[k.lower()] + ", " + v
         method = headers.pop(":method", "")
         path = headers.pop(":path", "")
-        for k in (":scheme", ":authority"):
-            headers.pop(k, None)
+        headers.pop(":scheme", None)  # `:authority` stays: the origin the client addressed
         try:
             r = self.app(method, path, headers, bytes(s["body"]))
             if asyncio.iscoroutine(r):

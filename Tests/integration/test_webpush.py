@@ -140,3 +140,24 @@ def test_bulk_to_many_subscriptions(start_daemon, webpush_fake, vapid):
     assert len(recs) == 150 and all(x["ok"] for x in recs)
     assert {x["id"] for x in recs} == {sid for sid, _ in subs}
     assert all(json.loads(x["plaintext"]) == {"message": "sale", "body": "sale", "n": 1} for x in recs)
+
+
+def test_vapid_jwt_per_origin_and_cached(start_daemon, webpush_fake, vapid):
+    """Two origins (127.0.0.1 and localhost, both the fake): each gets a JWT whose aud is
+    its own origin, and the JWT is reused for later sends to the same origin."""
+    d = start(start_daemon, webpush_fake, vapid[0])
+    subs = webpush_fake.control("POST", "/subscribe", {"count": 2})
+    subs[1]["endpoint"] = subs[1]["endpoint"].replace("127.0.0.1", "localhost")
+    r = d.call({"cmd": "register", "devices": [
+        {"platform": "webpush", "registration_id": s["endpoint"], "p256dh": s["p256dh"], "auth": s["auth"]} for s in subs]})
+    ids = [dev["id"] for dev in r["devices"]]
+    for text in ("one", "two"):
+        assert d.call({"cmd": "send", "ids": ids, "message": text})["sent"] == 2
+    a, b = (webpush_fake.received(s["id"]) for s in subs)
+    assert all(x["ok"] for x in a + b), [x["error"] for x in a + b]
+    assert {x["claims"]["aud"] for x in a} == {webpush_fake.origin}
+    assert {x["claims"]["aud"] for x in b} == {webpush_fake.origin.replace("127.0.0.1", "localhost")}
+    assert a[0]["headers"]["authorization"] == a[1]["headers"]["authorization"]  # cached
+    assert b[0]["headers"]["authorization"] == b[1]["headers"]["authorization"]
+    assert a[0]["headers"]["authorization"] != b[0]["headers"]["authorization"]
+    assert [json.loads(x["plaintext"])["message"] for x in b] == ["one", "two"]
