@@ -108,4 +108,17 @@ import Testing
         #expect(!r[0].retryable)
         #expect(try received(cs[0].id).isEmpty)
     }
+
+    @Test func dryRunChecksCredentialsButSendsNothing() async throws {
+        let cs = try channels(2)
+        let n = try WW.notification(["message": "m", "dry_run": true])
+        let good = await (try provider()).send(n, to: cs.map(\.device))
+        #expect(good.map(\.status) == [.sent, .sent])
+        #expect(good[0].extra["dry_run"] == true)
+        #expect(try tokenRequests() == 1)
+        let bad = await (try provider(secret: "nope")).send(n, to: cs.map(\.device))
+        #expect(bad.map(\.status) == [.failed, .failed])
+        #expect(bad[0].reason?.hasPrefix("token_error") == true)
+        #expect(try received(cs[0].id).isEmpty && received(cs[1].id).isEmpty)
+    }
 }

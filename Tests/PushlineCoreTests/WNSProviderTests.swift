@@ -98,16 +98,13 @@ import Testing
         #expect(q.channelURL("https://db5.notify.windows.com/w/?token=x") == "https://127.0.0.1:8443/w/?token=x")
     }
 
-    @Test func dryRunChecksChannelsWithoutAToken() async throws {
+    @Test func invalidChannelsFailBeforeAnyToken() async throws {
         let p = try WNSProvider(app: "t", config: WNSConfig(clientId: "id", clientSecret: "s"), context: WW.context())
         let r = await p.send(
-            try WW.notification(["message": "m", "dry_run": true]),
-            to: [
-                Device(id: 1, platform: .wns, app: "t", registrationId: "https://x.notify.windows.com/?token=1"),
-                Device(id: 2, platform: .wns, app: "t", registrationId: "ftp://x"),
-            ])
-        #expect(r.map(\.status) == [.sent, .failed])
-        #expect(r[1].reason == "invalid_channel_uri")
+            try WW.notification(["message": "m"]),
+            to: [Device(id: 2, platform: .wns, app: "t", registrationId: "ftp://x"), Device(id: 3, platform: .wns, app: "t", registrationId: "x")])
+        #expect(r.map(\.status) == [.failed, .failed])
+        #expect(r.map(\.reason) == ["invalid_channel_uri", "invalid_channel_uri"])
         #expect(await p.tokens.fetches == 0)
     }
 }

@@ -124,3 +124,11 @@ def test_user_send_reaches_every_platform_in_one_response(start_daemon, wns_fake
 def json_msg(rec):
     import json
     return json.loads(rec["plaintext"])["message"]
+
+
+def test_dry_run_checks_credentials_and_sends_nothing(start_daemon, wns_fake):
+    d = start(start_daemon, wns_fake)
+    (cid, dev), = register_channels(d, wns_fake, 1)
+    r = d.call({"cmd": "send", "ids": [dev["id"]], "message": "m", "dry_run": True})
+    assert r["ok"] and r["results"][0]["status"] == "sent" and r["results"][0]["dry_run"] is True
+    assert wns_fake.control("GET", "/stats")["token_requests"] == 1 and wns_fake.received() == []

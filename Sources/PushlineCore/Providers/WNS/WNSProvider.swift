@@ -272,7 +272,13 @@ public final class WNSProvider: PushProvider {
         guard let url = channelURL(d.registrationId) else {
             return .failed(d, reason: "invalid_channel_uri")
         }
-        if dryRun { return .sent(d, extra: ["dry_run": true]) }
+        if dryRun {
+            // A dry run checks the credentials too: it gets (or reuses) a token, then stops.
+            switch await tokens.token() {
+            case .success: return .sent(d, extra: ["dry_run": true])
+            case .failure(let f): return .failed(d, reason: f.reason, retryable: f.retryable)
+            }
+        }
         var attempt = 1
         var refreshed = false
         var staleToken: String?
