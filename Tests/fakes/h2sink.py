@@ -27,11 +27,14 @@ Options:
 """
 import argparse
 import asyncio
+import atexit
 import collections
 import datetime
 import ipaddress
 import json
 import os
+import shutil
+import signal
 import ssl
 import stat
 import sys
@@ -287,6 +290,7 @@ async def main():
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="h2sink-")
+    atexit.register(shutil.rmtree, tmp, True)
     cert, key = make_cert(tmp)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -307,6 +311,9 @@ async def main():
         if not data:
             loop.stop()
 
+    # SIGTERM/SIGINT: stop cleanly so atexit removes the temp dir.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, loop.stop)
     try:
         if stat.S_ISFIFO(os.fstat(0).st_mode):
             loop.add_reader(0, on_stdin)

@@ -253,6 +253,9 @@ final class EventLoop {
                 nextScan = now &+ Self.scanIntervalNanos
             }
             if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
+            if active.isEmpty && queued == 0 && !origins.isEmpty {
+                origins.removeAll()  // No transfer refers to them; keeps many one-off origins from piling up.
+            }
             if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
                 // Quiet after a burst: free most easy handles (tens of KiB each) and give the
                 // memory back to the system (the daemon's idle RSS budget is small).
