@@ -7,7 +7,7 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
     READY <port> <ca_file_path>
 
 Paths:
-  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops"}
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
                     (the /stats stream itself is not counted in streams/max_active)
   /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body"}
   anything else     body '{}'
@@ -22,14 +22,19 @@ Options:
                      later streams are never answered (unprocessed), the connection is closed
                      once the first N are answered
   --drop-after N     per connection: abort the TCP connection when the Nth stream arrives
-  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000)
+  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000); streams over it are refused
+                     with RST_STREAM REFUSED_STREAM
 """
 import argparse
 import asyncio
+import atexit
+import collections
 import datetime
 import ipaddress
 import json
 import os
+import shutil
+import signal
 import ssl
 import stat
 import sys
@@ -38,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -50,6 +56,7 @@ class Stats:
     max_active = 0
     goaways = 0
     drops = 0
+    refused = 0
 
 
 def make_cert(directory):
@@ -119,6 +126,12 @@ class H2Sink(asyncio.Protocol):
         Stats.connections += 1
         self.transport = transport
         self.conn.initiate_connection()
+        # SETTINGS told the client --max-streams; h2 itself would kill the whole connection on a
+        # stream over the limit (a client may open some before it sees our SETTINGS). Like real
+        # servers, refuse such streams one by one instead (RST_STREAM REFUSED_STREAM, in on_request).
+        self.conn.local_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            collections.deque([1 << 30])
+        )
         self.flush()
 
     def connection_lost(self, exc):
@@ -170,6 +183,10 @@ class H2Sink(asyncio.Protocol):
         if self.goaway_sid is not None and ev.stream_id > self.goaway_sid:
             return  # after our GOAWAY: never processed
         counted = not path.startswith("/stats")
+        if counted and self.active >= self.args.max_streams:
+            Stats.refused += 1
+            self.conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         self.requests[ev.stream_id] = {"headers": headers, "body": b"", "counted": counted}
         if not counted:
             return
@@ -209,6 +226,7 @@ class H2Sink(asyncio.Protocol):
                     "max_active": Stats.max_active,
                     "goaways": Stats.goaways,
                     "drops": Stats.drops,
+                    "refused": Stats.refused,
                 }
             ).encode()
             status, delay_ms = 200, 0
@@ -272,6 +290,7 @@ async def main():
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="h2sink-")
+    atexit.register(shutil.rmtree, tmp, True)
     cert, key = make_cert(tmp)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -292,6 +311,9 @@ async def main():
         if not data:
             loop.stop()
 
+    # SIGTERM/SIGINT: stop cleanly so atexit removes the temp dir.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, loop.stop)
     try:
         if stat.S_ISFIFO(os.fstat(0).st_mode):
             loop.add_reader(0, on_stdin)

@@ -34,32 +34,36 @@ struct LoopShared {
     var sleeping = false
     /// A wakeup was sent since the loop last looked at `queue`.
     var wakeSent = false
-    /// The loop sleeps with transfers in flight and a short poll timeout (`EventLoop.busyPollMs`):
-    /// it will look at `queue` soon anyway, so callers only wake it for a batch.
-    var busy = false
     var wake: WakeHandle?
-
-    /// Queued requests that wake a busy loop at once.
-    static let wakeBatch = 32
 }
 
 /// The Sendable side of one event loop: its queue and counters.
 final class LoopHandle: Sendable {
     let state = Mutex(LoopShared())
+    let maxOutstanding: Int
+    /// Accepted jobs not yet finished; decremented before a job's continuation is resumed, so a
+    /// caller that got its result can always submit again.
+    let outstanding = Atomic<Int>(0)
     let submitted = Atomic<Int>(0)
     let completed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
 
+    init(maxOutstanding: Int) {
+        self.maxOutstanding = maxOutstanding
+    }
+
     /// Queues `job` for the loop; returns the refusal reason if the loop is closed.
     func enqueue(_ job: Job) -> String? {
         let refusal = state.withLock { s -> String? in
             if s.closed { return s.closedReason }
+            if outstanding.add(1, ordering: .relaxed).newValue > maxOutstanding {
+                outstanding.subtract(1, ordering: .relaxed)
+                return "transport over its limit of \(maxOutstanding) outstanding requests per thread"
+            }
             s.queue.append(job)
-            // While busy the loop wakes within busyPollMs (or on the next response) by itself; a
-            // wakeup per request would turn every request into its own loop pass and TCP write.
-            if s.sleeping, !s.wakeSent, !s.busy || s.queue.count >= LoopShared.wakeBatch, let wake = s.wake {
+            if s.sleeping, !s.wakeSent, let wake = s.wake {
                 s.wakeSent = true
                 // A failed wakeup only delays the job until the loop's poll timeout (<= 1 s).
                 _ = curl_multi_wakeup(wake.multi)
@@ -93,6 +97,7 @@ final class LoopHandle: Sendable {
         }
         for job in jobs {
             failed.add(1, ordering: .relaxed)
+            outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .failure(TransportError(.unavailable, reason)))
         }
     }
@@ -204,8 +209,6 @@ final class EventLoop {
 
     /// How often queued jobs are checked against their deadline.
     private static let scanIntervalNanos: UInt64 = 20_000_000
-    /// Poll timeout while transfers are in flight: the most a request waits in the queue of a busy loop.
-    static let busyPollMs: Int32 = 1
     /// Idle easy handles kept once the loop is quiet.
     private static let keepIdle = 32
 
@@ -250,15 +253,20 @@ final class EventLoop {
                 nextScan = now &+ Self.scanIntervalNanos
             }
             if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
-            if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
-                idle.removeLast(idle.count - Self.keepIdle)
+            if active.isEmpty && queued == 0 && !origins.isEmpty {
+                origins.removeAll()  // No transfer refers to them; keeps many one-off origins from piling up.
             }
-            let busy = !active.isEmpty
-            let timeout: Int32 = busy ? Self.busyPollMs : (queued > 0 ? 20 : 1000)
+            if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
+                // Quiet after a burst: free most easy handles (tens of KiB each) and give the
+                // memory back to the system (the daemon's idle RSS budget is small).
+                idle.removeLast(idle.count - Self.keepIdle)
+                _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+            }
+            // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
+            let timeout: Int32 = queued > 0 ? 20 : 1000
             let mustPoll = handle.state.withLock { s -> Bool in
                 if s.queue.isEmpty && !s.closed {
                     s.sleeping = true
-                    s.busy = busy
                     return true
                 }
                 return false
@@ -396,6 +404,7 @@ final class EventLoop {
             transfer.clear()
             idle.append(transfer)
             handle.completed.add(1, ordering: .relaxed)
+            handle.outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .success(response))
             return
         }
@@ -419,6 +428,7 @@ final class EventLoop {
 
     private func fail(_ job: Job, _ error: TransportError) {
         handle.failed.add(1, ordering: .relaxed)
+        handle.outstanding.subtract(1, ordering: .relaxed)
         job.continuation.resume(returning: .failure(error))
     }
 
