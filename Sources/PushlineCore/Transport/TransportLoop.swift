@@ -4,7 +4,10 @@ import Glibc
 import Synchronization
 
 /// One request waiting for, or being served by, an event loop.
-struct Job: Sendable {
+///
+/// A class (immutable, so Sendable) rather than a struct: it is handed through several queues,
+/// and copying one reference is cheaper than copying the request's many fields.
+final class Job: Sendable {
     let request: HTTPRequest
     /// `https://host[:port]`: the unit of the per-loop stream limit.
     let origin: String
@@ -12,7 +15,23 @@ struct Job: Sendable {
     let deadline: UInt64
     let continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>
     /// Times this request was sent again after `.connectionLost`.
-    var attempts = 0
+    let attempts: Int
+
+    init(
+        request: HTTPRequest, origin: String, deadline: UInt64,
+        continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>, attempts: Int = 0
+    ) {
+        self.request = request
+        self.origin = origin
+        self.deadline = deadline
+        self.continuation = continuation
+        self.attempts = attempts
+    }
+
+    /// The same request for its next attempt.
+    func retry() -> Job {
+        Job(request: request, origin: origin, deadline: deadline, continuation: continuation, attempts: attempts + 1)
+    }
 }
 
 /// The address of a multi handle, only for `curl_multi_wakeup` from other threads.
@@ -391,7 +410,7 @@ final class EventLoop {
     }
 
     private func finish(_ transfer: Transfer, _ code: CURLcode) {
-        guard var job = detach(transfer) else {
+        guard let job = detach(transfer) else {
             transfer.clear()
             idle.append(transfer)
             return
@@ -415,11 +434,10 @@ final class EventLoop {
         if error.kind == .connectionLost, !gotResponse, job.attempts < options.maxRetries,
             monotonicNanos() < job.deadline
         {
-            job.attempts += 1
             handle.retries.add(1, ordering: .relaxed)
             let q = origins[job.origin] ?? OriginQueue()
             origins[job.origin] = q
-            q.retried.append(job)
+            q.retried.append(job.retry())
             queued += 1
             return
         }
