@@ -230,6 +230,10 @@ final class EventLoop {
     private static let scanIntervalNanos: UInt64 = 20_000_000
     /// Idle easy handles kept once the loop is quiet.
     private static let keepIdle = 32
+    /// How long the loop must have had nothing to do before it frees surplus handles.
+    private static let quietNanos: UInt64 = 2_000_000_000
+    /// When the loop last had transfers in flight or queued.
+    private var lastBusy: UInt64 = 0
 
     init(handle: LoopHandle, options: TransportOptions) throws(TransportError) {
         self.handle = handle
@@ -272,14 +276,17 @@ final class EventLoop {
                 nextScan = now &+ Self.scanIntervalNanos
             }
             if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
-            if active.isEmpty && queued == 0 && !origins.isEmpty {
-                origins.removeAll()  // No transfer refers to them; keeps many one-off origins from piling up.
-            }
-            if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
-                // Quiet after a burst: free most easy handles (tens of KiB each) and give the
-                // memory back to the system (the daemon's idle RSS budget is small).
-                idle.removeLast(idle.count - Self.keepIdle)
-                _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+            if !active.isEmpty || queued > 0 {
+                lastBusy = now
+            } else if now &- lastBusy >= Self.quietNanos && (!origins.isEmpty || idle.count > Self.keepIdle) {
+                // Quiet for a while after a burst (not just between two batches): drop the origin
+                // queues (no transfer refers to them), free most easy handles (tens of KiB each)
+                // and give the memory back to the system (the daemon's idle RSS budget is small).
+                origins.removeAll()
+                if idle.count > Self.keepIdle {
+                    idle.removeLast(idle.count - Self.keepIdle)
+                    _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+                }
             }
             // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
             let timeout: Int32 = queued > 0 ? 20 : 1000
