@@ -124,8 +124,23 @@ func runBench() async {
     print("cpu:           user \(fmt(user, 2)) s, sys \(fmt(sys, 2)) s, \(fmt((user + sys) / Double(args.requests) * 1e6, 1)) us/request")
     print("peak RSS:      \(fmt(Double(after.maxRSSKiB) / 1024, 1)) MiB")
     print("transport:     \(transport.stats)")
+    usleep(4_000_000)  // The loops free surplus easy handles after 2 s of quiet (they poll every 1 s).
+    print("RSS idle:      \(fmt(Double(currentRSSBytes()) / 1_048_576, 1)) MiB (4 s after the run, connections still open)")
     transport.shutdown()
     if failed > 0 { exit(1) }
+}
+
+/// Resident set size from /proc/self/statm (second field, in pages).
+func currentRSSBytes() -> Int {
+    let fd = open("/proc/self/statm", O_RDONLY)
+    guard fd >= 0 else { return -1 }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: 128)
+    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 127) }
+    guard n > 0 else { return -1 }
+    let fields = String(decoding: buf[0..<n], as: UTF8.self).split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return -1 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
 func fmt(_ v: Double, _ decimals: Int) -> String {
