@@ -106,7 +106,7 @@ final class FakeFCMServer: @unchecked Sendable {
     func messages() throws -> [JSONValue] { try control(["op": "messages"])["messages"]?.arrayValue ?? [] }
 }
 
-actor MemoryStore: KeyValueStore {
+actor FCMTestStore: KeyValueStore {
     var m: [String: String] = [:]
     func get(_ key: String) async -> String? { m[key] }
     func set(_ key: String, _ value: String) async { m[key] = value }
@@ -123,7 +123,7 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
     func provider(_ fake: FakeFCMServer, project: String = "proj-a", app: String = "test") throws -> FCMProvider {
         try FCMProvider(
             app: app, config: fake.config(project: project),
-            context: ProviderContext(transport: transport, store: MemoryStore(), logger: Logger(label: "test")))
+            context: ProviderContext(transport: transport, store: FCMTestStore(), logger: Logger(label: "test")))
     }
 
     func note(_ o: JSONObject) throws -> PushlineCore.Notification { try Notification(parsing: o) }
@@ -302,6 +302,44 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
         #expect(try fake.stat("delivered") == 0)
     }
 
+    @Test func transportFailuresUsePushlineReasons() async throws {
+        let fake = try FakeFCMServer()
+        // The token comes from the fake (the file's token_uri); the send endpoint refuses connections.
+        var c = fake.config()
+        c.connection.endpoint = "https://127.0.0.1:1"
+        let p = try FCMProvider(
+            app: "test", config: c,
+            context: ProviderContext(transport: transport, store: FCMTestStore(), logger: Logger(label: "t")))
+        let r = await p.send(try note(["message": "x"]), to: fcmDevices(["a"]))
+        #expect(r[0].reason == "connect_error" && r[0].retryable)
+
+        // No CA for the fake: TLS fails at the token endpoint already, and is not retryable.
+        var c2 = fake.config()
+        c2.connection.caFile = nil
+        let p2 = try FCMProvider(
+            app: "test", config: c2,
+            context: ProviderContext(transport: transport, store: FCMTestStore(), logger: Logger(label: "t")))
+        let r2 = await p2.send(try note(["message": "x"]), to: fcmDevices(["a"]))
+        #expect(r2[0].reason == "tls_error" && !r2[0].retryable)
+    }
+
+    @Test func tokenEndpointFailures() async throws {
+        let fake = try FakeFCMServer()
+        let p = try provider(fake)
+        // One 500 from the token endpoint is retried.
+        try fake.control(["op": "token_fail", "count": 1, "status": 500])
+        let r = await p.send(try note(["message": "x"]), to: fcmDevices(["a"]))
+        #expect(r[0].status == .sent)
+        #expect(try fake.stat("token_requests") == 2)
+        // A refusal (400) is reported, not retried in a loop, and does not leak the assertion.
+        try fake.control(["op": "expire_tokens"])
+        try fake.control(["op": "token_fail", "count": 5, "status": 400])
+        let r2 = await p.send(try note(["message": "x"]), to: fcmDevices(["a", "b"]))
+        #expect(r2.allSatisfy { $0.reason == "AUTH_ERROR" && !$0.retryable })
+        #expect(try fake.stat("token_requests") == 3)
+        #expect(r2[0].extra["error"]?.stringValue?.contains("eyJ") == false)
+    }
+
     @Test func badServiceAccountIsAConfigError() throws {
         let fake = try FakeFCMServer()
         let path = fake.dir + "/broken.json"
@@ -313,7 +351,7 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
         do {
             _ = try FCMProvider(
                 app: "test", config: c,
-                context: ProviderContext(transport: transport, store: MemoryStore(), logger: Logger(label: "t")))
+                context: ProviderContext(transport: transport, store: FCMTestStore(), logger: Logger(label: "t")))
             Issue.record("expected a ConfigError")
         } catch {
             #expect(error.path == "apps.test.fcm.service_account_path")

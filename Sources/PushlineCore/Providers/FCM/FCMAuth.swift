@@ -4,9 +4,13 @@ import Synchronization
 struct FCMAuthError: Error, Sendable, CustomStringConvertible {
     var message: String
     var retryable: Bool
-    init(_ message: String, retryable: Bool) {
+    /// The result reason: `AUTH_ERROR` when the token endpoint refused, or the transport's reason
+    /// (`connect_error`, `tls_error`, `timeout`...) when it could not be reached.
+    var reason: String
+    init(_ message: String, retryable: Bool, reason: String = "AUTH_ERROR") {
         self.message = message
         self.retryable = retryable
+        self.reason = reason
     }
     var description: String { message }
 }
@@ -128,7 +132,8 @@ actor FCMTokenSource {
         switch await transport.perform(req) {
         case .success(let r): resp = r
         case .failure(let e):
-            return .failure(FCMAuthError("token endpoint \(account.tokenURI): \(e)", retryable: e.retryable))
+            return .failure(
+                FCMAuthError("token endpoint \(account.tokenURI): \(e)", retryable: e.retryable, reason: FCMProvider.reason(e)))
         }
         let json = try? JSONValue.parse(resp.body)
         guard resp.status == 200 else {

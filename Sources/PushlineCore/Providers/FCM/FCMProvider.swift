@@ -180,6 +180,16 @@ public final class FCMProvider: TopicProvider {
         }
     }
 
+    /// Pushline's reason for a request that got no HTTP answer (protocol.md, section 4).
+    static func reason(_ e: TransportError) -> String {
+        switch e.kind {
+        case .timeout: return "timeout"
+        case .connect: return "connect_error"
+        case .tls: return "tls_error"
+        case .connectionLost, .unavailable, .other: return "connection_lost"
+        }
+    }
+
     /// Remaining quota backoff in ms, or nil.
     func quotaRemainingMs() -> Int? {
         let until = quotaUntil.withLock { $0 }
@@ -219,7 +229,7 @@ public final class FCMProvider: TopicProvider {
                 case .success(let t): bearer = t
                 case .failure(let e):
                     return .failed(
-                        reason: "AUTH_ERROR", message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
+                        reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
                 }
             }
             stale = nil
@@ -237,7 +247,7 @@ public final class FCMProvider: TopicProvider {
                     continue
                 }
                 return .failed(
-                    reason: "TRANSPORT_ERROR", message: e.description, retryable: e.retryable, deactivate: false,
+                    reason: Self.reason(e), message: e.description, retryable: e.retryable, deactivate: false,
                     retryAfterMs: nil)
             }
             if resp.status == 200 {

@@ -171,7 +171,7 @@ struct IIDTopicManagement: FCMTopicManagement {
             switch await tokens.token(replacing: stale) {
             case .success(let t): bearer = t
             case .failure(let e):
-                return all(regTokens, .failed(code: "AUTH_ERROR", message: e.message, retryable: e.retryable))
+                return all(regTokens, .failed(code: e.reason, message: e.message, retryable: e.retryable))
             }
             stale = nil
             let req = HTTPRequest(
@@ -189,7 +189,7 @@ struct IIDTopicManagement: FCMTopicManagement {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     continue
                 }
-                return all(regTokens, .failed(code: "TRANSPORT_ERROR", message: e.description, retryable: e.retryable))
+                return all(regTokens, .failed(code: FCMProvider.reason(e), message: e.description, retryable: e.retryable))
             }
             let json = try? JSONValue.parse(resp.body)
             if resp.status == 200, let results = json?["results"]?.arrayValue, results.count == regTokens.count {
