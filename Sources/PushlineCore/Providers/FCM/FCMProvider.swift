@@ -76,22 +76,27 @@ public final class FCMProvider: TopicProvider {
         do { prepared = try PreparedMessage(notification) } catch {
             return devices.map { .failed($0, reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)]) }
         }
+        // Up to `maxInFlight` workers each take the next device until none is left: far fewer tasks and
+        // wake-ups of this task than one child task per device (a bulk may hold 100,000 devices).
         var results = [DeliveryResult?](repeating: nil, count: devices.count)
-        await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-            var next = 0
-            func add() {
-                let i = next
-                let device = devices[i]
-                next += 1
+        let cursor = FCMCursor()
+        let logger = self.logger
+        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
+            for _ in 0..<min(Self.maxInFlight, devices.count) {
                 group.addTask {
-                    let o = await self.deliver(prepared.body(target: "token", device.registrationId))
-                    return (i, o.result(device: device, dryRun: prepared.dryRun, logger: self.logger))
+                    var done: [(Int, DeliveryResult)] = []
+                    while true {
+                        let i = cursor.take()
+                        guard i < devices.count else { break }
+                        let device = devices[i]
+                        let o = await self.deliver(prepared.body(target: "token", device.registrationId))
+                        done.append((i, o.result(device: device, dryRun: prepared.dryRun, logger: logger)))
+                    }
+                    return done
                 }
             }
-            while next < devices.count && next < Self.maxInFlight { add() }
-            while let (i, r) = await group.next() {
-                results[i] = r
-                if next < devices.count { add() }
+            for await done in group {
+                for (i, r) in done { results[i] = r }
             }
         }
         return zip(devices, results).map { d, r in r ?? .failed(d, reason: "INTERNAL", retryable: true) }
@@ -285,6 +290,13 @@ public final class FCMProvider: TopicProvider {
             }
         }
     }
+}
+
+/// The next index to work on, shared by a send's workers.
+final class FCMCursor: Sendable {
+    private let next = Atomic<Int>(0)
+    /// Returns an index no other caller gets.
+    func take() -> Int { next.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 /// A built message serialized once, into which each request's target is spliced.
