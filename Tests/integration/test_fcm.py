@@ -252,7 +252,10 @@ def test_bad_topic_and_condition(d, fake):
     r = d.call({"cmd": "topic", "topic": "bad topic", "message": "x"})
     assert r["ok"] is False and r["error"]["code"] == "invalid_argument"
     r = d.call({"cmd": "topic", "condition": "'a' in topics &&", "message": "x"})
-    assert r["ok"] is False or r["results"][0]["status"] == "failed"
+    assert r["ok"] is False and r["error"]["code"] == "invalid_argument" and r["error"]["field"] == "condition"
+    six = " && ".join(f"'t{i}' in topics" for i in range(6))
+    r = d.call({"cmd": "topic", "condition": six, "message": "x"})
+    assert r["ok"] is False and "at most 5" in r["error"]["message"]
     assert fake.stats()["sends"] == 0
 
 
@@ -269,6 +272,8 @@ def test_subscribe_unsubscribe_topics_subscribers(d, fake):
     by = {x["id"]: x for x in r["results"]}
     assert by[ids[0]]["status"] == "subscribed" and by[ids[1]]["status"] == "subscribed"
     assert by[ids[2]]["status"] == "failed" and by[ids[2]]["reason"] == "NOT_FOUND"
+    # Instance ID does not know the token: the device is gone, as for UNREGISTERED.
+    assert by[ids[2]]["deactivated"] is True and device(d, ids[2])["active"] is False
     assert sorted(fake.subscriptions()["news"]) == [tok(1), tok(2)]
     d.call({"cmd": "subscribe", "topic": "/topics/sport", "ids": [ids[0]]})
 
@@ -307,3 +312,18 @@ def test_bad_service_account_stops_startup(start_daemon, fake, tmp_path):
     with pytest.raises(RuntimeError) as e:
         start_daemon(config={"apps": {"default": {"fcm": {"service_account_path": str(bad)}}}})
     assert "apps.default.fcm.service_account_path" in str(e.value)
+
+
+def test_logs_never_show_tokens_or_keys(start_daemon, fake):
+    d = start_daemon(config={"log_level": "trace", "apps": {"default": {"fcm": fake.fcm_block("proj-a")}}})
+    ids = register(d, [tok(1), tok(2)])
+    fake.control(op="unregister", tokens=[tok(2)])
+    fake.control(op="quota", count=1, tokens=[tok(1)])
+    d.call({"cmd": "send", "ids": ids, "message": "x"})
+    fake.control(op="expire_tokens")
+    d.call({"cmd": "topic", "topic": "news", "message": "x"})
+    d.stop()
+    logs = d.logs()
+    assert "ya29.fake-" not in logs  # access tokens
+    assert "PRIVATE KEY" not in logs and "eyJ" not in logs  # key, signed assertion
+    assert tok(1) not in logs and tok(2) not in logs  # full registration tokens
