@@ -68,6 +68,9 @@ import Testing
         #expect(FCMFailure.classify(google(500, "INTERNAL", "x", "INTERNAL")) == .retry("INTERNAL"))
         #expect(FCMFailure.classify(info(502, "<html>bad gateway</html>")) == .retry("HTTP_502"))
         #expect(FCMFailure.classify(google(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED")) == .quota)
+        #expect(
+            FCMFailure.classify(google(429, "RESOURCE_EXHAUSTED", "Device message rate exceeded.", "QUOTA_EXCEEDED"))
+                == .targetRate)
     }
 
     @Test func authErrors() {

@@ -220,6 +220,17 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
         #expect(r3[0].status == .sent)
     }
 
+    @Test func deviceRateLimitDoesNotStopTheProject() async throws {
+        let fake = try FakeFCMServer()
+        let p = try provider(fake)
+        try fake.control(["op": "quota", "count": 1, "scope": "device", "tokens": ["hot"]])
+        let r = await p.send(try note(["message": "x"]), to: fcmDevices(["hot"]))
+        #expect(r[0].reason == "QUOTA_EXCEEDED" && r[0].retryable)
+        #expect((r[0].extra["retry_after_ms"]?.intValue ?? 0) >= 60_000)
+        let r2 = await p.send(try note(["message": "x"]), to: fcmDevices(["hot", "cold"]))
+        #expect(r2.allSatisfy { $0.status == .sent })
+    }
+
     @Test func tokenRefreshIsSingleFlightUnderLoad() async throws {
         let fake = try FakeFCMServer()
         try fake.control(["op": "token_delay_ms", "ms": 300])

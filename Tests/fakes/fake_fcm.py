@@ -19,7 +19,8 @@ Control channel: newline-delimited JSON over plain TCP on 127.0.0.1:<control_por
 line. Ops:
   {"op": "unregister"|"invalid"|"sender_mismatch"|"third_party_auth", "tokens": [...]}   mark tokens
   {"op": "fail", "count": N, "status": 503, "code": "UNAVAILABLE", "retry_after": 1}     next N sends fail
-  {"op": "quota", "count": N, "retry_after": 60}                                         next N sends 429
+  {"op": "quota", "count": N, "retry_after": 60, "scope": "device"|"topic"}               next N sends 429
+                                     (project quota, or one device's / topic's message rate)
   {"op": "expire_tokens"}            every issued access token becomes invalid (sends get 401)
   {"op": "token_fail", "count": N, "status": 500}                                        token endpoint fails
   {"op": "token_ttl", "seconds": S} / {"op": "token_delay_ms", "ms": M} / {"op": "send_delay_ms", "ms": M}
@@ -485,9 +486,11 @@ class FakeFCM:
                                   "gstatus": gstatus, "message": req.get("message", "scripted failure"),
                                   "retry_after": req.get("retry_after"), "tokens": req.get("tokens")})
         elif op == "quota":
+            message = {"device": "Device message rate exceeded.", "topic": "Topic message rate exceeded."}.get(
+                req.get("scope"), "Quota exceeded for quota metric 'Send requests' and limit 'Send requests per minute'"
+                " of service 'fcm.googleapis.com'")
             self.failures.append({"count": int(req.get("count", 1)), "status": 429, "code": "QUOTA_EXCEEDED",
-                                  "gstatus": "RESOURCE_EXHAUSTED",
-                                  "message": "Quota exceeded for quota metric 'Send requests'",
+                                  "gstatus": "RESOURCE_EXHAUSTED", "message": message,
                                   "retry_after": req.get("retry_after"), "tokens": req.get("tokens")})
         elif op == "expire_tokens":
             self.tokens.clear()

@@ -57,6 +57,13 @@ struct FCMErrorInfo: Sendable, Equatable {
         }
     }
 
+    /// Whether a QUOTA_EXCEEDED is about one device's or one topic's message rate ("Device message
+    /// rate exceeded", "Topic message rate exceeded") rather than the project's send quota.
+    var isTargetRate: Bool {
+        let m = (message ?? "").lowercased()
+        return m.contains("device message rate") || m.contains("topic message rate")
+    }
+
     /// Whether Google says the registration token itself is malformed or unknown, not the message:
     /// a field violation on `message.token`, or a message about the registration token.
     var isInvalidToken: Bool {
@@ -72,8 +79,10 @@ enum FCMFailure: Sendable, Equatable {
     case deactivate(String)
     /// Transient: retry with backoff (honouring Retry-After).
     case retry(String)
-    /// Over quota: back off the whole project for at least a minute.
+    /// Over the project's quota: back off the whole project for at least a minute.
     case quota
+    /// Over the message rate of one device or one topic: back off that target only.
+    case targetRate
     /// The OAuth2 token was refused: refresh it and retry once.
     case refreshToken
     /// Fails this device only: Google's code and a message for a human.
@@ -87,7 +96,7 @@ enum FCMFailure: Sendable, Equatable {
         switch e.fcmErrorCode {
         case "UNREGISTERED": return .deactivate("UNREGISTERED")
         case "SENDER_ID_MISMATCH": return .deactivate("SENDER_ID_MISMATCH")
-        case "QUOTA_EXCEEDED": return .quota
+        case "QUOTA_EXCEEDED": return e.isTargetRate ? .targetRate : .quota
         case "UNAVAILABLE": return .retry("UNAVAILABLE")
         case "INTERNAL": return .retry("INTERNAL")
         case "THIRD_PARTY_AUTH_ERROR":
@@ -103,7 +112,7 @@ enum FCMFailure: Sendable, Equatable {
         switch e.httpStatus {
         case 401: return .refreshToken
         case 400 where e.isInvalidToken: return .deactivate("INVALID_ARGUMENT")
-        case 429: return .quota
+        case 429: return e.isTargetRate ? .targetRate : .quota
         case 500, 502, 503, 504: return .retry(e.code)
         default: return .fail(e.code, e.detailed, retryable: false)
         }

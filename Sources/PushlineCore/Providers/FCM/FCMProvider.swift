@@ -283,6 +283,11 @@ public final class FCMProvider: TopicProvider {
                     attempt: 1, retryAfterHeader: resp.header("retry-after"), floorMs: Self.quotaBackoffMs)
                 startQuotaBackoff(ms: ms)
                 return .failed(reason: info.code, message: info.detailed, retryable: true, deactivate: false, retryAfterMs: ms)
+            case .targetRate:
+                // Only this device (or topic) is over its rate: no project-wide backoff.
+                let ms = Backoff.delayMs(
+                    attempt: 1, retryAfterHeader: resp.header("retry-after"), floorMs: Self.quotaBackoffMs)
+                return .failed(reason: info.code, message: info.detailed, retryable: true, deactivate: false, retryAfterMs: ms)
             case .deactivate(let reason):
                 return .failed(reason: reason, message: info.detailed, retryable: false, deactivate: true, retryAfterMs: nil)
             case .fail(let code, let message, let retryable):
