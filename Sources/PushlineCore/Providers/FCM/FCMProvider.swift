@@ -15,7 +15,8 @@ import Synchronization
 /// ```
 public final class FCMProvider: TopicProvider {
     public let platform: Platform = .fcm
-    /// Sends in flight at once for one command.
+    /// Sends in flight at once for one command: enough to fill two connections of 1000 streams
+    /// (the transport queues what its connections cannot take).
     public static let maxInFlight = 2000
     /// Attempts per message for UNAVAILABLE/INTERNAL and lost connections.
     static let maxAttempts = 4

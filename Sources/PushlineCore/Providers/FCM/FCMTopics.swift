@@ -145,16 +145,31 @@ struct IIDTopicManagement: FCMTopicManagement {
     var tls: TLSOptions
     var timeoutMs: Int
 
+    /// Batch calls in flight at once for one (un)subscription.
+    static let parallelBatches = 8
+
     func change(add: Bool, topic: String, tokens regTokens: [String]) async -> [FCMTopicOutcome] {
-        var out: [FCMTopicOutcome] = []
-        out.reserveCapacity(regTokens.count)
-        var start = 0
-        while start < regTokens.count {
-            let chunk = Array(regTokens[start..<min(start + Self.batchLimit, regTokens.count)])
-            out.append(contentsOf: await batch(add: add, topic: topic, tokens: chunk))
-            start += Self.batchLimit
+        let chunks = stride(from: 0, to: regTokens.count, by: Self.batchLimit).map {
+            Array(regTokens[$0..<min($0 + Self.batchLimit, regTokens.count)])
         }
-        return out
+        var results = [[FCMTopicOutcome]](repeating: [], count: chunks.count)
+        await withTaskGroup(of: (Int, [FCMTopicOutcome]).self) { group in
+            var next = 0
+            while next < chunks.count && next < Self.parallelBatches {
+                let i = next
+                group.addTask { (i, await batch(add: add, topic: topic, tokens: chunks[i])) }
+                next += 1
+            }
+            for await (i, r) in group {
+                results[i] = r
+                if next < chunks.count {
+                    let j = next
+                    group.addTask { (j, await batch(add: add, topic: topic, tokens: chunks[j])) }
+                    next += 1
+                }
+            }
+        }
+        return results.flatMap { $0 }
     }
 
     private func batch(add: Bool, topic: String, tokens regTokens: [String]) async -> [FCMTopicOutcome] {
