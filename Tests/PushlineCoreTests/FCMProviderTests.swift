@@ -357,9 +357,9 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
     @Test func badServiceAccountIsAConfigError() throws {
         let fake = try FakeFCMServer()
         let path = fake.dir + "/broken.json"
-        FileManager.default.createFile(
+        #expect(FileManager.default.createFile(
             atPath: path,
-            contents: Data(#"{"type":"service_account","client_email":"x@y","token_uri":"https://t","project_id":"p","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#.utf8))
+            contents: Data(#"{"type":"service_account","client_email":"x@y","token_uri":"https://t","project_id":"p","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#.utf8)))
         var c = fake.config()
         c.serviceAccountPath = path
         do {
