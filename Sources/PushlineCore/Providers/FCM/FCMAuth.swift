@@ -18,12 +18,18 @@ struct FCMAuthError: Error, Sendable, CustomStringConvertible {
 /// An OAuth2 access token and when to stop using it (monotonic nanoseconds).
 struct FCMAccessToken: Sendable {
     var value: String
-    /// After this, fetch a new one (some minutes before the real expiry).
+    /// After this, fetch a new one in the background (some minutes before the real expiry).
     var refreshAtNs: UInt64
+    /// After this, stop using it (a little before Google's expiry) and wait for a new one.
+    var expiresAtNs: UInt64
 }
 
 /// The OAuth2 access token of one service account: cached, refreshed before it expires,
 /// fetched by a single request however many sends are waiting (single flight).
+///
+/// Past `refreshAtNs` the cached token is still handed out while one background request fetches
+/// the next, so sends do not wait; only without a usable token (first use, expired, refused with
+/// 401) do callers wait for the request in flight.
 ///
 /// ```swift
 /// switch await source.token() { case .success(let t): ...; case .failure(let e): ... }
@@ -67,23 +73,32 @@ actor FCMTokenSource {
     /// it is dropped (if still cached) and a new one fetched.
     func token(replacing stale: String? = nil) async -> Result<String, FCMAuthError> {
         if let stale, cached?.value == stale { cached = nil }
-        if let c = cached, monotonicNanos() < c.refreshAtNs { return .success(c.value) }
-        let task: Task<Result<FCMAccessToken, FCMAuthError>, Never>
-        if let t = inflight {
-            task = t
-        } else {
-            requestCount += 1
-            let (account, key, transport, tls, timeoutMs) = (account, key, transport, tls, timeoutMs)
-            task = Task { await Self.fetch(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs) }
-            inflight = task
+        let now = monotonicNanos()
+        if let c = cached, now < c.expiresAtNs {
+            if now >= c.refreshAtNs { _ = startRefresh() }
+            return .success(c.value)
         }
-        let r = await task.value
-        // The first waiter to resume publishes the result; the others find it done.
-        if inflight == task {
-            inflight = nil
-            if case .success(let t) = r { cached = t }
-        }
+        let r = await startRefresh().value
         return r.map(\.value)
+    }
+
+    /// The token request in flight, or a new one. Its result is published before any waiter resumes.
+    private func startRefresh() -> Task<Result<FCMAccessToken, FCMAuthError>, Never> {
+        if let t = inflight { return t }
+        requestCount += 1
+        let (account, key, transport, tls, timeoutMs) = (account, key, transport, tls, timeoutMs)
+        let task = Task {
+            let r = await Self.fetch(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            self.finishRefresh(r)  // this task runs on the actor (created in an actor method)
+            return r
+        }
+        inflight = task
+        return task
+    }
+
+    private func finishRefresh(_ r: Result<FCMAccessToken, FCMAuthError>) {
+        inflight = nil
+        if case .success(let t) = r { cached = t }
     }
 
     /// Drops the cached token (tests, shutdown).
@@ -148,11 +163,12 @@ actor FCMTokenSource {
         guard let tok = json?["access_token"]?.stringValue, !tok.isEmpty else {
             return .failure(FCMAuthError("token endpoint \(account.tokenURI) answered without an access_token", retryable: true))
         }
-        let expiresIn = max(1, json?["expires_in"]?.intValue ?? 3600)
-        // Refresh 5 minutes early, or halfway through a token shorter-lived than 10 minutes.
-        let margin = min(300, expiresIn / 2)
-        let refreshAt = started + UInt64(expiresIn - margin) * 1_000_000_000
-        return .success(FCMAccessToken(value: tok, refreshAtNs: refreshAt))
+        let expiresIn = UInt64(max(1, json?["expires_in"]?.intValue ?? 3600)) * 1_000_000_000
+        // Refresh 5 minutes early (halfway through a token shorter-lived than 10 minutes); stop using
+        // it 30 s early (a quarter of its life when shorter), clocks and flight time included.
+        let refreshAt = started + expiresIn - min(300_000_000_000, expiresIn / 2)
+        let expiresAt = started + expiresIn - min(30_000_000_000, expiresIn / 4)
+        return .success(FCMAccessToken(value: tok, refreshAtNs: refreshAt, expiresAtNs: expiresAt))
     }
 }
 
