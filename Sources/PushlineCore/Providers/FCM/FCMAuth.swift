@@ -50,6 +50,8 @@ actor FCMTokenSource {
     /// The cached token, readable without hopping onto the actor (the fast path of every send).
     private nonisolated let published = Mutex<FCMAccessToken?>(nil)
     private var inflight: Task<Result<FCMAccessToken, FCMAuthError>, Never>?
+    /// No background refresh before this (monotonic ns), after one failed.
+    private var retryRefreshAtNs: UInt64 = 0
     /// Token requests made so far (tests check single flight with it).
     private(set) var requestCount = 0
 
@@ -75,7 +77,7 @@ actor FCMTokenSource {
         if let stale, cached?.value == stale { cached = nil }
         let now = monotonicNanos()
         if let c = cached, now < c.expiresAtNs {
-            if now >= c.refreshAtNs { _ = startRefresh() }
+            if now >= c.refreshAtNs && now >= retryRefreshAtNs { _ = startRefresh() }
             return .success(c.value)
         }
         let r = await startRefresh().value
@@ -98,7 +100,11 @@ actor FCMTokenSource {
 
     private func finishRefresh(_ r: Result<FCMAccessToken, FCMAuthError>) {
         inflight = nil
-        if case .success(let t) = r { cached = t }
+        switch r {
+        case .success(let t): cached = t
+        // While the cached token still works, try again in 10 s rather than on every send.
+        case .failure: retryRefreshAtNs = monotonicNanos() + 10_000_000_000
+        }
     }
 
     /// Drops the cached token (tests, shutdown).
