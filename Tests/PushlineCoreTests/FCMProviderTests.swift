@@ -330,6 +330,17 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
         #expect(try fake.stat("iid_calls") == calls + 3)  // 1000 + 1000 + 500
     }
 
+    @Test func instanceIDRefreshesARevokedToken() async throws {
+        let fake = try FakeFCMServer()
+        let p = try provider(fake)
+        #expect(await p.subscribe(fcmDevices(["t1"]), topic: "a")[0].status == .sent)
+        try fake.control(["op": "expire_tokens"])
+        let r = await p.subscribe(fcmDevices(["t2"]), topic: "a")
+        #expect(r[0].status == .sent)
+        #expect(try fake.stat("token_requests") == 2)
+        #expect(try fake.stat("iid_calls") == 3)  // ok, 401, ok
+    }
+
     @Test func dryRunValidatesOnly() async throws {
         let fake = try FakeFCMServer()
         try fake.control(["op": "unregister", "tokens": ["gone"]])
