@@ -327,3 +327,22 @@ def test_logs_never_show_tokens_or_keys(start_daemon, fake):
     assert "ya29.fake-" not in logs  # access tokens
     assert "PRIVATE KEY" not in logs and "eyJ" not in logs  # key, signed assertion
     assert tok(1) not in logs and tok(2) not in logs  # full registration tokens
+
+
+def test_long_retry_after_is_not_waited_for(d, fake):
+    ids = register(d, [tok(1)])
+    fake.control(op="fail", count=1, status=503, retry_after=120)
+    t0 = time.time()
+    r = d.call({"cmd": "send", "ids": ids, "message": "x"})
+    assert time.time() - t0 < 5
+    x = r["results"][0]
+    assert x["reason"] == "UNAVAILABLE" and x["retryable"] is True and x["retry_after_ms"] >= 120000
+
+
+def test_apps_sharing_a_service_account_share_the_token(start_daemon, fake):
+    block = fake.fcm_block("proj-a")
+    d = start_daemon(config={"apps": {"shop": {"fcm": block}, "news": {"fcm": block}}})
+    a = register(d, [tok(1)], app="shop")
+    b = register(d, [tok(2)], app="news")
+    assert d.call({"cmd": "send", "ids": a + b, "message": "x"})["sent"] == 2
+    assert fake.stats()["token_requests"] == 1
