@@ -197,6 +197,21 @@ struct TransportTests {
         #expect(kind(r2) == "tls")
     }
 
+    @Test func clientCertificateWithEncryptedKey() async throws {
+        let sink = try H2SinkProcess(["--require-client-cert", "s3cret"])
+        let transport = HTTPTransport()
+        defer { transport.shutdown() }
+        let clientPEM = (sink.caFile as NSString).deletingLastPathComponent + "/client.pem"
+        let tls = TLSOptions(caFile: sink.caFile, clientCertFile: clientPEM, clientKeyPassword: "s3cret")
+        let r = try await transport.perform(HTTPRequest(url: sink.base + "/echo/cert", tls: tls)).get()
+        #expect(r.status == 200)
+        #expect(try JSONValue.parse(r.body)["client_cn"]?.stringValue == "pushline-test-client")
+        // A wrong passphrase cannot load the key: a TLS (configuration) error, not retried.
+        let bad = TLSOptions(caFile: sink.caFile, clientCertFile: clientPEM, clientKeyPassword: "wrong")
+        let r2 = await transport.perform(HTTPRequest(url: sink.base + "/echo/cert", tls: bad, timeoutMs: 5000))
+        #expect(kind(r2) == "tls")
+    }
+
     @Test func goawayMidBurstLosesNothing() async throws {
         let sink = try H2SinkProcess(["--goaway-after", "150"])
         let transport = HTTPTransport(options: TransportOptions(threads: 2, maxConnectionsPerHost: 1))
@@ -233,8 +248,9 @@ struct TransportTests {
         let results = await burst(transport, 200) { _ in HTTPRequest(url: sink.base + "/", tls: tls) }
         #expect(results.allSatisfy { kind($0) == "status 200" })
         let stats = try await sink.stats(transport)
+        // Streams sent before the client saw SETTINGS are refused (RST_STREAM REFUSED_STREAM) and
+        // retried; curl 7.88 then moves to a new connection, so the connection count is not fixed.
         #expect(stats.maxActive <= 10)
-        #expect(stats.connections == 1)
     }
 
     @Test func shutdownFailsPendingRequests() async throws {
@@ -251,6 +267,21 @@ struct TransportTests {
         let after = await transport.perform(HTTPRequest(url: sink.base + "/", tls: tls))
         #expect(kind(after) == "unavailable")
         transport.shutdown()  // Idempotent.
+    }
+
+    @Test func outstandingLimitRefusesExcess() async throws {
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxOutstandingPerThread: 5))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let results = await burst(transport, 20) { _ in HTTPRequest(url: sink.base + "/?delay_ms=300", tls: tls) }
+        let ok = results.filter { kind($0) == "status 200" }.count
+        let refused = results.filter { kind($0) == "unavailable" }.count
+        #expect(ok >= 5 && ok < 20)
+        #expect(ok + refused == 20)
+        // Finished requests free their places again.
+        let later = await transport.perform(HTTPRequest(url: sink.base + "/", tls: tls))
+        #expect(kind(later) == "status 200")
     }
 
     @Test func onlyHTTPSIsAccepted() async throws {

@@ -7,9 +7,9 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
     READY <port> <ca_file_path>
 
 Paths:
-  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops"}
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
                     (the /stats stream itself is not counted in streams/max_active)
-  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body"}
+  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn"}
   anything else     body '{}'
 
 Query parameters override the command line per request: delay_ms=N, status=N.
@@ -22,14 +22,22 @@ Options:
                      later streams are never answered (unprocessed), the connection is closed
                      once the first N are answered
   --drop-after N     per connection: abort the TCP connection when the Nth stream arrives
-  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000)
+  --require-client-cert PASSWORD
+                     demand a client certificate signed by the sink's CA; writes one to
+                     <dir of ca_file>/client.pem (certificate + key encrypted with PASSWORD)
+  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000); streams over it are refused
+                     with RST_STREAM REFUSED_STREAM
 """
 import argparse
 import asyncio
+import atexit
+import collections
 import datetime
 import ipaddress
 import json
 import os
+import shutil
+import signal
 import ssl
 import stat
 import sys
@@ -38,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -50,6 +59,7 @@ class Stats:
     max_active = 0
     goaways = 0
     drops = 0
+    refused = 0
 
 
 def make_cert(directory):
@@ -91,7 +101,39 @@ def make_cert(directory):
                 serialization.NoEncryption(),
             )
         )
-    return cert_path, key_path
+    return cert_path, key_path, cert, key
+
+
+def make_client_cert(directory, ca_cert, ca_key, password):
+    """Writes client.pem (certificate + key encrypted with `password`) signed by the sink's CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pushline-test-client")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())
+    )
+    path = os.path.join(directory, "client.pem")
+    with open(path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(password.encode()),
+            )
+        )
+    return path
 
 
 class H2Sink(asyncio.Protocol):
@@ -119,6 +161,12 @@ class H2Sink(asyncio.Protocol):
         Stats.connections += 1
         self.transport = transport
         self.conn.initiate_connection()
+        # SETTINGS told the client --max-streams; h2 itself would kill the whole connection on a
+        # stream over the limit (a client may open some before it sees our SETTINGS). Like real
+        # servers, refuse such streams one by one instead (RST_STREAM REFUSED_STREAM, in on_request).
+        self.conn.local_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            collections.deque([1 << 30])
+        )
         self.flush()
 
     def connection_lost(self, exc):
@@ -170,6 +218,10 @@ class H2Sink(asyncio.Protocol):
         if self.goaway_sid is not None and ev.stream_id > self.goaway_sid:
             return  # after our GOAWAY: never processed
         counted = not path.startswith("/stats")
+        if counted and self.active >= self.args.max_streams:
+            Stats.refused += 1
+            self.conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         self.requests[ev.stream_id] = {"headers": headers, "body": b"", "counted": counted}
         if not counted:
             return
@@ -209,6 +261,7 @@ class H2Sink(asyncio.Protocol):
                     "max_active": Stats.max_active,
                     "goaways": Stats.goaways,
                     "drops": Stats.drops,
+                    "refused": Stats.refused,
                 }
             ).encode()
             status, delay_ms = 200, 0
@@ -219,6 +272,7 @@ class H2Sink(asyncio.Protocol):
                     "path": headers.get(":path"),
                     "headers": [[k, v] for k, v in req["headers"] if not k.startswith(":")],
                     "body": req["body"].decode("latin-1"),
+                    "client_cn": self.client_cn(),
                 }
             ).encode()
         else:
@@ -255,6 +309,14 @@ class H2Sink(asyncio.Protocol):
         ):
             self.close_now()
 
+    def client_cn(self):
+        cert = self.transport.get_extra_info("peercert") if self.transport else None
+        for rdn in (cert or {}).get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    return v
+        return None
+
     def close_now(self):
         if not self.closed:
             self.closed = True
@@ -269,12 +331,18 @@ async def main():
     ap.add_argument("--goaway-after", type=int, default=0)
     ap.add_argument("--drop-after", type=int, default=0)
     ap.add_argument("--max-streams", type=int, default=1000)
+    ap.add_argument("--require-client-cert", metavar="PASSWORD", default="")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="h2sink-")
-    cert, key = make_cert(tmp)
+    atexit.register(shutil.rmtree, tmp, True)
+    cert, key, ca_cert, ca_key = make_cert(tmp)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
+    if args.require_client_cert:
+        make_client_cert(tmp, ca_cert, ca_key, args.require_client_cert)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cert)
     ctx.set_alpn_protocols(["h2"])
     ctx.options |= ssl.OP_NO_COMPRESSION
 
@@ -292,6 +360,9 @@ async def main():
         if not data:
             loop.stop()
 
+    # SIGTERM/SIGINT: stop cleanly so atexit removes the temp dir.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, loop.stop)
     try:
         if stat.S_ISFIFO(os.fstat(0).st_mode):
             loop.add_reader(0, on_stdin)

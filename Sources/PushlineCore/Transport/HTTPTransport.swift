@@ -12,7 +12,9 @@ public struct TransportOptions: Sendable {
     /// Streams per connection we ask for (the server's SETTINGS_MAX_CONCURRENT_STREAMS still rules).
     ///
     /// A loop never has more than `maxConnectionsPerHost * maxConcurrentStreams` transfers
-    /// in flight to one origin; further requests wait in the loop's own queue.
+    /// in flight to one origin; further requests wait in the loop's own queue (their deadline
+    /// running). Each transfer in flight holds a libcurl easy handle of roughly 30-60 KiB;
+    /// surplus handles are freed once the loop is quiet.
     public var maxConcurrentStreams: Int
     /// Seconds an idle connection is kept for reuse (`CURLOPT_MAXAGE_CONN`).
     public var idleTimeoutSeconds: Int
@@ -20,10 +22,14 @@ public struct TransportOptions: Sendable {
     public var maxRetries: Int
     /// Largest response body accepted; a bigger one fails the request with `.other`.
     public var maxResponseBytes: Int
+    /// Requests accepted but not finished (queued or in flight), per loop; beyond it `perform`
+    /// fails at once with `.unavailable` instead of queueing without bound.
+    public var maxOutstandingPerThread: Int
 
     public init(
         threads: Int = 2, maxConnectionsPerHost: Int = 1, maxConcurrentStreams: Int = 1000,
-        idleTimeoutSeconds: Int = 300, maxRetries: Int = 2, maxResponseBytes: Int = 4 << 20
+        idleTimeoutSeconds: Int = 300, maxRetries: Int = 2, maxResponseBytes: Int = 4 << 20,
+        maxOutstandingPerThread: Int = 100_000
     ) {
         self.threads = threads
         self.maxConnectionsPerHost = maxConnectionsPerHost
@@ -31,6 +37,7 @@ public struct TransportOptions: Sendable {
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.maxRetries = maxRetries
         self.maxResponseBytes = maxResponseBytes
+        self.maxOutstandingPerThread = maxOutstandingPerThread
     }
 }
 
@@ -83,7 +90,7 @@ public final class HTTPTransport: Sendable {
         var handles: [LoopHandle] = []
         var started: [TransportThread] = []
         for index in 0..<opts.threads {
-            let handle = LoopHandle()
+            let handle = LoopHandle(maxOutstanding: max(1, opts.maxOutstandingPerThread))
             handles.append(handle)
             if initCode != CURLE_OK {
                 handle.markDead("curl_global_init failed: \(curlMessage(initCode))")

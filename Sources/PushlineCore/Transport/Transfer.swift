@@ -13,6 +13,11 @@ final class Transfer {
     private var bodyStorage: UnsafeMutableRawPointer
     private var bodyCapacity: Int
     private var maxResponseBytes = 0
+    /// What the handle is configured for (see `prepare`); the header list is kept for reuse.
+    private var configured = false
+    private var lastMethod = ""
+    private var lastTLS = TLSOptions()
+    private var lastHeaders: [(String, String)] = []
 
     /// The job being served, its origin queue and its index in the loop's active list.
     var job: Job?
@@ -44,7 +49,7 @@ final class Transfer {
         bodyStorage.deallocate()
     }
 
-    /// Forgets the previous request and response (the easy handle is reset in `prepare`).
+    /// Forgets the previous request and response (options and header list stay for reuse).
     func clear() {
         job = nil
         queue = nil
@@ -53,22 +58,65 @@ final class Transfer {
         tooLarge = false
         headers = []
         body = []
-        if headerList != nil {
-            curl_slist_free_all(headerList)
-            headerList = nil
-        }
     }
 
-    /// Resets the easy handle and sets it up for `job`.
+    /// Sets the easy handle up for `job`.
+    ///
+    /// A handle last used with the same method and TLS options keeps its options (and its header
+    /// list if the headers are equal): only URL, deadline and body are set again. Otherwise it is
+    /// reset (curl_easy_reset) and fully configured. After a failed `prepare` the next one resets.
     func prepare(_ job: Job, remainingMs: Int, options: TransportOptions) throws(TransportError) {
-        curl_easy_reset(easy)
         errorBuffer[0] = 0
         self.job = job
         maxResponseBytes = options.maxResponseBytes
         let request = job.request
-        let me = Unmanaged.passUnretained(self).toOpaque()
-
+        let reuse = configured && request.method == lastMethod && request.tls == lastTLS
+        configured = false
+        if !reuse {
+            curl_easy_reset(easy)
+            freeHeaderList()
+            try configure(request, options: options)
+            lastMethod = request.method
+            lastTLS = request.tls
+        }
         try setString(CURLOPT_URL, request.url, "CURLOPT_URL")
+        try setLong(CURLOPT_TIMEOUT_MS, remainingMs, "CURLOPT_TIMEOUT_MS")
+        try setLong(CURLOPT_CONNECTTIMEOUT_MS, min(remainingMs, 10_000), "CURLOPT_CONNECTTIMEOUT_MS")
+        switch request.method {
+        case "GET", "HEAD":
+            break
+        case "POST", "PUT", "PATCH":
+            try setBody(request.body)
+        default:
+            if !request.body.isEmpty {
+                try setBody(request.body)
+            } else {
+                try setLong(CURLOPT_HTTPGET, 1, "CURLOPT_HTTPGET")  // No body: drop an earlier POSTFIELDS.
+                try setString(CURLOPT_CUSTOMREQUEST, request.method, "CURLOPT_CUSTOMREQUEST")
+            }
+        }
+        if headerList == nil || !sameHeaders(request.headers, lastHeaders) {
+            freeHeaderList()
+            var list: UnsafeMutablePointer<curl_slist>?
+            for (name, value) in request.headers {
+                // "name;" sends a header with an empty value; "name:" would remove it.
+                let line = value.isEmpty ? name + ";" : name + ": " + value
+                guard let appended = curl_slist_append(list, line) else {
+                    curl_slist_free_all(list)
+                    throw TransportError(.other, "curl_slist_append failed (out of memory)")
+                }
+                list = appended
+            }
+            headerList = list
+            lastHeaders = request.headers
+            try setPointer(CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(list), "CURLOPT_HTTPHEADER")
+        }
+        configured = true
+    }
+
+    /// The options that stay the same for a method and TLS setting (after curl_easy_reset).
+    private func configure(_ request: HTTPRequest, options: TransportOptions) throws(TransportError) {
+        let me = Unmanaged.passUnretained(self).toOpaque()
         try setString(CURLOPT_PROTOCOLS_STR, "https", "CURLOPT_PROTOCOLS_STR")
         try setLong(CURLOPT_NOSIGNAL, 1, "CURLOPT_NOSIGNAL")
         try setLong(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS), "CURLOPT_HTTP_VERSION")
@@ -77,8 +125,6 @@ final class Transfer {
         try setLong(CURLOPT_TCP_KEEPIDLE, 60, "CURLOPT_TCP_KEEPIDLE")
         try setLong(CURLOPT_TCP_KEEPINTVL, 30, "CURLOPT_TCP_KEEPINTVL")
         try setLong(CURLOPT_MAXAGE_CONN, options.idleTimeoutSeconds, "CURLOPT_MAXAGE_CONN")
-        try setLong(CURLOPT_TIMEOUT_MS, remainingMs, "CURLOPT_TIMEOUT_MS")
-        try setLong(CURLOPT_CONNECTTIMEOUT_MS, min(remainingMs, 10_000), "CURLOPT_CONNECTTIMEOUT_MS")
         try setPointer(CURLOPT_PRIVATE, me, "CURLOPT_PRIVATE")
         try setPointer(CURLOPT_ERRORBUFFER, UnsafeMutableRawPointer(errorBuffer), "CURLOPT_ERRORBUFFER")
         try setCallback(CURLOPT_WRITEFUNCTION, transferWriteCallback, "CURLOPT_WRITEFUNCTION")
@@ -107,28 +153,18 @@ final class Transfer {
         case "HEAD":
             try setLong(CURLOPT_NOBODY, 1, "CURLOPT_NOBODY")
         case "POST":
-            try setBody(request.body)
+            break  // POSTFIELDS, set per request, makes it a POST.
         default:
             try setString(CURLOPT_CUSTOMREQUEST, request.method, "CURLOPT_CUSTOMREQUEST")
-            if !request.body.isEmpty || request.method == "PUT" || request.method == "PATCH" {
-                try setBody(request.body)
-            }
         }
+    }
 
-        if !request.headers.isEmpty {
-            var list: UnsafeMutablePointer<curl_slist>?
-            for (name, value) in request.headers {
-                // "name;" sends a header with an empty value; "name:" would remove it.
-                let line = value.isEmpty ? name + ";" : name + ": " + value
-                guard let appended = curl_slist_append(list, line) else {
-                    curl_slist_free_all(list)
-                    throw TransportError(.other, "curl_slist_append failed (out of memory)")
-                }
-                list = appended
-            }
-            headerList = list
-            try setPointer(CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(list), "CURLOPT_HTTPHEADER")
+    private func freeHeaderList() {
+        if headerList != nil {
+            curl_slist_free_all(headerList)
+            headerList = nil
         }
+        lastHeaders = []
     }
 
     private func setBody(_ bytes: [UInt8]) throws(TransportError) {
@@ -181,9 +217,14 @@ final class Transfer {
         guard colon < end, colon > 0 else { return }
         var valueStart = colon + 1
         while valueStart < end, line[valueStart] == 32 || line[valueStart] == 9 { valueStart += 1 }
-        var nameBytes = [UInt8](UnsafeRawBufferPointer(rebasing: line[0..<colon]))
-        for i in nameBytes.indices where nameBytes[i] >= 65 && nameBytes[i] <= 90 { nameBytes[i] += 32 }
-        let name = String(decoding: nameBytes, as: UTF8.self)
+        let rawName = UnsafeRawBufferPointer(rebasing: line[0..<colon])
+        let name: String
+        if rawName.contains(where: { $0 >= 65 && $0 <= 90 }) {
+            // HTTP/2 names arrive lowercase already; this is only for odd servers.
+            name = String(decoding: rawName.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
+        } else {
+            name = String(decoding: rawName, as: UTF8.self)
+        }
         let value = String(decoding: UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), as: UTF8.self)
         headers.append((name, value))
     }
@@ -227,6 +268,13 @@ final class Transfer {
     private func setCallback(_ option: CURLoption, _ cb: pl_curl_data_cb, _ name: String) throws(TransportError) {
         try check(pl_curl_easy_setopt_data_cb(easy, option, cb), name)
     }
+}
+
+/// Whether two header lists are equal, in order.
+private func sameHeaders(_ a: [(String, String)], _ b: [(String, String)]) -> Bool {
+    guard a.count == b.count else { return false }
+    for i in a.indices where a[i].0 != b[i].0 || a[i].1 != b[i].1 { return false }
+    return true
 }
 
 /// CURLOPT_WRITEFUNCTION: appends body bytes to the `Transfer` passed as WRITEDATA.

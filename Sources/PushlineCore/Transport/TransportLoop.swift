@@ -4,7 +4,10 @@ import Glibc
 import Synchronization
 
 /// One request waiting for, or being served by, an event loop.
-struct Job: Sendable {
+///
+/// A class (immutable, so Sendable) rather than a struct: it is handed through several queues,
+/// and copying one reference is cheaper than copying the request's many fields.
+final class Job: Sendable {
     let request: HTTPRequest
     /// `https://host[:port]`: the unit of the per-loop stream limit.
     let origin: String
@@ -12,7 +15,23 @@ struct Job: Sendable {
     let deadline: UInt64
     let continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>
     /// Times this request was sent again after `.connectionLost`.
-    var attempts = 0
+    let attempts: Int
+
+    init(
+        request: HTTPRequest, origin: String, deadline: UInt64,
+        continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>, attempts: Int = 0
+    ) {
+        self.request = request
+        self.origin = origin
+        self.deadline = deadline
+        self.continuation = continuation
+        self.attempts = attempts
+    }
+
+    /// The same request for its next attempt.
+    func retry() -> Job {
+        Job(request: request, origin: origin, deadline: deadline, continuation: continuation, attempts: attempts + 1)
+    }
 }
 
 /// The address of a multi handle, only for `curl_multi_wakeup` from other threads.
@@ -40,16 +59,28 @@ struct LoopShared {
 /// The Sendable side of one event loop: its queue and counters.
 final class LoopHandle: Sendable {
     let state = Mutex(LoopShared())
+    let maxOutstanding: Int
+    /// Accepted jobs not yet finished; decremented before a job's continuation is resumed, so a
+    /// caller that got its result can always submit again.
+    let outstanding = Atomic<Int>(0)
     let submitted = Atomic<Int>(0)
     let completed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
 
+    init(maxOutstanding: Int) {
+        self.maxOutstanding = maxOutstanding
+    }
+
     /// Queues `job` for the loop; returns the refusal reason if the loop is closed.
     func enqueue(_ job: Job) -> String? {
         let refusal = state.withLock { s -> String? in
             if s.closed { return s.closedReason }
+            if outstanding.add(1, ordering: .relaxed).newValue > maxOutstanding {
+                outstanding.subtract(1, ordering: .relaxed)
+                return "transport over its limit of \(maxOutstanding) outstanding requests per thread"
+            }
             s.queue.append(job)
             if s.sleeping, !s.wakeSent, let wake = s.wake {
                 s.wakeSent = true
@@ -85,6 +116,7 @@ final class LoopHandle: Sendable {
         }
         for job in jobs {
             failed.add(1, ordering: .relaxed)
+            outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .failure(TransportError(.unavailable, reason)))
         }
     }
@@ -191,11 +223,17 @@ final class EventLoop {
     private let perOriginLimit: Int
     private var nextScan: UInt64 = 0
     private var incoming: [Job] = []
+    /// Finished transfers of one pass (reused buffer).
+    private var done: [(UnsafeMutableRawPointer, CURLcode)] = []
 
     /// How often queued jobs are checked against their deadline.
     private static let scanIntervalNanos: UInt64 = 20_000_000
     /// Idle easy handles kept once the loop is quiet.
     private static let keepIdle = 32
+    /// How long the loop must have had nothing to do before it frees surplus handles.
+    private static let quietNanos: UInt64 = 2_000_000_000
+    /// When the loop last had transfers in flight or queued.
+    private var lastBusy: UInt64 = 0
 
     init(handle: LoopHandle, options: TransportOptions) throws(TransportError) {
         self.handle = handle
@@ -238,9 +276,19 @@ final class EventLoop {
                 nextScan = now &+ Self.scanIntervalNanos
             }
             if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
-            if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
-                idle.removeLast(idle.count - Self.keepIdle)
+            if !active.isEmpty || queued > 0 {
+                lastBusy = now
+            } else if now &- lastBusy >= Self.quietNanos && (!origins.isEmpty || idle.count > Self.keepIdle) {
+                // Quiet for a while after a burst (not just between two batches): drop the origin
+                // queues (no transfer refers to them), free most easy handles (tens of KiB each)
+                // and give the memory back to the system (the daemon's idle RSS budget is small).
+                origins.removeAll()
+                if idle.count > Self.keepIdle {
+                    idle.removeLast(idle.count - Self.keepIdle)
+                    _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+                }
             }
+            // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
             let timeout: Int32 = queued > 0 ? 20 : 1000
             let mustPoll = handle.state.withLock { s -> Bool in
                 if s.queue.isEmpty && !s.closed {
@@ -322,22 +370,26 @@ final class EventLoop {
     }
 
     /// Handles finished transfers; returns whether any finished.
+    ///
+    /// All messages are read before any handle is removed: curl_multi_remove_handle scans the
+    /// list of unread messages, so removing while reading would cost O(n^2) per batch.
     private func readMessages() -> Bool {
-        var finishedAny = false
         var left: Int32 = 0
         while let msg = curl_multi_info_read(multi.raw, &left) {
             guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
-            let code = msg.pointee.data.result
+            done.append((easy, msg.pointee.data.result))
+        }
+        guard !done.isEmpty else { return false }
+        for (easy, code) in done {
             var priv: UnsafeMutableRawPointer?
             guard pl_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK, let priv else {
                 _ = curl_multi_remove_handle(multi.raw, easy)  // Not ours: cannot happen, but do not spin on it.
                 continue
             }
-            let transfer = Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue()
-            finish(transfer, code)
-            finishedAny = true
+            finish(Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue(), code)
         }
-        return finishedAny
+        done.removeAll(keepingCapacity: true)
+        return true
     }
 
     /// Removes `transfer` from the multi handle and from `active`, returning its job.
@@ -365,7 +417,7 @@ final class EventLoop {
     }
 
     private func finish(_ transfer: Transfer, _ code: CURLcode) {
-        guard var job = detach(transfer) else {
+        guard let job = detach(transfer) else {
             transfer.clear()
             idle.append(transfer)
             return
@@ -378,6 +430,7 @@ final class EventLoop {
             transfer.clear()
             idle.append(transfer)
             handle.completed.add(1, ordering: .relaxed)
+            handle.outstanding.subtract(1, ordering: .relaxed)
             job.continuation.resume(returning: .success(response))
             return
         }
@@ -388,11 +441,10 @@ final class EventLoop {
         if error.kind == .connectionLost, !gotResponse, job.attempts < options.maxRetries,
             monotonicNanos() < job.deadline
         {
-            job.attempts += 1
             handle.retries.add(1, ordering: .relaxed)
             let q = origins[job.origin] ?? OriginQueue()
             origins[job.origin] = q
-            q.retried.append(job)
+            q.retried.append(job.retry())
             queued += 1
             return
         }
@@ -401,6 +453,7 @@ final class EventLoop {
 
     private func fail(_ job: Job, _ error: TransportError) {
         handle.failed.add(1, ordering: .relaxed)
+        handle.outstanding.subtract(1, ordering: .relaxed)
         job.continuation.resume(returning: .failure(error))
     }
 
