@@ -34,6 +34,8 @@ public final class FCMProvider: TopicProvider {
     let logger: Logger
     let tokens: FCMTokenSource
     let topicManagement: any FCMTopicManagement
+    /// The last access token's send headers (see `sendHeaders`).
+    let headerCache = Mutex<(bearer: String, headers: [(String, String)])?>(nil)
     /// Monotonic deadline (ns) of this project's quota backoff; 0 when none.
     let quotaUntil = Mutex<UInt64>(0)
 
@@ -196,6 +198,17 @@ public final class FCMProvider: TopicProvider {
         }
     }
 
+    /// The send request's headers for an access token, built once per token and shared by every
+    /// request (the transport then reuses its libcurl header list too).
+    func sendHeaders(bearer: String) -> [(String, String)] {
+        headerCache.withLock { c in
+            if let c, c.bearer == bearer { return c.headers }
+            let h = [("authorization", "Bearer " + bearer), ("content-type", "application/json; charset=UTF-8")]
+            c = (bearer, h)
+            return h
+        }
+    }
+
     /// Remaining quota backoff in ms, or nil.
     func quotaRemainingMs() -> Int? {
         let until = quotaUntil.withLock { $0 }
@@ -241,7 +254,7 @@ public final class FCMProvider: TopicProvider {
             stale = nil
             let req = HTTPRequest(
                 method: "POST", url: sendURL,
-                headers: [("authorization", "Bearer " + bearer), ("content-type", "application/json; charset=UTF-8")],
+                headers: sendHeaders(bearer: bearer),
                 body: body, tls: tls, timeoutMs: timeoutMs)
             let resp: HTTPResponse
             switch await transport.perform(req) {
