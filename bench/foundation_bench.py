@@ -133,7 +133,7 @@ def main():
 
         c2 = Conn(sock)
         total = json.loads(c2.pipeline(b'{"cmd":"stats"}\n', 1)[0])["devices"]["total"]
-        time.sleep(0.5)
+        time.sleep(3)  # the daemon returns freed heap to the kernel after 2 quiet seconds
         print(f"RSS idle: {idle / 1024:.1f} MB; after {total:,} registered devices: {rss_kb(proc.pid) / 1024:.1f} MB "
               f"(peak {rss_kb(proc.pid, 'VmHWM') / 1024:.1f} MB)")
     finally:

@@ -2,6 +2,7 @@
 #include "pl_sys.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -114,3 +115,5 @@ long pl_rss_bytes(void) {
     if (n != 2) return -1;
     return rss * sysconf(_SC_PAGESIZE);
 }
+int pl_malloc_trim(void) { return malloc_trim(0); }
+void pl_malloc_arena_max(int n) { mallopt(M_ARENA_MAX, n); }

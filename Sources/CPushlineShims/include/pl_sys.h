@@ -52,4 +52,10 @@ int pl_errno(void);
 void pl_set_thread_name(const char *name);
 /// Resident set size in bytes of this process (from /proc/self/statm), or -1.
 long pl_rss_bytes(void);
+/// malloc_trim(3) (from <malloc.h>, which Swift's Glibc module does not include): returns
+/// freed heap memory to the kernel after a burst so idle RSS goes back down. 1 if memory was released.
+int pl_malloc_trim(void);
+/// mallopt(M_ARENA_MAX, n): caps glibc's per-thread malloc arenas, which otherwise keep
+/// burst memory of every Swift concurrency thread apart (fragmentation, RSS).
+void pl_malloc_arena_max(int n);
 #endif

@@ -18,6 +18,8 @@ public enum Daemon {
         // Until the server's handlers are in place, SIGTERM/SIGINT wait (every thread
         // started from here on inherits the mask; only this thread unblocks them).
         pl_block_term_signals()
+        // Few malloc arenas: burst memory of many concurrency threads is reused, not stranded.
+        pl_malloc_arena_max(2)
         for path in [config.socket, config.database] {
             let dir = parentDirectory(path)
             if !dir.isEmpty && access(dir, F_OK) != 0 && mkdir(dir, 0o750) != 0 {
@@ -32,14 +34,19 @@ public enum Daemon {
             logger.critical("cannot open database", metadata: ["error": "\(error.message)"])
             return 1
         }
-        let transport = HTTPTransport(options: config.transportOptions)
-        let providers: ProviderSet
-        do {
-            providers = try ProviderSet(config: config, context: ProviderContext(transport: transport, store: registry, logger: logger))
-        } catch {
-            logger.critical("invalid provider configuration", metadata: ["error": "\(error)"])
-            registry.close()
-            return 1
+        // No provider block, no transport: libcurl and OpenSSL stay unloaded on the embedded default.
+        let needsTransport = config.apps.values.contains { !$0.connectionConfigs.isEmpty }
+        let transport: HTTPTransport? = needsTransport ? HTTPTransport(options: config.transportOptions) : nil
+        var providers = ProviderSet()
+        if let transport {
+            do {
+                providers = try ProviderSet(config: config, context: ProviderContext(transport: transport, store: registry, logger: logger))
+            } catch {
+                logger.critical("invalid provider configuration", metadata: ["error": "\(error)"])
+                transport.shutdown()
+                registry.close()
+                return 1
+            }
         }
         let holder = ConnectionCounter()
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
@@ -62,7 +69,7 @@ public enum Daemon {
             "providers": "\(configured.isEmpty ? "none" : configured)", "pid": "\(getpid())",
         ])
         server.run()
-        transport.shutdown()
+        transport?.shutdown()
         registry.close()
         logger.info("stopped cleanly")
         return 0

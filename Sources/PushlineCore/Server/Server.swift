@@ -70,6 +70,8 @@ public final class Server: @unchecked Sendable {
     private let inbox = Mutex<[Job]>([])
     private var stopping = false
     private var pendingTasks = 0
+    /// Requests were handled since the heap was last trimmed.
+    private var heapDirty = false
     public let activeConnections = Atomic<Int>(0)
     private let pingResponseTail: [UInt8]
     private static let maxInflightPerConnection: UInt64 = 8192
@@ -151,8 +153,14 @@ public final class Server: @unchecked Sendable {
             }
             let n = fds.withUnsafeMutableBufferPointer { f in
                 evs.withUnsafeMutableBufferPointer { e in
-                    pl_epoll_wait(epfd, f.baseAddress, e.baseAddress, 256, stopping ? 100 : -1)
+                    pl_epoll_wait(epfd, f.baseAddress, e.baseAddress, 256, stopping ? 100 : (heapDirty ? 2000 : -1))
                 }
+            }
+            if n == 0 && heapDirty && pendingTasks == 0 {
+                // Two quiet seconds after a burst: give freed memory back to the kernel.
+                heapDirty = false
+                _ = pl_malloc_trim()  // Returns whether anything was released; nothing to check.
+                continue
             }
             if n < 0 {
                 logger.error("epoll_wait failed", metadata: ["errno": "\(pl_errno())"])
@@ -368,6 +376,7 @@ public final class Server: @unchecked Sendable {
         }
         obj["id"] = nil
         pendingTasks += 1
+        heapDirty = true
         let connID = c.id
         let fd = c.fd
         let handler = self.handler
