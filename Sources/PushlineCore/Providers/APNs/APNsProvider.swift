@@ -1,11 +1,235 @@
 import Logging
+import Synchronization
 
-/// The APNs provider. PLACEHOLDER: the APNs work replaces this file.
+/// Delivers notifications to Apple devices through APNs over the shared HTTP/2 transport.
+///
+/// One instance per app with an `apns` block. Token auth signs an ES256 provider JWT
+/// (shared per team through `APNsTokenCache`, persisted across restarts); certificate auth
+/// presents the app's PEM certificate and key (maybe encrypted) in the TLS handshake.
+///
+/// Per device: 200 → sent (with Apple's `apns-id`); 410 `Unregistered`/`ExpiredToken`,
+/// `BadDeviceToken`, `DeviceTokenNotForTopic` → failed and deactivated (with Apple's 410
+/// timestamp); 429/500/503 and lost connections → retried with backoff, then a retryable
+/// failure; `ExpiredProviderToken` → a new JWT and one retry; other 403s → a configuration
+/// failure naming the key id and team, after which the app's sends fail fast for a minute.
+///
+/// ```swift
+/// let p = try APNsProvider(app: "shop", config: cfg, context: ctx)
+/// try p.validate(n)
+/// let results = await p.send(n, to: devices)
+/// ```
 public final class APNsProvider: PushProvider {
     public let platform: Platform = .apns
-    public init(app: String, config: APNsConfig, context: ProviderContext) throws(ConfigError) {}
-    public func validate(_ notification: Notification) throws(CommandError) {}
+    public let app: String
+    public let config: APNsConfig
+    let context: ProviderContext
+    /// `https://api.push.apple.com` (or sandbox, alternative port, or the configured endpoint).
+    public let baseURL: String
+    let tls: TLSOptions
+    let credentials: APNsTokenCache.Credentials?
+    let tokenCache: APNsTokenCache
+    /// After a configuration error (403), sends fail fast with this reason until the deadline (monotonic ns).
+    let blocked = Mutex<(reason: String, until: UInt64)?>(nil)
+
+    /// Attempts per device for 429/500/503 and lost connections.
+    public static let maxAttempts = 3
+    /// Concurrent requests per `send` call.
+    public static let concurrency = 1000
+    /// How long a configuration error short-circuits further sends (ns).
+    static let blockNanos: UInt64 = 60 * 1_000_000_000
+
+    public convenience init(app: String, config: APNsConfig, context: ProviderContext) throws(ConfigError) {
+        try self.init(app: app, config: config, context: context, tokenCache: .shared)
+    }
+
+    init(app: String, config: APNsConfig, context: ProviderContext, tokenCache: APNsTokenCache) throws(ConfigError) {
+        self.app = app
+        self.config = config
+        self.context = context
+        self.tokenCache = tokenCache
+        let path = "apps.\(app).apns"
+        if let e = config.connection.endpoint {
+            baseURL = e
+        } else {
+            let host = config.environment == .production ? "api.push.apple.com" : "api.sandbox.push.apple.com"
+            baseURL = "https://\(host)" + (config.useAlternativePort ? ":2197" : "")
+        }
+        switch config.auth {
+        case .token(let keyPath, let keyId, let teamId):
+            guard let pem = readFile(keyPath) else { throw ConfigError("\(path).key_path", "cannot read '\(keyPath)'") }
+            let key: ECPrivateKey
+            do { key = try ECPrivateKey(pem: pem) } catch {
+                throw ConfigError("\(path).key_path", "not a usable APNs .p8 key (EC P-256 PEM): \(error)")
+            }
+            credentials = APNsTokenCache.Credentials(teamId: teamId, keyId: keyId, key: key)
+            tls = TLSOptions(caFile: config.connection.caFile)
+        case .certificate(let certPath, let password):
+            guard let pem = readFile(certPath) else {
+                throw ConfigError("\(path).certificate_path", "cannot read '\(certPath)'")
+            }
+            let text = String(decoding: pem, as: UTF8.self)
+            guard text.contains("-----BEGIN CERTIFICATE-----") else {
+                throw ConfigError("\(path).certificate_path", "expected a PEM file with a CERTIFICATE block and its private key")
+            }
+            guard text.contains("PRIVATE KEY-----") else {
+                throw ConfigError("\(path).certificate_path", "the PEM file has no private key block")
+            }
+            if text.contains("ENCRYPTED") && password == nil {
+                throw ConfigError("\(path).certificate_password", "is required: the private key is encrypted")
+            }
+            credentials = nil
+            tls = TLSOptions(caFile: config.connection.caFile, clientCertFile: certPath, clientKeyPassword: password)
+        }
+    }
+
+    /// Builds the message for a notification (headers and payload), without the size check.
+    public func message(_ n: Notification) throws(CommandError) -> APNsMessage {
+        try APNsMessage(n, defaultTopic: config.topic, requireTopic: credentials != nil, nowSeconds: nowMillis() / 1000)
+    }
+
+    public func validate(_ notification: Notification) throws(CommandError) {
+        try message(notification).checkSize()
+    }
+
     public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
-        devices.map { .failed($0, reason: "not implemented", retryable: false) }
+        guard !devices.isEmpty else { return [] }
+        let msg: APNsMessage
+        do {
+            msg = try message(notification)
+            try msg.checkSize()
+        } catch {
+            return devices.map { .failed($0, reason: error.message, retryable: false) }
+        }
+        if notification.dryRun {
+            return devices.map { .sent($0, extra: ["dry_run": .bool(true)]) }
+        }
+        if let reason = blockedReason() {
+            return devices.map { .failed($0, reason: reason, retryable: false) }
+        }
+        if devices.count == 1 { return [await sendOne(msg, devices[0])] }
+
+        return await withTaskGroup(of: (Int, DeliveryResult).self, returning: [DeliveryResult].self) { group in
+            var out = [DeliveryResult?](repeating: nil, count: devices.count)
+            var next = 0
+            let width = min(Self.concurrency, devices.count)
+            while next < width {
+                let i = next
+                group.addTask { (i, await self.sendOne(msg, devices[i])) }
+                next += 1
+            }
+            while let (i, r) = await group.next() {
+                out[i] = r
+                if next < devices.count {
+                    let j = next
+                    group.addTask { (j, await self.sendOne(msg, devices[j])) }
+                    next += 1
+                }
+            }
+            return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
+        }
+    }
+
+    func blockedReason() -> String? {
+        blocked.withLock { b in
+            guard let x = b else { return nil }
+            if monotonicNanos() >= x.until {
+                b = nil
+                return nil
+            }
+            return x.reason
+        }
+    }
+
+    /// Sends to one device, with retries; never throws.
+    func sendOne(_ msg: APNsMessage, _ device: Device) async -> DeliveryResult {
+        let token = device.registrationId
+        guard !token.isEmpty, token.utf8.allSatisfy(APNsMessage.isHex) else {
+            return .failed(device, reason: "BadDeviceToken: not a hexadecimal APNs token (not sent)", retryable: false)
+        }
+        var headers = msg.headers
+        let body = msg.body(for: token)
+        var jwt: String? = nil
+        if let c = credentials {
+            do {
+                jwt = try await tokenCache.token(for: c, store: context.store, nowSeconds: nowMillis() / 1000)
+            } catch {
+                return .failed(device, reason: "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
+            }
+        }
+        let authIndex = headers.count
+        if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
+        let url = "\(baseURL)/3/device/\(token)"
+        var refreshedToken = false
+        var attempt = 0
+        while true {
+            attempt += 1
+            if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
+            let req = HTTPRequest(
+                method: "POST", url: url, headers: headers, body: body, tls: tls, timeoutMs: config.connection.requestTimeoutMs)
+            let result = await context.transport.perform(req)
+            let response: HTTPResponse
+            switch result {
+            case .failure(let e):
+                if e.kind == .connectionLost && attempt < Self.maxAttempts {
+                    await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 50, capMs: 2000))
+                    continue
+                }
+                return .failed(device, reason: "transport: \(e.description)", retryable: e.retryable)
+            case .success(let r):
+                response = r
+            }
+            var extra = JSONObject()
+            if let id = response.header("apns-id") { extra["apns_id"] = .string(id) }
+            if let u = response.header("apns-unique-id") { extra["apns_unique_id"] = .string(u) }
+            if response.status == 200 { return .sent(device, extra: extra) }
+
+            let eb = APNsErrorBody(response.body)
+            let err = APNsError(reason: eb.reason ?? "HTTP \(response.status)")
+            extra["apns_status"] = .int(Int64(response.status))
+
+            if err == .expiredProviderToken, let c = credentials, let old = jwt, !refreshedToken {
+                refreshedToken = true
+                do {
+                    let fresh = try await tokenCache.token(
+                        for: c, store: context.store, nowSeconds: nowMillis() / 1000, rejected: old)
+                    jwt = fresh
+                    headers[authIndex] = ("authorization", "bearer \(fresh)")
+                } catch {
+                    return .failed(device, reason: "cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
+                }
+                attempt -= 1
+                continue
+            }
+            if err.deactivatesDevice {
+                return .failed(
+                    device, reason: err.reason, retryable: false, deactivate: true,
+                    invalidSince: response.status == 410 ? eb.timestamp : nil, extra: extra)
+            }
+            if response.status == 403 || err.isConfigurationError {
+                let reason = configurationReason(err)
+                blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                context.logger.error("APNs app \(app): \(reason)")
+                return .failed(device, reason: reason, retryable: false, extra: extra)
+            }
+            if response.status == 429 || response.status == 500 || response.status == 503 {
+                if attempt < Self.maxAttempts {
+                    await Backoff.sleep(Backoff.delayMs(attempt: attempt, retryAfterHeader: response.header("retry-after")))
+                    continue
+                }
+                return .failed(device, reason: err.reason, retryable: true, extra: extra)
+            }
+            return .failed(device, reason: err.reason, retryable: false, extra: extra)
+        }
+    }
+
+    /// The failure message of a 403: names the key id and team (token auth) or the certificate.
+    func configurationReason(_ err: APNsError) -> String {
+        if let c = credentials {
+            return "\(err.reason): Apple rejected the provider token of key id \(c.keyId), team \(c.teamId) (app \(app))"
+        }
+        if case .certificate(let path, _) = config.auth {
+            return "\(err.reason): Apple rejected the client certificate \(path) (app \(app))"
+        }
+        return err.reason
     }
 }
