@@ -257,7 +257,11 @@ public struct APNsMessage: Sendable {
         switch n.message {
         case .string(let s)?: bodyString = s
         case .object(let o)?:
-            for (k, v) in o.pairs { dict[Self.kebab(k)] = v }
+            for (k, v) in o.pairs {
+                let apple = Self.kebab(k)
+                // Apple wants strings in the *-loc-args arrays.
+                dict[apple] = apple.hasSuffix("-args") ? try Self.stringArray(o, k, field: "message.\(k)") : v
+            }
         default: break
         }
         if let t = n.title { dict["title"] = .string(t) }
@@ -324,13 +328,13 @@ public struct APNsMessage: Sendable {
         guard let i = v.intValue else { throw .invalid(k, "expected an integer, got \(v.typeName)") }
         return i
     }
-    static func stringArray(_ o: JSONObject, _ k: String) throws(CommandError) -> JSONValue? {
+    static func stringArray(_ o: JSONObject, _ k: String, field: String? = nil) throws(CommandError) -> JSONValue? {
         guard let v = o[k], !v.isNull else { return nil }
-        guard let a = v.arrayValue else { throw .invalid(k, "expected an array of strings, got \(v.typeName)") }
+        guard let a = v.arrayValue else { throw .invalid(field ?? k, "expected an array of strings, got \(v.typeName)") }
         for e in a {
             switch e {
             case .string, .int, .double: continue
-            default: throw .invalid(k, "expected an array of strings")
+            default: throw .invalid(field ?? k, "expected an array of strings")
             }
         }
         return .array(a.map { e in e.stringValue.map { JSONValue.string($0) } ?? .string(e.jsonString) })
