@@ -34,7 +34,7 @@ final class FakeAPNs {
         }
         let parts = String(decoding: line, as: UTF8.self).split(separator: " ").map(String.init)
         guard parts.count == 5, parts[0] == "READY", let p = Int(parts[1]), let a = Int(parts[3]) else {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             throw CommandError(.internalError, "fake APNs did not start: \(parts)")
         }
         port = p
@@ -44,7 +44,8 @@ final class FakeAPNs {
     }
 
     deinit {
-        process.terminate()
+        // SIGKILL: the child may have inherited a blocked SIGTERM from the test thread.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
 
@@ -63,22 +64,13 @@ final class FakeAPNs {
         guard rc == 0 else { throw CommandError(.internalError, "connect to fake admin") }
         let req = Array("\(method) \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
         _ = req.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        // The admin server closes the connection after its answer: read to EOF.
         var resp = [UInt8]()
         var buf = [UInt8](repeating: 0, count: 65536)
-        var expected: Int? = nil
         while true {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
             if n <= 0 { break }
             resp.append(contentsOf: buf[0..<n])
-            let text = String(decoding: resp, as: UTF8.self)
-            if expected == nil, let r = text.range(of: "\r\n\r\n") {
-                let head = text[..<r.lowerBound].lowercased()
-                if let cl = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }) {
-                    expected = text.utf8.distance(from: text.startIndex, to: r.upperBound)
-                        + (Int(cl.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) ?? 0)
-                }
-            }
-            if let e = expected, resp.count >= e { break }
         }
         let text = String(decoding: resp, as: UTF8.self)
         guard let r = text.range(of: "\r\n\r\n") else { throw CommandError(.internalError, "bad admin answer") }

@@ -40,6 +40,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import ssl
 import sys
 import tempfile
@@ -483,9 +484,11 @@ async def admin_handler(state, reader, writer):
             else:
                 code, out = 404, {"ok": False, "error": "unknown admin path"}
             data = json.dumps(out).encode()
-            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (code, len(data)))
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n" % (code, len(data)))
             writer.write(data)
             await writer.drain()
+            break
     except (ConnectionError, ValueError, asyncio.IncompleteReadError):
         pass
     finally:
@@ -505,6 +508,9 @@ async def main():
     ap.add_argument("--min-token-refresh-s", type=float, default=1200)
     ap.add_argument("--max-streams", type=int, default=1000)
     args = ap.parse_args()
+    # A parent may have spawned us with signals blocked (Foundation's Process does): unblock them so
+    # SIGTERM/SIGINT stop the fake.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(signal.Signals))
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="fake_apns_")
     os.makedirs(workdir, exist_ok=True)
