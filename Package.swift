@@ -36,6 +36,12 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Throughput bench of the HTTP/2 transport (bench/transport_bench.sh); not shipped.
+        .executableTarget(
+            name: "pushline-transport-bench",
+            dependencies: ["PushlineCore"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "PushlineCoreTests",
             dependencies: ["PushlineCore"],

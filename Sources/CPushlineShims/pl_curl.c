@@ -1,4 +1,5 @@
 #include "pl_curl.h"
+#include <malloc.h>
 CURLcode pl_curl_easy_setopt_long(CURL *h, CURLoption opt, long v) { return curl_easy_setopt(h, opt, v); }
 CURLcode pl_curl_easy_setopt_string(CURL *h, CURLoption opt, const char *v) { return curl_easy_setopt(h, opt, v); }
 CURLcode pl_curl_easy_setopt_pointer(CURL *h, CURLoption opt, void *v) { return curl_easy_setopt(h, opt, v); }
@@ -9,3 +10,4 @@ CURLcode pl_curl_easy_getinfo_long(CURL *h, CURLINFO info, long *out) { return c
 CURLcode pl_curl_easy_getinfo_pointer(CURL *h, CURLINFO info, void **out) { return curl_easy_getinfo(h, info, out); }
 CURLcode pl_curl_easy_getinfo_double(CURL *h, CURLINFO info, double *out) { return curl_easy_getinfo(h, info, out); }
 CURLMcode pl_curl_multi_setopt_long(CURLM *m, CURLMoption opt, long v) { return curl_multi_setopt(m, opt, v); }
+int pl_malloc_trim(void) { return malloc_trim(0); }

@@ -14,4 +14,8 @@ CURLcode pl_curl_easy_getinfo_long(CURL *h, CURLINFO info, long *out);
 CURLcode pl_curl_easy_getinfo_pointer(CURL *h, CURLINFO info, void **out);
 CURLcode pl_curl_easy_getinfo_double(CURL *h, CURLINFO info, double *out);
 CURLMcode pl_curl_multi_setopt_long(CURLM *m, CURLMoption opt, long v);
+/// malloc_trim(3) (from <malloc.h>, which Swift's Glibc module does not include): the transport
+/// calls it after freeing the easy handles of a burst so idle RSS goes back down. Returns 1 if
+/// memory was released.
+int pl_malloc_trim(void);
 #endif

@@ -1,28 +1,197 @@
+import CCurl
+import CPushlineShims
+import Glibc
+import Synchronization
+
 /// Settings of the shared transport.
 public struct TransportOptions: Sendable {
-    /// Event-loop threads, each with its own libcurl multi handle.
+    /// Event-loop threads, each with its own libcurl multi handle (and its own connections).
     public var threads: Int
-    /// Connections per origin per thread.
+    /// Connections per origin per thread (`CURLMOPT_MAX_HOST_CONNECTIONS`).
     public var maxConnectionsPerHost: Int
     /// Streams per connection we ask for (the server's SETTINGS_MAX_CONCURRENT_STREAMS still rules).
+    ///
+    /// A loop never has more than `maxConnectionsPerHost * maxConcurrentStreams` transfers
+    /// in flight to one origin; further requests wait in the loop's own queue.
     public var maxConcurrentStreams: Int
-    public init(threads: Int = 2, maxConnectionsPerHost: Int = 1, maxConcurrentStreams: Int = 1000) {
+    /// Seconds an idle connection is kept for reuse (`CURLOPT_MAXAGE_CONN`).
+    public var idleTimeoutSeconds: Int
+    /// How many times a request that failed with `.connectionLost` before any response is sent again.
+    public var maxRetries: Int
+    /// Largest response body accepted; a bigger one fails the request with `.other`.
+    public var maxResponseBytes: Int
+    /// Requests accepted but not finished (queued or in flight), per loop; beyond it `perform`
+    /// fails at once with `.unavailable` instead of queueing without bound.
+    public var maxOutstandingPerThread: Int
+
+    public init(
+        threads: Int = 2, maxConnectionsPerHost: Int = 1, maxConcurrentStreams: Int = 1000,
+        idleTimeoutSeconds: Int = 300, maxRetries: Int = 2, maxResponseBytes: Int = 4 << 20,
+        maxOutstandingPerThread: Int = 100_000
+    ) {
         self.threads = threads
         self.maxConnectionsPerHost = maxConnectionsPerHost
         self.maxConcurrentStreams = maxConcurrentStreams
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.maxRetries = maxRetries
+        self.maxResponseBytes = maxResponseBytes
+        self.maxOutstandingPerThread = maxOutstandingPerThread
+    }
+}
+
+/// Counters of a transport since it started (summed over its loops).
+public struct TransportStats: Sendable, CustomStringConvertible {
+    /// Requests handed to `perform`.
+    public var submitted: Int = 0
+    /// Requests that got an HTTP response (any status).
+    public var completed: Int = 0
+    /// Requests that ended with a `TransportError`.
+    public var failed: Int = 0
+    /// Requests sent again after `.connectionLost` before any response.
+    public var retries: Int = 0
+    /// Connections libcurl opened (sum of `CURLINFO_NUM_CONNECTS` over transfers).
+    public var connectionsOpened: Int = 0
+
+    public init() {}
+
+    public var description: String {
+        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) connections=\(connectionsOpened)"
     }
 }
 
 /// The shared HTTP/2 client: libcurl multi handles on their own threads, fed by a queue.
 ///
-/// PLACEHOLDER: the transport work replaces this body.
+/// Each of `options.threads` event loops owns one `CURLM` handle and its connections
+/// (HTTP/2 over TLS, multiplexed, kept warm). `perform` picks a loop round-robin, puts the
+/// request on that loop's mutex-protected queue and suspends until the loop resumes it,
+/// exactly once, with a response or an error. No thread or connection is created per request.
+///
+/// ```swift
+/// let transport = HTTPTransport()
+/// let result = await transport.perform(HTTPRequest(url: "https://example.com/x", body: Array("{}".utf8)))
+/// transport.shutdown()
+/// ```
 public final class HTTPTransport: Sendable {
-    public init(options: TransportOptions = TransportOptions()) {}
+    private let loops: [LoopHandle]
+    private let next = Atomic<Int>(0)
+    /// Threads still to join; emptied by the first `shutdown`.
+    private let threads: Mutex<[TransportThread]>
 
-    /// Performs one request; never hangs past `request.timeoutMs`.
-    public func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportError> {
-        .failure(TransportError(.unavailable, "transport not implemented"))
+    public init(options: TransportOptions = TransportOptions()) {
+        var opts = options
+        opts.threads = max(1, opts.threads)
+        opts.maxConnectionsPerHost = max(1, opts.maxConnectionsPerHost)
+        opts.maxConcurrentStreams = max(1, opts.maxConcurrentStreams)
+        opts.idleTimeoutSeconds = max(1, opts.idleTimeoutSeconds)
+        opts.maxRetries = max(0, opts.maxRetries)
+        let initCode = CurlGlobal.initCode
+        var handles: [LoopHandle] = []
+        var started: [TransportThread] = []
+        for index in 0..<opts.threads {
+            let handle = LoopHandle(maxOutstanding: max(1, opts.maxOutstandingPerThread))
+            handles.append(handle)
+            if initCode != CURLE_OK {
+                handle.markDead("curl_global_init failed: \(curlMessage(initCode))")
+                continue
+            }
+            let loopOptions = opts
+            do throws(TransportError) {
+                let thread = try TransportThread(name: "pl-http-\(index)") {
+                    do throws(TransportError) {
+                        let loop = try EventLoop(handle: handle, options: loopOptions)
+                        loop.run()
+                    } catch {
+                        handle.markDead(error.message)
+                    }
+                }
+                started.append(thread)
+            } catch {
+                handle.markDead(error.message)
+            }
+        }
+        loops = handles
+        threads = Mutex(started)
     }
 
-    public func shutdown() {}
+    deinit {
+        shutdown()
+    }
+
+    /// Performs one request; never hangs past `request.timeoutMs` (time queued included).
+    ///
+    /// Only `https://` URLs are accepted (HTTP/2 over TLS). A request that fails with
+    /// `.connectionLost` before any response is retried up to `maxRetries` times within the
+    /// same deadline. After `shutdown()` every call returns `.unavailable`.
+    public func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportError> {
+        guard let origin = originKey(request.url) else {
+            return .failure(TransportError(.other, "only https:// URLs are supported"))
+        }
+        let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        let loop = loops[Int(UInt(bitPattern: index) % UInt(loops.count))]
+        let timeoutMs = max(1, request.timeoutMs)
+        let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
+        return await withCheckedContinuation { continuation in
+            let job = Job(request: request, origin: origin, deadline: deadline, continuation: continuation)
+            if let refusal = loop.enqueue(job) {
+                continuation.resume(returning: .failure(TransportError(.unavailable, refusal)))
+            }
+        }
+    }
+
+    /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.
+    ///
+    /// Idempotent; must not be called from inside a transport callback (it joins the loop threads).
+    public func shutdown() {
+        for loop in loops { loop.close() }
+        let toJoin = threads.withLock { list -> [TransportThread] in
+            let taken = list
+            list = []
+            return taken
+        }
+        for thread in toJoin { thread.join() }
+    }
+
+    /// Counters summed over all loops.
+    public var stats: TransportStats {
+        var s = TransportStats()
+        for loop in loops {
+            s.submitted += loop.submitted.load(ordering: .relaxed)
+            s.completed += loop.completed.load(ordering: .relaxed)
+            s.failed += loop.failed.load(ordering: .relaxed)
+            s.retries += loop.retries.load(ordering: .relaxed)
+            s.connectionsOpened += loop.connections.load(ordering: .relaxed)
+        }
+        return s
+    }
+}
+
+/// `scheme://host[:port]` of an https URL (the key of per-origin stream limits), or nil.
+func originKey(_ url: String) -> String? {
+    let utf8 = url.utf8
+    let prefix = "https://".utf8
+    guard utf8.count > prefix.count, utf8.starts(with: prefix) else { return nil }
+    let hostStart = utf8.index(utf8.startIndex, offsetBy: prefix.count)
+    var end = hostStart
+    while end != utf8.endIndex {
+        let c = utf8[end]
+        if c == UInt8(ascii: "/") || c == UInt8(ascii: "?") || c == UInt8(ascii: "#") { break }
+        end = utf8.index(after: end)
+    }
+    guard end != hostStart else { return nil }
+    return String(url[url.startIndex..<end])
+}
+
+/// The text of a CURLcode.
+func curlMessage(_ code: CURLcode) -> String {
+    if let text = curl_easy_strerror(code) { return String(cString: text) }
+    return "CURLcode \(code.rawValue)"
+}
+
+/// Process-wide libcurl set-up, done once.
+enum CurlGlobal {
+    /// A Swift `static let` is initialised exactly once, thread-safely, on first use.
+    static let initCode: CURLcode = {
+        pl_ignore_sigpipe()
+        return curl_global_init(3)  // CURL_GLOBAL_ALL (SSL | WIN32), a macro Swift does not import.
+    }()
 }

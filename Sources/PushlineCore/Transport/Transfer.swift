@@ -1,0 +1,316 @@
+import CCurl
+import CPushlineShims
+import Glibc
+
+/// One reusable libcurl easy handle with its header list, body copy and response buffers.
+///
+/// Not Sendable: owned by one `EventLoop` and used on its thread only.
+final class Transfer {
+    let easy: UnsafeMutableRawPointer
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private let errorBuffer: UnsafeMutablePointer<CChar>
+    /// The request body; libcurl reads it in place (CURLOPT_POSTFIELDS) until the transfer ends.
+    private var bodyStorage: UnsafeMutableRawPointer
+    private var bodyCapacity: Int
+    private var maxResponseBytes = 0
+    /// What the handle is configured for (see `prepare`); the header list is kept for reuse.
+    private var configured = false
+    private var lastMethod = ""
+    private var lastTLS = TLSOptions()
+    private var lastHeaders: [(String, String)] = []
+
+    /// The job being served, its origin queue and its index in the loop's active list.
+    var job: Job?
+    var queue: OriginQueue?
+    var slot = -1
+
+    /// Response so far.
+    var status = 0
+    var gotResponse = false
+    var tooLarge = false
+    var headers: [(String, String)] = []
+    var body: [UInt8] = []
+
+    init() throws(TransportError) {
+        guard let e = curl_easy_init() else {
+            throw TransportError(.unavailable, "curl_easy_init failed")
+        }
+        easy = e
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        bodyCapacity = 1024
+        bodyStorage = .allocate(byteCount: bodyCapacity, alignment: 16)
+    }
+
+    deinit {
+        curl_slist_free_all(headerList)
+        curl_easy_cleanup(easy)
+        errorBuffer.deallocate()
+        bodyStorage.deallocate()
+    }
+
+    /// Forgets the previous request and response (options and header list stay for reuse).
+    func clear() {
+        job = nil
+        queue = nil
+        status = 0
+        gotResponse = false
+        tooLarge = false
+        headers = []
+        body = []
+    }
+
+    /// Sets the easy handle up for `job`.
+    ///
+    /// A handle last used with the same method and TLS options keeps its options (and its header
+    /// list if the headers are equal): only URL, deadline and body are set again. Otherwise it is
+    /// reset (curl_easy_reset) and fully configured. After a failed `prepare` the next one resets.
+    func prepare(_ job: Job, remainingMs: Int, options: TransportOptions) throws(TransportError) {
+        errorBuffer[0] = 0
+        self.job = job
+        maxResponseBytes = options.maxResponseBytes
+        let request = job.request
+        let reuse = configured && request.method == lastMethod && request.tls == lastTLS
+        configured = false
+        if !reuse {
+            curl_easy_reset(easy)
+            freeHeaderList()
+            try configure(request, options: options)
+            lastMethod = request.method
+            lastTLS = request.tls
+        }
+        try setString(CURLOPT_URL, request.url, "CURLOPT_URL")
+        try setLong(CURLOPT_TIMEOUT_MS, remainingMs, "CURLOPT_TIMEOUT_MS")
+        try setLong(CURLOPT_CONNECTTIMEOUT_MS, min(remainingMs, 10_000), "CURLOPT_CONNECTTIMEOUT_MS")
+        switch request.method {
+        case "GET", "HEAD":
+            break
+        case "POST", "PUT", "PATCH":
+            try setBody(request.body)
+        default:
+            if !request.body.isEmpty {
+                try setBody(request.body)
+            } else {
+                try setLong(CURLOPT_HTTPGET, 1, "CURLOPT_HTTPGET")  // No body: drop an earlier POSTFIELDS.
+                try setString(CURLOPT_CUSTOMREQUEST, request.method, "CURLOPT_CUSTOMREQUEST")
+            }
+        }
+        if headerList == nil || !sameHeaders(request.headers, lastHeaders) {
+            freeHeaderList()
+            var list: UnsafeMutablePointer<curl_slist>?
+            for (name, value) in request.headers {
+                // "name;" sends a header with an empty value; "name:" would remove it.
+                let line = value.isEmpty ? name + ";" : name + ": " + value
+                guard let appended = curl_slist_append(list, line) else {
+                    curl_slist_free_all(list)
+                    throw TransportError(.other, "curl_slist_append failed (out of memory)")
+                }
+                list = appended
+            }
+            headerList = list
+            lastHeaders = request.headers
+            try setPointer(CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(list), "CURLOPT_HTTPHEADER")
+        }
+        configured = true
+    }
+
+    /// The options that stay the same for a method and TLS setting (after curl_easy_reset).
+    private func configure(_ request: HTTPRequest, options: TransportOptions) throws(TransportError) {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        try setString(CURLOPT_PROTOCOLS_STR, "https", "CURLOPT_PROTOCOLS_STR")
+        try setLong(CURLOPT_NOSIGNAL, 1, "CURLOPT_NOSIGNAL")
+        try setLong(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS), "CURLOPT_HTTP_VERSION")
+        try setLong(CURLOPT_PIPEWAIT, 1, "CURLOPT_PIPEWAIT")
+        try setLong(CURLOPT_TCP_KEEPALIVE, 1, "CURLOPT_TCP_KEEPALIVE")
+        try setLong(CURLOPT_TCP_KEEPIDLE, 60, "CURLOPT_TCP_KEEPIDLE")
+        try setLong(CURLOPT_TCP_KEEPINTVL, 30, "CURLOPT_TCP_KEEPINTVL")
+        try setLong(CURLOPT_MAXAGE_CONN, options.idleTimeoutSeconds, "CURLOPT_MAXAGE_CONN")
+        try setPointer(CURLOPT_PRIVATE, me, "CURLOPT_PRIVATE")
+        try setPointer(CURLOPT_ERRORBUFFER, UnsafeMutableRawPointer(errorBuffer), "CURLOPT_ERRORBUFFER")
+        try setCallback(CURLOPT_WRITEFUNCTION, transferWriteCallback, "CURLOPT_WRITEFUNCTION")
+        try setPointer(CURLOPT_WRITEDATA, me, "CURLOPT_WRITEDATA")
+        try setCallback(CURLOPT_HEADERFUNCTION, transferHeaderCallback, "CURLOPT_HEADERFUNCTION")
+        try setPointer(CURLOPT_HEADERDATA, me, "CURLOPT_HEADERDATA")
+        try setString(CURLOPT_USERAGENT, "pushline", "CURLOPT_USERAGENT")
+
+        let tls = request.tls
+        if let ca = tls.caFile {
+            try setString(CURLOPT_CAINFO, ca, "CURLOPT_CAINFO")
+        }
+        if let cert = tls.clientCertFile {
+            try setString(CURLOPT_SSLCERT, cert, "CURLOPT_SSLCERT")
+            try setString(CURLOPT_SSLKEY, cert, "CURLOPT_SSLKEY")
+            try setString(CURLOPT_SSLCERTTYPE, "PEM", "CURLOPT_SSLCERTTYPE")
+            try setString(CURLOPT_SSLKEYTYPE, "PEM", "CURLOPT_SSLKEYTYPE")
+            if let password = tls.clientKeyPassword {
+                try setString(CURLOPT_KEYPASSWD, password, "CURLOPT_KEYPASSWD")
+            }
+        }
+
+        switch request.method {
+        case "GET":
+            try setLong(CURLOPT_HTTPGET, 1, "CURLOPT_HTTPGET")
+        case "HEAD":
+            try setLong(CURLOPT_NOBODY, 1, "CURLOPT_NOBODY")
+        case "POST":
+            break  // POSTFIELDS, set per request, makes it a POST.
+        default:
+            try setString(CURLOPT_CUSTOMREQUEST, request.method, "CURLOPT_CUSTOMREQUEST")
+        }
+    }
+
+    private func freeHeaderList() {
+        if headerList != nil {
+            curl_slist_free_all(headerList)
+            headerList = nil
+        }
+        lastHeaders = []
+    }
+
+    private func setBody(_ bytes: [UInt8]) throws(TransportError) {
+        if bytes.count > bodyCapacity {
+            bodyStorage.deallocate()
+            bodyCapacity = max(bytes.count, bodyCapacity * 2)
+            bodyStorage = .allocate(byteCount: bodyCapacity, alignment: 16)
+        }
+        bytes.withUnsafeBytes { src in
+            if let base = src.baseAddress, src.count > 0 {
+                bodyStorage.copyMemory(from: base, byteCount: src.count)
+            }
+        }
+        try setOffT(CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count), "CURLOPT_POSTFIELDSIZE_LARGE")
+        try setPointer(CURLOPT_POSTFIELDS, bodyStorage, "CURLOPT_POSTFIELDS")
+    }
+
+    // MARK: Response callbacks (called by libcurl on the loop thread)
+
+    func appendBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if body.count + bytes.count > maxResponseBytes {
+            tooLarge = true
+            return false
+        }
+        body.append(contentsOf: bytes)
+        return true
+    }
+
+    func headerLine(_ line: UnsafeRawBufferPointer) {
+        var end = line.count
+        while end > 0, line[end - 1] == 10 || line[end - 1] == 13 { end -= 1 }
+        guard end > 0 else { return }
+        if end >= 5, line[0] == 72, line[1] == 84, line[2] == 84, line[3] == 80, line[4] == 47 {
+            // "HTTP/...": a new response (after 1xx, or the first); keep only its headers.
+            headers.removeAll(keepingCapacity: true)
+            gotResponse = true
+            var i = 5
+            while i < end, line[i] != 32 { i += 1 }
+            var code = 0
+            i += 1
+            while i < end, line[i] >= 48, line[i] <= 57 {
+                code = code * 10 + Int(line[i] - 48)
+                i += 1
+            }
+            status = code
+            return
+        }
+        var colon = 0
+        while colon < end, line[colon] != 58 { colon += 1 }
+        guard colon < end, colon > 0 else { return }
+        var valueStart = colon + 1
+        while valueStart < end, line[valueStart] == 32 || line[valueStart] == 9 { valueStart += 1 }
+        var nameBytes = [UInt8](UnsafeRawBufferPointer(rebasing: line[0..<colon]))
+        for i in nameBytes.indices where nameBytes[i] >= 65 && nameBytes[i] <= 90 { nameBytes[i] += 32 }
+        let name = String(decoding: nameBytes, as: UTF8.self)
+        let value = String(decoding: UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), as: UTF8.self)
+        headers.append((name, value))
+    }
+
+    /// The TransportError for a failed transfer.
+    func error(for code: CURLcode, job: Job) -> TransportError {
+        if tooLarge {
+            return TransportError(.other, "response body larger than \(maxResponseBytes) bytes")
+        }
+        let detail = String(cString: errorBuffer)
+        var message = curlMessage(code)
+        if !detail.isEmpty && detail != message { message += ": " + detail }
+        let kind = transportErrorKind(code)
+        if kind == .timeout {
+            message = "no response within \(job.request.timeoutMs) ms (" + message + ")"
+        }
+        return TransportError(kind, message)
+    }
+
+    // MARK: setopt with checked return codes
+
+    private func check(_ rc: CURLcode, _ name: String) throws(TransportError) {
+        if rc != CURLE_OK {
+            throw TransportError(.other, "curl_easy_setopt(\(name)) failed: \(curlMessage(rc))")
+        }
+    }
+    private func setLong(_ option: CURLoption, _ value: Int, _ name: String) throws(TransportError) {
+        try check(pl_curl_easy_setopt_long(easy, option, value), name)
+    }
+    private func setOffT(_ option: CURLoption, _ value: curl_off_t, _ name: String) throws(TransportError) {
+        try check(pl_curl_easy_setopt_off_t(easy, option, value), name)
+    }
+    private func setString(_ option: CURLoption, _ value: String, _ name: String) throws(TransportError) {
+        // libcurl copies string options (all but POSTFIELDS) so the C string may go away after.
+        let rc = value.withCString { pl_curl_easy_setopt_string(easy, option, $0) }
+        try check(rc, name)
+    }
+    private func setPointer(_ option: CURLoption, _ value: UnsafeMutableRawPointer?, _ name: String) throws(TransportError) {
+        try check(pl_curl_easy_setopt_pointer(easy, option, value), name)
+    }
+    private func setCallback(_ option: CURLoption, _ cb: pl_curl_data_cb, _ name: String) throws(TransportError) {
+        try check(pl_curl_easy_setopt_data_cb(easy, option, cb), name)
+    }
+}
+
+/// Whether two header lists are equal, in order.
+private func sameHeaders(_ a: [(String, String)], _ b: [(String, String)]) -> Bool {
+    guard a.count == b.count else { return false }
+    for i in a.indices where a[i].0 != b[i].0 || a[i].1 != b[i].1 { return false }
+    return true
+}
+
+/// CURLOPT_WRITEFUNCTION: appends body bytes to the `Transfer` passed as WRITEDATA.
+///
+/// A file-scope function (not a closure) so it converts to a C function pointer.
+private func transferWriteCallback(
+    _ ptr: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ userdata: UnsafeMutableRawPointer?
+) -> Int {
+    let length = size * count
+    guard let userdata, let ptr, length > 0 else { return length }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    // Returning less than `length` makes libcurl fail the transfer with CURLE_WRITE_ERROR.
+    return transfer.appendBody(UnsafeRawBufferPointer(start: ptr, count: length)) ? length : 0
+}
+
+/// CURLOPT_HEADERFUNCTION: one header line (or status line) for the `Transfer` passed as HEADERDATA.
+private func transferHeaderCallback(
+    _ ptr: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ userdata: UnsafeMutableRawPointer?
+) -> Int {
+    let length = size * count
+    guard let userdata, let ptr, length > 0 else { return length }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    transfer.headerLine(UnsafeRawBufferPointer(start: ptr, count: length))
+    return length
+}
+
+/// Maps a libcurl error to the transport's error kinds.
+func transportErrorKind(_ code: CURLcode) -> TransportError.Kind {
+    switch code {
+    case CURLE_OPERATION_TIMEDOUT:
+        return .timeout
+    case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+        return .connect
+    case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+        CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED, CURLE_SSL_ENGINE_INITFAILED,
+        CURLE_SSL_CACERT_BADFILE, CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_CRL_BADFILE, CURLE_SSL_ISSUER_ERROR,
+        CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CLIENTCERT:
+        return .tls
+    case CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_HTTP2, CURLE_HTTP2_STREAM, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE:
+        return .connectionLost
+    default:
+        return .other
+    }
+}

@@ -1,0 +1,485 @@
+import CCurl
+import CPushlineShims
+import Glibc
+import Synchronization
+
+/// One request waiting for, or being served by, an event loop.
+struct Job: Sendable {
+    let request: HTTPRequest
+    /// `https://host[:port]`: the unit of the per-loop stream limit.
+    let origin: String
+    /// CLOCK_MONOTONIC nanoseconds after which the request fails with `.timeout`.
+    let deadline: UInt64
+    let continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>
+    /// Times this request was sent again after `.connectionLost`.
+    var attempts = 0
+}
+
+/// The address of a multi handle, only for `curl_multi_wakeup` from other threads.
+///
+/// `@unchecked Sendable` is safe because: `curl_multi_wakeup` is the one libcurl multi call
+/// documented as callable from any thread, and this value is only used under `LoopHandle.state`'s
+/// mutex while it is stored there; the loop removes it (under the same mutex) before it frees
+/// the multi handle.
+struct WakeHandle: @unchecked Sendable {
+    let multi: UnsafeMutableRawPointer
+}
+
+/// State shared between callers and one loop thread, always accessed under the mutex.
+struct LoopShared {
+    var queue: [Job] = []
+    var closed = false
+    var closedReason = "transport shut down"
+    /// The loop is (about to be) blocked in curl_multi_poll and needs a wakeup to see `queue`.
+    var sleeping = false
+    /// A wakeup was sent since the loop last looked at `queue`.
+    var wakeSent = false
+    var wake: WakeHandle?
+}
+
+/// The Sendable side of one event loop: its queue and counters.
+final class LoopHandle: Sendable {
+    let state = Mutex(LoopShared())
+    let maxOutstanding: Int
+    /// Accepted jobs not yet finished; decremented before a job's continuation is resumed, so a
+    /// caller that got its result can always submit again.
+    let outstanding = Atomic<Int>(0)
+    let submitted = Atomic<Int>(0)
+    let completed = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+    let retries = Atomic<Int>(0)
+    let connections = Atomic<Int>(0)
+
+    init(maxOutstanding: Int) {
+        self.maxOutstanding = maxOutstanding
+    }
+
+    /// Queues `job` for the loop; returns the refusal reason if the loop is closed.
+    func enqueue(_ job: Job) -> String? {
+        let refusal = state.withLock { s -> String? in
+            if s.closed { return s.closedReason }
+            if outstanding.add(1, ordering: .relaxed).newValue > maxOutstanding {
+                outstanding.subtract(1, ordering: .relaxed)
+                return "transport over its limit of \(maxOutstanding) outstanding requests per thread"
+            }
+            s.queue.append(job)
+            if s.sleeping, !s.wakeSent, let wake = s.wake {
+                s.wakeSent = true
+                // A failed wakeup only delays the job until the loop's poll timeout (<= 1 s).
+                _ = curl_multi_wakeup(wake.multi)
+            }
+            return nil
+        }
+        if refusal == nil {
+            submitted.add(1, ordering: .relaxed)
+        }
+        return refusal
+    }
+
+    /// Asks the loop to stop; it fails everything it holds with `.unavailable`.
+    func close() {
+        state.withLock { s in
+            s.closed = true
+            if let wake = s.wake {
+                _ = curl_multi_wakeup(wake.multi)  // If it fails the loop still sees `closed` within 1 s.
+            }
+        }
+    }
+
+    /// The loop could not start: refuses new jobs and fails the queued ones with `reason`.
+    func markDead(_ reason: String) {
+        let jobs = state.withLock { s -> [Job] in
+            s.closed = true
+            s.closedReason = reason
+            let q = s.queue
+            s.queue = []
+            return q
+        }
+        for job in jobs {
+            failed.add(1, ordering: .relaxed)
+            outstanding.subtract(1, ordering: .relaxed)
+            job.continuation.resume(returning: .failure(TransportError(.unavailable, reason)))
+        }
+    }
+}
+
+/// Requests of one origin waiting for a free stream slot in one loop.
+final class OriginQueue {
+    var inFlight = 0
+    /// Sent again after `.connectionLost`: served before `jobs`.
+    var retried: [Job] = []
+    var jobs: [Job?] = []
+    var head = 0
+
+    var count: Int { jobs.count - head + retried.count }
+
+    func push(_ job: Job) { jobs.append(job) }
+
+    func pop() -> Job? {
+        if let job = retried.popLast() { return job }
+        guard head < jobs.count else { return nil }
+        let job = jobs[head]
+        jobs[head] = nil
+        head += 1
+        if head == jobs.count {
+            jobs.removeAll(keepingCapacity: jobs.count <= 4096)
+            head = 0
+        } else if head >= 1024, head * 2 >= jobs.count {
+            jobs.removeFirst(head)
+            head = 0
+        }
+        return job
+    }
+
+    /// Removes and returns the jobs whose deadline is at or before `now`.
+    func takeExpired(now: UInt64) -> [Job] {
+        var expired: [Job] = []
+        retried.removeAll { job in
+            if job.deadline <= now { expired.append(job); return true }
+            return false
+        }
+        var i = head
+        while i < jobs.count {
+            if let job = jobs[i], job.deadline <= now {
+                expired.append(job)
+                jobs[i] = nil
+            }
+            i += 1
+        }
+        if !expired.isEmpty {
+            jobs = jobs[head...].filter { $0 != nil }
+            head = 0
+        }
+        return expired
+    }
+}
+
+/// One libcurl multi handle; confined to its loop thread.
+final class CurlMulti {
+    let raw: UnsafeMutableRawPointer
+
+    init(options: TransportOptions) throws(TransportError) {
+        guard let m = curl_multi_init() else {
+            throw TransportError(.unavailable, "curl_multi_init failed")
+        }
+        raw = m
+        try set(CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX), "CURLMOPT_PIPELINING")
+        try set(CURLMOPT_MAX_HOST_CONNECTIONS, options.maxConnectionsPerHost, "CURLMOPT_MAX_HOST_CONNECTIONS")
+        try set(CURLMOPT_MAX_CONCURRENT_STREAMS, options.maxConcurrentStreams, "CURLMOPT_MAX_CONCURRENT_STREAMS")
+        // Room in the connection cache for a few origins' connections.
+        try set(CURLMOPT_MAXCONNECTS, max(16, options.maxConnectionsPerHost * 8), "CURLMOPT_MAXCONNECTS")
+    }
+
+    private func set(_ option: CURLMoption, _ value: Int, _ name: String) throws(TransportError) {
+        let rc = pl_curl_multi_setopt_long(raw, option, value)
+        if rc != CURLM_OK {
+            throw TransportError(.unavailable, "curl_multi_setopt(\(name)) failed: \(multiMessage(rc))")
+        }
+    }
+
+    deinit {
+        _ = curl_multi_cleanup(raw)  // Only fails on a bad handle, which `raw` cannot be.
+    }
+}
+
+func multiMessage(_ code: CURLMcode) -> String {
+    if let text = curl_multi_strerror(code) { return String(cString: text) }
+    return "CURLMcode \(code.rawValue)"
+}
+
+/// The event loop of one thread: owns a multi handle and its easy handles.
+///
+/// Not Sendable: created and run on its own thread only.
+final class EventLoop {
+    private let handle: LoopHandle
+    private let options: TransportOptions
+    private let multi: CurlMulti
+    /// Transfers in flight; a transfer knows its slot here.
+    private var active: [Transfer] = []
+    /// Reset easy handles ready for reuse.
+    private var idle: [Transfer] = []
+    private var origins: [String: OriginQueue] = [:]
+    /// Jobs waiting in `origins`.
+    private var queued = 0
+    private let perOriginLimit: Int
+    private var nextScan: UInt64 = 0
+    private var incoming: [Job] = []
+    /// Finished transfers of one pass (reused buffer).
+    private var done: [(UnsafeMutableRawPointer, CURLcode)] = []
+
+    /// How often queued jobs are checked against their deadline.
+    private static let scanIntervalNanos: UInt64 = 20_000_000
+    /// Idle easy handles kept once the loop is quiet.
+    private static let keepIdle = 32
+
+    init(handle: LoopHandle, options: TransportOptions) throws(TransportError) {
+        self.handle = handle
+        self.options = options
+        self.multi = try CurlMulti(options: options)
+        let (limit, overflow) = options.maxConnectionsPerHost.multipliedReportingOverflow(by: options.maxConcurrentStreams)
+        perOriginLimit = overflow ? Int.max : limit
+        let wake = WakeHandle(multi: multi.raw)
+        handle.state.withLock { $0.wake = wake }
+    }
+
+    /// Runs until the handle is closed, then fails whatever is left with `.unavailable`.
+    func run() {
+        incoming.reserveCapacity(256)
+        while true {
+            let closed = handle.state.withLock { s -> Bool in
+                swap(&incoming, &s.queue)
+                s.sleeping = false
+                s.wakeSent = false
+                return s.closed
+            }
+            if closed {
+                teardown()
+                return
+            }
+            for job in incoming { enqueueLocal(job) }
+            incoming.removeAll(keepingCapacity: true)
+
+            startQueued()
+            var running: Int32 = 0
+            let rc = curl_multi_perform(multi.raw, &running)
+            if rc != CURLM_OK {
+                failAllActive(TransportError(.other, "curl_multi_perform failed: \(multiMessage(rc))"))
+            }
+            let finishedAny = readMessages()
+
+            let now = monotonicNanos()
+            if queued > 0, now >= nextScan {
+                expireQueued(now: now)
+                nextScan = now &+ Self.scanIntervalNanos
+            }
+            if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
+            if active.isEmpty && queued == 0 && !origins.isEmpty {
+                origins.removeAll()  // No transfer refers to them; keeps many one-off origins from piling up.
+            }
+            if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
+                // Quiet after a burst: free most easy handles (tens of KiB each) and give the
+                // memory back to the system (the daemon's idle RSS budget is small).
+                idle.removeLast(idle.count - Self.keepIdle)
+                _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+            }
+            // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
+            let timeout: Int32 = queued > 0 ? 20 : 1000
+            let mustPoll = handle.state.withLock { s -> Bool in
+                if s.queue.isEmpty && !s.closed {
+                    s.sleeping = true
+                    return true
+                }
+                return false
+            }
+            if mustPoll {
+                var fds: Int32 = 0
+                let prc = curl_multi_poll(multi.raw, nil, 0, timeout, &fds)
+                if prc != CURLM_OK {
+                    failAllActive(TransportError(.other, "curl_multi_poll failed: \(multiMessage(prc))"))
+                    usleep(1000)  // Do not spin if polling keeps failing.
+                }
+            }
+        }
+    }
+
+    private func enqueueLocal(_ job: Job) {
+        let q: OriginQueue
+        if let existing = origins[job.origin] {
+            q = existing
+        } else {
+            q = OriginQueue()
+            origins[job.origin] = q
+        }
+        q.push(job)
+        queued += 1
+    }
+
+    private func startQueued() {
+        guard queued > 0 else { return }
+        for q in origins.values where q.inFlight < perOriginLimit && q.count > 0 {
+            while q.inFlight < perOriginLimit, let job = q.pop() {
+                queued -= 1
+                start(job, q)
+            }
+        }
+    }
+
+    private func start(_ job: Job, _ q: OriginQueue) {
+        let now = monotonicNanos()
+        guard now < job.deadline else {
+            fail(job, TransportError(.timeout, "deadline of \(job.request.timeoutMs) ms passed while queued"))
+            return
+        }
+        let remainingMs = Int((job.deadline - now + 999_999) / 1_000_000)
+        let transfer: Transfer
+        if let t = idle.popLast() {
+            transfer = t
+        } else {
+            do {
+                transfer = try Transfer()
+            } catch {
+                fail(job, error)
+                return
+            }
+        }
+        do {
+            try transfer.prepare(job, remainingMs: remainingMs, options: options)
+        } catch {
+            transfer.clear()
+            idle.append(transfer)
+            fail(job, error)
+            return
+        }
+        let rc = curl_multi_add_handle(multi.raw, transfer.easy)
+        guard rc == CURLM_OK else {
+            transfer.clear()
+            idle.append(transfer)
+            fail(job, TransportError(.other, "curl_multi_add_handle failed: \(multiMessage(rc))"))
+            return
+        }
+        transfer.queue = q
+        transfer.slot = active.count
+        active.append(transfer)
+        q.inFlight += 1
+    }
+
+    /// Handles finished transfers; returns whether any finished.
+    ///
+    /// All messages are read before any handle is removed: curl_multi_remove_handle scans the
+    /// list of unread messages, so removing while reading would cost O(n^2) per batch.
+    private func readMessages() -> Bool {
+        var left: Int32 = 0
+        while let msg = curl_multi_info_read(multi.raw, &left) {
+            guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
+            done.append((easy, msg.pointee.data.result))
+        }
+        guard !done.isEmpty else { return false }
+        for (easy, code) in done {
+            var priv: UnsafeMutableRawPointer?
+            guard pl_curl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK, let priv else {
+                _ = curl_multi_remove_handle(multi.raw, easy)  // Not ours: cannot happen, but do not spin on it.
+                continue
+            }
+            finish(Unmanaged<Transfer>.fromOpaque(priv).takeUnretainedValue(), code)
+        }
+        done.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    /// Removes `transfer` from the multi handle and from `active`, returning its job.
+    private func detach(_ transfer: Transfer) -> Job? {
+        // Only fails for a handle not in this multi, which an active transfer always is.
+        _ = curl_multi_remove_handle(multi.raw, transfer.easy)
+        var connects = 0
+        if pl_curl_easy_getinfo_long(transfer.easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK, connects > 0 {
+            handle.connections.add(connects, ordering: .relaxed)
+        }
+        let slot = transfer.slot
+        if slot >= 0 && slot < active.count && active[slot] === transfer {
+            let last = active.removeLast()
+            if slot < active.count {
+                active[slot] = last
+                last.slot = slot
+            }
+        }
+        transfer.slot = -1
+        transfer.queue?.inFlight -= 1
+        transfer.queue = nil
+        let job = transfer.job
+        transfer.job = nil
+        return job
+    }
+
+    private func finish(_ transfer: Transfer, _ code: CURLcode) {
+        guard var job = detach(transfer) else {
+            transfer.clear()
+            idle.append(transfer)
+            return
+        }
+        if code == CURLE_OK {
+            var status = 0
+            let src = pl_curl_easy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
+            let response = HTTPResponse(
+                status: src == CURLE_OK ? status : transfer.status, headers: transfer.headers, body: transfer.body)
+            transfer.clear()
+            idle.append(transfer)
+            handle.completed.add(1, ordering: .relaxed)
+            handle.outstanding.subtract(1, ordering: .relaxed)
+            job.continuation.resume(returning: .success(response))
+            return
+        }
+        let error = transfer.error(for: code, job: job)
+        let gotResponse = transfer.gotResponse
+        transfer.clear()
+        idle.append(transfer)
+        if error.kind == .connectionLost, !gotResponse, job.attempts < options.maxRetries,
+            monotonicNanos() < job.deadline
+        {
+            job.attempts += 1
+            handle.retries.add(1, ordering: .relaxed)
+            let q = origins[job.origin] ?? OriginQueue()
+            origins[job.origin] = q
+            q.retried.append(job)
+            queued += 1
+            return
+        }
+        fail(job, error)
+    }
+
+    private func fail(_ job: Job, _ error: TransportError) {
+        handle.failed.add(1, ordering: .relaxed)
+        handle.outstanding.subtract(1, ordering: .relaxed)
+        job.continuation.resume(returning: .failure(error))
+    }
+
+    private func failAllActive(_ error: TransportError) {
+        for transfer in active {
+            if let job = detachForFailure(transfer) { fail(job, error) }
+        }
+        active.removeAll()
+    }
+
+    /// Like `detach` but leaves `active` to the caller (which clears it).
+    private func detachForFailure(_ transfer: Transfer) -> Job? {
+        _ = curl_multi_remove_handle(multi.raw, transfer.easy)
+        transfer.queue?.inFlight -= 1
+        transfer.queue = nil
+        transfer.slot = -1
+        let job = transfer.job
+        transfer.job = nil
+        transfer.clear()
+        idle.append(transfer)
+        return job
+    }
+
+    private func expireQueued(now: UInt64) {
+        for q in origins.values where q.count > 0 {
+            let expired = q.takeExpired(now: now)
+            queued -= expired.count
+            for job in expired {
+                fail(job, TransportError(.timeout, "deadline of \(job.request.timeoutMs) ms passed while queued"))
+            }
+        }
+    }
+
+    /// Fails every job (queued, local or in flight) with `.unavailable` and forgets the multi handle's address.
+    private func teardown() {
+        let (left, reason) = handle.state.withLock { s -> ([Job], String) in
+            s.closed = true
+            s.wake = nil
+            let q = s.queue
+            s.queue = []
+            return (q, s.closedReason)
+        }
+        let error = TransportError(.unavailable, reason)
+        failAllActive(error)
+        for job in incoming + left { fail(job, error) }
+        incoming.removeAll()
+        for q in origins.values {
+            while let job = q.pop() { fail(job, error) }
+        }
+        origins.removeAll()
+        queued = 0
+        idle.removeAll()  // Easy handles are freed before the multi handle (freed with `self`).
+    }
+}

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""A loopback HTTP/2 + TLS test server for the Pushline transport tests.
+
+Generates a self-signed certificate (CN/SAN localhost + 127.0.0.1) into a temp dir,
+listens on 127.0.0.1, and prints one line on stdout once ready:
+
+    READY <port> <ca_file_path>
+
+Paths:
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
+                    (the /stats stream itself is not counted in streams/max_active)
+  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body"}
+  anything else     body '{}'
+
+Query parameters override the command line per request: delay_ms=N, status=N.
+Every response carries the header `x-reply: abc`.
+
+Options:
+  --status N         response status (default 200)
+  --delay-ms N       delay before each response
+  --goaway-after N   per connection: after N streams, send GOAWAY(last_stream_id = Nth stream);
+                     later streams are never answered (unprocessed), the connection is closed
+                     once the first N are answered
+  --drop-after N     per connection: abort the TCP connection when the Nth stream arrives
+  --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000); streams over it are refused
+                     with RST_STREAM REFUSED_STREAM
+"""
+import argparse
+import asyncio
+import atexit
+import collections
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import ssl
+import stat
+import sys
+import tempfile
+from urllib.parse import parse_qs, urlsplit
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+
+class Stats:
+    connections = 0
+    streams = 0
+    max_active = 0
+    goaways = 0
+    drops = 0
+    refused = 0
+
+
+def make_cert(directory):
+    """Writes a self-signed cert+key for localhost/127.0.0.1; returns (cert_path, key_path)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_path, key_path
+
+
+class H2Sink(asyncio.Protocol):
+    def __init__(self, args):
+        self.args = args
+        self.transport = None
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: args.max_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+            },
+        )
+        self.requests = {}  # stream_id -> dict(headers, body, counted)
+        self.seen = 0  # streams received on this connection
+        self.active = 0  # counted streams not yet answered
+        self.goaway_sid = None  # last_stream_id sent in GOAWAY
+        self.closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+    def connection_made(self, transport):
+        Stats.connections += 1
+        self.transport = transport
+        self.conn.initiate_connection()
+        # SETTINGS told the client --max-streams; h2 itself would kill the whole connection on a
+        # stream over the limit (a client may open some before it sees our SETTINGS). Like real
+        # servers, refuse such streams one by one instead (RST_STREAM REFUSED_STREAM, in on_request).
+        self.conn.local_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            collections.deque([1 << 30])
+        )
+        self.flush()
+
+    def connection_lost(self, exc):
+        self.closed = True
+
+    def data_received(self, data):
+        if self.closed:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.flush()
+            self.transport.close()
+            self.closed = True
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                self.on_request(ev)
+            elif isinstance(ev, h2.events.DataReceived):
+                req = self.requests.get(ev.stream_id)
+                if req is not None:
+                    req["body"] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.on_end(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                req = self.requests.pop(ev.stream_id, None)
+                if req is not None and req["counted"]:
+                    self.active -= 1
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.flush()
+                self.transport.close()
+                self.closed = True
+                return
+            if self.closed:
+                return
+        self.flush()
+
+    # -- HTTP/2 ----------------------------------------------------------------------
+    def flush(self):
+        if not self.closed:
+            out = self.conn.data_to_send()
+            if out:
+                self.transport.write(out)
+
+    def on_request(self, ev):
+        headers = [(k, v) for k, v in ev.headers]
+        path = dict(headers).get(":path", "/")
+        if self.goaway_sid is not None and ev.stream_id > self.goaway_sid:
+            return  # after our GOAWAY: never processed
+        counted = not path.startswith("/stats")
+        if counted and self.active >= self.args.max_streams:
+            Stats.refused += 1
+            self.conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self.requests[ev.stream_id] = {"headers": headers, "body": b"", "counted": counted}
+        if not counted:
+            return
+        Stats.streams += 1
+        self.seen += 1
+        self.active += 1
+        Stats.max_active = max(Stats.max_active, self.active)
+        if self.args.drop_after and self.seen >= self.args.drop_after:
+            Stats.drops += 1
+            self.closed = True
+            self.transport.abort()
+            return
+        if self.args.goaway_after and self.seen == self.args.goaway_after:
+            Stats.goaways += 1
+            self.goaway_sid = ev.stream_id
+            frame = GoAwayFrame(0)
+            frame.last_stream_id = ev.stream_id
+            frame.error_code = 0
+            self.flush()
+            self.transport.write(frame.serialize())
+            asyncio.get_running_loop().call_later(10, self.close_now)
+
+    def on_end(self, stream_id):
+        req = self.requests.get(stream_id)
+        if req is None:
+            return
+        headers = dict(req["headers"])
+        parts = urlsplit(headers.get(":path", "/"))
+        query = parse_qs(parts.query)
+        status = int(query.get("status", [self.args.status])[0])
+        delay_ms = int(query.get("delay_ms", [self.args.delay_ms])[0])
+        if parts.path.startswith("/stats"):
+            body = json.dumps(
+                {
+                    "connections": Stats.connections,
+                    "streams": Stats.streams,
+                    "max_active": Stats.max_active,
+                    "goaways": Stats.goaways,
+                    "drops": Stats.drops,
+                    "refused": Stats.refused,
+                }
+            ).encode()
+            status, delay_ms = 200, 0
+        elif parts.path.startswith("/echo"):
+            body = json.dumps(
+                {
+                    "method": headers.get(":method"),
+                    "path": headers.get(":path"),
+                    "headers": [[k, v] for k, v in req["headers"] if not k.startswith(":")],
+                    "body": req["body"].decode("latin-1"),
+                }
+            ).encode()
+        else:
+            body = b"{}"
+        if delay_ms > 0:
+            asyncio.get_running_loop().call_later(
+                delay_ms / 1000.0, self.respond, stream_id, status, body
+            )
+        else:
+            self.respond(stream_id, status, body)
+
+    def respond(self, stream_id, status, body):
+        req = self.requests.pop(stream_id, None)
+        if self.closed or req is None:
+            return
+        if req["counted"]:
+            self.active -= 1
+        try:
+            self.conn.send_headers(
+                stream_id,
+                [
+                    (":status", str(status)),
+                    ("content-type", "application/json"),
+                    ("content-length", str(len(body))),
+                    ("x-reply", "abc"),
+                ],
+            )
+            self.conn.send_data(stream_id, body, end_stream=True)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self.flush()
+        if self.goaway_sid is not None and not any(
+            sid <= self.goaway_sid for sid in self.requests
+        ):
+            self.close_now()
+
+    def close_now(self):
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--status", type=int, default=200)
+    ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--goaway-after", type=int, default=0)
+    ap.add_argument("--drop-after", type=int, default=0)
+    ap.add_argument("--max-streams", type=int, default=1000)
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="h2sink-")
+    atexit.register(shutil.rmtree, tmp, True)
+    cert, key = make_cert(tmp)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    ctx.options |= ssl.OP_NO_COMPRESSION
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: H2Sink(args), "127.0.0.1", args.port, ssl=ctx, backlog=512)
+    port = server.sockets[0].getsockname()[1]
+    print(f"READY {port} {cert}", flush=True)
+
+    # Exit when stdin closes (the test process died) so no sink outlives its test.
+    def on_stdin():
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.stop()
+
+    # SIGTERM/SIGINT: stop cleanly so atexit removes the temp dir.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, loop.stop)
+    try:
+        if stat.S_ISFIFO(os.fstat(0).st_mode):
+            loop.add_reader(0, on_stdin)
+    except (OSError, ValueError, PermissionError):
+        pass
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, RuntimeError):
+        pass
+    sys.exit(0)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Throughput of the shared HTTP/2 transport against a local nginx HTTP/2 TLS sink, with
+# h2load (same request count, same connection count, 100 streams each) as the ceiling.
+#
+#   bench/transport_bench.sh [requests] [threads] [connections-per-thread]
+#   (defaults: 100000 2 1; PORT=18443; WINDOW=2000 concurrent senders)
+#
+# Prints h2load's rate, then pushline-transport-bench's rate, its ratio to h2load,
+# CPU seconds (getrusage) and peak RSS. Not a test: numbers depend on the machine's load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests="${1:-100000}"
+threads="${2:-2}"
+conns="${3:-1}"
+port="${PORT:-18443}"
+window="${WINDOW:-2000}"
+
+swift build -c release --product pushline-transport-bench >/dev/null
+bin="$(swift build -c release --show-bin-path)/pushline-transport-bench"
+
+read -r _ port ca dir < <(bench/sink/start.sh "$port")
+trap 'bench/sink/stop.sh "$dir"' EXIT
+
+body="$dir/body.json"
+printf '%s' '{"aps":{"alert":{"title":"Hello","body":"A benchmark notification"}}}' > "$body"
+total_conns=$((threads * conns))
+
+echo "== h2load -n $requests -c $total_conns -m 100 (POST, same body)"
+h2out="$(h2load -n "$requests" -c "$total_conns" -m 100 -d "$body" \
+    -H 'content-type: application/json' "https://127.0.0.1:$port/" 2>&1)"
+echo "$h2out" | grep -E "^finished|^requests:"
+h2rate="$(echo "$h2out" | sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')"
+
+echo "== pushline-transport-bench -n $requests --threads $threads --connections $conns"
+"$bin" --url "https://127.0.0.1:$port/" --ca "$ca" -n "$requests" --threads "$threads" \
+    --connections "$conns" --window "$window" ${h2rate:+--h2load-rps "$h2rate"}
+echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
