@@ -1,2 +1,267 @@
+import ArgumentParser
+import CPushlineShims
+import Logging
 import PushlineCore
-print("pushline \(PushlineVersion.daemon)")
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `pushline`: the daemon and its command-line tools.
+struct Pushline: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pushline",
+        abstract: "A push-notification sidecar: APNs, FCM, WebPush and WNS behind a Unix socket.",
+        version: PushlineVersion.daemon,
+        subcommands: [Serve.self, CheckConfig.self, Call.self, Devices.self, SendTest.self, Vapid.self]
+    )
+}
+
+/// Options shared by the commands that load a config.
+struct ConfigOptions: ParsableArguments {
+    @Option(help: "JSON config file (default: the embedded default, or $PUSHLINE_CONFIG).")
+    var config: String?
+
+    func load() throws -> PushlineConfig {
+        let path = config ?? env("PUSHLINE_CONFIG")
+        guard let path else { return PushlineConfig() }
+        do { return try PushlineConfig.load(path: path) } catch { throw ValidationError("config: \(error)") }
+    }
+}
+
+func env(_ name: String) -> String? {
+    guard let v = getenv(name) else { return nil }
+    let s = String(cString: v)
+    return s.isEmpty ? nil : s
+}
+
+func writeStderr(_ s: String) {
+    var b = Array(s.utf8)
+    b.withUnsafeMutableBytes { p in _ = pl_write(2, p.baseAddress, p.count) }
+}
+
+func writeStdout(_ bytes: [UInt8]) {
+    bytes.withUnsafeBytes { p in
+        var off = 0
+        while off < p.count {
+            let n = pl_write(1, p.baseAddress.map { $0 + off }, p.count - off)
+            if n <= 0 { return }
+            off += n
+        }
+    }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Unix socket path (overrides the config).") var socket: String?
+    @Option(help: "SQLite database path (overrides the config).") var database: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+
+    func run() throws {
+        var config = try options.load()
+        if let socket { config.socket = socket }
+        if let database { config.database = database }
+        if let logLevel { config.logLevel = logLevel }
+        PushlineLogging.bootstrap(level: Logger.Level(rawValue: config.logLevel) ?? .info)
+        let code = Daemon.run(config: config)
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config", abstract: "Validate a config file and say exactly what is wrong.")
+    @Argument(help: "The JSON config file.") var file: String
+
+    func run() throws {
+        let config: PushlineConfig
+        do {
+            config = try PushlineConfig.load(path: file)
+            let logger = Logger(label: "check-config")
+            _ = try ProviderSet(config: config, context: ProviderContext(
+                transport: HTTPTransport(options: TransportOptions(threads: 1)), store: NullStore(), logger: logger))
+        } catch {
+            writeStderr("\(file): \(error)\n")
+            throw ExitCode(1)
+        }
+        var lines = ["\(file): OK", "socket: \(config.socket) (mode \(String(config.socketMode, radix: 8)))", "database: \(config.database)"]
+        for (name, app) in config.apps.sorted(by: { $0.key < $1.key }) {
+            let p = Platform.allCases.filter { app.isConfigured($0) }.map(\.rawValue)
+            lines.append("app \(name): \(p.isEmpty ? "no providers" : p.joined(separator: ", "))")
+        }
+        writeStdout(Array((lines.joined(separator: "\n") + "\n").utf8))
+    }
+}
+
+/// A key-value store that keeps nothing (for check-config).
+struct NullStore: KeyValueStore {
+    func get(_ key: String) async -> String? { nil }
+    func set(_ key: String, _ value: String) async {}
+}
+
+/// Where the client commands connect: --socket, $PUSHLINE_SOCKET, the config's socket, the default.
+struct SocketOptions: ParsableArguments {
+    @Option(help: "Daemon socket (default: $PUSHLINE_SOCKET, else ./var/pushline.sock).") var socket: String?
+    var path: String { socket ?? env("PUSHLINE_SOCKET") ?? PushlineConfig().socket }
+}
+
+struct Call: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send request lines from stdin to the daemon; print the response lines.",
+        discussion: "Exits 0 when every response was ok, 1 when any was not, 2 when the daemon cannot be reached.")
+    @OptionGroup var socket: SocketOptions
+
+    func run() throws {
+        let client: LineClient
+        do { client = try LineClient(path: socket.path) } catch {
+            writeStderr("pushline call: \(error)\n")
+            throw ExitCode(2)
+        }
+        var allOK = true
+        var sent = 0
+        var received = 0
+        // Pipeline: write every line as it is read, read responses as they come.
+        var input = StdinLines()
+        var inputDone = false
+        while !inputDone || received < sent {
+            if !inputDone {
+                if let line = input.next() {
+                    if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+                    do { try client.write(line + [0x0A]) } catch {
+                        writeStderr("pushline call: \(error)\n")
+                        throw ExitCode(2)
+                    }
+                    sent += 1
+                    // Drain responses already available so neither side's buffer fills up.
+                    while received < sent, let resp = client.readLineIfReady() {
+                        received += 1
+                        if !Self.isOK(resp) { allOK = false }
+                        writeStdout(resp + [0x0A])
+                    }
+                    continue
+                }
+                inputDone = true
+                continue
+            }
+            guard let resp = client.readLine() else {
+                writeStderr("pushline call: the daemon closed the connection\n")
+                throw ExitCode(2)
+            }
+            received += 1
+            if !Self.isOK(resp) { allOK = false }
+            writeStdout(resp + [0x0A])
+        }
+        if !allOK { throw ExitCode(1) }
+    }
+
+    static func isOK(_ line: [UInt8]) -> Bool {
+        (try? JSONValue.parse(line))?["ok"] == .bool(true)
+    }
+}
+
+struct Devices: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List registered devices as a table (the admin panel's device list).")
+    @OptionGroup var socket: SocketOptions
+    @Option(help: "Only this app.") var app: String?
+    @Option(help: "Only this platform (apns, fcm, webpush, wns).") var platform: String?
+    @Option(help: "Only this user.") var user: String?
+    @Flag(help: "Only inactive devices.") var inactive = false
+    @Flag(help: "Print JSON lines instead of a table.") var json = false
+
+    func run() throws {
+        let client: LineClient
+        do { client = try LineClient(path: socket.path) } catch {
+            writeStderr("pushline devices: \(error)\n")
+            throw ExitCode(2)
+        }
+        var after: Int64 = 0
+        if !json { writeStdout(Array("ID       PLATFORM  APP          USER         ACTIVE  TOKEN              NAME\n".utf8)) }
+        while true {
+            var req: JSONObject = ["cmd": "devices", "limit": 1000, "after": .int(after)]
+            if let app { req["app"] = .string(app) }
+            if let platform { req["platform"] = .string(platform) }
+            if let user { req["user"] = .string(user) }
+            if inactive { req["active"] = false }
+            let resp = try client.request(.object(req))
+            guard resp["ok"] == .bool(true) else {
+                writeStderr("pushline devices: \(resp["error"]?["message"]?.stringValue ?? "error")\n")
+                throw ExitCode(1)
+            }
+            for d in resp["devices"]?.arrayValue ?? [] {
+                if json {
+                    writeStdout(d.serialized() + [0x0A])
+                    continue
+                }
+                func col(_ s: String, _ w: Int) -> String { s.count >= w ? String(s.prefix(w - 1)) + " " : s + String(repeating: " ", count: w - s.count) }
+                let tok = d["registration_id"]?.stringValue ?? ""
+                let line = col(String(d["id"]?.intValue ?? 0), 9) + col(d["platform"]?.stringValue ?? "", 10)
+                    + col(d["app"]?.stringValue ?? "", 13) + col(d["user"]?.stringValue ?? "-", 13)
+                    + col(d["active"] == .bool(true) ? "yes" : "no", 8) + col(redact(tok), 19) + (d["name"]?.stringValue ?? "")
+                writeStdout(Array((line + "\n").utf8))
+            }
+            guard let next = resp["next"]?.intValue else { break }
+            after = next
+        }
+    }
+}
+
+struct SendTest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send-test", abstract: "Send a test message to one device (the admin panel's 'send test message').")
+    @OptionGroup var socket: SocketOptions
+    @Argument(help: "Registry id of the device.") var device: Int64
+    @Option(help: "Message text.") var message = "Test message from Pushline"
+    @Flag(help: "Build and check, send nothing.") var dryRun = false
+
+    func run() throws {
+        let client: LineClient
+        do { client = try LineClient(path: socket.path) } catch {
+            writeStderr("pushline send-test: \(error)\n")
+            throw ExitCode(2)
+        }
+        let resp = try client.request(["cmd": "send", "ids": [.int(device)], "message": .string(message), "dry_run": .bool(dryRun)])
+        writeStdout(resp.serialized() + [0x0A])
+        guard resp["ok"] == .bool(true), resp["failed"] == .int(0) else { throw ExitCode(1) }
+    }
+}
+
+struct Vapid: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "WebPush VAPID keys.", subcommands: [Generate.self, Show.self])
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a new VAPID private key and print the applicationServerKey.")
+        @Option(help: "Directory for vapid_private.pem.") var out = "."
+        func run() throws {
+            do {
+                let r = try VAPIDTool.generate(outDir: out)
+                writeStdout(Array("private key: \(r.privateKeyPath)\napplicationServerKey: \(r.applicationServerKey)\n".utf8))
+            } catch {
+                writeStderr("pushline vapid generate: \(error)\n")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the applicationServerKey of an app's configured VAPID key.")
+        @OptionGroup var options: ConfigOptions
+        @Option(help: "App name.") var app = "default"
+        func run() throws {
+            let config = try options.load()
+            guard let wp = config.apps[app]?.webpush else {
+                writeStderr("pushline vapid show: app '\(app)' has no webpush block\n")
+                throw ExitCode(1)
+            }
+            do {
+                writeStdout(Array((try VAPIDTool.publicKey(privateKeyPath: wp.vapidPrivateKeyPath) + "\n").utf8))
+            } catch {
+                writeStderr("pushline vapid show: \(error)\n")
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+Pushline.main()

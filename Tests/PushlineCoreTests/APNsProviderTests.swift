@@ -85,13 +85,13 @@ final class FakeAPNs {
 let apnsTeam = "TEAM123456"
 let apnsKeyId = "KEY1234567"
 
-func apnsToken(_ i: Int) -> String {
+func fakeDeviceToken(_ i: Int) -> String {
     let hex = String(i, radix: 16)
     return String(repeating: "a", count: 64 - hex.count) + hex
 }
 
 func apnsDevices(_ n: Int, base: Int = 1) -> [Device] {
-    (0..<n).map { Device(id: Int64(base + $0), platform: .apns, app: "default", registrationId: apnsToken(base + $0)) }
+    (0..<n).map { Device(id: Int64(base + $0), platform: .apns, app: "default", registrationId: fakeDeviceToken(base + $0)) }
 }
 
 /// An APNs provider aimed at a fake, with its own token cache and store.
@@ -120,9 +120,9 @@ struct APNsProviderTests {
         defer { transport.shutdown() }
         let p = try makeAPNsProvider(fake, transport: transport)
         let devs = apnsDevices(4)
-        try fake.control(#"{"unregister":[{"token":"\#(apnsToken(2))","timestamp":1700000000123}]}"#)
-        try fake.control(#"{"fail":[{"token":"\#(apnsToken(3))","status":400,"reason":"BadDeviceToken","count":-1}]}"#)
-        try fake.control(#"{"fail":[{"token":"\#(apnsToken(4))","status":400,"reason":"BadTopic","count":-1}]}"#)
+        try fake.control(#"{"unregister":[{"token":"\#(fakeDeviceToken(2))","timestamp":1700000000123}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(3))","status":400,"reason":"BadDeviceToken","count":-1}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(4))","status":400,"reason":"BadTopic","count":-1}]}"#)
         let n = try apnsNote(#"{"message":"Hello","title":"T","badge":2,"extra":{"order":7},"collapse_id":"c"}"#)
         try p.validate(n)
         let rs = await p.send(n, to: devs)
@@ -133,7 +133,7 @@ struct APNsProviderTests {
         #expect(rs[1].invalidSince == 1_700_000_000_123)
         #expect(rs[2].reason == "BadDeviceToken" && rs[2].deactivate && rs[2].invalidSince == nil)
         #expect(rs[3].reason == "BadTopic" && !rs[3].deactivate && !rs[3].retryable)
-        let got = try fake.received().first { $0["token"]?.stringValue == apnsToken(1) }
+        let got = try fake.received().first { $0["token"]?.stringValue == fakeDeviceToken(1) }
         let req = try #require(got)
         #expect(req["payload"]?["aps"]?["alert"]?["title"] == .string("T"))
         #expect(req["payload"]?["aps"]?["badge"] == .int(2))
@@ -150,15 +150,15 @@ struct APNsProviderTests {
         let transport = HTTPTransport()
         defer { transport.shutdown() }
         let p = try makeAPNsProvider(fake, transport: transport)
-        try fake.control(#"{"fail":[{"token":"\#(apnsToken(1))","status":503,"reason":"ServiceUnavailable","count":2}]}"#)
-        try fake.control(#"{"fail":[{"token":"\#(apnsToken(2))","status":429,"reason":"TooManyRequests","count":-1}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(1))","status":503,"reason":"ServiceUnavailable","count":2}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(2))","status":429,"reason":"TooManyRequests","count":-1}]}"#)
         let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(3))
         #expect(rs[0].status == .sent)
         #expect(rs[1].status == .failed && rs[1].reason == "TooManyRequests" && rs[1].retryable)
         #expect(rs[2].status == .sent)
         let recv = try fake.received()
-        #expect(recv.filter { $0["token"]?.stringValue == apnsToken(1) }.count == 3)
-        #expect(recv.filter { $0["token"]?.stringValue == apnsToken(2) }.count == APNsProvider.maxAttempts)
+        #expect(recv.filter { $0["token"]?.stringValue == fakeDeviceToken(1) }.count == 3)
+        #expect(recv.filter { $0["token"]?.stringValue == fakeDeviceToken(2) }.count == APNsProvider.maxAttempts)
     }
 
     @Test("ExpiredProviderToken: a new JWT is minted and the send retried once")

@@ -151,6 +151,12 @@ struct CryptoJWTTests {
         #expect(throws: CryptoError.self) { try ECPrivateKey(pem: Array(enc.utf8), password: "wrong") }
         #expect(throws: CryptoError.self) { try ECPrivateKey(pem: Array(enc.utf8)) }
 
+        // `openssl ecparam -genkey` output (EC PARAMETERS block first) and CRLF line ends.
+        let withParams = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n" + sec1
+        #expect((try ECPrivateKey(pem: Array(withParams.utf8))).publicKeyUncompressed == k1.publicKeyUncompressed)
+        let crlf = sec1.split(separator: "\n").joined(separator: "\r\n") + "\r\n"
+        #expect((try ECPrivateKey(pem: Array(crlf.utf8))).publicKeyUncompressed == k1.publicKeyUncompressed)
+
         let gen = try ECPrivateKey.generate()
         let out = try gen.pkcs8PEM()
         #expect(out.hasPrefix("-----BEGIN PRIVATE KEY-----\n"))

@@ -16,6 +16,15 @@ public struct PushlineConfig: Sendable {
     public var logLevel: String = "info"
     public var apps: [String: AppConfig] = ["default": AppConfig()]
 
+    /// Transport settings derived from the provider blocks: one curl event loop per
+    /// connection up to two loops (the machine's cores), and the largest `max_connections`
+    /// of any block split across them.
+    public var transportOptions: TransportOptions {
+        let maxConnections = apps.values.flatMap(\.connectionConfigs).map(\.maxConnections).max() ?? 2
+        let threads = max(1, min(2, maxConnections))
+        return TransportOptions(threads: threads, maxConnectionsPerHost: (maxConnections + threads - 1) / threads)
+    }
+
     /// The embedded default: one app `default` with no provider credentials.
     public init() {}
 
@@ -97,6 +106,11 @@ public struct AppConfig: Sendable {
             try br.finish()
         }
         try r.finish()
+    }
+
+    /// The connection settings of every configured block.
+    public var connectionConfigs: [ProviderConnectionConfig] {
+        [apns?.connection, fcm?.connection, webpush?.connection, wns?.connection].compactMap { $0 }
     }
 
     public func isConfigured(_ p: Platform) -> Bool {

@@ -19,10 +19,11 @@ public final class ECPrivateKey: @unchecked Sendable {
     /// The public point 0x04||X||Y (65 bytes).
     public let publicKeyUncompressed: [UInt8]
 
-    /// Takes ownership of `pkey` after checking it is a P-256 key; frees it if not.
-    init(owning pkey: OpaquePointer, context: String) throws(CryptoError) {
+    /// Takes ownership of `pkey` after checking it is a P-256 key (skipped when
+    /// `knownP256`, for keys this file just made on P-256); frees it on failure.
+    init(owning pkey: OpaquePointer, context: String, knownP256: Bool = false) throws(CryptoError) {
         do throws(CryptoError) {
-            try ECPrivateKey.checkP256(pkey, context: context)
+            if !knownP256 { try ECPrivateKey.checkP256(pkey, context: context) }
             publicKeyUncompressed = try ECPrivateKey.publicPoint(pkey, context: context)
         } catch {
             EVP_PKEY_free(pkey)
@@ -67,14 +68,14 @@ public final class ECPrivateKey: @unchecked Sendable {
             throw CryptoError.openssl("\(ctx): EC_POINT_point2oct")
         }
         let p = try ECKeyData.fromData(priv: priv, pub: pub, context: ctx)
-        try self.init(owning: p, context: ctx)
+        try self.init(owning: p, context: ctx, knownP256: true)
     }
 
     /// A fresh random P-256 key.
     public static func generate() throws(CryptoError) -> ECPrivateKey {
         ERR_clear_error()
         guard let p = pl_evp_ec_gen_p256() else { throw CryptoError.openssl("EC key generation failed") }
-        return try ECPrivateKey(owning: p, context: "generated EC key")
+        return try ECPrivateKey(owning: p, context: "generated EC key", knownP256: true)
     }
 
     /// The key as unencrypted PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----").

@@ -1,0 +1,275 @@
+import Logging
+
+/// A target of `send`/`bulk`/`subscribe`/`topics` (protocol.md section 4).
+enum Target: Sendable {
+    case ids([Int64])
+    case tokens(app: String, platform: Platform, [String])
+    case users([String], app: String?, platform: Platform?)
+    case filter(app: String?, platform: Platform?, user: String?)
+
+    static let keys: Set<String> = ["ids", "registration_ids", "platform", "app", "users", "filter"]
+
+    /// Reads exactly one target from the arguments.
+    static func parse(_ a: inout Arguments) throws(CommandError) -> Target {
+        let present = ["ids", "registration_ids", "users", "filter"].filter { a.has($0) }
+        guard present.count == 1 else {
+            throw .invalid(
+                present.first ?? "ids",
+                present.isEmpty
+                    ? "a target is required: one of ids, registration_ids, users, filter"
+                    : "give exactly one target, got \(present.joined(separator: ", "))")
+        }
+        switch present[0] {
+        case "ids":
+            guard let ids = try a.idList("ids") else { throw .invalid("ids", "is required") }
+            _ = a.value("app")
+            if a.has("platform") { throw .invalid("platform", "only goes with registration_ids, users or filter") }
+            return .ids(ids)
+        case "registration_ids":
+            guard let tokens = try a.stringList("registration_ids") else { throw .invalid("registration_ids", "is required") }
+            guard let p = try a.platform("platform") else { throw .invalid("platform", "is required with registration_ids") }
+            return .tokens(app: try a.app() ?? "default", platform: p, tokens)
+        case "users":
+            guard let users = try a.userList("users") else { throw .invalid("users", "is required") }
+            return .users(users, app: try a.app(), platform: try a.platform("platform"))
+        default:
+            guard let v = a.value("filter") else { throw .invalid("filter", "is required") }
+            var f = Arguments(v.objectValue ?? JSONObject(), prefix: "filter")
+            guard v.objectValue != nil else { throw .invalid("filter", "expected an object, got \(v.typeName)") }
+            let app = try f.app()
+            let platform = try f.platform("platform")
+            let user = try f.user("user")
+            try f.finish()
+            if a.has("app") || a.has("platform") { throw .invalid("filter", "put app and platform inside filter") }
+            return .filter(app: app, platform: platform, user: user)
+        }
+    }
+}
+
+/// A target resolved against the registry: devices to send to, and entries that fail at once.
+struct Resolved {
+    var devices: [Device] = []
+    /// Results for targets that are unknown or inactive, reported rather than skipped.
+    var rejected: [DeliveryResult] = []
+}
+
+extension Dispatcher {
+    func resolve(_ t: Target, includeInactive: Bool = false) async throws(CommandError) -> Resolved {
+        var r = Resolved()
+        switch t {
+        case .ids(let ids):
+            var f = DeviceFilter()
+            f.ids = ids
+            let found = try await registry.devices(f)
+            var byId: [Int64: Device] = [:]
+            for d in found { byId[d.id] = d }
+            for id in ids {
+                guard let d = byId[id] else {
+                    r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
+                    continue
+                }
+                if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
+            }
+        case .tokens(let app, let platform, let tokens):
+            let found = try await registry.resolveTokens(app: app, platform: platform, tokens)
+            for (i, d) in found.enumerated() {
+                guard let d else {
+                    r.rejected.append(DeliveryResult(deviceId: nil, platform: platform, registrationId: tokens[i], status: .failed, reason: "not_registered"))
+                    continue
+                }
+                if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
+            }
+        case .users(let users, let app, let platform):
+            var f = DeviceFilter()
+            f.users = users
+            f.app = app
+            f.platform = platform
+            if !includeInactive { f.active = true }
+            r.devices = try await registry.devices(f)
+        case .filter(let app, let platform, let user):
+            var f = DeviceFilter()
+            f.app = app
+            f.platform = platform
+            f.user = user
+            if !includeInactive { f.active = true }
+            r.devices = try await registry.devices(f)
+        }
+        return r
+    }
+
+    /// One message of a send: a target and its notification.
+    struct Job {
+        var target: Target
+        var notification: Notification
+    }
+
+    static let sendOnlyKeys: Set<String> = ["cmd", "messages"]
+
+    func parseJob(_ a: inout Arguments) throws(CommandError) -> Job {
+        let target = try Target.parse(&a)
+        var fields = JSONObject()
+        for k in a.unread {
+            guard Notification.allKeys.contains(k) else { throw .invalid(a.path(k), "unknown argument '\(k)'") }
+            if let v = a.value(k) { fields[k] = v }
+        }
+        do throws(CommandError) {
+            return Job(target: target, notification: try Notification(parsing: fields))
+        } catch {
+            throw a.root.isEmpty ? error : error.prefixed(a.root)
+        }
+    }
+
+    func send(_ a: inout Arguments, bulk: Bool) async throws(CommandError) -> JSONObject {
+        var jobs: [Job] = []
+        var indexed = false
+        if bulk, a.has("messages") {
+            guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }
+            try a.finish()
+            guard !list.isEmpty else { throw .invalid("messages", "must not be empty") }
+            for (i, m) in list.enumerated() {
+                guard let o = m.objectValue else { throw .invalid("messages[\(i)]", "expected an object, got \(m.typeName)") }
+                var ma = Arguments(o, prefix: "messages[\(i)]")
+                jobs.append(try parseJob(&ma))
+            }
+            indexed = true
+        } else {
+            jobs.append(try parseJob(&a))
+        }
+
+        // Resolve every target and check every provider before anything is sent.
+        var resolved: [Resolved] = []
+        for job in jobs { resolved.append(try await resolve(job.target)) }
+        var anyConfigured = false
+        var firstMissing: (String, Platform)?
+        var total = 0
+        for (j, r) in resolved.enumerated() {
+            var checked: Set<ProviderSet.Key> = []
+            for d in r.devices {
+                let key = ProviderSet.Key(app: d.app, platform: d.platform)
+                guard !checked.contains(key) else { continue }
+                checked.insert(key)
+                if let p = providers.provider(app: d.app, platform: d.platform) {
+                    anyConfigured = true
+                    do throws(CommandError) {
+                        try p.validate(jobs[j].notification)
+                    } catch {
+                        var e = error
+                        e.details["platform"] = .string(d.platform.rawValue)
+                        if indexed { e.details["message"] = .int(Int64(j)) }
+                        throw e
+                    }
+                } else if firstMissing == nil {
+                    firstMissing = (d.app, d.platform)
+                }
+            }
+            total += r.devices.count
+        }
+        if !anyConfigured {
+            if let (app, platform) = firstMissing {
+                throw Self.notConfigured(app: app, platform: platform)
+            }
+            if case .tokens(let app, let platform, _) = jobs.first?.target, providers.provider(app: app, platform: platform) == nil {
+                throw Self.notConfigured(app: app, platform: platform)
+            }
+        }
+        try reserve(total)
+        defer { pending.subtract(total, ordering: .relaxed) }
+
+        var out: [JSONValue] = []
+        var sent = 0
+        var failed = 0
+        for (j, job) in jobs.enumerated() {
+            let results = await deliver(job.notification, to: resolved[j].devices)
+            let rendered = await applyDeactivations(results + resolved[j].rejected, devices: resolved[j].devices)
+            for var r in rendered {
+                if r.status == .sent { sent += 1 } else { failed += 1 }
+                if indexed { r.json.pairs.insert(("message", .int(Int64(j))), at: 0) }
+                out.append(.object(r.json))
+            }
+        }
+        sentCount.add(sent, ordering: .relaxed)
+        failedCount.add(failed, ordering: .relaxed)
+        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .array(out)]
+    }
+
+    static func notConfigured(app: String, platform: Platform) -> CommandError {
+        CommandError(
+            .providerNotConfigured, "app '\(app)' has no \(platform.rawValue) credentials",
+            details: ["app": .string(app), "platform": .string(platform.rawValue)])
+    }
+
+    /// Takes `n` notifications of the daemon's budget or throws `busy`.
+    func reserve(_ n: Int) throws(CommandError) {
+        let now = pending.add(n, ordering: .relaxed).newValue
+        if now > config.maxPending && now != n {
+            pending.subtract(n, ordering: .relaxed)
+            let over = now - config.maxPending
+            // Roughly how long the backlog takes to drain at ~30k notifications/s, at least 50 ms.
+            let retry = max(50, min(30_000, over / 30 + 50))
+            throw CommandError(
+                .busy, "the daemon has \(now - n) notifications in flight, over max_pending \(config.maxPending); retry later",
+                details: ["retry_after_ms": .int(Int64(retry))])
+        }
+    }
+
+    /// Sends to devices grouped by (app, platform), groups concurrently; results keep the devices' order.
+    func deliver(_ n: Notification, to devices: [Device]) async -> [DeliveryResult] {
+        var groups: [ProviderSet.Key: [Int]] = [:]
+        for (i, d) in devices.enumerated() { groups[ProviderSet.Key(app: d.app, platform: d.platform), default: []].append(i) }
+        var results = [DeliveryResult?](repeating: nil, count: devices.count)
+        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
+            for (key, idx) in groups {
+                let subset = idx.map { devices[$0] }
+                guard let p = providers.provider(app: key.app, platform: key.platform) else {
+                    for (k, i) in idx.enumerated() { results[i] = .failed(subset[k], reason: "provider_not_configured") }
+                    continue
+                }
+                group.addTask {
+                    let r = await p.send(n, to: subset)
+                    return idx.enumerated().map { k, i in
+                        (i, k < r.count ? r[k] : .failed(subset[k], reason: "provider returned no result", retryable: true))
+                    }
+                }
+            }
+            for await pairs in group { for (i, r) in pairs { results[i] = r } }
+        }
+        return results.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
+    }
+
+    struct RenderedResult {
+        var status: DeliveryResult.Status
+        var json: JSONObject
+    }
+
+    /// Marks dead devices inactive (one transaction) and renders each result for the protocol.
+    func applyDeactivations(_ results: [DeliveryResult], devices: [Device], app: String? = nil) async -> [RenderedResult] {
+        var appOf: [Int64: String] = [:]
+        for d in devices { appOf[d.id] = d.app }
+        let now = nowMillis()
+        let list = results.compactMap { r -> Registry.Deactivation? in
+            guard r.deactivate, let id = r.deviceId else { return nil }
+            return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
+        }
+        let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
+        if !done.isEmpty { logger.info("devices deactivated", metadata: ["count": "\(done.count)"]) }
+        return results.map { r in
+            let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
+            var o: JSONObject = [
+                "id": r.deviceId.map { .int($0) } ?? .null,
+                "platform": unknownId ? .null : .string(r.platform.rawValue),
+                "app": (r.deviceId.flatMap { appOf[$0] } ?? app).map { .string($0) } ?? .null,
+                "registration_id": unknownId ? .null : .string(r.registrationId),
+                "status": .string(r.status.rawValue),
+            ]
+            if r.status == .failed {
+                o["reason"] = .string(r.reason ?? "unknown")
+                o["retryable"] = .bool(r.retryable)
+                let deactivated = r.deviceId.map { done.contains($0) } ?? false
+                o["deactivated"] = .bool(deactivated)
+                if r.deactivate && !deactivated && r.deviceId != nil { o["still_active"] = .bool(true) }
+            }
+            for (k, v) in r.extra.pairs { o[k] = v }
+            return RenderedResult(status: r.status, json: o)
+        }
+    }
+}

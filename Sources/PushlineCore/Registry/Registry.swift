@@ -1,0 +1,472 @@
+import CPushlineShims
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The device registry: SQLite behind a Sendable, async facade.
+///
+/// The SQLite handle lives on one dedicated thread. Every method queues a job
+/// for it and suspends until the job is done. The thread drains all queued jobs
+/// at once and runs them in one transaction (group commit), each in its own
+/// SAVEPOINT so a failing job rolls back only itself; results are delivered
+/// after COMMIT. Every multi-row operation is all-or-nothing.
+///
+/// ```swift
+/// let reg = try Registry(path: "/var/lib/pushline/registry.db")
+/// let d = try DeviceInput(parsing: ["platform": "fcm", "registration_id": "tok", "user": 7])
+/// let out = try await reg.register([d], updateOnDuplicate: false)
+/// out[0].device.id   // 1
+/// reg.close()
+/// ```
+public final class Registry: Sendable {
+    /// The reason recorded when a client deactivates a device.
+    public static let clientDeactivationReason = "deactivated by client"
+
+    let queue: RegistryJobQueue
+    let logger: Logger?
+
+    /// Opens (creating if needed) the database at `path`, migrates it and starts its thread.
+    ///
+    /// The parent directory must exist. Failures are `internal_error` with SQLite's message.
+    public init(path: String, logger: Logger? = nil) throws(CommandError) {
+        self.logger = logger
+        let store: RegistryStore
+        do {
+            store = try RegistryStore(path: path)
+        } catch {
+            throw CommandError(.internalError, "cannot open the registry: \(error.description)")
+        }
+        queue = RegistryJobQueue()
+        let q = queue
+        let log = logger
+        do {
+            try RegistryThread.start(queue: q) { [store] in
+                pl_set_thread_name("pushline-db")
+                while let batch = q.take(max: 1000) {
+                    RegistryJobRunner.run(batch, store: store, logger: log)
+                }
+                // `store` (and the connection) is released when this closure ends, on this thread.
+            }
+        } catch {
+            throw CommandError(.internalError, "cannot start the registry thread: \(error)")
+        }
+    }
+
+    deinit { close() }
+
+    /// Finishes the queued jobs, closes the database and joins its thread.
+    ///
+    /// Later calls of any method fail with `shutting_down`. Calling it twice is harmless.
+    public func close() {
+        queue.closeAndJoin()
+    }
+
+    /// Runs `body` on the database thread and returns its result (after COMMIT for writes).
+    func run<T: Sendable>(write: Bool, _ body: @escaping @Sendable (RegistryStore) throws -> T) async throws(CommandError) -> T {
+        let result: Result<T, CommandError> = await withCheckedContinuation { c in
+            let job = RegistryJob(
+                write: write,
+                run: { store in
+                    let r: Result<T, CommandError>
+                    do {
+                        r = .success(try body(store))
+                    } catch let e as CommandError {
+                        r = .failure(e)
+                    } catch let e as DatabaseError {
+                        r = .failure(e.commandError)
+                    } catch {
+                        r = .failure(CommandError(.internalError, "\(error)"))
+                    }
+                    let ok: Bool
+                    if case .success = r { ok = true } else { ok = false }
+                    return (ok, { @Sendable commitError in
+                        if ok, let commitError { c.resume(returning: .failure(commitError)) } else { c.resume(returning: r) }
+                    })
+                },
+                abort: { @Sendable e in c.resume(returning: .failure(e)) })
+            if !queue.push(job) {
+                c.resume(returning: .failure(CommandError(.shuttingDown, "the registry is closed")))
+            }
+        }
+        return try result.get()
+    }
+
+    // MARK: public API
+
+    /// The outcome of registering one device.
+    public struct RegisterOutcome: Sendable {
+        public var device: Device
+        /// A new row was inserted.
+        public var created: Bool
+        /// An existing row (same app, platform and token) was updated (`update_on_duplicate`).
+        public var updated: Bool
+        public init(device: Device, created: Bool, updated: Bool) {
+            self.device = device
+            self.created = created
+            self.updated = updated
+        }
+    }
+
+    /// Registers devices, all or nothing, in one transaction.
+    ///
+    /// A token already registered (same app and platform) fails with
+    /// `duplicate_registration` naming `devices[i]`, unless `updateOnDuplicate`: then
+    /// that row's name, user, device_id, p256dh, auth, browser and active state are
+    /// replaced by the new registration's (inactive reason cleared when active).
+    /// The same token twice in one batch is always an error.
+    public func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool) async throws(CommandError) -> [RegisterOutcome] {
+        try await run(write: true) { s in try s.register(inputs, updateOnDuplicate: updateOnDuplicate, now: nowMillis()) }
+    }
+
+    /// Identifies one device: by registry id or by token.
+    public enum DeviceKey: Sendable, Equatable {
+        case id(Int64)
+        case token(app: String, platform: Platform, registrationId: String)
+    }
+
+    /// Deletes devices (and their topic subscriptions); `missing` lists the indexes of keys not found.
+    public func unregister(_ keys: [DeviceKey]) async throws(CommandError) -> (deleted: Int, missing: [Int]) {
+        let r = try await run(write: true) { s in
+            let r = try s.unregister(keys)
+            return UnregisterResult(deleted: r.deleted, missing: r.missing)
+        }
+        return (r.deleted, r.missing)
+    }
+    struct UnregisterResult: Sendable { var deleted: Int; var missing: [Int] }
+
+    /// Which devices `devices(_:)` returns: every set field must match.
+    public struct DeviceFilter: Sendable {
+        public var ids: [Int64]?
+        public var app: String?
+        public var platform: Platform?
+        public var user: String?
+        public var users: [String]?
+        public var active: Bool?
+        public var registrationId: String?
+        /// Only devices with an id greater than this (paging).
+        public var afterId: Int64?
+        /// At most this many (nil: no limit).
+        public var limit: Int?
+        public init() {}
+    }
+
+    /// Devices matching `f`, ordered by id ascending.
+    public func devices(_ f: DeviceFilter) async throws(CommandError) -> [Device] {
+        try await run(write: false) { s in try s.devices(f) }
+    }
+
+    /// One device, or nil.
+    public func device(_ key: DeviceKey) async throws(CommandError) -> Device? {
+        try await run(write: false) { s in try s.device(key) }
+    }
+
+    /// Changes to one device; nil leaves a field as it is, `.some(nil)` clears it.
+    public struct DeviceUpdate: Sendable {
+        public var name: String??
+        public var user: String??
+        public var deviceId: String??
+        public var active: Bool?
+        public init() {}
+    }
+
+    /// Updates one device and returns it; `not_found` if missing.
+    ///
+    /// `active = true` clears the inactive reason; `active = false` records
+    /// "deactivated by client" and the time.
+    public func update(_ key: DeviceKey, _ u: DeviceUpdate) async throws(CommandError) -> Device {
+        try await run(write: true) { s in try s.update(key, u, now: nowMillis()) }
+    }
+
+    /// Deletes inactive devices (only those gone inactive before `inactiveBefore`, Unix ms, if given).
+    public func prune(inactiveBefore: Int64?) async throws(CommandError) -> Int {
+        try await run(write: true) { s in try s.prune(inactiveBefore: inactiveBefore) }
+    }
+
+    /// Device counts.
+    public struct Stats: Sendable {
+        public var total: Int
+        /// One row per (app, platform, active) with at least one device, ordered by app, platform, active first.
+        public var rows: [(app: String, platform: Platform, active: Bool, count: Int)]
+        public init(total: Int, rows: [(app: String, platform: Platform, active: Bool, count: Int)]) {
+            self.total = total
+            self.rows = rows
+        }
+    }
+
+    public func stats() async throws(CommandError) -> Stats {
+        try await run(write: false) { s in try s.stats() }
+    }
+
+    /// A provider's verdict that a device is gone.
+    public struct Deactivation: Sendable {
+        public var id: Int64
+        public var reason: String
+        /// When (Unix ms).
+        public var at: Int64
+        /// Since when the provider considers the token invalid (Apple's 410 `timestamp`, Unix ms).
+        public var invalidSince: Int64?
+        public init(id: Int64, reason: String, at: Int64, invalidSince: Int64? = nil) {
+            self.id = id
+            self.reason = reason
+            self.at = at
+            self.invalidSince = invalidSince
+        }
+    }
+
+    /// Marks devices inactive in one transaction; returns the ids actually deactivated.
+    ///
+    /// Devices already inactive or missing are not in the result; nor is a device
+    /// updated after `invalidSince` (re-registered after the provider's verdict).
+    /// Errors are logged and give an empty set.
+    public func deactivate(_ list: [Deactivation]) async -> Set<Int64> {
+        do {
+            return try await run(write: true) { s in try s.deactivate(list) }
+        } catch {
+            logger?.error("registry: deactivate failed: \(error.description)")
+            return []
+        }
+    }
+
+    /// Looks tokens up (normalised as `register` does); the result is parallel to `tokens`.
+    public func resolveTokens(app: String, platform: Platform, _ tokens: [String]) async throws(CommandError) -> [Device?] {
+        try await run(write: false) { s in try s.resolveTokens(app: app, platform: platform, tokens) }
+    }
+
+    /// A provider-state value, or nil (also on error, which is logged).
+    public func kvGet(_ key: String) async -> String? {
+        do {
+            return try await run(write: false) { s in try s.kvGet(key) }
+        } catch {
+            logger?.error("registry: kv get failed: \(error.description)")
+            return nil
+        }
+    }
+
+    /// Stores a provider-state value (errors are logged).
+    public func kvSet(_ key: String, _ value: String) async {
+        do {
+            try await run(write: true) { s in try s.kvSet(key, value) }
+        } catch {
+            logger?.error("registry: kv set failed: \(error.description)")
+        }
+    }
+
+    /// Subscribes devices to a topic (idempotent); `not_found` if a device is missing, then nothing is written.
+    public func subscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError) {
+        try await run(write: true) { s in try s.subscribe(deviceIds, topic: topic, now: nowMillis()) }
+    }
+
+    /// Unsubscribes devices from a topic (missing subscriptions are ignored).
+    public func unsubscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError) {
+        try await run(write: true) { s in try s.unsubscribe(deviceIds, topic: topic) }
+    }
+
+    /// The topics of each device (every requested id is a key; sorted topic names).
+    public func topics(of deviceIds: [Int64]) async throws(CommandError) -> [Int64: [String]] {
+        try await run(write: false) { s in try s.topics(of: deviceIds) }
+    }
+
+    /// Devices subscribed to `topic` (active or not), ordered by id.
+    public func subscribers(of topic: String) async throws(CommandError) -> [Device] {
+        try await run(write: false) { s in try s.subscribers(of: topic) }
+    }
+}
+
+extension Registry: KeyValueStore {
+    public func get(_ key: String) async -> String? { await kvGet(key) }
+    public func set(_ key: String, _ value: String) async { await kvSet(key, value) }
+}
+
+public typealias DeviceKey = Registry.DeviceKey
+public typealias DeviceFilter = Registry.DeviceFilter
+public typealias DeviceUpdate = Registry.DeviceUpdate
+public typealias RegisterOutcome = Registry.RegisterOutcome
+
+// MARK: - the database thread
+
+/// One queued operation for the database thread.
+struct RegistryJob: Sendable {
+    /// Whether it writes (the batch then starts with BEGIN IMMEDIATE).
+    let write: Bool
+    /// Runs on the database thread inside the batch transaction. Returns whether it
+    /// succeeded (its savepoint is kept) and a function delivering its result once
+    /// the batch is committed (`nil`) or failed to commit (the error).
+    let run: @Sendable (RegistryStore) -> (ok: Bool, finish: @Sendable (CommandError?) -> Void)
+    /// Fails the job without running it (or discards its result).
+    let abort: @Sendable (CommandError) -> Void
+}
+
+/// The job queue between callers and the database thread: a pthread mutex and condition variable.
+///
+/// `@unchecked Sendable` is safe: `jobs`, `closed` and `thread` are only read or
+/// written while `mutex` is held, and the mutex/condition live in heap memory that
+/// never moves and is freed only in `deinit`, when no thread can use them.
+final class RegistryJobQueue: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private var jobs: [RegistryJob] = []
+    private var closed = false
+    private var thread: pthread_t?
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        cond = .allocate(capacity: 1)
+        // With default attributes glibc's init functions cannot fail (they always return 0).
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with the mutex held. The lock/unlock results are not checked: a
+    /// default (non-error-checking) mutex that was initialised cannot fail them.
+    private func withLock<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    /// Queues a job; false once closed.
+    func push(_ job: RegistryJob) -> Bool {
+        withLock {
+            if closed { return false }
+            jobs.append(job)
+            if jobs.count == 1 { pthread_cond_signal(cond) }
+            return true
+        }
+    }
+
+    /// Waits for jobs and takes up to `max`; nil when closed and drained.
+    func take(max: Int) -> [RegistryJob]? {
+        withLock {
+            while jobs.isEmpty && !closed { pthread_cond_wait(cond, mutex) }
+            if jobs.isEmpty { return nil }
+            if jobs.count <= max {
+                let all = jobs
+                jobs.removeAll(keepingCapacity: true)
+                return all
+            }
+            let some = Array(jobs[0..<max])
+            jobs.removeFirst(max)
+            return some
+        }
+    }
+
+    func setThread(_ t: pthread_t) { withLock { thread = t } }
+
+    /// Refuses new jobs, lets the thread finish the queued ones, and joins it (once).
+    func closeAndJoin() {
+        let t: pthread_t? = withLock {
+            closed = true
+            pthread_cond_broadcast(cond)
+            let t = thread
+            thread = nil
+            return t
+        }
+        guard let t else { return }
+        if pthread_equal(t, pthread_self()) != 0 {
+            // Closing from the database thread itself (no job captures the Registry, so
+            // this should not happen): detach instead of deadlocking.
+            _ = pthread_detach(t)
+            return
+        }
+        // pthread_join fails only for an invalid or already-joined thread; `thread` is
+        // taken under the lock above, so it is joined exactly once.
+        _ = pthread_join(t, nil)
+    }
+}
+
+/// Starts the database thread.
+enum RegistryThread {
+    /// Holds the body while it crosses into the new thread through pthread_create's raw pointer.
+    ///
+    /// Not Sendable, and it needs not be: the body was passed `sending`, so nothing on the
+    /// starting thread still references what it captures, and only the new thread calls it.
+    final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    struct StartError: Error, CustomStringConvertible {
+        var rc: Int32
+        var description: String { "pthread_create failed: \(String(cString: strerror(rc)))" }
+    }
+
+    /// Runs `body` on a new joinable thread; `sending` lets the compiler check that what it
+    /// captures (the non-Sendable store) is used by that thread only.
+    static func start(queue: RegistryJobQueue, _ body: sending @escaping () -> Void) throws(StartError) {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { p in
+            // `p` is the retained Box passed below; it is never nil.
+            guard let p else { return nil }
+            let box = Unmanaged<Box>.fromOpaque(p).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        guard rc == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw StartError(rc: rc)
+        }
+        queue.setThread(tid)
+    }
+}
+
+/// Runs one batch of jobs in one transaction (group commit).
+enum RegistryJobRunner {
+    static func run(_ jobs: [RegistryJob], store: RegistryStore, logger: Logger?) {
+        let db = store.db
+        let anyWrite = jobs.contains { $0.write }
+        let useSavepoints = jobs.count > 1
+        do {
+            try db.execute(anyWrite ? "BEGIN IMMEDIATE" : "BEGIN")
+        } catch {
+            for j in jobs { j.abort(error.commandError) }
+            logger?.error("registry: \(error.description)")
+            return
+        }
+        var finishers: [(ok: Bool, finish: @Sendable (CommandError?) -> Void)] = []
+        finishers.reserveCapacity(jobs.count)
+        var fatal: DatabaseError?
+        for j in jobs {
+            if useSavepoints && j.write {
+                do { try db.execute("SAVEPOINT job") } catch { fatal = error; break }
+            }
+            let r = j.run(store)
+            finishers.append(r)
+            if useSavepoints && j.write {
+                do {
+                    if !r.ok { try db.execute("ROLLBACK TO job") }
+                    try db.execute("RELEASE job")
+                } catch { fatal = error; break }
+            }
+            // Some errors (SQLITE_FULL, IOERR, ...) roll the whole transaction back by themselves.
+            if !db.inTransaction {
+                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error", sql: nil)
+                break
+            }
+        }
+        if fatal == nil {
+            if !useSavepoints, let only = finishers.first, !only.ok {
+                do { try db.execute("ROLLBACK") } catch { fatal = error }
+            } else {
+                do { try db.execute("COMMIT") } catch { fatal = error }
+            }
+        }
+        if let fatal {
+            if db.inTransaction { try? db.execute("ROLLBACK") }
+            logger?.error("registry: batch of \(jobs.count) failed: \(fatal.description)")
+            // Every job of the batch fails: what ran was rolled back.
+            for j in jobs { j.abort(fatal.commandError) }
+            return
+        }
+        for f in finishers { f.finish(nil) }
+    }
+}

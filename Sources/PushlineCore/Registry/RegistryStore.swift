@@ -1,0 +1,329 @@
+/// The registry's operations on one `Database`, synchronous and thread-confined.
+///
+/// `Registry` runs these on its database thread, inside a transaction it opens
+/// (group commit), so nothing here begins or commits a transaction. Errors are
+/// `CommandError`s for the client or `DatabaseError`s (mapped to `internal_error`).
+final class RegistryStore {
+    let db: Database
+
+    init(path: String) throws(DatabaseError) {
+        db = try Database(path: path)
+        try Migrations.migrate(db)
+    }
+
+    static let columns =
+        "id, platform, app, registration_id, name, user, device_id, active, created_at, updated_at, p256dh, auth, browser, inactive_reason, inactive_at"
+
+    static func device(_ s: Statement) throws(DatabaseError) -> Device {
+        let p = s.text(1) ?? ""
+        guard let platform = Platform(rawValue: p) else {
+            throw DatabaseError(code: 1, message: "device \(s.int(0)) has unknown platform '\(p)'", sql: s.sql)
+        }
+        return Device(
+            id: s.int(0), platform: platform, app: s.text(2) ?? "", registrationId: s.text(3) ?? "", name: s.text(4),
+            user: s.text(5), deviceId: s.text(6), active: s.int(7) != 0, createdAt: s.int(8), updatedAt: s.int(9),
+            p256dh: s.text(10), auth: s.text(11), browser: s.text(12), inactiveReason: s.text(13), inactiveAt: s.optionalInt(14))
+    }
+
+    static func describe(_ key: DeviceKey) -> String {
+        switch key {
+        case .id(let id): return "device \(id)"
+        case .token(let app, let platform, let t): return "\(platform.rawValue) device '\(DeviceInput.redact(t))' in app '\(app)'"
+        }
+    }
+
+    /// The WHERE clause and arguments selecting one device.
+    func whereKey(_ key: DeviceKey) throws(CommandError) -> (String, [SQLValue]) {
+        switch key {
+        case .id(let id): return ("id = ?", [.int(id)])
+        case .token(let app, let platform, let t):
+            let token = DeviceInput.canonicalToken(t, platform: platform)
+            return ("app = ? AND platform = ? AND registration_id = ?", [.text(app), .text(platform.rawValue), .text(token)])
+        }
+    }
+
+    // MARK: register
+
+    func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool, now: Int64) throws -> [Registry.RegisterOutcome] {
+        let insert = try db.statement(
+            """
+            INSERT INTO devices (platform, app, registration_id, name, user, device_id, active, created_at, updated_at,
+                p256dh, auth, browser, inactive_reason, inactive_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (app, platform, registration_id) DO NOTHING
+            """)
+        var out: [Registry.RegisterOutcome] = []
+        out.reserveCapacity(inputs.count)
+        // Duplicates inside the batch are found through the UNIQUE index rather than by
+        // hashing every token: a conflicting row that this call inserted (rowids only grow
+        // within the transaction, and jobs run one after another) or updated is one.
+        var firstInserted: Int64 = .max
+        var updatedIds = Set<Int64>()
+        func sameBatch(_ id: Int64, _ i: Int, _ d: DeviceInput) -> CommandError? {
+            guard id >= firstInserted || updatedIds.contains(id) else { return nil }
+            let j = out.firstIndex(where: { $0.device.id == id }) ?? -1
+            return CommandError(
+                .duplicateRegistration,
+                "devices[\(i)]: same \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' in app '\(d.app)' as devices[\(j)] of this request",
+                details: ["index": .int(Int64(i))])
+        }
+        for (i, d) in inputs.enumerated() {
+            let reason: String? = d.active ? nil : Registry.clientDeactivationReason
+            let at: Int64? = d.active ? nil : now
+            try insert.bind([
+                .text(d.platform.rawValue), .text(d.app), .text(d.registrationId), .from(d.name), .from(d.user),
+                .from(d.deviceId), .from(d.active), .int(now), .int(now), .from(d.p256dh), .from(d.auth), .from(d.browser),
+                .from(reason), .from(at),
+            ])
+            defer { insert.reset() }
+            _ = try insert.step()
+            if db.changes == 1 {
+                let id = db.lastInsertRowID
+                if firstInserted == .max { firstInserted = id }
+                let dev = Device(
+                    id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
+                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: now, updatedAt: now, p256dh: d.p256dh,
+                    auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: at)
+                out.append(.init(device: dev, created: true, updated: false))
+                continue
+            }
+            guard updateOnDuplicate else {
+                let existing = try db.query(
+                    "SELECT id FROM devices WHERE app = ? AND platform = ? AND registration_id = ?",
+                    [.text(d.app), .text(d.platform.rawValue), .text(d.registrationId)]
+                ) { $0.int(0) }
+                if let id = existing.first, let e = sameBatch(id, i, d) { throw e }
+                throw CommandError(
+                    .duplicateRegistration,
+                    "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (set update_on_duplicate_reg_id in the config to update instead)",
+                    details: ["index": .int(Int64(i))])
+            }
+            let rows = try db.query(
+                """
+                UPDATE devices SET name = ?, user = ?, device_id = ?, p256dh = ?, auth = ?, browser = ?, active = ?,
+                    inactive_reason = ?, inactive_at = ?, updated_at = ?
+                WHERE app = ? AND platform = ? AND registration_id = ?
+                RETURNING \(Self.columns)
+                """,
+                [
+                    .from(d.name), .from(d.user), .from(d.deviceId), .from(d.p256dh), .from(d.auth), .from(d.browser),
+                    .from(d.active), .from(reason), .from(at), .int(now), .text(d.app), .text(d.platform.rawValue),
+                    .text(d.registrationId),
+                ], Self.device)
+            guard let dev = rows.first else {
+                throw DatabaseError(code: 1, message: "devices[\(i)]: conflicting row vanished", sql: nil)
+            }
+            if let e = sameBatch(dev.id, i, d) { throw e }
+            updatedIds.insert(dev.id)
+            out.append(.init(device: dev, created: false, updated: true))
+        }
+        return out
+    }
+
+    // MARK: lookups
+
+    func unregister(_ keys: [DeviceKey]) throws -> (deleted: Int, missing: [Int]) {
+        var deleted = 0
+        var missing: [Int] = []
+        for (i, k) in keys.enumerated() {
+            let (w, args) = try whereKey(k)
+            try db.execute("DELETE FROM devices WHERE \(w)", args)
+            if db.changes > 0 { deleted += db.changes } else { missing.append(i) }
+        }
+        return (deleted, missing)
+    }
+
+    func device(_ key: DeviceKey) throws -> Device? {
+        let (w, args) = try whereKey(key)
+        return try db.query("SELECT \(Self.columns) FROM devices WHERE \(w)", args, Self.device).first
+    }
+
+    static func jsonArray(_ ids: [Int64]) -> String { "[" + ids.map(String.init).joined(separator: ",") + "]" }
+    static func jsonArray(_ strings: [String]) -> String { JSONValue.array(strings.map { .string($0) }).jsonString }
+
+    func devices(_ f: Registry.DeviceFilter) throws -> [Device] {
+        var conds: [String] = []
+        var args: [SQLValue] = []
+        if let ids = f.ids {
+            conds.append("id IN (SELECT value FROM json_each(?))")
+            args.append(.text(Self.jsonArray(ids)))
+        }
+        if let app = f.app { conds.append("app = ?"); args.append(.text(app)) }
+        if let p = f.platform { conds.append("platform = ?"); args.append(.text(p.rawValue)) }
+        if let u = f.user { conds.append("user = ?"); args.append(.text(u)) }
+        if let us = f.users {
+            conds.append("user IN (SELECT value FROM json_each(?))")
+            args.append(.text(Self.jsonArray(us)))
+        }
+        if let a = f.active { conds.append("active = ?"); args.append(.from(a)) }
+        if let r = f.registrationId {
+            let token = f.platform.map { DeviceInput.canonicalToken(r, platform: $0) } ?? r
+            conds.append("registration_id = ?")
+            args.append(.text(token))
+        }
+        if let after = f.afterId { conds.append("id > ?"); args.append(.int(after)) }
+        var sql = "SELECT \(Self.columns) FROM devices"
+        if !conds.isEmpty { sql += " WHERE " + conds.joined(separator: " AND ") }
+        sql += " ORDER BY id"
+        if let limit = f.limit { sql += " LIMIT ?"; args.append(.int(Int64(max(0, limit)))) }
+        return try db.query(sql, args, Self.device)
+    }
+
+    func update(_ key: DeviceKey, _ u: Registry.DeviceUpdate, now: Int64) throws -> Device {
+        guard let existing = try device(key) else { throw CommandError(.notFound, "\(Self.describe(key)) not found") }
+        var sets: [String] = ["updated_at = ?"]
+        var args: [SQLValue] = [.int(now)]
+        if let name = u.name {
+            if let n = name { _ = try DeviceInput.limited(n, "name", max: 255) }
+            sets.append("name = ?"); args.append(.from(name))
+        }
+        if let user = u.user {
+            if let n = user { _ = try DeviceInput.limited(n, "user", max: 255) }
+            sets.append("user = ?"); args.append(.from(user))
+        }
+        if let deviceId = u.deviceId {
+            let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }
+            sets.append("device_id = ?"); args.append(.from(v))
+        }
+        if let active = u.active {
+            sets.append("active = ?"); args.append(.from(active))
+            if active {
+                sets.append("inactive_reason = NULL, inactive_at = NULL")
+            } else if existing.active {
+                sets.append("inactive_reason = ?, inactive_at = ?")
+                args.append(.text(Registry.clientDeactivationReason)); args.append(.int(now))
+            }
+        }
+        args.append(.int(existing.id))
+        let rows = try db.query(
+            "UPDATE devices SET \(sets.joined(separator: ", ")) WHERE id = ? RETURNING \(Self.columns)", args, Self.device)
+        guard let d = rows.first else { throw CommandError(.notFound, "\(Self.describe(key)) not found") }
+        return d
+    }
+
+    func prune(inactiveBefore: Int64?) throws -> Int {
+        if let t = inactiveBefore {
+            try db.execute("DELETE FROM devices WHERE active = 0 AND inactive_at < ?", [.int(t)])
+        } else {
+            try db.execute("DELETE FROM devices WHERE active = 0")
+        }
+        return db.changes
+    }
+
+    func stats() throws -> Registry.Stats {
+        let rows = try db.query(
+            "SELECT app, platform, active, COUNT(*) FROM devices GROUP BY app, platform, active ORDER BY app, platform, active DESC"
+        ) { s throws(DatabaseError) -> (app: String, platform: Platform, active: Bool, count: Int) in
+            let p = s.text(1) ?? ""
+            guard let platform = Platform(rawValue: p) else {
+                throw DatabaseError(code: 1, message: "unknown platform '\(p)' in devices", sql: s.sql)
+            }
+            return (app: s.text(0) ?? "", platform: platform, active: s.int(2) != 0, count: Int(s.int(3)))
+        }
+        return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: rows)
+    }
+
+    func deactivate(_ list: [Registry.Deactivation]) throws -> Set<Int64> {
+        var done = Set<Int64>()
+        for d in list {
+            // A device re-registered (updated) after the provider's "invalid since" keeps its new token.
+            let rows = try db.query(
+                """
+                UPDATE devices SET active = 0, inactive_reason = ?1, inactive_at = ?2
+                WHERE id = ?3 AND active = 1 AND (?4 IS NULL OR updated_at <= ?4)
+                RETURNING id
+                """,
+                [.text(d.reason), .int(d.at), .int(d.id), .from(d.invalidSince)]
+            ) { $0.int(0) }
+            done.formUnion(rows)
+        }
+        return done
+    }
+
+    func resolveTokens(app: String, platform: Platform, _ tokens: [String]) throws -> [Device?] {
+        var out: [Device?] = []
+        out.reserveCapacity(tokens.count)
+        let select = try db.statement(
+            "SELECT \(Self.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?")
+        for t in tokens {
+            try select.bind([.text(app), .text(platform.rawValue), .text(DeviceInput.canonicalToken(t, platform: platform))])
+            defer { select.reset() }
+            out.append(try select.step() ? try Self.device(select) : nil)
+        }
+        return out
+    }
+
+    // MARK: kv
+
+    func kvGet(_ key: String) throws -> String? {
+        try db.query("SELECT value FROM kv WHERE key = ?", [.text(key)]) { $0.text(0) }.first ?? nil
+    }
+
+    func kvSet(_ key: String, _ value: String) throws {
+        try db.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [.text(key), .text(value)])
+    }
+
+    // MARK: topics
+
+    /// Checks a topic name: 1 to 256 of letters, digits and `-_.~%` (FCM's topic alphabet).
+    static func validateTopic(_ topic: String) throws(CommandError) {
+        let u = topic.utf8
+        guard !u.isEmpty, u.count <= 256 else { throw .invalid("topic", "must be 1 to 256 characters") }
+        for c in u {
+            switch c {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                UInt8(ascii: "~"), UInt8(ascii: "%"):
+                continue
+            default: throw .invalid("topic", "may only contain letters, digits and '-_.~%'")
+            }
+        }
+    }
+
+    func subscribe(_ ids: [Int64], topic: String, now: Int64) throws {
+        try Self.validateTopic(topic)
+        for id in ids {
+            let exists = try db.query("SELECT 1 FROM devices WHERE id = ?", [.int(id)]) { $0.int(0) }
+            guard !exists.isEmpty else { throw CommandError(.notFound, "device \(id) not found") }
+            try db.execute(
+                "INSERT INTO topic_subscriptions (device_id, topic, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [.int(id), .text(topic), .int(now)])
+        }
+    }
+
+    func unsubscribe(_ ids: [Int64], topic: String) throws {
+        try Self.validateTopic(topic)
+        try db.execute(
+            "DELETE FROM topic_subscriptions WHERE topic = ? AND device_id IN (SELECT value FROM json_each(?))",
+            [.text(topic), .text(Self.jsonArray(ids))])
+    }
+
+    func topics(of ids: [Int64]) throws -> [Int64: [String]] {
+        var out: [Int64: [String]] = [:]
+        for id in ids { out[id] = [] }
+        let rows = try db.query(
+            "SELECT device_id, topic FROM topic_subscriptions WHERE device_id IN (SELECT value FROM json_each(?)) ORDER BY device_id, topic",
+            [.text(Self.jsonArray(ids))]
+        ) { s in (s.int(0), s.text(1) ?? "") }
+        for (id, t) in rows { out[id, default: []].append(t) }
+        return out
+    }
+
+    func subscribers(of topic: String) throws -> [Device] {
+        try Self.validateTopic(topic)
+        return try db.query(
+            """
+            SELECT \(Self.columns.split(separator: ",").map { "d." + $0.trimmingSpaces() }.joined(separator: ", "))
+            FROM devices d JOIN topic_subscriptions t ON t.device_id = d.id
+            WHERE t.topic = ? ORDER BY d.id
+            """, [.text(topic)], Self.device)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingSpaces() -> String {
+        String(self.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+    }
+}

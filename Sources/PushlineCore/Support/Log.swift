@@ -1,0 +1,81 @@
+import CPushlineShims
+import Logging
+import Synchronization
+
+/// A swift-log handler writing one structured line per event to stderr:
+/// `2026-11-29T01:00:00.123Z info  server: listening socket=./var/pushline.sock`.
+///
+/// Values are written as given: callers never pass a full token, key or secret
+/// (use `redact(_:)`).
+public struct StderrLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    private let label: String
+
+    public init(label: String, level: Logger.Level = .info) {
+        self.label = label
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = formatTimestamp(nowMillis())
+        line += " "
+        line += event.level.rawValue
+        line += " "
+        line += label
+        line += ": "
+        line += event.message.description
+        var all = metadata
+        if let m = event.metadata { all.merge(m) { $1 } }
+        for (k, v) in all.sorted(by: { $0.key < $1.key }) {
+            let s = "\(v)"
+            line += " \(k)="
+            if s.contains(" ") || s.contains("\"") || s.isEmpty {
+                line += "\"" + s.replacingQuotes() + "\""
+            } else {
+                line += s
+            }
+        }
+        line += "\n"
+        var bytes = Array(line.utf8)
+        bytes.withUnsafeMutableBytes { p in
+            var off = 0
+            while off < p.count {
+                let n = pl_write(2, p.baseAddress.map { $0 + off }, p.count - off)
+                if n <= 0 { break }
+                off += n
+            }
+        }
+    }
+}
+
+extension String {
+    fileprivate func replacingQuotes() -> String {
+        var out = ""
+        for c in self {
+            if c == "\"" { out += "\\\"" } else if c == "\n" { out += "\\n" } else { out.append(c) }
+        }
+        return out
+    }
+}
+
+/// Process-wide logging setup; call once at start-up.
+public enum PushlineLogging {
+    private static let done = Mutex(false)
+    public static func bootstrap(level: Logger.Level) {
+        done.withLock { d in
+            guard !d else { return }
+            d = true
+            LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every benchmark against the release build (make bench). Benchmarks print
+# figures; they do not pass or fail. Each provider benchmark also measures h2load
+# against the same local sink, as the machine's ceiling.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PUSHLINE_BIN=${PUSHLINE_BIN:-$PWD/.build/release/pushline}
+echo "== foundation (socket, registry, RSS) =="
+python3 bench/foundation_bench.py --bin "$PUSHLINE_BIN"
+for b in transport_bench.sh apns_bench.sh fcm_bench.sh webpush_bench.sh; do
+    if [ -x "bench/$b" ]; then
+        echo "== $b =="
+        "bench/$b" || echo "($b exited $?)"
+    fi
+done

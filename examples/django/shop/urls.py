@@ -1,0 +1,8 @@
+from django.urls import path
+
+from notifications import views
+
+urlpatterns = [
+    path("devices/", views.register_device, name="register-device"),
+    path("orders/<int:order_id>/ship/", views.ship_order, name="ship-order"),
+]
