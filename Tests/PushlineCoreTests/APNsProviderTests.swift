@@ -253,8 +253,16 @@ struct APNsProviderTests {
         try fake.control(#"{"delay_ms":5}"#)
         let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(20))
         #expect(rs.allSatisfy { $0.status == .sent }, "\(rs.compactMap(\.reason))")
-        try fake.control(#"{"max_streams":500}"#)
+        #expect(try fake.state()["protocol_errors"]?.arrayValue?.isEmpty == true)
+        // The first connection may open streams before it has seen SETTINGS; afterwards one at a time.
+        try fake.control(#"{"reset_stats":true}"#)
+        let rs1 = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(10, base: 50))
+        #expect(rs1.allSatisfy { $0.status == .sent })
+        #expect(try fake.state()["max_active_streams"] == .int(1))
+        try fake.control(#"{"max_streams":500,"reset_stats":true}"#)
         let rs2 = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(200))
         #expect(rs2.allSatisfy { $0.status == .sent })
+        #expect((try fake.state()["max_active_streams"]?.intValue ?? 0) > 1, "the raised limit is used")
+        #expect(try fake.state()["protocol_errors"]?.arrayValue?.isEmpty == true)
     }
 }

@@ -148,6 +148,8 @@ class State:
         self.connections_total = 0
         self.goaways_sent = 0
         self.drops = 0
+        self.protocol_errors = []
+        self.max_active_streams = 0
 
     def control(self, c):
         if c.get("reset"):
@@ -166,6 +168,8 @@ class State:
         if "goaway_after" in c:
             self.goaway_after = c["goaway_after"]
             self.goaway_times = int(c.get("goaway_times", 1))
+        if c.get("reset_stats"):
+            self.max_active_streams = 0
         if "max_streams" in c:
             self.max_streams = int(c["max_streams"])
             for p in list(self.conns):
@@ -185,6 +189,8 @@ class State:
             "requests": len(self.received),
             "goaways_sent": self.goaways_sent,
             "drops": self.drops,
+            "protocol_errors": self.protocol_errors,
+            "max_active_streams": self.max_active_streams,
             "max_streams": self.max_streams,
             "teams": {k: {"updates": v["updates"], "rejected_updates": v["rejected_updates"], "jwts": v["jwts"],
                           "iat": v["iat"]} for k, v in self.teams.items()},
@@ -332,10 +338,13 @@ class H2Protocol(asyncio.Protocol):
         self.state.conns.add(self)
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)
+        # Enforce nothing before the client has seen our SETTINGS (it may open streams at once, as with
+        # Apple); the configured limit is announced right away and enforced once acknowledged.
         self.conn.local_settings = h2.settings.Settings(
-            client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: self.state.max_streams,
+            client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 1 << 20,
                                           SettingCodes.MAX_HEADER_LIST_SIZE: 65536})
         self.conn.initiate_connection()
+        self.conn.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.state.max_streams})
         self.flush()
 
     def set_max_streams(self, n):
@@ -362,13 +371,16 @@ class H2Protocol(asyncio.Protocol):
             return
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as e:
+            self.state.protocol_errors.append(f"{type(e).__name__}: {e}")
             self.flush()
             self.transport.close()
             return
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
                 self.streams[ev.stream_id] = {"headers": ev.headers, "body": bytearray()}
+                active = len(self.streams) + self.pending
+                self.state.max_active_streams = max(self.state.max_active_streams, active)
             elif isinstance(ev, h2.events.DataReceived):
                 s = self.streams.get(ev.stream_id)
                 if s is not None:
