@@ -177,6 +177,9 @@ struct APNsPayloadTests {
         #expect(try JSONValue.parse(m.body(for: "aa"))["aps"]?["badge"] == .int(5))
         #expect(try JSONValue.parse(m.body(for: "bb"))["aps"]?["badge"] == .int(12))
         #expect(try JSONValue.parse(m.body(for: "cc"))["aps"]?["badge"] == .int(1))
+        // Clients may give tokens in upper case; the registry stores them lowercase.
+        let upper = try build(#"{"message":"x","badges":{"ABCD":4}}"#)
+        #expect(try JSONValue.parse(upper.body(for: "abcd"))["aps"]?["badge"] == .int(4))
     }
 
     @Test("payload over 4096 bytes (5120 for voip) is payload_too_large with the measured size")

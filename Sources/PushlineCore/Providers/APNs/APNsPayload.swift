@@ -208,7 +208,7 @@ public struct APNsMessage: Sendable {
                 guard let i = v.intValue, i >= 0, i <= Int64(Int32.max) else {
                     throw .invalid("badges", "badge for \(redact(token)) must be a non-negative integer")
                 }
-                badges[token] = Int(i)
+                badges[token.lowercased()] = Int(i)  // the registry stores APNs tokens lowercase
             }
         }
         self.badges = badges
@@ -221,7 +221,7 @@ public struct APNsMessage: Sendable {
 
     /// The payload for one device: the shared body, or a copy with the device's badge from the badge map.
     public func body(for token: String) -> [UInt8] {
-        guard let b = badges[token] else { return body }
+        guard !badges.isEmpty, let b = badges[token] ?? badges[token.lowercased()] else { return body }
         return Self.withBadge(payload, b)
     }
 

@@ -101,7 +101,11 @@ public final class APNsProvider: PushProvider {
             return devices.map { .failed($0, reason: error.message, retryable: false) }
         }
         if notification.dryRun {
-            return devices.map { .sent($0, extra: ["dry_run": .bool(true)]) }
+            return devices.map { d in
+                Self.isValidToken(d.registrationId)
+                    ? .sent(d, extra: ["dry_run": .bool(true)])
+                    : .failed(d, reason: Self.badTokenReason, retryable: false, extra: ["dry_run": .bool(true)])
+            }
         }
         if let reason = blockedReason() {
             return devices.map { .failed($0, reason: reason, retryable: false) }
@@ -143,9 +147,7 @@ public final class APNsProvider: PushProvider {
     /// Sends to one device, with retries; never throws.
     func sendOne(_ msg: APNsMessage, _ device: Device) async -> DeliveryResult {
         let token = device.registrationId
-        guard !token.isEmpty, token.utf8.allSatisfy(APNsMessage.isHex) else {
-            return .failed(device, reason: "BadDeviceToken: not a hexadecimal APNs token (not sent)", retryable: false)
-        }
+        guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
         var headers = msg.headers
         let body = msg.body(for: token)
         var jwt: String? = nil
@@ -220,6 +222,13 @@ public final class APNsProvider: PushProvider {
             }
             return .failed(device, reason: err.reason, retryable: false, extra: extra)
         }
+    }
+
+    static let badTokenReason = "BadDeviceToken: not a hexadecimal APNs token (not sent)"
+
+    /// A token we can put in a URL: hexadecimal, not empty (Apple judges the rest).
+    static func isValidToken(_ t: String) -> Bool {
+        !t.isEmpty && t.utf8.allSatisfy(APNsMessage.isHex)
     }
 
     /// The failure message of a 403: names the key id and team (token auth) or the certificate.
