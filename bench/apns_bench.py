@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--connections", type=int, default=2, help="apns max_connections")
     ap.add_argument("--h2load-rps", type=float)
     ap.add_argument("--latency-sends", type=int, default=1000)
+    ap.add_argument("--perf", help="record `perf` call graphs of the daemon during the largest bulk into this file")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pushline-apns-bench."))
@@ -95,7 +96,8 @@ def main():
             r = c.call({"cmd": "register", "devices": [
                 {"platform": "apns", "registration_id": f"{i:064x}"} for i in range(start + 1, start + n + 1)]})
             assert r["ok"], r
-        print(f"registered {args.devices} devices in {time.time() - t0:.1f} s")
+        print(f"registered {args.devices} devices in {time.time() - t0:.1f} s; daemon RSS now "
+              f"{proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
 
         # Warm the connections and the provider token.
         c.call({"cmd": "send", "platform": "apns", "registration_ids": [f"{1:064x}"], "message": "warm"})
@@ -106,16 +108,24 @@ def main():
             tokens_note = {"registration_ids": [f"{i:064x}" for i in range(1, n + 1)]}
             req = {"cmd": "bulk", "platform": "apns", **tokens_note, "message": "A benchmark notification",
                    "title": "Hello"}
+            perf = None
+            if args.perf and n == max(x for x in (10_000, 100_000) if x <= args.devices):
+                perf = subprocess.Popen(["perf", "record", "-g", "-p", str(proc.pid), "-o", args.perf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
             cpu0 = cpu_s(proc.pid)
             t0 = time.time()
             r = c.call(req)
             dt = time.time() - t0
+            if perf:
+                perf.send_signal(2)
+                perf.wait()
             cpu = cpu_s(proc.pid) - cpu0
             assert r["ok"], r.get("error")
             rate = n / dt
             line = (f"bulk {n:>6}: {dt:6.2f} s, {rate:8.0f} notifications/s, sent {r['sent']}, failed {r['failed']}, "
-                    f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), peak RSS "
-                    f"{proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+                    f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), RSS after "
+                    f"{proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
             if args.h2load_rps:
                 line += f", {rate / args.h2load_rps:.2f} x h2load"
             print(line, flush=True)
