@@ -110,7 +110,22 @@ public final class APNsProvider: PushProvider {
         if let reason = blockedReason() {
             return devices.map { .failed($0, reason: reason, retryable: false) }
         }
-        if devices.count == 1 { return [await sendOne(msg, devices[0])] }
+        // One provider token for the whole send (refreshed per device only on ExpiredProviderToken),
+        // and one header list shared by every request.
+        var headers = msg.headers
+        var jwt: String? = nil
+        if let c = credentials {
+            do {
+                let t = try await tokenCache.token(for: c, store: context.store, nowSeconds: nowMillis() / 1000)
+                jwt = t
+                headers.append(("authorization", "bearer \(t)"))
+            } catch {
+                let reason = "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"
+                return devices.map { .failed($0, reason: reason, retryable: false) }
+            }
+        }
+        let prepared = Prepared(msg: msg, headers: headers, jwt: jwt)
+        if devices.count == 1 { return [await sendOne(prepared, devices[0])] }
 
         return await withTaskGroup(of: (Int, DeliveryResult).self, returning: [DeliveryResult].self) { group in
             var out = [DeliveryResult?](repeating: nil, count: devices.count)
@@ -118,14 +133,14 @@ public final class APNsProvider: PushProvider {
             let width = min(Self.concurrency, devices.count)
             while next < width {
                 let i = next
-                group.addTask { (i, await self.sendOne(msg, devices[i])) }
+                group.addTask { (i, await self.sendOne(prepared, devices[i])) }
                 next += 1
             }
             while let (i, r) = await group.next() {
                 out[i] = r
                 if next < devices.count {
                     let j = next
-                    group.addTask { (j, await self.sendOne(msg, devices[j])) }
+                    group.addTask { (j, await self.sendOne(prepared, devices[j])) }
                     next += 1
                 }
             }
@@ -145,21 +160,21 @@ public final class APNsProvider: PushProvider {
     }
 
     /// Sends to one device, with retries; never throws.
-    func sendOne(_ msg: APNsMessage, _ device: Device) async -> DeliveryResult {
+    /// What every request of one send shares.
+    struct Prepared: Sendable {
+        var msg: APNsMessage
+        /// The message's headers plus `authorization` (last) in token mode.
+        var headers: [(String, String)]
+        var jwt: String?
+    }
+
+    func sendOne(_ p: Prepared, _ device: Device) async -> DeliveryResult {
         let token = device.registrationId
         guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
-        var headers = msg.headers
-        let body = msg.body(for: token)
-        var jwt: String? = nil
-        if let c = credentials {
-            do {
-                jwt = try await tokenCache.token(for: c, store: context.store, nowSeconds: nowMillis() / 1000)
-            } catch {
-                return .failed(device, reason: "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
-            }
-        }
-        let authIndex = headers.count
-        if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
+        var headers = p.headers
+        var jwt = p.jwt
+        let body = p.msg.body(for: token)
+        let authIndex = headers.count - 1
         let url = "\(baseURL)/3/device/\(token)"
         var refreshedToken = false
         var attempt = 0
