@@ -322,3 +322,71 @@ def test_one_slow_or_failing_device_never_fails_the_others(start_daemon, fake):
     r = d.call({"cmd": "bulk", "platform": "apns", "registration_ids": tokens, "message": "x"})
     assert r["ok"] and r["results"][0]["reason"] == "BadTopic"
     assert r["sent"] == 19, [x.get("reason") for x in r["results"]]
+
+
+def _kv(db, key, value=None):
+    import sqlite3
+    con = sqlite3.connect(db)
+    try:
+        if value is None:
+            row = con.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+        con.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        con.commit()
+    finally:
+        con.close()
+
+
+def _sign_jwt(p8_path, kid, team, iat):
+    import base64
+    import json as _json
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    key = serialization.load_pem_private_key(open(p8_path, "rb").read(), None)
+    h = b64(_json.dumps({"alg": "ES256", "kid": kid}).encode())
+    c = b64(_json.dumps({"iss": team, "iat": iat}).encode())
+    r, s = decode_dss_signature(key.sign(f"{h}.{c}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{h}.{c}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+KV_KEY = f"apns.jwt.{TEAM}.{KEY_ID}"
+
+
+def test_persisted_token_older_than_50_minutes_is_replaced(start_daemon, start_fake):
+    f = start_fake("--gen-key", f"{TEAM}:{KEY_ID}", "--min-token-refresh-s", "0")
+    d = start_daemon(cfg(f))
+    register(d, [tok(1)])
+    assert send(d, [tok(1)], message="a")["sent"] == 1
+    iat, jwt = _kv(d.db_path, KV_KEY).split(":", 1)
+    assert abs(int(iat) - time.time()) < 30
+    d.stop()
+    _kv(d.db_path, KV_KEY, f"{int(time.time()) - 51 * 60}:{jwt}")  # as if saved 51 minutes ago
+    d.restart()
+    assert send(d, [tok(1)], message="b")["sent"] == 1
+    new_iat, new_jwt = _kv(d.db_path, KV_KEY).split(":", 1)
+    assert new_jwt != jwt and abs(int(new_iat) - time.time()) < 30
+    assert f.state()["teams"][TEAM]["jwts"] == [jwt, new_jwt]
+
+
+def test_token_apple_finds_older_than_an_hour_is_refreshed(start_daemon, start_fake):
+    # The stored issue time says "fresh" but the JWT's iat is 62 minutes old: Apple (the fake) answers
+    # ExpiredProviderToken; the daemon mints a new token and retries once.
+    f = start_fake("--gen-key", f"{TEAM}:{KEY_ID}")
+    d = start_daemon(cfg(f))
+    d.stop()
+    old = _sign_jwt(f.key_path(), KEY_ID, TEAM, int(time.time()) - 62 * 60)
+    _kv(d.db_path, KV_KEY, f"{int(time.time()) - 60}:{old}")
+    d.restart()
+    register(d, [tok(1)])
+    r = send(d, [tok(1)], message="x")
+    assert r["sent"] == 1, r
+    got = f.received()
+    assert [x["reason"] for x in got] == ["ExpiredProviderToken", None]
+    assert got[0]["headers"]["authorization"] == f"bearer {old}"
+    assert _kv(d.db_path, KV_KEY).split(":", 1)[1] != old
