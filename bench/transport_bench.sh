@@ -5,7 +5,7 @@
 #   bench/transport_bench.sh [requests] [threads] [connections-per-thread]
 #   (defaults: 100000 2 1; PORT=18443; WINDOW=2000 concurrent senders)
 #
-# Prints h2load's rate, then pushline-transport-bench's rate, its ratio to h2load,
+# Prints h2load's rate, a raw libcurl C baseline (bench/curl_baseline.c), then pushline-transport-bench's rate, its ratio to h2load,
 # CPU seconds (getrusage) and peak RSS. Not a test: numbers depend on the machine's load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,12 @@ h2out="$(h2load -n "$requests" -c "$total_conns" -m 100 -d "$body" \
     -H 'content-type: application/json' "https://127.0.0.1:$port/" 2>&1)"
 echo "$h2out" | grep -E "^finished|^requests:"
 h2rate="$(echo "$h2out" | sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')"
+
+if command -v cc >/dev/null; then
+    echo "== raw libcurl baseline (C, 1 thread, 1 connection, 1000 in flight)"
+    cc -O2 -o "$dir/curl_baseline" bench/curl_baseline.c -lcurl
+    "$dir/curl_baseline" "https://127.0.0.1:$port/" "$ca" "$requests" 1000
+fi
 
 echo "== pushline-transport-bench -n $requests --threads $threads --connections $conns"
 "$bin" --url "https://127.0.0.1:$port/" --ca "$ca" -n "$requests" --threads "$threads" \

@@ -124,8 +124,8 @@ func runBench() async {
     print("cpu:           user \(fmt(user, 2)) s, sys \(fmt(sys, 2)) s, \(fmt((user + sys) / Double(args.requests) * 1e6, 1)) us/request")
     print("peak RSS:      \(fmt(Double(after.maxRSSKiB) / 1024, 1)) MiB")
     print("transport:     \(transport.stats)")
-    usleep(2_500_000)  // The loops free surplus easy handles once quiet (poll timeout 1 s).
-    print("RSS idle:      \(fmt(Double(currentRSSBytes()) / 1_048_576, 1)) MiB (2.5 s after the run, connections still open)")
+    usleep(4_000_000)  // The loops free surplus easy handles after 2 s of quiet (they poll every 1 s).
+    print("RSS idle:      \(fmt(Double(currentRSSBytes()) / 1_048_576, 1)) MiB (4 s after the run, connections still open)")
     transport.shutdown()
     if failed > 0 { exit(1) }
 }

@@ -2,13 +2,13 @@ import Testing
 @testable import PushlineCore
 
 /// Parses a JSON notification as a client would send it.
-func apnsNote(_ json: String) throws -> Notification {
+func apnsTestNote(_ json: String) throws -> Notification {
     let v = try JSONValue.parse(json)
     return try Notification(parsing: try #require(v.objectValue))
 }
 
 private func build(_ json: String, topic: String? = "com.example.app", requireTopic: Bool = true) throws -> APNsMessage {
-    try APNsMessage(try apnsNote(json), defaultTopic: topic, requireTopic: requireTopic, nowSeconds: 1_700_000_000)
+    try APNsMessage(try apnsTestNote(json), defaultTopic: topic, requireTopic: requireTopic, nowSeconds: 1_700_000_000)
 }
 
 private func payload(_ m: APNsMessage) throws -> JSONValue { try JSONValue.parse(m.body) }

@@ -4,7 +4,7 @@ import Testing
 @testable import PushlineCore
 
 /// The fake APNs (Tests/fakes/fake_apns.py) as a child process: real HTTP/2 over TLS on loopback.
-final class FakeAPNs {
+final class FakeAPNsProcess {
     let process = Process()
     let port: Int
     let caPath: String
@@ -82,26 +82,26 @@ final class FakeAPNs {
     func state() throws -> JSONValue { try admin("GET", "/state") }
 }
 
-let apnsTeam = "TEAM123456"
-let apnsKeyId = "KEY1234567"
+let apnsTestTeam = "TEAM123456"
+let apnsTestKeyId = "KEY1234567"
 
-func fakeDeviceToken(_ i: Int) -> String {
+func apnsTestToken(_ i: Int) -> String {
     let hex = String(i, radix: 16)
     return String(repeating: "a", count: 64 - hex.count) + hex
 }
 
-func apnsDevices(_ n: Int, base: Int = 1) -> [Device] {
-    (0..<n).map { Device(id: Int64(base + $0), platform: .apns, app: "default", registrationId: fakeDeviceToken(base + $0)) }
+func apnsTestDevices(_ n: Int, base: Int = 1) -> [Device] {
+    (0..<n).map { Device(id: Int64(base + $0), platform: .apns, app: "default", registrationId: apnsTestToken(base + $0)) }
 }
 
 /// An APNs provider aimed at a fake, with its own token cache and store.
-func makeAPNsProvider(
-    _ fake: FakeAPNs, transport: HTTPTransport, extra: String = "", store: MemoryStore = MemoryStore(),
-    cache: APNsTokenCache = APNsTokenCache(), keyId: String = apnsKeyId, keyPath: String? = nil
+func makeTestAPNsProvider(
+    _ fake: FakeAPNsProcess, transport: HTTPTransport, extra: String = "", store: APNsTestStore = APNsTestStore(),
+    cache: APNsTokenCache = APNsTokenCache(), keyId: String = apnsTestKeyId, keyPath: String? = nil
 ) throws -> APNsProvider {
-    let kp = keyPath ?? "\(fake.workdir)/AuthKey_\(apnsKeyId).p8"
+    let kp = keyPath ?? "\(fake.workdir)/AuthKey_\(apnsTestKeyId).p8"
     let json = """
-        {"key_path":"\(kp)","key_id":"\(keyId)","team_id":"\(apnsTeam)","topic":"com.example.app",
+        {"key_path":"\(kp)","key_id":"\(keyId)","team_id":"\(apnsTestTeam)","topic":"com.example.app",
          "endpoint":"https://localhost:\(fake.port)","ca_file":"\(fake.caPath)"\(extra)}
         """
     var r = try ConfigReader(try JSONValue.parse(json), path: "apps.default.apns")
@@ -115,15 +115,15 @@ func makeAPNsProvider(
 struct APNsProviderTests {
     @Test("send: one result per device in order; 410 deactivates with Apple's timestamp; BadDeviceToken deactivates")
     func sendAndMap() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)", "--topic", "com.example.app"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)", "--topic", "com.example.app"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
-        let p = try makeAPNsProvider(fake, transport: transport)
-        let devs = apnsDevices(4)
-        try fake.control(#"{"unregister":[{"token":"\#(fakeDeviceToken(2))","timestamp":1700000000123}]}"#)
-        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(3))","status":400,"reason":"BadDeviceToken","count":-1}]}"#)
-        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(4))","status":400,"reason":"BadTopic","count":-1}]}"#)
-        let n = try apnsNote(#"{"message":"Hello","title":"T","badge":2,"extra":{"order":7},"collapse_id":"c"}"#)
+        let p = try makeTestAPNsProvider(fake, transport: transport)
+        let devs = apnsTestDevices(4)
+        try fake.control(#"{"unregister":[{"token":"\#(apnsTestToken(2))","timestamp":1700000000123}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(apnsTestToken(3))","status":400,"reason":"BadDeviceToken","count":-1}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(apnsTestToken(4))","status":400,"reason":"BadTopic","count":-1}]}"#)
+        let n = try apnsTestNote(#"{"message":"Hello","title":"T","badge":2,"extra":{"order":7},"collapse_id":"c"}"#)
         try p.validate(n)
         let rs = await p.send(n, to: devs)
         #expect(rs.map(\.registrationId) == devs.map(\.registrationId))
@@ -133,7 +133,7 @@ struct APNsProviderTests {
         #expect(rs[1].invalidSince == 1_700_000_000_123)
         #expect(rs[2].reason == "BadDeviceToken" && rs[2].deactivate && rs[2].invalidSince == nil)
         #expect(rs[3].reason == "BadTopic" && !rs[3].deactivate && !rs[3].retryable)
-        let got = try fake.received().first { $0["token"]?.stringValue == fakeDeviceToken(1) }
+        let got = try fake.received().first { $0["token"]?.stringValue == apnsTestToken(1) }
         let req = try #require(got)
         #expect(req["payload"]?["aps"]?["alert"]?["title"] == .string("T"))
         #expect(req["payload"]?["aps"]?["badge"] == .int(2))
@@ -146,61 +146,61 @@ struct APNsProviderTests {
 
     @Test("503 is retried with backoff; a persistent 429 fails retryable after 3 attempts")
     func retries() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
-        let p = try makeAPNsProvider(fake, transport: transport)
-        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(1))","status":503,"reason":"ServiceUnavailable","count":2}]}"#)
-        try fake.control(#"{"fail":[{"token":"\#(fakeDeviceToken(2))","status":429,"reason":"TooManyRequests","count":-1}]}"#)
-        let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(3))
+        let p = try makeTestAPNsProvider(fake, transport: transport)
+        try fake.control(#"{"fail":[{"token":"\#(apnsTestToken(1))","status":503,"reason":"ServiceUnavailable","count":2}]}"#)
+        try fake.control(#"{"fail":[{"token":"\#(apnsTestToken(2))","status":429,"reason":"TooManyRequests","count":-1}]}"#)
+        let rs = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(3))
         #expect(rs[0].status == .sent)
         #expect(rs[1].status == .failed && rs[1].reason == "TooManyRequests" && rs[1].retryable)
         #expect(rs[2].status == .sent)
         let recv = try fake.received()
-        #expect(recv.filter { $0["token"]?.stringValue == fakeDeviceToken(1) }.count == 3)
-        #expect(recv.filter { $0["token"]?.stringValue == fakeDeviceToken(2) }.count == APNsProvider.maxAttempts)
+        #expect(recv.filter { $0["token"]?.stringValue == apnsTestToken(1) }.count == 3)
+        #expect(recv.filter { $0["token"]?.stringValue == apnsTestToken(2) }.count == APNsProvider.maxAttempts)
     }
 
     @Test("ExpiredProviderToken: a new JWT is minted and the send retried once")
     func expiredProviderToken() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
-        let store = MemoryStore()
-        let p = try makeAPNsProvider(fake, transport: transport, store: store)
-        #expect(await p.send(try apnsNote(#"{"message":"a"}"#), to: apnsDevices(1))[0].status == .sent)
+        let store = APNsTestStore()
+        let p = try makeTestAPNsProvider(fake, transport: transport, store: store)
+        #expect(await p.send(try apnsTestNote(#"{"message":"a"}"#), to: apnsTestDevices(1))[0].status == .sent)
         try fake.control(#"{"expire_current":true}"#)
-        let rs = await p.send(try apnsNote(#"{"message":"b"}"#), to: apnsDevices(5))
+        let rs = await p.send(try apnsTestNote(#"{"message":"b"}"#), to: apnsTestDevices(5))
         #expect(rs.allSatisfy { $0.status == .sent })
-        let team = try fake.state()["teams"]?[apnsTeam]
+        let team = try fake.state()["teams"]?[apnsTestTeam]
         #expect(team?["updates"] == .int(1))
         #expect(team?["jwts"]?.arrayValue?.count == 2)
         #expect(team?["rejected_updates"] == .int(0))
         // The new token is persisted for the next start.
-        let saved = try #require(await store.get("apns.jwt.\(apnsTeam).\(apnsKeyId)"))
+        let saved = try #require(await store.get("apns.jwt.\(apnsTestTeam).\(apnsTestKeyId)"))
         #expect(saved.hasSuffix(team?["jwts"]?.arrayValue?.last?.stringValue ?? "-"))
     }
 
     @Test("InvalidProviderToken fails naming key id and team, then fails fast without sending")
     func invalidProviderToken() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)", "--gen-key", "\(apnsTeam):OTHERKEY99"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)", "--gen-key", "\(apnsTestTeam):OTHERKEY99"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
         // Sign with OTHERKEY99's key but claim kid KEY1234567: the signature does not verify.
-        let p = try makeAPNsProvider(fake, transport: transport, keyPath: "\(fake.workdir)/AuthKey_OTHERKEY99.p8")
-        let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(1))
+        let p = try makeTestAPNsProvider(fake, transport: transport, keyPath: "\(fake.workdir)/AuthKey_OTHERKEY99.p8")
+        let rs = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(1))
         #expect(rs[0].status == .failed && !rs[0].retryable)
         let reason = try #require(rs[0].reason)
-        #expect(reason.contains("InvalidProviderToken") && reason.contains(apnsKeyId) && reason.contains(apnsTeam))
+        #expect(reason.contains("InvalidProviderToken") && reason.contains(apnsTestKeyId) && reason.contains(apnsTestTeam))
         let before = try fake.received().count
-        let again = await p.send(try apnsNote(#"{"message":"y"}"#), to: apnsDevices(3))
+        let again = await p.send(try apnsTestNote(#"{"message":"y"}"#), to: apnsTestDevices(3))
         #expect(again.allSatisfy { $0.reason == reason })
         #expect(try fake.received().count == before, "no request while the configuration error holds")
     }
 
     @Test("certificate auth with an encrypted key")
     func certificateAuth() async throws {
-        let fake = try FakeAPNs(["--cert-mode", "--client-key-password", "s3cret", "--topic", "com.example.app"])
+        let fake = try FakeAPNsProcess(["--cert-mode", "--client-key-password", "s3cret", "--topic", "com.example.app"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
         let json = """
@@ -211,56 +211,56 @@ struct APNsProviderTests {
         let cfg = try APNsConfig(reading: &r)
         let p = try APNsProvider(
             app: "default", config: cfg,
-            context: ProviderContext(transport: transport, store: MemoryStore(), logger: Logger(label: "t")))
-        let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(2))
+            context: ProviderContext(transport: transport, store: APNsTestStore(), logger: Logger(label: "t")))
+        let rs = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(2))
         #expect(rs.allSatisfy { $0.status == .sent }, "\(rs.map { $0.reason ?? "" })")
         #expect(try fake.received().first?["headers"]?["authorization"] == nil)
     }
 
     @Test("dry_run builds everything and sends nothing")
     func dryRun() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
-        let p = try makeAPNsProvider(fake, transport: transport)
-        let rs = await p.send(try apnsNote(#"{"message":"x","dry_run":true}"#), to: apnsDevices(3))
+        let p = try makeTestAPNsProvider(fake, transport: transport)
+        let rs = await p.send(try apnsTestNote(#"{"message":"x","dry_run":true}"#), to: apnsTestDevices(3))
         #expect(rs.allSatisfy { $0.status == .sent && $0.extra["dry_run"] == .bool(true) })
         #expect(try fake.received().isEmpty)
     }
 
     @Test("GOAWAY and a dropped connection: every device is still delivered")
     func goawayAndDrop() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
-        let p = try makeAPNsProvider(fake, transport: transport)
-        #expect(await p.send(try apnsNote(#"{"message":"warm"}"#), to: apnsDevices(1))[0].status == .sent)
+        let p = try makeTestAPNsProvider(fake, transport: transport)
+        #expect(await p.send(try apnsTestNote(#"{"message":"warm"}"#), to: apnsTestDevices(1))[0].status == .sent)
         try fake.control(#"{"goaway_after":10,"goaway_times":2}"#)
-        let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(60))
+        let rs = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(60))
         #expect(rs.filter { $0.status == .sent }.count == 60, "\(rs.compactMap(\.reason))")
         #expect(try fake.state()["goaways_sent"] == .int(2))
         try fake.control(#"{"drop_after":5,"drop_times":1}"#)
-        let rs2 = await p.send(try apnsNote(#"{"message":"y"}"#), to: apnsDevices(30, base: 100))
+        let rs2 = await p.send(try apnsTestNote(#"{"message":"y"}"#), to: apnsTestDevices(30, base: 100))
         #expect(rs2.filter { $0.status == .sent }.count == 30, "\(rs2.compactMap(\.reason))")
     }
 
     @Test("a low SETTINGS_MAX_CONCURRENT_STREAMS then raised: all delivered")
     func lowMaxStreams() async throws {
-        let fake = try FakeAPNs(["--gen-key", "\(apnsTeam):\(apnsKeyId)", "--max-streams", "1"])
+        let fake = try FakeAPNsProcess(["--gen-key", "\(apnsTestTeam):\(apnsTestKeyId)", "--max-streams", "1"])
         let transport = HTTPTransport()
         defer { transport.shutdown() }
-        let p = try makeAPNsProvider(fake, transport: transport)
+        let p = try makeTestAPNsProvider(fake, transport: transport)
         try fake.control(#"{"delay_ms":5}"#)
-        let rs = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(20))
+        let rs = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(20))
         #expect(rs.allSatisfy { $0.status == .sent }, "\(rs.compactMap(\.reason))")
         #expect(try fake.state()["protocol_errors"]?.arrayValue?.isEmpty == true)
         // The first connection may open streams before it has seen SETTINGS; afterwards one at a time.
         try fake.control(#"{"reset_stats":true}"#)
-        let rs1 = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(10, base: 50))
+        let rs1 = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(10, base: 50))
         #expect(rs1.allSatisfy { $0.status == .sent })
         #expect(try fake.state()["max_active_streams"] == .int(1))
         try fake.control(#"{"max_streams":500,"reset_stats":true}"#)
-        let rs2 = await p.send(try apnsNote(#"{"message":"x"}"#), to: apnsDevices(200))
+        let rs2 = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(200))
         #expect(rs2.allSatisfy { $0.status == .sent })
         #expect((try fake.state()["max_active_streams"]?.intValue ?? 0) > 1, "the raised limit is used")
         #expect(try fake.state()["protocol_errors"]?.arrayValue?.isEmpty == true)

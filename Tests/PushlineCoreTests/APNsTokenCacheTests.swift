@@ -3,7 +3,7 @@ import Testing
 @testable import PushlineCore
 
 /// A KeyValueStore in memory, counting writes.
-final class MemoryStore: KeyValueStore {
+final class APNsTestStore: KeyValueStore {
     let values = Mutex<[String: String]>([:])
     let writes = Mutex(0)
     func get(_ key: String) async -> String? { values.withLock { $0[key] } }
@@ -35,7 +35,7 @@ struct APNsTokenCacheTests {
     @Test("mints an ES256 JWT with kid, iss and iat, and reuses it")
     func mintAndReuse() async throws {
         let cache = APNsTokenCache()
-        let store = MemoryStore()
+        let store = APNsTestStore()
         let t1 = try await cache.token(for: creds, store: store, nowSeconds: 1_000_000)
         #expect(try header(t1)["alg"] == .string("ES256"))
         #expect(try header(t1)["kid"] == .string("KEY1234567"))
@@ -50,7 +50,7 @@ struct APNsTokenCacheTests {
     @Test("refreshes after 50 minutes")
     func refresh() async throws {
         let cache = APNsTokenCache()
-        let store = MemoryStore()
+        let store = APNsTestStore()
         let t1 = try await cache.token(for: creds, store: store, nowSeconds: 1_000_000)
         let t2 = try await cache.token(for: creds, store: store, nowSeconds: 1_000_000 + 50 * 60)
         #expect(t1 != t2)
@@ -59,7 +59,7 @@ struct APNsTokenCacheTests {
 
     @Test("a restart (new cache, same store) reuses the persisted token while it is fresh")
     func restart() async throws {
-        let store = MemoryStore()
+        let store = APNsTestStore()
         let t1 = try await APNsTokenCache().token(for: creds, store: store, nowSeconds: 1_000_000)
         let t2 = try await APNsTokenCache().token(for: creds, store: store, nowSeconds: 1_000_000 + 30 * 60)
         #expect(t1 == t2)
@@ -70,7 +70,7 @@ struct APNsTokenCacheTests {
     @Test("ExpiredProviderToken: a rejected token is replaced once, even by concurrent callers")
     func rejected() async throws {
         let cache = APNsTokenCache()
-        let store = MemoryStore()
+        let store = APNsTestStore()
         let t1 = try await cache.token(for: creds, store: store, nowSeconds: 1_000_000)
         let c = creds
         let results = try await withThrowingTaskGroup(of: String.self, returning: Set<String>.self) { g in
@@ -89,7 +89,7 @@ struct APNsTokenCacheTests {
     @Test("concurrent first use mints one token")
     func concurrentFirstUse() async throws {
         let cache = APNsTokenCache()
-        let store = MemoryStore()
+        let store = APNsTestStore()
         let c = creds
         let results = try await withThrowingTaskGroup(of: String.self, returning: Set<String>.self) { g in
             for _ in 0..<50 { g.addTask { try await cache.token(for: c, store: store, nowSeconds: 2_000_000) } }
@@ -103,7 +103,7 @@ struct APNsTokenCacheTests {
 
     @Test("a corrupt persisted value is ignored")
     func corrupt() async throws {
-        let store = MemoryStore()
+        let store = APNsTestStore()
         await store.set("apns.jwt.TEAM123456.KEY1234567", "garbage")
         let t = try await APNsTokenCache().token(for: creds, store: store, nowSeconds: 1_000_000)
         #expect(try claims(t)["iat"] == .int(1_000_000))

@@ -197,6 +197,21 @@ struct TransportTests {
         #expect(kind(r2) == "tls")
     }
 
+    @Test func clientCertificateWithEncryptedKey() async throws {
+        let sink = try H2SinkProcess(["--require-client-cert", "s3cret"])
+        let transport = HTTPTransport()
+        defer { transport.shutdown() }
+        let clientPEM = (sink.caFile as NSString).deletingLastPathComponent + "/client.pem"
+        let tls = TLSOptions(caFile: sink.caFile, clientCertFile: clientPEM, clientKeyPassword: "s3cret")
+        let r = try await transport.perform(HTTPRequest(url: sink.base + "/echo/cert", tls: tls)).get()
+        #expect(r.status == 200)
+        #expect(try JSONValue.parse(r.body)["client_cn"]?.stringValue == "pushline-test-client")
+        // A wrong passphrase cannot load the key: a TLS (configuration) error, not retried.
+        let bad = TLSOptions(caFile: sink.caFile, clientCertFile: clientPEM, clientKeyPassword: "wrong")
+        let r2 = await transport.perform(HTTPRequest(url: sink.base + "/echo/cert", tls: bad, timeoutMs: 5000))
+        #expect(kind(r2) == "tls")
+    }
+
     @Test func goawayMidBurstLosesNothing() async throws {
         let sink = try H2SinkProcess(["--goaway-after", "150"])
         let transport = HTTPTransport(options: TransportOptions(threads: 2, maxConnectionsPerHost: 1))

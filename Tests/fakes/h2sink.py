@@ -9,7 +9,7 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
 Paths:
   /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
                     (the /stats stream itself is not counted in streams/max_active)
-  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body"}
+  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn"}
   anything else     body '{}'
 
 Query parameters override the command line per request: delay_ms=N, status=N.
@@ -22,6 +22,9 @@ Options:
                      later streams are never answered (unprocessed), the connection is closed
                      once the first N are answered
   --drop-after N     per connection: abort the TCP connection when the Nth stream arrives
+  --require-client-cert PASSWORD
+                     demand a client certificate signed by the sink's CA; writes one to
+                     <dir of ca_file>/client.pem (certificate + key encrypted with PASSWORD)
   --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000); streams over it are refused
                      with RST_STREAM REFUSED_STREAM
 """
@@ -98,7 +101,39 @@ def make_cert(directory):
                 serialization.NoEncryption(),
             )
         )
-    return cert_path, key_path
+    return cert_path, key_path, cert, key
+
+
+def make_client_cert(directory, ca_cert, ca_key, password):
+    """Writes client.pem (certificate + key encrypted with `password`) signed by the sink's CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pushline-test-client")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())
+    )
+    path = os.path.join(directory, "client.pem")
+    with open(path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(password.encode()),
+            )
+        )
+    return path
 
 
 class H2Sink(asyncio.Protocol):
@@ -237,6 +272,7 @@ class H2Sink(asyncio.Protocol):
                     "path": headers.get(":path"),
                     "headers": [[k, v] for k, v in req["headers"] if not k.startswith(":")],
                     "body": req["body"].decode("latin-1"),
+                    "client_cn": self.client_cn(),
                 }
             ).encode()
         else:
@@ -273,6 +309,14 @@ class H2Sink(asyncio.Protocol):
         ):
             self.close_now()
 
+    def client_cn(self):
+        cert = self.transport.get_extra_info("peercert") if self.transport else None
+        for rdn in (cert or {}).get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    return v
+        return None
+
     def close_now(self):
         if not self.closed:
             self.closed = True
@@ -287,13 +331,18 @@ async def main():
     ap.add_argument("--goaway-after", type=int, default=0)
     ap.add_argument("--drop-after", type=int, default=0)
     ap.add_argument("--max-streams", type=int, default=1000)
+    ap.add_argument("--require-client-cert", metavar="PASSWORD", default="")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="h2sink-")
     atexit.register(shutil.rmtree, tmp, True)
-    cert, key = make_cert(tmp)
+    cert, key, ca_cert, ca_key = make_cert(tmp)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
+    if args.require_client_cert:
+        make_client_cert(tmp, ca_cert, ca_key, args.require_client_cert)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cert)
     ctx.set_alpn_protocols(["h2"])
     ctx.options |= ssl.OP_NO_COMPRESSION
 

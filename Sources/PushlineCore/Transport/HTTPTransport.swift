@@ -12,7 +12,9 @@ public struct TransportOptions: Sendable {
     /// Streams per connection we ask for (the server's SETTINGS_MAX_CONCURRENT_STREAMS still rules).
     ///
     /// A loop never has more than `maxConnectionsPerHost * maxConcurrentStreams` transfers
-    /// in flight to one origin; further requests wait in the loop's own queue.
+    /// in flight to one origin; further requests wait in the loop's own queue (their deadline
+    /// running). Each transfer in flight holds a libcurl easy handle of roughly 30-60 KiB;
+    /// surplus handles are freed once the loop is quiet.
     public var maxConcurrentStreams: Int
     /// Seconds an idle connection is kept for reuse (`CURLOPT_MAXAGE_CONN`).
     public var idleTimeoutSeconds: Int

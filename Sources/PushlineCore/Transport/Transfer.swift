@@ -217,9 +217,14 @@ final class Transfer {
         guard colon < end, colon > 0 else { return }
         var valueStart = colon + 1
         while valueStart < end, line[valueStart] == 32 || line[valueStart] == 9 { valueStart += 1 }
-        var nameBytes = [UInt8](UnsafeRawBufferPointer(rebasing: line[0..<colon]))
-        for i in nameBytes.indices where nameBytes[i] >= 65 && nameBytes[i] <= 90 { nameBytes[i] += 32 }
-        let name = String(decoding: nameBytes, as: UTF8.self)
+        let rawName = UnsafeRawBufferPointer(rebasing: line[0..<colon])
+        let name: String
+        if rawName.contains(where: { $0 >= 65 && $0 <= 90 }) {
+            // HTTP/2 names arrive lowercase already; this is only for odd servers.
+            name = String(decoding: rawName.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
+        } else {
+            name = String(decoding: rawName, as: UTF8.self)
+        }
         let value = String(decoding: UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), as: UTF8.self)
         headers.append((name, value))
     }

@@ -4,7 +4,10 @@ import Glibc
 import Synchronization
 
 /// One request waiting for, or being served by, an event loop.
-struct Job: Sendable {
+///
+/// A class (immutable, so Sendable) rather than a struct: it is handed through several queues,
+/// and copying one reference is cheaper than copying the request's many fields.
+final class Job: Sendable {
     let request: HTTPRequest
     /// `https://host[:port]`: the unit of the per-loop stream limit.
     let origin: String
@@ -12,7 +15,23 @@ struct Job: Sendable {
     let deadline: UInt64
     let continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>
     /// Times this request was sent again after `.connectionLost`.
-    var attempts = 0
+    let attempts: Int
+
+    init(
+        request: HTTPRequest, origin: String, deadline: UInt64,
+        continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>, attempts: Int = 0
+    ) {
+        self.request = request
+        self.origin = origin
+        self.deadline = deadline
+        self.continuation = continuation
+        self.attempts = attempts
+    }
+
+    /// The same request for its next attempt.
+    func retry() -> Job {
+        Job(request: request, origin: origin, deadline: deadline, continuation: continuation, attempts: attempts + 1)
+    }
 }
 
 /// The address of a multi handle, only for `curl_multi_wakeup` from other threads.
@@ -211,6 +230,10 @@ final class EventLoop {
     private static let scanIntervalNanos: UInt64 = 20_000_000
     /// Idle easy handles kept once the loop is quiet.
     private static let keepIdle = 32
+    /// How long the loop must have had nothing to do before it frees surplus handles.
+    private static let quietNanos: UInt64 = 2_000_000_000
+    /// When the loop last had transfers in flight or queued.
+    private var lastBusy: UInt64 = 0
 
     init(handle: LoopHandle, options: TransportOptions) throws(TransportError) {
         self.handle = handle
@@ -253,14 +276,17 @@ final class EventLoop {
                 nextScan = now &+ Self.scanIntervalNanos
             }
             if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
-            if active.isEmpty && queued == 0 && !origins.isEmpty {
-                origins.removeAll()  // No transfer refers to them; keeps many one-off origins from piling up.
-            }
-            if active.isEmpty && queued == 0 && idle.count > Self.keepIdle {
-                // Quiet after a burst: free most easy handles (tens of KiB each) and give the
-                // memory back to the system (the daemon's idle RSS budget is small).
-                idle.removeLast(idle.count - Self.keepIdle)
-                _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+            if !active.isEmpty || queued > 0 {
+                lastBusy = now
+            } else if now &- lastBusy >= Self.quietNanos && (!origins.isEmpty || idle.count > Self.keepIdle) {
+                // Quiet for a while after a burst (not just between two batches): drop the origin
+                // queues (no transfer refers to them), free most easy handles (tens of KiB each)
+                // and give the memory back to the system (the daemon's idle RSS budget is small).
+                origins.removeAll()
+                if idle.count > Self.keepIdle {
+                    idle.removeLast(idle.count - Self.keepIdle)
+                    _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
+                }
             }
             // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
             let timeout: Int32 = queued > 0 ? 20 : 1000
@@ -391,7 +417,7 @@ final class EventLoop {
     }
 
     private func finish(_ transfer: Transfer, _ code: CURLcode) {
-        guard var job = detach(transfer) else {
+        guard let job = detach(transfer) else {
             transfer.clear()
             idle.append(transfer)
             return
@@ -415,11 +441,10 @@ final class EventLoop {
         if error.kind == .connectionLost, !gotResponse, job.attempts < options.maxRetries,
             monotonicNanos() < job.deadline
         {
-            job.attempts += 1
             handle.retries.add(1, ordering: .relaxed)
             let q = origins[job.origin] ?? OriginQueue()
             origins[job.origin] = q
-            q.retried.append(job)
+            q.retried.append(job.retry())
             queued += 1
             return
         }

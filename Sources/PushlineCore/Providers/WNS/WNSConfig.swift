@@ -1,4 +1,10 @@
 /// An app's `wns` block.
+///
+/// ```json
+/// "wns": {"package_sid": "ms-app://s-1-15-2-...", "client_secret": "...",
+///         "token_url": "https://login.live.com/accesstoken.srf", "ca_file": "/etc/ssl/extra.pem"}
+/// ```
+/// `endpoint`, when set, replaces the origin of every channel URI (tests, proxies).
 public struct WNSConfig: Sendable, Equatable {
     /// The package SID / client id.
     public var clientId: String
@@ -17,5 +23,16 @@ public struct WNSConfig: Sendable, Equatable {
         clientSecret = try r.requiredString("client_secret")
         tokenURL = try r.url("token_url") ?? Self.defaultTokenURL
         connection = try ProviderConnectionConfig(reading: &r)
+    }
+
+    /// A config built in code (tests, tools).
+    public init(
+        clientId: String, clientSecret: String, tokenURL: String = WNSConfig.defaultTokenURL,
+        connection: ProviderConnectionConfig = ProviderConnectionConfig()
+    ) {
+        self.clientId = clientId
+        self.clientSecret = clientSecret
+        self.tokenURL = tokenURL
+        self.connection = connection
     }
 }

@@ -1,0 +1,179 @@
+/// Helpers the WebPush and WNS providers share: bounded fan-out, URL origins,
+/// form and XML escaping, response bodies for messages.
+///
+/// Names are prefixed (`WebWNS`) because the whole of PushlineCore is one module.
+enum WebWNS {
+    /// Runs `body` for every element with at most `width` running at once and returns
+    /// the results in input order (one per element).
+    ///
+    /// ```swift
+    /// let results = await WebWNS.fanout(devices, width: 256) { await sendOne($0) }
+    /// ```
+    static func fanout<T: Sendable, R: Sendable>(
+        _ items: [T], width: Int, _ body: @escaping @Sendable (T) async -> R
+    ) async -> [R] {
+        if items.isEmpty { return [] }
+        if items.count == 1 { return [await body(items[0])] }
+        return await withTaskGroup(of: (Int, R).self, returning: [R].self) { group in
+            var out = [R?](repeating: nil, count: items.count)
+            var next = 0
+            let w = max(1, min(width, items.count))
+            while next < w {
+                let i = next
+                let item = items[i]
+                group.addTask { (i, await body(item)) }
+                next += 1
+            }
+            while let (i, r) = await group.next() {
+                out[i] = r
+                if next < items.count {
+                    let j = next
+                    let item = items[j]
+                    group.addTask { (j, await body(item)) }
+                    next += 1
+                }
+            }
+            // Every index was filled exactly once by the loop above.
+            return out.map { $0! }
+        }
+    }
+
+    /// A parsed absolute http(s) URL: `origin` is `scheme://host[:port]` (lowercased
+    /// scheme and host, default port omitted), `rest` the path and query ("/" if empty).
+    struct URLParts: Equatable {
+        var scheme: String
+        var origin: String
+        var rest: String
+    }
+
+    /// Splits an absolute `https://` (or `http://`) URL; nil when it is not one.
+    static func parseURL(_ url: String) -> URLParts? {
+        let scheme: String
+        let afterScheme: Substring
+        if url.hasPrefix("https://") {
+            scheme = "https"
+            afterScheme = url.dropFirst(8)
+        } else if url.hasPrefix("http://") {
+            scheme = "http"
+            afterScheme = url.dropFirst(7)
+        } else {
+            return nil
+        }
+        let hostEnd = afterScheme.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? afterScheme.endIndex
+        var authority = afterScheme[afterScheme.startIndex..<hostEnd].lowercased()
+        guard !authority.isEmpty, !authority.contains("@"), !authority.contains(" ") else { return nil }
+        if scheme == "https", authority.hasSuffix(":443") { authority.removeLast(4) }
+        if scheme == "http", authority.hasSuffix(":80") { authority.removeLast(3) }
+        var rest = String(afterScheme[hostEnd...])
+        if let hash = rest.firstIndex(of: "#") { rest = String(rest[..<hash]) }
+        if rest.isEmpty || rest.first == "?" { rest = "/" + rest }
+        return URLParts(scheme: scheme, origin: scheme + "://" + authority, rest: rest)
+    }
+
+    /// `url` with its origin replaced by `endpoint` (an origin or a base URL) when
+    /// `endpoint` is set: the way tests and proxies point every device at one server.
+    static func rewrite(_ url: URLParts, endpoint: String?) -> URLParts? {
+        guard let endpoint else { return url }
+        guard let e = parseURL(endpoint) else { return nil }
+        let base = e.rest == "/" ? "" : e.rest
+        return URLParts(scheme: e.scheme, origin: e.origin, rest: base + url.rest)
+    }
+
+    /// `application/x-www-form-urlencoded` encoding of one value.
+    static func formEncode(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            case UInt8(ascii: " "):
+                out += "+"
+            default:
+                out += "%" + hex2(b)
+            }
+        }
+        return out
+    }
+
+    static func hex2(_ b: UInt8) -> String {
+        let d: [Character] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "A", "B", "C", "D", "E", "F"]
+        return String([d[Int(b >> 4)], d[Int(b & 0xF)]])
+    }
+
+    /// Escapes text for an XML element or attribute value (`&`, `<`, `>`, `"`, `'`),
+    /// dropping characters XML 1.0 forbids (C0 controls other than tab, LF, CR).
+    static func xmlEscape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for c in s.unicodeScalars {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&apos;"
+            case "\t", "\n", "\r": out.unicodeScalars.append(c)
+            default:
+                if c.value < 0x20 || c.value == 0xFFFE || c.value == 0xFFFF { continue }
+                out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    /// A short, printable excerpt of a response body for a failure reason (at most 200 characters).
+    static func bodyExcerpt(_ body: [UInt8]) -> String {
+        var s = String(decoding: body.prefix(400), as: UTF8.self)
+        // A JSON error body: prefer its message.
+        if let v = try? JSONValue.parse(body) {
+            if let m = v["message"]?.stringValue ?? v["error"]?["message"]?.stringValue ?? v["reason"]?.stringValue
+                ?? v["error"]?.stringValue ?? v["error_description"]?.stringValue
+            {
+                s = m
+            }
+        }
+        s = String(s.unicodeScalars.map { $0.value < 0x20 ? " " : Character($0) })
+        return s.count > 200 ? String(s.prefix(200)) + "..." : s.trimmingCharacters(in: " ")
+    }
+
+    /// Whether a header value is safe to send (no CR, LF or NUL).
+    static func isSafeHeaderValue(_ s: String) -> Bool {
+        !s.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+    }
+
+    /// Seconds of a `Retry-After` header (delta-seconds form only).
+    static func retryAfterSeconds(_ h: String?) -> Int? {
+        guard let h, let s = Int(h.trimmingCharacters(in: " ")), s >= 0 else { return nil }
+        return s
+    }
+
+    /// The text after the first occurrence of `needle` in `s`, or nil (no Foundation `range(of:)`).
+    static func after(_ needle: String, in s: Substring) -> Substring? {
+        let n = Array(needle.utf8)
+        let u = s.utf8
+        var i = u.startIndex
+        while i != u.endIndex {
+            if u[i...].starts(with: n) { return Substring(u[u.index(i, offsetBy: n.count)...]) }
+            i = u.index(after: i)
+        }
+        return nil
+    }
+
+    /// Pushline's reason for a request that got no HTTP answer (protocol.md section 4).
+    static func transportReason(_ e: TransportError) -> String {
+        switch e.kind {
+        case .timeout: return "timeout"
+        case .connect: return "connect_error"
+        case .tls: return "tls_error"
+        case .connectionLost, .unavailable, .other: return "connection_lost"
+        }
+    }
+
+    /// Whether a request that got no answer surely was not processed, so sending it again
+    /// cannot deliver twice (a timeout may have been delivered: it is not retried).
+    static func safeToResend(_ e: TransportError) -> Bool {
+        e.kind == .connectionLost || e.kind == .connect
+    }
+}
