@@ -240,3 +240,30 @@ struct APNsErrorTests {
         #expect(APNsErrorBody([]).reason == nil)
     }
 }
+
+@Suite("APNs provider helpers")
+struct APNsHelperTests {
+    @Test("transport failures map to Pushline's reasons")
+    func transportReasons() {
+        #expect(APNsProvider.transportReason(TransportError(.timeout, "x")) == "timeout")
+        #expect(APNsProvider.transportReason(TransportError(.connect, "x")) == "connect_error")
+        #expect(APNsProvider.transportReason(TransportError(.tls, "x")) == "tls_error")
+        #expect(APNsProvider.transportReason(TransportError(.connectionLost, "x")) == "connection_lost")
+    }
+
+    @Test("a full device token never stays in a message")
+    func redaction() {
+        let t = String(repeating: "ab", count: 32)
+        let m = "POST https://h/3/device/\(t) failed; again \(t)".replacingToken(t)
+        #expect(!m.contains(t))
+        #expect(m.contains("abababab..."))
+        #expect("no token here".replacingToken(t) == "no token here")
+    }
+
+    @Test("only hexadecimal tokens are sent")
+    func tokens() {
+        #expect(APNsProvider.isValidToken(String(repeating: "aF0", count: 22)))
+        #expect(!APNsProvider.isValidToken(""))
+        #expect(!APNsProvider.isValidToken("abc/def"))
+    }
+}

@@ -151,6 +151,8 @@ def test_transport_failure_is_retryable(start_daemon, start_fake):
     r = send(d, [tok(1)], message="x")
     x = r["results"][0]
     assert x["status"] == "failed" and x["retryable"] is True and x["deactivated"] is False
+    assert x["reason"] in ("connect_error", "connection_lost"), x
+    assert tok(1) not in x.get("error", "")
     assert time.time() - t0 < 15
 
 

@@ -187,11 +187,15 @@ public final class APNsProvider: PushProvider {
             let response: HTTPResponse
             switch result {
             case .failure(let e):
-                if e.kind == .connectionLost && attempt < Self.maxAttempts {
+                // Not processed by Apple (refused stream, GOAWAY, broken or refused connection): safe to resend.
+                // A timeout may have been delivered: not resent here.
+                if (e.kind == .connectionLost || e.kind == .connect) && attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 50, capMs: 2000))
                     continue
                 }
-                return .failed(device, reason: "transport: \(e.description)", retryable: e.retryable)
+                return .failed(
+                    device, reason: Self.transportReason(e), retryable: e.retryable,
+                    extra: ["error": .string(e.message.replacingToken(token))])
             case .success(let r):
                 response = r
             }
@@ -239,6 +243,16 @@ public final class APNsProvider: PushProvider {
         }
     }
 
+    /// Pushline's reason for a request that got no HTTP answer (protocol.md section 4).
+    static func transportReason(_ e: TransportError) -> String {
+        switch e.kind {
+        case .timeout: return "timeout"
+        case .connect: return "connect_error"
+        case .tls: return "tls_error"
+        case .connectionLost, .unavailable, .other: return "connection_lost"
+        }
+    }
+
     static let badTokenReason = "BadDeviceToken: not a hexadecimal APNs token (not sent)"
 
     /// A token we can put in a URL: hexadecimal, not empty (Apple judges the rest).
@@ -255,5 +269,27 @@ public final class APNsProvider: PushProvider {
             return "\(err.reason): Apple rejected the client certificate \(path) (app \(app))"
         }
         return err.reason
+    }
+}
+
+extension String {
+    /// This text with every occurrence of a device token shortened (messages never hold a full token).
+    func replacingToken(_ token: String) -> String {
+        guard !token.isEmpty, token.utf8.count <= utf8.count else { return self }
+        let t = Array(token.utf8)
+        let u = Array(utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(u.count)
+        var i = 0
+        while i < u.count {
+            if i + t.count <= u.count && u[i..<(i + t.count)].elementsEqual(t) {
+                out.append(contentsOf: redact(token).utf8)
+                i += t.count
+            } else {
+                out.append(u[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
