@@ -102,6 +102,19 @@ def main():
         # Warm the connections and the provider token.
         c.call({"cmd": "send", "platform": "apns", "registration_ids": [f"{1:064x}"], "message": "warm"})
 
+        # The daemon's own share: a dry run builds and checks everything but sends nothing.
+        if args.devices >= 100_000:
+            req = {"cmd": "bulk", "platform": "apns", "registration_ids": [f"{i:064x}" for i in range(1, 100_001)],
+                   "message": "A benchmark notification", "title": "Hello", "dry_run": True}
+            cpu0 = cpu_s(proc.pid)
+            t0 = time.time()
+            r = c.call(req)
+            dt = time.time() - t0
+            cpu = cpu_s(proc.pid) - cpu0
+            print(f"dry-run bulk 100000 (no HTTP): {dt:.2f} s, {100_000 / dt:.0f}/s, daemon CPU {cpu:.2f} s "
+                  f"({cpu / 100_000 * 1e6:.0f} us/notification), RSS after {proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, "
+                  f"peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB", flush=True)
+
         for n in (10_000, 100_000):
             if n > args.devices:
                 continue
