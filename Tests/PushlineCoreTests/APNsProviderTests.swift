@@ -215,6 +215,17 @@ struct APNsProviderTests {
         let rs = await p.send(try apnsTestNote(#"{"message":"x"}"#), to: apnsTestDevices(2))
         #expect(rs.allSatisfy { $0.status == .sent }, "\(rs.map { $0.reason ?? "" })")
         #expect(try fake.received().first?["headers"]?["authorization"] == nil)
+        // A wrong password is a configuration error at construction, naming the key path.
+        var bad = cfg
+        bad.auth = .certificate(path: "\(fake.workdir)/client.pem", password: "wrong")
+        do {
+            _ = try APNsProvider(
+                app: "default", config: bad,
+                context: ProviderContext(transport: transport, store: APNsTestStore(), logger: Logger(label: "t")))
+            Issue.record("expected a ConfigError")
+        } catch {
+            #expect(error.path == "apps.default.apns.certificate_password")
+        }
     }
 
     @Test("dry_run builds everything and sends nothing")

@@ -1,3 +1,5 @@
+import COpenSSL
+import CPushlineShims
 import Logging
 import Synchronization
 
@@ -77,9 +79,28 @@ public final class APNsProvider: PushProvider {
             if text.contains("ENCRYPTED") && password == nil {
                 throw ConfigError("\(path).certificate_password", "is required: the private key is encrypted")
             }
+            guard Self.canReadPrivateKey(pem, password: password) else {
+                throw ConfigError(
+                    password == nil ? "\(path).certificate_path" : "\(path).certificate_password",
+                    "cannot read the private key in '\(certPath)'" + (password == nil ? "" : " (wrong password?)"))
+            }
             credentials = nil
             tls = TLSOptions(caFile: config.connection.caFile, clientCertFile: certPath, clientKeyPassword: password)
         }
+    }
+
+    /// Whether OpenSSL can read (and, with `password`, decrypt) the private key of a PEM bundle,
+    /// so that a bad certificate file or password is a configuration error at start, not a TLS failure per send.
+    static func canReadPrivateKey(_ pem: [UInt8], password: String?) -> Bool {
+        guard pem.count < Int(Int32.max) else { return false }
+        ERR_clear_error()
+        // The key is only probed: freed at once, never shared.
+        guard let key = pl_pem_read_private_key(pem, Int32(pem.count), password) else {
+            ERR_clear_error()
+            return false
+        }
+        EVP_PKEY_free(key)
+        return true
     }
 
     /// Builds the message for a notification (headers and payload), without the size check.
