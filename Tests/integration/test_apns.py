@@ -201,10 +201,26 @@ def test_invalid_provider_token_names_key_and_team_and_stops_sending(start_daemo
     assert d.call({"cmd": "devices"})["devices"][0]["active"] is True
 
 
-def test_token_is_reused_across_a_restart(start_daemon, start_fake):
+def _write_p8(tmp_path):
+    """A .p8 (PKCS#8 P-256) and its public key, as files."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    k = ec.generate_private_key(ec.SECP256R1())
+    p8 = tmp_path / "AuthKey.p8"
+    p8.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    pub = tmp_path / "AuthKey.pub.pem"
+    pub.write_bytes(k.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(p8), str(pub)
+
+
+def test_token_is_reused_across_a_restart(start_daemon, start_fake, tmp_path):
     # A 20-minute refresh floor: a new token after the restart would get TooManyProviderTokenUpdates.
-    f = start_fake("--gen-key", f"{TEAM}:{KEY_ID}", "--min-token-refresh-s", "1200")
-    d = start_daemon(cfg(f))
+    # The fake knows only the public key (as Apple does).
+    p8, pub = _write_p8(tmp_path)
+    f = start_fake("--key", f"{TEAM}:{KEY_ID}:{pub}", "--min-token-refresh-s", "1200")
+    d = start_daemon(cfg(f, key_path=p8))
     register(d, [tok(1)])
     assert send(d, [tok(1)], message="before")["sent"] == 1
     d.restart()
