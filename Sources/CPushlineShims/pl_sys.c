@@ -92,6 +92,15 @@ void pl_install_signal_handlers(int wake_fd) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
+static void pl_term_mask(int how) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(how, &set, NULL);
+}
+void pl_block_term_signals(void) { pl_term_mask(SIG_BLOCK); }
+void pl_unblock_term_signals(void) { pl_term_mask(SIG_UNBLOCK); }
 int pl_pending_signal(void) { return pl_signal_received; }
 void pl_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 int pl_errno(void) { return errno; }

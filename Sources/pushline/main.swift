@@ -264,4 +264,7 @@ struct Vapid: ParsableCommand {
     }
 }
 
+// `serve` blocks SIGTERM/SIGINT from the start, so one that arrives while the daemon
+// starts waits for its handlers (Daemon.run unblocks them) instead of killing it.
+if CommandLine.arguments.dropFirst().first == "serve" { pl_block_term_signals() }
 Pushline.main()

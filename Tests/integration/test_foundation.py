@@ -413,3 +413,15 @@ def test_request_is_carried_out_when_the_client_hangs_up(daemon):
     before = cpu()
     time.sleep(1.0)
     assert cpu() - before < 20, "daemon burns CPU while idle"
+
+
+def test_sigterm_during_startup_still_exits_cleanly(tmp_path):
+    # A signal that arrives before the daemon is ready must not kill it uncleanly.
+    for delay in (0.02, 0.05, 0.1):
+        sock = str(tmp_path / f"s{delay}.sock")
+        p = subprocess.Popen([binary(), "serve", "--socket", sock, "--database", str(tmp_path / f"d{delay}.db")],
+                             stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        assert not os.path.exists(sock)

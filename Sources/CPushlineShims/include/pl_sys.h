@@ -37,6 +37,11 @@ ssize_t pl_write(int fd, const void *buf, size_t len);
 /// record the signal; ignores SIGPIPE. A signal handler cannot be a Swift closure
 /// that captures state, so the state lives here.
 void pl_install_signal_handlers(int wake_fd);
+/// Blocks SIGTERM/SIGINT in the calling thread (and the threads it creates later), so a
+/// signal during start-up waits for the handlers instead of killing the process.
+void pl_block_term_signals(void);
+/// Unblocks SIGTERM/SIGINT in the calling thread; a pending one is delivered now.
+void pl_unblock_term_signals(void);
 /// The last termination signal received, or 0.
 int pl_pending_signal(void);
 /// Ignores SIGPIPE (for clients and tools).

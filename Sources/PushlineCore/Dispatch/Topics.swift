@@ -28,6 +28,7 @@ extension Dispatcher {
         if let condition, condition.isEmpty || condition.utf8.count > 1000 {
             throw .invalid("condition", "must be 1 to 1000 bytes")
         }
+        if let condition { try FCMTopicName.checkCondition(condition) }
         var fields = JSONObject()
         for k in a.unread {
             guard Notification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }

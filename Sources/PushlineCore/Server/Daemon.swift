@@ -15,6 +15,9 @@ public enum Daemon {
     public static func run(config: PushlineConfig) -> Int32 {
         let logger = Logger(label: "pushline")
         pl_ignore_sigpipe()
+        // Until the server's handlers are in place, SIGTERM/SIGINT wait (every thread
+        // started from here on inherits the mask; only this thread unblocks them).
+        pl_block_term_signals()
         for path in [config.socket, config.database] {
             let dir = parentDirectory(path)
             if !dir.isEmpty && access(dir, F_OK) != 0 && mkdir(dir, 0o750) != 0 {
@@ -52,6 +55,7 @@ public enum Daemon {
         }
         holder.server = server
         server.installSignalHandlers()
+        pl_unblock_term_signals()
         let configured = providers.providers.keys.map { "\($0.app)/\($0.platform.rawValue)" }.sorted().joined(separator: ",")
         logger.info("ready", metadata: [
             "version": "\(PushlineVersion.daemon)", "database": "\(config.database)",

@@ -78,7 +78,7 @@ def test_duplicate_registration(client):
     client.register(platform="fcm", registration_id="dup-token")
     with pytest.raises(pushline.DuplicateRegistration) as e:
         client.register(platform="fcm", registration_id="dup-token")
-    assert e.value.code == "duplicate_registration"
+    assert e.value.code == "duplicate_registration" and e.value.field == "registration_id"
     assert len(client.devices(registration_id="dup-token")["devices"]) == 1
 
 

@@ -72,7 +72,7 @@ class ClientTest < PushlineTest
   def test_duplicate_registration
     @client.register(platform: "fcm", registration_id: "dup-token")
     e = assert_raises(Pushline::DuplicateRegistration) { @client.register(platform: "fcm", registration_id: "dup-token") }
-    assert_equal "duplicate_registration", e.code
+    assert_equal %w[duplicate_registration registration_id], [e.code, e.field]
     assert_equal 1, @client.devices(registration_id: "dup-token")["devices"].size
   end
 

@@ -1,4 +1,11 @@
 /// An app's `fcm` block (FCM HTTP v1).
+///
+/// ```json
+/// "fcm": {"service_account_path": "/etc/pushline/firebase.json", "project_id": "my-project"}
+/// ```
+/// `endpoint` (FCM base URL, default `https://fcm.googleapis.com`), `iid_endpoint` (Instance ID
+/// base URL, default `https://iid.googleapis.com`), `ca_file`, `max_connections` and
+/// `request_timeout_ms` are optional overrides.
 public struct FCMConfig: Sendable, Equatable {
     /// Google's service-account JSON file.
     public var serviceAccountPath: String
@@ -7,6 +14,8 @@ public struct FCMConfig: Sendable, Equatable {
     /// Instance ID base URL override (topic subscriptions).
     public var iidEndpoint: String?
     public var connection: ProviderConnectionConfig
+    /// The block's key path (`apps.shop.fcm`), for configuration errors found later.
+    public var path: String
 
     public init(reading r: inout ConfigReader) throws(ConfigError) {
         guard let p = try r.file("service_account_path") else {
@@ -16,5 +25,23 @@ public struct FCMConfig: Sendable, Equatable {
         projectId = try r.string("project_id")
         iidEndpoint = try r.url("iid_endpoint")
         connection = try ProviderConnectionConfig(reading: &r)
+        path = r.path
     }
+
+    /// A block built in code (tests, embedding).
+    public init(
+        serviceAccountPath: String, projectId: String? = nil, iidEndpoint: String? = nil,
+        connection: ProviderConnectionConfig = ProviderConnectionConfig(), path: String = "fcm"
+    ) {
+        self.serviceAccountPath = serviceAccountPath
+        self.projectId = projectId
+        self.iidEndpoint = iidEndpoint
+        self.connection = connection
+        self.path = path
+    }
+
+    /// The FCM base URL in use.
+    public var baseURL: String { connection.endpoint ?? "https://fcm.googleapis.com" }
+    /// The Instance ID base URL in use.
+    public var iidBaseURL: String { iidEndpoint ?? "https://iid.googleapis.com" }
 }

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""FCM throughput benchmark (not a test: it prints figures).
+
+The release daemon sends `bulk` commands of 10,000 and 100,000 FCM tokens to the local nginx
+HTTP/2 TLS sink (bench/sink, with bench/sink/fcm-locations.conf answering the OAuth2 token and
+the v1 send endpoints), one request per token as FCM v1 requires. Prints notifications/s (whole
+command: registry lookup, message build, HTTP/2, results), the ratio to h2load's rate with the
+same number of connections and the same request, the daemon's CPU seconds and peak RSS.
+
+    bench/fcm_bench.py [--bin .build/release/pushline] [--counts 10000,100000] [--port 18444]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "Tests" / "fakes"))
+from fcm_service_account import make_service_account  # noqa: E402
+
+
+def proc_status(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def cpu_s(pid):
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Conn:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.buf = b""
+
+    def call(self, obj):
+        self.s.sendall(json.dumps(obj).encode() + b"\n")
+        while b"\n" not in self.buf:
+            chunk = self.s.recv(1 << 22)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+
+def start_sink(port):
+    out = subprocess.run([str(ROOT / "bench/sink/start.sh"), str(port)], check=True, capture_output=True,
+                         text=True).stdout.split()
+    _, port, ca, d = out[:4]
+    conf = Path(d) / "nginx.conf"
+    text = conf.read_text()
+    text = text.replace("location / {", f"include {ROOT / 'bench/sink/fcm-locations.conf'};\n        location / {{", 1)
+    conf.write_text(text)
+    subprocess.run(["nginx", "-e", f"{d}/error.log", "-p", d, "-c", str(conf), "-s", "reload"], check=True)
+    time.sleep(0.5)
+    return int(port), ca, d
+
+
+def h2load(url, n, conns, body_path, token):
+    out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", "100", "-d", body_path,
+                          "-H", "content-type: application/json; charset=UTF-8",
+                          "-H", f"authorization: Bearer {token}", url], capture_output=True, text=True).stdout
+    m = re.search(r"finished in [^,]*, ([0-9.]+) req/s", out)
+    ok = re.search(r"requests: .*?(\d+) succeeded", out)
+    return (float(m.group(1)) if m else None), (ok.group(1) if ok else "?")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.environ.get("PUSHLINE_BIN", str(ROOT / ".build/release/pushline")))
+    ap.add_argument("--counts", default="10000,100000")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", "18444")))
+    ap.add_argument("--max-connections", type=int, default=2, help="the fcm block's max_connections")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per count (the best is reported too)")
+    args = ap.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    args.bin = os.path.abspath(args.bin)
+
+    port, ca, sink_dir = start_sink(args.port)
+    work = Path(tempfile.mkdtemp(prefix="pushline-fcm-bench-"))
+    proc = None
+    try:
+        base = f"https://127.0.0.1:{port}"
+        sa = work / "sa.json"
+        make_service_account(str(sa), base + "/token", "bench")
+        sock = str(work / "p.sock")
+        config = {"apps": {"default": {"fcm": {"service_account_path": str(sa), "endpoint": base, "ca_file": ca,
+                                                "max_connections": args.max_connections}}},
+                  "max_line_bytes": 16 << 20, "log_level": "warning"}
+        (work / "config.json").write_text(json.dumps(config))
+        log = open(work / "daemon.log", "wb")
+        proc = subprocess.Popen([args.bin, "serve", "--socket", sock, "--database", str(work / "p.db"),
+                                 "--config", str(work / "config.json")], stdout=log, stderr=log, cwd=work)
+        for _ in range(200):
+            try:
+                c = Conn(sock)
+                if c.call({"cmd": "ping"}).get("ok"):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            sys.exit("daemon did not start: " + (work / "daemon.log").read_text())
+
+        total = max(counts)
+        ids = []
+        t0 = time.time()
+        for start in range(0, total, 50000):
+            devs = [{"platform": "fcm", "registration_id": f"bench-{i:07d}-" + "x" * 140}
+                    for i in range(start, min(total, start + 50000))]
+            r = c.call({"cmd": "register", "devices": devs})
+            assert r["ok"], r
+            ids += [d["id"] for d in r["devices"]]
+        print(f"registered {total} FCM devices in {time.time() - t0:.1f} s")
+        note = {"message": "A benchmark notification", "title": "Hello"}
+        r = c.call({"cmd": "send", "ids": ids[:1], **note})  # token fetch, connections
+        assert r["ok"] and r["sent"] == 1, r
+        rss_idle = proc_status(proc.pid, "VmRSS")
+
+        body = work / "body.json"
+        body.write_text(json.dumps({"message": {"token": "bench-0000000-" + "x" * 140,
+                                                "notification": {"title": "Hello", "body": note["message"]}}},
+                                   separators=(",", ":")))
+        conns = args.max_connections
+        print(f"daemon: release binary, {conns} connection(s) to the sink; idle RSS after warm-up {rss_idle / 1024:.1f} MB")
+        for n in counts:
+            rate, ok = h2load(f"{base}/v1/projects/bench/messages:send", n, conns, str(body), "bench-access-token")
+            print(f"h2load -n {n} -c {conns} -m 100 (same request): {rate:,.0f} req/s ({ok} succeeded)")
+            best = 0
+            for rep in range(args.repeat):
+                cpu0 = cpu_s(proc.pid)
+                t0 = time.time()
+                req = {"cmd": "bulk", **note}
+                if n == total:
+                    req["filter"] = {"platform": "fcm"}
+                else:
+                    req["ids"] = ids[:n]
+                r = c.call(req)
+                wall = time.time() - t0
+                cpu = cpu_s(proc.pid) - cpu0
+                assert r["ok"], r
+                rps = n / wall
+                best = max(best, rps)
+                print(f"  bulk {n}: sent {r['sent']} failed {r['failed']} in {wall:.2f} s = {rps:,.0f} notifications/s,"
+                      f" {rps / rate:.2f} x h2load, daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification),"
+                      f" peak RSS {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+                if r["failed"]:
+                    reasons = {}
+                    for x in r["results"]:
+                        if x["status"] == "failed":
+                            reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
+                    print(f"    failures: {reasons}")
+            print(f"  best {n}: {best:,.0f} notifications/s = {best / rate:.2f} x h2load")
+        print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+        subprocess.run([str(ROOT / "bench/sink/stop.sh"), sink_dir])
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
