@@ -403,3 +403,20 @@ def test_token_apple_finds_older_than_an_hour_is_refreshed(start_daemon, start_f
     assert [x["reason"] for x in got] == ["ExpiredProviderToken", None]
     assert got[0]["headers"]["authorization"] == f"bearer {old}"
     assert _kv(d.db_path, KV_KEY).split(":", 1)[1] != old
+
+
+def test_expired_again_after_refresh_is_a_config_error(start_daemon, start_fake):
+    # Apple finds even a brand-new token expired (a wrong clock): one refresh, then a clear failure
+    # and no more requests for a while, instead of minting a token per request.
+    fake = start_fake("--gen-key", f"{TEAM}:{KEY_ID}", "--min-token-refresh-s", "0")
+    d = start_daemon(cfg(fake))
+    register(d, [tok(1), tok(2)])
+    fake.control({"fail": [{"token": "*", "status": 403, "reason": "ExpiredProviderToken", "count": -1}]})
+    r = send(d, [tok(1)], message="x")
+    x = r["results"][0]
+    assert x["status"] == "failed" and x["retryable"] is False
+    assert "ExpiredProviderToken" in x["reason"] and "clock" in x["reason"] and KEY_ID in x["reason"]
+    assert len(fake.received()) == 2  # the first try and one retry with a new token
+    n = len(fake.received())
+    send(d, [tok(1), tok(2)], message="y")
+    assert len(fake.received()) == n

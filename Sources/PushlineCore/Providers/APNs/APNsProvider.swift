@@ -284,7 +284,8 @@ public final class APNsProvider: PushProvider {
     /// The failure message of a 403: names the key id and team (token auth) or the certificate.
     func configurationReason(_ err: APNsError) -> String {
         if let c = credentials {
-            return "\(err.reason): Apple rejected the provider token of key id \(c.keyId), team \(c.teamId) (app \(app))"
+            let hint = err == .expiredProviderToken ? "; a token minted just now was found expired: check the system clock" : ""
+            return "\(err.reason): Apple rejected the provider token of key id \(c.keyId), team \(c.teamId) (app \(app))\(hint)"
         }
         if case .certificate(let path, _) = config.auth {
             return "\(err.reason): Apple rejected the client certificate \(path) (app \(app))"
