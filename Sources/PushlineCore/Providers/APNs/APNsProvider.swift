@@ -1,11 +1,317 @@
+import COpenSSL
+import CPushlineShims
 import Logging
+import Synchronization
 
-/// The APNs provider. PLACEHOLDER: the APNs work replaces this file.
+/// Delivers notifications to Apple devices through APNs over the shared HTTP/2 transport.
+///
+/// One instance per app with an `apns` block. Token auth signs an ES256 provider JWT
+/// (shared per team through `APNsTokenCache`, persisted across restarts); certificate auth
+/// presents the app's PEM certificate and key (maybe encrypted) in the TLS handshake.
+///
+/// Per device: 200 → sent (with Apple's `apns-id`); 410 `Unregistered`/`ExpiredToken`,
+/// `BadDeviceToken`, `DeviceTokenNotForTopic` → failed and deactivated (with Apple's 410
+/// timestamp); 429/500/503 and lost connections → retried with backoff, then a retryable
+/// failure; `ExpiredProviderToken` → a new JWT and one retry; other 403s → a configuration
+/// failure naming the key id and team, after which the app's sends fail fast for a minute.
+///
+/// ```swift
+/// let p = try APNsProvider(app: "shop", config: cfg, context: ctx)
+/// try p.validate(n)
+/// let results = await p.send(n, to: devices)
+/// ```
 public final class APNsProvider: PushProvider {
     public let platform: Platform = .apns
-    public init(app: String, config: APNsConfig, context: ProviderContext) throws(ConfigError) {}
-    public func validate(_ notification: Notification) throws(CommandError) {}
+    public let app: String
+    public let config: APNsConfig
+    let context: ProviderContext
+    /// `https://api.push.apple.com` (or sandbox, alternative port, or the configured endpoint).
+    public let baseURL: String
+    let tls: TLSOptions
+    let credentials: APNsTokenCache.Credentials?
+    let tokenCache: APNsTokenCache
+    /// After a configuration error (403), sends fail fast with this reason until the deadline (monotonic ns).
+    let blocked = Mutex<(reason: String, until: UInt64)?>(nil)
+
+    /// Attempts per device for 429/500/503 and lost connections.
+    public static let maxAttempts = 3
+    /// Concurrent requests per `send` call.
+    public static let concurrency = 1000
+    /// How long a configuration error short-circuits further sends (ns).
+    static let blockNanos: UInt64 = 60 * 1_000_000_000
+
+    public convenience init(app: String, config: APNsConfig, context: ProviderContext) throws(ConfigError) {
+        try self.init(app: app, config: config, context: context, tokenCache: .shared)
+    }
+
+    init(app: String, config: APNsConfig, context: ProviderContext, tokenCache: APNsTokenCache) throws(ConfigError) {
+        self.app = app
+        self.config = config
+        self.context = context
+        self.tokenCache = tokenCache
+        let path = "apps.\(app).apns"
+        if let e = config.connection.endpoint {
+            baseURL = e
+        } else {
+            let host = config.environment == .production ? "api.push.apple.com" : "api.sandbox.push.apple.com"
+            baseURL = "https://\(host)" + (config.useAlternativePort ? ":2197" : "")
+        }
+        switch config.auth {
+        case .token(let keyPath, let keyId, let teamId):
+            guard let pem = readFile(keyPath) else { throw ConfigError("\(path).key_path", "cannot read '\(keyPath)'") }
+            let key: ECPrivateKey
+            do { key = try ECPrivateKey(pem: pem) } catch {
+                throw ConfigError("\(path).key_path", "not a usable APNs .p8 key (EC P-256 PEM): \(error)")
+            }
+            credentials = APNsTokenCache.Credentials(teamId: teamId, keyId: keyId, key: key)
+            tls = TLSOptions(caFile: config.connection.caFile)
+        case .certificate(let certPath, let password):
+            guard let pem = readFile(certPath) else {
+                throw ConfigError("\(path).certificate_path", "cannot read '\(certPath)'")
+            }
+            let text = String(decoding: pem, as: UTF8.self)
+            guard text.contains("-----BEGIN CERTIFICATE-----") else {
+                throw ConfigError("\(path).certificate_path", "expected a PEM file with a CERTIFICATE block and its private key")
+            }
+            guard text.contains("PRIVATE KEY-----") else {
+                throw ConfigError("\(path).certificate_path", "the PEM file has no private key block")
+            }
+            if text.contains("ENCRYPTED") && password == nil {
+                throw ConfigError("\(path).certificate_password", "is required: the private key is encrypted")
+            }
+            guard Self.canReadPrivateKey(pem, password: password) else {
+                throw ConfigError(
+                    password == nil ? "\(path).certificate_path" : "\(path).certificate_password",
+                    "cannot read the private key in '\(certPath)'" + (password == nil ? "" : " (wrong password?)"))
+            }
+            credentials = nil
+            tls = TLSOptions(caFile: config.connection.caFile, clientCertFile: certPath, clientKeyPassword: password)
+        }
+    }
+
+    /// Whether OpenSSL can read (and, with `password`, decrypt) the private key of a PEM bundle,
+    /// so that a bad certificate file or password is a configuration error at start, not a TLS failure per send.
+    static func canReadPrivateKey(_ pem: [UInt8], password: String?) -> Bool {
+        guard pem.count < Int(Int32.max) else { return false }
+        ERR_clear_error()
+        // The key is only probed: freed at once, never shared.
+        guard let key = pl_pem_read_private_key(pem, Int32(pem.count), password) else {
+            ERR_clear_error()
+            return false
+        }
+        EVP_PKEY_free(key)
+        return true
+    }
+
+    /// Builds the message for a notification (headers and payload), without the size check.
+    public func message(_ n: Notification) throws(CommandError) -> APNsMessage {
+        try APNsMessage(n, defaultTopic: config.topic, requireTopic: credentials != nil, nowSeconds: nowMillis() / 1000)
+    }
+
+    public func validate(_ notification: Notification) throws(CommandError) {
+        try message(notification).checkSize()
+    }
+
     public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
-        devices.map { .failed($0, reason: "not implemented", retryable: false) }
+        guard !devices.isEmpty else { return [] }
+        let msg: APNsMessage
+        do {
+            msg = try message(notification)
+            try msg.checkSize()
+        } catch {
+            return devices.map { .failed($0, reason: error.message, retryable: false) }
+        }
+        if notification.dryRun {
+            return devices.map { d in
+                Self.isValidToken(d.registrationId)
+                    ? .sent(d, extra: ["dry_run": .bool(true)])
+                    : .failed(d, reason: Self.badTokenReason, retryable: false, extra: ["dry_run": .bool(true)])
+            }
+        }
+        if let reason = blockedReason() {
+            return devices.map { .failed($0, reason: reason, retryable: false) }
+        }
+        // One provider token for the whole send (refreshed per device only on ExpiredProviderToken),
+        // and one header list shared by every request.
+        var headers = msg.headers
+        var jwt: String? = nil
+        if let c = credentials {
+            do {
+                let t = try await tokenCache.token(for: c, store: context.store, nowSeconds: nowMillis() / 1000)
+                jwt = t
+                headers.append(("authorization", "bearer \(t)"))
+            } catch {
+                let reason = "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"
+                return devices.map { .failed($0, reason: reason, retryable: false) }
+            }
+        }
+        let prepared = Prepared(msg: msg, headers: headers, jwt: jwt)
+        if devices.count == 1 { return [await sendOne(prepared, devices[0])] }
+
+        return await withTaskGroup(of: (Int, DeliveryResult).self, returning: [DeliveryResult].self) { group in
+            var out = [DeliveryResult?](repeating: nil, count: devices.count)
+            var next = 0
+            let width = min(Self.concurrency, devices.count)
+            while next < width {
+                let i = next
+                group.addTask { (i, await self.sendOne(prepared, devices[i])) }
+                next += 1
+            }
+            while let (i, r) = await group.next() {
+                out[i] = r
+                if next < devices.count {
+                    let j = next
+                    group.addTask { (j, await self.sendOne(prepared, devices[j])) }
+                    next += 1
+                }
+            }
+            return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
+        }
+    }
+
+    func blockedReason() -> String? {
+        blocked.withLock { b in
+            guard let x = b else { return nil }
+            if monotonicNanos() >= x.until {
+                b = nil
+                return nil
+            }
+            return x.reason
+        }
+    }
+
+    /// Sends to one device, with retries; never throws.
+    /// What every request of one send shares.
+    struct Prepared: Sendable {
+        var msg: APNsMessage
+        /// The message's headers plus `authorization` (last) in token mode.
+        var headers: [(String, String)]
+        var jwt: String?
+    }
+
+    func sendOne(_ p: Prepared, _ device: Device) async -> DeliveryResult {
+        let token = device.registrationId
+        guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
+        var headers = p.headers
+        var jwt = p.jwt
+        let body = p.msg.body(for: token)
+        let authIndex = headers.count - 1
+        let url = "\(baseURL)/3/device/\(token)"
+        var refreshedToken = false
+        var attempt = 0
+        while true {
+            attempt += 1
+            if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
+            let req = HTTPRequest(
+                method: "POST", url: url, headers: headers, body: body, tls: tls, timeoutMs: config.connection.requestTimeoutMs)
+            let result = await context.transport.perform(req)
+            let response: HTTPResponse
+            switch result {
+            case .failure(let e):
+                // Not processed by Apple (refused stream, GOAWAY, broken or refused connection): safe to resend.
+                // A timeout may have been delivered: not resent here.
+                if (e.kind == .connectionLost || e.kind == .connect) && attempt < Self.maxAttempts {
+                    await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 50, capMs: 2000))
+                    continue
+                }
+                return .failed(
+                    device, reason: Self.transportReason(e), retryable: e.retryable,
+                    extra: ["error": .string(e.message.replacingToken(token))])
+            case .success(let r):
+                response = r
+            }
+            var extra = JSONObject()
+            if let id = response.header("apns-id") { extra["apns_id"] = .string(id) }
+            if let u = response.header("apns-unique-id") { extra["apns_unique_id"] = .string(u) }
+            if response.status == 200 { return .sent(device, extra: extra) }
+
+            let eb = APNsErrorBody(response.body)
+            let err = APNsError(reason: eb.reason ?? "HTTP \(response.status)")
+            extra["apns_status"] = .int(Int64(response.status))
+
+            if err == .expiredProviderToken, let c = credentials, let old = jwt, !refreshedToken {
+                refreshedToken = true
+                do {
+                    let fresh = try await tokenCache.token(
+                        for: c, store: context.store, nowSeconds: nowMillis() / 1000, rejected: old)
+                    jwt = fresh
+                    headers[authIndex] = ("authorization", "bearer \(fresh)")
+                } catch {
+                    return .failed(device, reason: "cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
+                }
+                attempt -= 1
+                continue
+            }
+            if err.deactivatesDevice {
+                return .failed(
+                    device, reason: err.reason, retryable: false, deactivate: true,
+                    invalidSince: response.status == 410 ? eb.timestamp : nil, extra: extra)
+            }
+            if response.status == 403 || err.isConfigurationError {
+                let reason = configurationReason(err)
+                blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                context.logger.error("APNs app \(app): \(reason)")
+                return .failed(device, reason: reason, retryable: false, extra: extra)
+            }
+            if response.status == 429 || response.status == 500 || response.status == 503 {
+                if attempt < Self.maxAttempts {
+                    await Backoff.sleep(Backoff.delayMs(attempt: attempt, retryAfterHeader: response.header("retry-after")))
+                    continue
+                }
+                return .failed(device, reason: err.reason, retryable: true, extra: extra)
+            }
+            return .failed(device, reason: err.reason, retryable: false, extra: extra)
+        }
+    }
+
+    /// Pushline's reason for a request that got no HTTP answer (protocol.md section 4).
+    static func transportReason(_ e: TransportError) -> String {
+        switch e.kind {
+        case .timeout: return "timeout"
+        case .connect: return "connect_error"
+        case .tls: return "tls_error"
+        case .connectionLost, .unavailable, .other: return "connection_lost"
+        }
+    }
+
+    static let badTokenReason = "BadDeviceToken: not a hexadecimal APNs token (not sent)"
+
+    /// A token we can put in a URL: hexadecimal, not empty (Apple judges the rest).
+    static func isValidToken(_ t: String) -> Bool {
+        !t.isEmpty && t.utf8.allSatisfy(APNsMessage.isHex)
+    }
+
+    /// The failure message of a 403: names the key id and team (token auth) or the certificate.
+    func configurationReason(_ err: APNsError) -> String {
+        if let c = credentials {
+            let hint = err == .expiredProviderToken ? "; a token minted just now was found expired: check the system clock" : ""
+            return "\(err.reason): Apple rejected the provider token of key id \(c.keyId), team \(c.teamId) (app \(app))\(hint)"
+        }
+        if case .certificate(let path, _) = config.auth {
+            return "\(err.reason): Apple rejected the client certificate \(path) (app \(app))"
+        }
+        return err.reason
+    }
+}
+
+extension String {
+    /// This text with every occurrence of a device token shortened (messages never hold a full token).
+    func replacingToken(_ token: String) -> String {
+        guard !token.isEmpty, token.utf8.count <= utf8.count else { return self }
+        let t = Array(token.utf8)
+        let u = Array(utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(u.count)
+        var i = 0
+        while i < u.count {
+            if i + t.count <= u.count && u[i..<(i + t.count)].elementsEqual(t) {
+                out.append(contentsOf: redact(token).utf8)
+                i += t.count
+            } else {
+                out.append(u[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""APNs throughput benchmark through the daemon (not a test: it prints figures).
+
+Starts `pushline serve` with one app whose apns block (token auth, a fresh P-256
+key) points at a local HTTP/2 TLS sink that answers 200 to everything (nginx,
+bench/sink), registers N devices, then measures over the socket:
+
+* `bulk` to 10,000 and to 100,000 devices: notifications/s, all delivered?,
+  the daemon's CPU seconds for the bulk, its peak RSS (VmHWM);
+* single `send` latency to one device, 1,000 times: median and p99.
+
+    bench/apns_bench.py --bin .build/release/pushline --port 18443 --ca /tmp/sink/cert.pem [--h2load-rps R]
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def proc_status(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def cpu_s(pid):
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Conn:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.buf = b""
+
+    def call(self, obj):
+        self.s.sendall(json.dumps(obj).encode() + b"\n")
+        while b"\n" not in self.buf:
+            chunk = self.s.recv(1 << 22)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=".build/release/pushline")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--devices", type=int, default=100_000)
+    ap.add_argument("--connections", type=int, default=2, help="apns max_connections")
+    ap.add_argument("--h2load-rps", type=float)
+    ap.add_argument("--latency-sends", type=int, default=1000)
+    ap.add_argument("--perf", help="record `perf` call graphs of the daemon during the largest bulk into this file")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pushline-apns-bench."))
+    key = work / "AuthKey.p8"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
+                   check=True, capture_output=True)
+    config = {
+        "socket": str(work / "p.sock"), "database": str(work / "p.db"), "max_line_bytes": 64 << 20,
+        "log_level": "warning",
+        "apps": {"default": {"apns": {
+            "key_path": str(key), "key_id": "BENCHKEY01", "team_id": "BENCHTEAM1", "topic": "com.example.bench",
+            "endpoint": f"https://localhost:{args.port}", "ca_file": args.ca, "max_connections": args.connections}}},
+    }
+    (work / "config.json").write_text(json.dumps(config))
+    log = open(work / "daemon.log", "wb")
+    proc = subprocess.Popen([args.bin, "serve", "--config", str(work / "config.json")], stdout=log, stderr=log)
+    try:
+        for _ in range(200):
+            try:
+                c = Conn(str(work / "p.sock"))
+                if c.call({"cmd": "ping"})["ok"]:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            sys.exit("daemon did not start: " + (work / "daemon.log").read_text())
+        print(f"daemon idle RSS: {proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB")
+
+        # Register N devices in batches.
+        t0 = time.time()
+        for start in range(0, args.devices, 20_000):
+            n = min(20_000, args.devices - start)
+            r = c.call({"cmd": "register", "devices": [
+                {"platform": "apns", "registration_id": f"{i:064x}"} for i in range(start + 1, start + n + 1)]})
+            assert r["ok"], r
+        print(f"registered {args.devices} devices in {time.time() - t0:.1f} s; daemon RSS now "
+              f"{proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+
+        # Warm the connections and the provider token.
+        c.call({"cmd": "send", "platform": "apns", "registration_ids": [f"{1:064x}"], "message": "warm"})
+
+        # The daemon's own share: a dry run builds and checks everything but sends nothing.
+        if args.devices >= 100_000:
+            req = {"cmd": "bulk", "platform": "apns", "registration_ids": [f"{i:064x}" for i in range(1, 100_001)],
+                   "message": "A benchmark notification", "title": "Hello", "dry_run": True}
+            cpu0 = cpu_s(proc.pid)
+            t0 = time.time()
+            r = c.call(req)
+            dt = time.time() - t0
+            cpu = cpu_s(proc.pid) - cpu0
+            print(f"dry-run bulk 100000 (no HTTP): {dt:.2f} s, {100_000 / dt:.0f}/s, daemon CPU {cpu:.2f} s "
+                  f"({cpu / 100_000 * 1e6:.0f} us/notification), RSS after {proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, "
+                  f"peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB", flush=True)
+
+        for n in (10_000, 100_000):
+            if n > args.devices:
+                continue
+            tokens_note = {"registration_ids": [f"{i:064x}" for i in range(1, n + 1)]}
+            req = {"cmd": "bulk", "platform": "apns", **tokens_note, "message": "A benchmark notification",
+                   "title": "Hello"}
+            perf = None
+            if args.perf and n == max(x for x in (10_000, 100_000) if x <= args.devices):
+                perf = subprocess.Popen(["perf", "record", "-g", "-p", str(proc.pid), "-o", args.perf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
+            cpu0 = cpu_s(proc.pid)
+            t0 = time.time()
+            r = c.call(req)
+            dt = time.time() - t0
+            if perf:
+                perf.send_signal(2)
+                perf.wait()
+            cpu = cpu_s(proc.pid) - cpu0
+            assert r["ok"], r.get("error")
+            rate = n / dt
+            line = (f"bulk {n:>6}: {dt:6.2f} s, {rate:8.0f} notifications/s, sent {r['sent']}, failed {r['failed']}, "
+                    f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), RSS after "
+                    f"{proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+            if args.h2load_rps:
+                line += f", {rate / args.h2load_rps:.2f} x h2load"
+            print(line, flush=True)
+            if r["failed"]:
+                reasons = {}
+                for x in r["results"]:
+                    if x["status"] != "sent":
+                        reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
+                print("  failures:", reasons)
+
+        lat = []
+        one = {"cmd": "send", "platform": "apns", "registration_ids": [f"{2:064x}"], "message": "latency"}
+        for _ in range(args.latency_sends):
+            t0 = time.perf_counter()
+            r = c.call(one)
+            lat.append(time.perf_counter() - t0)
+            assert r["ok"] and r["sent"] == 1, r
+        lat.sort()
+        print(f"single send latency over {len(lat)}: median {lat[len(lat) // 2] * 1000:.2f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.2f} ms")
+        print(f"daemon peak RSS (VmHWM): {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()

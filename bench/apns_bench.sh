@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# APNs throughput through the daemon against a local nginx HTTP/2 TLS sink (bench/sink),
+# with h2load (same connection count, 100 streams each) as the machine's ceiling.
+#
+#   bench/apns_bench.sh [devices] [connections]      (defaults: 100000 2; PORT=18444)
+#
+# Prints h2load's rate, then for bulk 10,000 and 100,000: notifications/s, ratio to h2load,
+# the daemon's CPU seconds and peak RSS; then single-send latency (median, p99 of 1,000).
+# Not a test: numbers depend on the machine's load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+devices="${1:-100000}"
+conns="${2:-2}"
+port="${PORT:-18444}"
+
+if [ -z "${PUSHLINE_BIN:-}" ]; then
+    swift build -c release --product pushline >/dev/null
+    PUSHLINE_BIN="$(swift build -c release --show-bin-path)/pushline"
+fi
+
+read -r _ port ca dir < <(bench/sink/start.sh "$port")
+trap 'bench/sink/stop.sh "$dir"' EXIT
+
+body="$dir/body.json"
+printf '%s' '{"aps":{"alert":{"title":"Hello","body":"A benchmark notification"}}}' > "$body"
+echo "== h2load -n 100000 -c $conns -m 100 (POST, an APNs-sized body)"
+h2out="$(h2load -n 100000 -c "$conns" -m 100 -d "$body" -H 'content-type: application/json' \
+    "https://127.0.0.1:$port/3/device/$(printf 'a%.0s' $(seq 64))" 2>&1)"
+echo "$h2out" | grep -E "^finished|^requests:"
+h2rate="$(echo "$h2out" | sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')"
+
+echo "== pushline bulk through the socket ($devices devices, max_connections $conns)"
+python3 bench/apns_bench.py --bin "$PUSHLINE_BIN" --port "$port" --ca "$ca" --devices "$devices" \
+    --connections "$conns" ${h2rate:+--h2load-rps "$h2rate"}
+echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
