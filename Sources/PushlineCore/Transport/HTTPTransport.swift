@@ -125,18 +125,43 @@ public final class HTTPTransport: Sendable {
     /// `.connectionLost` before any response is retried up to `maxRetries` times within the
     /// same deadline. After `shutdown()` every call returns `.unavailable`.
     public func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportError> {
+        await withCheckedContinuation { continuation in
+            submit(request) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Performs many requests at once; returns their outcomes in order.
+    ///
+    /// Every request goes to the loops' queues in one go and the caller is resumed once,
+    /// when the last one is done: no task or continuation per request, which is what
+    /// large bulk sends need. Deadlines and retries are as for `perform`.
+    ///
+    /// ```swift
+    /// let results = await transport.performAll(requests)   // results[i] answers requests[i]
+    /// ```
+    public func performAll(_ requests: [HTTPRequest]) async -> [Result<HTTPResponse, TransportError>] {
+        guard !requests.isEmpty else { return [] }
+        return await withCheckedContinuation { continuation in
+            let collector = BatchCollector(count: requests.count, continuation: continuation)
+            for (i, r) in requests.enumerated() {
+                submit(r) { collector.set(i, $0) }
+            }
+        }
+    }
+
+    /// Queues one request on a loop; `complete` is called exactly once.
+    private func submit(_ request: HTTPRequest, _ complete: @escaping @Sendable (Result<HTTPResponse, TransportError>) -> Void) {
         guard let origin = originKey(request.url) else {
-            return .failure(TransportError(.other, "only https:// URLs are supported"))
+            complete(.failure(TransportError(.other, "only https:// URLs are supported")))
+            return
         }
         let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
         let loop = loops[Int(UInt(bitPattern: index) % UInt(loops.count))]
         let timeoutMs = max(1, request.timeoutMs)
         let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
-        return await withCheckedContinuation { continuation in
-            let job = Job(request: request, origin: origin, deadline: deadline, continuation: continuation)
-            if let refusal = loop.enqueue(job) {
-                continuation.resume(returning: .failure(TransportError(.unavailable, refusal)))
-            }
+        let job = Job(request: request, origin: origin, deadline: deadline, complete: complete)
+        if let refusal = loop.enqueue(job) {
+            complete(.failure(TransportError(.unavailable, refusal)))
         }
     }
 
@@ -164,6 +189,28 @@ public final class HTTPTransport: Sendable {
             s.connectionsOpened += loop.connections.load(ordering: .relaxed)
         }
         return s
+    }
+}
+
+/// Gathers the outcomes of `performAll` and resumes its caller after the last one.
+final class BatchCollector: Sendable {
+    private let state: Mutex<(results: [Result<HTTPResponse, TransportError>?], left: Int)>
+    private let continuation: CheckedContinuation<[Result<HTTPResponse, TransportError>], Never>
+
+    init(count: Int, continuation: CheckedContinuation<[Result<HTTPResponse, TransportError>], Never>) {
+        state = Mutex((results: [Result<HTTPResponse, TransportError>?](repeating: nil, count: count), left: count))
+        self.continuation = continuation
+    }
+
+    func set(_ i: Int, _ r: Result<HTTPResponse, TransportError>) {
+        let done = state.withLock { s -> [Result<HTTPResponse, TransportError>]? in
+            s.results[i] = r
+            s.left -= 1
+            guard s.left == 0 else { return nil }
+            // Every slot was set exactly once (each job completes once), so none is nil here.
+            return s.results.map { $0 ?? .failure(TransportError(.other, "no outcome")) }
+        }
+        if let done { continuation.resume(returning: done) }
     }
 }
 

@@ -13,24 +13,25 @@ final class Job: Sendable {
     let origin: String
     /// CLOCK_MONOTONIC nanoseconds after which the request fails with `.timeout`.
     let deadline: UInt64
-    let continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>
+    /// Called exactly once, on the loop thread (or the enqueuing thread on refusal), with the outcome.
+    let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void
     /// Times this request was sent again after `.connectionLost`.
     let attempts: Int
 
     init(
         request: HTTPRequest, origin: String, deadline: UInt64,
-        continuation: CheckedContinuation<Result<HTTPResponse, TransportError>, Never>, attempts: Int = 0
+        complete: @escaping @Sendable (Result<HTTPResponse, TransportError>) -> Void, attempts: Int = 0
     ) {
         self.request = request
         self.origin = origin
         self.deadline = deadline
-        self.continuation = continuation
+        self.complete = complete
         self.attempts = attempts
     }
 
     /// The same request for its next attempt.
     func retry() -> Job {
-        Job(request: request, origin: origin, deadline: deadline, continuation: continuation, attempts: attempts + 1)
+        Job(request: request, origin: origin, deadline: deadline, complete: complete, attempts: attempts + 1)
     }
 }
 
@@ -117,7 +118,7 @@ final class LoopHandle: Sendable {
         for job in jobs {
             failed.add(1, ordering: .relaxed)
             outstanding.subtract(1, ordering: .relaxed)
-            job.continuation.resume(returning: .failure(TransportError(.unavailable, reason)))
+            job.complete(.failure(TransportError(.unavailable, reason)))
         }
     }
 }
@@ -431,7 +432,7 @@ final class EventLoop {
             idle.append(transfer)
             handle.completed.add(1, ordering: .relaxed)
             handle.outstanding.subtract(1, ordering: .relaxed)
-            job.continuation.resume(returning: .success(response))
+            job.complete(.success(response))
             return
         }
         let error = transfer.error(for: code, job: job)
@@ -454,7 +455,7 @@ final class EventLoop {
     private func fail(_ job: Job, _ error: TransportError) {
         handle.failed.add(1, ordering: .relaxed)
         handle.outstanding.subtract(1, ordering: .relaxed)
-        job.continuation.resume(returning: .failure(error))
+        job.complete(.failure(error))
     }
 
     private func failAllActive(_ error: TransportError) {

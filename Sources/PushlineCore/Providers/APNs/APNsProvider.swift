@@ -35,8 +35,6 @@ public final class APNsProvider: PushProvider {
 
     /// Attempts per device for 429/500/503 and lost connections.
     public static let maxAttempts = 3
-    /// Concurrent requests per `send` call.
-    public static let concurrency = 1000
     /// How long a configuration error short-circuits further sends (ns).
     static let blockNanos: UInt64 = 60 * 1_000_000_000
 
@@ -148,25 +146,78 @@ public final class APNsProvider: PushProvider {
         let prepared = Prepared(msg: msg, headers: headers, jwt: jwt)
         if devices.count == 1 { return [await sendOne(prepared, devices[0])] }
 
-        return await withTaskGroup(of: (Int, DeliveryResult).self, returning: [DeliveryResult].self) { group in
-            var out = [DeliveryResult?](repeating: nil, count: devices.count)
-            var next = 0
-            let width = min(Self.concurrency, devices.count)
-            while next < width {
-                let i = next
-                group.addTask { (i, await self.sendOne(prepared, devices[i])) }
-                next += 1
-            }
-            while let (i, r) = await group.next() {
-                out[i] = r
-                if next < devices.count {
-                    let j = next
-                    group.addTask { (j, await self.sendOne(prepared, devices[j])) }
-                    next += 1
+        // Large sends go to the transport in batches (one suspension per batch, not per device),
+        // two batches in flight so connections never idle between them. Only answers that need
+        // more than one look (retries, a new provider token) get a task of their own.
+        var out = [DeliveryResult?](repeating: nil, count: devices.count)
+        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
+            var start = 0
+            var running = 0
+            while start < devices.count || running > 0 {
+                while start < devices.count && running < 2 {
+                    let range = start..<min(devices.count, start + Self.batchSize)
+                    group.addTask { await self.sendBatch(prepared, devices, range) }
+                    start = range.upperBound
+                    running += 1
                 }
+                guard let part = await group.next() else { break }
+                running -= 1
+                for (i, r) in part { out[i] = r }
             }
-            return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
         }
+        return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
+    }
+
+    /// Requests in one `performAll` batch.
+    static let batchSize = 2000
+
+    /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
+    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+        var done: [(Int, DeliveryResult)] = []
+        done.reserveCapacity(range.count)
+        if let reason = blockedReason() { return range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) } }
+        var index: [Int] = []
+        var requests: [HTTPRequest] = []
+        index.reserveCapacity(range.count)
+        requests.reserveCapacity(range.count)
+        for i in range {
+            let d = devices[i]
+            guard Self.isValidToken(d.registrationId) else {
+                done.append((i, .failed(d, reason: Self.badTokenReason, retryable: false)))
+                continue
+            }
+            index.append(i)
+            requests.append(request(p.msg, d.registrationId, headers: p.headers))
+        }
+        let answers = await context.transport.performAll(requests)
+        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
+        for (k, answer) in answers.enumerated() {
+            if case .success(let r) = answer, r.status == 200 {
+                done.append((index[k], Self.sentResult(devices[index[k]], r)))
+            } else {
+                again.append((index[k], answer))
+            }
+        }
+        if !again.isEmpty {
+            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
+                for (i, first) in again { group.addTask { (i, await self.sendOne(p, devices[i], first: first)) } }
+                for await r in group { done.append(r) }
+            }
+        }
+        return done
+    }
+
+    func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)]) -> HTTPRequest {
+        HTTPRequest(
+            method: "POST", url: "\(baseURL)/3/device/\(token)", headers: headers, body: msg.body(for: token), tls: tls,
+            timeoutMs: config.connection.requestTimeoutMs)
+    }
+
+    static func sentResult(_ device: Device, _ response: HTTPResponse) -> DeliveryResult {
+        var extra = JSONObject()
+        if let id = response.header("apns-id") { extra["apns_id"] = .string(id) }
+        if let u = response.header("apns-unique-id") { extra["apns_unique_id"] = .string(u) }
+        return .sent(device, extra: extra)
     }
 
     func blockedReason() -> String? {
@@ -180,7 +231,6 @@ public final class APNsProvider: PushProvider {
         }
     }
 
-    /// Sends to one device, with retries; never throws.
     /// What every request of one send shares.
     struct Prepared: Sendable {
         var msg: APNsMessage
@@ -189,22 +239,26 @@ public final class APNsProvider: PushProvider {
         var jwt: String?
     }
 
-    func sendOne(_ p: Prepared, _ device: Device) async -> DeliveryResult {
+    /// Sends to one device, with retries; `first` is an answer already received for the first attempt.
+    func sendOne(_ p: Prepared, _ device: Device, first: Result<HTTPResponse, TransportError>? = nil) async -> DeliveryResult {
         let token = device.registrationId
         guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
         var headers = p.headers
         var jwt = p.jwt
-        let body = p.msg.body(for: token)
         let authIndex = headers.count - 1
-        let url = "\(baseURL)/3/device/\(token)"
+        var pending = first
         var refreshedToken = false
         var attempt = 0
         while true {
             attempt += 1
-            if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
-            let req = HTTPRequest(
-                method: "POST", url: url, headers: headers, body: body, tls: tls, timeoutMs: config.connection.requestTimeoutMs)
-            let result = await context.transport.perform(req)
+            let result: Result<HTTPResponse, TransportError>
+            if let answer = pending {
+                pending = nil
+                result = answer
+            } else {
+                if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
+                result = await context.transport.perform(request(p.msg, token, headers: headers))
+            }
             let response: HTTPResponse
             switch result {
             case .failure(let e):
@@ -220,10 +274,9 @@ public final class APNsProvider: PushProvider {
             case .success(let r):
                 response = r
             }
+            if response.status == 200 { return Self.sentResult(device, response) }
             var extra = JSONObject()
             if let id = response.header("apns-id") { extra["apns_id"] = .string(id) }
-            if let u = response.header("apns-unique-id") { extra["apns_unique_id"] = .string(u) }
-            if response.status == 200 { return .sent(device, extra: extra) }
 
             let eb = APNsErrorBody(response.body)
             let err = APNsError(reason: eb.reason ?? "HTTP \(response.status)")
