@@ -175,21 +175,27 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
 
-        var out: [JSONValue] = []
+        // Results are serialized as they are rendered: a 100,000-device bulk never holds
+        // 100,000 result objects at once.
+        var out: [UInt8] = [UInt8(ascii: "[")]
         var sent = 0
         var failed = 0
         for (j, job) in jobs.enumerated() {
             let results = await deliver(job.notification, to: resolved[j].devices)
-            let rendered = await applyDeactivations(results + resolved[j].rejected, devices: resolved[j].devices)
-            for var r in rendered {
+            let all = results + resolved[j].rejected
+            let renderer = await applyDeactivations(all, devices: resolved[j].devices)
+            for r in all {
                 if r.status == .sent { sent += 1 } else { failed += 1 }
-                if indexed { r.json.pairs.insert(("message", .int(Int64(j))), at: 0) }
-                out.append(.object(r.json))
+                var o = renderer.json(r)
+                if indexed { o.pairs.insert(("message", .int(Int64(j))), at: 0) }
+                if out.count > 1 { out.append(UInt8(ascii: ",")) }
+                JSONValue.object(o).write(to: &out)
             }
         }
+        out.append(UInt8(ascii: "]"))
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
-        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .array(out)]
+        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
     }
 
     static func notConfigured(app: String, platform: Platform) -> CommandError {
@@ -236,23 +242,13 @@ extension Dispatcher {
         return results.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
     }
 
-    struct RenderedResult {
-        var status: DeliveryResult.Status
-        var json: JSONObject
-    }
+    /// Renders results for the protocol once the registry knows which devices it deactivated.
+    struct ResultRenderer {
+        var done: Set<Int64>
+        var appOf: [Int64: String]
+        var app: String?
 
-    /// Marks dead devices inactive (one transaction) and renders each result for the protocol.
-    func applyDeactivations(_ results: [DeliveryResult], devices: [Device], app: String? = nil) async -> [RenderedResult] {
-        var appOf: [Int64: String] = [:]
-        for d in devices { appOf[d.id] = d.app }
-        let now = nowMillis()
-        let list = results.compactMap { r -> Registry.Deactivation? in
-            guard r.deactivate, let id = r.deviceId else { return nil }
-            return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
-        }
-        let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
-        if !done.isEmpty { logger.info("devices deactivated", metadata: ["count": "\(done.count)"]) }
-        return results.map { r in
+        func json(_ r: DeliveryResult) -> JSONObject {
             let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
             var o: JSONObject = [
                 "id": r.deviceId.map { .int($0) } ?? .null,
@@ -269,7 +265,21 @@ extension Dispatcher {
                 if r.deactivate && !deactivated && r.deviceId != nil { o["still_active"] = .bool(true) }
             }
             for (k, v) in r.extra.pairs { o[k] = v }
-            return RenderedResult(status: r.status, json: o)
+            return o
         }
+    }
+
+    /// Marks dead devices inactive (one transaction) and returns how to render each result.
+    func applyDeactivations(_ results: [DeliveryResult], devices: [Device], app: String? = nil) async -> ResultRenderer {
+        var appOf: [Int64: String] = [:]
+        for d in devices { appOf[d.id] = d.app }
+        let now = nowMillis()
+        let list = results.compactMap { r -> Registry.Deactivation? in
+            guard r.deactivate, let id = r.deviceId else { return nil }
+            return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
+        }
+        let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
+        if !done.isEmpty { logger.info("devices deactivated", metadata: ["count": "\(done.count)"]) }
+        return ResultRenderer(done: done, appOf: appOf, app: app)
     }
 }

@@ -40,11 +40,11 @@ extension Dispatcher {
         try reserve(1)
         defer { pending.subtract(1, ordering: .relaxed) }
         let r = await p.sendToTopic(n, topic: topic, condition: condition)
-        let rendered = await applyDeactivations([r], devices: [], app: app)
+        let renderer = await applyDeactivations([r], devices: [], app: app)
         if r.status == .sent { sentCount.add(1, ordering: .relaxed) } else { failedCount.add(1, ordering: .relaxed) }
         return [
             "sent": .int(r.status == .sent ? 1 : 0), "failed": .int(r.status == .sent ? 0 : 1),
-            "results": .array(rendered.map { .object($0.json) }),
+            "results": [.object(renderer.json(r))],
         ]
     }
 
@@ -81,11 +81,11 @@ extension Dispatcher {
             }
             results.append(contentsOf: r)
         }
-        let rendered = await applyDeactivations(results, devices: resolved.devices)
+        let renderer = await applyDeactivations(results, devices: resolved.devices)
         let okWord = subscribe ? "subscribed" : "unsubscribed"
         var succeeded = 0
-        let out: [JSONValue] = rendered.map { r in
-            var o = r.json
+        let out: [JSONValue] = results.map { r in
+            var o = renderer.json(r)
             if r.status == .sent {
                 succeeded += 1
                 o["status"] = .string(okWord)

@@ -412,7 +412,13 @@ public final class Server: @unchecked Sendable {
 
     private func complete(_ c: Connection, seq: UInt64, bytes: [UInt8]) {
         if seq == c.writeSeq {
-            c.writeBuffer.append(contentsOf: bytes)
+            if c.writeOffset >= c.writeBuffer.count {
+                // Nothing pending: take the bytes as the buffer (no copy of a large response).
+                c.writeBuffer = bytes
+                c.writeOffset = 0
+            } else {
+                c.writeBuffer.append(contentsOf: bytes)
+            }
             c.writeSeq += 1
             while let next = c.ready.removeValue(forKey: c.writeSeq) {
                 c.writeBuffer.append(contentsOf: next)

@@ -15,6 +15,9 @@ public enum JSONValue: Sendable, Equatable {
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
+    /// JSON text serialized already, written as is: lets a large response (100,000 results)
+    /// be built as bytes instead of as a tree. Output only; the parser never produces it.
+    case raw([UInt8])
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let o) = self { return o[key] }
@@ -49,6 +52,7 @@ public enum JSONValue: Sendable, Equatable {
         case .string: return "string"
         case .array: return "array"
         case .object: return "object"
+        case .raw: return "raw JSON"
         }
     }
 }
@@ -363,6 +367,8 @@ extension JSONValue {
                 v.write(to: &out)
             }
             out.append(UInt8(ascii: "}"))
+        case .raw(let bytes):
+            out.append(contentsOf: bytes)
         }
     }
 
