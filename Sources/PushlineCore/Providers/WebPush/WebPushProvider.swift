@@ -316,7 +316,7 @@ public final class WebPushProvider: PushProvider {
     }
 
     /// Requests in one `performAll` batch.
-    static let batchSize = 1000
+    static let batchSize = 500
 
     /// Encrypts and sends `devices[range]` in one transport batch; 2xx answers are mapped at once,
     /// the others go to `deliver` seeded with the answer.
