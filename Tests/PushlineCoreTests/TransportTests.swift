@@ -294,4 +294,54 @@ struct TransportTests {
         let r = await transport.perform(HTTPRequest(url: "http://127.0.0.1:1/"))
         #expect(kind(r) == "other")
     }
+
+    @Test func performAllReturnsResultsInRequestOrder() async throws {
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport(options: TransportOptions(threads: 2, maxConnectionsPerHost: 1))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        // Every 97th request goes to a closed port, every 13th asks for a 503; the rest echo their index.
+        let count = 2000
+        let requests = (0..<count).map { i -> HTTPRequest in
+            if i % 97 == 5 { return HTTPRequest(url: "https://127.0.0.1:1/echo/\(i)", tls: tls, timeoutMs: 5000) }
+            let status = i % 13 == 0 ? 503 : 200
+            return HTTPRequest(
+                method: "POST", url: sink.base + "/echo/\(i)?status=\(status)", body: Array("{\"n\":\(i)}".utf8),
+                tls: tls)
+        }
+        let results = await transport.performAll(requests)
+        #expect(results.count == count)
+        var mismatches: [String] = []
+        for (i, r) in results.enumerated() {
+            if i % 97 == 5 {
+                if kind(r) != "connect" { mismatches.append("\(i): \(kind(r)), expected connect") }
+                continue
+            }
+            guard case .success(let resp) = r else {
+                mismatches.append("\(i): \(kind(r))")
+                continue
+            }
+            let echo = try JSONValue.parse(resp.body)
+            let status = i % 13 == 0 ? 503 : 200
+            if resp.status != status { mismatches.append("\(i): status \(resp.status), expected \(status)") }
+            if echo["path"]?.stringValue != "/echo/\(i)?status=\(status)" || echo["body"]?.stringValue != "{\"n\":\(i)}" {
+                mismatches.append("\(i): answered \(echo["path"]?.stringValue ?? "?")")
+            }
+        }
+        let wrong = mismatches.count
+        #expect(wrong == 0, "first wrong: \(mismatches.prefix(3))")
+        let stats = try await sink.stats(transport)
+        let refused = (0..<count).filter { $0 % 97 == 5 }.count
+        #expect(stats.streams == count - refused)  // the closed-port ones never reach the sink
+    }
+
+    @Test func performAllOfNothingReturnsAtOnce() async throws {
+        let transport = HTTPTransport(options: TransportOptions(threads: 1))
+        defer { transport.shutdown() }
+        let t0 = monotonicNanos()
+        let results = await transport.performAll([])
+        #expect(results.isEmpty)
+        #expect(monotonicNanos() - t0 < 50_000_000)
+        #expect(transport.stats.submitted == 0)
+    }
 }

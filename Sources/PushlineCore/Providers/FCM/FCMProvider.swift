@@ -4,8 +4,8 @@ import Synchronization
 /// The FCM HTTP v1 provider: one per app with an `fcm` block.
 ///
 /// Authenticates with the service account's OAuth2 token (cached, refreshed before expiry, single
-/// flight), sends one request per token (FCM v1 has no multicast) with up to `maxInFlight` running
-/// at once over the shared HTTP/2 transport, sends to topics and conditions, and manages topic
+/// flight), sends one request per token (FCM v1 has no multicast) in `performAll` batches, up to
+/// `maxInFlight` at once, over the shared HTTP/2 transport, sends to topics and conditions, and manages topic
 /// subscriptions through `FCMTopicManagement`.
 ///
 /// ```swift
@@ -15,9 +15,9 @@ import Synchronization
 /// ```
 public final class FCMProvider: TopicProvider {
     public let platform: Platform = .fcm
-    /// Sends in flight at once for one command: enough to fill two connections of 1000 streams
-    /// (the transport queues what its connections cannot take).
-    public static let maxInFlight = 2000
+    /// Sends in flight at once for one command: two `performAll` batches, enough to fill two
+    /// connections of 1000 streams (the transport queues what its connections cannot take).
+    public static let maxInFlight = 2 * batchSize
     /// Attempts per message for UNAVAILABLE/INTERNAL and lost connections.
     static let maxAttempts = 4
     /// A Retry-After longer than this is not waited for: the result is retryable with a hint.
@@ -79,30 +79,85 @@ public final class FCMProvider: TopicProvider {
         do { prepared = try PreparedMessage(notification) } catch {
             return devices.map { .failed($0, reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)]) }
         }
-        // Up to `maxInFlight` workers each take the next device until none is left: far fewer tasks and
-        // wake-ups of this task than one child task per device (a bulk may hold 100,000 devices).
+        if devices.count == 1 {
+            let o = await deliver(prepared.body(target: "token", devices[0].registrationId))
+            return [o.result(device: devices[0], dryRun: prepared.dryRun, logger: logger)]
+        }
+        // Large sends go to the transport in batches (one suspension per batch, not per device),
+        // two batches in flight so the connections never idle between them. Only answers that need
+        // another look (401 refresh, retries, quota) get a task of their own, in `deliver`.
         var results = [DeliveryResult?](repeating: nil, count: devices.count)
-        let cursor = FCMCursor()
-        let logger = self.logger
         await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
-            for _ in 0..<min(Self.maxInFlight, devices.count) {
-                group.addTask {
-                    var done: [(Int, DeliveryResult)] = []
-                    while true {
-                        let i = cursor.take()
-                        guard i < devices.count else { break }
-                        let device = devices[i]
-                        let o = await self.deliver(prepared.body(target: "token", device.registrationId))
-                        done.append((i, o.result(device: device, dryRun: prepared.dryRun, logger: logger)))
-                    }
-                    return done
+            var start = 0
+            var running = 0
+            while start < devices.count || running > 0 {
+                while start < devices.count && running < 2 {
+                    let range = start..<min(devices.count, start + Self.batchSize)
+                    group.addTask { await self.sendBatch(prepared, devices, range) }
+                    start = range.upperBound
+                    running += 1
                 }
-            }
-            for await done in group {
-                for (i, r) in done { results[i] = r }
+                guard let part = await group.next() else { break }
+                running -= 1
+                for (i, r) in part { results[i] = r }
             }
         }
         return zip(devices, results).map { d, r in r ?? .failed(d, reason: "INTERNAL", retryable: true) }
+    }
+
+    /// Requests in one `performAll` batch; two batches are in flight.
+    static let batchSize = 2000
+
+    /// Sends `devices[range]` in one transport batch with one access token; hands every answer
+    /// other than 200 to `deliver`, seeded with that answer.
+    func sendBatch(_ prepared: PreparedMessage, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+        let logger = self.logger
+        if let o = quotaOutcome() {
+            return range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) }
+        }
+        let bearer: String
+        if let t = tokens.freshToken() {
+            bearer = t
+        } else {
+            switch await tokens.token(replacing: nil) {
+            case .success(let t): bearer = t
+            case .failure(let e):
+                let o = Outcome.failed(reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
+                return range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) }
+            }
+        }
+        let headers = sendHeaders(bearer: bearer)
+        var requests: [HTTPRequest] = []
+        requests.reserveCapacity(range.count)
+        for i in range {
+            requests.append(HTTPRequest(
+                method: "POST", url: sendURL, headers: headers,
+                body: prepared.body(target: "token", devices[i].registrationId), tls: tls, timeoutMs: timeoutMs))
+        }
+        let answers = await transport.performAll(requests)
+        var done: [(Int, DeliveryResult)] = []
+        done.reserveCapacity(range.count)
+        var again: [(Int, [UInt8], Result<HTTPResponse, TransportError>)] = []
+        for (k, answer) in answers.enumerated() {
+            let i = range.lowerBound + k
+            if case .success(let r) = answer, r.status == 200 {
+                done.append((i, Self.sent(r).result(device: devices[i], dryRun: prepared.dryRun, logger: logger)))
+            } else {
+                again.append((i, requests[k].body, answer))
+            }
+        }
+        if !again.isEmpty {
+            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
+                for (i, body, first) in again {
+                    group.addTask {
+                        let o = await self.deliver(body, first: (bearer, first))
+                        return (i, o.result(device: devices[i], dryRun: prepared.dryRun, logger: logger))
+                    }
+                }
+                for await r in group { done.append(r) }
+            }
+        }
+        return done
     }
 
     public func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult {
@@ -228,36 +283,57 @@ public final class FCMProvider: TopicProvider {
         if started { logger.warning("FCM quota exceeded for project \(projectId): backing off \(ms / 1000) s") }
     }
 
+    /// The outcome of a send while the project backs off after QUOTA_EXCEEDED, or nil.
+    func quotaOutcome() -> Outcome? {
+        guard let ms = quotaRemainingMs() else { return nil }
+        return .failed(
+            reason: "QUOTA_EXCEEDED", message: "project \(projectId) is backing off after QUOTA_EXCEEDED",
+            retryable: true, deactivate: false, retryAfterMs: ms)
+    }
+
+    /// The outcome of a 200 answer (Google's message name).
+    static func sent(_ r: HTTPResponse) -> Outcome {
+        .sent(name: (try? JSONValue.parse(r.body))?["name"]?.stringValue)
+    }
+
     /// Sends one request body, with token refresh on 401 and retries of transient failures.
-    func deliver(_ body: [UInt8]) async -> Outcome {
+    ///
+    /// `first` is an answer already received for a first attempt made with `first.bearer`
+    /// (from a batch): it is judged as if this call had sent it.
+    func deliver(_ body: [UInt8], first: (bearer: String, answer: Result<HTTPResponse, TransportError>)? = nil) async -> Outcome {
         var attempt = 0
         var refreshed = false
         var stale: String? = nil
+        var pending = first
         while true {
-            if let ms = quotaRemainingMs() {
-                return .failed(
-                    reason: "QUOTA_EXCEEDED", message: "project \(projectId) is backing off after QUOTA_EXCEEDED",
-                    retryable: true, deactivate: false, retryAfterMs: ms)
-            }
             attempt += 1
             let bearer: String
-            if stale == nil, let t = tokens.freshToken() {
-                bearer = t
+            let result: Result<HTTPResponse, TransportError>
+            if let p = pending {
+                pending = nil
+                bearer = p.bearer
+                result = p.answer
             } else {
-                switch await tokens.token(replacing: stale) {
-                case .success(let t): bearer = t
-                case .failure(let e):
-                    return .failed(
-                        reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
+                if let o = quotaOutcome() { return o }
+                if stale == nil, let t = tokens.freshToken() {
+                    bearer = t
+                } else {
+                    switch await tokens.token(replacing: stale) {
+                    case .success(let t): bearer = t
+                    case .failure(let e):
+                        return .failed(
+                            reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false,
+                            retryAfterMs: nil)
+                    }
                 }
+                stale = nil
+                let req = HTTPRequest(
+                    method: "POST", url: sendURL, headers: sendHeaders(bearer: bearer), body: body, tls: tls,
+                    timeoutMs: timeoutMs)
+                result = await transport.perform(req)
             }
-            stale = nil
-            let req = HTTPRequest(
-                method: "POST", url: sendURL,
-                headers: sendHeaders(bearer: bearer),
-                body: body, tls: tls, timeoutMs: timeoutMs)
             let resp: HTTPResponse
-            switch await transport.perform(req) {
+            switch result {
             case .success(let r): resp = r
             case .failure(let e):
                 // Lost before Google processed it (GOAWAY, refused stream, connect): safe to send again.
@@ -269,10 +345,7 @@ public final class FCMProvider: TopicProvider {
                     reason: Self.reason(e), message: e.description, retryable: e.retryable, deactivate: false,
                     retryAfterMs: nil)
             }
-            if resp.status == 200 {
-                let name = (try? JSONValue.parse(resp.body))?["name"]?.stringValue
-                return .sent(name: name)
-            }
+            if resp.status == 200 { return Self.sent(resp) }
             let info = FCMErrorInfo(httpStatus: resp.status, body: resp.body)
             switch FCMFailure.classify(info) {
             case .refreshToken:
@@ -309,13 +382,6 @@ public final class FCMProvider: TopicProvider {
             }
         }
     }
-}
-
-/// The next index to work on, shared by a send's workers.
-final class FCMCursor: Sendable {
-    private let next = Atomic<Int>(0)
-    /// Returns an index no other caller gets.
-    func take() -> Int { next.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 /// A built message serialized once, into which each request's target is spliced.

@@ -288,17 +288,89 @@ public final class WebPushProvider: PushProvider {
             return devices.map { .failed($0, reason: error.message) }
         }
         let dryRun = notification.dryRun
-        return await WebWNS.fanout(devices, width: Self.fanoutWidth) { [self] d in
-            await self.sendOne(prepared, to: d, dryRun: dryRun)
+        if devices.count <= 1 || dryRun {
+            return await WebWNS.fanout(devices, width: Self.fanoutWidth) { [self] d in
+                await self.sendOne(prepared, to: d, dryRun: dryRun)
+            }
         }
+        // Large sends go to the transport in batches (one suspension per batch, not per device),
+        // two batches in flight: one is encrypted while the other is on the wire. Only answers
+        // that need another look (retries) get a task of their own.
+        var results = [DeliveryResult?](repeating: nil, count: devices.count)
+        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
+            var start = 0
+            var running = 0
+            while start < devices.count || running > 0 {
+                while start < devices.count && running < 2 {
+                    let range = start..<min(devices.count, start + Self.batchSize)
+                    group.addTask { await self.sendBatch(prepared, devices, range) }
+                    start = range.upperBound
+                    running += 1
+                }
+                guard let part = await group.next() else { break }
+                running -= 1
+                for (i, r) in part { results[i] = r }
+            }
+        }
+        return zip(devices, results).map { d, r in r ?? .failed(d, reason: "internal: no result", retryable: true) }
     }
 
-    func sendOne(_ p: Prepared, to d: Device, dryRun: Bool) async -> DeliveryResult {
+    /// Requests in one `performAll` batch.
+    static let batchSize = 500
+
+    /// Encrypts and sends `devices[range]` in one transport batch; 2xx answers are mapped at once,
+    /// the others go to `deliver` seeded with the answer.
+    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+        var done: [(Int, DeliveryResult)] = []
+        done.reserveCapacity(range.count)
+        var index: [Int] = []
+        var requests: [HTTPRequest] = []
+        index.reserveCapacity(range.count)
+        requests.reserveCapacity(range.count)
+        for i in range {
+            switch request(p, for: devices[i]) {
+            case .success(let r):
+                index.append(i)
+                requests.append(r)
+            case .failure(let failed):
+                done.append((i, failed.result))
+            }
+        }
+        let answers = await context.transport.performAll(requests)
+        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
+        for (k, answer) in answers.enumerated() {
+            if case .success(let r) = answer, (200...202).contains(r.status) {
+                done.append((index[k], Self.sentResult(devices[index[k]], r)))
+            } else {
+                again.append((k, answer))
+            }
+        }
+        if !again.isEmpty {
+            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
+                for (k, first) in again {
+                    let i = index[k]
+                    let req = requests[k]
+                    group.addTask { (i, await self.deliver(req, to: devices[i], first: first)) }
+                }
+                for await r in group { done.append(r) }
+            }
+        }
+        return done
+    }
+
+    /// A device's result that needs no request (bad subscription, encryption failure).
+    struct Unsendable: Error {
+        var result: DeliveryResult
+    }
+
+    /// The encrypted, VAPID-signed request for one subscription.
+    func request(_ p: Prepared, for d: Device) -> Result<HTTPRequest, Unsendable> {
         guard let url = endpointURL(d) else {
-            return .failed(d, reason: "invalid_subscription: registration_id is not an https push endpoint URL")
+            return .failure(Unsendable(result: .failed(d, reason: "invalid_subscription: registration_id is not an https push endpoint URL")))
         }
         guard let keys = keys(d) else {
-            return .failed(d, reason: "invalid_subscription: p256dh must be a P-256 point and auth 16 bytes (base64url)")
+            return .failure(Unsendable(result: .failed(
+                d, reason: "invalid_subscription: p256dh must be a P-256 point and auth 16 bytes (base64url)")))
         }
         let body: [UInt8]
         let auth: String
@@ -307,21 +379,47 @@ public final class WebPushProvider: PushProvider {
             auth = try authorization(origin: url.origin, now: nowMillis() / 1000)
         } catch {
             context.logger.error("webpush encryption for \(redact(d.registrationId)) failed: \(error)")
-            return .failed(d, reason: "encryption_failed: \(error)")
+            return .failure(Unsendable(result: .failed(d, reason: "encryption_failed: \(error)")))
         }
-        if dryRun { return .sent(d, extra: ["dry_run": true]) }
-
         var headers: [(String, String)] = [
             ("authorization", auth), ("content-encoding", "aes128gcm"), ("content-type", "application/octet-stream"),
         ]
         headers.append(contentsOf: p.headers)
-        let req = HTTPRequest(
+        return .success(HTTPRequest(
             method: "POST", url: url.origin + url.rest, headers: headers, body: body, tls: tls,
-            timeoutMs: config.connection.requestTimeoutMs)
+            timeoutMs: config.connection.requestTimeoutMs))
+    }
+
+    /// The result of a 2xx answer.
+    static func sentResult(_ d: Device, _ resp: HTTPResponse) -> DeliveryResult {
+        var extra = JSONObject()
+        if let loc = resp.header("location") { extra["location"] = .string(loc) }
+        return .sent(d, extra: extra)
+    }
+
+    func sendOne(_ p: Prepared, to d: Device, dryRun: Bool) async -> DeliveryResult {
+        switch request(p, for: d) {
+        case .failure(let failed): return failed.result
+        case .success(let req):
+            if dryRun { return .sent(d, extra: ["dry_run": true]) }
+            return await deliver(req, to: d)
+        }
+    }
+
+    /// Sends one request with retries; `first` is an answer already received for the first attempt.
+    func deliver(_ req: HTTPRequest, to d: Device, first: Result<HTTPResponse, TransportError>? = nil) async -> DeliveryResult {
+        var pending = first
         var attempt = 1
         while true {
+            let answer: Result<HTTPResponse, TransportError>
+            if let p = pending {
+                pending = nil
+                answer = p
+            } else {
+                answer = await context.transport.perform(req)
+            }
             let resp: HTTPResponse
-            switch await context.transport.perform(req) {
+            switch answer {
             case .failure(let e):
                 if WebWNS.safeToResend(e), attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
@@ -336,7 +434,7 @@ public final class WebPushProvider: PushProvider {
             if let loc = resp.header("location") { extra["location"] = .string(loc) }
             switch resp.status {
             case 200, 201, 202:
-                return .sent(d, extra: extra)
+                return Self.sentResult(d, resp)
             case 404:
                 return .failed(d, reason: "not_found", deactivate: true, extra: extra)
             case 410:
