@@ -420,3 +420,42 @@ def test_expired_again_after_refresh_is_a_config_error(start_daemon, start_fake)
     n = len(fake.received())
     send(d, [tok(1), tok(2)], message="y")
     assert len(fake.received()) == n
+
+
+def test_busy_when_more_is_queued_than_max_pending(start_daemon, fake):
+    import threading
+    config = cfg(fake)
+    config["max_pending"] = 10
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, 21)]
+    register(d, tokens)
+    fake.control({"delay_ms": 1500})
+    slow = {}
+
+    def first():
+        c = d.connect()
+        slow["r"] = c.call({"cmd": "send", "platform": "apns", "registration_ids": tokens[:8], "message": "slow"})
+        c.close()
+
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.5)  # the 8 notifications are in flight
+    c = d.connect()
+    t0 = time.time()
+    r = c.call({"id": "b", "cmd": "send", "platform": "apns", "registration_ids": tokens[8:13], "message": "more"})
+    assert time.time() - t0 < 1.0, "busy is answered at once, not after a stall"
+    assert r["id"] == "b" and r["ok"] is False and r["error"]["code"] == "busy", r
+    assert r["error"]["retry_after_ms"] > 0
+    # Something that still fits is accepted meanwhile.
+    small = c.call({"cmd": "send", "platform": "apns", "registration_ids": tokens[13:15], "message": "fits"})
+    assert small["ok"] and small["sent"] == 2
+    t.join()
+    assert slow["r"]["sent"] == 8
+    fake.control({"delay_ms": 0})
+    # Once the queue drains, the same command goes through.
+    again = c.call({"cmd": "send", "platform": "apns", "registration_ids": tokens[8:13], "message": "more"})
+    assert again["ok"] and again["sent"] == 5
+    # A single command larger than max_pending is not refused forever: alone, it runs.
+    alone = c.call({"cmd": "bulk", "platform": "apns", "registration_ids": tokens, "message": "all"})
+    assert alone["ok"] and alone["sent"] == 20
+    c.close()
