@@ -245,10 +245,10 @@ struct APNsErrorTests {
 struct APNsHelperTests {
     @Test("transport failures map to Pushline's reasons")
     func transportReasons() {
-        #expect(APNsProvider.transportReason(TransportError(.timeout, "x")) == "timeout")
-        #expect(APNsProvider.transportReason(TransportError(.connect, "x")) == "connect_error")
-        #expect(APNsProvider.transportReason(TransportError(.tls, "x")) == "tls_error")
-        #expect(APNsProvider.transportReason(TransportError(.connectionLost, "x")) == "connection_lost")
+        #expect(TransportError(.timeout, "x").protocolReason == "timeout")
+        #expect(TransportError(.connect, "x").protocolReason == "connect_error")
+        #expect(TransportError(.tls, "x").protocolReason == "tls_error")
+        #expect(TransportError(.connectionLost, "x").protocolReason == "connection_lost")
     }
 
     @Test("a full device token never stays in a message")

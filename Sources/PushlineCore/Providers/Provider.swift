@@ -59,6 +59,42 @@ public protocol TopicProvider: PushProvider {
     func unsubscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
 }
 
+/// Runs a large send as consecutive batches, a few in flight at once.
+///
+/// Each batch is one `HTTPTransport.performAll` call in the provider (one suspension per
+/// batch, not per device); with two in flight the connections never idle between batches.
+///
+/// ```swift
+/// let results = await Batches.run(count: devices.count, batchSize: 2000) { range in
+///     await self.sendBatch(prepared, devices, range)   // [(index, DeliveryResult)]
+/// }
+/// ```
+public enum Batches {
+    /// Calls `body` for `0..<count` in ranges of `batchSize`, at most `inFlight` at once, and
+    /// returns each index's result (nil only where `body` gave none).
+    public static func run<R: Sendable>(
+        count: Int, batchSize: Int, inFlight: Int = 2, _ body: @escaping @Sendable (Range<Int>) async -> [(Int, R)]
+    ) async -> [R?] {
+        var results = [R?](repeating: nil, count: count)
+        await withTaskGroup(of: [(Int, R)].self) { group in
+            var start = 0
+            var running = 0
+            while start < count || running > 0 {
+                while start < count && running < max(1, inFlight) {
+                    let range = start..<min(count, start + max(1, batchSize))
+                    group.addTask { await body(range) }
+                    start = range.upperBound
+                    running += 1
+                }
+                guard let part = await group.next() else { break }
+                running -= 1
+                for (i, r) in part { results[i] = r }
+            }
+        }
+        return results
+    }
+}
+
 /// Exponential backoff with full jitter, honouring a server's `Retry-After`.
 ///
 /// ```swift

@@ -80,6 +80,16 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         self.message = message
     }
 
+    /// Pushline's per-device reason for a request that got no HTTP answer (protocol.md, section 4).
+    public var protocolReason: String {
+        switch kind {
+        case .timeout: return "timeout"
+        case .connect: return "connect_error"
+        case .tls: return "tls_error"
+        case .connectionLost, .unavailable, .other: return "connection_lost"
+        }
+    }
+
     /// Whether sending again may work.
     public var retryable: Bool { kind != .tls }
     public var description: String { "\(kind.rawValue): \(message)" }

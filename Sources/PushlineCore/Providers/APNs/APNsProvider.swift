@@ -149,21 +149,8 @@ public final class APNsProvider: PushProvider {
         // Large sends go to the transport in batches (one suspension per batch, not per device),
         // two batches in flight so connections never idle between them. Only answers that need
         // more than one look (retries, a new provider token) get a task of their own.
-        var out = [DeliveryResult?](repeating: nil, count: devices.count)
-        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
-            var start = 0
-            var running = 0
-            while start < devices.count || running > 0 {
-                while start < devices.count && running < 2 {
-                    let range = start..<min(devices.count, start + Self.batchSize)
-                    group.addTask { await self.sendBatch(prepared, devices, range) }
-                    start = range.upperBound
-                    running += 1
-                }
-                guard let part = await group.next() else { break }
-                running -= 1
-                for (i, r) in part { out[i] = r }
-            }
+        let out = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
+            await self.sendBatch(prepared, devices, range)
         }
         return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
     }
@@ -269,7 +256,7 @@ public final class APNsProvider: PushProvider {
                     continue
                 }
                 return .failed(
-                    device, reason: Self.transportReason(e), retryable: e.retryable,
+                    device, reason: e.protocolReason, retryable: e.retryable,
                     extra: ["error": .string(e.message.replacingToken(token))])
             case .success(let r):
                 response = r
@@ -317,15 +304,6 @@ public final class APNsProvider: PushProvider {
         }
     }
 
-    /// Pushline's reason for a request that got no HTTP answer (protocol.md section 4).
-    static func transportReason(_ e: TransportError) -> String {
-        switch e.kind {
-        case .timeout: return "timeout"
-        case .connect: return "connect_error"
-        case .tls: return "tls_error"
-        case .connectionLost, .unavailable, .other: return "connection_lost"
-        }
-    }
 
     static let badTokenReason = "BadDeviceToken: not a hexadecimal APNs token (not sent)"
 

@@ -154,7 +154,7 @@ actor FCMTokenSource {
         case .success(let r): resp = r
         case .failure(let e):
             return .failure(
-                FCMAuthError("token endpoint \(account.tokenURI): \(e)", retryable: e.retryable, reason: FCMProvider.reason(e)))
+                FCMAuthError("token endpoint \(account.tokenURI): \(e)", retryable: e.retryable, reason: e.protocolReason))
         }
         let json = try? JSONValue.parse(resp.body)
         guard resp.status == 200 else {

@@ -86,21 +86,8 @@ public final class FCMProvider: TopicProvider {
         // Large sends go to the transport in batches (one suspension per batch, not per device),
         // two batches in flight so the connections never idle between them. Only answers that need
         // another look (401 refresh, retries, quota) get a task of their own, in `deliver`.
-        var results = [DeliveryResult?](repeating: nil, count: devices.count)
-        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
-            var start = 0
-            var running = 0
-            while start < devices.count || running > 0 {
-                while start < devices.count && running < 2 {
-                    let range = start..<min(devices.count, start + Self.batchSize)
-                    group.addTask { await self.sendBatch(prepared, devices, range) }
-                    start = range.upperBound
-                    running += 1
-                }
-                guard let part = await group.next() else { break }
-                running -= 1
-                for (i, r) in part { results[i] = r }
-            }
+        let results = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
+            await self.sendBatch(prepared, devices, range)
         }
         return zip(devices, results).map { d, r in r ?? .failed(d, reason: "INTERNAL", retryable: true) }
     }
@@ -243,15 +230,6 @@ public final class FCMProvider: TopicProvider {
         }
     }
 
-    /// Pushline's reason for a request that got no HTTP answer (protocol.md, section 4).
-    static func reason(_ e: TransportError) -> String {
-        switch e.kind {
-        case .timeout: return "timeout"
-        case .connect: return "connect_error"
-        case .tls: return "tls_error"
-        case .connectionLost, .unavailable, .other: return "connection_lost"
-        }
-    }
 
     /// The send request's headers for an access token, built once per token and shared by every
     /// request (the transport then reuses its libcurl header list too).
@@ -342,7 +320,7 @@ public final class FCMProvider: TopicProvider {
                     continue
                 }
                 return .failed(
-                    reason: Self.reason(e), message: e.description, retryable: e.retryable, deactivate: false,
+                    reason: e.protocolReason, message: e.description, retryable: e.retryable, deactivate: false,
                     retryAfterMs: nil)
             }
             if resp.status == 200 { return Self.sent(resp) }

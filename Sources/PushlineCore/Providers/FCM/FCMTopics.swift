@@ -204,7 +204,7 @@ struct IIDTopicManagement: FCMTopicManagement {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     continue
                 }
-                return all(regTokens, .failed(code: FCMProvider.reason(e), message: e.description, retryable: e.retryable))
+                return all(regTokens, .failed(code: e.protocolReason, message: e.description, retryable: e.retryable))
             }
             let json = try? JSONValue.parse(resp.body)
             if resp.status == 200, let results = json?["results"]?.arrayValue, results.count == regTokens.count {

@@ -305,7 +305,7 @@ public final class WNSProvider: PushProvider {
                     continue
                 }
                 context.logger.debug("wns send to \(redact(d.registrationId)) failed: \(e)")
-                return .failed(d, reason: WebWNS.transportReason(e), retryable: e.retryable, extra: ["error": .string(e.message)])
+                return .failed(d, reason: e.protocolReason, retryable: e.retryable, extra: ["error": .string(e.message)])
             case .success(let r): resp = r
             }
             var extra = Self.extra(from: resp)
@@ -423,7 +423,7 @@ actor WNSTokenCache {
                     attempt += 1
                     continue
                 }
-                return .failure(WNSTokenFailure(reason: "token_error: \(WebWNS.transportReason(e)): \(e.message)", retryable: e.retryable))
+                return .failure(WNSTokenFailure(reason: "token_error: \(e.protocolReason): \(e.message)", retryable: e.retryable))
             case .success(let r):
                 if r.status == 200, let v = try? JSONValue.parse(r.body), let tok = v["access_token"]?.stringValue, !tok.isEmpty {
                     let ttl = v["expires_in"]?.intValue ?? 86_400

@@ -161,15 +161,6 @@ enum WebWNS {
         return nil
     }
 
-    /// Pushline's reason for a request that got no HTTP answer (protocol.md section 4).
-    static func transportReason(_ e: TransportError) -> String {
-        switch e.kind {
-        case .timeout: return "timeout"
-        case .connect: return "connect_error"
-        case .tls: return "tls_error"
-        case .connectionLost, .unavailable, .other: return "connection_lost"
-        }
-    }
 
     /// Whether a request that got no answer surely was not processed, so sending it again
     /// cannot deliver twice (a timeout may have been delivered: it is not retried).

@@ -296,21 +296,8 @@ public final class WebPushProvider: PushProvider {
         // Large sends go to the transport in batches (one suspension per batch, not per device),
         // two batches in flight: one is encrypted while the other is on the wire. Only answers
         // that need another look (retries) get a task of their own.
-        var results = [DeliveryResult?](repeating: nil, count: devices.count)
-        await withTaskGroup(of: [(Int, DeliveryResult)].self) { group in
-            var start = 0
-            var running = 0
-            while start < devices.count || running > 0 {
-                while start < devices.count && running < 2 {
-                    let range = start..<min(devices.count, start + Self.batchSize)
-                    group.addTask { await self.sendBatch(prepared, devices, range) }
-                    start = range.upperBound
-                    running += 1
-                }
-                guard let part = await group.next() else { break }
-                running -= 1
-                for (i, r) in part { results[i] = r }
-            }
+        let results = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
+            await self.sendBatch(prepared, devices, range)
         }
         return zip(devices, results).map { d, r in r ?? .failed(d, reason: "internal: no result", retryable: true) }
     }
@@ -427,7 +414,7 @@ public final class WebPushProvider: PushProvider {
                     continue
                 }
                 context.logger.debug("webpush send to \(redact(d.registrationId)) failed: \(e)")
-                return .failed(d, reason: WebWNS.transportReason(e), retryable: e.retryable, extra: ["error": .string(e.message)])
+                return .failed(d, reason: e.protocolReason, retryable: e.retryable, extra: ["error": .string(e.message)])
             case .success(let r): resp = r
             }
             var extra = JSONObject()
