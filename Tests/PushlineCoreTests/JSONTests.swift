@@ -115,6 +115,14 @@ import Testing
         #expect(c.maxLineBytes == 1 << 20)
         #expect(c.apps.keys.sorted() == ["default"])
         #expect(c.updateOnDuplicateRegId == false)
+        #expect(c.transportOptions.maxConcurrentStreams == 500)
+        #expect(c.transportOptions.threads == 2)
+    }
+
+    @Test func transportFollowsTheBlocks() throws {
+        let c = try PushlineConfig(json: try JSONValue.parse(#"{"max_streams_per_connection":100}"#))
+        #expect(c.transportOptions.maxConcurrentStreams == 100)
+        #expect(throws: ConfigError.self) { try PushlineConfig(json: try JSONValue.parse(#"{"max_streams_per_connection":0}"#)) }
     }
 
     @Test func errorsNameTheKeyPath() {

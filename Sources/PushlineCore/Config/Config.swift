@@ -12,6 +12,9 @@ public struct PushlineConfig: Sendable {
     public var maxLineBytes: Int = 1 << 20
     /// Notifications queued or in flight across the daemon before commands get `busy`.
     public var maxPending: Int = 250_000
+    /// HTTP/2 streams in flight per provider connection (the server's own limit still rules).
+    /// Each costs about 35 KB while in flight; 500 keeps two connections busy over a WAN.
+    public var maxStreamsPerConnection: Int = 500
     /// `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical`.
     public var logLevel: String = "info"
     public var apps: [String: AppConfig] = ["default": AppConfig()]
@@ -22,7 +25,9 @@ public struct PushlineConfig: Sendable {
     public var transportOptions: TransportOptions {
         let maxConnections = apps.values.flatMap(\.connectionConfigs).map(\.maxConnections).max() ?? 2
         let threads = max(1, min(2, maxConnections))
-        return TransportOptions(threads: threads, maxConnectionsPerHost: (maxConnections + threads - 1) / threads)
+        return TransportOptions(
+            threads: threads, maxConnectionsPerHost: (maxConnections + threads - 1) / threads,
+            maxConcurrentStreams: maxStreamsPerConnection)
     }
 
     /// The embedded default: one app `default` with no provider credentials.
@@ -52,6 +57,7 @@ public struct PushlineConfig: Sendable {
         updateOnDuplicateRegId = try r.bool("update_on_duplicate_reg_id") ?? false
         maxLineBytes = try r.int("max_line_bytes", range: 1024...(256 << 20)) ?? maxLineBytes
         maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending
+        maxStreamsPerConnection = try r.int("max_streams_per_connection", range: 1...10_000) ?? maxStreamsPerConnection
         if let l = try r.string("log_level") {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(l) else {
                 throw ConfigError("log_level", "expected one of trace, debug, info, notice, warning, error, critical")
