@@ -182,7 +182,7 @@ extension Dispatcher {
         var failed = 0
         for (j, job) in jobs.enumerated() {
             let results = await deliver(job.notification, to: resolved[j].devices)
-            let all = results + resolved[j].rejected
+            let all = resolved[j].rejected.isEmpty ? results : results + resolved[j].rejected
             let renderer = await applyDeactivations(all, devices: resolved[j].devices)
             for r in all {
                 if r.status == .sent { sent += 1 } else { failed += 1 }
@@ -220,6 +220,15 @@ extension Dispatcher {
 
     /// Sends to devices grouped by (app, platform), groups concurrently; results keep the devices' order.
     func deliver(_ n: Notification, to devices: [Device]) async -> [DeliveryResult] {
+        // One (app, platform), the usual case: hand the list over as it is, no index or copy.
+        if let first = devices.first, devices.allSatisfy({ $0.app == first.app && $0.platform == first.platform }) {
+            guard let p = providers.provider(app: first.app, platform: first.platform) else {
+                return devices.map { .failed($0, reason: "provider_not_configured") }
+            }
+            let r = await p.send(n, to: devices)
+            if r.count == devices.count { return r }
+            return devices.enumerated().map { i, d in i < r.count ? r[i] : .failed(d, reason: "provider returned no result", retryable: true) }
+        }
         var groups: [ProviderSet.Key: [Int]] = [:]
         for (i, d) in devices.enumerated() { groups[ProviderSet.Key(app: d.app, platform: d.platform), default: []].append(i) }
         var results = [DeliveryResult?](repeating: nil, count: devices.count)
