@@ -120,6 +120,7 @@ extension Dispatcher {
     }
 
     func send(_ a: inout Arguments, bulk: Bool) async throws(CommandError) -> JSONObject {
+        let started = monotonicNanos()
         var jobs: [Job] = []
         var indexed = false
         if bulk, a.has("messages") {
@@ -195,6 +196,10 @@ extension Dispatcher {
         out.append(UInt8(ascii: "]"))
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
+        logger.info("\(bulk ? "bulk" : "send") done", metadata: [
+            "messages": "\(jobs.count)", "sent": "\(sent)", "failed": "\(failed)",
+            "ms": "\((monotonicNanos() - started) / 1_000_000)",
+        ])
         return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
     }
 
