@@ -459,3 +459,29 @@ def test_busy_when_more_is_queued_than_max_pending(start_daemon, fake):
     alone = c.call({"cmd": "bulk", "platform": "apns", "registration_ids": tokens, "message": "all"})
     assert alone["ok"] and alone["sent"] == 20
     c.close()
+
+
+def test_large_bulk_by_tokens_is_pipelined_in_chunks(start_daemon, fake):
+    # More tokens than one chunk (5000): resolution, sending and results overlap chunk by chunk.
+    config = cfg(fake)
+    config["max_line_bytes"] = 16 << 20
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, 12_001)]
+    for k in range(0, len(tokens), 4000):
+        register(d, tokens[k:k + 4000])
+    d.call({"cmd": "update", "registration_id": tokens[7000], "platform": "apns", "active": False})
+    dead = tokens[11_000]
+    fake.control({"unregister": [{"token": dead, "timestamp": int(time.time() * 1000) + 60_000}]})
+    unknown = [tok(i) for i in range(50_001, 50_004)]
+    r = d.call({"cmd": "bulk", "platform": "apns", "registration_ids": tokens + unknown, "message": "big"})
+    assert r["ok"], r
+    assert len(r["results"]) == len(tokens) + len(unknown)
+    assert r["sent"] == len(tokens) - 2 and r["failed"] == 2 + len(unknown)
+    by = {x["registration_id"]: x for x in r["results"]}
+    assert by[dead]["status"] == "failed" and by[dead]["deactivated"] is True
+    assert by[tokens[7000]]["reason"] == "inactive"
+    assert all(by[t]["reason"] == "not_registered" and by[t]["id"] is None for t in unknown)
+    assert all(by[t]["status"] == "sent" and by[t]["apns_id"] for t in tokens[:7000])
+    assert len({x["registration_id"] for x in r["results"]}) == len(r["results"])
+    assert d.call({"cmd": "devices", "registration_id": dead})["devices"][0]["active"] is False
+    assert len(fake.received()) >= len(tokens) - 1

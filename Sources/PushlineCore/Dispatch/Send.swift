@@ -136,6 +136,9 @@ extension Dispatcher {
         } else {
             jobs.append(try parseJob(&a))
         }
+        if jobs.count == 1, case .tokens(let app, let platform, let tokens) = jobs[0].target, tokens.count > Self.chunkSize {
+            return try await sendPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
+        }
 
         // Resolve every target and check every provider before anything is sent.
         var resolved: [Resolved] = []
@@ -201,6 +204,95 @@ extension Dispatcher {
             "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
         return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
+    }
+
+    /// Tokens per chunk of a pipelined send.
+    static let chunkSize = 5000
+
+    /// A large send to tokens of one (app, platform): the provider is checked first, then chunks
+    /// are resolved, sent, deactivated and rendered two at a time, so looking devices up and
+    /// writing results overlap with sending, and only two chunks' devices and results are held.
+    func sendPipelined(
+        _ n: Notification, app: String, platform: Platform, tokens: [String], started: UInt64, bulk: Bool
+    ) async throws(CommandError) -> JSONObject {
+        guard let provider = providers.provider(app: app, platform: platform) else {
+            throw Self.notConfigured(app: app, platform: platform)
+        }
+        do throws(CommandError) {
+            try provider.validate(n)
+        } catch {
+            var e = error
+            e.details["platform"] = .string(platform.rawValue)
+            throw e
+        }
+        try reserve(tokens.count)
+        defer { pending.subtract(tokens.count, ordering: .relaxed) }
+        let ranges = stride(from: 0, to: tokens.count, by: Self.chunkSize).map { $0..<min($0 + Self.chunkSize, tokens.count) }
+        typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
+        var parts = [Part?](repeating: nil, count: ranges.count)
+        var failure: CommandError?
+        await withTaskGroup(of: (Int, Result<Part, CommandError>).self) { group in
+            var next = 0
+            var running = 0
+            while next < ranges.count || running > 0 {
+                while next < ranges.count && running < 2 && failure == nil {
+                    let k = next
+                    let chunk = Array(tokens[ranges[k]])
+                    group.addTask { (k, await self.sendChunk(n, app: app, platform: platform, tokens: chunk)) }
+                    next += 1
+                    running += 1
+                }
+                guard let (k, r) = await group.next() else { break }
+                running -= 1
+                switch r {
+                case .success(let part): parts[k] = part
+                case .failure(let e): failure = failure ?? e
+                }
+            }
+        }
+        if let failure {
+            logger.error("send stopped part way", metadata: ["error": "\(failure.message)"])
+            throw failure
+        }
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        var sent = 0
+        var failed = 0
+        for part in parts.compactMap({ $0 }) where !part.bytes.isEmpty {
+            if out.count > 1 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: part.bytes)
+            sent += part.sent
+            failed += part.failed
+        }
+        out.append(UInt8(ascii: "]"))
+        sentCount.add(sent, ordering: .relaxed)
+        failedCount.add(failed, ordering: .relaxed)
+        logger.info("\(bulk ? "bulk" : "send") done", metadata: [
+            "messages": "1", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
+        ])
+        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
+    }
+
+    /// One chunk of a pipelined send: its results as comma-separated JSON objects, and counts.
+    func sendChunk(_ n: Notification, app: String, platform: Platform, tokens: [String]) async
+        -> Result<(bytes: [UInt8], sent: Int, failed: Int), CommandError>
+    {
+        let r: Resolved
+        do throws(CommandError) {
+            r = try await resolve(.tokens(app: app, platform: platform, tokens))
+        } catch {
+            return .failure(error)
+        }
+        let results = await deliver(n, to: r.devices)
+        let all = r.rejected.isEmpty ? results : results + r.rejected
+        let renderer = await applyDeactivations(all, devices: r.devices)
+        var bytes: [UInt8] = []
+        var sent = 0
+        for result in all {
+            if result.status == .sent { sent += 1 }
+            if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
+            JSONValue.object(renderer.json(result)).write(to: &bytes)
+        }
+        return .success((bytes, sent, all.count - sent))
     }
 
     static func notConfigured(app: String, platform: Platform) -> CommandError {
