@@ -408,3 +408,27 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
         #expect(try await reg.devices(f).isEmpty)
     }
 }
+
+@Suite struct RegistryGroupTests {
+    @Test func groupsCountDevicesPerAppAndPlatform() async throws {
+        var template = [UInt8]("/tmp/pl-groups-XXXXXX".utf8) + [0]
+        let dir = template.withUnsafeMutableBufferPointer { p in String(cString: mkdtemp(p.baseAddress!)) }
+        let registry = try Registry(path: dir + "/g.db")
+        defer { registry.close() }
+        var inputs: [DeviceInput] = []
+        for i in 0..<5 { inputs.append(try DeviceInput(parsing: ["platform": "fcm", "registration_id": .string("a\(i)"), "user": "u"])) }
+        for i in 0..<2 {
+            inputs.append(try DeviceInput(parsing: ["platform": "fcm", "registration_id": .string("b\(i)"), "app": "shop", "user": "u"]))
+        }
+        inputs.append(try DeviceInput(parsing: ["platform": "fcm", "registration_id": "c", "user": "v"]))
+        _ = try await registry.register(inputs, updateOnDuplicate: false)
+        var f = DeviceFilter()
+        f.user = "u"
+        f.limit = 1
+        f.afterId = 3
+        let groups = try await registry.groups(f).sorted { $0.app < $1.app }
+        #expect(groups == [Registry.Group(app: "default", platform: .fcm, count: 5), Registry.Group(app: "shop", platform: .fcm, count: 2)])
+        f.user = "nobody"
+        #expect(try await registry.groups(f).isEmpty)
+    }
+}

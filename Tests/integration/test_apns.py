@@ -485,3 +485,29 @@ def test_large_bulk_by_tokens_is_pipelined_in_chunks(start_daemon, fake):
     assert len({x["registration_id"] for x in r["results"]}) == len(r["results"])
     assert d.call({"cmd": "devices", "registration_id": dead})["devices"][0]["active"] is False
     assert len(fake.received()) >= len(tokens) - 1
+
+
+def test_send_to_users_and_filters_reads_devices_page_by_page(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    tokens = [tok(i) for i in range(1, 6_101)]
+    for k in range(0, len(tokens), 3000):
+        r = d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": t, "user": "u"}
+                                                   for t in tokens[k:k + 3000]]})
+        assert r["ok"], r
+    d.call({"cmd": "register", "devices": [{"platform": "fcm", "registration_id": f"f{i}", "user": "u"} for i in range(3)]})
+    d.call({"cmd": "update", "registration_id": tokens[10], "platform": "apns", "active": False})
+    # Every group is checked before anything is sent.
+    big = d.call({"cmd": "send", "users": ["u"], "message": "x" * 5000})
+    assert big["ok"] is False and big["error"]["code"] == "payload_too_large"
+    assert fake.received() == []
+    r = d.call({"cmd": "send", "users": ["u"], "message": "to everyone"})
+    assert r["ok"], r
+    assert r["sent"] == len(tokens) - 1 and r["failed"] == 3
+    assert len(r["results"]) == len(tokens) - 1 + 3
+    assert {x["reason"] for x in r["results"] if x["status"] == "failed"} == {"provider_not_configured"}
+    assert len({x["id"] for x in r["results"]}) == len(r["results"])
+    # A filter that selects only devices of an unconfigured platform is refused as a whole.
+    r = d.call({"cmd": "send", "filter": {"platform": "fcm"}, "message": "x"})
+    assert r["ok"] is False and r["error"]["code"] == "provider_not_configured"
+    r = d.call({"cmd": "send", "filter": {"platform": "apns", "user": "nobody"}, "message": "x"})
+    assert r["ok"] and r["results"] == []

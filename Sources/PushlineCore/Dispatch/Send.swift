@@ -47,7 +47,7 @@ enum Target: Sendable {
 }
 
 /// A target resolved against the registry: devices to send to, and entries that fail at once.
-struct Resolved {
+struct Resolved: Sendable {
     var devices: [Device] = []
     /// Results for targets that are unknown or inactive, reported rather than skipped.
     var rejected: [DeliveryResult] = []
@@ -136,8 +136,14 @@ extension Dispatcher {
         } else {
             jobs.append(try parseJob(&a))
         }
-        if jobs.count == 1, case .tokens(let app, let platform, let tokens) = jobs[0].target, tokens.count > Self.chunkSize {
-            return try await sendPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
+        if jobs.count == 1 {
+            switch jobs[0].target {
+            case .tokens(let app, let platform, let tokens) where tokens.count > Self.chunkSize:
+                return try await sendTokensPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
+            case .users, .filter:
+                return try await sendFilterPipelined(jobs[0].notification, target: jobs[0].target, started: started, bulk: bulk)
+            default: break
+            }
         }
 
         // Resolve every target and check every provider before anything is sent.
@@ -209,59 +215,123 @@ extension Dispatcher {
     /// Tokens per chunk of a pipelined send.
     static let chunkSize = 5000
 
-    /// A large send to tokens of one (app, platform): the provider is checked first, then chunks
-    /// are resolved, sent, deactivated and rendered two at a time, so looking devices up and
-    /// writing results overlap with sending, and only two chunks' devices and results are held.
-    func sendPipelined(
+    /// A large send to tokens of one (app, platform): the provider is checked first, then the
+    /// tokens go through the pipeline a chunk at a time.
+    func sendTokensPipelined(
         _ n: Notification, app: String, platform: Platform, tokens: [String], started: UInt64, bulk: Bool
     ) async throws(CommandError) -> JSONObject {
-        guard let provider = providers.provider(app: app, platform: platform) else {
-            throw Self.notConfigured(app: app, platform: platform)
-        }
-        do throws(CommandError) {
-            try provider.validate(n)
-        } catch {
-            var e = error
-            e.details["platform"] = .string(platform.rawValue)
-            throw e
-        }
+        guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
+        try validate(n, groups: [(app, platform)])
         try reserve(tokens.count)
         defer { pending.subtract(tokens.count, ordering: .relaxed) }
-        let ranges = stride(from: 0, to: tokens.count, by: Self.chunkSize).map { $0..<min($0 + Self.chunkSize, tokens.count) }
+        var offset = 0
+        return try await runPipeline(n, started: started, bulk: bulk) { () async throws(CommandError) -> Resolved? in
+            guard offset < tokens.count else { return nil }
+            let chunk = Array(tokens[offset..<min(offset + Self.chunkSize, tokens.count)])
+            offset += chunk.count
+            return try await self.resolve(.tokens(app: app, platform: platform, chunk))
+        }
+    }
+
+    /// A send to users or a filter: the (app, platform) groups are counted and checked first,
+    /// then the devices are read page by page (by id) through the pipeline.
+    func sendFilterPipelined(_ n: Notification, target: Target, started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
+        var f = DeviceFilter()
+        f.active = true
+        switch target {
+        case .users(let users, let app, let platform):
+            f.users = users
+            f.app = app
+            f.platform = platform
+        case .filter(let app, let platform, let user):
+            f.app = app
+            f.platform = platform
+            f.user = user
+        default:
+            throw CommandError(.internalError, "pipeline: unexpected target")
+        }
+        let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
+        let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
+        if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
+        try validate(n, groups: configured.map { ($0.app, $0.platform) })
+        let total = groups.reduce(0) { $0 + $1.count }
+        try reserve(total)
+        defer { pending.subtract(total, ordering: .relaxed) }
+        var after: Int64 = 0
+        var done = false
+        return try await runPipeline(n, started: started, bulk: bulk) { () async throws(CommandError) -> Resolved? in
+            guard !done else { return nil }
+            var page = f
+            page.afterId = after
+            page.limit = Self.chunkSize
+            let devices = try await self.registry.devices(page)
+            guard let last = devices.last else { return nil }
+            after = last.id
+            done = devices.count < Self.chunkSize
+            return Resolved(devices: devices)
+        }
+    }
+
+    /// Checks the notification with each (app, platform) provider before anything is sent.
+    func validate(_ n: Notification, groups: [(String, Platform)]) throws(CommandError) {
+        for (app, platform) in groups {
+            guard let p = providers.provider(app: app, platform: platform) else { continue }
+            do throws(CommandError) {
+                try p.validate(n)
+            } catch {
+                var e = error
+                e.details["platform"] = .string(platform.rawValue)
+                throw e
+            }
+        }
+    }
+
+    /// Sends chunk after chunk: the next chunk is read while two are being sent, and each chunk's
+    /// results are rendered as soon as it is done, so only two chunks' devices and results are held.
+    func runPipeline(
+        _ n: Notification, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Resolved?
+    ) async throws(CommandError) -> JSONObject {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
-        var parts = [Part?](repeating: nil, count: ranges.count)
+        var parts: [Int: Part] = [:]
         var failure: CommandError?
-        await withTaskGroup(of: (Int, Result<Part, CommandError>).self) { group in
-            var next = 0
+        await withTaskGroup(of: (Int, Part).self) { group in
+            var k = 0
             var running = 0
-            while next < ranges.count || running > 0 {
-                while next < ranges.count && running < 2 && failure == nil {
-                    let k = next
-                    let chunk = Array(tokens[ranges[k]])
-                    group.addTask { (k, await self.sendChunk(n, app: app, platform: platform, tokens: chunk)) }
-                    next += 1
-                    running += 1
+            var exhausted = false
+            while true {
+                while !exhausted && running < 2 && failure == nil {
+                    do throws(CommandError) {
+                        guard let chunk = try await next() else {
+                            exhausted = true
+                            break
+                        }
+                        let index = k
+                        group.addTask { (index, await self.sendChunk(n, chunk)) }
+                        k += 1
+                        running += 1
+                    } catch {
+                        failure = error
+                    }
                 }
-                guard let (k, r) = await group.next() else { break }
+                guard running > 0, let (i, part) = await group.next() else { break }
                 running -= 1
-                switch r {
-                case .success(let part): parts[k] = part
-                case .failure(let e): failure = failure ?? e
-                }
+                parts[i] = part
             }
         }
         if let failure {
-            logger.error("send stopped part way", metadata: ["error": "\(failure.message)"])
+            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(parts.count)"])
             throw failure
         }
         var out: [UInt8] = [UInt8(ascii: "[")]
         var sent = 0
         var failed = 0
-        for part in parts.compactMap({ $0 }) where !part.bytes.isEmpty {
-            if out.count > 1 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: part.bytes)
+        for i in parts.keys.sorted() {
+            guard let part = parts[i] else { continue }
             sent += part.sent
             failed += part.failed
+            guard !part.bytes.isEmpty else { continue }
+            if out.count > 1 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: part.bytes)
         }
         out.append(UInt8(ascii: "]"))
         sentCount.add(sent, ordering: .relaxed)
@@ -273,15 +343,7 @@ extension Dispatcher {
     }
 
     /// One chunk of a pipelined send: its results as comma-separated JSON objects, and counts.
-    func sendChunk(_ n: Notification, app: String, platform: Platform, tokens: [String]) async
-        -> Result<(bytes: [UInt8], sent: Int, failed: Int), CommandError>
-    {
-        let r: Resolved
-        do throws(CommandError) {
-            r = try await resolve(.tokens(app: app, platform: platform, tokens))
-        } catch {
-            return .failure(error)
-        }
+    func sendChunk(_ n: Notification, _ r: Resolved) async -> (bytes: [UInt8], sent: Int, failed: Int) {
         let results = await deliver(n, to: r.devices)
         let all = r.rejected.isEmpty ? results : results + r.rejected
         let renderer = await applyDeactivations(all, devices: r.devices)
@@ -292,7 +354,7 @@ extension Dispatcher {
             if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
             JSONValue.object(renderer.json(result)).write(to: &bytes)
         }
-        return .success((bytes, sent, all.count - sent))
+        return (bytes, sent, all.count - sent)
     }
 
     static func notConfigured(app: String, platform: Platform) -> CommandError {

@@ -157,6 +157,22 @@ public final class Registry: Sendable {
         try await run(write: false) { s in try s.devices(f) }
     }
 
+    /// How many devices of each (app, platform) a filter selects (`afterId`/`limit` ignored).
+    public struct Group: Sendable, Equatable {
+        public var app: String
+        public var platform: Platform
+        public var count: Int
+    }
+
+    /// The (app, platform) groups a filter selects, with their sizes.
+    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [Group] {
+        var all = f
+        all.afterId = nil
+        all.limit = nil
+        let filter = all
+        return try await run(write: false) { s in try s.groups(filter) }
+    }
+
     /// One device, or nil.
     public func device(_ key: DeviceKey) async throws(CommandError) -> Device? {
         try await run(write: false) { s in try s.device(key) }

@@ -141,7 +141,8 @@ final class RegistryStore {
     static func jsonArray(_ ids: [Int64]) -> String { "[" + ids.map(String.init).joined(separator: ",") + "]" }
     static func jsonArray(_ strings: [String]) -> String { JSONValue.array(strings.map { .string($0) }).jsonString }
 
-    func devices(_ f: Registry.DeviceFilter) throws -> [Device] {
+    /// The WHERE clause (empty for none) and arguments of a device filter, `afterId` and `limit` aside.
+    func whereFilter(_ f: Registry.DeviceFilter) -> (String, [SQLValue]) {
         var conds: [String] = []
         var args: [SQLValue] = []
         if let ids = f.ids {
@@ -162,11 +163,26 @@ final class RegistryStore {
             args.append(.text(token))
         }
         if let after = f.afterId { conds.append("id > ?"); args.append(.int(after)) }
-        var sql = "SELECT \(Self.columns) FROM devices"
-        if !conds.isEmpty { sql += " WHERE " + conds.joined(separator: " AND ") }
-        sql += " ORDER BY id"
+        return (conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND "), args)
+    }
+
+    func devices(_ f: Registry.DeviceFilter) throws -> [Device] {
+        var (w, args) = whereFilter(f)
+        var sql = "SELECT \(Self.columns) FROM devices\(w) ORDER BY id"
         if let limit = f.limit { sql += " LIMIT ?"; args.append(.int(Int64(max(0, limit)))) }
         return try db.query(sql, args, Self.device)
+    }
+
+    /// How many devices match a filter, per (app, platform).
+    func groups(_ f: Registry.DeviceFilter) throws -> [Registry.Group] {
+        let (w, args) = whereFilter(f)
+        return try db.query("SELECT app, platform, COUNT(*) FROM devices\(w) GROUP BY app, platform", args) { s throws(DatabaseError) in
+            let p = s.text(1) ?? ""
+            guard let platform = Platform(rawValue: p) else {
+                throw DatabaseError(code: 1, message: "unknown platform '\(p)'", sql: s.sql)
+            }
+            return Registry.Group(app: s.text(0) ?? "", platform: platform, count: Int(s.int(2)))
+        }
     }
 
     func update(_ key: DeviceKey, _ u: Registry.DeviceUpdate, now: Int64) throws -> Device {
