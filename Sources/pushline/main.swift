@@ -35,21 +35,9 @@ func env(_ name: String) -> String? {
     return s.isEmpty ? nil : s
 }
 
-func writeStderr(_ s: String) {
-    var b = Array(s.utf8)
-    b.withUnsafeMutableBytes { p in _ = pl_write(2, p.baseAddress, p.count) }
-}
+func writeStderr(_ s: String) { writeAll(2, Array(s.utf8)) }
 
-func writeStdout(_ bytes: [UInt8]) {
-    bytes.withUnsafeBytes { p in
-        var off = 0
-        while off < p.count {
-            let n = pl_write(1, p.baseAddress.map { $0 + off }, p.count - off)
-            if n <= 0 { return }
-            off += n
-        }
-    }
-}
+func writeStdout(_ bytes: [UInt8]) { writeAll(1, bytes) }
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the daemon.")

@@ -1,3 +1,5 @@
+import CPushlineShims
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +19,21 @@ public func readFile(_ path: String) -> [UInt8]? {
         }
         if n == 0 { return out }
         out.append(contentsOf: buf[0..<n])
+    }
+}
+
+/// Writes all of `bytes` to a blocking descriptor (EINTR is retried by `pl_write`).
+/// Returns false, with errno set, if a write fails before the end.
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { p in
+        var off = 0
+        while off < p.count {
+            let n = pl_write(fd, p.baseAddress.map { $0 + off }, p.count - off)
+            guard n > 0 else { return false }
+            off += n
+        }
+        return true
     }
 }
 

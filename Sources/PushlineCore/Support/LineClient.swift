@@ -30,12 +30,7 @@ public final class LineClient {
     deinit { close(fd) }
 
     public func write(_ bytes: [UInt8]) throws(Failure) {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { p in pl_write(fd, p.baseAddress.map { $0 + off }, p.count - off) }
-            guard n > 0 else { throw Failure(description: "write failed: \(String(cString: strerror(pl_errno())))") }
-            off += n
-        }
+        guard writeAll(fd, bytes) else { throw Failure(description: "write failed: \(String(cString: strerror(pl_errno())))") }
     }
 
     private func takeLine() -> [UInt8]? {

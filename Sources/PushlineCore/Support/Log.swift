@@ -1,4 +1,3 @@
-import CPushlineShims
 import Logging
 import Synchronization
 
@@ -42,15 +41,7 @@ public struct StderrLogHandler: LogHandler {
             }
         }
         line += "\n"
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBytes { p in
-            var off = 0
-            while off < p.count {
-                let n = pl_write(2, p.baseAddress.map { $0 + off }, p.count - off)
-                if n <= 0 { break }
-                off += n
-            }
-        }
+        writeAll(2, Array(line.utf8))
     }
 }
 
