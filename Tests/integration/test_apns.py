@@ -511,3 +511,19 @@ def test_send_to_users_and_filters_reads_devices_page_by_page(start_daemon, fake
     assert r["ok"] is False and r["error"]["code"] == "provider_not_configured"
     r = d.call({"cmd": "send", "filter": {"platform": "apns", "user": "nobody"}, "message": "x"})
     assert r["ok"] and r["results"] == []
+
+
+def test_bulk_messages_results_carry_their_message_index(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register(d, [tok(1), tok(2), tok(3)])
+    r = d.call({"cmd": "bulk", "messages": [
+        {"ids": [ids[0], ids[1]], "message": "first"},
+        {"registration_ids": [tok(3), tok(99)], "platform": "apns", "message": "second", "badge": 7},
+    ]})
+    assert r["ok"], r
+    assert r["sent"] == 3 and r["failed"] == 1
+    assert [(x["message"], x["registration_id"]) for x in r["results"]] == [
+        (0, tok(1)), (0, tok(2)), (1, tok(3)), (1, tok(99))]
+    assert r["results"][3]["reason"] == "not_registered"
+    got = {x["token"]: x["payload"]["aps"] for x in fake.received()}
+    assert got[tok(1)]["alert"] == "first" and got[tok(3)] == {"alert": "second", "badge": 7}

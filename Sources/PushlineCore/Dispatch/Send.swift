@@ -185,31 +185,12 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
 
-        // Results are serialized as they are rendered: a 100,000-device bulk never holds
-        // 100,000 result objects at once.
-        var out: [UInt8] = [UInt8(ascii: "[")]
-        var sent = 0
-        var failed = 0
-        for (j, job) in jobs.enumerated() {
-            let results = await deliver(job.notification, to: resolved[j].devices)
-            let all = resolved[j].rejected.isEmpty ? results : results + resolved[j].rejected
-            let renderer = await applyDeactivations(all, devices: resolved[j].devices)
-            for r in all {
-                if r.status == .sent { sent += 1 } else { failed += 1 }
-                var o = renderer.json(r)
-                if indexed { o.pairs.insert(("message", .int(Int64(j))), at: 0) }
-                if out.count > 1 { out.append(UInt8(ascii: ",")) }
-                JSONValue.object(o).write(to: &out)
-            }
+        var j = 0
+        return try await runPipeline(messages: jobs.count, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
+            guard j < jobs.count else { return nil }
+            defer { j += 1 }
+            return Chunk(resolved: resolved[j], notification: jobs[j].notification, message: indexed ? j : nil)
         }
-        out.append(UInt8(ascii: "]"))
-        sentCount.add(sent, ordering: .relaxed)
-        failedCount.add(failed, ordering: .relaxed)
-        logger.info("\(bulk ? "bulk" : "send") done", metadata: [
-            "messages": "\(jobs.count)", "sent": "\(sent)", "failed": "\(failed)",
-            "ms": "\((monotonicNanos() - started) / 1_000_000)",
-        ])
-        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
     }
 
     /// Tokens per chunk of a pipelined send.
@@ -225,11 +206,11 @@ extension Dispatcher {
         try reserve(tokens.count)
         defer { pending.subtract(tokens.count, ordering: .relaxed) }
         var offset = 0
-        return try await runPipeline(n, started: started, bulk: bulk) { () async throws(CommandError) -> Resolved? in
+        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
             guard offset < tokens.count else { return nil }
             let chunk = Array(tokens[offset..<min(offset + Self.chunkSize, tokens.count)])
             offset += chunk.count
-            return try await self.resolve(.tokens(app: app, platform: platform, chunk))
+            return Chunk(resolved: try await self.resolve(.tokens(app: app, platform: platform, chunk)), notification: n, message: nil)
         }
     }
 
@@ -259,7 +240,7 @@ extension Dispatcher {
         defer { pending.subtract(total, ordering: .relaxed) }
         var after: Int64 = 0
         var done = false
-        return try await runPipeline(n, started: started, bulk: bulk) { () async throws(CommandError) -> Resolved? in
+        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
             guard !done else { return nil }
             var page = f
             page.afterId = after
@@ -268,7 +249,7 @@ extension Dispatcher {
             guard let last = devices.last else { return nil }
             after = last.id
             done = devices.count < Self.chunkSize
-            return Resolved(devices: devices)
+            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
         }
     }
 
@@ -286,10 +267,18 @@ extension Dispatcher {
         }
     }
 
+    /// A piece of a send: devices (and rejected targets) and the notification for them;
+    /// `message` is the index in a `bulk` with `messages`, which each result then carries.
+    struct Chunk: Sendable {
+        var resolved: Resolved
+        var notification: Notification
+        var message: Int?
+    }
+
     /// Sends chunk after chunk: the next chunk is read while two are being sent, and each chunk's
     /// results are rendered as soon as it is done, so only two chunks' devices and results are held.
     func runPipeline(
-        _ n: Notification, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Resolved?
+        messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?
     ) async throws(CommandError) -> JSONObject {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
         var parts: [Int: Part] = [:]
@@ -306,7 +295,7 @@ extension Dispatcher {
                             break
                         }
                         let index = k
-                        group.addTask { (index, await self.sendChunk(n, chunk)) }
+                        group.addTask { (index, await self.sendChunk(chunk)) }
                         k += 1
                         running += 1
                     } catch {
@@ -337,14 +326,15 @@ extension Dispatcher {
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
         logger.info("\(bulk ? "bulk" : "send") done", metadata: [
-            "messages": "1", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
+            "messages": "\(messages)", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
         return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
     }
 
     /// One chunk of a pipelined send: its results as comma-separated JSON objects, and counts.
-    func sendChunk(_ n: Notification, _ r: Resolved) async -> (bytes: [UInt8], sent: Int, failed: Int) {
-        let results = await deliver(n, to: r.devices)
+    func sendChunk(_ c: Chunk) async -> (bytes: [UInt8], sent: Int, failed: Int) {
+        let r = c.resolved
+        let results = await deliver(c.notification, to: r.devices)
         let all = r.rejected.isEmpty ? results : results + r.rejected
         let renderer = await applyDeactivations(all, devices: r.devices)
         var bytes: [UInt8] = []
@@ -352,7 +342,9 @@ extension Dispatcher {
         for result in all {
             if result.status == .sent { sent += 1 }
             if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
-            JSONValue.object(renderer.json(result)).write(to: &bytes)
+            var o = renderer.json(result)
+            if let m = c.message { o.pairs.insert(("message", .int(Int64(m))), at: 0) }
+            JSONValue.object(o).write(to: &bytes)
         }
         return (bytes, sent, all.count - sent)
     }
