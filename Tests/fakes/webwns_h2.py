@@ -11,8 +11,6 @@ Header names are lowercase; `:authority` is kept (the host[:port] the client add
 on stdout once both servers listen, then runs until killed.
 """
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -31,38 +29,8 @@ import h2.exceptions
 import h2.settings
 
 
-def make_cert(directory):
-    """Writes a self-signed cert+key for localhost/127.0.0.1; returns (cert_path, key_path)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = os.path.join(directory, "cert.pem")
-    key_path = os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
+# The transport sink's self-signed localhost certificate (it runs from this folder too).
+from h2sink import make_cert  # noqa: E402
 
 
 class H2Protocol(asyncio.Protocol):
@@ -205,7 +173,7 @@ def serve(app_factory, control_factory, port=0):
 
     threading.Thread(target=watch_parent, daemon=True).start()
     tmp = tempfile.mkdtemp(prefix="pushline-fake-")
-    cert, key = make_cert(tmp)
+    cert, key, _, _ = make_cert(tmp)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
