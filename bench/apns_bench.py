@@ -13,42 +13,12 @@ bench/sink), registers N devices, then measures over the socket:
 """
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def proc_status(pid, field):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return -1
-
-
-def cpu_s(pid):
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Conn:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(path)
-        self.buf = b""
-
-    def call(self, obj):
-        self.s.sendall(json.dumps(obj).encode() + b"\n")
-        while b"\n" not in self.buf:
-            chunk = self.s.recv(1 << 22)
-            if not chunk:
-                raise ConnectionError("daemon closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+from benchlib import Conn, cpu_s, proc_status  # noqa: E402
 
 
 def main():

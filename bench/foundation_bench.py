@@ -20,21 +20,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from benchlib import cpu_s, proc_status  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return -1
-
-
-def cpu_s(pid: int) -> float:
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(parts[11]) + int(parts[12])) / tick
 
 
 class Conn:
@@ -81,7 +69,7 @@ def main():
             except OSError:
                 time.sleep(0.05)
         time.sleep(0.5)
-        idle = rss_kb(proc.pid)
+        idle = proc_status(proc.pid, 'VmRSS')
 
         # Pipelined pings on one connection.
         lines = b"".join(b'{"id":%d,"cmd":"ping"}\n' % i for i in range(args.pings))
@@ -134,8 +122,8 @@ def main():
         c2 = Conn(sock)
         total = json.loads(c2.pipeline(b'{"cmd":"stats"}\n', 1)[0])["devices"]["total"]
         time.sleep(3)  # the daemon returns freed heap to the kernel after 2 quiet seconds
-        print(f"RSS idle: {idle / 1024:.1f} MB; after {total:,} registered devices: {rss_kb(proc.pid) / 1024:.1f} MB "
-              f"(peak {rss_kb(proc.pid, 'VmHWM') / 1024:.1f} MB)")
+        print(f"RSS idle: {idle / 1024:.1f} MB; after {total:,} registered devices: {proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB "
+              f"(peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB)")
     finally:
         proc.terminate()
         proc.wait(30)

@@ -12,41 +12,17 @@ import argparse
 import base64
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from benchlib import Conn, cpu_s as cpu_seconds  # noqa: E402
 
 
 def b64u(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-class Conn:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.buf = b""
-
-    def call(self, obj):
-        self.s.sendall(json.dumps(obj).encode() + b"\n")
-        while b"\n" not in self.buf:
-            chunk = self.s.recv(1 << 22)
-            if not chunk:
-                raise ConnectionError("daemon closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def status(pid, key):

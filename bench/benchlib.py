@@ -1,0 +1,39 @@
+"""What the benchmark scripts share: reading a process's memory and CPU from /proc, and
+a blocking newline-JSON connection to the daemon's socket."""
+import json
+import os
+import socket
+from pathlib import Path
+
+
+def proc_status(pid, field):
+    """A `/proc/<pid>/status` field in kB (VmRSS, VmHWM...), or -1."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Conn:
+    """One socket connection: `call` writes a request line and reads its response."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.buf = b""
+
+    def call(self, obj):
+        self.s.sendall(json.dumps(obj).encode() + b"\n")
+        while b"\n" not in self.buf:
+            chunk = self.s.recv(1 << 22)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
