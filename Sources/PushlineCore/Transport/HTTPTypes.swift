@@ -90,6 +90,11 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether the server surely did not process the request (no connection, or the connection
+    /// was lost before an answer), so sending it again cannot deliver twice. A timeout may have
+    /// been delivered: it is not safe.
+    public var safeToResend: Bool { kind == .connectionLost || kind == .connect }
+
     /// Whether sending again may work.
     public var retryable: Bool { kind != .tls }
     public var description: String { "\(kind.rawValue): \(message)" }

@@ -251,7 +251,7 @@ public final class APNsProvider: PushProvider {
             case .failure(let e):
                 // Not processed by Apple (refused stream, GOAWAY, broken or refused connection): safe to resend.
                 // A timeout may have been delivered: not resent here.
-                if (e.kind == .connectionLost || e.kind == .connect) && attempt < Self.maxAttempts {
+                if e.safeToResend && attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 50, capMs: 2000))
                     continue
                 }

@@ -315,7 +315,7 @@ public final class FCMProvider: TopicProvider {
             case .success(let r): resp = r
             case .failure(let e):
                 // Lost before Google processed it (GOAWAY, refused stream, connect): safe to send again.
-                if (e.kind == .connectionLost || e.kind == .connect) && attempt < Self.maxAttempts {
+                if e.safeToResend && attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     continue
                 }

@@ -299,7 +299,7 @@ public final class WNSProvider: PushProvider {
             let resp: HTTPResponse
             switch await context.transport.perform(req) {
             case .failure(let e):
-                if WebWNS.safeToResend(e), attempt < Self.maxAttempts {
+                if e.safeToResend, attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
@@ -418,7 +418,7 @@ actor WNSTokenCache {
         while true {
             switch await transport.perform(req) {
             case .failure(let e):
-                if WebWNS.safeToResend(e) || e.kind == .timeout, attempt < 3 {
+                if e.safeToResend || e.kind == .timeout, attempt < 3 {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue

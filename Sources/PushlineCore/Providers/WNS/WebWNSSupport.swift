@@ -160,11 +160,4 @@ enum WebWNS {
         }
         return nil
     }
-
-
-    /// Whether a request that got no answer surely was not processed, so sending it again
-    /// cannot deliver twice (a timeout may have been delivered: it is not retried).
-    static func safeToResend(_ e: TransportError) -> Bool {
-        e.kind == .connectionLost || e.kind == .connect
-    }
 }

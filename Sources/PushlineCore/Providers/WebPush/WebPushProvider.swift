@@ -408,7 +408,7 @@ public final class WebPushProvider: PushProvider {
             let resp: HTTPResponse
             switch answer {
             case .failure(let e):
-                if WebWNS.safeToResend(e), attempt < Self.maxAttempts {
+                if e.safeToResend, attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
