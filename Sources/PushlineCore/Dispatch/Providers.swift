@@ -25,8 +25,4 @@ public struct ProviderSet: Sendable {
     public func provider(app: String, platform: Platform) -> (any PushProvider)? {
         providers[Key(app: app, platform: platform)]
     }
-
-    public func shutdown() async {
-        for p in providers.values { await p.shutdown() }
-    }
 }

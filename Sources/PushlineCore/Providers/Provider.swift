@@ -16,13 +16,6 @@ public protocol PushProvider: Sendable {
     /// Returns exactly one result per device, in the same order. With
     /// `notification.dryRun`, builds and checks every request without sending.
     func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult]
-
-    /// Releases connections and caches (daemon shutdown).
-    func shutdown() async
-}
-
-extension PushProvider {
-    public func shutdown() async {}
 }
 
 /// What a provider may use from the daemon.

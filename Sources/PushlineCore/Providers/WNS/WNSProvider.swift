@@ -350,10 +350,6 @@ public final class WNSProvider: PushProvider {
             }
         }
     }
-
-    public func shutdown() async {
-        await tokens.clear()
-    }
 }
 
 /// Why no WNS access token could be had.
@@ -403,10 +399,6 @@ actor WNSTokenCache {
         inflight = nil
         if case .success(let tok) = r { current = tok }
         return r.map(\.value)
-    }
-
-    func clear() {
-        current = nil
     }
 
     private func fetch() async -> Result<Token, WNSTokenFailure> {

@@ -448,9 +448,4 @@ public final class WebPushProvider: PushProvider {
             }
         }
     }
-
-    public func shutdown() async {
-        jwts.withLock { $0.removeAll() }
-        subscriberKeys.withLock { $0.removeAll() }
-    }
 }
