@@ -6,7 +6,8 @@ key) points at a local HTTP/2 TLS sink that answers 200 to everything (nginx,
 bench/sink), registers N devices, then measures over the socket:
 
 * `bulk` to 10,000 and to 100,000 devices: notifications/s, all delivered?,
-  the daemon's CPU seconds for the bulk, its peak RSS (VmHWM);
+  the daemon's CPU seconds for the bulk, its peak RSS during the bulk (VmHWM reset
+  after the daemon has settled, see benchlib.settle_and_reset_peak);
 * single `send` latency to one device, 1,000 times: median and p99.
 
     bench/apns_bench.py --bin .build/release/pushline --port 18443 --ca /tmp/sink/cert.pem [--h2load-rps R]
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from benchlib import Conn, cpu_s, proc_status  # noqa: E402
+from benchlib import Conn, cpu_s, proc_status, settle_and_reset_peak  # noqa: E402
 
 
 def main():
@@ -28,6 +29,7 @@ def main():
     ap.add_argument("--ca", required=True)
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--connections", type=int, default=2, help="apns max_connections")
+    ap.add_argument("--streams", type=int, help="max_streams_per_connection (default: the daemon's)")
     ap.add_argument("--h2load-rps", type=float)
     ap.add_argument("--latency-sends", type=int, default=1000)
     ap.add_argument("--perf", help="record `perf` call graphs of the daemon during the largest bulk into this file")
@@ -44,6 +46,8 @@ def main():
             "key_path": str(key), "key_id": "BENCHKEY01", "team_id": "BENCHTEAM1", "topic": "com.example.bench",
             "endpoint": f"https://localhost:{args.port}", "ca_file": args.ca, "max_connections": args.connections}}},
     }
+    if args.streams:
+        config["max_streams_per_connection"] = args.streams
     (work / "config.json").write_text(json.dumps(config))
     log = open(work / "daemon.log", "wb")
     proc = subprocess.Popen([args.bin, "serve", "--config", str(work / "config.json")], stdout=log, stderr=log)
@@ -85,6 +89,7 @@ def main():
                   f"({cpu / 100_000 * 1e6:.0f} us/notification), RSS after {proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, "
                   f"peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB", flush=True)
 
+        lifetime_peak = 0
         for n in (10_000, 100_000):
             if n > args.devices:
                 continue
@@ -96,6 +101,8 @@ def main():
                 perf = subprocess.Popen(["perf", "record", "-g", "-p", str(proc.pid), "-o", args.perf],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
+            lifetime_peak = max(lifetime_peak, settle_and_reset_peak(proc.pid))
+            base = proc_status(proc.pid, 'VmRSS') / 1024
             cpu0 = cpu_s(proc.pid)
             t0 = time.time()
             r = c.call(req)
@@ -107,8 +114,8 @@ def main():
             assert r["ok"], r.get("error")
             rate = n / dt
             line = (f"bulk {n:>6}: {dt:6.2f} s, {rate:8.0f} notifications/s, sent {r['sent']}, failed {r['failed']}, "
-                    f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), RSS after "
-                    f"{proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+                    f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), RSS before {base:.1f} MB, "
+                    f"peak during the bulk {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
             if args.h2load_rps:
                 line += f", {rate / args.h2load_rps:.2f} x h2load"
             print(line, flush=True)
@@ -129,7 +136,8 @@ def main():
         lat.sort()
         print(f"single send latency over {len(lat)}: median {lat[len(lat) // 2] * 1000:.2f} ms, "
               f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.2f} ms")
-        print(f"daemon peak RSS (VmHWM): {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+        lifetime_peak = max(lifetime_peak, proc_status(proc.pid, 'VmHWM'))
+        print(f"daemon peak RSS over the whole run (registration and dry run included): {lifetime_peak / 1024:.1f} MB")
     finally:
         proc.terminate()
         try:

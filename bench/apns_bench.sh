@@ -2,7 +2,8 @@
 # APNs throughput through the daemon against a local nginx HTTP/2 TLS sink (bench/sink),
 # with h2load (same connection count, 100 streams each) as the machine's ceiling.
 #
-#   bench/apns_bench.sh [devices] [connections]      (defaults: 100000 2; PORT=18444)
+#   bench/apns_bench.sh [devices] [connections]      (defaults: 100000 2; PORT=18444;
+#                                                     STREAMS=100 per connection, like h2load -m 100)
 #
 # Prints h2load's rate, then for bulk 10,000 and 100,000: notifications/s, ratio to h2load,
 # the daemon's CPU seconds and peak RSS; then single-send latency (median, p99 of 1,000).
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 devices="${1:-100000}"
 conns="${2:-2}"
 port="${PORT:-18444}"
+streams="${STREAMS:-100}"
 
 if [ -z "${PUSHLINE_BIN:-}" ]; then
     swift build -c release --product pushline >/dev/null
@@ -29,7 +31,7 @@ h2out="$(h2load -n 100000 -c "$conns" -m 100 -d "$body" -H 'content-type: applic
 echo "$h2out" | grep -E "^finished|^requests:"
 h2rate="$(echo "$h2out" | sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')"
 
-echo "== pushline bulk through the socket ($devices devices, max_connections $conns)"
+echo "== pushline bulk through the socket ($devices devices, max_connections $conns, $streams streams each)"
 python3 bench/apns_bench.py --bin "$PUSHLINE_BIN" --port "$port" --ca "$ca" --devices "$devices" \
-    --connections "$conns" ${h2rate:+--h2load-rps "$h2rate"}
+    --connections "$conns" --streams "$streams" ${h2rate:+--h2load-rps "$h2rate"}
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

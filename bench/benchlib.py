@@ -14,6 +14,18 @@ def proc_status(pid, field):
     return -1
 
 
+def settle_and_reset_peak(pid, quiet_s=2.5):
+    """Waits until the daemon has been quiet long enough to give burst memory back (it trims
+    after 2 s), then resets its VmHWM (`/proc/<pid>/clear_refs` 5), so the next reading of
+    VmHWM is the peak of what follows, not of an earlier command. Returns the VmHWM (kB)
+    before the reset, so the caller can still report the lifetime peak."""
+    import time
+    time.sleep(quiet_s)
+    before = proc_status(pid, "VmHWM")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return before
+
+
 def cpu_s(pid):
     """User + system CPU seconds of a process so far."""
     parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "fakes"))
 from fcm_service_account import make_service_account  # noqa: E402
-from benchlib import Conn, cpu_s, proc_status  # noqa: E402
+from benchlib import Conn, cpu_s, proc_status, settle_and_reset_peak  # noqa: E402
 
 
 def start_sink(port):
@@ -55,6 +55,8 @@ def main():
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", "18444")))
     ap.add_argument("--max-connections", type=int, default=2, help="the fcm block's max_connections")
     ap.add_argument("--repeat", type=int, default=2, help="runs per count (the best is reported too)")
+    ap.add_argument("--streams", type=int, default=100,
+                    help="max_streams_per_connection (default 100, like h2load's -m 100)")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     args.bin = os.path.abspath(args.bin)
@@ -69,7 +71,7 @@ def main():
         sock = str(work / "p.sock")
         config = {"apps": {"default": {"fcm": {"service_account_path": str(sa), "endpoint": base, "ca_file": ca,
                                                 "max_connections": args.max_connections}}},
-                  "max_line_bytes": 16 << 20, "log_level": "warning"}
+                  "max_line_bytes": 16 << 20, "log_level": "warning", "max_streams_per_connection": args.streams}
         (work / "config.json").write_text(json.dumps(config))
         log = open(work / "daemon.log", "wb")
         proc = subprocess.Popen([args.bin, "serve", "--socket", sock, "--database", str(work / "p.db"),
@@ -104,12 +106,16 @@ def main():
                                                 "notification": {"title": "Hello", "body": note["message"]}}},
                                    separators=(",", ":")))
         conns = args.max_connections
-        print(f"daemon: release binary, {conns} connection(s) to the sink; idle RSS after warm-up {rss_idle / 1024:.1f} MB")
+        print(f"daemon: release binary, {conns} connection(s) x {args.streams} streams to the sink; "
+              f"idle RSS after warm-up {rss_idle / 1024:.1f} MB")
+        lifetime_peak = 0
         for n in counts:
             rate, ok = h2load(f"{base}/v1/projects/bench/messages:send", n, conns, str(body), "bench-access-token")
             print(f"h2load -n {n} -c {conns} -m 100 (same request): {rate:,.0f} req/s ({ok} succeeded)")
             best = 0
             for rep in range(args.repeat):
+                lifetime_peak = max(lifetime_peak, settle_and_reset_peak(proc.pid))
+                rss0 = proc_status(proc.pid, "VmRSS")
                 cpu0 = cpu_s(proc.pid)
                 t0 = time.time()
                 req = {"cmd": "bulk", **note}
@@ -125,7 +131,7 @@ def main():
                 best = max(best, rps)
                 print(f"  bulk {n}: sent {r['sent']} failed {r['failed']} in {wall:.2f} s = {rps:,.0f} notifications/s,"
                       f" {rps / rate:.2f} x h2load, daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification),"
-                      f" peak RSS {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+                      f" RSS before {rss0 / 1024:.1f} MB, peak during the bulk {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
                 if r["failed"]:
                     reasons = {}
                     for x in r["results"]:
@@ -133,6 +139,8 @@ def main():
                             reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
                     print(f"    failures: {reasons}")
             print(f"  best {n}: {best:,.0f} notifications/s = {best / rate:.2f} x h2load")
+        lifetime_peak = max(lifetime_peak, proc_status(proc.pid, "VmHWM"))
+        print(f"daemon peak RSS over the whole run (registration included): {lifetime_peak / 1024:.1f} MB")
         print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
     finally:
         if proc:

@@ -27,6 +27,23 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
     }
 
+    @Test("large raw values are handed over as segments, and the segments join to the same JSON")
+    func serializedSegments() throws {
+        let big = [UInt8](repeating: UInt8(ascii: "1"), count: 70_000)
+        let parts: [[UInt8]] = [Array("[".utf8) + big, Array(",2]".utf8)]
+        let v = JSONValue.object(["id": .int(1), "results": .raw(parts), "tail": .string("t")])
+        let segments = v.serializedSegments()
+        #expect(segments.count == 4)  // head, the two raw parts as they are, tail
+        #expect(segments[1] == parts[0])
+        #expect(segments[2] == parts[1])
+        #expect(segments.flatMap { $0 } == v.serialized())
+        let text = String(decoding: v.serialized(), as: UTF8.self)
+        #expect(text.hasPrefix(#"{"id":1,"results":[111"#) && text.hasSuffix(#"1,2],"tail":"t"}"#))
+        // Small raw values (and values without raw) stay one segment.
+        let small = JSONValue.object(["results": .raw([Array("[1]".utf8)])])
+        #expect(small.serializedSegments() == [Array(#"{"results":[1]}"#.utf8)])
+    }
+
     @Test func rejectsInvalidUTF8() {
         #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0xFF, 0x22]) }
     }

@@ -109,6 +109,41 @@ struct TransportTests {
         #expect(ts.connectionsOpened <= 2)
     }
 
+    @Test("bodies larger than the per-handle buffers (16 KiB up, 4 KiB down) go through whole")
+    func largeBodiesRoundTrip() async throws {
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport()
+        defer { transport.shutdown() }
+        let body = (0..<40_000).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+        let r = try await transport.perform(
+            HTTPRequest(method: "POST", url: sink.base + "/echo/big", body: body, tls: sink.tls)
+        ).get()
+        #expect(r.status == 200)
+        #expect(r.body.count > 40_000)
+        let echo = try JSONValue.parse(r.body)
+        #expect(echo["body"]?.stringValue.map { Array($0.utf8) } == body)
+    }
+
+    @Test("corked sockets are flushed before the loop waits: sequential requests are not held back")
+    func sequentialRequestsAreNotDelayedByCorking() async throws {
+        // TCP_CORK holds partial segments for up to 200 ms; if the loop forgot to uncork before
+        // sleeping, every one of these requests would take that long.
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport(options: TransportOptions(threads: 1))
+        defer { transport.shutdown() }
+        var times: [UInt64] = []
+        for i in 0..<31 {
+            let t0 = monotonicNanos()
+            let r = try await transport.perform(
+                HTTPRequest(url: sink.base + "/push/\(i)", body: Array("{}".utf8), tls: sink.tls)
+            ).get()
+            #expect(r.status == 200)
+            if i > 0 { times.append(monotonicNanos() - t0) }  // The first one also connects.
+        }
+        let median = times.sorted()[times.count / 2]
+        #expect(median < 100_000_000, "median request took \(median / 1_000_000) ms")
+    }
+
     @Test func headersAndBodyRoundTrip() async throws {
         let sink = try H2SinkProcess()
         let transport = HTTPTransport()

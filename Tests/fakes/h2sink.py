@@ -155,6 +155,7 @@ class H2Sink(asyncio.Protocol):
         self.active = 0  # counted streams not yet answered
         self.goaway_sid = None  # last_stream_id sent in GOAWAY
         self.closed = False
+        self.pending_out = {}  # stream_id -> response bytes waiting for flow-control window
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport):
@@ -192,6 +193,9 @@ class H2Sink(asyncio.Protocol):
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
                 self.on_end(ev.stream_id)
+            elif isinstance(ev, h2.events.WindowUpdated):
+                for sid in list(self.pending_out):
+                    self.push(sid)
             elif isinstance(ev, h2.events.StreamReset):
                 req = self.requests.pop(ev.stream_id, None)
                 if req is not None and req["counted"]:
@@ -284,6 +288,25 @@ class H2Sink(asyncio.Protocol):
         else:
             self.respond(stream_id, status, body)
 
+    def push(self, stream_id):
+        """Sends as much of a response body as frame size and flow-control windows allow."""
+        buf = self.pending_out.get(stream_id)
+        if buf is None:
+            return
+        try:
+            while True:
+                room = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+                if buf and room <= 0:
+                    self.pending_out[stream_id] = buf
+                    return
+                chunk, buf = buf[:room], buf[room:]
+                self.conn.send_data(stream_id, chunk, end_stream=not buf)
+                if not buf:
+                    break
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self.pending_out.pop(stream_id, None)
+
     def respond(self, stream_id, status, body):
         req = self.requests.pop(stream_id, None)
         if self.closed or req is None:
@@ -300,9 +323,10 @@ class H2Sink(asyncio.Protocol):
                     ("x-reply", "abc"),
                 ],
             )
-            self.conn.send_data(stream_id, body, end_stream=True)
+            self.pending_out[stream_id] = body
+            self.push(stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            pass
+            self.pending_out.pop(stream_id, None)
         self.flush()
         if self.goaway_sid is not None and not any(
             sid <= self.goaway_sid for sid in self.requests

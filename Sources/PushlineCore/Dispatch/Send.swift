@@ -311,27 +311,29 @@ extension Dispatcher {
             logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(parts.count)"])
             throw failure
         }
-        var out: [UInt8] = [UInt8(ascii: "[")]
+        // The results array is the chunks' bytes as they are (each result led by a comma; the
+        // first comma becomes the opening bracket): nothing is concatenated or copied.
+        var segments: [[UInt8]] = []
         var sent = 0
         var failed = 0
         for i in parts.keys.sorted() {
-            guard let part = parts[i] else { continue }
+            guard var part = parts.removeValue(forKey: i) else { continue }
             sent += part.sent
             failed += part.failed
             guard !part.bytes.isEmpty else { continue }
-            if out.count > 1 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: part.bytes)
+            if segments.isEmpty { part.bytes[0] = UInt8(ascii: "[") }
+            segments.append(part.bytes)
         }
-        out.append(UInt8(ascii: "]"))
+        segments.append(segments.isEmpty ? Array("[]".utf8) : [UInt8(ascii: "]")])
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
         logger.info("\(bulk ? "bulk" : "send") done", metadata: [
             "messages": "\(messages)", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
-        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(out)]
+        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(segments)]
     }
 
-    /// One chunk of a pipelined send: its results as comma-separated JSON objects, and counts.
+    /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.
     func sendChunk(_ c: Chunk) async -> (bytes: [UInt8], sent: Int, failed: Int) {
         let r = c.resolved
         let results = await deliver(c.notification, to: r.devices)
@@ -341,7 +343,7 @@ extension Dispatcher {
         var sent = 0
         for result in all {
             if result.status == .sent { sent += 1 }
-            if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(UInt8(ascii: ","))
             var o = renderer.json(result)
             if let m = c.message { o.pairs.insert(("message", .int(Int64(m))), at: 0) }
             JSONValue.object(o).write(to: &bytes)

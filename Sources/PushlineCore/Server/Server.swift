@@ -38,12 +38,15 @@ public final class Server: @unchecked Sendable {
         let id: UInt64
         let fd: Int32
         var readBuffer: [UInt8] = []
-        var writeBuffer: [UInt8] = []
+        /// Bytes to write, in order; `writeOffset` is how much of the first segment is written.
+        /// Small responses are appended to the last segment (one write for many pipelined
+        /// answers); large ones (a bulk's results) are queued as they are, never copied.
+        var writeQueue: [[UInt8]] = []
         var writeOffset = 0
         var discarding = false
         var nextSeq: UInt64 = 0
         var writeSeq: UInt64 = 0
-        var ready: [UInt64: [UInt8]] = [:]
+        var ready: [UInt64: [[UInt8]]] = [:]
         var readClosed = false
         var wantWrite = false
         var readingPaused = false
@@ -54,6 +57,23 @@ public final class Server: @unchecked Sendable {
             self.fd = fd
         }
         var inflight: UInt64 { nextSeq - writeSeq }
+        /// Nothing is waiting to be written.
+        var writeDone: Bool { writeQueue.isEmpty }
+
+        /// Queues a response's segments behind what is already queued.
+        func queueWrite(_ segments: [[UInt8]]) {
+            for segment in segments where !segment.isEmpty {
+                if segment.count < Connection.coalesceBelow, !writeQueue.isEmpty,
+                    writeQueue[writeQueue.count - 1].count < Connection.coalesceBelow * 4
+                {
+                    writeQueue[writeQueue.count - 1].append(contentsOf: segment)
+                } else {
+                    writeQueue.append(segment)
+                }
+            }
+        }
+        /// Segments smaller than this are copied onto the previous one instead of queued alone.
+        static let coalesceBelow = 64 * 1024
     }
 
     typealias Job = @Sendable (Server) -> Void
@@ -148,7 +168,7 @@ public final class Server: @unchecked Sendable {
         var evs = [UInt32](repeating: 0, count: 256)
         logger.info("listening", metadata: ["socket": "\(path)"])
         while true {
-            if stopping && pendingTasks == 0 && connections.values.allSatisfy({ $0.writeOffset >= $0.writeBuffer.count }) {
+            if stopping && pendingTasks == 0 && connections.values.allSatisfy({ $0.writeDone }) {
                 break
             }
             let n = fds.withUnsafeMutableBufferPointer { f in
@@ -267,7 +287,7 @@ public final class Server: @unchecked Sendable {
         }
         if c.readClosed {
             // Keep the connection until every response is written (or the peer is gone).
-            if c.inflight == 0 && c.writeOffset >= c.writeBuffer.count {
+            if c.inflight == 0 && c.writeDone {
                 closeConnection(c)
             } else {
                 updateInterest(c)
@@ -316,7 +336,8 @@ public final class Server: @unchecked Sendable {
                     let line = c.readBuffer
                     line.withUnsafeBufferPointer { handleLine(c, $0) }
                 }
-                c.readBuffer.removeAll(keepingCapacity: true)
+                // A long line's buffer (a 100k-device bulk is ~7 MB) is not kept for the next one.
+                c.readBuffer.removeAll(keepingCapacity: c.readBuffer.capacity <= 1 << 20)
             }
             start = nl + 1
             if c.inflight >= Self.maxInflightPerConnection && !c.readingPaused {
@@ -334,7 +355,7 @@ public final class Server: @unchecked Sendable {
         c.nextSeq += 1
         let err = CommandError(.lineTooLong, "request line is longer than max_line_bytes (\(maxLineBytes)); it was discarded",
                                details: ["limit": .int(Int64(maxLineBytes))])
-        complete(c, seq: seq, bytes: Self.encode(id: .null, result: .failure(err)))
+        complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(err)))
     }
 
     private func handleLine(_ c: Connection, _ raw: UnsafeBufferPointer<UInt8>) {
@@ -348,22 +369,22 @@ public final class Server: @unchecked Sendable {
         do {
             value = try JSONValue.parse(line)
         } catch {
-            complete(c, seq: seq, bytes: Self.encode(id: .null, result: .failure(CommandError(.badJSON, "invalid JSON: \(error)"))))
+            complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(CommandError(.badJSON, "invalid JSON: \(error)"))))
             return
         }
         guard case .object(var obj) = value else {
-            complete(c, seq: seq, bytes: Self.encode(id: .null, result: .failure(CommandError(.badJSON, "a request must be a JSON object, got \(value.typeName)"))))
+            complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(CommandError(.badJSON, "a request must be a JSON object, got \(value.typeName)"))))
             return
         }
         let id = obj["id"] ?? .null
         switch id {
         case .null, .string, .int, .double: break
         default:
-            complete(c, seq: seq, bytes: Self.encode(id: .null, result: .failure(.invalid("id", "expected a string or a number, got \(id.typeName)"))))
+            complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(.invalid("id", "expected a string or a number, got \(id.typeName)"))))
             return
         }
         if stopping {
-            complete(c, seq: seq, bytes: Self.encode(id: id, result: .failure(CommandError(.shuttingDown, "the daemon is shutting down"))))
+            complete(c, seq: seq, segments: Self.encode(id: id, result: .failure(CommandError(.shuttingDown, "the daemon is shutting down"))))
             return
         }
         // Fast path: ping needs nothing but the versions.
@@ -371,7 +392,7 @@ public final class Server: @unchecked Sendable {
             var out: [UInt8] = Array("{\"id\":".utf8)
             id.write(to: &out)
             out.append(contentsOf: pingResponseTail)
-            complete(c, seq: seq, bytes: out)
+            complete(c, seq: seq, segments: [out])
             return
         }
         obj["id"] = nil
@@ -384,16 +405,17 @@ public final class Server: @unchecked Sendable {
         Task {
             let result: Result<JSONObject, CommandError>
             do throws(CommandError) { result = .success(try await handler.handle(request)) } catch { result = .failure(error) }
-            let bytes = Server.encode(id: id, result: result)
+            let segments = Server.encode(id: id, result: result)
             self.post { s in
                 s.pendingTasks -= 1
                 guard let c = s.connections[fd], c.id == connID else { return }
-                s.complete(c, seq: seq, bytes: bytes)
+                s.complete(c, seq: seq, segments: segments)
             }
         }
     }
 
-    static func encode(id: JSONValue, result: Result<JSONObject, CommandError>) -> [UInt8] {
+    /// The response line for a request, as segments to write in order (see `serializedSegments`).
+    static func encode(id: JSONValue, result: Result<JSONObject, CommandError>) -> [[UInt8]] {
         var o = JSONObject()
         o.pairs.reserveCapacity(8)
         o.pairs.append(("id", id))
@@ -405,39 +427,37 @@ public final class Server: @unchecked Sendable {
             o.pairs.append(("ok", .bool(false)))
             o.pairs.append(("error", e.json))
         }
-        var out = JSONValue.object(o).serialized()
-        out.append(0x0A)
-        return out
+        var segments = JSONValue.object(o).serializedSegments()
+        segments[segments.count - 1].append(0x0A)
+        return segments
     }
 
-    private func complete(_ c: Connection, seq: UInt64, bytes: [UInt8]) {
+    private func complete(_ c: Connection, seq: UInt64, segments: [[UInt8]]) {
         if seq == c.writeSeq {
-            if c.writeOffset >= c.writeBuffer.count {
-                // Nothing pending: take the bytes as the buffer (no copy of a large response).
-                c.writeBuffer = bytes
-                c.writeOffset = 0
-            } else {
-                c.writeBuffer.append(contentsOf: bytes)
-            }
+            c.queueWrite(segments)
             c.writeSeq += 1
             while let next = c.ready.removeValue(forKey: c.writeSeq) {
-                c.writeBuffer.append(contentsOf: next)
+                c.queueWrite(next)
                 c.writeSeq += 1
             }
         } else {
-            c.ready[seq] = bytes
+            c.ready[seq] = segments
         }
         flush(c)
     }
 
     private func flush(_ c: Connection) {
         guard connections[c.fd] === c else { return }
-        while c.writeOffset < c.writeBuffer.count {
-            let n = c.writeBuffer.withUnsafeBytes { p in
+        while !c.writeQueue.isEmpty {
+            let n = c.writeQueue[0].withUnsafeBytes { p in
                 pl_write(c.fd, p.baseAddress.map { $0 + c.writeOffset }, p.count - c.writeOffset)
             }
             if n > 0 {
                 c.writeOffset += n
+                if c.writeOffset >= c.writeQueue[0].count {
+                    c.writeQueue.removeFirst()  // A handful of segments: the shift is cheap.
+                    c.writeOffset = 0
+                }
                 continue
             }
             let e = pl_errno()
@@ -452,7 +472,6 @@ public final class Server: @unchecked Sendable {
             closeConnection(c)
             return
         }
-        c.writeBuffer.removeAll(keepingCapacity: c.writeBuffer.count < 1 << 20)
         c.writeOffset = 0
         var changed = false
         if c.wantWrite {

@@ -15,9 +15,11 @@ public enum JSONValue: Sendable, Equatable {
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
-    /// JSON text serialized already, written as is: lets a large response (100,000 results)
-    /// be built as bytes instead of as a tree. Output only; the parser never produces it.
-    case raw([UInt8])
+    /// JSON text serialized already, as segments written back to back: lets a large response
+    /// (100,000 results) be built as bytes, a piece at a time, instead of as a tree, and be
+    /// written to the socket without being copied again (see `serializedSegments`).
+    /// Output only; the parser never produces it.
+    case raw([[UInt8]])
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let o) = self { return o[key] }
@@ -367,8 +369,54 @@ extension JSONValue {
                 v.write(to: &out)
             }
             out.append(UInt8(ascii: "}"))
-        case .raw(let bytes):
-            out.append(contentsOf: bytes)
+        case .raw(let segments):
+            for segment in segments { out.append(contentsOf: segment) }
+        }
+    }
+
+    /// Serializes like `serialized()`, as a list of byte segments to be written in order:
+    /// the segments of a large `.raw` value (at least `rawThreshold` bytes) are handed over as
+    /// they are instead of being copied into one buffer. A 100,000-device `bulk` response is
+    /// about 15 MB; this saves a second copy of it at the moment the daemon's memory peaks.
+    ///
+    /// ```swift
+    /// let segments = JSONValue.object(["results": .raw([part1, part2])]).serializedSegments()
+    /// ```
+    public func serializedSegments(rawThreshold: Int = 64 * 1024) -> [[UInt8]] {
+        var segments: [[UInt8]] = []
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        writeSegments(to: &out, segments: &segments, rawThreshold: rawThreshold)
+        if !out.isEmpty || segments.isEmpty { segments.append(out) }
+        return segments
+    }
+
+    private func writeSegments(to out: inout [UInt8], segments: inout [[UInt8]], rawThreshold: Int) {
+        switch self {
+        case .array(let a):
+            out.append(UInt8(ascii: "["))
+            for (n, v) in a.enumerated() {
+                if n > 0 { out.append(UInt8(ascii: ",")) }
+                v.writeSegments(to: &out, segments: &segments, rawThreshold: rawThreshold)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let o):
+            out.append(UInt8(ascii: "{"))
+            for (n, (k, v)) in o.pairs.enumerated() {
+                if n > 0 { out.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(k, to: &out)
+                out.append(UInt8(ascii: ":"))
+                v.writeSegments(to: &out, segments: &segments, rawThreshold: rawThreshold)
+            }
+            out.append(UInt8(ascii: "}"))
+        case .raw(let parts) where parts.reduce(0, { $0 + $1.count }) >= rawThreshold:
+            if !out.isEmpty {
+                segments.append(out)
+                out = []
+            }
+            for part in parts where !part.isEmpty { segments.append(part) }
+        default:
+            write(to: &out)
         }
     }
 

@@ -13,7 +13,7 @@ public struct TransportOptions: Sendable {
     ///
     /// A loop never has more than `maxConnectionsPerHost * maxConcurrentStreams` transfers
     /// in flight to one origin; further requests wait in the loop's own queue (their deadline
-    /// running). Each transfer in flight holds a libcurl easy handle of roughly 30-60 KiB;
+    /// running). Each transfer in flight costs roughly 25 KiB (libcurl easy handle and buffers);
     /// surplus handles are freed once the loop is quiet.
     public var maxConcurrentStreams: Int
     /// Seconds an idle connection is kept for reuse (`CURLOPT_MAXAGE_CONN`).

