@@ -5,7 +5,9 @@
 #   bench/transport_bench.sh [requests] [threads] [connections-per-thread]
 #   (defaults: 100000 2 1; PORT=18443; WINDOW=2000 concurrent senders)
 #
-# Prints h2load's rate, a raw libcurl C baseline (bench/curl_baseline.c), then pushline-transport-bench's rate, its ratio to h2load,
+# Prints h2load's rate, raw libcurl C baselines (bench/curl_baseline.c: 1 thread without and with
+# TCP_CORK, then one thread per connection with cork, the best a libcurl 7.88 client reached here,
+# and its ratio to h2load), then pushline-transport-bench's rate, its ratio to h2load,
 # CPU seconds (getrusage) and peak RSS. Not a test: numbers depend on the machine's load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +33,18 @@ h2out="$(h2load -n "$requests" -c "$total_conns" -m 100 -d "$body" \
 echo "$h2out" | grep -E "^finished|^requests:"
 h2rate="$(echo "$h2out" | sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')"
 
+baseline_rate=""
 if command -v cc >/dev/null; then
-    echo "== raw libcurl baseline (C, 1 thread, 1 connection, 1000 in flight)"
-    cc -O2 -o "$dir/curl_baseline" bench/curl_baseline.c -lcurl
-    "$dir/curl_baseline" "https://127.0.0.1:$port/" "$ca" "$requests" 1000
+    echo "== raw libcurl baseline (C, 1 connection per thread, 1000 in flight per thread)"
+    cc -O2 -pthread -o "$dir/curl_baseline" bench/curl_baseline.c -lcurl
+    "$dir/curl_baseline" "https://127.0.0.1:$port/" "$ca" "$requests" 1000 1 0
+    "$dir/curl_baseline" "https://127.0.0.1:$port/" "$ca" "$requests" 1000 1 1
+    out="$("$dir/curl_baseline" "https://127.0.0.1:$port/" "$ca" "$requests" 1000 "$total_conns" 1)"
+    echo "$out"
+    baseline_rate="$(echo "$out" | sed -n 's/.*: \([0-9]*\) req\/s.*/\1/p')"
+    if [ -n "$h2rate" ] && [ -n "$baseline_rate" ]; then
+        python3 -c "print(f'   best raw libcurl client with $total_conns connection(s): {$baseline_rate / $h2rate:.2f} x h2load')"
+    fi
 fi
 
 echo "== pushline-transport-bench -n $requests --threads $threads --connections $conns"

@@ -319,6 +319,27 @@ struct TransportTests {
         #expect(kind(later) == "status 200")
     }
 
+    @Test("performAll over the outstanding limit: the first requests are queued, the rest refused, in order")
+    func performAllOverTheLimit() async throws {
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxOutstandingPerThread: 5))
+        defer { transport.shutdown() }
+        let requests = (0..<12).map { i in
+            HTTPRequest(url: sink.base + "/push/\(i)?delay_ms=50", body: Array("{}".utf8), tls: sink.tls)
+        }
+        let results = await transport.performAll(requests)
+        #expect(results.map(kind) == Array(repeating: "status 200", count: 5) + Array(repeating: "unavailable", count: 7))
+        // Mixed origins and a bad URL in one batch: each request keeps its own outcome.
+        let mixed = await transport.performAll([
+            HTTPRequest(url: sink.base + "/a", tls: sink.tls),
+            HTTPRequest(url: "http://127.0.0.1:1/", tls: sink.tls),
+            HTTPRequest(url: sink.base + "/b", tls: sink.tls),
+        ])
+        #expect(mixed.map(kind) == ["status 200", "other", "status 200"])
+        #expect(hasOrigin(sink.base + "/x", sink.base) && hasOrigin(sink.base, sink.base))
+        #expect(!hasOrigin(sink.base + "0/x", sink.base) && !hasOrigin("https://other", sink.base))
+    }
+
     @Test func onlyHTTPSIsAccepted() async throws {
         #expect(originKey("https://api.push.apple.com/3/device/abc") == "https://api.push.apple.com")
         #expect(originKey("https://127.0.0.1:8443?x") == "https://127.0.0.1:8443")

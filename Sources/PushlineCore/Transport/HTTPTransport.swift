@@ -143,8 +143,31 @@ public final class HTTPTransport: Sendable {
         guard !requests.isEmpty else { return [] }
         return await withCheckedContinuation { continuation in
             let collector = BatchCollector(count: requests.count, continuation: continuation)
+            // Jobs are spread over the loops round-robin and handed to each loop under one lock
+            // (a lock per request made the loops and the caller contend on every request).
+            let first = Int(UInt(bitPattern: next.wrappingAdd(requests.count, ordering: .relaxed).oldValue) % UInt(loops.count))
+            var perLoop = [[Job]](repeating: [], count: loops.count)
+            for k in perLoop.indices { perLoop[k].reserveCapacity(requests.count / loops.count + 1) }
+            var lastOrigin = ""
+            let now = monotonicNanos()
             for (i, r) in requests.enumerated() {
-                submit(r) { collector.set(i, $0) }
+                let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = { collector.set(i, $0) }
+                // Bulk requests share an origin: reuse the last one when the URL starts with it.
+                let origin: String
+                if !lastOrigin.isEmpty, hasOrigin(r.url, lastOrigin) {
+                    origin = lastOrigin
+                } else if let o = originKey(r.url) {
+                    origin = o
+                    lastOrigin = o
+                } else {
+                    complete(.failure(TransportError(.other, "only https:// URLs are supported")))
+                    continue
+                }
+                let deadline = now &+ UInt64(max(1, r.timeoutMs)) &* 1_000_000
+                perLoop[(first + i) % loops.count].append(Job(request: r, origin: origin, deadline: deadline, complete: complete))
+            }
+            for (k, jobs) in perLoop.enumerated() where !jobs.isEmpty {
+                loops[k].enqueue(jobs)
             }
         }
     }
@@ -193,25 +216,52 @@ public final class HTTPTransport: Sendable {
 }
 
 /// Gathers the outcomes of `performAll` and resumes its caller after the last one.
-final class BatchCollector: Sendable {
-    private let state: Mutex<(results: [Result<HTTPResponse, TransportError>?], left: Int)>
+///
+/// Lock-free: each job writes only its own slot, exactly once (a job completes exactly once),
+/// and then decrements `left` with acquire-release ordering; the thread that takes `left` to
+/// zero therefore sees every slot written and is the only one to read them. That is why the
+/// class can be `@unchecked Sendable`. (A mutex here had both loop threads queueing on it.)
+final class BatchCollector: @unchecked Sendable {
+    private let slots: UnsafeMutablePointer<Result<HTTPResponse, TransportError>?>
+    private let count: Int
+    private let left: Atomic<Int>
     private let continuation: CheckedContinuation<[Result<HTTPResponse, TransportError>], Never>
 
     init(count: Int, continuation: CheckedContinuation<[Result<HTTPResponse, TransportError>], Never>) {
-        state = Mutex((results: [Result<HTTPResponse, TransportError>?](repeating: nil, count: count), left: count))
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: nil, count: count)
+        self.count = count
+        left = Atomic(count)
         self.continuation = continuation
     }
 
-    func set(_ i: Int, _ r: Result<HTTPResponse, TransportError>) {
-        let done = state.withLock { s -> [Result<HTTPResponse, TransportError>]? in
-            s.results[i] = r
-            s.left -= 1
-            guard s.left == 0 else { return nil }
-            // Every slot was set exactly once (each job completes once), so none is nil here.
-            return s.results.map { $0 ?? .failure(TransportError(.other, "no outcome")) }
-        }
-        if let done { continuation.resume(returning: done) }
+    deinit {
+        slots.deinitialize(count: count)
+        slots.deallocate()
     }
+
+    func set(_ i: Int, _ r: Result<HTTPResponse, TransportError>) {
+        slots[i] = r
+        guard left.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        var results: [Result<HTTPResponse, TransportError>] = []
+        results.reserveCapacity(count)
+        for k in 0..<count {
+            // Every slot was set exactly once before `left` reached zero, so none is nil here.
+            results.append(slots[k].take() ?? .failure(TransportError(.other, "no outcome")))
+        }
+        continuation.resume(returning: results)
+    }
+}
+
+/// Whether `url` belongs to `origin` (`https://host[:port]`): it starts with it and the
+/// authority ends there.
+func hasOrigin(_ url: String, _ origin: String) -> Bool {
+    var u = url.utf8.makeIterator()
+    for c in origin.utf8 {
+        guard u.next() == c else { return false }
+    }
+    guard let after = u.next() else { return true }
+    return after == UInt8(ascii: "/") || after == UInt8(ascii: "?") || after == UInt8(ascii: "#")
 }
 
 /// `scheme://host[:port]` of an https URL (the key of per-origin stream limits), or nil.

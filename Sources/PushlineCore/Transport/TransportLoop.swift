@@ -96,6 +96,35 @@ final class LoopHandle: Sendable {
         return refusal
     }
 
+    /// Queues many jobs under one lock (see `HTTPTransport.performAll`); those over the
+    /// outstanding limit, or all of them if the loop is closed, fail at once with `.unavailable`.
+    func enqueue(_ jobs: [Job]) {
+        var refused: [Job] = []
+        var reason = ""
+        state.withLock { s in
+            if s.closed {
+                refused = jobs
+                reason = s.closedReason
+                return
+            }
+            let room = max(0, maxOutstanding - outstanding.load(ordering: .relaxed))
+            let taken = min(room, jobs.count)
+            if taken < jobs.count {
+                refused = Array(jobs[taken...])
+                reason = "transport over its limit of \(maxOutstanding) outstanding requests per thread"
+            }
+            guard taken > 0 else { return }
+            outstanding.add(taken, ordering: .relaxed)
+            s.queue.append(contentsOf: jobs[..<taken])
+            if s.sleeping, !s.wakeSent, let wake = s.wake {
+                s.wakeSent = true
+                _ = curl_multi_wakeup(wake.multi)  // If it fails the loop still looks within its poll timeout.
+            }
+        }
+        submitted.add(jobs.count - refused.count, ordering: .relaxed)
+        for job in refused { job.complete(.failure(TransportError(.unavailable, reason))) }
+    }
+
     /// Asks the loop to stop; it fails everything it holds with `.unavailable`.
     func close() {
         state.withLock { s in
