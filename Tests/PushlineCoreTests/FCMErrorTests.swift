@@ -4,6 +4,23 @@ import Testing
 
 /// Google's FCM v1 error bodies and what the provider does with each.
 @Suite struct FCMErrorTests {
+    @Test("Retry-After: delay-seconds and the three HTTP-date forms of RFC 9110")
+    func retryAfterForms() {
+        let now: Int64 = 784_111_717_000  // Sun, 06 Nov 1994 08:48:37 GMT
+        #expect(RetryAfter.seconds("120", nowMs: now) == 120)
+        #expect(RetryAfter.seconds(" 0 ", nowMs: now) == 0)
+        #expect(RetryAfter.seconds("Sun, 06 Nov 1994 08:49:37 GMT", nowMs: now) == 60)
+        #expect(RetryAfter.seconds("Sunday, 06-Nov-94 08:49:37 GMT", nowMs: now) == 60)
+        #expect(RetryAfter.seconds("Sun Nov  6 08:49:37 1994", nowMs: now) == 60)
+        #expect(RetryAfter.seconds("Sun, 06 Nov 1994 08:00:00 GMT", nowMs: now) == 0)  // in the past
+        #expect(RetryAfter.seconds("Thu, 01 Jan 2026 00:00:00 GMT", nowMs: 0) == 1_767_225_600)
+        #expect(RetryAfter.seconds("Tue, 29 Feb 2028 12:00:00 GMT", nowMs: 1_835_395_200_000) == 43_200)
+        for bad in ["-5", "soon", "Sun, 06 Nov 1994 GMT", "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT", ""] {
+            #expect(RetryAfter.seconds(bad, nowMs: now) == nil, "\(bad)")
+        }
+        #expect(RetryAfter.seconds(nil) == nil)
+    }
+
     func info(_ status: Int, _ json: String) -> FCMErrorInfo {
         FCMErrorInfo(httpStatus: status, body: Array(json.utf8))
     }

@@ -19,6 +19,7 @@ Control channel: newline-delimited JSON over plain TCP on 127.0.0.1:<control_por
 line. Ops:
   {"op": "unregister"|"invalid"|"sender_mismatch"|"third_party_auth", "tokens": [...]}   mark tokens
   {"op": "fail", "count": N, "status": 503, "code": "UNAVAILABLE", "retry_after": 1}     next N sends fail
+      ("retry_after_date": S sends Retry-After as an HTTP-date S seconds ahead instead)
   {"op": "quota", "count": N, "retry_after": 60, "scope": "device"|"topic"}               next N sends 429
                                      (project quota, or one device's / topic's message rate)
   {"op": "expire_tokens"}            every issued access token becomes invalid (sends get 401)
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import base64
 import datetime
+import email.utils
 import ipaddress
 import json
 import os
@@ -420,6 +422,9 @@ class FakeFCM:
                 status, body = google_error(f["status"], f["gstatus"], f["message"], f["code"])
                 if f.get("retry_after") is not None:
                     return status, body, {"retry-after": str(f["retry_after"])}
+                if f.get("retry_after_date") is not None:  # the HTTP-date form, N seconds from now
+                    when = email.utils.formatdate(time.time() + f["retry_after_date"], usegmt=True)
+                    return status, body, {"retry-after": when}
                 return status, body
         if kind == "token":
             mark = self.marks.get(m["token"])
@@ -484,7 +489,8 @@ class FakeFCM:
                        403: "PERMISSION_DENIED", 404: "NOT_FOUND", 401: "UNAUTHENTICATED"}.get(status, "UNKNOWN")
             self.failures.append({"count": int(req.get("count", 1)), "status": status, "code": code,
                                   "gstatus": gstatus, "message": req.get("message", "scripted failure"),
-                                  "retry_after": req.get("retry_after"), "tokens": req.get("tokens")})
+                                  "retry_after": req.get("retry_after"), "retry_after_date": req.get("retry_after_date"),
+                                  "tokens": req.get("tokens")})
         elif op == "quota":
             message = {"device": "Device message rate exceeded.", "topic": "Topic message rate exceeded."}.get(
                 req.get("scope"), "Quota exceeded for quota metric 'Send requests' and limit 'Send requests per minute'"

@@ -339,6 +339,25 @@ def test_long_retry_after_is_not_waited_for(d, fake):
     assert x["reason"] == "UNAVAILABLE" and x["retryable"] is True and x["retry_after_ms"] >= 120000
 
 
+def test_retry_after_as_an_http_date(d, fake):
+    # RFC 9110: Retry-After is delay-seconds or an HTTP-date. A date two minutes ahead is
+    # too long to wait for: the result says when to retry.
+    ids = register(d, [tok(1)])
+    fake.control(op="fail", count=1, status=503, retry_after_date=120)
+    t0 = time.time()
+    r = d.call({"cmd": "send", "ids": ids, "message": "x"})
+    assert time.time() - t0 < 5
+    x = r["results"][0]
+    assert x["reason"] == "UNAVAILABLE" and x["retryable"] is True
+    assert 110000 <= x["retry_after_ms"] <= 125000, x
+    # A date a second ahead is waited for, and the retry succeeds.
+    fake.control(op="fail", count=1, status=503, retry_after_date=2)
+    t0 = time.time()
+    r = d.call({"cmd": "send", "ids": ids, "message": "x"})
+    assert r["sent"] == 1, r
+    assert time.time() - t0 >= 0.9
+
+
 def test_apps_sharing_a_service_account_share_the_token(start_daemon, fake):
     block = fake.fcm_block("proj-a")
     d = start_daemon(config={"apps": {"shop": {"fcm": block}, "news": {"fcm": block}}})

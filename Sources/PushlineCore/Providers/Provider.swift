@@ -102,13 +102,80 @@ public enum Backoff {
     ) -> Int {
         let ceiling = min(capMs, baseMs << min(attempt, 20))
         var d = Int.random(in: ceiling / 2...max(ceiling / 2, ceiling))
-        if let h = retryAfterHeader, let s = Int(h.trimmingCharacters(in: " ")), s >= 0 { d = max(d, min(s, 3600) * 1000) }
+        if let s = RetryAfter.seconds(retryAfterHeader) { d = max(d, min(s, 3600) * 1000) }
         return max(d, floorMs)
     }
 
     public static func sleep(_ ms: Int) async {
         guard ms > 0 else { return }
         try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)
+    }
+}
+
+/// The `Retry-After` header (RFC 9110 section 10.2.3): `delay-seconds` or an `HTTP-date`.
+public enum RetryAfter {
+    /// Seconds to wait, or nil if the header is missing or unreadable. A date in the past is 0.
+    ///
+    /// RFC 9110 section 5.6.7: recipients accept the IMF-fixdate form
+    /// (`Sun, 06 Nov 1994 08:49:37 GMT`) and also the obsolete RFC 850
+    /// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`) forms.
+    ///
+    /// ```swift
+    /// RetryAfter.seconds("120")                                  // 120
+    /// RetryAfter.seconds("Sun, 06 Nov 1994 08:49:37 GMT", nowMs: 784_111_717_000)   // 60
+    /// ```
+    public static func seconds(_ header: String?, nowMs: Int64 = nowMillis()) -> Int? {
+        guard let header else { return nil }
+        let h = header.trimmingCharacters(in: " ")
+        if let s = Int(h) { return s >= 0 ? s : nil }
+        guard let at = httpDate(h) else { return nil }
+        let delta = at - nowMs / 1000
+        return delta > 0 ? Int(min(delta, Int64(Int32.max))) : 0
+    }
+
+    private static let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+
+    /// Seconds since 1970 of an HTTP-date in any of its three forms, or nil.
+    static func httpDate(_ s: String) -> Int64? {
+        // Split on the separators of all three forms; the weekday is ignored.
+        let parts = s.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "-" }).map(String.init)
+        guard parts.count >= 4 else { return nil }
+        var day: Int?, month: Int?, year: Int?, time: [Int]?
+        for p in parts.dropFirst() {
+            if p.contains(":") {
+                let t = p.split(separator: ":").compactMap { Int($0) }
+                guard t.count == 3 else { return nil }
+                time = t
+            } else if let m = months.firstIndex(of: p.lowercased()) {
+                month = m + 1
+            } else if let n = Int(p) {
+                // The day comes before the month (IMF-fixdate, RFC 850) or right after it
+                // (asctime); the year is the number after both.
+                if day == nil {
+                    day = n
+                } else if month != nil && year == nil {
+                    year = p.count == 2 ? (n >= 70 ? 1900 + n : 2000 + n) : n  // RFC 850 two-digit years.
+                } else {
+                    return nil
+                }
+            } else if p.uppercased() != "GMT" {
+                return nil
+            }
+        }
+        guard let d = day, let m = month, let y = year, let t = time,
+            (1...31).contains(d), (0...23).contains(t[0]), (0...59).contains(t[1]), (0...60).contains(t[2])
+        else { return nil }
+        return daysFromCivil(y, m, d) * 86_400 + Int64(t[0] * 3600 + t[1] * 60 + t[2])
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int64 {
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return Int64(era * 146_097 + doe - 719_468)
     }
 }
 

@@ -143,10 +143,9 @@ enum WebWNS {
         !s.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
     }
 
-    /// Seconds of a `Retry-After` header (delta-seconds form only).
+    /// Seconds of a `Retry-After` header (delay-seconds or HTTP-date, see `RetryAfter`).
     static func retryAfterSeconds(_ h: String?) -> Int? {
-        guard let h, let s = Int(h.trimmingCharacters(in: " ")), s >= 0 else { return nil }
-        return s
+        RetryAfter.seconds(h)
     }
 
     /// The text after the first occurrence of `needle` in `s`, or nil (no Foundation `range(of:)`).
