@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--streams", type=int, help="max_streams_per_connection (default: the daemon's)")
     ap.add_argument("--h2load-rps", type=float)
     ap.add_argument("--latency-sends", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=2, help="runs per bulk size (every run is printed)")
     ap.add_argument("--perf", help="record `perf` call graphs of the daemon during the largest bulk into this file")
     args = ap.parse_args()
 
@@ -90,7 +91,7 @@ def main():
                   f"peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB", flush=True)
 
         lifetime_peak = 0
-        for n in (10_000, 100_000):
+        for n in [n for n in (10_000, 100_000) for _ in range(args.repeat)]:
             if n > args.devices:
                 continue
             tokens_note = {"registration_ids": [f"{i:064x}" for i in range(1, n + 1)]}
