@@ -340,6 +340,18 @@ struct TransportTests {
         #expect(!hasOrigin(sink.base + "0/x", sink.base) && !hasOrigin("https://other", sink.base))
     }
 
+    @Test("response headers: lowercase names, first value wins, empty values, order kept")
+    func responseHeaderLookup() {
+        let r = HTTPResponse(status: 200, headers: [("apns-id", "A-1"), ("X-Two", "1"), ("x-two", "2"), ("empty", ""), ("last", "z")])
+        #expect(r.header("APNS-ID") == "A-1")
+        #expect(r.header("x-two") == "1")
+        #expect(r.header("empty") == "")
+        #expect(r.header("last") == "z")
+        #expect(r.header("apns") == nil && r.header("apns-id-x") == nil && r.header("") == nil)
+        #expect(r.headers.map(\.0) == ["apns-id", "x-two", "x-two", "empty", "last"])
+        #expect(HTTPResponse(status: 204).header("a") == nil && HTTPResponse(status: 204).headers.isEmpty)
+    }
+
     @Test func onlyHTTPSIsAccepted() async throws {
         #expect(originKey("https://api.push.apple.com/3/device/abc") == "https://api.push.apple.com")
         #expect(originKey("https://127.0.0.1:8443?x") == "https://127.0.0.1:8443")

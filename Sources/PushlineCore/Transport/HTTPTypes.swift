@@ -40,19 +40,77 @@ public struct HTTPRequest: Sendable {
 /// An HTTP response. Header names are lowercase.
 public struct HTTPResponse: Sendable {
     public var status: Int
-    public var headers: [(String, String)]
+    /// The headers as `name NUL value NUL` pairs in one buffer: a response costs one
+    /// allocation for its headers, and only the values asked for become Strings.
+    var rawHeaders: [UInt8]
     public var body: [UInt8]
 
     public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
         self.status = status
-        self.headers = headers
+        var raw: [UInt8] = []
+        for (name, value) in headers { Self.appendHeader(name.lowercased().utf8, value.utf8, to: &raw) }
+        self.rawHeaders = raw
         self.body = body
+    }
+
+    init(status: Int, rawHeaders: [UInt8], body: [UInt8]) {
+        self.status = status
+        self.rawHeaders = rawHeaders
+        self.body = body
+    }
+
+    /// Appends one header (name already lowercase) to a raw header buffer.
+    static func appendHeader<N: Collection<UInt8>, V: Collection<UInt8>>(_ name: N, _ value: V, to raw: inout [UInt8]) {
+        raw.append(contentsOf: name)
+        raw.append(0)
+        raw.append(contentsOf: value)
+        raw.append(0)
+    }
+
+    /// Every header, in order.
+    public var headers: [(String, String)] {
+        var out: [(String, String)] = []
+        forEachHeader { name, value in
+            out.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+            return true
+        }
+        return out
     }
 
     /// The first value of header `name` (case-insensitive).
     public func header(_ name: String) -> String? {
-        let n = name.lowercased()
-        return headers.first { $0.0 == n }?.1
+        var found: String?
+        var wanted = name
+        wanted.withUTF8 { n in
+            forEachHeader { have, value in
+                guard have.count == n.count else { return true }
+                for i in 0..<n.count {
+                    let c = n[i]
+                    if have[i] != (c >= 65 && c <= 90 ? c + 32 : c) { return true }
+                }
+                found = String(decoding: value, as: UTF8.self)
+                return false
+            }
+        }
+        return found
+    }
+
+    /// Calls `body` with each (name, value) until it returns false.
+    private func forEachHeader(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool) {
+        rawHeaders.withUnsafeBytes { raw in
+            var i = 0
+            while i < raw.count {
+                var j = i
+                while j < raw.count, raw[j] != 0 { j += 1 }
+                var k = j + 1
+                while k < raw.count, raw[k] != 0 { k += 1 }
+                guard j < raw.count else { return }
+                let name = UnsafeRawBufferPointer(rebasing: raw[i..<j])
+                let value = UnsafeRawBufferPointer(rebasing: raw[(j + 1)..<min(k, raw.count)])
+                if !body(name, value) { return }
+                i = k + 1
+            }
+        }
     }
 }
 

@@ -31,7 +31,8 @@ final class Transfer {
     var status = 0
     var gotResponse = false
     var tooLarge = false
-    var headers: [(String, String)] = []
+    /// Response headers in `HTTPResponse.rawHeaders` form.
+    var headers: [UInt8] = []
     var body: [UInt8] = []
 
     /// CURLOPT_BUFFERSIZE: the most libcurl hands to the write callback at once.
@@ -234,16 +235,10 @@ final class Transfer {
         guard colon < end, colon > 0 else { return }
         var valueStart = colon + 1
         while valueStart < end, line[valueStart] == 32 || line[valueStart] == 9 { valueStart += 1 }
-        let rawName = UnsafeRawBufferPointer(rebasing: line[0..<colon])
-        let name: String
-        if rawName.contains(where: { $0 >= 65 && $0 <= 90 }) {
-            // HTTP/2 names arrive lowercase already; this is only for odd servers.
-            name = String(decoding: rawName.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
-        } else {
-            name = String(decoding: rawName, as: UTF8.self)
-        }
-        let value = String(decoding: UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), as: UTF8.self)
-        headers.append((name, value))
+        // HTTP/2 names arrive lowercase already; lowering is only for odd servers.
+        let name = UnsafeRawBufferPointer(rebasing: line[0..<colon]).lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
+        if headers.isEmpty { headers.reserveCapacity(256) }
+        HTTPResponse.appendHeader(name, UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), to: &headers)
     }
 
     /// The TransportError for a failed transfer.

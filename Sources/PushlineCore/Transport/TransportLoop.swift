@@ -214,19 +214,33 @@ final class OriginQueue {
 /// Not Sendable: used on the loop thread only (libcurl calls the callbacks on that thread).
 final class SocketSet {
     private(set) var fds: [Int32] = []
+    /// Whether `fds[i]` is corked now (a new socket starts uncorked).
+    private var corked: [Bool] = []
 
     func add(_ fd: Int32) {
-        if !fds.contains(fd) { fds.append(fd) }
+        if !fds.contains(fd) {
+            fds.append(fd)
+            corked.append(false)
+        }
     }
 
     func remove(_ fd: Int32) {
-        if let i = fds.firstIndex(of: fd) { fds.swapAt(i, fds.count - 1); fds.removeLast() }
+        if let i = fds.firstIndex(of: fd) {
+            fds.swapAt(i, fds.count - 1)
+            fds.removeLast()
+            corked.swapAt(i, corked.count - 1)
+            corked.removeLast()
+        }
     }
 
-    /// Corks or uncorks every socket. Failures are ignored: a socket that cannot be corked
-    /// just sends unbatched, and uncorking one that is gone has nothing to flush.
+    /// Corks or uncorks every socket not already in that state (one setsockopt each).
+    /// Failures are ignored: a socket that cannot be corked just sends unbatched, and
+    /// uncorking one that is gone has nothing to flush.
     func cork(_ on: Bool) {
-        for fd in fds { _ = pl_tcp_cork(fd, on ? 1 : 0) }
+        for i in fds.indices where corked[i] != on {
+            _ = pl_tcp_cork(fds[i], on ? 1 : 0)
+            corked[i] = on
+        }
     }
 }
 
@@ -346,14 +360,16 @@ final class EventLoop {
                 failAllActive(TransportError(.other, "curl_multi_perform failed: \(multiMessage(rc))"))
             }
             let finishedAny = readMessages()
-            multi.sockets.cork(false)  // Everything written in this pass leaves now.
 
             let now = monotonicNanos()
             if queued > 0, now >= nextScan {
                 expireQueued(now: now)
                 nextScan = now &+ Self.scanIntervalNanos
             }
-            if finishedAny && queued > 0 { continue }  // Freed slots: start more before sleeping.
+            if finishedAny && queued > 0 { continue }  // Freed slots: start more (still corked) before sleeping.
+            // Everything written since the last uncork leaves now, before the loop sleeps or
+            // takes new jobs: at most one refill chain of passes shares a cork.
+            multi.sockets.cork(false)
             if !active.isEmpty || queued > 0 {
                 lastBusy = now
             } else if now &- lastBusy >= Self.quietNanos && (!origins.isEmpty || idle.count > Self.keepIdle) {
@@ -504,7 +520,7 @@ final class EventLoop {
             var status = 0
             let src = pl_curl_easy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
             let response = HTTPResponse(
-                status: src == CURLE_OK ? status : transfer.status, headers: transfer.headers, body: transfer.body)
+                status: src == CURLE_OK ? status : transfer.status, rawHeaders: transfer.headers, body: transfer.body)
             transfer.clear()
             idle.append(transfer)
             handle.completed.add(1, ordering: .relaxed)
