@@ -5,7 +5,8 @@
 //   cc -O2 -pthread -o curl_baseline bench/curl_baseline.c -lcurl
 //   ./curl_baseline https://127.0.0.1:18443/ /tmp/pushline-sink.X/cert.pem 100000 1000 [threads] [cork]
 // cork=1 corks each connection (TCP_CORK) while libcurl writes a pass and uncorks it before
-// polling, as the daemon's transport does: libcurl 7.88 sends every HTTP/2 frame on its own.
+// polling: libcurl 7.88 sends every HTTP/2 frame with its own send(). (The daemon does not cork:
+// it made a libcurl stall after GOAWAY frequent, see README.)
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

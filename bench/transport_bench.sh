@@ -6,8 +6,9 @@
 #   (defaults: 100000 2 1; PORT=18443; WINDOW=2000 concurrent senders)
 #
 # Prints h2load's rate, raw libcurl C baselines (bench/curl_baseline.c: 1 thread without and with
-# TCP_CORK, then one thread per connection with cork, the best a libcurl 7.88 client reached here,
-# and its ratio to h2load), then pushline-transport-bench's rate, its ratio to h2load,
+# TCP_CORK, then one thread per connection with cork: the best a libcurl 7.88 client reached here,
+# and its ratio to h2load; the daemon does not cork, see README), then pushline-transport-bench's
+# rate, its ratio to h2load,
 # CPU seconds (getrusage) and peak RSS. Not a test: numbers depend on the machine's load.
 set -euo pipefail
 cd "$(dirname "$0")/.."

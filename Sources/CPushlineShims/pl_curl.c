@@ -9,5 +9,3 @@ CURLcode pl_curl_easy_getinfo_long(CURL *h, CURLINFO info, long *out) { return c
 CURLcode pl_curl_easy_getinfo_pointer(CURL *h, CURLINFO info, void **out) { return curl_easy_getinfo(h, info, out); }
 CURLcode pl_curl_easy_getinfo_double(CURL *h, CURLINFO info, double *out) { return curl_easy_getinfo(h, info, out); }
 CURLMcode pl_curl_multi_setopt_long(CURLM *m, CURLMoption opt, long v) { return curl_multi_setopt(m, opt, v); }
-CURLcode pl_curl_easy_setopt_sockopt_cb(CURL *h, pl_curl_sockopt_cb cb) { return curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, cb); }
-CURLcode pl_curl_easy_setopt_closesocket_cb(CURL *h, pl_curl_closesocket_cb cb) { return curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, cb); }

@@ -3,8 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -118,5 +116,4 @@ long pl_rss_bytes(void) {
     return rss * sysconf(_SC_PAGESIZE);
 }
 int pl_malloc_trim(void) { return malloc_trim(0); }
-int pl_tcp_cork(int fd, int on) { return setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on); }
 void pl_malloc_arena_max(int n) { mallopt(M_ARENA_MAX, n); }

@@ -124,26 +124,6 @@ struct TransportTests {
         #expect(echo["body"]?.stringValue.map { Array($0.utf8) } == body)
     }
 
-    @Test("corked sockets are flushed before the loop waits: sequential requests are not held back")
-    func sequentialRequestsAreNotDelayedByCorking() async throws {
-        // TCP_CORK holds partial segments for up to 200 ms; if the loop forgot to uncork before
-        // sleeping, every one of these requests would take that long.
-        let sink = try H2SinkProcess()
-        let transport = HTTPTransport(options: TransportOptions(threads: 1))
-        defer { transport.shutdown() }
-        var times: [UInt64] = []
-        for i in 0..<31 {
-            let t0 = monotonicNanos()
-            let r = try await transport.perform(
-                HTTPRequest(url: sink.base + "/push/\(i)", body: Array("{}".utf8), tls: sink.tls)
-            ).get()
-            #expect(r.status == 200)
-            if i > 0 { times.append(monotonicNanos() - t0) }  // The first one also connects.
-        }
-        let median = times.sorted()[times.count / 2]
-        #expect(median < 100_000_000, "median request took \(median / 1_000_000) ms")
-    }
-
     @Test func headersAndBodyRoundTrip() async throws {
         let sink = try H2SinkProcess()
         let transport = HTTPTransport()

@@ -10,13 +10,6 @@ CURLcode pl_curl_easy_setopt_off_t(CURL *h, CURLoption opt, curl_off_t v);
 CURLcode pl_curl_easy_setopt_slist(CURL *h, CURLoption opt, struct curl_slist *v);
 typedef size_t (*pl_curl_data_cb)(char *ptr, size_t size, size_t nmemb, void *userdata);
 CURLcode pl_curl_easy_setopt_data_cb(CURL *h, CURLoption opt, pl_curl_data_cb cb);
-// CURLOPT_SOCKOPTFUNCTION / CURLOPT_CLOSESOCKETFUNCTION take function pointers through the
-// variadic setopt: typed wrappers so Swift can pass its @convention(c) callbacks. The transport
-// uses them to learn each connection's socket (to cork it while a batch of frames is written).
-typedef int (*pl_curl_sockopt_cb)(void *clientp, curl_socket_t fd, curlsocktype purpose);
-CURLcode pl_curl_easy_setopt_sockopt_cb(CURL *h, pl_curl_sockopt_cb cb);
-typedef int (*pl_curl_closesocket_cb)(void *clientp, curl_socket_t fd);
-CURLcode pl_curl_easy_setopt_closesocket_cb(CURL *h, pl_curl_closesocket_cb cb);
 CURLcode pl_curl_easy_getinfo_long(CURL *h, CURLINFO info, long *out);
 CURLcode pl_curl_easy_getinfo_pointer(CURL *h, CURLINFO info, void **out);
 CURLcode pl_curl_easy_getinfo_double(CURL *h, CURLINFO info, double *out);

@@ -55,10 +55,6 @@ long pl_rss_bytes(void);
 /// malloc_trim(3) (from <malloc.h>, which Swift's Glibc module does not include): returns
 /// freed heap memory to the kernel after a burst so idle RSS goes back down. 1 if memory was released.
 int pl_malloc_trim(void);
-// setsockopt(TCP_CORK): TCP_CORK is not exported by Swift's Glibc module. While corked, the
-// kernel queues small writes into full segments; uncorking sends what is queued at once.
-// Returns 0 or -1 (errno set).
-int pl_tcp_cork(int fd, int on);
 /// mallopt(M_ARENA_MAX, n): caps glibc's per-thread malloc arenas, which otherwise keep
 /// burst memory of every Swift concurrency thread apart (fragmentation, RSS).
 void pl_malloc_arena_max(int n);

@@ -342,6 +342,31 @@ extension JSONValue {
     public var jsonString: String { String(decoding: serialized(), as: UTF8.self) }
 
     public func write(to out: inout [UInt8]) {
+        var segments: [[UInt8]]? = nil
+        write(to: &out, segments: &segments, rawThreshold: .max)
+    }
+
+    /// Serializes like `serialized()`, as a list of byte segments to be written in order:
+    /// the segments of a large `.raw` value (at least `rawThreshold` bytes) are handed over as
+    /// they are instead of being copied into one buffer. A 100,000-device `bulk` response is
+    /// about 15 MB; this saves a second copy of it at the moment the daemon's memory peaks.
+    ///
+    /// ```swift
+    /// let segments = JSONValue.object(["results": .raw([part1, part2])]).serializedSegments()
+    /// ```
+    public func serializedSegments(rawThreshold: Int = 64 * 1024) -> [[UInt8]] {
+        var segments: [[UInt8]]? = []
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        write(to: &out, segments: &segments, rawThreshold: rawThreshold)
+        var list = segments ?? []
+        if !out.isEmpty || list.isEmpty { list.append(out) }
+        return list
+    }
+
+    /// Writes into `out`; with a `segments` list, a `.raw` value of at least `rawThreshold`
+    /// bytes closes `out` as a segment and is appended as its own segments.
+    private func write(to out: inout [UInt8], segments: inout [[UInt8]]?, rawThreshold: Int) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let v): out.append(contentsOf: (v ? "true" : "false").utf8)
@@ -357,7 +382,7 @@ extension JSONValue {
             out.append(UInt8(ascii: "["))
             for (n, v) in a.enumerated() {
                 if n > 0 { out.append(UInt8(ascii: ",")) }
-                v.write(to: &out)
+                v.write(to: &out, segments: &segments, rawThreshold: rawThreshold)
             }
             out.append(UInt8(ascii: "]"))
         case .object(let o):
@@ -366,57 +391,19 @@ extension JSONValue {
                 if n > 0 { out.append(UInt8(ascii: ",")) }
                 JSONValue.writeString(k, to: &out)
                 out.append(UInt8(ascii: ":"))
-                v.write(to: &out)
+                v.write(to: &out, segments: &segments, rawThreshold: rawThreshold)
             }
             out.append(UInt8(ascii: "}"))
-        case .raw(let segments):
-            for segment in segments { out.append(contentsOf: segment) }
-        }
-    }
-
-    /// Serializes like `serialized()`, as a list of byte segments to be written in order:
-    /// the segments of a large `.raw` value (at least `rawThreshold` bytes) are handed over as
-    /// they are instead of being copied into one buffer. A 100,000-device `bulk` response is
-    /// about 15 MB; this saves a second copy of it at the moment the daemon's memory peaks.
-    ///
-    /// ```swift
-    /// let segments = JSONValue.object(["results": .raw([part1, part2])]).serializedSegments()
-    /// ```
-    public func serializedSegments(rawThreshold: Int = 64 * 1024) -> [[UInt8]] {
-        var segments: [[UInt8]] = []
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        writeSegments(to: &out, segments: &segments, rawThreshold: rawThreshold)
-        if !out.isEmpty || segments.isEmpty { segments.append(out) }
-        return segments
-    }
-
-    private func writeSegments(to out: inout [UInt8], segments: inout [[UInt8]], rawThreshold: Int) {
-        switch self {
-        case .array(let a):
-            out.append(UInt8(ascii: "["))
-            for (n, v) in a.enumerated() {
-                if n > 0 { out.append(UInt8(ascii: ",")) }
-                v.writeSegments(to: &out, segments: &segments, rawThreshold: rawThreshold)
+        case .raw(let parts):
+            if segments != nil, parts.reduce(0, { $0 + $1.count }) >= rawThreshold {
+                if !out.isEmpty {
+                    segments?.append(out)
+                    out = []
+                }
+                for part in parts where !part.isEmpty { segments?.append(part) }
+            } else {
+                for part in parts { out.append(contentsOf: part) }
             }
-            out.append(UInt8(ascii: "]"))
-        case .object(let o):
-            out.append(UInt8(ascii: "{"))
-            for (n, (k, v)) in o.pairs.enumerated() {
-                if n > 0 { out.append(UInt8(ascii: ",")) }
-                JSONValue.writeString(k, to: &out)
-                out.append(UInt8(ascii: ":"))
-                v.writeSegments(to: &out, segments: &segments, rawThreshold: rawThreshold)
-            }
-            out.append(UInt8(ascii: "}"))
-        case .raw(let parts) where parts.reduce(0, { $0 + $1.count }) >= rawThreshold:
-            if !out.isEmpty {
-                segments.append(out)
-                out = []
-            }
-            for part in parts where !part.isEmpty { segments.append(part) }
-        default:
-            write(to: &out)
         }
     }
 

@@ -18,9 +18,6 @@ final class Transfer {
     private var lastMethod = ""
     private var lastTLS = TLSOptions()
     private var lastHeaders: [(String, String)] = []
-    /// The loop's socket registry (see `SocketSet`), unretained: the loop's multi handle owns it
-    /// and outlives every transfer and connection of the loop.
-    private let sockets: UnsafeMutableRawPointer
 
     /// The job being served, its origin queue and its index in the loop's active list.
     var job: Job?
@@ -38,8 +35,7 @@ final class Transfer {
     /// CURLOPT_BUFFERSIZE: the most libcurl hands to the write callback at once.
     static let receiveBufferSize = 4096
 
-    init(sockets: SocketSet) throws(TransportError) {
-        self.sockets = Unmanaged.passUnretained(sockets).toOpaque()
+    init() throws(TransportError) {
         guard let e = curl_easy_init() else {
             throw TransportError(.unavailable, "curl_easy_init failed")
         }
@@ -146,10 +142,6 @@ final class Transfer {
         // bodies just pass through in more pieces. 16 KiB is libcurl's minimum upload buffer.
         try setLong(CURLOPT_UPLOAD_BUFFERSIZE, 16 * 1024, "CURLOPT_UPLOAD_BUFFERSIZE")
         try setLong(CURLOPT_BUFFERSIZE, Self.receiveBufferSize, "CURLOPT_BUFFERSIZE")
-        try check(pl_curl_easy_setopt_sockopt_cb(easy, transferSockoptCallback), "CURLOPT_SOCKOPTFUNCTION")
-        try check(pl_curl_easy_setopt_closesocket_cb(easy, transferCloseSocketCallback), "CURLOPT_CLOSESOCKETFUNCTION")
-        try setPointer(CURLOPT_CLOSESOCKETDATA, sockets, "CURLOPT_CLOSESOCKETDATA")
-        try setPointer(CURLOPT_SOCKOPTDATA, sockets, "CURLOPT_SOCKOPTDATA")
 
         let tls = request.tls
         if let ca = tls.caFile {
