@@ -1,4 +1,5 @@
 """APNs end to end: the real `pushline` daemon, over its socket, against the fake APNs (HTTP/2 + TLS)."""
+import json
 import time
 
 import pytest
@@ -527,3 +528,31 @@ def test_bulk_messages_results_carry_their_message_index(start_daemon, fake):
     assert r["results"][3]["reason"] == "not_registered"
     got = {x["token"]: x["payload"]["aps"] for x in fake.received()}
     assert got[tok(1)]["alert"] == "first" and got[tok(3)] == {"alert": "second", "badge": 7}
+
+
+def test_large_response_to_a_slow_reader_arrives_whole_and_in_order(start_daemon, fake):
+    # A bulk's results are written as the chunks' own buffers (segments); a reader slower than
+    # the daemon makes the socket push back (EAGAIN) in the middle of them.
+    config = cfg(fake)
+    config["max_line_bytes"] = 16 << 20
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, 12_001)]
+    for k in range(0, len(tokens), 4000):
+        register(d, tokens[k:k + 4000])
+    c = d.connect()
+    c.send({"id": "big", "cmd": "bulk", "platform": "apns", "registration_ids": tokens, "message": "x", "dry_run": True})
+    c.send({"id": "after", "cmd": "ping"})
+    time.sleep(0.5)  # let the daemon fill the socket buffer and wait
+    raw = b""
+    while raw.count(b"\n") < 2:
+        chunk = c.sock.recv(4096)
+        assert chunk, "daemon closed the connection"
+        raw += chunk
+        time.sleep(0.0005)
+    first, second, rest = raw.split(b"\n", 2)
+    assert rest == b""
+    big = json.loads(first)
+    assert big["id"] == "big" and big["ok"] and big["sent"] == len(tokens) and len(first) > 1_000_000
+    assert [x["registration_id"] for x in big["results"]] == tokens
+    assert json.loads(second)["id"] == "after"
+    c.close()
