@@ -556,3 +556,37 @@ def test_large_response_to_a_slow_reader_arrives_whole_and_in_order(start_daemon
     assert [x["registration_id"] for x in big["results"]] == tokens
     assert json.loads(second)["id"] == "after"
     c.close()
+
+
+def test_large_bulk_by_ids_is_pipelined_in_chunks(start_daemon, fake):
+    # More ids than one chunk (5000): the groups are checked first, then ids are resolved and
+    # sent chunk by chunk; unknown and inactive ids are still reported, dead devices deactivated.
+    config = cfg(fake)
+    config["apps"]["other"] = {}  # an app without credentials
+    config["max_line_bytes"] = 16 << 20
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, 11_001)]
+    ids = []
+    for k in range(0, len(tokens), 4000):
+        ids += register(d, tokens[k:k + 4000])
+    d.call({"cmd": "update", "registration_id": tokens[6000], "platform": "apns", "active": False})
+    dead = tokens[9000]
+    fake.control({"unregister": [{"token": dead, "timestamp": int(time.time() * 1000) + 60_000}]})
+    unknown = [10_000_001, 10_000_002]
+    r = d.call({"cmd": "bulk", "ids": ids + unknown, "message": "big"})
+    assert r["ok"], r
+    assert len(r["results"]) == len(ids) + len(unknown)
+    assert r["sent"] == len(ids) - 2 and r["failed"] == 2 + len(unknown)
+    by = {x["id"]: x for x in r["results"] if x["id"] is not None}
+    assert by[ids[9000]]["status"] == "failed" and by[ids[9000]]["deactivated"] is True
+    assert by[ids[6000]]["reason"] == "inactive"
+    assert sum(1 for x in r["results"] if x.get("reason") == "not_registered") == 2
+    assert all(by[i]["status"] == "sent" and by[i]["apns_id"] for i in ids[:6000])
+    assert d.call({"cmd": "devices", "registration_id": dead})["devices"][0]["active"] is False
+    # Ids whose devices have no credentials: refused before anything is sent.
+    other = d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": tok(50_000 + i), "app": "other"}
+                                                   for i in range(6000)]})
+    before = len(fake.received())
+    r = d.call({"cmd": "bulk", "ids": [x["id"] for x in other["devices"]], "message": "x"})
+    assert not r["ok"] and r["error"]["code"] == "provider_not_configured", r
+    assert len(fake.received()) == before

@@ -140,6 +140,8 @@ extension Dispatcher {
             switch jobs[0].target {
             case .tokens(let app, let platform, let tokens) where tokens.count > Self.chunkSize:
                 return try await sendTokensPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
+            case .ids(let ids) where ids.count > Self.chunkSize:
+                return try await sendIdsPipelined(jobs[0].notification, ids: ids, started: started, bulk: bulk)
             case .users, .filter:
                 return try await sendFilterPipelined(jobs[0].notification, target: jobs[0].target, started: started, bulk: bulk)
             default: break
@@ -203,15 +205,47 @@ extension Dispatcher {
     ) async throws(CommandError) -> JSONObject {
         guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
         try validate(n, groups: [(app, platform)])
-        try reserve(tokens.count)
-        defer { pending.subtract(tokens.count, ordering: .relaxed) }
+        return try await sendListPipelined(n, count: tokens.count, reserving: tokens.count, started: started, bulk: bulk) {
+            .tokens(app: app, platform: platform, Array(tokens[$0]))
+        }
+    }
+
+    /// A large send to device ids: their active devices' (app, platform) groups are counted and
+    /// checked first (as for a filter), then the ids go through the pipeline a chunk at a time.
+    func sendIdsPipelined(_ n: Notification, ids: [Int64], started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
+        var f = DeviceFilter()
+        f.ids = ids
+        f.active = true
+        let total = try await checkGroups(n, f)
+        return try await sendListPipelined(n, count: ids.count, reserving: total, started: started, bulk: bulk) { .ids(Array(ids[$0])) }
+    }
+
+    /// Sends to a long list of targets a chunk at a time: `target(range)` is the chunk of the
+    /// list to resolve; unknown and inactive entries are reported chunk by chunk.
+    func sendListPipelined(
+        _ n: Notification, count: Int, reserving total: Int, started: UInt64, bulk: Bool,
+        target: @escaping (Range<Int>) -> Target
+    ) async throws(CommandError) -> JSONObject {
+        try reserve(total)
+        defer { pending.subtract(total, ordering: .relaxed) }
         var offset = 0
         return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard offset < tokens.count else { return nil }
-            let chunk = Array(tokens[offset..<min(offset + Self.chunkSize, tokens.count)])
-            offset += chunk.count
-            return Chunk(resolved: try await self.resolve(.tokens(app: app, platform: platform, chunk)), notification: n, message: nil)
+            guard offset < count else { return nil }
+            let range = offset..<min(offset + Self.chunkSize, count)
+            offset = range.upperBound
+            return Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
         }
+    }
+
+    /// Counts the devices of a filter per (app, platform), checks the notification with every
+    /// configured provider, and returns how many devices match; `provider_not_configured` if
+    /// none of the groups has credentials.
+    func checkGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> Int {
+        let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
+        let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
+        if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
+        try validate(n, groups: configured.map { ($0.app, $0.platform) })
+        return groups.reduce(0) { $0 + $1.count }
     }
 
     /// A send to users or a filter: the (app, platform) groups are counted and checked first,
@@ -231,11 +265,7 @@ extension Dispatcher {
         default:
             throw CommandError(.internalError, "pipeline: unexpected target")
         }
-        let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
-        let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
-        if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
-        try validate(n, groups: configured.map { ($0.app, $0.platform) })
-        let total = groups.reduce(0) { $0 + $1.count }
+        let total = try await checkGroups(n, f)
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
         var after: Int64 = 0
