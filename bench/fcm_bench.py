@@ -4,7 +4,8 @@
 The release daemon sends `bulk` commands of 10,000 and 100,000 FCM tokens to the local nginx
 HTTP/2 TLS sink (bench/sink, with bench/sink/fcm-locations.conf answering the OAuth2 token and
 the v1 send endpoints), one request per token as FCM v1 requires. Prints notifications/s (whole
-command: registry lookup, message build, HTTP/2, results), the ratio to h2load's rate with the
+command, from the request sent to the response's last byte received: registry lookup, message
+build, HTTP/2, results), the ratio to h2load's rate with the
 same number of connections and the same request, the daemon's CPU seconds and peak RSS.
 
     bench/fcm_bench.py [--bin .build/release/pushline] [--counts 10000,100000] [--port 18444]
@@ -124,7 +125,7 @@ def main():
                 else:
                     req["ids"] = ids[:n]
                 r = c.call(req)
-                wall = time.time() - t0
+                wall = c.received_at - t0
                 cpu = cpu_s(proc.pid) - cpu0
                 assert r["ok"], r
                 rps = n / wall
