@@ -3,6 +3,7 @@ a blocking newline-JSON connection to the daemon's socket."""
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 
@@ -19,7 +20,6 @@ def settle_and_reset_peak(pid, quiet_s=2.5):
     after 2 s), then resets its VmHWM (`/proc/<pid>/clear_refs` 5), so the next reading of
     VmHWM is the peak of what follows, not of an earlier command. Returns the VmHWM (kB)
     before the reset, so the caller can still report the lifetime peak."""
-    import time
     time.sleep(quiet_s)
     before = proc_status(pid, "VmHWM")
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -44,7 +44,6 @@ class Conn:
         """Sends one request and returns its parsed response. `received_at` is when the
         response's last byte arrived: benchmarks stop their clock there, so the time Python
         takes to parse a 15 MB response is not counted against the daemon."""
-        import time
         self.s.sendall(json.dumps(obj).encode() + b"\n")
         parts = [self.buf]  # only new chunks are searched for the newline
         while b"\n" not in parts[-1]:

@@ -40,6 +40,20 @@ def register(d, tokens, app="default"):
     return [x["id"] for x in r["devices"]]
 
 
+def daemon_with_many(start_daemon, fake, n, **apps):
+    """A daemon whose default app has `n` devices (registered in batches), with long lines
+    allowed for big bulks; `apps` adds more app blocks. Returns (daemon, tokens, ids)."""
+    config = cfg(fake)
+    config["apps"].update(apps)
+    config["max_line_bytes"] = 16 << 20
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, n + 1)]
+    ids = []
+    for k in range(0, n, 4000):
+        ids += register(d, tokens[k:k + 4000])
+    return d, tokens, ids
+
+
 def send(d, tokens, **note):
     r = d.call({"cmd": "send", "platform": "apns", "registration_ids": tokens, **note})
     assert r["ok"], r
@@ -464,12 +478,7 @@ def test_busy_when_more_is_queued_than_max_pending(start_daemon, fake):
 
 def test_large_bulk_by_tokens_is_pipelined_in_chunks(start_daemon, fake):
     # More tokens than one chunk (5000): resolution, sending and results overlap chunk by chunk.
-    config = cfg(fake)
-    config["max_line_bytes"] = 16 << 20
-    d = start_daemon(config)
-    tokens = [tok(i) for i in range(1, 12_001)]
-    for k in range(0, len(tokens), 4000):
-        register(d, tokens[k:k + 4000])
+    d, tokens, _ = daemon_with_many(start_daemon, fake, 12_000)
     d.call({"cmd": "update", "registration_id": tokens[7000], "platform": "apns", "active": False})
     dead = tokens[11_000]
     fake.control({"unregister": [{"token": dead, "timestamp": int(time.time() * 1000) + 60_000}]})
@@ -533,12 +542,7 @@ def test_bulk_messages_results_carry_their_message_index(start_daemon, fake):
 def test_large_response_to_a_slow_reader_arrives_whole_and_in_order(start_daemon, fake):
     # A bulk's results are written as the chunks' own buffers (segments); a reader slower than
     # the daemon makes the socket push back (EAGAIN) in the middle of them.
-    config = cfg(fake)
-    config["max_line_bytes"] = 16 << 20
-    d = start_daemon(config)
-    tokens = [tok(i) for i in range(1, 12_001)]
-    for k in range(0, len(tokens), 4000):
-        register(d, tokens[k:k + 4000])
+    d, tokens, _ = daemon_with_many(start_daemon, fake, 12_000)
     c = d.connect()
     c.send({"id": "big", "cmd": "bulk", "platform": "apns", "registration_ids": tokens, "message": "x", "dry_run": True})
     c.send({"id": "after", "cmd": "ping"})
@@ -561,14 +565,7 @@ def test_large_response_to_a_slow_reader_arrives_whole_and_in_order(start_daemon
 def test_large_bulk_by_ids_is_pipelined_in_chunks(start_daemon, fake):
     # More ids than one chunk (5000): the groups are checked first, then ids are resolved and
     # sent chunk by chunk; unknown and inactive ids are still reported, dead devices deactivated.
-    config = cfg(fake)
-    config["apps"]["other"] = {}  # an app without credentials
-    config["max_line_bytes"] = 16 << 20
-    d = start_daemon(config)
-    tokens = [tok(i) for i in range(1, 11_001)]
-    ids = []
-    for k in range(0, len(tokens), 4000):
-        ids += register(d, tokens[k:k + 4000])
+    d, tokens, ids = daemon_with_many(start_daemon, fake, 11_000, other={})  # "other": an app without credentials
     d.call({"cmd": "update", "registration_id": tokens[6000], "platform": "apns", "active": False})
     dead = tokens[9000]
     fake.control({"unregister": [{"token": dead, "timestamp": int(time.time() * 1000) + 60_000}]})

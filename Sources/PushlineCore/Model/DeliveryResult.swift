@@ -45,4 +45,10 @@ public struct DeliveryResult: Sendable {
             deviceId: device.id, platform: device.platform, registrationId: device.registrationId, status: .failed,
             reason: reason, retryable: retryable, deactivate: deactivate, invalidSince: invalidSince, extra: extra)
     }
+
+    /// A device whose request got no HTTP answer: the transport's reason and retryability, and
+    /// its message (or `message`, e.g. with the token taken out) under `error`.
+    public static func transportFailed(_ device: Device, _ e: TransportError, message: String? = nil) -> DeliveryResult {
+        .failed(device, reason: e.protocolReason, retryable: e.retryable, extra: ["error": .string(message ?? e.message)])
+    }
 }

@@ -106,6 +106,14 @@ public enum Backoff {
         return max(d, floorMs)
     }
 
+    /// After a retryable answer (429, 5xx...) to attempt `attempt`: how long to wait before the
+    /// next one (`Retry-After` honoured), or nil when the attempts are used up or the server
+    /// asks for longer than `maxWaitMs` (the caller then reports the failure as retryable).
+    public static func retryWait(after response: HTTPResponse, attempt: Int, maxAttempts: Int, maxWaitMs: Int) -> Int? {
+        let delay = delayMs(attempt: attempt, retryAfterHeader: response.header("retry-after"))
+        return attempt < maxAttempts && delay <= maxWaitMs ? delay : nil
+    }
+
     public static func sleep(_ ms: Int) async {
         guard ms > 0 else { return }
         try? await Task.sleep(nanoseconds: UInt64(ms) * 1_000_000)

@@ -183,9 +183,7 @@ public final class HTTPTransport: Sendable {
         let timeoutMs = max(1, request.timeoutMs)
         let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
         let job = Job(request: request, origin: origin, deadline: deadline, complete: complete)
-        if let refusal = loop.enqueue(job) {
-            complete(.failure(TransportError(.unavailable, refusal)))
-        }
+        loop.enqueue([job])
     }
 
     /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.

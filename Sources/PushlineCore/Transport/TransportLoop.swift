@@ -74,30 +74,9 @@ final class LoopHandle: Sendable {
         self.maxOutstanding = maxOutstanding
     }
 
-    /// Queues `job` for the loop; returns the refusal reason if the loop is closed.
-    func enqueue(_ job: Job) -> String? {
-        let refusal = state.withLock { s -> String? in
-            if s.closed { return s.closedReason }
-            if outstanding.add(1, ordering: .relaxed).newValue > maxOutstanding {
-                outstanding.subtract(1, ordering: .relaxed)
-                return "transport over its limit of \(maxOutstanding) outstanding requests per thread"
-            }
-            s.queue.append(job)
-            if s.sleeping, !s.wakeSent, let wake = s.wake {
-                s.wakeSent = true
-                // A failed wakeup only delays the job until the loop's poll timeout (<= 1 s).
-                _ = curl_multi_wakeup(wake.multi)
-            }
-            return nil
-        }
-        if refusal == nil {
-            submitted.add(1, ordering: .relaxed)
-        }
-        return refusal
-    }
-
-    /// Queues many jobs under one lock (see `HTTPTransport.performAll`); those over the
-    /// outstanding limit, or all of them if the loop is closed, fail at once with `.unavailable`.
+    /// Queues jobs for the loop under one lock (a whole `HTTPTransport.performAll` batch, or
+    /// one request); those over the outstanding limit, or all of them if the loop is closed,
+    /// fail at once with `.unavailable`.
     func enqueue(_ jobs: [Job]) {
         var refused: [Job] = []
         var reason = ""

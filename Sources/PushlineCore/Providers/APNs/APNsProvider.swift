@@ -255,9 +255,7 @@ public final class APNsProvider: PushProvider {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 50, capMs: 2000))
                     continue
                 }
-                return .failed(
-                    device, reason: e.protocolReason, retryable: e.retryable,
-                    extra: ["error": .string(e.message.replacingToken(token))])
+                return .transportFailed(device, e, message: e.message.replacingToken(token))
             case .success(let r):
                 response = r
             }

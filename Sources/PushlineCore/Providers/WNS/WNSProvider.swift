@@ -305,7 +305,7 @@ public final class WNSProvider: PushProvider {
                     continue
                 }
                 context.logger.debug("wns send to \(redact(d.registrationId)) failed: \(e)")
-                return .failed(d, reason: e.protocolReason, retryable: e.retryable, extra: ["error": .string(e.message)])
+                return .transportFailed(d, e)
             case .success(let r): resp = r
             }
             var extra = Self.extra(from: resp)
@@ -332,13 +332,12 @@ public final class WNSProvider: PushProvider {
             case 413:
                 return .failed(d, reason: "payload_too_large", extra: extra)
             case 406, 429, 500...599:
-                let delay = Backoff.delayMs(attempt: attempt, retryAfterHeader: resp.header("retry-after"))
-                if attempt < Self.maxAttempts, delay <= Self.maxRetryDelayMs {
-                    await Backoff.sleep(delay)
+                if let wait = Backoff.retryWait(after: resp, attempt: attempt, maxAttempts: Self.maxAttempts, maxWaitMs: Self.maxRetryDelayMs) {
+                    await Backoff.sleep(wait)
                     attempt += 1
                     continue
                 }
-                if let ra = WebWNS.retryAfterSeconds(resp.header("retry-after")) { extra["retry_after_ms"] = .int(Int64(ra) * 1000) }
+                if let ra = RetryAfter.seconds(resp.header("retry-after")) { extra["retry_after_ms"] = .int(Int64(ra) * 1000) }
                 let reason = resp.status == 406 || resp.status == 429 ? (status ?? "throttled") : "http_\(resp.status)"
                 return .failed(d, reason: reason, retryable: true, extra: extra)
             case 400:

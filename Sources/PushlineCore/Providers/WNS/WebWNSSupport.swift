@@ -143,11 +143,6 @@ enum WebWNS {
         !s.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
     }
 
-    /// Seconds of a `Retry-After` header (delay-seconds or HTTP-date, see `RetryAfter`).
-    static func retryAfterSeconds(_ h: String?) -> Int? {
-        RetryAfter.seconds(h)
-    }
-
     /// The text after the first occurrence of `needle` in `s`, or nil (no Foundation `range(of:)`).
     static func after(_ needle: String, in s: Substring) -> Substring? {
         let n = Array(needle.utf8)
