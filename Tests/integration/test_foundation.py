@@ -343,7 +343,10 @@ def test_logs_never_hold_a_full_token(start_daemon):
 
 def test_call_cli_pipes_lines_and_sets_exit_code(daemon):
     env = dict(os.environ, PUSHLINE_SOCKET=daemon.socket)
-    lines = b'{"id":1,"cmd":"ping"}\n{"id":2,"cmd":"register","platform":"fcm","registration_id":"cli-token"}\n{"id":3,"cmd":"devices"}\n'
+    # Pipelined requests run concurrently (protocol.md section 1): the device `devices` must
+    # list is registered before, not by a line that may still be in flight.
+    assert daemon.call({"cmd": "register", "platform": "fcm", "registration_id": "cli-token"})["ok"]
+    lines = b'{"id":1,"cmd":"ping"}\n{"id":2,"cmd":"register","platform":"fcm","registration_id":"cli-token-2"}\n{"id":3,"cmd":"devices"}\n'
     p = subprocess.run([binary(), "call"], input=lines, capture_output=True, env=env, timeout=20)
     assert p.returncode == 0, p.stderr
     out = [json.loads(l) for l in p.stdout.splitlines()]
