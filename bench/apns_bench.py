@@ -11,8 +11,16 @@ bench/sink), registers N devices, then measures over the socket:
   after the daemon has settled, see benchlib.settle_and_reset_peak);
 * single `send` latency to one device, 1,000 times: median and p99.
 
+Ceilings measured in the same run against the same sink, with the request the daemon sends
+(same path, body, apns-* headers, and a bearer JWT of the same shape): h2load (-m 100, the
+same connection count) and plain C on the system's libcurl (bench/curl_baseline.c, one thread
+per connection, 100 in flight each). `--h2load-rps` is h2load with a bare POST (the issue's
+`h2load -c <same> -m 100`), measured by apns_bench.sh.
+
     bench/apns_bench.py --bin .build/release/pushline --port 18443 --ca /tmp/sink/cert.pem [--h2load-rps R]
 """
+import base64
+import os
 import argparse
 import json
 import subprocess
@@ -20,7 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from benchlib import Conn, cpu_s, proc_status, settle_and_reset_peak  # noqa: E402
+from benchlib import (Conn, cpu_s, h2load_rate, libcurl_rate, proc_status, settle_and_reset_peak,  # noqa: E402
+                      thread_cpu_line, thread_cpu_s)  # noqa: E402
 
 
 def main():
@@ -83,6 +92,7 @@ def main():
             req = {"cmd": "bulk", "platform": "apns", "registration_ids": [f"{i:064x}" for i in range(1, 100_001)],
                    "message": "A benchmark notification", "title": "Hello", "dry_run": True}
             cpu0 = cpu_s(proc.pid)
+            threads0 = thread_cpu_s(proc.pid)
             t0 = time.time()
             r = c.call(req)
             dt = c.received_at - t0
@@ -90,6 +100,32 @@ def main():
             print(f"dry-run bulk 100000 (no HTTP): {dt:.2f} s, {100_000 / dt:.0f}/s, daemon CPU {cpu:.2f} s "
                   f"({cpu / 100_000 * 1e6:.0f} us/notification), RSS after {proc_status(proc.pid, 'VmRSS') / 1024:.1f} MB, "
                   f"peak {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB", flush=True)
+            print(f"    daemon CPU per notification by thread: "
+                  f"{thread_cpu_line(threads0, thread_cpu_s(proc.pid), 100_000)}", flush=True)
+
+        # Ceilings with the daemon's request: same URL shape, body, headers, a JWT of the same shape.
+        def b64(raw):
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        jwt = ".".join([b64(b'{"alg":"ES256","kid":"BENCHKEY01"}'),
+                        b64(json.dumps({"iss": "BENCHTEAM1", "iat": int(time.time())}, separators=(",", ":")).encode()),
+                        b64(os.urandom(64))])
+        same_headers = ["apns-push-type: alert", "apns-priority: 10", "apns-topic: com.example.bench",
+                        f"authorization: bearer {jwt}"]
+        body_path = work / "body.json"
+        body_path.write_text('{"aps":{"alert":{"title":"Hello","body":"A benchmark notification"}}}')
+        url = f"https://localhost:{args.port}/3/device/{100_000:064x}"
+        h2_same, curl_rate, curl_cpu = None, None, None
+        if not os.environ.get("NO_CEILINGS"):
+            h2_same, _ = h2load_rate(url, 100_000, args.connections, body_path, same_headers)
+            curl_rate, curl_cpu = libcurl_rate(url, args.ca, 100_000, args.connections, body_path, same_headers)
+        if h2_same:
+            print(f"ceiling, h2load -n 100000 -c {args.connections} -m 100 with the daemon's request: {h2_same:,.0f} req/s"
+                  + (f" ({h2_same / args.h2load_rps:.2f} x h2load with a bare POST)" if args.h2load_rps else ""))
+        if curl_rate:
+            print(f"ceiling, plain C libcurl ({args.connections} threads x 1 connection x 100 in flight) with the "
+                  f"daemon's request: {curl_rate:,.0f} req/s, {curl_cpu:.1f} us CPU/request"
+                  + (f", {curl_rate / h2_same:.2f} x h2load (same request)" if h2_same else "")
+                  + (f", {curl_rate / args.h2load_rps:.2f} x h2load (bare POST)" if args.h2load_rps else ""), flush=True)
 
         lifetime_peak = 0
         for n in [n for n in (10_000, 100_000) for _ in range(args.repeat)]:
@@ -106,6 +142,7 @@ def main():
             lifetime_peak = max(lifetime_peak, settle_and_reset_peak(proc.pid))
             base = proc_status(proc.pid, 'VmRSS') / 1024
             cpu0 = cpu_s(proc.pid)
+            threads0 = thread_cpu_s(proc.pid)
             t0 = time.time()
             r = c.call(req)
             dt = c.received_at - t0
@@ -113,14 +150,20 @@ def main():
                 perf.send_signal(2)
                 perf.wait()
             cpu = cpu_s(proc.pid) - cpu0
+            threads = thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
             assert r["ok"], r.get("error")
             rate = n / dt
             line = (f"bulk {n:>6}: {dt:6.2f} s, {rate:8.0f} notifications/s, sent {r['sent']}, failed {r['failed']}, "
                     f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), RSS before {base:.1f} MB, "
                     f"peak during the bulk {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
             if args.h2load_rps:
-                line += f", {rate / args.h2load_rps:.2f} x h2load"
+                line += f", {rate / args.h2load_rps:.2f} x h2load (bare POST)"
+            if h2_same:
+                line += f", {rate / h2_same:.2f} x h2load (same request)"
+            if curl_rate:
+                line += f", {rate / curl_rate:.2f} x plain libcurl"
             print(line, flush=True)
+            print(f"    daemon CPU per notification by thread: {threads}", flush=True)
             if r["failed"]:
                 reasons = {}
                 for x in r["results"]:

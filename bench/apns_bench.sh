@@ -5,8 +5,11 @@
 #   bench/apns_bench.sh [devices] [connections]      (defaults: 100000 2; PORT=18444;
 #                                                     STREAMS=100 per connection, like h2load -m 100)
 #
-# Prints h2load's rate, then for bulk 10,000 and 100,000: notifications/s, ratio to h2load,
-# the daemon's CPU seconds and peak RSS; then single-send latency (median, p99 of 1,000).
+# Prints h2load's rate with a bare POST (the issue's `h2load -c <same> -m 100`), then two
+# ceilings with the daemon's own request (same path, body, apns-* headers and a bearer JWT of the
+# same shape): h2load, and plain C on the system's libcurl (bench/curl_baseline.c). Then for
+# bulk 10,000 and 100,000: notifications/s, the ratio to each ceiling, the daemon's CPU seconds
+# (in all and per thread group) and peak RSS; then single-send latency (median, p99 of 1,000).
 # Not a test: numbers depend on the machine's load.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,10 @@
 // told apart from libcurl's, and what the best libcurl-based client could reach on this machine.
 //   cc -O2 -pthread -o curl_baseline bench/curl_baseline.c -lcurl
 //   ./curl_baseline https://127.0.0.1:18443/ /tmp/pushline-sink.X/cert.pem 100000 1000 [threads] [cork]
+//                   [body-file ['header: value'...]]
+// With a body file and headers it sends exactly the request a provider bench sends (the APNs
+// and FCM benches use it as the libcurl ceiling beside h2load); otherwise a fixed APNs body with
+// only content-type.
 // cork=1 corks each connection (TCP_CORK) while libcurl writes a pass and uncorks it before
 // polling: libcurl 7.88 sends every HTTP/2 frame with its own send(). (The daemon does not cork:
 // it made a libcurl stall after GOAWAY frequent, see README.)
@@ -21,6 +25,8 @@
 static const char *url, *ca;
 static int per_thread, window, cork;
 static const char *body = "{\"aps\":{\"alert\":{\"title\":\"Hello\",\"body\":\"A benchmark notification\"}}}";
+static char **extra_headers;
+static int n_extra_headers;
 
 static size_t wcb(char *p, size_t s, size_t n, void *u) { (void)p; (void)u; return s * n; }
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
@@ -37,7 +43,9 @@ static void *run(void *arg) {
     curl_multi_setopt(m, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 1L);
     curl_multi_setopt(m, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L);
-    struct curl_slist *h = curl_slist_append(NULL, "content-type: application/json");
+    struct curl_slist *h = NULL;
+    if (n_extra_headers == 0) h = curl_slist_append(h, "content-type: application/json");
+    for (int i = 0; i < n_extra_headers; i++) h = curl_slist_append(h, extra_headers[i]);
     CURL **pool = calloc(window, sizeof(CURL *));
     int npool = 0, started = 0, done = 0, running = 0;
     while (done < per_thread) {
@@ -76,11 +84,22 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) { fprintf(stderr, "usage: %s url ca total window [threads] [cork]\n", argv[0]); return 2; }
+    if (argc < 5) { fprintf(stderr, "usage: %s url ca total window [threads] [cork] [body-file [header...]]\n", argv[0]); return 2; }
     url = argv[1]; ca = argv[2];
     int total = atoi(argv[3]), threads = argc > 5 ? atoi(argv[5]) : 1;
     window = atoi(argv[4]);
     cork = argc > 6 ? atoi(argv[6]) : 0;
+    if (argc > 7) {
+        FILE *f = fopen(argv[7], "rb");
+        if (!f) { perror(argv[7]); return 2; }
+        static char buf[65536];
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        body = buf;
+        extra_headers = argv + 8;
+        n_extra_headers = argc - 8;
+    }
     if (threads < 1) threads = 1;
     per_thread = total / threads;
     curl_global_init(CURL_GLOBAL_ALL);

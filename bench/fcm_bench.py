@@ -13,7 +13,6 @@ same number of connections and the same request, the daemon's CPU seconds and pe
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "fakes"))
 from fcm_service_account import make_service_account  # noqa: E402
-from benchlib import Conn, cpu_s, proc_status, settle_and_reset_peak  # noqa: E402
+from benchlib import (Conn, cpu_s, h2load_rate, libcurl_rate, proc_status, settle_and_reset_peak,  # noqa: E402
+                      thread_cpu_line, thread_cpu_s)
 
 
 def start_sink(port):
@@ -40,13 +40,9 @@ def start_sink(port):
     return int(port), ca, d
 
 
-def h2load(url, n, conns, body_path, token):
-    out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", "100", "-d", body_path,
-                          "-H", "content-type: application/json; charset=UTF-8",
-                          "-H", f"authorization: Bearer {token}", url], capture_output=True, text=True).stdout
-    m = re.search(r"finished in [^,]*, ([0-9.]+) req/s", out)
-    ok = re.search(r"requests: .*?(\d+) succeeded", out)
-    return (float(m.group(1)) if m else None), (ok.group(1) if ok else "?")
+def request_headers(token):
+    """The headers the daemon sends to FCM (the ceilings send the same)."""
+    return ["content-type: application/json; charset=UTF-8", f"authorization: Bearer {token}"]
 
 
 def main():
@@ -110,14 +106,23 @@ def main():
         print(f"daemon: release binary, {conns} connection(s) x {args.streams} streams to the sink; "
               f"idle RSS after warm-up {rss_idle / 1024:.1f} MB")
         lifetime_peak = 0
+        curl_rate = curl_cpu = None
         for n in counts:
-            rate, ok = h2load(f"{base}/v1/projects/bench/messages:send", n, conns, str(body), "bench-access-token")
+            url = f"{base}/v1/projects/bench/messages:send"
+            rate, ok = h2load_rate(url, n, conns, body, request_headers("bench-access-token"))
             print(f"h2load -n {n} -c {conns} -m 100 (same request): {rate:,.0f} req/s ({ok} succeeded)")
+            if curl_rate is None:
+                # 100,000 requests whatever n is: a steady rate, not start-up (threads, TLS handshakes).
+                curl_rate, curl_cpu = libcurl_rate(url, ca, 100_000, conns, body, request_headers("bench-access-token"))
+            if curl_rate:
+                print(f"plain C libcurl (-n 100000, {conns} threads x 1 connection x 100 in flight, same request): "
+                      f"{curl_rate:,.0f} req/s, {curl_cpu:.1f} us CPU/request, {curl_rate / rate:.2f} x h2load")
             best = 0
             for rep in range(args.repeat):
                 lifetime_peak = max(lifetime_peak, settle_and_reset_peak(proc.pid))
                 rss0 = proc_status(proc.pid, "VmRSS")
                 cpu0 = cpu_s(proc.pid)
+                threads0 = thread_cpu_s(proc.pid)
                 t0 = time.time()
                 req = {"cmd": "bulk", **note}
                 if n == total:
@@ -127,19 +132,23 @@ def main():
                 r = c.call(req)
                 wall = c.received_at - t0
                 cpu = cpu_s(proc.pid) - cpu0
+                threads = thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
                 assert r["ok"], r
                 rps = n / wall
                 best = max(best, rps)
                 print(f"  bulk {n}: sent {r['sent']} failed {r['failed']} in {wall:.2f} s = {rps:,.0f} notifications/s,"
-                      f" {rps / rate:.2f} x h2load, daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification),"
+                      f" {rps / rate:.2f} x h2load{f', {rps / curl_rate:.2f} x plain libcurl' if curl_rate else ''},"
+                      f" daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification),"
                       f" RSS before {rss0 / 1024:.1f} MB, peak during the bulk {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
+                print(f"    daemon CPU per notification by thread: {threads}")
                 if r["failed"]:
                     reasons = {}
                     for x in r["results"]:
                         if x["status"] == "failed":
                             reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
                     print(f"    failures: {reasons}")
-            print(f"  best {n}: {best:,.0f} notifications/s = {best / rate:.2f} x h2load")
+            print(f"  best {n}: {best:,.0f} notifications/s = {best / rate:.2f} x h2load"
+                  + (f", {best / curl_rate:.2f} x plain libcurl" if curl_rate else ""))
         lifetime_peak = max(lifetime_peak, proc_status(proc.pid, "VmHWM"))
         print(f"daemon peak RSS over the whole run (registration included): {lifetime_peak / 1024:.1f} MB")
         print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
