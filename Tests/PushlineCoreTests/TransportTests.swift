@@ -242,6 +242,25 @@ struct TransportTests {
         #expect(stats.connections >= 6)
     }
 
+    @Test("GOAWAY from a server that leaves the connection open: the rest go over a new one")
+    func goawayWithLingeringConnection() async throws {
+        let sink = try H2SinkProcess(["--goaway-after", "150", "--goaway-linger"])
+        let transport = HTTPTransport(
+            options: TransportOptions(threads: 1, maxConnectionsPerHost: 1, maxConcurrentStreams: 100))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let start = monotonicNanos()
+        let results = await burst(transport, 1000) { i in
+            HTTPRequest(url: sink.base + "/push/\(i)", body: [UInt8]("{}".utf8), tls: tls, timeoutMs: 20_000)
+        }
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        let failures = results.filter { kind($0) != "status 200" }.map(kind)
+        #expect(failures.isEmpty, "\(failures.count) failed, e.g. \(failures.first ?? "")")
+        #expect(seconds < 10, "took \(seconds) s: requests waited behind the lingering connection")
+        let stats = try await sink.stats(transport)
+        #expect(stats.goaways >= 6)
+    }
+
     @Test func droppedConnectionsAreRetried() async throws {
         let sink = try H2SinkProcess(["--drop-after", "250"])
         let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1))

@@ -21,6 +21,9 @@ Options:
   --goaway-after N   per connection: after N streams, send GOAWAY(last_stream_id = Nth stream);
                      later streams are never answered (unprocessed), the connection is closed
                      once the first N are answered
+  --goaway-linger    with --goaway-after: keep the connection open after the first N are
+                     answered (RFC 9113 6.8 lets the sender close it later, or never: the client
+                     must stop using it on its own)
   --drop-after N     per connection: abort the TCP connection when the Nth stream arrives
   --require-client-cert PASSWORD
                      demand a client certificate signed by the sink's CA; writes one to
@@ -328,7 +331,7 @@ class H2Sink(asyncio.Protocol):
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self.pending_out.pop(stream_id, None)
         self.flush()
-        if self.goaway_sid is not None and not any(
+        if self.goaway_sid is not None and not self.args.goaway_linger and not any(
             sid <= self.goaway_sid for sid in self.requests
         ):
             self.close_now()
@@ -353,6 +356,7 @@ async def main():
     ap.add_argument("--status", type=int, default=200)
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--goaway-after", type=int, default=0)
+    ap.add_argument("--goaway-linger", action="store_true")
     ap.add_argument("--drop-after", type=int, default=0)
     ap.add_argument("--max-streams", type=int, default=1000)
     ap.add_argument("--require-client-cert", metavar="PASSWORD", default="")
