@@ -96,6 +96,7 @@ def main():
         note = {"message": "A benchmark notification", "title": "Hello"}
         r = c.call({"cmd": "send", "ids": ids[:1], **note})  # token fetch, connections
         assert r["ok"] and r["sent"] == 1, r
+        settle_and_reset_peak(proc.pid)  # Registration's burst memory given back first.
         rss_idle = proc_status(proc.pid, "VmRSS")
 
         body = work / "body.json"
