@@ -183,7 +183,7 @@ def main():
                   + (f", {curl_rate / h2_same:.2f} x h2load (same request)" if h2_same else "")
                   + (f", {curl_rate / args.h2load_rps:.2f} x h2load (bare POST)" if args.h2load_rps else ""), flush=True)
 
-        for n, rate in rates:
+        for n, rate in rates if h2_same or curl_rate else []:
             print(f"bulk {n:>6} at {rate:,.0f}/s: "
                   + ", ".join(([f"{rate / h2_same:.2f} x h2load (same request)"] if h2_same else [])
                               + ([f"{rate / curl_rate:.2f} x plain libcurl (same request)"] if curl_rate else [])))
