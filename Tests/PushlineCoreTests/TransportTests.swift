@@ -261,6 +261,25 @@ struct TransportTests {
         #expect(stats.goaways >= 6)
     }
 
+    @Test("a request's maxConnections caps its origin's connections (a provider block's max_connections)",
+          arguments: [(1, 1), (3, 3), (nil, 4)] as [(Int?, Int)])
+    func perOriginConnectionLimit(maxConnections: Int?, expected: Int) async throws {
+        let sink = try H2SinkProcess(["--delay-ms", "30"])
+        // Up to 2 loops x 2 connections, 10 streams each: 300 requests held 30 ms need them all.
+        let transport = HTTPTransport(
+            options: TransportOptions(threads: 2, maxConnectionsPerHost: 2, maxConcurrentStreams: 10))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let results = await burst(transport, 300) { i in
+            HTTPRequest(url: sink.base + "/push/\(i)", body: [UInt8]("{}".utf8), tls: tls, maxConnections: maxConnections)
+        }
+        let failures = results.filter { kind($0) != "status 200" }.map(kind)
+        #expect(failures.isEmpty, "\(failures.count) failed, e.g. \(failures.first ?? "")")
+        let stats = try await sink.stats(transport)
+        #expect(stats.connections == expected)
+        #expect(stats.maxActive <= expected * 10)
+    }
+
     @Test func droppedConnectionsAreRetried() async throws {
         let sink = try H2SinkProcess(["--drop-after", "250"])
         let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1))

@@ -187,6 +187,25 @@ def test_goaway_and_dropped_connection_reconnect(start_daemon, fake):
     assert fake.state()["connections_total"] >= 5
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_max_connections_of_the_block_caps_its_connections(start_daemon, fake, limit):
+    # Another app's block allows 4 connections (the transport is sized for it: 2 loops x 2);
+    # this app's block allows `limit`, and a burst that would fill 4 connections of 10 streams
+    # (the fake holds each request 50 ms) must still use only `limit`.
+    config = cfg(fake, max_connections=limit)
+    config["apps"]["other"] = {"apns": fake.apns_block(max_connections=4)}
+    config["max_streams_per_connection"] = 10
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, 401)]
+    register(d, tokens)
+    fake.control({"delay_ms": 50})
+    r = d.call({"cmd": "bulk", "platform": "apns", "registration_ids": tokens, "message": "x"})
+    assert r["sent"] == 400, [x.get("reason") for x in r["results"] if x["status"] != "sent"][:5]
+    st = fake.state()
+    assert st["connections_total"] == limit
+    assert st["max_active_streams"] <= 10 * limit
+
+
 def test_expired_provider_token_is_refreshed_and_retried_once(start_daemon, fake):
     d = start_daemon(cfg(fake))
     register(d, [tok(1), tok(2)])

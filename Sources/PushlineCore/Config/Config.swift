@@ -21,7 +21,8 @@ public struct PushlineConfig: Sendable {
 
     /// Transport settings derived from the provider blocks: one curl event loop per
     /// connection up to two loops (the machine's cores), and the largest `max_connections`
-    /// of any block split across them.
+    /// of any block split across them. Each block's own `max_connections` travels with its
+    /// requests (`HTTPRequest.maxConnections`) and caps that block's connections per origin.
     public var transportOptions: TransportOptions {
         let maxConnections = apps.values.flatMap(\.connectionConfigs).map(\.maxConnections).max() ?? 2
         let threads = max(1, min(2, maxConnections))

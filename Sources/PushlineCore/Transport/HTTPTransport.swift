@@ -7,7 +7,9 @@ import Synchronization
 public struct TransportOptions: Sendable {
     /// Event-loop threads, each with its own libcurl multi handle (and its own connections).
     public var threads: Int
-    /// Connections per origin per thread (`CURLMOPT_MAX_HOST_CONNECTIONS`).
+    /// Connections per origin per thread (`CURLMOPT_MAX_HOST_CONNECTIONS`): an origin gets at
+    /// most `threads × maxConnectionsPerHost`, or fewer if its requests say so
+    /// (`HTTPRequest.maxConnections`).
     public var maxConnectionsPerHost: Int
     /// Streams per connection we ask for (the server's SETTINGS_MAX_CONCURRENT_STREAMS still rules).
     ///
@@ -76,6 +78,9 @@ public struct TransportStats: Sendable, CustomStringConvertible {
 public final class HTTPTransport: Sendable {
     private let loops: [LoopHandle]
     private let next = Atomic<Int>(0)
+    /// `options.maxConnectionsPerHost` and `options.maxConcurrentStreams` (see `route`).
+    private let connectionsPerLoop: Int
+    private let streamsPerConnection: Int
     /// Threads still to join; emptied by the first `shutdown`.
     private let threads: Mutex<[TransportThread]>
 
@@ -113,6 +118,30 @@ public final class HTTPTransport: Sendable {
         }
         loops = handles
         threads = Mutex(started)
+        connectionsPerLoop = opts.maxConnectionsPerHost
+        streamsPerConnection = opts.maxConcurrentStreams
+    }
+
+    /// The loop for the `counter`th request to `origin`, and that loop's in-flight limit for it.
+    ///
+    /// An origin limited to k connections (`HTTPRequest.maxConnections`) uses min(k, threads)
+    /// loops, chosen from a per-origin starting point so that origins limited to one connection
+    /// do not all land on the same loop. Its connections are shared out over those loops (at
+    /// most `maxConnectionsPerHost` each), and a loop keeps at most (its share × streams per
+    /// connection) of the origin's transfers in flight: libcurl, which multiplexes a connection
+    /// up to that many streams before it opens another, then never needs more than the share.
+    /// (Only a server that allows fewer streams than asked could make libcurl open more, up to
+    /// `maxConnectionsPerHost` per loop.) Without a limit: every loop, round-robin, as before.
+    func route(origin: String, originHash: Int, maxConnections: Int?, counter: Int) -> (loop: Int, streamLimit: Int) {
+        let threads = loops.count
+        let all = threads * connectionsPerLoop
+        let k = min(max(1, maxConnections ?? all), all)
+        let used = min(k, threads)
+        let start = used < threads ? Int(UInt(bitPattern: originHash) % UInt(threads)) : 0
+        let position = Int(UInt(bitPattern: counter) % UInt(used))
+        let share = min(connectionsPerLoop, k / used + (position < k % used ? 1 : 0))
+        let (limit, overflow) = share.multipliedReportingOverflow(by: streamsPerConnection)
+        return ((start + position) % threads, overflow ? Int.max : limit)
     }
 
     deinit {
@@ -149,6 +178,7 @@ public final class HTTPTransport: Sendable {
             var perLoop = [[Job]](repeating: [], count: loops.count)
             for k in perLoop.indices { perLoop[k].reserveCapacity(requests.count / loops.count + 1) }
             var lastOrigin = ""
+            var lastHash = 0
             let now = monotonicNanos()
             for (i, r) in requests.enumerated() {
                 let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = { collector.set(i, $0) }
@@ -159,12 +189,15 @@ public final class HTTPTransport: Sendable {
                 } else if let o = originKey(r.url) {
                     origin = o
                     lastOrigin = o
+                    lastHash = o.hashValue
                 } else {
                     complete(.failure(TransportError(.other, "only https:// URLs are supported")))
                     continue
                 }
                 let deadline = now &+ UInt64(max(1, r.timeoutMs)) &* 1_000_000
-                perLoop[(first + i) % loops.count].append(Job(request: r, origin: origin, deadline: deadline, complete: complete))
+                let (loop, limit) = route(origin: origin, originHash: lastHash, maxConnections: r.maxConnections, counter: first + i)
+                perLoop[loop].append(
+                    Job(request: r, origin: origin, streamLimit: limit, deadline: deadline, complete: complete))
             }
             for (k, jobs) in perLoop.enumerated() where !jobs.isEmpty {
                 loops[k].enqueue(jobs)
@@ -179,11 +212,12 @@ public final class HTTPTransport: Sendable {
             return
         }
         let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
-        let loop = loops[Int(UInt(bitPattern: index) % UInt(loops.count))]
+        let (loop, limit) = route(
+            origin: origin, originHash: origin.hashValue, maxConnections: request.maxConnections, counter: index)
         let timeoutMs = max(1, request.timeoutMs)
         let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
-        let job = Job(request: request, origin: origin, deadline: deadline, complete: complete)
-        loop.enqueue([job])
+        let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: complete)
+        loops[loop].enqueue([job])
     }
 
     /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.

@@ -23,10 +23,13 @@ public struct HTTPRequest: Sendable {
     public var tls: TLSOptions
     /// Deadline for the whole exchange, connect included.
     public var timeoutMs: Int
+    /// Most connections to this request's origin (a provider block's `max_connections`);
+    /// nil: as many as the transport allows (`threads × maxConnectionsPerHost`).
+    public var maxConnections: Int?
 
     public init(
         method: String = "POST", url: String, headers: [(String, String)] = [], body: [UInt8] = [],
-        tls: TLSOptions = TLSOptions(), timeoutMs: Int = 30_000
+        tls: TLSOptions = TLSOptions(), timeoutMs: Int = 30_000, maxConnections: Int? = nil
     ) {
         self.method = method
         self.url = url
@@ -34,6 +37,7 @@ public struct HTTPRequest: Sendable {
         self.body = body
         self.tls = tls
         self.timeoutMs = timeoutMs
+        self.maxConnections = maxConnections
     }
 }
 

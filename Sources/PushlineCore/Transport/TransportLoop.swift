@@ -11,6 +11,9 @@ final class Job: Sendable {
     let request: HTTPRequest
     /// `https://host[:port]`: the unit of the per-loop stream limit.
     let origin: String
+    /// Most transfers of `origin` in flight on this job's loop: the connections the loop may
+    /// use for the origin (see `HTTPTransport.route`) times the streams per connection.
+    let streamLimit: Int
     /// CLOCK_MONOTONIC nanoseconds after which the request fails with `.timeout`.
     let deadline: UInt64
     /// Called exactly once, on the loop thread (or the enqueuing thread on refusal), with the outcome.
@@ -19,11 +22,12 @@ final class Job: Sendable {
     let attempts: Int
 
     init(
-        request: HTTPRequest, origin: String, deadline: UInt64,
+        request: HTTPRequest, origin: String, streamLimit: Int, deadline: UInt64,
         complete: @escaping @Sendable (Result<HTTPResponse, TransportError>) -> Void, attempts: Int = 0
     ) {
         self.request = request
         self.origin = origin
+        self.streamLimit = streamLimit
         self.deadline = deadline
         self.complete = complete
         self.attempts = attempts
@@ -31,7 +35,9 @@ final class Job: Sendable {
 
     /// The same request for its next attempt.
     func retry() -> Job {
-        Job(request: request, origin: origin, deadline: deadline, complete: complete, attempts: attempts + 1)
+        Job(
+            request: request, origin: origin, streamLimit: streamLimit, deadline: deadline, complete: complete,
+            attempts: attempts + 1)
     }
 }
 
@@ -134,6 +140,8 @@ final class LoopHandle: Sendable {
 /// Requests of one origin waiting for a free stream slot in one loop.
 final class OriginQueue {
     var inFlight = 0
+    /// Most transfers in flight: the `streamLimit` of the latest job queued.
+    var limit = 1
     /// Sent again after `.connectionLost`: served before `jobs`.
     var retried: [Job] = []
     var jobs: [Job?] = []
@@ -229,7 +237,6 @@ final class EventLoop {
     private var origins: [String: OriginQueue] = [:]
     /// Jobs waiting in `origins`.
     private var queued = 0
-    private let perOriginLimit: Int
     private var nextScan: UInt64 = 0
     private var incoming: [Job] = []
     /// Finished transfers of one pass (reused buffer).
@@ -248,8 +255,6 @@ final class EventLoop {
         self.handle = handle
         self.options = options
         self.multi = try CurlMulti(options: options)
-        let (limit, overflow) = options.maxConnectionsPerHost.multipliedReportingOverflow(by: options.maxConcurrentStreams)
-        perOriginLimit = overflow ? Int.max : limit
         let wake = WakeHandle(multi: multi.raw)
         handle.state.withLock { $0.wake = wake }
     }
@@ -325,14 +330,15 @@ final class EventLoop {
             q = OriginQueue()
             origins[job.origin] = q
         }
+        q.limit = job.streamLimit
         q.push(job)
         queued += 1
     }
 
     private func startQueued() {
         guard queued > 0 else { return }
-        for q in origins.values where q.inFlight < perOriginLimit && q.count > 0 {
-            while q.inFlight < perOriginLimit, let job = q.pop() {
+        for q in origins.values where q.inFlight < q.limit && q.count > 0 {
+            while q.inFlight < q.limit, let job = q.pop() {
                 queued -= 1
                 start(job, q)
             }

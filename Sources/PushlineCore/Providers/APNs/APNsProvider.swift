@@ -197,7 +197,7 @@ public final class APNsProvider: PushProvider {
     func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)]) -> HTTPRequest {
         HTTPRequest(
             method: "POST", url: "\(baseURL)/3/device/\(token)", headers: headers, body: msg.body(for: token), tls: tls,
-            timeoutMs: config.connection.requestTimeoutMs)
+            timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections)
     }
 
     static func sentResult(_ device: Device, _ response: HTTPResponse) -> DeliveryResult {

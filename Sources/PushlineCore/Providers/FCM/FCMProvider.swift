@@ -30,6 +30,8 @@ public final class FCMProvider: TopicProvider {
     let sendURL: String
     let tls: TLSOptions
     let timeoutMs: Int
+    /// The fcm block's `max_connections` (for the send and Instance ID origins).
+    let maxConnections: Int
     let transport: HTTPTransport
     let logger: Logger
     let tokens: FCMTokenSource
@@ -56,6 +58,7 @@ public final class FCMProvider: TopicProvider {
         sendURL = config.baseURL + "/v1/projects/" + project + "/messages:send"
         tls = TLSOptions(caFile: config.connection.caFile)
         timeoutMs = config.connection.requestTimeoutMs
+        maxConnections = config.connection.maxConnections
         transport = context.transport
         var log = context.logger
         log[metadataKey: "app"] = .string(app)
@@ -63,7 +66,8 @@ public final class FCMProvider: TopicProvider {
         logger = log
         tokens = FCMTokenSources.source(account: account, key: rsa, transport: context.transport, tls: tls, timeoutMs: timeoutMs)
         topicManagement = IIDTopicManagement(
-            baseURL: config.iidBaseURL, tokens: tokens, transport: context.transport, tls: tls, timeoutMs: timeoutMs)
+            baseURL: config.iidBaseURL, tokens: tokens, transport: context.transport, tls: tls, timeoutMs: timeoutMs,
+            maxConnections: maxConnections)
     }
 
     /// Token requests made for this provider's service account (tests).
@@ -119,7 +123,8 @@ public final class FCMProvider: TopicProvider {
         for i in range {
             requests.append(HTTPRequest(
                 method: "POST", url: sendURL, headers: headers,
-                body: prepared.body(target: "token", devices[i].registrationId), tls: tls, timeoutMs: timeoutMs))
+                body: prepared.body(target: "token", devices[i].registrationId), tls: tls, timeoutMs: timeoutMs,
+                maxConnections: maxConnections))
         }
         let answers = await transport.performAll(requests)
         var done: [(Int, DeliveryResult)] = []
@@ -307,7 +312,7 @@ public final class FCMProvider: TopicProvider {
                 stale = nil
                 let req = HTTPRequest(
                     method: "POST", url: sendURL, headers: sendHeaders(bearer: bearer), body: body, tls: tls,
-                    timeoutMs: timeoutMs)
+                    timeoutMs: timeoutMs, maxConnections: maxConnections)
                 result = await transport.perform(req)
             }
             let resp: HTTPResponse

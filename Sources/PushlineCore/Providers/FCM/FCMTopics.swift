@@ -144,6 +144,8 @@ struct IIDTopicManagement: FCMTopicManagement {
     var transport: HTTPTransport
     var tls: TLSOptions
     var timeoutMs: Int
+    /// The fcm block's `max_connections`.
+    var maxConnections: Int? = nil
 
     /// Batch calls in flight at once for one (un)subscription.
     static let parallelBatches = 8
@@ -195,7 +197,7 @@ struct IIDTopicManagement: FCMTopicManagement {
                     ("authorization", "Bearer " + bearer), ("access_token_auth", "true"),
                     ("content-type", "application/json"),
                 ],
-                body: body, tls: tls, timeoutMs: timeoutMs)
+                body: body, tls: tls, timeoutMs: timeoutMs, maxConnections: maxConnections)
             let resp: HTTPResponse
             switch await transport.perform(req) {
             case .success(let r): resp = r

@@ -295,7 +295,7 @@ public final class WNSProvider: PushProvider {
             headers.append(contentsOf: m.headers)
             let req = HTTPRequest(
                 method: "POST", url: url, headers: headers, body: m.body, tls: tls,
-                timeoutMs: config.connection.requestTimeoutMs)
+                timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections)
             let resp: HTTPResponse
             switch await context.transport.perform(req) {
             case .failure(let e):

@@ -374,7 +374,7 @@ public final class WebPushProvider: PushProvider {
         headers.append(contentsOf: p.headers)
         return .success(HTTPRequest(
             method: "POST", url: url.origin + url.rest, headers: headers, body: body, tls: tls,
-            timeoutMs: config.connection.requestTimeoutMs))
+            timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections))
     }
 
     /// The result of a 2xx answer.
