@@ -25,7 +25,8 @@ line. Ops:
   {"op": "expire_tokens"}            every issued access token becomes invalid (sends get 401)
   {"op": "token_fail", "count": N, "status": 500}                                        token endpoint fails
   {"op": "token_ttl", "seconds": S} / {"op": "token_delay_ms", "ms": M} / {"op": "send_delay_ms", "ms": M}
-  {"op": "stats"}                    counters: token_requests, sends, delivered, rejected, iid_calls
+  {"op": "stats"}                    counters: token_requests, sends, delivered, rejected, iid_calls,
+                                     max_concurrent_streams, connections (HTTP/2 connections accepted)
   {"op": "messages", "since": I}     received send bodies (each {"message", "validate_only", "status"})
   {"op": "subscriptions"}            {topic: [tokens]}
   {"op": "reset"}                    forget scripts, marks, records and counters (not keys)
@@ -298,7 +299,7 @@ class FakeFCM:
         self.messages = []
         self.subscriptions = {}
         self.stats = {"token_requests": 0, "token_refused": 0, "sends": 0, "delivered": 0, "rejected": 0,
-                      "unauthenticated": 0, "iid_calls": 0, "max_concurrent_streams": 0}
+                      "unauthenticated": 0, "iid_calls": 0, "max_concurrent_streams": 0, "connections": 0}
         self.counter = 0
         self.open_streams = 0
 
@@ -555,6 +556,7 @@ class FakeFCM:
 
     # ---- HTTP/2 ----
     async def h2_client(self, reader, writer):
+        self.stats["connections"] += 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.local_settings = h2.settings.Settings(
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,

@@ -199,6 +199,23 @@ def test_token_refresh_single_flight_under_concurrent_load(d, fake):
     assert st["token_requests"] == 2 and st["unauthenticated"] >= 1
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_max_connections_of_the_block_caps_its_connections(start_daemon, fake, limit):
+    # The other app's block allows 4 connections (the transport is sized for it: 2 loops x 2);
+    # this app's allows `limit`. A bulk that would fill 4 connections of 10 streams (the fake
+    # holds each send 50 ms) must use only `limit`, the token request included (same origin).
+    d = start_daemon(config={"apps": {"default": {"fcm": fake.fcm_block("proj-a", max_connections=limit)},
+                                      "other": {"fcm": fake.fcm_block("proj-b", max_connections=4)}},
+                             "max_streams_per_connection": 10})
+    ids = register(d, [tok(i) for i in range(400)])
+    fake.control(op="send_delay_ms", ms=50)
+    r = d.call({"cmd": "bulk", "ids": ids, "message": "x"})
+    assert r["sent"] == 400, [x.get("reason") for x in r["results"] if x["status"] != "sent"][:5]
+    st = fake.stats()
+    assert st["connections"] == limit
+    assert st["max_concurrent_streams"] <= 10 * limit
+
+
 def test_concurrent_commands_share_one_token(d, fake):
     ids = register(d, [tok(i) for i in range(40)])
     fake.control(op="token_delay_ms", ms=300)

@@ -148,7 +148,8 @@ actor FCMTokenSource {
         let req = HTTPRequest(
             method: "POST", url: account.tokenURI,
             headers: [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")],
-            body: Array(body.utf8), tls: tls, timeoutMs: timeoutMs)
+            body: Array(body.utf8), tls: tls, timeoutMs: timeoutMs,
+            maxConnections: 1)  // One token request at a time (single flight): one connection is plenty.
         let resp: HTTPResponse
         switch await transport.perform(req) {
         case .success(let r): resp = r

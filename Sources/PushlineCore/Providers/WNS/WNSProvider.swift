@@ -404,7 +404,7 @@ actor WNSTokenCache {
         fetches += 1
         let req = HTTPRequest(
             method: "POST", url: tokenURL, headers: [("content-type", "application/x-www-form-urlencoded")], body: form,
-            tls: tls, timeoutMs: timeoutMs)
+            tls: tls, timeoutMs: timeoutMs, maxConnections: 1)  // One token request at a time: one connection.
         var attempt = 1
         while true {
             switch await transport.perform(req) {
