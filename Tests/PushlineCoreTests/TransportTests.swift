@@ -55,9 +55,14 @@ final class H2SinkProcess: @unchecked Sendable {  // Immutable after init; Proce
     var base: String { "https://127.0.0.1:\(port)" }
     var tls: TLSOptions { TLSOptions(caFile: caFile) }
 
-    /// The sink's counters, fetched through `transport`.
-    func stats(_ transport: HTTPTransport) async throws -> (connections: Int, streams: Int, maxActive: Int, goaways: Int) {
-        let r = try await transport.perform(HTTPRequest(method: "GET", url: base + "/stats", tls: tls)).get()
+    /// The sink's counters, fetched through `transport` (with `maxConnections` as the requests
+    /// counted, so that fetching them does not open a connection of its own).
+    func stats(_ transport: HTTPTransport, maxConnections: Int? = nil) async throws
+        -> (connections: Int, streams: Int, maxActive: Int, goaways: Int)
+    {
+        let r = try await transport.perform(
+            HTTPRequest(method: "GET", url: base + "/stats", tls: tls, maxConnections: maxConnections)
+        ).get()
         let v = try JSONValue.parse(r.body)
         return (
             Int(v["connections"]?.intValue ?? -1), Int(v["streams"]?.intValue ?? -1),
@@ -152,6 +157,22 @@ struct TransportTests {
         #expect(headers.contains { $0 == ("apns-topic", "com.example.app") })
         #expect(headers.contains { $0 == ("content-type", "application/json") })
         #expect(headers.contains { $0 == ("x-empty", "") })
+        #expect(!headers.contains { $0.0 == "accept" }, "libcurl's default Accept is not sent")
+
+        // Without a content-type of the caller's, none is sent (not libcurl's form-urlencoded).
+        let bare = try await transport.perform(
+            HTTPRequest(method: "POST", url: sink.base + "/echo/b", body: body, tls: sink.tls)
+        ).get()
+        let bareHeaders = try JSONValue.parse(bare.body)["headers"]?.arrayValue?.compactMap { $0.arrayValue?.first?.stringValue } ?? []
+        #expect(!bareHeaders.isEmpty)
+        #expect(!bareHeaders.contains("content-type"))
+        #expect(!bareHeaders.contains("accept"))
+        // A caller's Accept still goes through.
+        let withAccept = try await transport.perform(
+            HTTPRequest(method: "GET", url: sink.base + "/echo/c", headers: [("accept", "application/json")], tls: sink.tls)
+        ).get()
+        let acceptEcho = try JSONValue.parse(withAccept.body)["headers"]?.arrayValue ?? []
+        #expect(acceptEcho.contains { $0.arrayValue?.compactMap(\.stringValue) == ["accept", "application/json"] })
 
         for method in ["GET", "DELETE", "PUT"] {
             let m = try await transport.perform(
@@ -275,7 +296,7 @@ struct TransportTests {
         }
         let failures = results.filter { kind($0) != "status 200" }.map(kind)
         #expect(failures.isEmpty, "\(failures.count) failed, e.g. \(failures.first ?? "")")
-        let stats = try await sink.stats(transport)
+        let stats = try await sink.stats(transport, maxConnections: maxConnections)
         #expect(stats.connections == expected)
         #expect(stats.maxActive <= expected * 10)
     }
