@@ -114,7 +114,9 @@ def main():
             print(f"h2load -n {n} -c {conns} -m 100 (same request): {rate:,.0f} req/s ({ok} succeeded)")
             if curl_rate is None:
                 # 100,000 requests whatever n is: a steady rate, not start-up (threads, TLS handshakes).
-                curl_rate, curl_cpu = libcurl_rate(url, ca, 100_000, conns, body, request_headers("bench-access-token"))
+                # "Accept:" removes libcurl's default Accept, which the daemon does not send either.
+                curl_rate, curl_cpu = libcurl_rate(url, ca, 100_000, conns, body,
+                                                   request_headers("bench-access-token") + ["Accept:"])
             if curl_rate:
                 print(f"plain C libcurl (-n 100000, {conns} threads x 1 connection x 100 in flight, same request): "
                       f"{curl_rate:,.0f} req/s, {curl_cpu:.1f} us CPU/request, {curl_rate / rate:.2f} x h2load")
