@@ -452,3 +452,51 @@ struct TransportTests {
         #expect(transport.stats.submitted == 0)
     }
 }
+
+@Suite("HTTPTransport.route: which loop serves a request, with how many streams")
+struct TransportRouteTests {
+    /// Loop counts and the in-flight limit each loop got, over 600 consecutive requests.
+    func spread(_ t: HTTPTransport, _ maxConnections: Int?, origin: String = "https://a.example") -> [Int: (Int, Set<Int>)] {
+        var out: [Int: (Int, Set<Int>)] = [:]
+        for counter in 0..<600 {
+            let (loop, limit) = t.route(
+                origin: origin, originHash: origin.hashValue, maxConnections: maxConnections, counter: counter)
+            var e = out[loop] ?? (0, [])
+            e.0 += 1
+            e.1.insert(limit)
+            out[loop] = e
+        }
+        return out
+    }
+
+    @Test func sharesFollowTheLimit() {
+        let t = HTTPTransport(options: TransportOptions(threads: 2, maxConnectionsPerHost: 2, maxConcurrentStreams: 10))
+        defer { t.shutdown() }
+        // No limit: both loops, evenly, two connections' worth of streams each.
+        let all = spread(t, nil)
+        #expect(all.count == 2)
+        #expect(all.values.allSatisfy { $0.0 == 300 && $0.1 == [20] })
+        // One connection: one loop, one connection's worth.
+        let one = spread(t, 1)
+        #expect(one.count == 1)
+        #expect(one.values.first.map { $0.0 == 600 && $0.1 == [10] } == true)
+        // Three: two loops with shares 2 and 1, and requests in that proportion.
+        let three = spread(t, 3)
+        #expect(three.count == 2)
+        let byLimit = Dictionary(uniqueKeysWithValues: three.values.map { ($0.1.first ?? 0, $0.0) })
+        #expect(byLimit == [20: 400, 10: 200])
+        // More than the transport has: capped at threads x maxConnectionsPerHost.
+        #expect(spread(t, 64).values.allSatisfy { $0.0 == 300 && $0.1 == [20] })
+    }
+
+    @Test func singleConnectionOriginsSpreadOverLoops() {
+        let t = HTTPTransport(options: TransportOptions(threads: 2, maxConnectionsPerHost: 1, maxConcurrentStreams: 10))
+        defer { t.shutdown() }
+        var loops: Set<Int> = []
+        for i in 0..<32 {
+            let o = "https://host\(i).example"
+            loops.insert(t.route(origin: o, originHash: o.hashValue, maxConnections: 1, counter: i).loop)
+        }
+        #expect(loops == [0, 1])
+    }
+}

@@ -138,7 +138,9 @@ public final class HTTPTransport: Sendable {
         let k = min(max(1, maxConnections ?? all), all)
         let used = min(k, threads)
         let start = used < threads ? Int(UInt(bitPattern: originHash) % UInt(threads)) : 0
-        let position = Int(UInt(bitPattern: counter) % UInt(used))
+        // Requests spread in proportion to each loop's share: slot (counter mod k) of the k
+        // connections belongs to loop position (slot mod used).
+        let position = Int(UInt(bitPattern: counter) % UInt(k)) % used
         let share = min(connectionsPerLoop, k / used + (position < k % used ? 1 : 0))
         let (limit, overflow) = share.multipliedReportingOverflow(by: streamsPerConnection)
         return ((start + position) % threads, overflow ? Int.max : limit)
