@@ -93,8 +93,8 @@ def libcurl_rate(url, ca, n, conns, body_path, headers=()):
         subprocess.run(["cc", "-O2", "-pthread", "-o", str(out), str(Path(__file__).parent / "curl_baseline.c"),
                         "-lcurl"], check=True)
         _baseline_bin = out
-    per_conn = n - n % conns
-    out = subprocess.run([str(_baseline_bin), url, ca, str(per_conn), "100", str(conns), "0", str(body_path),
+    total = n - n % conns  # curl_baseline gives each thread total / threads.
+    out = subprocess.run([str(_baseline_bin), url, ca, str(total), "100", str(conns), "0", str(body_path),
                           *headers], capture_output=True, text=True).stdout
     m = re.search(r"([0-9]+) ok of ([0-9]+) in [^:]*: ([0-9]+) req/s, ([0-9.]+) us CPU", out)
     if not m or m.group(1) != m.group(2):

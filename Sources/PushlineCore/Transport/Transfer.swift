@@ -102,22 +102,15 @@ final class Transfer {
         if headerList == nil || !sameHeaders(request.headers, lastHeaders) {
             freeHeaderList()
             var list: UnsafeMutablePointer<curl_slist>?
-            var lines: [String] = []
-            lines.reserveCapacity(request.headers.count + 2)
-            var hasAccept = false
-            var hasContentType = false
-            for (name, value) in request.headers {
-                // "name;" sends a header with an empty value; "name:" would remove it.
-                lines.append(value.isEmpty ? name + ";" : name + ": " + value)
-                if name.count == 6, name.lowercased() == "accept" { hasAccept = true }
-                if name.count == 12, name.lowercased() == "content-type" { hasContentType = true }
-            }
+            // "name;" sends a header with an empty value; "name:" would remove it.
+            var lines = request.headers.map { name, value in value.isEmpty ? name + ";" : name + ": " + value }
             // libcurl's own defaults, removed ("name:" with nothing after the colon) unless the
             // caller set them: `Accept: */*` says nothing to a push service, and the
             // `Content-Type: application/x-www-form-urlencoded` libcurl adds to every POST body
             // would mislabel a JSON payload (APNs). Fewer headers also cost less per request.
-            if !hasAccept { lines.append("Accept:") }
-            if !hasContentType { lines.append("Content-Type:") }
+            for name in ["accept", "content-type"] where !request.headers.contains(where: { $0.0.lowercased() == name }) {
+                lines.append(name + ":")
+            }
             for line in lines {
                 guard let appended = curl_slist_append(list, line) else {
                     curl_slist_free_all(list)
