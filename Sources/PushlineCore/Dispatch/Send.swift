@@ -22,7 +22,7 @@ enum Target: Sendable {
         switch present[0] {
         case "ids":
             guard let ids = try a.idList("ids") else { throw .invalid("ids", "is required") }
-            _ = a.value("app")
+            if a.has("app") { throw .invalid(a.path("app"), "does not go with ids: a registry id names one device of one app") }
             if a.has("platform") { throw .invalid("platform", "only goes with registration_ids, users or filter") }
             return .ids(ids)
         case "registration_ids":
@@ -39,7 +39,16 @@ enum Target: Sendable {
             let app = try f.app()
             let platform = try f.platform("platform")
             let user = try f.user("user")
+            let all = try f.bool("all")
             try f.finish()
+            if let all {
+                guard all else { throw .invalid("filter.all", "only true is allowed (a broadcast to every active device)") }
+                if app != nil || platform != nil || user != nil {
+                    throw .invalid("filter.all", "goes alone: drop it to narrow by app, platform or user")
+                }
+            } else if app == nil && platform == nil && user == nil {
+                throw .invalid("filter", "give at least one of app, platform, user (or \"all\": true to send to every active device)")
+            }
             if a.has("app") || a.has("platform") { throw .invalid("filter", "put app and platform inside filter") }
             return .filter(app: app, platform: platform, user: user)
         }
@@ -167,7 +176,10 @@ extension Dispatcher {
                     } catch {
                         var e = error
                         e.details["platform"] = .string(d.platform.rawValue)
-                        if indexed { e.details["message"] = .int(Int64(j)) }
+                        if indexed {
+                            e.details["message"] = .int(Int64(j))
+                            e.details["message_index"] = .int(Int64(j))
+                        }
                         throw e
                     }
                 } else if firstMissing == nil {
@@ -371,11 +383,16 @@ extension Dispatcher {
         let renderer = await applyDeactivations(all, devices: r.devices)
         var bytes: [UInt8] = []
         var sent = 0
+        let mode = Self.resultsMode
         for result in all {
             if result.status == .sent { sent += 1 }
+            if mode == .none || (mode == .failed && result.status == .sent) { continue }
             bytes.append(UInt8(ascii: ","))
             var o = renderer.json(result)
-            if let m = c.message { o.pairs.insert(("message", .int(Int64(m))), at: 0) }
+            if let m = c.message {
+                o.pairs.insert(("message_index", .int(Int64(m))), at: 0)
+                o.pairs.insert(("message", .int(Int64(m))), at: 0)
+            }
             JSONValue.object(o).write(to: &bytes)
         }
         return (bytes, sent, all.count - sent)
@@ -451,6 +468,7 @@ extension Dispatcher {
             ]
             if r.status == .failed {
                 o["reason"] = .string(r.reason ?? "unknown")
+                o["reason_class"] = .string(Dispatcher.reasonClass(r))
                 o["retryable"] = .bool(r.retryable)
                 let deactivated = r.deviceId.map { done.contains($0) } ?? false
                 o["deactivated"] = .bool(deactivated)

@@ -124,6 +124,9 @@ public final class Registry: Sendable {
     public enum DeviceKey: Sendable, Equatable {
         case id(Int64)
         case token(app: String, platform: Platform, registrationId: String)
+
+        /// Whether the device is named by its registry id.
+        public var isId: Bool { if case .id = self { return true } else { return false } }
     }
 
     /// Deletes devices (and their topic subscriptions); `missing` lists the indexes of keys not found.
@@ -184,6 +187,11 @@ public final class Registry: Sendable {
         public var user: String??
         public var deviceId: String??
         public var active: Bool?
+        /// A new token (validated for the device's platform); the id and topic subscriptions stay.
+        public var registrationId: String?
+        /// New WebPush subscription keys (WebPush devices only).
+        public var p256dh: String?
+        public var auth: String?
         public init() {}
     }
 

@@ -201,6 +201,29 @@ final class RegistryStore {
             let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }
             sets.append("device_id = ?"); args.append(.from(v))
         }
+        if let raw = u.registrationId {
+            let field = key.isId ? "registration_id" : "new_registration_id"
+            let token = try DeviceInput.normalizeToken(raw, platform: existing.platform, field: field)
+            if token != existing.registrationId {
+                let taken = try db.query(
+                    "SELECT id FROM devices WHERE app = ? AND platform = ? AND registration_id = ? AND id <> ?",
+                    [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)]
+                ) { $0.int(0) }
+                if let other = taken.first {
+                    throw CommandError(
+                        .duplicateRegistration,
+                        "\(existing.platform.rawValue) token '\(DeviceInput.redact(token))' is already registered in app '\(existing.app)' as device \(other)",
+                        details: ["field": .string(field), "device": .int(other)])
+                }
+                sets.append("registration_id = ?"); args.append(.text(token))
+            }
+        }
+        for (field, value, length, first) in [("p256dh", u.p256dh, 65, UInt8(0x04)), ("auth", u.auth, 16, nil)] {
+            guard let value else { continue }
+            guard existing.platform == .webpush else { throw CommandError.invalid(field, "only for webpush devices") }
+            let v = try DeviceInput.webPushKey(value, field: field, length: length, firstByte: first)
+            sets.append("\(field) = ?"); args.append(.text(v))
+        }
         if let active = u.active {
             sets.append("active = ?"); args.append(.from(active))
             if active {
