@@ -233,7 +233,9 @@ def test_paging_update_unregister_prune(daemon):
     assert daemon.call({"cmd": "prune", "inactive_before": "yesterday"})["error"]["field"] == "inactive_before"
 
 
-def test_stats_counts_by_app_and_platform(daemon):
+def test_stats_counts_by_app_and_platform(start_daemon):
+    # Protocol 1.1: a device's app must be configured (here without credentials).
+    daemon = start_daemon({"apps": {"default": {}, "shop": {}}})
     daemon.call({"cmd": "register", "devices": [
         {"platform": "fcm", "registration_id": "a"}, {"platform": "fcm", "registration_id": "b", "active": False},
         {"platform": "apns", "registration_id": apns(5), "app": "shop"}]})
