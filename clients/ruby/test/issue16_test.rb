@@ -90,8 +90,14 @@ class Issue16Test < PushlineTest
 
   def test_each_thread_has_its_own_connection
     @client.ping
-    2.times.map { Thread.new { @client.ping } }.each(&:join)
+    ready = Queue.new
+    release = Queue.new
+    threads = 2.times.map { Thread.new { @client.ping; ready << true; release.pop } }
+    2.times { ready.pop }
     assert_operator @client.stats["connections"], :>=, 3
+  ensure
+    2.times { release << true }
+    threads&.each(&:join)
   end
 
   def test_typed_results_behave_as_hashes
