@@ -6,17 +6,19 @@ enum Target: Sendable {
     case tokens(app: String, platform: Platform, [String])
     case users([String], app: String?, platform: Platform?)
     case filter(app: String?, platform: Platform?, user: String?)
+    /// Tokens the app keeps itself (`tokens`): devices with negative ids, never in the registry.
+    case raw(app: String, platform: Platform, [Device])
 
-    static let keys: Set<String> = ["ids", "registration_ids", "platform", "app", "users", "filter"]
+    static let keys: Set<String> = ["ids", "registration_ids", "platform", "app", "users", "filter", "tokens"]
 
     /// Reads exactly one target from the arguments.
     static func parse(_ a: inout Arguments) throws(CommandError) -> Target {
-        let present = ["ids", "registration_ids", "users", "filter"].filter { a.has($0) }
+        let present = ["ids", "registration_ids", "users", "filter", "tokens"].filter { a.has($0) }
         guard present.count == 1 else {
             throw .invalid(
                 present.first ?? "ids",
                 present.isEmpty
-                    ? "a target is required: one of ids, registration_ids, users, filter"
+                    ? "a target is required: one of ids, registration_ids, users, filter, tokens"
                     : "give exactly one target, got \(present.joined(separator: ", "))")
         }
         switch present[0] {
@@ -29,6 +31,8 @@ enum Target: Sendable {
             guard let tokens = try a.stringList("registration_ids") else { throw .invalid("registration_ids", "is required") }
             guard let p = try a.platform("platform") else { throw .invalid("platform", "is required with registration_ids") }
             return .tokens(app: try a.app() ?? "default", platform: p, tokens)
+        case "tokens":
+            return try parseRaw(&a)
         case "users":
             guard let users = try a.userList("users") else { throw .invalid("users", "is required") }
             return .users(users, app: try a.app(), platform: try a.platform("platform"))
@@ -102,6 +106,8 @@ extension Dispatcher {
             f.user = user
             if !includeInactive { f.active = true }
             r.devices = try await registry.devices(f)
+        case .raw(_, _, let devices):
+            r.devices = devices
         }
         return r
     }
@@ -459,8 +465,10 @@ extension Dispatcher {
 
         func json(_ r: DeliveryResult) -> JSONObject {
             let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
+            // Negative ids are `tokens` entries: not registry devices.
+            let registered = (r.deviceId ?? 0) > 0
             var o: JSONObject = [
-                "id": r.deviceId.map { .int($0) } ?? .null,
+                "id": registered ? r.deviceId.map { .int($0) } ?? .null : .null,
                 "platform": unknownId ? .null : .string(r.platform.rawValue),
                 "app": (r.deviceId.flatMap { appOf[$0] } ?? app).map { .string($0) } ?? .null,
                 "registration_id": unknownId ? .null : .string(r.registrationId),
@@ -472,7 +480,7 @@ extension Dispatcher {
                 o["retryable"] = .bool(r.retryable)
                 let deactivated = r.deviceId.map { done.contains($0) } ?? false
                 o["deactivated"] = .bool(deactivated)
-                if r.deactivate && !deactivated && r.deviceId != nil { o["still_active"] = .bool(true) }
+                if r.deactivate && !deactivated && registered { o["still_active"] = .bool(true) }
             }
             for (k, v) in r.extra.pairs { o[k] = v }
             return o
@@ -485,7 +493,7 @@ extension Dispatcher {
         for d in devices { appOf[d.id] = d.app }
         let now = nowMillis()
         let list = results.compactMap { r -> Registry.Deactivation? in
-            guard r.deactivate, let id = r.deviceId else { return nil }
+            guard r.deactivate, let id = r.deviceId, id > 0 else { return nil }
             return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
         }
         let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)

@@ -59,6 +59,7 @@ extension Dispatcher {
         case .users(_, let app, _): appName = app ?? "default"
         case .filter(let app, _, _): appName = app ?? "default"
         case .ids: break
+        case .raw: throw .invalid("tokens", "only send and bulk take tokens: subscriptions are recorded in the registry")
         }
         let resolved = try await resolve(target)
         var results: [DeliveryResult] = resolved.rejected
@@ -98,6 +99,7 @@ extension Dispatcher {
     func topics(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         let target = try Target.parse(&a)
         try a.finish()
+        if case .raw = target { throw .invalid("tokens", "only send and bulk take tokens: topics are recorded in the registry") }
         let resolved = try await resolve(target, includeInactive: true)
         let ids = resolved.devices.map(\.id)
         let map = try await registry.topics(of: ids)
