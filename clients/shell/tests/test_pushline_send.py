@@ -132,14 +132,14 @@ def test_falls_back_when_binary_missing(run):
 
 def test_stats_is_not_read_as_failed_devices(run):
     # stats has "notifications": {"sent": .., "failed": ..}: not device failures of this request.
-    run.request({"cmd": "register", "platform": "apns", "registration_id": TOKEN, "user": "42"})
-    run("--user", "42", "--message", "x")  # provider_not_configured: no counts; make failed > 0 below
-    r = run("--ndjson", "--strict", stdin=json.dumps({"cmd": "send", "ids": [999999], "message": "x"}) + "\n"
-            + json.dumps({"cmd": "stats"}) + "\n")
-    assert json.loads(r.stdout.splitlines()[1])["notifications"]["failed"] >= 1
-    assert r.returncode == 3 and r.stderr.count("device(s) failed") == 1, r.stderr
-    r = run("--ndjson", "--strict", stdin=json.dumps({"cmd": "stats"}) + "\n")
+    send = json.dumps({"cmd": "send", "ids": [999999], "message": "x"}) + "\n"
+    assert run("--ndjson", stdin=send).returncode == 4  # one failed device in the daemon's counters
+    stats = json.dumps({"cmd": "stats"}) + "\n"
+    r = run("--ndjson", "--strict", stdin=stats)
+    assert json.loads(r.stdout)["notifications"]["failed"] >= 1
     assert r.returncode == 0 and "failed" not in r.stderr, r.stderr
+    r = run("--ndjson", "--strict", stdin=send + stats)
+    assert r.returncode == 3 and r.stderr.count("device(s) failed") == 1, r.stderr
 
 
 def test_nothing_delivered_exits_non_zero(run):
