@@ -79,3 +79,16 @@ def test_webpush_subscriptions_without_the_registry(start_daemon, webpush_fake, 
         [rec] = webpush_fake.received(s["id"])
         assert rec["ok"] and json.loads(rec["plaintext"])["message"] == "Your order shipped"
     assert d.call({"cmd": "devices"})["devices"] == []
+
+
+def test_more_tokens_than_a_chunk_go_through_the_pipeline(start_daemon, apns):
+    # Over 5,000 tokens: sent chunk by chunk (as registration_ids are), results still complete.
+    config = {"apps": {"default": {"apns": apns.apns_block()}}, "max_line_bytes": 4 << 20}
+    d = start_daemon(config)
+    tokens = [tok(i) for i in range(1, 5_502)]
+    dead = tokens[5_300]
+    apns.control({"fail": [{"token": dead, "status": 400, "reason": "BadDeviceToken", "count": -1}]})
+    r = d.call({"cmd": "bulk", "tokens": tokens, "platform": "apns", "message": "big", "results": "failed"})
+    assert r["ok"] and (r["sent"], r["failed"]) == (len(tokens) - 1, 1), {k: r.get(k) for k in ("sent", "failed")}
+    assert [(x["registration_id"], x["id"], x["reason_class"]) for x in r["results"]] == [(dead, None, "invalid_token")]
+    assert d.call({"cmd": "stats"})["devices"]["total"] == 0

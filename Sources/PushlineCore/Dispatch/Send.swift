@@ -157,6 +157,13 @@ extension Dispatcher {
                 return try await sendTokensPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
             case .ids(let ids) where ids.count > Self.chunkSize:
                 return try await sendIdsPipelined(jobs[0].notification, ids: ids, started: started, bulk: bulk)
+            case .raw(let app, let platform, let devices) where devices.count > Self.chunkSize:
+                // `tokens`: chunk by chunk as for registration_ids, without the registry lookup.
+                guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
+                try validate(jobs[0].notification, groups: [(app, platform)])
+                return try await sendListPipelined(
+                    jobs[0].notification, count: devices.count, reserving: devices.count, started: started, bulk: bulk
+                ) { .raw(app: app, platform: platform, Array(devices[$0])) }
             case .users, .filter:
                 return try await sendFilterPipelined(jobs[0].notification, target: jobs[0].target, started: started, bulk: bulk)
             default: break
