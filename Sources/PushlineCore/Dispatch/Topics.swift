@@ -35,17 +35,70 @@ extension Dispatcher {
             if let v = a.value(k) { fields[k] = v }
         }
         let n = try Notification(parsing: fields)
-        let p = try topicProvider(app: app)
-        try p.validate(n)
-        try reserve(1)
-        defer { pending.subtract(1, ordering: .relaxed) }
-        let r = await p.sendToTopic(n, topic: topic, condition: condition)
-        let renderer = await applyDeactivations([r], devices: [], app: app)
-        if r.status == .sent { sentCount.add(1, ordering: .relaxed) } else { failedCount.add(1, ordering: .relaxed) }
-        return [
-            "sent": .int(r.status == .sent ? 1 : 0), "failed": .int(r.status == .sent ? 0 : 1),
-            "results": [.object(renderer.json(r))],
-        ]
+        // APNs, WebPush and WNS subscribers recorded in the registry get the notification by
+        // fan-out through the send pipeline (1.1); FCM devices through Google's topic API.
+        var f = DeviceFilter()
+        f.app = app
+        f.active = true
+        f.notPlatform = .fcm
+        f.topics = try condition.map { c throws(CommandError) in try TopicCondition.parse(c) } ?? topic.map { .topic($0) }
+        let groups = try await registry.groups(f).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
+        let fcm = providers.provider(app: app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: app) : nil
+        if let fcm { try fcm.validate(n) }
+        try validate(n, groups: groups.map { ($0.app, $0.platform) })
+        var fcmResult: JSONObject?
+        if let fcm {
+            try reserve(1)
+            defer { pending.subtract(1, ordering: .relaxed) }
+            let r = await fcm.sendToTopic(n, topic: topic, condition: condition)
+            let renderer = await applyDeactivations([r], devices: [], app: app)
+            if r.status == .sent { sentCount.add(1, ordering: .relaxed) } else { failedCount.add(1, ordering: .relaxed) }
+            fcmResult = renderer.json(r)
+        }
+        guard !groups.isEmpty else {
+            let ok = fcmResult?["status"] == .string("sent")
+            return ["sent": .int(ok ? 1 : 0), "failed": .int(ok ? 0 : 1), "results": .array(fcmResult.map { [.object($0)] } ?? [])]
+        }
+        var out = try await fanOut(n, filter: f)
+        guard let first = fcmResult else { return out }
+        // The FCM topic's result goes first in the results array.
+        let ok = first["status"] == .string("sent")
+        out["sent"] = .int((out["sent"]?.intValue ?? 0) + (ok ? 1 : 0))
+        out["failed"] = .int((out["failed"]?.intValue ?? 0) + (ok ? 0 : 1))
+        var head: [UInt8] = [UInt8(ascii: "[")]
+        JSONValue.object(first).write(to: &head)
+        if case .raw(var segments)? = out["results"], var lead = segments.first {
+            if lead == Array("[]".utf8) {
+                segments = [head + [UInt8(ascii: "]")]]
+            } else {
+                lead[0] = UInt8(ascii: ",")
+                segments[0] = lead
+                segments.insert(head, at: 0)
+            }
+            out["results"] = .raw(segments)
+        }
+        return out
+    }
+
+    /// Sends to every device of a registry filter, read page by page (by id) through the send
+    /// pipeline: memory stays bounded by two chunks whatever the number of subscribers.
+    func fanOut(_ n: Notification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
+        let total = try await checkGroups(n, f)
+        try reserve(total)
+        defer { pending.subtract(total, ordering: .relaxed) }
+        var after: Int64 = 0
+        var done = false
+        return try await runPipeline(messages: 1, started: monotonicNanos(), bulk: false) { () async throws(CommandError) -> Chunk? in
+            guard !done else { return nil }
+            var page = f
+            page.afterId = after
+            page.limit = Self.chunkSize
+            let devices = try await self.registry.devices(page)
+            guard let last = devices.last else { return nil }
+            after = last.id
+            done = devices.count < Self.chunkSize
+            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
+        }
     }
 
     func subscription(_ a: inout Arguments, subscribe: Bool) async throws(CommandError) -> JSONObject {
@@ -64,10 +117,16 @@ extension Dispatcher {
         let resolved = try await resolve(target)
         var results: [DeliveryResult] = resolved.rejected
         var byApp: [String: [Device]] = [:]
+        var recorded: [Device] = []
         for d in resolved.devices {
-            if d.platform == .fcm { byApp[d.app, default: []].append(d) } else {
-                results.append(.failed(d, reason: "not an FCM device: topics are an FCM feature"))
-            }
+            // FCM devices are (un)subscribed at Google too; the others only in the registry (1.1),
+            // where `topic` finds them for its fan-out.
+            if d.platform == .fcm { byApp[d.app, default: []].append(d) } else { recorded.append(d) }
+        }
+        if !recorded.isEmpty {
+            let ids = recorded.map(\.id)
+            if subscribe { try await registry.subscribe(ids, topic: topic) } else { try await registry.unsubscribe(ids, topic: topic) }
+            results.append(contentsOf: recorded.map { .sent($0) })
         }
         if byApp.isEmpty && results.isEmpty { _ = try topicProvider(app: appName) }
         for (app, devices) in byApp.sorted(by: { $0.key < $1.key }) {

@@ -152,6 +152,10 @@ public final class Registry: Sendable {
         public var afterId: Int64?
         /// At most this many (nil: no limit).
         public var limit: Int?
+        /// Devices of any platform but this one.
+        public var notPlatform: Platform?
+        /// Devices whose recorded topics satisfy this (a topic, or an FCM-style condition).
+        public var topics: TopicCondition?
         public init() {}
     }
 

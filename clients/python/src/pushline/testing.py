@@ -389,31 +389,37 @@ class FakeClient(Commands):
         return self._answer(results, r.get("results"))
 
     def _cmd_topic(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        """FCM's topic result, then (``topic`` only, not ``condition``) the recorded APNs/WebPush/WNS
+        subscribers of the app, as the daemon's fan-out."""
         app = self._app(r.get("app"))
-        if "fcm" not in self.apps[app]:
+        name = r.get("topic") or r.get("condition")
+        topic = str(r["topic"]).replace("/topics/", "") if r.get("topic") else None
+        others = [d for i, d in sorted(self.devices_by_id.items())
+                  if topic and topic in self.topics_by_id.get(i, ()) and d["app"] == app and d["platform"] != "fcm"
+                  and d["active"] and d["platform"] in self.apps[app]]
+        has_fcm = "fcm" in self.apps[app]
+        if not has_fcm and not others:
             raise ProviderNotConfigured("provider_not_configured", f"app '{app}' has no fcm credentials",
                                         {"app": app, "platform": "fcm"})
-        name = r.get("topic") or r.get("condition")
         fields = {k: v for k, v in r.items() if k not in ("topic", "condition", "app")}
         self.outbox.append(SentNotification(fields, cmd="topic", topic=r.get("topic"), condition=r.get("condition"),
-                                            _devices=[]))
+                                            _devices=[dict(d) for d in others]))
         label = f"/topics/{name}" if r.get("topic") and not str(name).startswith("/topics/") else name
-        return {"sent": 1, "failed": 0, "results": [{"id": None, "platform": "fcm", "app": app,
-                                                    "registration_id": label, "status": "sent"}]}
+        results = [{"id": None, "platform": "fcm", "app": app, "registration_id": label, "status": "sent"}] if has_fcm else []
+        results += [{"id": d["id"], "platform": d["platform"], "app": app, "registration_id": d["registration_id"],
+                     "status": "sent"} for d in others]
+        return {"sent": len(results), "failed": 0, "results": results}
 
     def _subscription(self, r: Dict[str, Any], on: bool) -> Dict[str, Any]:
         topic = str(r.pop("topic")).replace("/topics/", "")
         devs, results = self._resolve(r)
         ok = 0
-        for d in devs:
-            if d["platform"] != "fcm":
-                results.append(self._failed(d, "not an FCM device: topics are an FCM feature", "configuration"))
-                continue
+        for d in devs:  # every platform is recorded (protocol 1.1)
             s = self.topics_by_id.setdefault(d["id"], set())
             (s.add if on else s.discard)(topic)
             ok += 1
-            results.append({"id": d["id"], "platform": "fcm", "app": d["app"], "registration_id": d["registration_id"],
-                            "status": "subscribed" if on else "unsubscribed"})
+            results.append({"id": d["id"], "platform": d["platform"], "app": d["app"],
+                            "registration_id": d["registration_id"], "status": "subscribed" if on else "unsubscribed"})
         return {"succeeded": ok, "failed": len(results) - ok, "results": results}
 
     def _cmd_subscribe(self, r: Dict[str, Any]) -> Dict[str, Any]:
