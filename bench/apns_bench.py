@@ -11,7 +11,9 @@ bench/sink), registers N devices, then measures over the socket:
   after the daemon has settled, see benchlib.settle_and_reset_peak);
 * single `send` latency to one device, 1,000 times: median and p99;
 * the same bulks with the `tokens` target (the same tokens sent without the registry
-  lookup, protocol 1.1), each run printed with its ratio to the registered bulk of the same size.
+  lookup, protocol 1.1), each run printed with its ratio to the registered bulk of the same size;
+* `topic` to every device subscribed to one topic (APNs fan-out from the registry, protocol 1.1),
+  with its ratio to the registered bulk of the same size and the daemon's peak RSS.
 
 Ceilings measured in the same run against the same sink, with the request the daemon sends
 (same path, body, apns-* headers, and a bearer JWT of the same shape): h2load (-m 100, the
@@ -155,6 +157,25 @@ def main():
                     if x["status"] != "sent":
                         reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
                 print("  failures:", reasons)
+
+        # Topic fan-out: every device subscribed to "bench", then `topic` (no FCM in this config).
+        for start in range(0, args.devices, 20_000):
+            ids = list(range(start + 1, min(start + 20_001, args.devices + 1)))
+            r = c.call({"cmd": "subscribe", "topic": "bench", "ids": ids})
+            assert r["ok"] and r["failed"] == 0, r.get("error")
+        for _ in range(args.repeat):
+            settle_and_reset_peak(proc.pid)
+            cpu0 = cpu_s(proc.pid)
+            t0 = time.time()
+            r = c.call({"cmd": "topic", "topic": "bench", "message": "A benchmark notification", "title": "Hello"})
+            dt = c.received_at - t0
+            assert r["ok"], r.get("error")
+            n = r["sent"] + r["failed"]
+            same = [x for m, x in rates if m == n]
+            print(f"topic fan-out to {n} subscribers: {dt:6.2f} s, {n / dt:8.0f} notifications/s, sent {r['sent']}, "
+                  f"daemon CPU {cpu_s(proc.pid) - cpu0:.2f} s, peak RSS during it "
+                  f"{proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB"
+                  + (f", {n / dt / same[-1]:.2f} x the registered bulk of {n}" if same else ""), flush=True)
 
         lat = []
         one = {"cmd": "send", "platform": "apns", "registration_ids": [f"{2:064x}"], "message": "latency"}
