@@ -95,8 +95,9 @@ def test_a_huge_ping_line_is_answered(daemon):
     c.close()
 
 
-def pipeline_pings_without_reading(path: str, count: int, give_up_after: float) -> int:
-    """Writes `count` pings and never reads; stops when the daemon stops taking them.
+def pipeline_pings_without_reading(path: str, count: int, give_up_after: float, half_close: bool = False) -> int:
+    """Writes `count` pings and never reads; stops when the daemon stops taking them, then
+    closes (with `half_close`, first shuts its sending side and waits a second).
     Returns the bytes written."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
@@ -108,6 +109,9 @@ def pipeline_pings_without_reading(path: str, count: int, give_up_after: float) 
             sent += s.send(data[sent:sent + (1 << 20)])
     except socket.timeout:
         pass
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(1)
     s.close()
     return sent
 
@@ -116,8 +120,8 @@ def test_hanging_up_with_replies_queued_frees_the_connection_and_shutdown_finish
     pid = daemon.proc.pid
     assert daemon.call({"cmd": "ping"})["ok"]
     fds_before = open_sockets(pid)
-    for _ in range(3):  # it leaked in 1 run of 3
-        pipeline_pings_without_reading(daemon.socket, 1_000_000, give_up_after=3)
+    for half_close in (False, True, False, True):  # it leaked in 1 run of 3; always after a half-close
+        pipeline_pings_without_reading(daemon.socket, 1_000_000, give_up_after=3, half_close=half_close)
     assert wait_until(lambda: open_sockets(pid) <= fds_before, 20), \
         f"{open_sockets(pid) - fds_before} connection(s) still open after their clients hung up"
     daemon.proc.send_signal(signal.SIGTERM)
