@@ -190,3 +190,49 @@ def test_unread_replies_are_capped_and_all_delivered_later(daemon):
     main.close()
     # Unbounded, 1.5M unread pings grew the daemon by about 80 MB; capped at 1 MiB, a few MB.
     assert grew < 40 << 20, f"RSS grew by {grew >> 20} MB while the client read nothing"
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_pauses_accepting_without_spinning(tmp_path):
+    # With its descriptor limit at 48 the daemon cannot accept 60 connections. The ones it
+    # cannot accept wait in the backlog (the loop does not spin on the listening socket)
+    # and are served once others close.
+    import subprocess
+    from harness import binary
+    sock = str(tmp_path / "p.sock")
+    p = subprocess.Popen(["prlimit", "--nofile=48:48", binary(), "serve", "--socket", sock,
+                          "--database", str(tmp_path / "p.db")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: os.path.exists(sock), 20)
+        conns = []
+        for i in range(60):
+            c = Conn(sock, timeout=30)
+            c.send({"id": i, "cmd": "ping"})
+            conns.append(c)
+        answered, waiting = [], []
+        for c in conns:
+            c.sock.settimeout(0.5 if answered else 10)
+            try:
+                c.recv()
+                answered.append(c)
+            except (socket.timeout, ConnectionError):
+                waiting.append(c)
+        assert answered and waiting, (len(answered), len(waiting))
+        before = cpu_seconds(p.pid)
+        time.sleep(2)
+        spent = cpu_seconds(p.pid) - before
+        assert spent < 0.5, f"the daemon used {spent:.2f} s of CPU in 2 s while it could not accept"
+        for c in answered:
+            c.close()
+        for c in waiting:
+            c.sock.settimeout(30)
+            assert c.recv()["ok"]
+            c.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0

@@ -118,6 +118,9 @@ public final class Server: @unchecked Sendable {
     private var nextConnID: UInt64 = 1
     private let inbox = Mutex<[Job]>([])
     private var stopping = false
+    /// accept failed for want of descriptors or memory: the listening socket is not watched
+    /// (it would wake the loop without end) until a connection closes or a second passes.
+    private var acceptPaused = false
     private var pendingTasks = 0
     /// Requests were handled since the heap was last trimmed.
     private var heapDirty = false
@@ -166,6 +169,7 @@ public final class Server: @unchecked Sendable {
             throw CommandError(.internalError, "cannot chmod '\(path)': \(e)")
         }
         listenFD = fd
+        Self.raiseDescriptorLimit(toServe: limits.maxConnections, logger: logger)
         var sockStat = stat()
         guard stat(path, &sockStat) == 0 else {
             let e = String(cString: strerror(pl_errno()))
@@ -197,6 +201,22 @@ public final class Server: @unchecked Sendable {
             close(fd)
             unlink(path)
             throw CommandError(.internalError, "cannot create the event loop: \(error)")
+        }
+    }
+
+    /// Raises the soft RLIMIT_NOFILE (often 1024) towards the hard limit so that
+    /// `max_connections` connections fit beside the daemon's other descriptors.
+    static func raiseDescriptorLimit(toServe connections: Int, logger: Logger) {
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 else { return }
+        let want = rlim_t(connections + 256)
+        guard lim.rlim_cur < want else { return }
+        let before = lim.rlim_cur
+        lim.rlim_cur = min(want, lim.rlim_max)
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) != 0 || lim.rlim_cur < want {
+            logger.warning("the descriptor limit is below max_connections plus the daemon's own", metadata: [
+                "limit": "\(lim.rlim_cur)", "was": "\(before)", "max_connections": "\(connections)",
+            ])
         }
     }
 
@@ -242,7 +262,7 @@ public final class Server: @unchecked Sendable {
                     break
                 }
             }
-            let timeout: Int32 = stopping ? 100 : (heapDirty ? 2000 : -1)
+            let timeout: Int32 = stopping ? 100 : (acceptPaused ? 1000 : (heapDirty ? 2000 : -1))
             let n: Int32
             do throws(SyscallError) {
                 n = try syscall(where: "epoll_wait") {
@@ -254,6 +274,7 @@ public final class Server: @unchecked Sendable {
                 logger.critical("event loop failed; stopping", metadata: ["error": "\(error)"])
                 break
             }
+            if n == 0 && acceptPaused { resumeAccepting() }
             if n == 0 && heapDirty && pendingTasks == 0 {
                 // Two quiet seconds after a burst: give freed memory back to the kernel.
                 heapDirty = false
@@ -315,15 +336,35 @@ public final class Server: @unchecked Sendable {
                 case .wouldBlock: return
                 }
             } catch {
-                // ECONNABORTED: the client left before we accepted; EMFILE/ENFILE/ENOBUFS: the
-                // pending connection stays queued (level-triggered) and is retried next round.
-                if error.errno != ECONNABORTED {
-                    logger.warning("accept failed", metadata: ["error": "\(error)"])
-                    return
-                }
-                continue
+                // ECONNABORTED: the client left before we accepted it.
+                if error.errno == ECONNABORTED || error.errno == EPROTO { continue }
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued; try again once
+                // a connection closes or in a second.
+                logger.warning("accept failed; not accepting for now", metadata: ["error": "\(error)", "connections": "\(connections.count)"])
+                pauseAccepting()
+                return
             }
             admit(fd)
+        }
+    }
+
+    private func pauseAccepting() {
+        guard !acceptPaused, !stopping else { return }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(MOD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, listenFD, 0) }
+            acceptPaused = true
+        } catch {
+            logger.error("cannot pause accepting", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func resumeAccepting() {
+        guard acceptPaused, !stopping else { return }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(MOD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, listenFD, Ev.in) }
+            acceptPaused = false
+        } catch {
+            logger.error("cannot resume accepting", metadata: ["error": "\(error)"])
         }
     }
 
@@ -407,6 +448,7 @@ public final class Server: @unchecked Sendable {
         close(c.fd)
         connections[c.fd] = nil
         activeConnections.subtract(1, ordering: .relaxed)
+        if acceptPaused { resumeAccepting() }
     }
 
     /// The peer can no longer read: drop its unsent replies (they would be held forever) and
