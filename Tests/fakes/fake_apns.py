@@ -11,7 +11,7 @@ It verifies what Apple verifies and answers with Apple's status codes and
   token updates per team more often than `--min-token-refresh-s` (default
   1200) get 429 TooManyProviderTokenUpdates;
 * per connection, as Apple's engineers describe it: a connection remembers the
-  token (kid, iat) it last accepted and when it last carried it; a different
+  token it last accepted and when it last carried it; a different
   token on that connection less than `--conn-token-window-s` (default 1200)
   later gets 429 TooManyProviderTokenUpdates, again and again, until the
   connection has not carried its old token for that long;
@@ -31,7 +31,7 @@ The admin port speaks plain HTTP/1.1 on loopback:
 * `POST /control` with a JSON object of any of:
   `{"unregister": [{"token": T, "timestamp": ms, "reason": "Unregistered"}]}`,
   `{"fail": [{"token": T or "*", "status": 503, "reason": "ServiceUnavailable", "count": 2}]}` (count -1: forever),
-  `{"delay_ms": 200}`, `{"drop_after": 3, "drop_times": 1}` (abort a connection once it got N requests),
+  `{"delay_ms": 200}`, `{"slow": [{"token": T, "delay_ms": 1500}]}` (that device's answers only), `{"drop_after": 3, "drop_times": 1}` (abort a connection once it got N requests),
   `{"goaway_after": 5, "goaway_times": 1}` (GOAWAY after N streams on a connection),
   `{"max_streams": 1}` (SETTINGS_MAX_CONCURRENT_STREAMS now and for new connections),
   `{"expire_jwt": JWT}` / `{"expire_current": true}`, `{"min_token_refresh_s": 0}`, `{"reset": true}`,
@@ -39,7 +39,7 @@ The admin port speaks plain HTTP/1.1 on loopback:
   behaves as if it had just carried another token: the next token on it gets 429).
 
 `GET /state` includes `conn_token_updates`, `conn_rejected_updates` and `connection_log`
-({id: {"opened": t, "closed": t or null, "tokens": [[kid, iat], ...]}}).
+({id: {"opened": t, "closed": t or null, "tokens": [[kid, iat, last 8 chars of the JWT], ...]}}).
 """
 
 import argparse
@@ -149,6 +149,7 @@ class State:
         self.fail_rules = []
         self.unregistered = {}
         self.delay_ms = 0
+        self.slow = {}  # device token -> delay in ms
         self.drop_after = None
         self.drop_times = 0
         self.goaway_after = None
@@ -176,6 +177,8 @@ class State:
                                     "retry_after": f.get("retry_after")})
         if "delay_ms" in c:
             self.delay_ms = int(c["delay_ms"])
+        for x in c.get("slow", []):
+            self.slow[x["token"]] = int(x["delay_ms"])
         if "drop_after" in c:
             self.drop_after = c["drop_after"]
             self.drop_times = int(c.get("drop_times", 1))
@@ -205,6 +208,7 @@ class State:
         return {
             "connections_total": self.connections_total,
             "connections_open": len(self.conns),
+            "streams_pending": sum(p.pending for p in self.conns),
             "requests": len(self.received),
             "goaways_sent": self.goaways_sent,
             "drops": self.drops,
@@ -253,7 +257,7 @@ class State:
         if now - iat > 3600 or jwt in self.expired_jwts:
             return 403, "ExpiredProviderToken"
         if conn is not None:
-            ident = (header["kid"], iat)
+            ident = jwt  # two tokens signed in the same second differ too
             if conn.token is not None and conn.token != ident:
                 if now - conn.token_seen < self.conn_window:
                     self.conn_rejected_updates += 1
@@ -263,7 +267,7 @@ class State:
                 conn.token = ident
                 log = self.connection_log.get(conn.id)
                 if log is not None:
-                    log["tokens"].append(list(ident))
+                    log["tokens"].append([header["kid"], iat, jwt[-8:]])
             conn.token_seen = now
         t = self.teams.get(team)
         if t is None:
@@ -366,7 +370,7 @@ class H2Protocol(asyncio.Protocol):
         self.closed = False
         self.goaway_last = None
         self.pending = 0
-        self.token = None  # (kid, iat) of the provider token this connection last accepted
+        self.token = None  # the provider token (JWT) this connection last accepted
         self.token_seen = 0.0  # when it last carried it
 
     def connection_made(self, transport):
@@ -466,8 +470,9 @@ class H2Protocol(asyncio.Protocol):
         pseudo = {k: v for k, v in s["headers"] if k.startswith(":")}
         headers = [(k, v) for k, v in s["headers"] if not k.startswith(":")]
         body = bytes(s["body"])
-        if st.delay_ms:
-            await asyncio.sleep(st.delay_ms / 1000)
+        delay_ms = st.slow.get(pseudo.get(":path", "").rsplit("/", 1)[-1], st.delay_ms)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
         status, reason, extra, extra_h = st.answer(pseudo.get(":method"), pseudo.get(":path", ""), headers, body, self)
         h = dict(headers)
         apns_id = h.get("apns-id") if h.get("apns-id") and UUID_RE.match(h.get("apns-id")) else str(uuid.uuid4()).upper()
