@@ -7,9 +7,11 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
     READY <port> <ca_file_path>
 
 Paths:
-  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
-                    (the /stats stream itself is not counted in streams/max_active)
-  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn"}
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused", "open"}
+                    (the /stats stream itself is not counted in streams/max_active; "open":
+                    the numbers of the connections still open, the first connection being 1)
+  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn",
+                    "conn" (the connection's number)}
   anything else     body '{}'
 
 Query parameters override the command line per request: delay_ms=N, status=N.
@@ -63,6 +65,7 @@ class Stats:
     goaways = 0
     drops = 0
     refused = 0
+    open = set()
 
 
 def make_cert(directory):
@@ -163,6 +166,8 @@ class H2Sink(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport):
         Stats.connections += 1
+        self.number = Stats.connections
+        Stats.open.add(self.number)
         self.transport = transport
         self.conn.initiate_connection()
         # SETTINGS told the client --max-streams; h2 itself would kill the whole connection on a
@@ -175,6 +180,7 @@ class H2Sink(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        Stats.open.discard(getattr(self, "number", None))
 
     def data_received(self, data):
         if self.closed:
@@ -269,6 +275,7 @@ class H2Sink(asyncio.Protocol):
                     "goaways": Stats.goaways,
                     "drops": Stats.drops,
                     "refused": Stats.refused,
+                    "open": sorted(Stats.open),
                 }
             ).encode()
             status, delay_ms = 200, 0
@@ -280,6 +287,7 @@ class H2Sink(asyncio.Protocol):
                     "headers": [[k, v] for k, v in req["headers"] if not k.startswith(":")],
                     "body": req["body"].decode("latin-1"),
                     "client_cn": self.client_cn(),
+                    "conn": self.number,
                 }
             ).encode()
         else:
