@@ -164,10 +164,11 @@ public final class APNsProvider: PushProvider {
     static let batchSize = 2000
 
     /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
-    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    func sendBatch(_ prepared: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
         var done: [(Int, DeliveryResult)] = []
         done.reserveCapacity(range.count)
         if let reason = blockedReason() { return range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) } }
+        let p = await withCurrentToken(prepared)
         var index: [Int] = []
         var requests: [HTTPRequest] = []
         index.reserveCapacity(range.count)
@@ -197,6 +198,21 @@ public final class APNsProvider: PushProvider {
             }
         }
         return done
+    }
+
+    /// `p` with the key's current token: it may have changed since the send began
+    /// (ExpiredProviderToken on an earlier batch, or its 50 minutes are up in a long send).
+    func withCurrentToken(_ p: Prepared) async -> Prepared {
+        guard let c = credentials,
+            let t = try? await tokenCache.lease(for: c, store: context.store, nowSeconds: nowMillis() / 1000),
+            t.jwt != p.jwt || t.pool != p.pool
+        else { return p }
+        retire(t)
+        var q = p
+        q.jwt = t.jwt
+        q.pool = t.pool
+        q.headers[q.headers.count - 1] = ("authorization", "bearer \(t.jwt)")
+        return q
     }
 
     func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)], pool: UInt32) -> HTTPRequest {
@@ -287,6 +303,10 @@ public final class APNsProvider: PushProvider {
                 do {
                     let fresh = try await tokenCache.lease(
                         for: c, store: context.store, nowSeconds: nowMillis() / 1000, rejected: old)
+                    if fresh.retiredPool != nil {
+                        context.logger.notice(
+                            "APNs key id \(c.keyId), team \(c.teamId): ExpiredProviderToken, new provider token on new connections")
+                    }
                     retire(fresh)
                     jwt = fresh.jwt
                     pool = fresh.pool
@@ -309,6 +329,10 @@ public final class APNsProvider: PushProvider {
                 let moved = tokenCache.movePool(for: c, refusedPool: pool)
             {
                 movedPool = true
+                if moved.retiredPool != nil {
+                    context.logger.notice(
+                        "APNs key id \(c.keyId), team \(c.teamId): TooManyProviderTokenUpdates, provider token moved to new connections")
+                }
                 retire(moved)
                 jwt = moved.jwt
                 pool = moved.pool
