@@ -113,11 +113,14 @@ final class LoopHandle: Sendable {
     }
 
     /// Tells the loop that `pool` is retired (see `EventLoop.retire`).
+    ///
+    /// Always wakes the loop (rare, so cheap): a loop about to poll only checks `queue`, and a
+    /// wakeup sent before it polls makes that poll return at once. The loop must see the retired
+    /// pool before the pool's transfers in flight end.
     func retire(_ pool: UInt32) {
         state.withLock { s in
             s.retired.append(pool)
-            if s.sleeping, !s.wakeSent, let wake = s.wake {
-                s.wakeSent = true
+            if let wake = s.wake {
                 _ = curl_multi_wakeup(wake.multi)  // If it fails the loop still looks within its poll timeout.
             }
         }
