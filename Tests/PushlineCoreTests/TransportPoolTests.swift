@@ -62,8 +62,9 @@ struct TransportPoolTests {
         let old = try await connection(t, sink, pool: 1)
         let other = try await connection(t, sink, pool: 2)
         let before = try await sinkState(t, sink).streams
-        // A pool-1 transfer is in flight (answered after 2 s) when pool 1 is retired.
-        async let slow = connection(t, sink, pool: 1, query: "?delay_ms=2000")
+        // A pool-1 transfer is in flight (answered after 6 s: the retire below comes within
+        // milliseconds, or seconds on a starved machine) when pool 1 is retired.
+        async let slow = connection(t, sink, pool: 1, query: "?delay_ms=6000")
         #expect(try await eventually { try await sinkState(t, sink).streams > before })
         t.retireConnectionPool(1)
         t.retireConnectionPool(1)  // idempotent

@@ -87,10 +87,10 @@ def test_connection_that_carried_the_old_token_closes_when_its_last_stream_ends(
     assert send(d, [tok(1)], message="warm")["sent"] == 1
     [old_conn] = {x["conn"] for x in fake.received()}
     fake.clear()
-    fake.control({"expire_current": True, "slow": [{"token": tok(2), "delay_ms": 1500}]})
+    fake.control({"expire_current": True, "slow": [{"token": tok(2), "delay_ms": 5000}]})
 
-    # tok(2)'s request is in flight on the old connection (answered after 1.5 s) while tok(3)'s
-    # ExpiredProviderToken makes the daemon switch to a new token.
+    # tok(2)'s request is in flight on the old connection (answered after 5 s; the switch below
+    # takes milliseconds) while tok(3)'s ExpiredProviderToken makes the daemon switch tokens.
     slow = {}
     other = d.connect()  # a second client: its own socket
 
