@@ -347,7 +347,8 @@ final class EventLoop {
     /// Retires pools: the transfers of theirs in flight (and any started later) close their
     /// connection when they end, so those connections end with their last transfer. A retired
     /// pool's connection that is idle already is never used again (its pool gets no new
-    /// requests) and libcurl closes it after `idleTimeoutSeconds`.
+    /// requests): libcurl 7.88 has no call to close one idle connection, and drops it once it
+    /// has been idle `idleTimeoutSeconds` (checked when a later transfer looks for a connection).
     private func retire(_ pools: [UInt32]) {
         if retiredPools.count > 4096 { retiredPools.removeAll() }  // Old pools' requests are long gone.
         retiredPools.formUnion(pools)
