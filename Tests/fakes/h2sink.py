@@ -7,9 +7,11 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
     READY <port> <ca_file_path>
 
 Paths:
-  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
-                    (the /stats stream itself is not counted in streams/max_active)
-  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn"}
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused", "open"}
+                    (the /stats stream itself is not counted in streams/max_active; "open":
+                    the numbers of the connections still open, the first connection being 1)
+  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn",
+                    "conn" (the connection's number)}
   anything else     body '{}'
 
 Query parameters override the command line per request: delay_ms=N, status=N.
@@ -80,6 +82,7 @@ class Stats:
     early = 0  # answered before the body, then RST_STREAM(NO_ERROR) (--rst-after-response)
     unanswered = 0  # reset before any response header (--rst-before-headers)
     attempts = {}  # request key -> times received (--rst-before-headers)
+    open = set()
 
 
 def make_cert(directory):
@@ -180,6 +183,8 @@ class H2Sink(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport):
         Stats.connections += 1
+        self.number = Stats.connections
+        Stats.open.add(self.number)
         self.transport = transport
         self.conn.initiate_connection()
         if self.args.rst_after_response:
@@ -196,6 +201,7 @@ class H2Sink(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        Stats.open.discard(getattr(self, "number", None))
 
     def data_received(self, data):
         if self.closed:
@@ -302,6 +308,7 @@ class H2Sink(asyncio.Protocol):
                     "early": Stats.early,
                     "unanswered": Stats.unanswered,
                     "attempts": sorted(Stats.attempts.values()),
+                    "open": sorted(Stats.open),
                 }
             ).encode()
             status, delay_ms = 200, 0
@@ -313,6 +320,7 @@ class H2Sink(asyncio.Protocol):
                     "headers": [[k, v] for k, v in req["headers"] if not k.startswith(":")],
                     "body": req["body"].decode("latin-1"),
                     "client_cn": self.client_cn(),
+                    "conn": self.number,
                 }
             ).encode()
         else:

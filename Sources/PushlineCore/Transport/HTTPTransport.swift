@@ -86,6 +86,8 @@ public final class HTTPTransport: Sendable {
     private let streamsPerConnection: Int
     /// Threads still to join; emptied by the first `shutdown`.
     private let threads: Mutex<[TransportThread]>
+    /// Pools already retired (`retireConnectionPool` tells each loop once).
+    private let retiredPools = Mutex<Set<UInt32>>([])
 
     public init(options: TransportOptions = TransportOptions()) {
         var opts = options
@@ -223,6 +225,15 @@ public final class HTTPTransport: Sendable {
         let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
         let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: complete)
         loops[loop].enqueue([job])
+    }
+
+    /// Retires connection pool `pool` (`HTTPRequest.connectionPool`; 0, the shared pool, is
+    /// never retired): on every loop, its connections are closed once the transfers on them
+    /// end, and are never reused. Requests of the pool sent later still go out, each on a
+    /// connection closed after it. Idempotent and cheap to repeat.
+    public func retireConnectionPool(_ pool: UInt32) {
+        guard pool != 0, retiredPools.withLock({ $0.insert(pool).inserted }) else { return }
+        for loop in loops { loop.retire(pool) }
     }
 
     /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.

@@ -18,6 +18,9 @@ final class Transfer {
     private var lastMethod = ""
     private var lastTLS = TLSOptions()
     private var lastHeaders: [(String, String)] = []
+    /// CURLOPT_ADDRESS_SCOPE and CURLOPT_FORBID_REUSE as last set (see `selectPool`).
+    fileprivate var lastPool: UInt32 = 0
+    fileprivate var reuseForbidden = false
 
     /// The job being served, its origin queue and its index in the loop's active list.
     var job: Job?
@@ -86,6 +89,7 @@ final class Transfer {
             lastMethod = request.method
             lastTLS = request.tls
         }
+        try selectPool(request.connectionPool, afterReset: !reuse)
         try setString(CURLOPT_URL, request.url, "CURLOPT_URL")
         try setLong(CURLOPT_TIMEOUT_MS, remainingMs, "CURLOPT_TIMEOUT_MS")
         try setLong(CURLOPT_CONNECTTIMEOUT_MS, min(remainingMs, 10_000), "CURLOPT_CONNECTTIMEOUT_MS")
@@ -312,6 +316,49 @@ final class Transfer {
     private func setCallback(_ option: CURLoption, _ cb: pl_curl_data_cb, _ name: String) throws(TransportError) {
         try check(pl_curl_easy_setopt_data_cb(easy, option, cb), name)
     }
+}
+
+// MARK: Connection pools (HTTPRequest.connectionPool)
+
+extension Transfer {
+    /// Puts the next transfer in connection pool `pool` and lets it reuse connections again.
+    ///
+    /// libcurl 7.88 keys its connection cache by "scope id/port/host" (conncache.c `hashkey`)
+    /// and never reuses a connection across keys, so the pool number goes into
+    /// CURLOPT_ADDRESS_SCOPE: requests of different pools never share a connection, and
+    /// CURLMOPT_MAX_HOST_CONNECTIONS counts per pool. The scope id is otherwise only applied
+    /// to IPv6 link-local addresses (cf-socket.c; Linux ignores it for other addresses), which
+    /// no push service uses. CURLOPT_FRESH_CONNECT would not do: it only keeps the one
+    /// transfer off existing connections, the next one may pick an old connection again.
+    fileprivate func selectPool(_ pool: UInt32, afterReset: Bool) throws(TransportError) {
+        if afterReset {  // curl_easy_reset cleared both options.
+            lastPool = 0
+            reuseForbidden = false
+        }
+        if pool != lastPool {
+            try setLong(CURLOPT_ADDRESS_SCOPE, Int(pool), "CURLOPT_ADDRESS_SCOPE")
+            lastPool = pool
+        }
+        if reuseForbidden {
+            try setLong(CURLOPT_FORBID_REUSE, 0, "CURLOPT_FORBID_REUSE")
+            reuseForbidden = false
+        }
+    }
+
+    /// Makes libcurl close this transfer's connection when it is the last transfer on it to
+    /// end (multi.c `multi_done`: a connection still used by other transfers stays; each of
+    /// those is marked too). Used for retired pools, also on transfers in flight: libcurl reads
+    /// the flag only when the transfer ends. Returns false if libcurl refused the option (the
+    /// connection then just idles out: its pool gets no new requests).
+    func forbidReuse() -> Bool {
+        guard !reuseForbidden else { return true }
+        guard pl_curl_easy_setopt_long(easy, CURLOPT_FORBID_REUSE, 1) == CURLE_OK else { return false }
+        reuseForbidden = true
+        return true
+    }
+
+    /// The pool of the request this handle was last prepared for.
+    var pool: UInt32 { lastPool }
 }
 
 /// Whether two header lists are equal, in order.
