@@ -155,7 +155,13 @@ final class Transfer {
         // with 1000 streams in flight. Push requests and answers are a few KiB at most; larger
         // bodies just pass through in more pieces. 16 KiB is libcurl's minimum upload buffer.
         try setLong(CURLOPT_UPLOAD_BUFFERSIZE, 16 * 1024, "CURLOPT_UPLOAD_BUFFERSIZE")
-        try setLong(CURLOPT_BUFFERSIZE, Self.receiveBufferSize, "CURLOPT_BUFFERSIZE")
+        // libcurl 7.88 refuses CURLOPT_BUFFERSIZE (CURLE_BAD_FUNCTION_ARGUMENT) while the handle
+        // still holds a receive buffer, which it keeps when a transfer ends while other streams
+        // use its connection; curl_easy_reset does not free it. The handle then keeps the buffer
+        // it has (of the size set before: reset handles were all configured here), so a refusal
+        // for that reason changes nothing and must not fail the request.
+        let rc = pl_curl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, Self.receiveBufferSize)
+        if rc != CURLE_OK && rc != CURLE_BAD_FUNCTION_ARGUMENT { try check(rc, "CURLOPT_BUFFERSIZE") }
 
         let tls = request.tls
         if let ca = tls.caFile {
