@@ -27,7 +27,15 @@ final class InMemoryHTTPClient: HTTPClient {
         return requests.map(handler)
     }
 
+    private let retired = Mutex<[UInt32]>([])
+
+    func retireConnectionPool(_ pool: UInt32) {
+        retired.withLock { $0.append(pool) }
+    }
+
     var requests: [HTTPRequest] { log.withLock { $0 } }
+    /// The pools retired, in order.
+    var retiredPools: [UInt32] { retired.withLock { $0 } }
     var biggestBatch: Int { largestBatch.load(ordering: .relaxed) }
 }
 

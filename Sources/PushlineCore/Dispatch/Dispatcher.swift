@@ -248,7 +248,11 @@ public final class Dispatcher: RequestHandler {
         }
         var out: [JSONValue] = []
         for t in topics {
-            let r = await p.subscribe([d], topic: t).first
+            guard let name = try? TopicName(parsing: t) else {
+                out.append(["topic": .string(t), "status": "failed", "reason": "invalid topic name"])
+                continue
+            }
+            let r = await p.subscribe([d], topic: name).first
             var o: JSONObject = ["topic": .string(t), "status": .string(r?.status == .sent ? "subscribed" : "failed")]
             if let r, r.status != .sent { o["reason"] = .string(r.reason ?? "unknown") }
             out.append(.object(o))

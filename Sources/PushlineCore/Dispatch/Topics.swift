@@ -1,16 +1,5 @@
 /// FCM topic commands: `topic`, `subscribe`, `unsubscribe`, `topics`, `subscribers`.
 extension Dispatcher {
-    /// FCM topic names: `[a-zA-Z0-9-_.~%]+`, with or without the `/topics/` prefix.
-    static func topicName(_ raw: String, field: String) throws(CommandError) -> String {
-        let name = raw.hasPrefix("/topics/") ? String(raw.dropFirst(8)) : raw
-        let ok = !name.isEmpty && name.utf8.count <= 900 && name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-                || c == 0x2D || c == 0x5F || c == 0x2E || c == 0x7E || c == 0x25
-        }
-        guard ok else { throw .invalid(field, "an FCM topic name matches [a-zA-Z0-9-_.~%]+") }
-        return name
-    }
-
     func topicProvider(app: String) throws(CommandError) -> any TopicProvider {
         guard let p = providers.provider(app: app, platform: .fcm) else { throw Self.notConfigured(app: app, platform: .fcm) }
         guard let tp = p as? any TopicProvider else {
@@ -22,7 +11,7 @@ extension Dispatcher {
 
     func topic(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         let app = try a.app() ?? "default"
-        let topic = try a.string("topic").map { t throws(CommandError) in try Self.topicName(t, field: "topic") }
+        let topic = try a.string("topic").map { t throws(CommandError) in try TopicName(parsing: t, field: "topic") }
         let condition = try a.string("condition")
         guard (topic == nil) != (condition == nil) else { throw .invalid("topic", "give exactly one of topic, condition") }
         if let condition, condition.isEmpty || condition.utf8.count > 1000 {
@@ -41,7 +30,7 @@ extension Dispatcher {
         f.app = app
         f.active = true
         f.notPlatform = .fcm
-        f.topics = try condition.map { c throws(CommandError) in try TopicCondition.parse(c) } ?? topic.map { .topic($0) }
+        f.topics = try condition.map { c throws(CommandError) in try TopicCondition.parse(c) } ?? topic.map { .topic($0.name) }
         let groups = try await registry.groups(f).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
         let fcm = providers.provider(app: app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: app) : nil
         if let fcm { try fcm.validate(n) }
@@ -103,7 +92,7 @@ extension Dispatcher {
 
     func subscription(_ a: inout Arguments, subscribe: Bool) async throws(CommandError) -> JSONObject {
         guard let raw = try a.string("topic") else { throw .invalid("topic", "is required") }
-        let topic = try Self.topicName(raw, field: "topic")
+        let topic = try TopicName(parsing: raw, field: "topic")
         let target = try Target.parse(&a)
         try a.finish()
         var appName = "default"
@@ -167,7 +156,7 @@ extension Dispatcher {
 
     func subscribers(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         guard let raw = try a.string("topic") else { throw .invalid("topic", "is required") }
-        let topic = try Self.topicName(raw, field: "topic")
+        let topic = try TopicName(parsing: raw, field: "topic")
         let app = try a.app() ?? "default"
         try a.finish()
         let list = try await registry.subscribers(of: topic).filter { $0.app == app }

@@ -43,13 +43,13 @@ import Logging
 
 /// A provider that can also send to topics and manage topic subscriptions (FCM).
 public protocol TopicProvider: PushProvider {
-    /// Sends to a topic (`topic`, without or with the `/topics/` prefix) or a `condition`; exactly one is non-nil.
-    /// The result's `registrationId` is the topic or condition, `deviceId` nil.
-    func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult
+    /// Sends to a topic or a `condition`; exactly one is non-nil.
+    /// The result's `registrationId` is `/topics/<name>` or the condition, `deviceId` nil.
+    func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult
     /// Subscribes devices to a topic; one result per device, in order (`sent` = subscribed).
-    func subscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
+    func subscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult]
     /// Unsubscribes devices from a topic; one result per device, in order.
-    func unsubscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
+    func unsubscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult]
 }
 
 /// Runs a large send as consecutive batches, a few in flight at once.

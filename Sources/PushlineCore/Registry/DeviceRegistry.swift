@@ -32,13 +32,13 @@ public protocol DeviceRegistry: KeyValueStore {
     /// Looks tokens up; the result is parallel to `tokens`.
     func resolveTokens(app: String, platform: Platform, _ tokens: [String]) async throws(CommandError) -> [Device?]
     /// Subscribes devices to a topic (idempotent); nothing is written if a device is missing.
-    func subscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError)
+    func subscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError)
     /// Unsubscribes devices from a topic.
-    func unsubscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError)
+    func unsubscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError)
     /// The topics of each device.
     func topics(of deviceIds: [Int64]) async throws(CommandError) -> [Int64: [String]]
     /// Devices subscribed to `topic`, ordered by id.
-    func subscribers(of topic: String) async throws(CommandError) -> [Device]
+    func subscribers(of topic: TopicName) async throws(CommandError) -> [Device]
 }
 
 extension Registry: DeviceRegistry {}

@@ -282,12 +282,12 @@ public final class Registry: Sendable {
     }
 
     /// Subscribes devices to a topic (idempotent); `not_found` if a device is missing, then nothing is written.
-    public func subscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError) {
+    public func subscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError) {
         try await run(write: true) { s in try s.subscribe(deviceIds, topic: topic, now: nowMillis()) }
     }
 
     /// Unsubscribes devices from a topic (missing subscriptions are ignored).
-    public func unsubscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError) {
+    public func unsubscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError) {
         try await run(write: true) { s in try s.unsubscribe(deviceIds, topic: topic) }
     }
 
@@ -297,7 +297,7 @@ public final class Registry: Sendable {
     }
 
     /// Devices subscribed to `topic` (active or not), ordered by id.
-    public func subscribers(of topic: String) async throws(CommandError) -> [Device] {
+    public func subscribers(of topic: TopicName) async throws(CommandError) -> [Device] {
         try await run(write: false) { s in try s.subscribers(of: topic) }
     }
 }

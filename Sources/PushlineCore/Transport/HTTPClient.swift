@@ -15,6 +15,9 @@ public protocol HTTPClient: AnyObject, Sendable {
     func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportError>
     /// Performs many requests concurrently; `results[i]` answers `requests[i]`.
     func performAll(_ requests: [HTTPRequest]) async -> [Result<HTTPResponse, TransportError>]
+    /// Stops reusing the connections of pool `pool` (`HTTPRequest.connectionPool`): each is
+    /// closed once its streams end (APNs: the connections that carried a replaced token).
+    func retireConnectionPool(_ pool: UInt32)
 }
 
 extension HTTPTransport: HTTPClient {}
