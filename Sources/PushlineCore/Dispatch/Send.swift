@@ -241,11 +241,38 @@ extension Dispatcher {
     /// configured provider, and returns how many devices match; `provider_not_configured` if
     /// none of the groups has credentials.
     func checkGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> Int {
+        try await checkedGroups(n, f).reduce(0) { $0 + $1.count }
+    }
+
+    /// `checkGroups`, returning the groups (sorted by app, platform).
+    func checkedGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> [Registry.Group] {
         let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
         let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
         if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
         try validate(n, groups: configured.map { ($0.app, $0.platform) })
-        return groups.reduce(0) { $0 + $1.count }
+        return groups
+    }
+
+    /// The parts a send to users or a filter reads, each an index search in id order (see
+    /// `Registry.page`): one per user (sorted, once each), or one per (app, platform) group of a
+    /// filter without a user. Paging the whole filter by id instead would have each page read and
+    /// sort every remaining match when no index gives id order (`users`, `app` alone).
+    static func pageParts(_ f: DeviceFilter, groups: [Registry.Group]) -> [DeviceFilter] {
+        if let users = f.users {
+            return Array(Set(users)).sorted().map { u in
+                var p = f
+                p.users = nil
+                p.user = u
+                return p
+            }
+        }
+        if f.user != nil { return [f] }
+        return groups.map { g in
+            var p = f
+            p.app = g.app
+            p.platform = g.platform
+            return p
+        }
     }
 
     /// A send to users or a filter: the (app, platform) groups are counted and checked first,
@@ -265,21 +292,19 @@ extension Dispatcher {
         default:
             throw CommandError(.internalError, "pipeline: unexpected target")
         }
-        let total = try await checkGroups(n, f)
+        let groups = try await checkedGroups(n, f)
+        let total = groups.reduce(0) { $0 + $1.count }
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
-        var after: Int64 = 0
-        var done = false
+        let parts = Self.pageParts(f, groups: groups)
+        var cursor: Registry.PageCursor? = Registry.PageCursor()
         return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard !done else { return nil }
-            var page = f
-            page.afterId = after
-            page.limit = Self.chunkSize
-            let devices = try await self.registry.devices(page)
-            guard let last = devices.last else { return nil }
-            after = last.id
-            done = devices.count < Self.chunkSize
-            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
+            while let at = cursor {
+                let (devices, next) = try await self.registry.page(parts, from: at, limit: Self.chunkSize)
+                cursor = next
+                if !devices.isEmpty { return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil) }
+            }
+            return nil
         }
     }
 
