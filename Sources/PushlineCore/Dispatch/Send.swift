@@ -338,6 +338,9 @@ extension Dispatcher {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
         var parts: [Int: Part] = [:]
         var failure: CommandError?
+        // Chunks' results go out in chunk order into a spool that moves to a temporary file past
+        // a few MB (issue 11): a send's memory stays bounded by its chunks, not its size.
+        let collected = ResultCollector(spool: ByteSpool(directory: resultSpoolDirectory, memoryLimit: Self.resultMemoryLimit))
         await withTaskGroup(of: (Int, Part).self) { group in
             var k = 0
             var running = 0
@@ -360,32 +363,27 @@ extension Dispatcher {
                 guard running > 0, let (i, part) = await group.next() else { break }
                 running -= 1
                 parts[i] = part
+                collected.take(from: &parts)
             }
         }
         if let failure {
-            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(parts.count)"])
+            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(collected.chunks + parts.count)"])
             throw failure
         }
-        // The results array is the chunks' bytes as they are (each result led by a comma; the
-        // first comma becomes the opening bracket): nothing is concatenated or copied.
-        var segments: [[UInt8]] = []
-        var sent = 0
-        var failed = 0
-        for i in parts.keys.sorted() {
-            guard var part = parts.removeValue(forKey: i) else { continue }
-            sent += part.sent
-            failed += part.failed
-            guard !part.bytes.isEmpty else { continue }
-            if segments.isEmpty { part.bytes[0] = UInt8(ascii: "[") }
-            segments.append(part.bytes)
+        let (sent, failed) = (collected.sent, collected.failed)
+        let results: JSONValue
+        switch collected.finish() {
+        case .success(let v): results = v
+        case .failure(let e):
+            logger.error("send results lost", metadata: ["error": "\(e.message)", "sent": "\(sent)", "failed": "\(failed)"])
+            throw CommandError(.internalError, "the send was carried out (\(sent) sent, \(failed) failed) but its results were lost: \(e.message)")
         }
-        segments.append(segments.isEmpty ? Array("[]".utf8) : [UInt8(ascii: "]")])
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
         logger.info("\(bulk ? "bulk" : "send") done", metadata: [
             "messages": "\(messages)", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
-        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(segments)]
+        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": results]
     }
 
     /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.

@@ -40,13 +40,14 @@ public final class Server: @unchecked Sendable {
         var readBuffer: [UInt8] = []
         /// Bytes to write, in order; `writeOffset` is how much of the first segment is written.
         /// Small responses are appended to the last segment (one write for many pipelined
-        /// answers); large ones (a bulk's results) are queued as they are, never copied.
-        var writeQueue: [[UInt8]] = []
+        /// answers); large ones (a bulk's results) are queued as they are, never copied; spooled
+        /// results are read from their file a piece at a time as the socket takes them.
+        var writeQueue: [JSONSegment] = []
         var writeOffset = 0
         var discarding = false
         var nextSeq: UInt64 = 0
         var writeSeq: UInt64 = 0
-        var ready: [UInt64: [[UInt8]]] = [:]
+        var ready: [UInt64: [JSONSegment]] = [:]
         var readClosed = false
         var wantWrite = false
         var readingPaused = false
@@ -61,17 +62,21 @@ public final class Server: @unchecked Sendable {
         var writeDone: Bool { writeQueue.isEmpty }
 
         /// Queues a response's segments behind what is already queued.
-        func queueWrite(_ segments: [[UInt8]]) {
-            for segment in segments where !segment.isEmpty {
-                if segment.count < Connection.coalesceBelow, !writeQueue.isEmpty,
-                    writeQueue[writeQueue.count - 1].count < Connection.coalesceBelow * 4
+        func queueWrite(_ segments: [JSONSegment]) {
+            for segment in segments where segment.count > 0 {
+                if case .bytes(let bytes) = segment, bytes.count < Connection.coalesceBelow,
+                    case .bytes(var last) = writeQueue.last, last.count < Connection.coalesceBelow * 4
                 {
-                    writeQueue[writeQueue.count - 1].append(contentsOf: segment)
+                    writeQueue[writeQueue.count - 1] = .bytes([])  // drops the queue's reference: no copy on append
+                    last.append(contentsOf: bytes)
+                    writeQueue[writeQueue.count - 1] = .bytes(last)
                 } else {
                     writeQueue.append(segment)
                 }
             }
         }
+        /// Bytes of a spooled segment read per write.
+        static let spoolReadSize = 256 * 1024
         /// Segments smaller than this are copied onto the previous one instead of queued alone.
         static let coalesceBelow = 64 * 1024
     }
@@ -392,7 +397,7 @@ public final class Server: @unchecked Sendable {
             var out: [UInt8] = Array("{\"id\":".utf8)
             id.write(to: &out)
             out.append(contentsOf: pingResponseTail)
-            complete(c, seq: seq, segments: [out])
+            complete(c, seq: seq, segments: [.bytes(out)])
             return
         }
         obj["id"] = nil
@@ -415,7 +420,7 @@ public final class Server: @unchecked Sendable {
     }
 
     /// The response line for a request, as segments to write in order (see `serializedSegments`).
-    static func encode(id: JSONValue, result: Result<JSONObject, CommandError>) -> [[UInt8]] {
+    static func encode(id: JSONValue, result: Result<JSONObject, CommandError>) -> [JSONSegment] {
         var o = JSONObject()
         o.pairs.reserveCapacity(8)
         o.pairs.append(("id", id))
@@ -427,12 +432,18 @@ public final class Server: @unchecked Sendable {
             o.pairs.append(("ok", .bool(false)))
             o.pairs.append(("error", e.json))
         }
-        var segments = JSONValue.object(o).serializedSegments()
-        segments[segments.count - 1].append(0x0A)
+        var segments = JSONValue.object(o).serializedParts()
+        if case .bytes(var last) = segments.last {
+            segments[segments.count - 1] = .bytes([])
+            last.append(0x0A)
+            segments[segments.count - 1] = .bytes(last)
+        } else {
+            segments.append(.bytes([0x0A]))
+        }
         return segments
     }
 
-    private func complete(_ c: Connection, seq: UInt64, segments: [[UInt8]]) {
+    private func complete(_ c: Connection, seq: UInt64, segments: [JSONSegment]) {
         if seq == c.writeSeq {
             c.queueWrite(segments)
             c.writeSeq += 1
@@ -448,13 +459,26 @@ public final class Server: @unchecked Sendable {
 
     private func flush(_ c: Connection) {
         guard connections[c.fd] === c else { return }
-        while !c.writeQueue.isEmpty {
-            let n = c.writeQueue[0].withUnsafeBytes { p in
-                pl_write(c.fd, p.baseAddress.map { $0 + c.writeOffset }, p.count - c.writeOffset)
+        while let head = c.writeQueue.first {
+            let n: Int
+            switch head {
+            case .bytes(let bytes):
+                n = bytes.withUnsafeBytes { p in pl_write(c.fd, p.baseAddress.map { $0 + c.writeOffset }, p.count - c.writeOffset) }
+            case .spooled(let file):
+                // Read the next piece from the file; what the socket does not take is read again next time.
+                switch file.read(at: c.writeOffset, max: Connection.spoolReadSize) {
+                case .success(let piece):
+                    n = piece.withUnsafeBytes { p in pl_write(c.fd, p.baseAddress, p.count) }
+                case .failure(let e):
+                    // The response cannot be completed: the client sees the connection close.
+                    logger.error("cannot write a response", metadata: ["error": "\(e.message)"])
+                    closeConnection(c)
+                    return
+                }
             }
             if n > 0 {
                 c.writeOffset += n
-                if c.writeOffset >= c.writeQueue[0].count {
+                if c.writeOffset >= head.count {
                     c.writeQueue.removeFirst()  // A handful of segments: the shift is cheap.
                     c.writeOffset = 0
                 }
