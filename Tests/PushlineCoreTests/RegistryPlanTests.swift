@@ -94,6 +94,9 @@ import Testing
         add("INDEX sqlite_autoindex_devices_1 (app=? AND platform=? AND registration_id=?)") {
             $0.app = "default"; $0.platform = .fcm; $0.registrationId = "f-1"
         }
+        add("INDEX sqlite_autoindex_devices_1 (app=? AND platform=? AND registration_id=?)") {
+            $0.app = "default"; $0.platform = .fcm; $0.registrationId = "f-1"; $0.active = true
+        }
         add("INDEX devices_user (user=? AND rowid>?)") { $0.user = "u1" }
         add("INDEX devices_user (user=? AND rowid>?)") { $0.user = "u1"; $0.app = "default"; $0.platform = .fcm; $0.active = true }
         add("INTEGER PRIMARY KEY (rowid=?)") { $0.ids = [3, 1, 2]; $0.user = "u1"; $0.app = "default" }

@@ -163,10 +163,10 @@ final class RegistryStore {
                 self = .user
             } else if f.users != nil {
                 self = .users
-            } else if f.app != nil && f.platform != nil && f.active != nil {
-                self = .appPlatformActive
             } else if f.app != nil && f.platform != nil && f.registrationId != nil {
                 self = .token
+            } else if f.app != nil && f.platform != nil && f.active != nil {
+                self = .appPlatformActive
             } else {
                 self = .table
             }
