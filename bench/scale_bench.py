@@ -125,7 +125,8 @@ def run_size(args, n):
         c.call({"cmd": "send", "platform": "apns", "registration_ids": [f"{1:064x}"], "message": "warm"})
 
         send = {"cmd": "send", "filter": {"platform": "apns"}, "message": "A benchmark notification", "title": "Hello"}
-        for label, req in (("dry run", dict(send, dry_run=True)), ("real send", send)):
+        runs = (("dry run", dict(send, dry_run=True)),) + ((("real send", send),) if not args.dry_run_only else ())
+        for label, req in runs:
             settle_and_reset_peak(proc.pid)
             cpu0 = cpu_s(proc.pid)
             t0 = time.time()
@@ -195,6 +196,7 @@ def main():
     ap.add_argument("--ca", required=True)
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--connections", type=int, default=2, help="apns max_connections")
+    ap.add_argument("--dry-run-only", action="store_true", help="skip the real send (no sink traffic)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {n: run_size(args, n) for n in sizes}
@@ -202,11 +204,13 @@ def main():
         small, large = results[sizes[0]], results[sizes[-1]]
         print(f"== ratios {sizes[-1]:,} / {sizes[0]:,} (rates: 1.00 is linear; target >= 0.90 for dry run and send)")
         for k, label in (("register", "batched register rate"), ("dry", "dry-run send rate"), ("send", "real send rate")):
-            print(f"  {label}: {large[k] / small[k]:.2f}")
+            if k in small and k in large:
+                print(f"  {label}: {large[k] / small[k]:.2f}")
         for k, label in (("dry_rss", "dry-run peak RSS"), ("send_rss", "send peak RSS"),
                          ("devices", "devices by user (median)"), ("devices_trim", "devices by user at the heap trim (max)"),
                          ("stats", "stats (median)")):
-            print(f"  {label}: {large[k] / small[k]:.2f}  ({small[k]:.2f} -> {large[k]:.2f} {'MB' if 'rss' in k else 'ms'})")
+            if k in small and k in large:
+                print(f"  {label}: {large[k] / small[k]:.2f}  ({small[k]:.2f} -> {large[k]:.2f} {'MB' if 'rss' in k else 'ms'})")
 
 
 if __name__ == "__main__":
