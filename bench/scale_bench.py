@@ -140,8 +140,10 @@ def run_size(args, n):
             key = "dry" if label == "dry run" else "send"
             out[key] = n / dt
             out[key + "_rss"] = peak
+            out[key + "_cpu"] = cpu / n * 1e6
             print(f"[{n:>9,}] {label:9}: {dt:6.2f} s, {n / dt:8,.0f}/s, sent {sent}, failed {failed}"
-                  f"{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s, peak RSS {peak:.0f} MB", flush=True)
+                  f"{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s ({cpu / n * 1e6:.1f} us each), peak RSS {peak:.0f} MB",
+                  flush=True)
 
         # devices for one user: the first after the large send, then 200 random others.
         def devices_ms(u):
@@ -206,11 +208,13 @@ def main():
         for k, label in (("register", "batched register rate"), ("dry", "dry-run send rate"), ("send", "real send rate")):
             if k in small and k in large:
                 print(f"  {label}: {large[k] / small[k]:.2f}")
-        for k, label in (("dry_rss", "dry-run peak RSS"), ("send_rss", "send peak RSS"),
+        # CPU per notification does not depend on the sink or on the machine's other load as rates do.
+        for k, label in (("dry_cpu", "dry-run daemon CPU per notification"), ("send_cpu", "real send daemon CPU per notification"),
+                         ("dry_rss", "dry-run peak RSS"), ("send_rss", "send peak RSS"),
                          ("devices", "devices by user (median)"), ("devices_trim", "devices by user at the heap trim (max)"),
                          ("stats", "stats (median)")):
             if k in small and k in large:
-                print(f"  {label}: {large[k] / small[k]:.2f}  ({small[k]:.2f} -> {large[k]:.2f} {'MB' if 'rss' in k else 'ms'})")
+                print(f"  {label}: {large[k] / small[k]:.2f}  ({small[k]:.2f} -> {large[k]:.2f} {'MB' if 'rss' in k else 'us' if 'cpu' in k else 'ms'})")
 
 
 if __name__ == "__main__":
