@@ -10,7 +10,7 @@ import Synchronization
 /// ```
 public final class Dispatcher: RequestHandler {
     public let config: PushlineConfig
-    public let registry: Registry
+    public let registry: any DeviceRegistry
     public let providers: ProviderSet
     let logger: Logger
     let startedAt = monotonicNanos()
@@ -21,7 +21,7 @@ public final class Dispatcher: RequestHandler {
     /// Set by the daemon so `stats` can report open connections.
     public let connectionCount: @Sendable () -> Int
 
-    public init(config: PushlineConfig, registry: Registry, providers: ProviderSet, logger: Logger,
+    public init(config: PushlineConfig, registry: any DeviceRegistry, providers: ProviderSet, logger: Logger,
                 connectionCount: @escaping @Sendable () -> Int = { 0 }) {
         self.config = config
         self.registry = registry

@@ -53,13 +53,16 @@ public struct TransportStats: Sendable, CustomStringConvertible {
     public var failed: Int = 0
     /// Requests sent again after `.connectionLost` before any response.
     public var retries: Int = 0
+    /// Complete responses the server followed with RST_STREAM(NO_ERROR) while the request body was
+    /// still unsent (RFC 9113 section 8.1): counted in `completed` as well.
+    public var earlyResponses: Int = 0
     /// Connections libcurl opened (sum of `CURLINFO_NUM_CONNECTS` over transfers).
     public var connectionsOpened: Int = 0
 
     public init() {}
 
     public var description: String {
-        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) connections=\(connectionsOpened)"
+        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) early_responses=\(earlyResponses) connections=\(connectionsOpened)"
     }
 }
 
@@ -243,6 +246,7 @@ public final class HTTPTransport: Sendable {
             s.completed += loop.completed.load(ordering: .relaxed)
             s.failed += loop.failed.load(ordering: .relaxed)
             s.retries += loop.retries.load(ordering: .relaxed)
+            s.earlyResponses += loop.earlyResponses.load(ordering: .relaxed)
             s.connectionsOpened += loop.connections.load(ordering: .relaxed)
         }
         return s

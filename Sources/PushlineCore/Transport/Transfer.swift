@@ -27,6 +27,8 @@ final class Transfer {
     /// Response so far.
     var status = 0
     var gotResponse = false
+    /// The header block of a final (non-1xx) response ended: libcurl passed its blank line.
+    var headersDone = false
     var tooLarge = false
     /// Response headers in `HTTPResponse.rawHeaders` form.
     var headers: [UInt8] = []
@@ -59,6 +61,7 @@ final class Transfer {
         queue = nil
         status = 0
         gotResponse = false
+        headersDone = false
         tooLarge = false
         headers = []
         body = []
@@ -213,7 +216,11 @@ final class Transfer {
     func headerLine(_ line: UnsafeRawBufferPointer) {
         var end = line.count
         while end > 0, line[end - 1] == 10 || line[end - 1] == 13 { end -= 1 }
-        guard end > 0 else { return }
+        guard end > 0 else {
+            // The blank line closing a header block (or a trailer block, after a final one).
+            if gotResponse && status >= 200 { headersDone = true }
+            return
+        }
         if end >= 5, line[0] == 72, line[1] == 84, line[2] == 84, line[3] == 80, line[4] == 47 {
             // "HTTP/...": a new response (after 1xx, or the first); keep only its headers.
             headers.removeAll(keepingCapacity: true)
@@ -238,6 +245,32 @@ final class Transfer {
         let name = UnsafeRawBufferPointer(rebasing: line[0..<colon]).lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
         if headers.isEmpty { headers.reserveCapacity(256) }
         HTTPResponse.appendHeader(name, UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), to: &headers)
+    }
+
+    /// Whether a transfer libcurl failed with `code` nonetheless received its complete response, which
+    /// the server followed with RST_STREAM(NO_ERROR) before the request body was all sent.
+    ///
+    /// RFC 9113 section 8.1: "A server can send a complete response prior to the client sending an
+    /// entire request if the response does not depend on any portion of the request that has not
+    /// been sent and received. When this is true, a server MAY request that the client abort
+    /// transmission of a request without error by sending a RST_STREAM with an error code of
+    /// NO_ERROR after sending a complete response (i.e., a frame with the END_STREAM flag set).
+    /// Clients MUST NOT discard responses as a result of receiving such a RST_STREAM". nginx does
+    /// exactly that for `return 200;` (APNs, WebPush and WNS answer HEADERS-only the same way):
+    /// on loopback the answer arrives before libcurl has written the DATA frame, because libcurl
+    /// 7.88 reads the socket before it sends a request body (Curl_readwrite: readwrite_data, then
+    /// readwrite_upload). It then handles the stream's clean close (the response is delivered),
+    /// and its next attempt to send the body fails with CURLE_HTTP2_STREAM ("stream N closed",
+    /// an info message: no failf, so the error buffer stays empty). A stream reset with an error
+    /// code instead fails with "HTTP/2 stream N was not closed cleanly" in the error buffer, and
+    /// one closed before the response's headers with "... before getting all response header
+    /// fields": neither is taken for a complete response here.
+    func completedBeforeUpload(_ code: CURLcode) -> Bool {
+        guard code == CURLE_HTTP2_STREAM, headersDone, !tooLarge, errorBuffer[0] == 0 else { return false }
+        // A declared length must have arrived in full (a body cut short is not a complete response).
+        let declared = HTTPResponse(status: status, rawHeaders: headers, body: []).header("content-length")
+        if let declared, let length = Int(declared), length != body.count { return false }
+        return true
     }
 
     /// The TransportError for a failed transfer.

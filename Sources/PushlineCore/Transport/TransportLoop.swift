@@ -74,6 +74,8 @@ final class LoopHandle: Sendable {
     let completed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
+    /// Complete responses the server followed with RST_STREAM(NO_ERROR) before the request body was sent.
+    let earlyResponses = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
 
     init(maxOutstanding: Int) {
@@ -437,7 +439,9 @@ final class EventLoop {
             idle.append(transfer)
             return
         }
-        if code == CURLE_OK {
+        // A complete response followed by RST_STREAM(NO_ERROR) is a success (see completedBeforeUpload).
+        if code == CURLE_OK || transfer.completedBeforeUpload(code) {
+            if code != CURLE_OK { handle.earlyResponses.add(1, ordering: .relaxed) }
             var status = 0
             let src = pl_curl_easy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
             let response = HTTPResponse(
