@@ -266,11 +266,38 @@ extension Dispatcher {
     /// configured provider, and returns how many devices match; `provider_not_configured` if
     /// none of the groups has credentials.
     func checkGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> Int {
+        try await checkedGroups(n, f).reduce(0) { $0 + $1.count }
+    }
+
+    /// `checkGroups`, returning the groups (sorted by app, platform).
+    func checkedGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> [Registry.Group] {
         let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
         let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
         if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
         try validate(n, groups: configured.map { ($0.app, $0.platform) })
-        return groups.reduce(0) { $0 + $1.count }
+        return groups
+    }
+
+    /// The parts a send to users or a filter reads, each an index search in id order (see
+    /// `Registry.page`): one per user (sorted, once each), or one per (app, platform) group of a
+    /// filter without a user. Paging the whole filter by id instead would have each page read and
+    /// sort every remaining match when no index gives id order (`users`, `app` alone).
+    static func pageParts(_ f: DeviceFilter, groups: [Registry.Group]) -> [DeviceFilter] {
+        if let users = f.users {
+            return Array(Set(users)).sorted().map { u in
+                var p = f
+                p.users = nil
+                p.user = u
+                return p
+            }
+        }
+        if f.user != nil { return [f] }
+        return groups.map { g in
+            var p = f
+            p.app = g.app
+            p.platform = g.platform
+            return p
+        }
     }
 
     /// A send to users or a filter: the (app, platform) groups are counted and checked first,
@@ -290,21 +317,19 @@ extension Dispatcher {
         default:
             throw CommandError(.internalError, "pipeline: unexpected target")
         }
-        let total = try await checkGroups(n, f)
+        let groups = try await checkedGroups(n, f)
+        let total = groups.reduce(0) { $0 + $1.count }
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
-        var after: Int64 = 0
-        var done = false
+        let parts = Self.pageParts(f, groups: groups)
+        var cursor: Registry.PageCursor? = Registry.PageCursor()
         return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard !done else { return nil }
-            var page = f
-            page.afterId = after
-            page.limit = Self.chunkSize
-            let devices = try await self.registry.devices(page)
-            guard let last = devices.last else { return nil }
-            after = last.id
-            done = devices.count < Self.chunkSize
-            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
+            while let at = cursor {
+                let (devices, next) = try await self.registry.page(parts, from: at, limit: Self.chunkSize)
+                cursor = next
+                if !devices.isEmpty { return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil) }
+            }
+            return nil
         }
     }
 
@@ -338,6 +363,9 @@ extension Dispatcher {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
         var parts: [Int: Part] = [:]
         var failure: CommandError?
+        // Chunks' results go out in chunk order into a spool that moves to a temporary file past
+        // a few MB (issue 11): a send's memory stays bounded by its chunks, not its size.
+        let collected = ResultCollector(spool: ByteSpool(directory: resultSpoolDirectory, memoryLimit: Self.resultMemoryLimit))
         await withTaskGroup(of: (Int, Part).self) { group in
             var k = 0
             var running = 0
@@ -360,32 +388,27 @@ extension Dispatcher {
                 guard running > 0, let (i, part) = await group.next() else { break }
                 running -= 1
                 parts[i] = part
+                collected.take(from: &parts)
             }
         }
         if let failure {
-            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(parts.count)"])
+            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(collected.chunks + parts.count)"])
             throw failure
         }
-        // The results array is the chunks' bytes as they are (each result led by a comma; the
-        // first comma becomes the opening bracket): nothing is concatenated or copied.
-        var segments: [[UInt8]] = []
-        var sent = 0
-        var failed = 0
-        for i in parts.keys.sorted() {
-            guard var part = parts.removeValue(forKey: i) else { continue }
-            sent += part.sent
-            failed += part.failed
-            guard !part.bytes.isEmpty else { continue }
-            if segments.isEmpty { part.bytes[0] = UInt8(ascii: "[") }
-            segments.append(part.bytes)
+        let (sent, failed) = (collected.sent, collected.failed)
+        let results: JSONValue
+        switch collected.finish() {
+        case .success(let v): results = v
+        case .failure(let e):
+            logger.error("send results lost", metadata: ["error": "\(e.message)", "sent": "\(sent)", "failed": "\(failed)"])
+            throw CommandError(.internalError, "the send was carried out (\(sent) sent, \(failed) failed) but its results were lost: \(e.message)")
         }
-        segments.append(segments.isEmpty ? Array("[]".utf8) : [UInt8(ascii: "]")])
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
         logger.info("\(bulk ? "bulk" : "send") done", metadata: [
             "messages": "\(messages)", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
-        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(segments)]
+        return ["sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": results]
     }
 
     /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.

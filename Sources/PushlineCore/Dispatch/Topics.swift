@@ -159,7 +159,7 @@ extension Dispatcher {
         let topic = try TopicName(parsing: raw, field: "topic")
         let app = try a.app() ?? "default"
         try a.finish()
-        let list = try await registry.subscribers(of: topic).filter { $0.app == app }
+        let list = try await registry.subscribers(of: topic, app: app)
         return ["devices": .array(list.map(\.json))]
     }
 }

@@ -15,8 +15,12 @@ public protocol DeviceRegistry: KeyValueStore {
     func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool) async throws(CommandError) -> [RegisterOutcome]
     /// Deletes devices and their subscriptions; `missing` lists the indexes of keys not found.
     func unregister(_ keys: [DeviceKey]) async throws(CommandError) -> (deleted: Int, missing: [Int])
-    /// Devices matching `f`, ordered by id ascending.
+    /// Devices matching `f`, ordered by id ascending. A paged listing (`afterId`, `limit`) must
+    /// cost what the page returns plus what it skips, never a sort of every match (issue 11).
     func devices(_ f: DeviceFilter) async throws(CommandError) -> [Device]
+    /// Up to `limit` devices of `parts` (each one user, or one app, platform and active state),
+    /// walked one after another in id order from `cursor`; the next cursor, nil after the last.
+    func page(_ parts: [DeviceFilter], from cursor: Registry.PageCursor, limit: Int) async throws(CommandError) -> ([Device], Registry.PageCursor?)
     /// The (app, platform) groups a filter selects, with their sizes.
     func groups(_ f: DeviceFilter) async throws(CommandError) -> [Registry.Group]
     /// One device, or nil.
@@ -25,7 +29,7 @@ public protocol DeviceRegistry: KeyValueStore {
     func update(_ key: DeviceKey, _ u: DeviceUpdate) async throws(CommandError) -> Device
     /// Deletes inactive devices (gone inactive before `inactiveBefore`, Unix ms, if given).
     func prune(inactiveBefore: Int64?) async throws(CommandError) -> Int
-    /// Device counts by app, platform and active state.
+    /// Device counts by app, platform and active state (exact, and cheap at any registry size).
     func stats() async throws(CommandError) -> Registry.Stats
     /// Marks devices inactive in one transaction; the ids actually deactivated.
     func deactivate(_ list: [Registry.Deactivation]) async -> Set<Int64>
@@ -37,8 +41,8 @@ public protocol DeviceRegistry: KeyValueStore {
     func unsubscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError)
     /// The topics of each device.
     func topics(of deviceIds: [Int64]) async throws(CommandError) -> [Int64: [String]]
-    /// Devices subscribed to `topic`, ordered by id.
-    func subscribers(of topic: TopicName) async throws(CommandError) -> [Device]
+    /// Devices subscribed to `topic` (of `app` only, if given), ordered by id.
+    func subscribers(of topic: TopicName, app: String?) async throws(CommandError) -> [Device]
 }
 
 extension Registry: DeviceRegistry {}

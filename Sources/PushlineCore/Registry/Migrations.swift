@@ -4,7 +4,7 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -42,6 +42,47 @@ enum Migrations {
                 );
                 CREATE INDEX topic_subscriptions_topic ON topic_subscriptions (topic);
                 """)
+    }
+
+    /// v2: what keeps large paths linear in what they touch (issue 11).
+    ///
+    /// - `device_counts`: exact device counts per (app, platform, active), kept by triggers on
+    ///   every insert, delete and change of app, platform or active, so `stats` and the group
+    ///   counts of a send read a handful of rows instead of the whole registry. Filled here from
+    ///   the existing devices. Rows may reach 0; readers skip them.
+    /// - `devices_inactive`: a partial index of inactive devices by `inactive_at`, so `prune`
+    ///   reads only the inactive devices instead of scanning the table.
+    /// - `topic_subscriptions (topic, device_id)` replaces `(topic)`: a topic's subscribers come
+    ///   out in device order, without a temporary sort.
+    @Sendable static func v2(_ db: Database) throws {
+        try db.exec(
+            """
+            CREATE TABLE device_counts (
+                app TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                active INTEGER NOT NULL,
+                n INTEGER NOT NULL,
+                PRIMARY KEY (app, platform, active)
+            ) WITHOUT ROWID;
+            INSERT INTO device_counts (app, platform, active, n)
+                SELECT app, platform, active, COUNT(*) FROM devices GROUP BY app, platform, active;
+            CREATE TRIGGER devices_count_insert AFTER INSERT ON devices BEGIN
+                INSERT INTO device_counts (app, platform, active, n) VALUES (new.app, new.platform, new.active, 1)
+                    ON CONFLICT (app, platform, active) DO UPDATE SET n = n + 1;
+            END;
+            CREATE TRIGGER devices_count_delete AFTER DELETE ON devices BEGIN
+                UPDATE device_counts SET n = n - 1 WHERE app = old.app AND platform = old.platform AND active = old.active;
+            END;
+            CREATE TRIGGER devices_count_update AFTER UPDATE OF app, platform, active ON devices
+            WHEN old.app IS NOT new.app OR old.platform IS NOT new.platform OR old.active IS NOT new.active BEGIN
+                UPDATE device_counts SET n = n - 1 WHERE app = old.app AND platform = old.platform AND active = old.active;
+                INSERT INTO device_counts (app, platform, active, n) VALUES (new.app, new.platform, new.active, 1)
+                    ON CONFLICT (app, platform, active) DO UPDATE SET n = n + 1;
+            END;
+            CREATE INDEX devices_inactive ON devices (inactive_at) WHERE active = 0;
+            CREATE INDEX topic_subscriptions_topic_device ON topic_subscriptions (topic, device_id);
+            DROP INDEX topic_subscriptions_topic;
+            """)
     }
 
     /// The schema version this build writes.

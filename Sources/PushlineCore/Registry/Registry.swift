@@ -164,6 +164,27 @@ public final class Registry: Sendable {
         try await run(write: false) { s in try s.devices(f) }
     }
 
+    /// Where `page(_:from:limit:)` resumes: the part, and the last id returned in it.
+    public struct PageCursor: Sendable, Equatable {
+        public var part = 0
+        public var afterId: Int64 = 0
+        public init() {}
+    }
+
+    /// Up to `limit` devices of `parts` (filters read one after another, each by id), from
+    /// `cursor`; with the cursor of the next page, or nil after the last.
+    ///
+    /// Give parts whose listing is an index search (one `user`; or `app`, `platform` and
+    /// `active`): then each page costs what it returns, whatever the registry's size.
+    public func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Device], PageCursor?) {
+        let r = try await run(write: false) { s in
+            let (devices, next) = try s.page(parts, from: cursor, limit: limit)
+            return PageResult(devices: devices, next: next)
+        }
+        return (r.devices, r.next)
+    }
+    struct PageResult: Sendable { var devices: [Device]; var next: PageCursor? }
+
     /// How many devices of each (app, platform) a filter selects (`afterId`/`limit` ignored).
     public struct Group: Sendable, Equatable {
         public var app: String
@@ -296,9 +317,9 @@ public final class Registry: Sendable {
         try await run(write: false) { s in try s.topics(of: deviceIds) }
     }
 
-    /// Devices subscribed to `topic` (active or not), ordered by id.
-    public func subscribers(of topic: TopicName) async throws(CommandError) -> [Device] {
-        try await run(write: false) { s in try s.subscribers(of: topic) }
+    /// Devices subscribed to `topic` (active or not; of `app` only if given), ordered by id.
+    public func subscribers(of topic: TopicName, app: String? = nil) async throws(CommandError) -> [Device] {
+        try await run(write: false) { s in try s.subscribers(of: topic, app: app) }
     }
 }
 

@@ -141,25 +141,67 @@ final class RegistryStore {
     static func jsonArray(_ ids: [Int64]) -> String { "[" + ids.map(String.init).joined(separator: ",") + "]" }
     static func jsonArray(_ strings: [String]) -> String { JSONValue.array(strings.map { .string($0) }).jsonString }
 
-    /// The WHERE clause (empty for none) and arguments of a device filter, `afterId` and `limit` aside.
-    func whereFilter(_ f: Registry.DeviceFilter) -> (String, [SQLValue]) {
+    /// How a device listing reaches its rows in id order (see `whereFilter`).
+    enum Access: Equatable {
+        /// `id IN (...)`: one primary-key lookup per id.
+        case ids
+        /// `devices_user (user, id)`: one user's devices, already in id order.
+        case user
+        /// `devices_user` for each of several users; the rows need a sort (unpaged use only).
+        case users
+        /// `devices_app_platform_active (app, platform, active, id)`.
+        case appPlatformActive
+        /// The UNIQUE (app, platform, registration_id) index: at most one row.
+        case token
+        /// The table itself from `afterId` on, in id order, other conditions checked per row.
+        case table
+
+        init(_ f: Registry.DeviceFilter) {
+            if f.ids != nil {
+                self = .ids
+            } else if f.user != nil {
+                self = .user
+            } else if f.users != nil {
+                self = .users
+            } else if f.app != nil && f.platform != nil && f.registrationId != nil {
+                self = .token
+            } else if f.app != nil && f.platform != nil && f.active != nil {
+                self = .appPlatformActive
+            } else {
+                self = .table
+            }
+        }
+    }
+
+    /// The WHERE clause (empty for none) and arguments of a device filter, `limit` aside.
+    ///
+    /// With `ordered` (a listing by id, paged with `afterId`), the conditions that the chosen
+    /// `Access` path does not search on are written `+column = ?`, which keeps SQLite from using
+    /// another index for them: an index on a prefix that does not end in the id (say `app` alone
+    /// on `(app, platform, active)`) would make every page read and sort every matching device,
+    /// quadratic over a paging. So every page is a search that starts at `afterId` and stops at
+    /// `limit` (tests assert the plans: RegistryPlanTests).
+    func whereFilter(_ f: Registry.DeviceFilter, ordered: Bool = false) -> (String, [SQLValue]) {
         var conds: [String] = []
         var args: [SQLValue] = []
+        let access = Access(f)
+        func col(_ name: String, searched: Bool) -> String { !ordered || searched ? name : "+" + name }
         if let ids = f.ids {
             conds.append("id IN (SELECT value FROM json_each(?))")
             args.append(.text(Self.jsonArray(ids)))
         }
-        if let app = f.app { conds.append("app = ?"); args.append(.text(app)) }
-        if let p = f.platform { conds.append("platform = ?"); args.append(.text(p.rawValue)) }
-        if let u = f.user { conds.append("user = ?"); args.append(.text(u)) }
+        let keyed = access == .appPlatformActive || access == .token
+        if let app = f.app { conds.append("\(col("app", searched: keyed)) = ?"); args.append(.text(app)) }
+        if let p = f.platform { conds.append("\(col("platform", searched: keyed)) = ?"); args.append(.text(p.rawValue)) }
+        if let u = f.user { conds.append("\(col("user", searched: access == .user)) = ?"); args.append(.text(u)) }
         if let us = f.users {
-            conds.append("user IN (SELECT value FROM json_each(?))")
+            conds.append("\(col("user", searched: access == .users)) IN (SELECT value FROM json_each(?))")
             args.append(.text(Self.jsonArray(us)))
         }
-        if let a = f.active { conds.append("active = ?"); args.append(.from(a)) }
+        if let a = f.active { conds.append("\(col("active", searched: access == .appPlatformActive)) = ?"); args.append(.from(a)) }
         if let r = f.registrationId {
             let token = f.platform.map { DeviceInput.canonicalToken(r, platform: $0) } ?? r
-            conds.append("registration_id = ?")
+            conds.append("\(col("registration_id", searched: access == .token)) = ?")
             args.append(.text(token))
         }
         if let p = f.notPlatform { conds.append("platform <> ?"); args.append(.text(p.rawValue)) }
@@ -172,17 +214,86 @@ final class RegistryStore {
         return (conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND "), args)
     }
 
-    func devices(_ f: Registry.DeviceFilter) throws -> [Device] {
-        var (w, args) = whereFilter(f)
+    /// The listing query of a filter: the SQL and its arguments.
+    func devicesQuery(_ f: Registry.DeviceFilter) -> (String, [SQLValue]) {
+        var (w, args) = whereFilter(f, ordered: true)
         var sql = "SELECT \(Self.columns) FROM devices\(w) ORDER BY id"
         if let limit = f.limit { sql += " LIMIT ?"; args.append(.int(Int64(max(0, limit)))) }
+        return (sql, args)
+    }
+
+    func devices(_ f: Registry.DeviceFilter) throws -> [Device] {
+        let (sql, args) = devicesQuery(f)
         return try db.query(sql, args, Self.device)
     }
 
+    /// Up to `limit` devices of `parts`, walked one after another, each in id order, from `cursor`
+    /// on; the cursor to continue from, or nil when every part is done.
+    ///
+    /// Each part is a filter whose listing is a search (one user; or app, platform and active):
+    /// a page costs what it returns, however large the registry (a send's paging).
+    func page(_ parts: [Registry.DeviceFilter], from cursor: Registry.PageCursor, limit: Int) throws -> ([Device], Registry.PageCursor?) {
+        var out: [Device] = []
+        var c = cursor
+        while c.part < parts.count && out.count < limit {
+            let want = limit - out.count
+            var f = parts[c.part]
+            f.afterId = c.afterId
+            f.limit = want
+            let rows = try devices(f)
+            out.append(contentsOf: rows)
+            if let last = rows.last, rows.count == want {
+                c.afterId = last.id
+            } else {
+                c.part += 1
+                c.afterId = 0
+            }
+        }
+        return (out, c.part < parts.count ? c : nil)
+    }
+
+    /// Ids per `groups` query: a long id list is counted a slice at a time, so the query's
+    /// temporary list stays small.
+    static let groupIdSlice = 5000
+
     /// How many devices match a filter, per (app, platform).
+    ///
+    /// A filter on app, platform and active only is answered from `device_counts` (a few rows);
+    /// others read the matching devices through their index once.
     func groups(_ f: Registry.DeviceFilter) throws -> [Registry.Group] {
+        if f.ids == nil && f.user == nil && f.users == nil && f.registrationId == nil && f.afterId == nil {
+            var conds = ["n > 0"]
+            var args: [SQLValue] = []
+            if let app = f.app { conds.append("app = ?"); args.append(.text(app)) }
+            if let p = f.platform { conds.append("platform = ?"); args.append(.text(p.rawValue)) }
+            if let a = f.active { conds.append("active = ?"); args.append(.from(a)) }
+            return try groupRows(
+                "SELECT app, platform, SUM(n) FROM device_counts WHERE \(conds.joined(separator: " AND ")) GROUP BY app, platform",
+                args)
+        }
+        if let ids = f.ids, ids.count > Self.groupIdSlice {
+            var sums: [Registry.Group] = []
+            var start = 0
+            while start < ids.count {
+                var slice = f
+                slice.ids = Array(ids[start..<min(start + Self.groupIdSlice, ids.count)])
+                start += Self.groupIdSlice
+                for g in try groups(slice) {
+                    if let i = sums.firstIndex(where: { $0.app == g.app && $0.platform == g.platform }) {
+                        sums[i].count += g.count
+                    } else {
+                        sums.append(g)
+                    }
+                }
+            }
+            return sums
+        }
         let (w, args) = whereFilter(f)
-        return try db.query("SELECT app, platform, COUNT(*) FROM devices\(w) GROUP BY app, platform", args) { s throws(DatabaseError) in
+        return try groupRows("SELECT app, platform, COUNT(*) FROM devices\(w) GROUP BY app, platform", args)
+    }
+
+    private func groupRows(_ sql: String, _ args: [SQLValue]) throws(DatabaseError) -> [Registry.Group] {
+        try db.query(sql, args) { s throws(DatabaseError) in
             let p = s.text(1) ?? ""
             guard let platform = Platform(rawValue: p) else {
                 throw DatabaseError(code: 1, message: "unknown platform '\(p)'", sql: s.sql)
@@ -255,17 +366,20 @@ final class RegistryStore {
         return db.changes
     }
 
+    static let statsSQL = "SELECT app, platform, active, n FROM device_counts WHERE n > 0 ORDER BY app, platform, active"
+
     func stats() throws -> Registry.Stats {
-        let rows = try db.query(
-            "SELECT app, platform, active, COUNT(*) FROM devices GROUP BY app, platform, active ORDER BY app, platform, active DESC"
-        ) { s throws(DatabaseError) -> (app: String, platform: Platform, active: Bool, count: Int) in
+        // Maintained by triggers (migration v2): exact, and a few rows to read at any registry size.
+        let rows = try db.query(Self.statsSQL) { s throws(DatabaseError) -> (app: String, platform: Platform, active: Bool, count: Int) in
             let p = s.text(1) ?? ""
             guard let platform = Platform(rawValue: p) else {
                 throw DatabaseError(code: 1, message: "unknown platform '\(p)' in devices", sql: s.sql)
             }
             return (app: s.text(0) ?? "", platform: platform, active: s.int(2) != 0, count: Int(s.int(3)))
         }
-        return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: rows)
+        // Active first within each (app, platform): a sort of a handful of rows here, not in SQL.
+        let ordered = rows.sorted { a, b in (a.app, a.platform.rawValue, a.active ? 0 : 1) < (b.app, b.platform.rawValue, b.active ? 0 : 1) }
+        return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
     }
 
     func deactivate(_ list: [Registry.Deactivation]) throws -> Set<Int64> {
@@ -341,14 +455,17 @@ final class RegistryStore {
         return out
     }
 
-    func subscribers(of topic: TopicName) throws -> [Device] {
-        try db.query(
-            """
-            SELECT \(Self.columns.split(separator: ",").map { "d." + $0.trimmingSpaces() }.joined(separator: ", "))
-            FROM devices d JOIN topic_subscriptions t ON t.device_id = d.id
-            WHERE t.topic = ? ORDER BY d.id
-            """, [.text(topic.name)], Self.device)
+    /// Devices subscribed to `topic` (of `app` if given), by id: the subscriptions come in device
+    /// order from `topic_subscriptions (topic, device_id)`, each device by its primary key.
+    func subscribers(of topic: TopicName, app: String? = nil) throws -> [Device] {
+        try db.query(Self.subscribersSQL, [.text(topic.name), .from(app)], Self.device)
     }
+
+    static let subscribersSQL = """
+        SELECT \(columns.split(separator: ",").map { "d." + $0.trimmingSpaces() }.joined(separator: ", "))
+        FROM topic_subscriptions t CROSS JOIN devices d ON d.id = t.device_id
+        WHERE t.topic = ?1 AND (?2 IS NULL OR d.app = ?2) ORDER BY t.device_id
+        """
 }
 
 extension Substring {

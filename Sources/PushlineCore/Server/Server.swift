@@ -55,13 +55,14 @@ public final class Server: @unchecked Sendable {
         var readBuffer: [UInt8] = []
         /// Bytes to write, in order; `writeOffset` is how much of the first segment is written.
         /// Small responses are appended to the last segment (one write for many pipelined
-        /// answers); large ones (a bulk's results) are queued as they are, never copied.
-        var writeQueue: [[UInt8]] = []
+        /// answers); large ones (a bulk's results) are queued as they are, never copied; spooled
+        /// results are read from their file a piece at a time as the socket takes them.
+        var writeQueue: [JSONSegment] = []
         var writeOffset = 0
         var discarding = false
         var nextSeq: UInt64 = 0
         var writeSeq: UInt64 = 0
-        var ready: [UInt64: [[UInt8]]] = [:]
+        var ready: [UInt64: [JSONSegment]] = [:]
         var readClosed = false
         var wantWrite = false
         var readingPaused = false
@@ -85,19 +86,23 @@ public final class Server: @unchecked Sendable {
         var writeDone: Bool { writeQueue.isEmpty }
 
         /// Queues a response's segments behind what is already queued (dropped if the peer is gone).
-        func queueWrite(_ segments: [[UInt8]]) {
+        func queueWrite(_ segments: [JSONSegment]) {
             if peerGone { return }
-            for segment in segments where !segment.isEmpty {
+            for segment in segments where segment.count > 0 {
                 unsentBytes += segment.count
-                if segment.count < Connection.coalesceBelow, !writeQueue.isEmpty,
-                    writeQueue[writeQueue.count - 1].count < Connection.coalesceBelow * 4
+                if case .bytes(let bytes) = segment, bytes.count < Connection.coalesceBelow,
+                    case .bytes(var last) = writeQueue.last, last.count < Connection.coalesceBelow * 4
                 {
-                    writeQueue[writeQueue.count - 1].append(contentsOf: segment)
+                    writeQueue[writeQueue.count - 1] = .bytes([])  // drops the queue's reference: no copy on append
+                    last.append(contentsOf: bytes)
+                    writeQueue[writeQueue.count - 1] = .bytes(last)
                 } else {
                     writeQueue.append(segment)
                 }
             }
         }
+        /// Bytes of a spooled segment read per write.
+        static let spoolReadSize = 256 * 1024
         /// Segments smaller than this are copied onto the previous one instead of queued alone.
         static let coalesceBelow = 64 * 1024
     }
@@ -426,7 +431,7 @@ public final class Server: @unchecked Sendable {
     /// does not, the client loses only the explanation.
     private func refuse(_ fd: Int32, _ error: CommandError) {
         var line: [UInt8] = []
-        for s in Self.encode(id: .null, result: .failure(error)) { line.append(contentsOf: s) }
+        for case .bytes(let s) in Self.encode(id: .null, result: .failure(error)) { line.append(contentsOf: s) }  // An error line is never spooled.
         do throws(SyscallError) {
             _ = try line.withUnsafeBytes { p in
                 Result { () throws(SyscallError) in try syscall(blocking: true, where: "write") { write(fd, p.baseAddress, p.count) } }
@@ -589,7 +594,7 @@ public final class Server: @unchecked Sendable {
     /// What a request line asks for: an answer known at once (a parse error, `ping`,
     /// `shutting_down`), or a request for the handler.
     enum Prepared: Sendable {
-        case reply([[UInt8]])
+        case reply([JSONSegment])
         case request(id: JSONValue, JSONObject)
     }
 
@@ -619,7 +624,7 @@ public final class Server: @unchecked Sendable {
             var out: [UInt8] = Array("{\"id\":".utf8)
             id.write(to: &out)
             out.append(contentsOf: pingTail)
-            return .reply([out])
+            return .reply([.bytes(out)])
         }
         obj["id"] = nil
         return .request(id: id, obj)
@@ -644,7 +649,7 @@ public final class Server: @unchecked Sendable {
             heapDirty = true
             Task {
                 let prepared = bytes.withUnsafeBufferPointer { Server.prepare($0, stopping: stopping) }
-                let segments: [[UInt8]]
+                let segments: [JSONSegment]
                 switch prepared {
                 case .reply(let r): segments = r
                 case .request(let id, let request): segments = await Server.run(handler, request, id: id)
@@ -675,14 +680,14 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Runs one request through the handler; its response line as segments.
-    static func run(_ handler: RequestHandler, _ request: JSONObject, id: JSONValue) async -> [[UInt8]] {
+    static func run(_ handler: RequestHandler, _ request: JSONObject, id: JSONValue) async -> [JSONSegment] {
         let result: Result<JSONObject, CommandError>
         do throws(CommandError) { result = .success(try await handler.handle(request)) } catch { result = .failure(error) }
         return encode(id: id, result: result)
     }
 
     /// The response line for a request, as segments to write in order (see `serializedSegments`).
-    static func encode(id: JSONValue, result: Result<JSONObject, CommandError>) -> [[UInt8]] {
+    static func encode(id: JSONValue, result: Result<JSONObject, CommandError>) -> [JSONSegment] {
         var o = JSONObject()
         o.pairs.reserveCapacity(8)
         o.pairs.append(("id", id))
@@ -694,12 +699,18 @@ public final class Server: @unchecked Sendable {
             o.pairs.append(("ok", .bool(false)))
             o.pairs.append(("error", e.json))
         }
-        var segments = JSONValue.object(o).serializedSegments()
-        segments[segments.count - 1].append(0x0A)
+        var segments = JSONValue.object(o).serializedParts()
+        if case .bytes(var last) = segments.last {
+            segments[segments.count - 1] = .bytes([])
+            last.append(0x0A)
+            segments[segments.count - 1] = .bytes(last)
+        } else {
+            segments.append(.bytes([0x0A]))
+        }
         return segments
     }
 
-    private func complete(_ c: Connection, seq: UInt64, segments: [[UInt8]]) {
+    private func complete(_ c: Connection, seq: UInt64, segments: [JSONSegment]) {
         if c.peerGone {
             // Nobody will read it: account for it and drop it.
             if seq == c.writeSeq {
@@ -727,15 +738,33 @@ public final class Server: @unchecked Sendable {
 
     private func flush(_ c: Connection) {
         guard connections[c.fd] === c else { return }
-        while !c.writeQueue.isEmpty {
+        while let head = c.writeQueue.first {
             let r: IOResult<Int>
             do throws(SyscallError) {
                 let offset = c.writeOffset
-                r = try c.writeQueue[0].withUnsafeBytes { p in
-                    Result { () throws(SyscallError) in
-                        try syscall(blocking: true, where: "write") { write(c.fd, p.baseAddress.map { $0 + offset }, p.count - offset) }
+                switch head {
+                case .bytes(let bytes):
+                    r = try bytes.withUnsafeBytes { p in
+                        Result { () throws(SyscallError) in
+                            try syscall(blocking: true, where: "write") { write(c.fd, p.baseAddress.map { $0 + offset }, p.count - offset) }
+                        }
+                    }.get()
+                case .spooled(let file):
+                    // The next piece of a spooled response; what the socket does not take is read again next time.
+                    switch file.read(at: offset, max: Connection.spoolReadSize) {
+                    case .success(let piece):
+                        r = try piece.withUnsafeBytes { p in
+                            Result { () throws(SyscallError) in
+                                try syscall(blocking: true, where: "write") { write(c.fd, p.baseAddress, p.count) }
+                            }
+                        }.get()
+                    case .failure(let e):
+                        // The response cannot be completed: the client sees the connection close.
+                        logger.error("cannot write a response", metadata: ["error": "\(e.message)"])
+                        closeConnection(c)
+                        return
                     }
-                }.get()
+                }
             } catch {
                 // EPIPE, ECONNRESET: the peer is gone. Its requests already sent still run.
                 peerGone(c)
@@ -751,7 +780,7 @@ public final class Server: @unchecked Sendable {
             c.writeOffset += n
             c.unsentBytes -= n
             if stopping { lastWriteProgress = ContinuousClock.now }
-            if c.writeOffset >= c.writeQueue[0].count {
+            if c.writeOffset >= head.count {
                 c.writeQueue.removeFirst()  // A handful of segments: the shift is cheap.
                 c.writeOffset = 0
             }

@@ -7,6 +7,19 @@
 /// let v = try JSONValue.parse(Array(#"{"cmd":"ping","id":1}"#.utf8))
 /// v["cmd"]?.stringValue // "ping"
 /// ```
+/// A piece of serialized JSON: bytes, or a spooled file the server reads a piece at a time.
+public enum JSONSegment: Sendable, Equatable {
+    case bytes([UInt8])
+    case spooled(SpooledBytes)
+
+    public var count: Int {
+        switch self {
+        case .bytes(let b): return b.count
+        case .spooled(let f): return f.count
+        }
+    }
+}
+
 public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
@@ -20,6 +33,9 @@ public enum JSONValue: Sendable, Equatable {
     /// written to the socket without being copied again (see `serializedSegments`).
     /// Output only; the parser never produces it.
     case raw([[UInt8]])
+    /// Serialized JSON text in a temporary file (a large send's results, see `ByteSpool`): the
+    /// server writes it to the socket a piece at a time (`serializedParts`). Output only.
+    case spooled(SpooledBytes)
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let o) = self { return o[key] }
@@ -54,7 +70,7 @@ public enum JSONValue: Sendable, Equatable {
         case .string: return "string"
         case .array: return "array"
         case .object: return "object"
-        case .raw: return "raw JSON"
+        case .raw, .spooled: return "raw JSON"
         }
     }
 }
@@ -359,7 +375,7 @@ extension JSONValue {
     public var jsonString: String { String(decoding: serialized(), as: UTF8.self) }
 
     public func write(to out: inout [UInt8]) {
-        var segments: [[UInt8]]? = nil
+        var segments: [JSONSegment]? = nil
         write(to: &out, segments: &segments, rawThreshold: .max)
     }
 
@@ -367,23 +383,36 @@ extension JSONValue {
     /// the segments of a large `.raw` value (at least `rawThreshold` bytes) are handed over as
     /// they are instead of being copied into one buffer. A 100,000-device `bulk` response is
     /// about 15 MB; this saves a second copy of it at the moment the daemon's memory peaks.
+    /// A `.spooled` value is read into memory here; `serializedParts` hands it over as it is.
     ///
     /// ```swift
     /// let segments = JSONValue.object(["results": .raw([part1, part2])]).serializedSegments()
     /// ```
     public func serializedSegments(rawThreshold: Int = 64 * 1024) -> [[UInt8]] {
-        var segments: [[UInt8]]? = []
+        serializedParts(rawThreshold: rawThreshold).map { part in
+            switch part {
+            case .bytes(let b): return b
+            case .spooled(let f):
+                if case .success(let b) = f.readAll() { return b }
+                return Array("null".utf8)
+            }
+        }
+    }
+
+    /// `serializedSegments`, with a `.spooled` value as its own part (the file, not its bytes).
+    public func serializedParts(rawThreshold: Int = 64 * 1024) -> [JSONSegment] {
+        var segments: [JSONSegment]? = []
         var out: [UInt8] = []
         out.reserveCapacity(64)
         write(to: &out, segments: &segments, rawThreshold: rawThreshold)
         var list = segments ?? []
-        if !out.isEmpty || list.isEmpty { list.append(out) }
+        if !out.isEmpty || list.isEmpty { list.append(.bytes(out)) }
         return list
     }
 
     /// Writes into `out`; with a `segments` list, a `.raw` value of at least `rawThreshold`
-    /// bytes closes `out` as a segment and is appended as its own segments.
-    private func write(to out: inout [UInt8], segments: inout [[UInt8]]?, rawThreshold: Int) {
+    /// bytes (or a `.spooled` one) closes `out` as a segment and is appended as its own segments.
+    private func write(to out: inout [UInt8], segments: inout [JSONSegment]?, rawThreshold: Int) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let v): out.append(contentsOf: (v ? "true" : "false").utf8)
@@ -414,12 +443,26 @@ extension JSONValue {
         case .raw(let parts):
             if segments != nil, parts.reduce(0, { $0 + $1.count }) >= rawThreshold {
                 if !out.isEmpty {
-                    segments?.append(out)
+                    segments?.append(.bytes(out))
                     out = []
                 }
-                for part in parts where !part.isEmpty { segments?.append(part) }
+                for part in parts where !part.isEmpty { segments?.append(.bytes(part)) }
             } else {
                 for part in parts { out.append(contentsOf: part) }
+            }
+        case .spooled(let f):
+            if segments != nil {
+                if !out.isEmpty {
+                    segments?.append(.bytes(out))
+                    out = []
+                }
+                if f.count > 0 { segments?.append(.spooled(f)) }
+            } else if case .success(let b) = f.readAll() {
+                out.append(contentsOf: b)
+            } else {
+                // Only reached by callers that need one buffer (not the server); the read error is
+                // the file's, and `null` keeps the text valid JSON.
+                out.append(contentsOf: "null".utf8)
             }
         }
     }
