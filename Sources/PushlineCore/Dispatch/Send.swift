@@ -149,8 +149,7 @@ extension Dispatcher {
         }
 
         // Resolve every target and check every provider before anything is sent.
-        var resolved: [Resolved] = []
-        for job in jobs { resolved.append(try await resolve(job.target)) }
+        var resolved = try await resolveAll(jobs.map(\.target))
         var anyConfigured = false
         var firstMissing: (String, Platform)?
         var total = 0
@@ -187,13 +186,69 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
 
+        // Messages are packed into chunks of up to `chunkSize` devices (a message larger than
+        // that spans several), and a chunk's messages are delivered together: a bulk of many
+        // small messages keeps as many requests in flight as one send to as many devices.
         var j = 0
+        var offset = 0
         return try await runPipeline(messages: jobs.count, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard j < jobs.count else { return nil }
-            defer { j += 1 }
-            return Chunk(resolved: resolved[j], notification: jobs[j].notification, message: indexed ? j : nil)
+            var chunk = Chunk(parts: [])
+            var size = 0
+            while j < jobs.count && size < Self.chunkSize {
+                let devices = resolved[j].devices
+                let take = min(devices.count - offset, Self.chunkSize - size)
+                var part = Resolved(devices: offset == 0 && take == devices.count ? devices : Array(devices[offset..<offset + take]))
+                offset += take
+                size += take
+                if offset == devices.count {
+                    // The message's last part carries its rejected targets; its devices are released.
+                    part.rejected = resolved[j].rejected
+                    size += part.rejected.count
+                    resolved[j] = Resolved()
+                    chunk.parts.append(Chunk.Part(resolved: part, notification: jobs[j].notification, message: indexed ? j : nil))
+                    j += 1
+                    offset = 0
+                } else {
+                    chunk.parts.append(Chunk.Part(resolved: part, notification: jobs[j].notification, message: indexed ? j : nil))
+                }
+            }
+            return chunk.parts.isEmpty ? nil : chunk
         }
     }
+
+    /// Resolves the targets of a `bulk`'s messages, many at once (the registry runs the
+    /// queued reads together), in order; the first failure fails them all.
+    func resolveAll(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
+        if targets.count == 1 { return [try await resolve(targets[0])] }
+        var out = [Resolved](repeating: Resolved(), count: targets.count)
+        var failure: (index: Int, error: CommandError)?
+        await withTaskGroup(of: (Int, Result<Resolved, CommandError>).self) { group in
+            var next = 0
+            var running = 0
+            while true {
+                while next < targets.count && running < Self.resolveWidth && failure == nil {
+                    let i = next
+                    let t = targets[i]
+                    group.addTask {
+                        do throws(CommandError) { return (i, .success(try await self.resolve(t))) } catch { return (i, .failure(error)) }
+                    }
+                    next += 1
+                    running += 1
+                }
+                guard running > 0, let (i, r) = await group.next() else { break }
+                running -= 1
+                switch r {
+                case .success(let x): out[i] = x
+                case .failure(let e): if i < failure?.index ?? Int.max { failure = (i, e) }
+                }
+            }
+        }
+        if let failure { throw failure.error }
+        return out
+    }
+
+    /// Targets of a `bulk` resolved at once.
+    static let resolveWidth = 64
 
     /// Tokens per chunk of a pipelined send.
     static let chunkSize = 5000
@@ -229,12 +284,16 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
         var offset = 0
-        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard offset < count else { return nil }
-            let range = offset..<min(offset + Self.chunkSize, count)
-            offset = range.upperBound
-            return Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
-        }
+        return try await runPipeline(
+            messages: 1, started: started, bulk: bulk,
+            next: { () async throws(CommandError) -> Chunk? in
+                guard offset < count else { return nil }
+                let range = offset..<min(offset + Self.chunkSize, count)
+                let chunk = Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
+                offset = range.upperBound
+                return chunk
+            },
+            notAttempted: { ["from_index": .int(Int64(offset))] })
     }
 
     /// Counts the devices of a filter per (app, platform), checks the notification with every
@@ -270,17 +329,20 @@ extension Dispatcher {
         defer { pending.subtract(total, ordering: .relaxed) }
         var after: Int64 = 0
         var done = false
-        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard !done else { return nil }
-            var page = f
-            page.afterId = after
-            page.limit = Self.chunkSize
-            let devices = try await self.registry.devices(page)
-            guard let last = devices.last else { return nil }
-            after = last.id
-            done = devices.count < Self.chunkSize
-            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
-        }
+        return try await runPipeline(
+            messages: 1, started: started, bulk: bulk,
+            next: { () async throws(CommandError) -> Chunk? in
+                guard !done else { return nil }
+                var page = f
+                page.afterId = after
+                page.limit = Self.chunkSize
+                let devices = try await self.registry.devices(page)
+                guard let last = devices.last else { return nil }
+                after = last.id
+                done = devices.count < Self.chunkSize
+                return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
+            },
+            notAttempted: { ["after_id": .int(after)] })
     }
 
     /// Checks the notification with each (app, platform) provider before anything is sent.
@@ -297,22 +359,40 @@ extension Dispatcher {
         }
     }
 
-    /// A piece of a send: devices (and rejected targets) and the notification for them;
-    /// `message` is the index in a `bulk` with `messages`, which each result then carries.
+    /// A piece of a send: up to about `chunkSize` devices (and rejected targets), as parts
+    /// that each have their own notification (one part for a `send`, many for a `bulk` of
+    /// small messages); `message` is the index in a `bulk` with `messages`, which each of the
+    /// part's results then carries.
     struct Chunk: Sendable {
-        var resolved: Resolved
-        var notification: Notification
-        var message: Int?
+        struct Part: Sendable {
+            var resolved: Resolved
+            var notification: Notification
+            var message: Int?
+        }
+        var parts: [Part]
+
+        init(parts: [Part]) { self.parts = parts }
+
+        init(resolved: Resolved, notification: Notification, message: Int?) {
+            parts = [Part(resolved: resolved, notification: notification, message: message)]
+        }
     }
 
     /// Sends chunk after chunk: the next chunk is read while two are being sent, and each chunk's
     /// results are rendered as soon as it is done, so only two chunks' devices and results are held.
+    ///
+    /// If reading a chunk fails after earlier chunks were sent, the chunks in flight are finished
+    /// and the error is thrown with what was done (protocol.md, "Partial failure"): `sent`,
+    /// `failed`, `results` of every device attempted, and `not_attempted` (from `notAttempted`,
+    /// evaluated after the failing read) saying which part of the target was not.
     func runPipeline(
-        messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?
+        messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?,
+        notAttempted: () -> JSONObject = { JSONObject() }
     ) async throws(CommandError) -> JSONObject {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
         var parts: [Int: Part] = [:]
         var failure: CommandError?
+        var chunksStarted = 0
         await withTaskGroup(of: (Int, Part).self) { group in
             var k = 0
             var running = 0
@@ -336,10 +416,7 @@ extension Dispatcher {
                 running -= 1
                 parts[i] = part
             }
-        }
-        if let failure {
-            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(parts.count)"])
-            throw failure
+            chunksStarted = k
         }
         // The results array is the chunks' bytes as they are (each result led by a comma; the
         // first comma becomes the opening bracket): nothing is concatenated or copied.
@@ -357,6 +434,19 @@ extension Dispatcher {
         segments.append(segments.isEmpty ? Array("[]".utf8) : [UInt8(ascii: "]")])
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
+        if var failure {
+            logger.error("send stopped part way", metadata: [
+                "error": "\(failure.message)", "chunks_done": "\(chunksStarted)", "sent": "\(sent)", "failed": "\(failed)",
+            ])
+            // Nothing was sent: the plain error (a rejected request changes nothing).
+            guard chunksStarted > 0 else { throw failure }
+            failure.details["partial"] = .bool(true)
+            failure.reply = [
+                "sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": .raw(segments),
+                "not_attempted": .object(notAttempted()),
+            ]
+            throw failure
+        }
         logger.info("\(bulk ? "bulk" : "send") done", metadata: [
             "messages": "\(messages)", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
@@ -364,21 +454,45 @@ extension Dispatcher {
     }
 
     /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.
+    /// A chunk's parts (messages) are delivered concurrently; results keep the parts' order.
     func sendChunk(_ c: Chunk) async -> (bytes: [UInt8], sent: Int, failed: Int) {
-        let r = c.resolved
-        let results = await deliver(c.notification, to: r.devices)
-        let all = r.rejected.isEmpty ? results : results + r.rejected
-        let renderer = await applyDeactivations(all, devices: r.devices)
+        var delivered = [[DeliveryResult]](repeating: [], count: c.parts.count)
+        if c.parts.count == 1 {
+            delivered[0] = await deliver(c.parts[0].notification, to: c.parts[0].resolved.devices)
+        } else {
+            await withTaskGroup(of: (Int, [DeliveryResult]).self) { group in
+                for (k, part) in c.parts.enumerated() where !part.resolved.devices.isEmpty {
+                    group.addTask { (k, await self.deliver(part.notification, to: part.resolved.devices)) }
+                }
+                for await (k, r) in group { delivered[k] = r }
+            }
+        }
+        // One registry transaction for the whole chunk's deactivations.
+        let renderer: ResultRenderer
+        if c.parts.count == 1 {
+            let r = c.parts[0].resolved
+            renderer = await applyDeactivations(r.rejected.isEmpty ? delivered[0] : delivered[0] + r.rejected, devices: r.devices)
+        } else {
+            renderer = await applyDeactivations(
+                delivered.flatMap { $0 } + c.parts.flatMap(\.resolved.rejected), devices: c.parts.flatMap(\.resolved.devices))
+        }
         var bytes: [UInt8] = []
         var sent = 0
-        for result in all {
-            if result.status == .sent { sent += 1 }
-            bytes.append(UInt8(ascii: ","))
-            var o = renderer.json(result)
-            if let m = c.message { o.pairs.insert(("message", .int(Int64(m))), at: 0) }
-            JSONValue.object(o).write(to: &bytes)
+        var count = 0
+        for (k, part) in c.parts.enumerated() {
+            for list in [delivered[k], part.resolved.rejected] {
+                for result in list {
+                    count += 1
+                    if result.status == .sent { sent += 1 }
+                    bytes.append(UInt8(ascii: ","))
+                    var o = renderer.json(result)
+                    if let m = part.message { o.pairs.insert(("message", .int(Int64(m))), at: 0) }
+                    JSONValue.object(o).write(to: &bytes)
+                }
+            }
+            delivered[k] = []
         }
-        return (bytes, sent, all.count - sent)
+        return (bytes, sent, count - sent)
     }
 
     static func notConfigured(app: String, platform: Platform) -> CommandError {

@@ -426,6 +426,7 @@ public final class Server: @unchecked Sendable {
         case .failure(let e):
             o.pairs.append(("ok", .bool(false)))
             o.pairs.append(("error", e.json))
+            o.pairs.append(contentsOf: e.reply.pairs)
         }
         var segments = JSONValue.object(o).serializedSegments()
         segments[segments.count - 1].append(0x0A)

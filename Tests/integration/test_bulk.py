@@ -1,0 +1,67 @@
+"""`bulk` with `messages` under provider latency: every message's devices are in flight together,
+as for one `send` (issue 17). The fakes answer each request only after a delay, as a distant
+provider does; bounds leave several times the expected duration as headroom."""
+import time
+
+from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
+from fcm_fake import FakeFCMProcess
+from test_apns import cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
+
+
+def test_bulk_of_100_messages_delayed_1s_each_runs_them_concurrently(start_daemon, fake):
+    # Before: each message was a chunk of the pipeline, two in flight, so 100 messages answered
+    # 1 s later each took about 51 s. Now they are packed into one chunk and sent together (~1 s).
+    d = start_daemon(cfg(fake))
+    tokens = [tok(i) for i in range(1, 101)]
+    ids = register(d, tokens)
+    fake.control({"delay_ms": 1000})
+    started = time.monotonic()
+    r = d.connect(timeout=120).call({"cmd": "bulk", "messages": [
+        {"ids": [i], "message": f"order {k} shipped", "badge": k} for k, i in enumerate(ids)]})
+    took = time.monotonic() - started
+    assert r["ok"], r
+    assert r["sent"] == 100 and r["failed"] == 0
+    # Results in message order, each with its index, device and own notification.
+    assert [(x["message"], x["id"]) for x in r["results"]] == list(enumerate(ids))
+    got = {x["token"]: x["payload"]["aps"] for x in fake.received()}
+    assert all(got[t] == {"alert": f"order {k} shipped", "badge": k} for k, t in enumerate(tokens))
+    assert took < 5, f"100 messages delayed 1 s each took {took:.1f} s"
+
+
+def test_mixed_platform_bulk_under_latency(start_daemon, fake, tmp_path):
+    # APNs and FCM messages (and an unknown token, and a message to two devices) in one bulk,
+    # both providers answering after 1 s: all in flight together, results in message order.
+    fcm = FakeFCMProcess(tmp_path / "fcm")
+    try:
+        config = cfg(fake)
+        config["apps"]["default"]["fcm"] = fcm.fcm_block()
+        d = start_daemon(config)
+        apns_ids = register(d, [tok(i) for i in range(1, 41)])
+        r = d.call({"cmd": "register", "devices": [{"platform": "fcm", "registration_id": f"fcm-{i}"} for i in range(40)]})
+        assert r["ok"], r
+        fcm_ids = [x["id"] for x in r["devices"]]
+        # A token first, so the OAuth token is not part of the timing.
+        assert d.call({"cmd": "send", "ids": [fcm_ids[0]], "message": "warm"})["sent"] == 1
+        fake.control({"delay_ms": 1000})
+        fcm.control(op="send_delay_ms", ms=1000)
+        messages = []
+        expect = []
+        for k in range(40):
+            messages.append({"ids": [apns_ids[k]], "message": f"a{k}"})
+            expect.append((len(messages) - 1, apns_ids[k]))
+            messages.append({"ids": [fcm_ids[k]], "message": f"f{k}"})
+            expect.append((len(messages) - 1, fcm_ids[k]))
+        messages.append({"ids": [apns_ids[0], fcm_ids[1]], "message": "both"})
+        expect += [(len(messages) - 1, apns_ids[0]), (len(messages) - 1, fcm_ids[1])]
+        messages.append({"registration_ids": [tok(999)], "platform": "apns", "message": "nobody"})
+        started = time.monotonic()
+        r = d.connect(timeout=120).call({"cmd": "bulk", "messages": messages})
+        took = time.monotonic() - started
+        assert r["ok"], r
+        assert r["sent"] == 82 and r["failed"] == 1
+        assert [(x["message"], x["id"]) for x in r["results"][:-1]] == expect
+        last = r["results"][-1]
+        assert last["message"] == len(messages) - 1 and last["reason"] == "not_registered"
+        assert took < 6, f"mixed bulk took {took:.1f} s"
+    finally:
+        fcm.stop()
