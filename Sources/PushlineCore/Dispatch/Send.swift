@@ -220,31 +220,36 @@ extension Dispatcher {
     /// queued reads together), in order; the first failure fails them all.
     func resolveAll(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
         if targets.count == 1 { return [try await resolve(targets[0])] }
-        var out = [Resolved](repeating: Resolved(), count: targets.count)
-        var failure: (index: Int, error: CommandError)?
-        await withTaskGroup(of: (Int, Result<Resolved, CommandError>).self) { group in
+        // The group's state lives in its closure and is returned (no outer variable is captured).
+        let out = await withTaskGroup(of: (Int, Result<Resolved, CommandError>).self, returning: Result<[Resolved], CommandError>.self) {
+            group in
+            var done = [Resolved](repeating: Resolved(), count: targets.count)
+            var failure: (index: Int, error: CommandError)?
             var next = 0
             var running = 0
             while true {
                 while next < targets.count && running < Self.resolveWidth && failure == nil {
                     let i = next
                     let t = targets[i]
-                    group.addTask {
-                        do throws(CommandError) { return (i, .success(try await self.resolve(t))) } catch { return (i, .failure(error)) }
-                    }
+                    group.addTask { (i, await self.resolveResult(t)) }
                     next += 1
                     running += 1
                 }
                 guard running > 0, let (i, r) = await group.next() else { break }
                 running -= 1
                 switch r {
-                case .success(let x): out[i] = x
+                case .success(let x): done[i] = x
                 case .failure(let e): if i < failure?.index ?? Int.max { failure = (i, e) }
                 }
             }
+            if let failure { return .failure(failure.error) }
+            return .success(done)
         }
-        if let failure { throw failure.error }
-        return out
+        return try out.get()
+    }
+
+    func resolveResult(_ t: Target) async -> Result<Resolved, CommandError> {
+        do throws(CommandError) { return .success(try await resolve(t)) } catch { return .failure(error) }
     }
 
     /// Targets of a `bulk` resolved at once.
@@ -329,20 +334,17 @@ extension Dispatcher {
         defer { pending.subtract(total, ordering: .relaxed) }
         var after: Int64 = 0
         var done = false
-        return try await runPipeline(
-            messages: 1, started: started, bulk: bulk,
-            next: { () async throws(CommandError) -> Chunk? in
-                guard !done else { return nil }
-                var page = f
-                page.afterId = after
-                page.limit = Self.chunkSize
-                let devices = try await self.registry.devices(page)
-                guard let last = devices.last else { return nil }
-                after = last.id
-                done = devices.count < Self.chunkSize
-                return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
-            },
-            notAttempted: { ["after_id": .int(after)] })
+        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
+            guard !done else { return nil }
+            var page = f
+            page.afterId = after
+            page.limit = Self.chunkSize
+            let devices = try await self.registry.devices(page)
+            guard let last = devices.last else { return nil }
+            after = last.id
+            done = devices.count < Self.chunkSize
+            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
+        }
     }
 
     /// Checks the notification with each (app, platform) provider before anything is sent.
@@ -384,10 +386,11 @@ extension Dispatcher {
     /// If reading a chunk fails after earlier chunks were sent, the chunks in flight are finished
     /// and the error is thrown with what was done (protocol.md, "Partial failure"): `sent`,
     /// `failed`, `results` of every device attempted, and `not_attempted` (from `notAttempted`,
-    /// evaluated after the failing read) saying which part of the target was not.
+    /// evaluated after the failing read) saying which part of the target was not. By default
+    /// (a `users` or `filter` target) that is every device of the target without a result.
     func runPipeline(
         messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?,
-        notAttempted: () -> JSONObject = { JSONObject() }
+        notAttempted: () -> JSONObject = { ["not_in_results": true] }
     ) async throws(CommandError) -> JSONObject {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
         var parts: [Int: Part] = [:]
