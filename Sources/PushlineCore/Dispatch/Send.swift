@@ -63,22 +63,10 @@ extension Dispatcher {
             let found = try await registry.devices(f)
             var byId: [Int64: Device] = [:]
             for d in found { byId[d.id] = d }
-            for id in ids {
-                guard let d = byId[id] else {
-                    r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
-                    continue
-                }
-                if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
-            }
+            r = Self.resolved(ids: ids, byId, includeInactive: includeInactive)
         case .tokens(let app, let platform, let tokens):
             let found = try await registry.resolveTokens(app: app, platform: platform, tokens)
-            for (i, d) in found.enumerated() {
-                guard let d else {
-                    r.rejected.append(DeliveryResult(deviceId: nil, platform: platform, registrationId: tokens[i], status: .failed, reason: "not_registered"))
-                    continue
-                }
-                if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
-            }
+            r = Self.resolved(tokens: tokens[...], platform: platform, found[...], includeInactive: includeInactive)
         case .users(let users, let app, let platform):
             var f = DeviceFilter()
             f.users = users
@@ -93,6 +81,34 @@ extension Dispatcher {
             f.user = user
             if !includeInactive { f.active = true }
             r.devices = try await registry.devices(f)
+        }
+        return r
+    }
+
+    /// An `ids` target resolved from the devices found: unknown ids and inactive devices rejected.
+    static func resolved(ids: [Int64], _ byId: [Int64: Device], includeInactive: Bool) -> Resolved {
+        var r = Resolved()
+        for id in ids {
+            guard let d = byId[id] else {
+                r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
+                continue
+            }
+            if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
+        }
+        return r
+    }
+
+    /// A `registration_ids` target resolved from the registry's answer (parallel to `tokens`).
+    static func resolved(
+        tokens: ArraySlice<String>, platform: Platform, _ found: ArraySlice<Device?>, includeInactive: Bool
+    ) -> Resolved {
+        var r = Resolved()
+        for (token, d) in zip(tokens, found) {
+            guard let d else {
+                r.rejected.append(DeliveryResult(deviceId: nil, platform: platform, registrationId: token, status: .failed, reason: "not_registered"))
+                continue
+            }
+            if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
         }
         return r
     }
@@ -216,10 +232,72 @@ extension Dispatcher {
         }
     }
 
-    /// Resolves the targets of a `bulk`'s messages, many at once (the registry runs the
-    /// queued reads together), in order; the first failure fails them all.
+    /// Resolves the targets of a `bulk`'s messages, in order; the first failure fails them all.
+    ///
+    /// The ids of every `ids` target are read together, and the tokens of every
+    /// `registration_ids` target of one (app, platform), a few thousand per registry call (a
+    /// bulk of 10,000 one-device messages makes 2 reads, not 10,000); `users` and `filter`
+    /// targets are read one by one, many at once.
     func resolveAll(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
         if targets.count == 1 { return [try await resolve(targets[0])] }
+        var out = [Resolved](repeating: Resolved(), count: targets.count)
+        var ids: [Int64] = []
+        var idTargets: [Int] = []
+        struct TokenGroup {
+            var tokens: [String] = []
+            /// (message, start in `tokens`, count)
+            var targets: [(Int, Int, Int)] = []
+        }
+        var tokenGroups: [ProviderSet.Key: TokenGroup] = [:]
+        var others: [Int] = []
+        for (i, t) in targets.enumerated() {
+            switch t {
+            case .ids(let list):
+                ids += list
+                idTargets.append(i)
+            case .tokens(let app, let platform, let list):
+                let key = ProviderSet.Key(app: app, platform: platform)
+                tokenGroups[key, default: TokenGroup()].targets.append((i, tokenGroups[key]?.tokens.count ?? 0, list.count))
+                tokenGroups[key]?.tokens += list
+            default:
+                others.append(i)
+            }
+        }
+        if !idTargets.isEmpty {
+            let unique = Array(Set(ids))
+            var byId: [Int64: Device] = [:]
+            byId.reserveCapacity(unique.count)
+            for start in stride(from: 0, to: unique.count, by: Self.chunkSize) {
+                var f = DeviceFilter()
+                f.ids = Array(unique[start..<min(start + Self.chunkSize, unique.count)])
+                for d in try await registry.devices(f) { byId[d.id] = d }
+            }
+            for i in idTargets {
+                guard case .ids(let list) = targets[i] else { continue }
+                out[i] = Self.resolved(ids: list, byId, includeInactive: false)
+            }
+        }
+        for (key, group) in tokenGroups {
+            var found: [Device?] = []
+            found.reserveCapacity(group.tokens.count)
+            for start in stride(from: 0, to: group.tokens.count, by: Self.chunkSize) {
+                let slice = Array(group.tokens[start..<min(start + Self.chunkSize, group.tokens.count)])
+                found += try await registry.resolveTokens(app: key.app, platform: key.platform, slice)
+            }
+            for (i, start, count) in group.targets {
+                out[i] = Self.resolved(
+                    tokens: group.tokens[start..<start + count], platform: key.platform, found[start..<start + count],
+                    includeInactive: false)
+            }
+        }
+        for (k, r) in try await resolveEach(others.map { targets[$0] }).enumerated() { out[others[k]] = r }
+        return out
+    }
+
+    /// Resolves targets one by one, up to `resolveWidth` at once (the registry runs the queued
+    /// reads together), in order; the first failure fails them all.
+    func resolveEach(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
+        if targets.count <= 1 { return try await targets.isEmpty ? [] : [resolve(targets[0])] }
         // The group's state lives in its closure and is returned (no outer variable is captured).
         let out = await withTaskGroup(of: (Int, Result<Resolved, CommandError>).self, returning: Result<[Resolved], CommandError>.self) {
             group in
