@@ -5,7 +5,7 @@ import time
 
 from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
 from fcm_fake import FakeFCMProcess
-from test_apns import cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
+from test_apns import by_token, cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
 
 
 def test_bulk_of_100_messages_delayed_1s_each_runs_them_concurrently(start_daemon, fake):
@@ -65,3 +65,33 @@ def test_mixed_platform_bulk_under_latency(start_daemon, fake, tmp_path):
         assert took < 6, f"mixed bulk took {took:.1f} s"
     finally:
         fcm.stop()
+
+
+def test_bulk_messages_retries_deactivations_and_dry_runs_per_message(start_daemon, fake):
+    # The messages of a bulk share transport batches; each device still gets its own outcome:
+    # a 503 retried, a 410 deactivating its device, a dry-run message not sent at all.
+    d = start_daemon(cfg(fake))
+    tokens = [tok(i) for i in range(1, 7)]
+    ids = register(d, tokens)
+    fake.control({"fail": [{"token": tokens[1], "status": 503, "reason": "ServiceUnavailable", "count": 1}],
+                  "unregister": [{"token": tokens[2], "timestamp": int(time.time() * 1000) + 60_000}]})
+    r = d.call({"cmd": "bulk", "messages": [
+        {"ids": [ids[0]], "message": "a"},
+        {"ids": [ids[1], ids[2]], "message": "b"},
+        {"ids": [ids[3]], "message": "c", "dry_run": True},
+        {"registration_ids": [tokens[4], tokens[5]], "platform": "apns", "message": "d"},
+    ]})
+    assert r["ok"], r
+    res = {(x["message"], x["registration_id"]): x for x in r["results"]}
+    assert [(x["message"], x["registration_id"]) for x in r["results"]] == [
+        (0, tokens[0]), (1, tokens[1]), (1, tokens[2]), (2, tokens[3]), (3, tokens[4]), (3, tokens[5])]
+    assert res[(1, tokens[1])]["status"] == "sent"
+    gone = res[(1, tokens[2])]
+    assert gone["status"] == "failed" and gone["reason"] == "Unregistered" and gone["deactivated"] is True
+    assert res[(2, tokens[3])]["status"] == "sent" and res[(2, tokens[3])]["dry_run"] is True
+    assert r["sent"] == 5 and r["failed"] == 1
+    got = by_token(fake.received())
+    assert tokens[3] not in got
+    assert [x["status"] for x in got[tokens[1]]] == [503, 200]
+    assert {got[t][-1]["payload"]["aps"]["alert"] for t in (tokens[4], tokens[5])} == {"d"}
+    assert d.call({"cmd": "devices", "registration_id": tokens[2], "platform": "apns"})["devices"][0]["active"] is False

@@ -537,16 +537,11 @@ extension Dispatcher {
     /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.
     /// A chunk's parts (messages) are delivered concurrently; results keep the parts' order.
     func sendChunk(_ c: Chunk) async -> (bytes: [UInt8], sent: Int, failed: Int) {
-        var delivered = [[DeliveryResult]](repeating: [], count: c.parts.count)
+        var delivered: [[DeliveryResult]]
         if c.parts.count == 1 {
-            delivered[0] = await deliver(c.parts[0].notification, to: c.parts[0].resolved.devices)
+            delivered = [await deliver(c.parts[0].notification, to: c.parts[0].resolved.devices)]
         } else {
-            await withTaskGroup(of: (Int, [DeliveryResult]).self) { group in
-                for (k, part) in c.parts.enumerated() where !part.resolved.devices.isEmpty {
-                    group.addTask { (k, await self.deliver(part.notification, to: part.resolved.devices)) }
-                }
-                for await (k, r) in group { delivered[k] = r }
-            }
+            delivered = await deliver(c.parts.map { Addressed($0.notification, to: $0.resolved.devices) })
         }
         // One registry transaction for the whole chunk's deactivations.
         let renderer: ResultRenderer
@@ -593,6 +588,57 @@ extension Dispatcher {
             throw CommandError(
                 .busy, "the daemon has \(now - n) notifications in flight, over max_pending \(config.maxPending); retry later",
                 details: ["retry_after_ms": .int(Int64(retry))])
+        }
+    }
+
+    /// Sends several notifications (a chunk of a `bulk`'s messages) to their devices: each
+    /// (app, platform) provider gets all its messages in one call, providers concurrently.
+    /// One result list per message, in its devices' order.
+    func deliver(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        // Per provider: the messages' devices of that (app, platform), and where each came from.
+        struct Group {
+            var messages: [Addressed] = []
+            /// (message, index of each device in the message) per entry of `messages`.
+            var origin: [(Int, [Int])] = []
+        }
+        var groups: [ProviderSet.Key: Group] = [:]
+        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
+        for (k, m) in messages.enumerated() {
+            guard let first = m.devices.first else { continue }
+            if m.devices.allSatisfy({ $0.app == first.app && $0.platform == first.platform }) {
+                let key = ProviderSet.Key(app: first.app, platform: first.platform)
+                groups[key, default: Group()].messages.append(m)
+                groups[key]?.origin.append((k, Array(m.devices.indices)))
+                continue
+            }
+            var split: [ProviderSet.Key: [Int]] = [:]
+            for (i, d) in m.devices.enumerated() { split[ProviderSet.Key(app: d.app, platform: d.platform), default: []].append(i) }
+            for (key, idx) in split {
+                groups[key, default: Group()].messages.append(Addressed(m.notification, to: idx.map { m.devices[$0] }))
+                groups[key]?.origin.append((k, idx))
+            }
+        }
+        await withTaskGroup(of: (ProviderSet.Key, [[DeliveryResult]]).self) { group in
+            for (key, g) in groups {
+                guard let p = providers.provider(app: key.app, platform: key.platform) else {
+                    for (m, (k, idx)) in zip(g.messages, g.origin) {
+                        for (j, i) in idx.enumerated() { out[k][i] = .failed(m.devices[j], reason: "provider_not_configured") }
+                    }
+                    continue
+                }
+                group.addTask { (key, await p.send(g.messages)) }
+            }
+            for await (key, results) in group {
+                guard let g = groups[key] else { continue }
+                for (e, (k, idx)) in g.origin.enumerated() where e < results.count {
+                    for (j, i) in idx.enumerated() where j < results[e].count { out[k][i] = results[e][j] }
+                }
+            }
+        }
+        return out.enumerated().map { k, list in
+            list.enumerated().map { i, r in
+                r ?? .failed(messages[k].devices[i], reason: "provider returned no result", retryable: true)
+            }
         }
     }
 

@@ -16,6 +16,36 @@ public protocol PushProvider: Sendable {
     /// Returns exactly one result per device, in the same order. With
     /// `notification.dryRun`, builds and checks every request without sending.
     func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult]
+
+    /// Sends several notifications, each to its own devices (a `bulk` of personalized
+    /// messages): one result list per message, each exactly one result per device in order.
+    /// The default runs `send(_:to:)` for every message concurrently; a provider may hand all
+    /// the requests to the transport together instead (one `performAll`, as for one send).
+    func send(_ messages: [Addressed]) async -> [[DeliveryResult]]
+}
+
+/// One notification and the devices it goes to, in a multi-message send.
+public struct Addressed: Sendable {
+    public var notification: Notification
+    public var devices: [Device]
+    public init(_ notification: Notification, to devices: [Device]) {
+        self.notification = notification
+        self.devices = devices
+    }
+}
+
+extension PushProvider {
+    public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        if messages.count == 1 { return [await send(messages[0].notification, to: messages[0].devices)] }
+        return await withTaskGroup(of: (Int, [DeliveryResult]).self, returning: [[DeliveryResult]].self) { group in
+            for (k, m) in messages.enumerated() where !m.devices.isEmpty {
+                group.addTask { (k, await self.send(m.notification, to: m.devices)) }
+            }
+            var out = [[DeliveryResult]](repeating: [], count: messages.count)
+            for await (k, r) in group { out[k] = r }
+            return out
+        }
+    }
 }
 
 /// What a provider may use from the daemon.
