@@ -196,3 +196,33 @@ final class RecordingProvider: PushProvider {
         #expect(provider.calls.withLock { $0 }.sorted() == [1, 1999, 2001, 3000])
     }
 }
+
+@Suite struct BatchesTests {
+    /// Issue 17: a batch's retries (waiting out a backoff) run outside the batch limit: with one
+    /// batch in flight, the later batches run while batch 0's retry still waits.
+    final class Counters: Sendable {
+        let finished = Mutex<Int>(0)
+        let sawOthersDone = Mutex<Bool>(false)
+    }
+
+    @Test func aRetryWaitingDoesNotHoldABatchSlot() async {
+        let c = Counters()
+        let results = await Batches.run(count: 4, batchSize: 1, inFlight: 1) { range -> Batches.Outcome<Int> in
+            let i = range.lowerBound
+            c.finished.withLock { $0 += 1 }
+            guard i == 0 else { return Batches.Outcome([(i, i)]) }
+            return Batches.Outcome([]) {
+                // The "backoff": until the three other batches are done (at most 5 s).
+                let deadline = monotonicNanos() + 5_000_000_000
+                while c.finished.withLock({ $0 }) < 4 && monotonicNanos() < deadline {
+                    try? await Task.sleep(nanoseconds: 1_000_000)
+                }
+                c.sawOthersDone.withLock { $0 = c.finished.withLock { $0 } == 4 }
+                return [(0, 100)]
+            }
+        }
+        #expect(results == [100, 1, 2, 3])
+        let saw = c.sawOthersDone.withLock { $0 }
+        #expect(saw)
+    }
+}

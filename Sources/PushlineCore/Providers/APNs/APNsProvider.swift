@@ -200,11 +200,11 @@ public final class APNsProvider: PushProvider {
     /// with its message's prepared request; answers that need a retry go to `sendOne`.
     func sendItems(
         _ prepared: [Prepared?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
-    ) async -> [(Int, DeliveryResult)] {
+    ) async -> Batches.Outcome<DeliveryResult> {
         var done: [(Int, DeliveryResult)] = []
         done.reserveCapacity(range.count)
         if let reason = blockedReason() {
-            return range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason: reason, retryable: false)) }
+            return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason: reason, retryable: false)) })
         }
         var index: [Int] = []
         var requests: [HTTPRequest] = []
@@ -230,25 +230,28 @@ public final class APNsProvider: PushProvider {
                 again.append((n, answer))
             }
         }
-        if !again.isEmpty {
-            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-                for (n, first) in again {
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (n, first) in retry {
                     let (k, i) = items[n]
                     guard let p = prepared[k] else { continue }
                     let d = messages[k].devices[i]
                     group.addTask { (n, await self.sendOne(p, d, first: first)) }
                 }
-                for await r in group { done.append(r) }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
             }
         }
-        return done
     }
 
     /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
-    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
         var done: [(Int, DeliveryResult)] = []
         done.reserveCapacity(range.count)
-        if let reason = blockedReason() { return range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) } }
+        if let reason = blockedReason() { return Batches.Outcome(range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) }) }
         var index: [Int] = []
         var requests: [HTTPRequest] = []
         index.reserveCapacity(range.count)
@@ -271,13 +274,16 @@ public final class APNsProvider: PushProvider {
                 again.append((index[k], answer))
             }
         }
-        if !again.isEmpty {
-            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-                for (i, first) in again { group.addTask { (i, await self.sendOne(p, devices[i], first: first)) } }
-                for await r in group { done.append(r) }
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (i, first) in retry { group.addTask { (i, await self.sendOne(p, devices[i], first: first)) } }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
             }
         }
-        return done
     }
 
     func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)]) -> HTTPRequest {

@@ -101,10 +101,10 @@ public final class FCMProvider: TopicProvider {
 
     /// Sends `devices[range]` in one transport batch with one access token; hands every answer
     /// other than 200 to `deliver`, seeded with that answer.
-    func sendBatch(_ prepared: PreparedMessage, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    func sendBatch(_ prepared: PreparedMessage, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
         let logger = self.logger
         if let o = quotaOutcome() {
-            return range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) }
+            return Batches.Outcome(range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) })
         }
         let bearer: String
         if let t = tokens.freshToken() {
@@ -114,7 +114,7 @@ public final class FCMProvider: TopicProvider {
             case .success(let t): bearer = t
             case .failure(let e):
                 let o = Outcome.failed(reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
-                return range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) }
+                return Batches.Outcome(range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) })
             }
         }
         let headers = sendHeaders(bearer: bearer)
@@ -138,18 +138,21 @@ public final class FCMProvider: TopicProvider {
                 again.append((i, requests[k].body, answer))
             }
         }
-        if !again.isEmpty {
-            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-                for (i, body, first) in again {
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (i, body, first) in retry {
                     group.addTask {
                         let o = await self.deliver(body, first: (bearer, first))
                         return (i, o.result(device: devices[i], dryRun: prepared.dryRun, logger: logger))
                     }
                 }
-                for await r in group { done.append(r) }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
             }
         }
-        return done
     }
 
     public func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult {
