@@ -95,3 +95,26 @@ def test_bulk_messages_retries_deactivations_and_dry_runs_per_message(start_daem
     assert [x["status"] for x in got[tokens[1]]] == [503, 200]
     assert {got[t][-1]["payload"]["aps"]["alert"] for t in (tokens[4], tokens[5])} == {"d"}
     assert d.call({"cmd": "devices", "registration_id": tokens[2], "platform": "apns"})["devices"][0]["active"] is False
+
+
+def test_fcm_bulk_messages_share_batches_with_retries_and_deactivation(start_daemon, tmp_path):
+    # FCM messages of a bulk go to the transport together; a 503 (with a 1 s Retry-After) is
+    # retried, an unregistered token is deactivated, an expired access token refreshed once.
+    fcm = FakeFCMProcess(tmp_path / "fcm")
+    try:
+        d = start_daemon({"apps": {"default": {"fcm": fcm.fcm_block()}}})
+        r = d.call({"cmd": "register", "devices": [{"platform": "fcm", "registration_id": f"tok-{i}"} for i in range(8)]})
+        ids = [x["id"] for x in r["devices"]]
+        assert d.call({"cmd": "send", "ids": [ids[0]], "message": "warm"})["sent"] == 1
+        fcm.control(op="unregister", tokens=["tok-3"])
+        fcm.control(op="fail", count=2, status=503, code="UNAVAILABLE", retry_after=1)
+        fcm.control(op="expire_tokens")
+        r = d.call({"cmd": "bulk", "messages": [{"ids": [i], "message": f"m{k}"} for k, i in enumerate(ids)]})
+        assert r["ok"], r
+        assert [(x["message"], x["id"]) for x in r["results"]] == list(enumerate(ids))
+        gone = r["results"][3]
+        assert gone["status"] == "failed" and gone["reason"] == "UNREGISTERED" and gone["deactivated"] is True
+        assert r["sent"] == 7 and r["failed"] == 1, r["results"]
+        assert all(x["message_id"] for x in r["results"] if x["status"] == "sent")
+    finally:
+        fcm.stop()
