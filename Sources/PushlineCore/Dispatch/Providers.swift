@@ -10,6 +10,11 @@ public struct ProviderSet: Sendable {
 
     public init() {}
 
+    /// A set of given providers (tests: in-memory providers).
+    init(_ providers: [Key: any PushProvider]) {
+        self.providers = providers
+    }
+
     /// Builds one provider per configured block; a bad credential file fails with its key path.
     public init(config: PushlineConfig, context: ProviderContext) throws(ConfigError) {
         for (app, block) in config.apps.sorted(by: { $0.key < $1.key }) {

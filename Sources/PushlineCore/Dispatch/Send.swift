@@ -76,22 +76,10 @@ extension Dispatcher {
             let found = try await registry.devices(f)
             var byId: [Int64: Device] = [:]
             for d in found { byId[d.id] = d }
-            for id in ids {
-                guard let d = byId[id] else {
-                    r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
-                    continue
-                }
-                if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
-            }
+            r = Self.resolved(ids: ids, byId, includeInactive: includeInactive)
         case .tokens(let app, let platform, let tokens):
             let found = try await registry.resolveTokens(app: app, platform: platform, tokens)
-            for (i, d) in found.enumerated() {
-                guard let d else {
-                    r.rejected.append(DeliveryResult(deviceId: nil, platform: platform, registrationId: tokens[i], status: .failed, reason: "not_registered"))
-                    continue
-                }
-                if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
-            }
+            r = Self.resolved(tokens: tokens[...], platform: platform, found[...], includeInactive: includeInactive)
         case .users(let users, let app, let platform):
             var f = DeviceFilter()
             f.users = users
@@ -108,6 +96,34 @@ extension Dispatcher {
             r.devices = try await registry.devices(f)
         case .raw(_, _, let devices):
             r.devices = devices
+        }
+        return r
+    }
+
+    /// An `ids` target resolved from the devices found: unknown ids and inactive devices rejected.
+    static func resolved(ids: [Int64], _ byId: [Int64: Device], includeInactive: Bool) -> Resolved {
+        var r = Resolved()
+        for id in ids {
+            guard let d = byId[id] else {
+                r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
+                continue
+            }
+            if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
+        }
+        return r
+    }
+
+    /// A `registration_ids` target resolved from the registry's answer (parallel to `tokens`).
+    static func resolved(
+        tokens: ArraySlice<String>, platform: Platform, _ found: ArraySlice<Device?>, includeInactive: Bool
+    ) -> Resolved {
+        var r = Resolved()
+        for (token, d) in zip(tokens, found) {
+            guard let d else {
+                r.rejected.append(DeliveryResult(deviceId: nil, platform: platform, registrationId: token, status: .failed, reason: "not_registered"))
+                continue
+            }
+            if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
         }
         return r
     }
@@ -171,8 +187,7 @@ extension Dispatcher {
         }
 
         // Resolve every target and check every provider before anything is sent.
-        var resolved: [Resolved] = []
-        for job in jobs { resolved.append(try await resolve(job.target)) }
+        var resolved = try await resolveAll(jobs.map(\.target))
         var anyConfigured = false
         var firstMissing: (String, Platform)?
         var total = 0
@@ -212,13 +227,136 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
 
+        // Messages are packed into chunks of up to `chunkSize` devices (a message larger than
+        // that spans several), and a chunk's messages are delivered together: a bulk of many
+        // small messages keeps as many requests in flight as one send to as many devices.
         var j = 0
+        var offset = 0
         return try await runPipeline(messages: jobs.count, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard j < jobs.count else { return nil }
-            defer { j += 1 }
-            return Chunk(resolved: resolved[j], notification: jobs[j].notification, message: indexed ? j : nil)
+            var chunk = Chunk(parts: [])
+            var size = 0
+            while j < jobs.count && size < Self.chunkSize {
+                let devices = resolved[j].devices
+                let take = min(devices.count - offset, Self.chunkSize - size)
+                var part = Resolved(devices: offset == 0 && take == devices.count ? devices : Array(devices[offset..<offset + take]))
+                offset += take
+                size += take
+                if offset == devices.count {
+                    // The message's last part carries its rejected targets; its devices are released.
+                    part.rejected = resolved[j].rejected
+                    size += part.rejected.count
+                    resolved[j] = Resolved()
+                    chunk.parts.append(Chunk.Part(resolved: part, notification: jobs[j].notification, message: indexed ? j : nil))
+                    j += 1
+                    offset = 0
+                } else {
+                    chunk.parts.append(Chunk.Part(resolved: part, notification: jobs[j].notification, message: indexed ? j : nil))
+                }
+            }
+            return chunk.parts.isEmpty ? nil : chunk
         }
     }
+
+    /// Resolves the targets of a `bulk`'s messages, in order; the first failure fails them all.
+    ///
+    /// The ids of every `ids` target are read together, and the tokens of every
+    /// `registration_ids` target of one (app, platform), a few thousand per registry call (a
+    /// bulk of 10,000 one-device messages makes 2 reads, not 10,000); `users` and `filter`
+    /// targets are read one by one, many at once.
+    func resolveAll(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
+        if targets.count == 1 { return [try await resolve(targets[0])] }
+        var out = [Resolved](repeating: Resolved(), count: targets.count)
+        var ids: [Int64] = []
+        var idTargets: [Int] = []
+        struct TokenGroup {
+            var tokens: [String] = []
+            /// (message, start in `tokens`, count)
+            var targets: [(Int, Int, Int)] = []
+        }
+        var tokenGroups: [ProviderSet.Key: TokenGroup] = [:]
+        var others: [Int] = []
+        for (i, t) in targets.enumerated() {
+            switch t {
+            case .ids(let list):
+                ids += list
+                idTargets.append(i)
+            case .tokens(let app, let platform, let list):
+                let key = ProviderSet.Key(app: app, platform: platform)
+                tokenGroups[key, default: TokenGroup()].targets.append((i, tokenGroups[key]?.tokens.count ?? 0, list.count))
+                tokenGroups[key]?.tokens += list
+            default:
+                others.append(i)
+            }
+        }
+        if !idTargets.isEmpty {
+            let unique = Array(Set(ids))
+            var byId: [Int64: Device] = [:]
+            byId.reserveCapacity(unique.count)
+            for start in stride(from: 0, to: unique.count, by: Self.chunkSize) {
+                var f = DeviceFilter()
+                f.ids = Array(unique[start..<min(start + Self.chunkSize, unique.count)])
+                for d in try await registry.devices(f) { byId[d.id] = d }
+            }
+            for i in idTargets {
+                guard case .ids(let list) = targets[i] else { continue }
+                out[i] = Self.resolved(ids: list, byId, includeInactive: false)
+            }
+        }
+        for (key, group) in tokenGroups {
+            var found: [Device?] = []
+            found.reserveCapacity(group.tokens.count)
+            for start in stride(from: 0, to: group.tokens.count, by: Self.chunkSize) {
+                let slice = Array(group.tokens[start..<min(start + Self.chunkSize, group.tokens.count)])
+                found += try await registry.resolveTokens(app: key.app, platform: key.platform, slice)
+            }
+            for (i, start, count) in group.targets {
+                out[i] = Self.resolved(
+                    tokens: group.tokens[start..<start + count], platform: key.platform, found[start..<start + count],
+                    includeInactive: false)
+            }
+        }
+        for (k, r) in try await resolveEach(others.map { targets[$0] }).enumerated() { out[others[k]] = r }
+        return out
+    }
+
+    /// Resolves targets one by one, up to `resolveWidth` at once (the registry runs the queued
+    /// reads together), in order; the first failure fails them all.
+    func resolveEach(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
+        if targets.count <= 1 { return try await targets.isEmpty ? [] : [resolve(targets[0])] }
+        // The group's state lives in its closure and is returned (no outer variable is captured).
+        let out = await withTaskGroup(of: (Int, Result<Resolved, CommandError>).self, returning: Result<[Resolved], CommandError>.self) {
+            group in
+            var done = [Resolved](repeating: Resolved(), count: targets.count)
+            var failure: (index: Int, error: CommandError)?
+            var next = 0
+            var running = 0
+            while true {
+                while next < targets.count && running < Self.resolveWidth && failure == nil {
+                    let i = next
+                    let t = targets[i]
+                    group.addTask { (i, await self.resolveResult(t)) }
+                    next += 1
+                    running += 1
+                }
+                guard running > 0, let (i, r) = await group.next() else { break }
+                running -= 1
+                switch r {
+                case .success(let x): done[i] = x
+                case .failure(let e): if i < failure?.index ?? Int.max { failure = (i, e) }
+                }
+            }
+            if let failure { return .failure(failure.error) }
+            return .success(done)
+        }
+        return try out.get()
+    }
+
+    func resolveResult(_ t: Target) async -> Result<Resolved, CommandError> {
+        do throws(CommandError) { return .success(try await resolve(t)) } catch { return .failure(error) }
+    }
+
+    /// Targets of a `bulk` resolved at once.
+    static let resolveWidth = 64
 
     /// Tokens per chunk of a pipelined send.
     static let chunkSize = 5000
@@ -254,12 +392,16 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
         var offset = 0
-        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            guard offset < count else { return nil }
-            let range = offset..<min(offset + Self.chunkSize, count)
-            offset = range.upperBound
-            return Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
-        }
+        return try await runPipeline(
+            messages: 1, started: started, bulk: bulk,
+            next: { () async throws(CommandError) -> Chunk? in
+                guard offset < count else { return nil }
+                let range = offset..<min(offset + Self.chunkSize, count)
+                let chunk = Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
+                offset = range.upperBound
+                return chunk
+            },
+            notAttempted: { ["from_index": .int(Int64(offset))] })
     }
 
     /// Counts the devices of a filter per (app, platform), checks the notification with every
@@ -347,18 +489,36 @@ extension Dispatcher {
         }
     }
 
-    /// A piece of a send: devices (and rejected targets) and the notification for them;
-    /// `message` is the index in a `bulk` with `messages`, which each result then carries.
+    /// A piece of a send: up to about `chunkSize` devices (and rejected targets), as parts
+    /// that each have their own notification (one part for a `send`, many for a `bulk` of
+    /// small messages); `message` is the index in a `bulk` with `messages`, which each of the
+    /// part's results then carries.
     struct Chunk: Sendable {
-        var resolved: Resolved
-        var notification: Notification
-        var message: Int?
+        struct Part: Sendable {
+            var resolved: Resolved
+            var notification: Notification
+            var message: Int?
+        }
+        var parts: [Part]
+
+        init(parts: [Part]) { self.parts = parts }
+
+        init(resolved: Resolved, notification: Notification, message: Int?) {
+            parts = [Part(resolved: resolved, notification: notification, message: message)]
+        }
     }
 
     /// Sends chunk after chunk: the next chunk is read while two are being sent, and each chunk's
     /// results are rendered as soon as it is done, so only two chunks' devices and results are held.
+    ///
+    /// If reading a chunk fails after earlier chunks were sent, the chunks in flight are finished
+    /// and the error is thrown with what was done (protocol.md, "Partial failure"): `sent`,
+    /// `failed`, `results` of every device attempted, and `not_attempted` (from `notAttempted`,
+    /// evaluated after the failing read) saying which part of the target was not. By default
+    /// (a `users` or `filter` target) that is every device of the target without a result.
     func runPipeline(
-        messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?
+        messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?,
+        notAttempted: () -> JSONObject = { ["not_in_results": true] }
     ) async throws(CommandError) -> JSONObject {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
         var parts: [Int: Part] = [:]
@@ -366,6 +526,7 @@ extension Dispatcher {
         // Chunks' results go out in chunk order into a spool that moves to a temporary file past
         // a few MB (issue 11): a send's memory stays bounded by its chunks, not its size.
         let collected = ResultCollector(spool: ByteSpool(directory: resultSpoolDirectory, memoryLimit: Self.resultMemoryLimit))
+        var chunksStarted = 0
         await withTaskGroup(of: (Int, Part).self) { group in
             var k = 0
             var running = 0
@@ -390,10 +551,7 @@ extension Dispatcher {
                 parts[i] = part
                 collected.take(from: &parts)
             }
-        }
-        if let failure {
-            logger.error("send stopped part way", metadata: ["error": "\(failure.message)", "chunks_done": "\(collected.chunks + parts.count)"])
-            throw failure
+            chunksStarted = k
         }
         let (sent, failed) = (collected.sent, collected.failed)
         let results: JSONValue
@@ -405,6 +563,19 @@ extension Dispatcher {
         }
         sentCount.add(sent, ordering: .relaxed)
         failedCount.add(failed, ordering: .relaxed)
+        if var failure {
+            logger.error("send stopped part way", metadata: [
+                "error": "\(failure.message)", "chunks_done": "\(chunksStarted)", "sent": "\(sent)", "failed": "\(failed)",
+            ])
+            // Nothing was sent: the plain error (a rejected request changes nothing).
+            guard chunksStarted > 0 else { throw failure }
+            failure.details["partial"] = .bool(true)
+            failure.reply = [
+                "sent": .int(Int64(sent)), "failed": .int(Int64(failed)), "results": results,
+                "not_attempted": .object(notAttempted()),
+            ]
+            throw failure
+        }
         logger.info("\(bulk ? "bulk" : "send") done", metadata: [
             "messages": "\(messages)", "sent": "\(sent)", "failed": "\(failed)", "ms": "\((monotonicNanos() - started) / 1_000_000)",
         ])
@@ -412,26 +583,45 @@ extension Dispatcher {
     }
 
     /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.
+    /// A chunk's parts (messages) are delivered concurrently; results keep the parts' order.
     func sendChunk(_ c: Chunk) async -> (bytes: [UInt8], sent: Int, failed: Int) {
-        let r = c.resolved
-        let results = await deliver(c.notification, to: r.devices)
-        let all = r.rejected.isEmpty ? results : results + r.rejected
-        let renderer = await applyDeactivations(all, devices: r.devices)
+        var delivered: [[DeliveryResult]]
+        if c.parts.count == 1 {
+            delivered = [await deliver(c.parts[0].notification, to: c.parts[0].resolved.devices)]
+        } else {
+            delivered = await deliver(c.parts.map { Addressed($0.notification, to: $0.resolved.devices) })
+        }
+        // One registry transaction for the whole chunk's deactivations.
+        let renderer: ResultRenderer
+        if c.parts.count == 1 {
+            let r = c.parts[0].resolved
+            renderer = await applyDeactivations(r.rejected.isEmpty ? delivered[0] : delivered[0] + r.rejected, devices: r.devices)
+        } else {
+            renderer = await applyDeactivations(
+                delivered.flatMap { $0 } + c.parts.flatMap(\.resolved.rejected), devices: c.parts.flatMap(\.resolved.devices))
+        }
         var bytes: [UInt8] = []
         var sent = 0
+        var count = 0
         let mode = Self.resultsMode
-        for result in all {
-            if result.status == .sent { sent += 1 }
-            if mode == .none || (mode == .failed && result.status == .sent) { continue }
-            bytes.append(UInt8(ascii: ","))
-            var o = renderer.json(result)
-            if let m = c.message {
-                o.pairs.insert(("message_index", .int(Int64(m))), at: 0)
-                o.pairs.insert(("message", .int(Int64(m))), at: 0)
+        for (k, part) in c.parts.enumerated() {
+            for list in [delivered[k], part.resolved.rejected] {
+                for result in list {
+                    count += 1
+                    if result.status == .sent { sent += 1 }
+                    if mode == .none || (mode == .failed && result.status == .sent) { continue }
+                    bytes.append(UInt8(ascii: ","))
+                    var o = renderer.json(result)
+                    if let m = part.message {
+                        o.pairs.insert(("message_index", .int(Int64(m))), at: 0)
+                        o.pairs.insert(("message", .int(Int64(m))), at: 0)
+                    }
+                    JSONValue.object(o).write(to: &bytes)
+                }
             }
-            JSONValue.object(o).write(to: &bytes)
+            delivered[k] = []
         }
-        return (bytes, sent, all.count - sent)
+        return (bytes, sent, count - sent)
     }
 
     static func notConfigured(app: String, platform: Platform) -> CommandError {
@@ -451,6 +641,57 @@ extension Dispatcher {
             throw CommandError(
                 .busy, "the daemon has \(now - n) notifications in flight, over max_pending \(config.maxPending); retry later",
                 details: ["retry_after_ms": .int(Int64(retry))])
+        }
+    }
+
+    /// Sends several notifications (a chunk of a `bulk`'s messages) to their devices: each
+    /// (app, platform) provider gets all its messages in one call, providers concurrently.
+    /// One result list per message, in its devices' order.
+    func deliver(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        // Per provider: the messages' devices of that (app, platform), and where each came from.
+        struct Group {
+            var messages: [Addressed] = []
+            /// (message, index of each device in the message) per entry of `messages`.
+            var origin: [(Int, [Int])] = []
+        }
+        var groups: [ProviderSet.Key: Group] = [:]
+        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
+        for (k, m) in messages.enumerated() {
+            guard let first = m.devices.first else { continue }
+            if m.devices.allSatisfy({ $0.app == first.app && $0.platform == first.platform }) {
+                let key = ProviderSet.Key(app: first.app, platform: first.platform)
+                groups[key, default: Group()].messages.append(m)
+                groups[key]?.origin.append((k, Array(m.devices.indices)))
+                continue
+            }
+            var split: [ProviderSet.Key: [Int]] = [:]
+            for (i, d) in m.devices.enumerated() { split[ProviderSet.Key(app: d.app, platform: d.platform), default: []].append(i) }
+            for (key, idx) in split {
+                groups[key, default: Group()].messages.append(Addressed(m.notification, to: idx.map { m.devices[$0] }))
+                groups[key]?.origin.append((k, idx))
+            }
+        }
+        await withTaskGroup(of: (ProviderSet.Key, [[DeliveryResult]]).self) { group in
+            for (key, g) in groups {
+                guard let p = providers.provider(app: key.app, platform: key.platform) else {
+                    for (m, (k, idx)) in zip(g.messages, g.origin) {
+                        for (j, i) in idx.enumerated() { out[k][i] = .failed(m.devices[j], reason: "provider_not_configured") }
+                    }
+                    continue
+                }
+                group.addTask { (key, await p.send(g.messages)) }
+            }
+            for await (key, results) in group {
+                guard let g = groups[key] else { continue }
+                for (e, (k, idx)) in g.origin.enumerated() where e < results.count {
+                    for (j, i) in idx.enumerated() where j < results[e].count { out[k][i] = results[e][j] }
+                }
+            }
+        }
+        return out.enumerated().map { k, list in
+            list.enumerated().map { i, r in
+                r ?? .failed(messages[k].devices[i], reason: "provider returned no result", retryable: true)
+            }
         }
     }
 

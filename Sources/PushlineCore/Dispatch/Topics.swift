@@ -118,12 +118,21 @@ extension Dispatcher {
             results.append(contentsOf: recorded.map { .sent($0) })
         }
         if byApp.isEmpty && results.isEmpty { _ = try topicProvider(app: appName) }
-        for (app, devices) in byApp.sorted(by: { $0.key < $1.key }) {
-            guard let p = providers.provider(app: app, platform: .fcm) as? any TopicProvider else {
-                results.append(contentsOf: devices.map { .failed($0, reason: "provider_not_configured") })
-                continue
+        // Every app's devices go to Google at once (one app's batches waiting on a distant
+        // server do not hold the next app's back); the registry records them in app order.
+        let apps = byApp.sorted(by: { $0.key < $1.key })
+        var answers = [[DeliveryResult]](repeating: [], count: apps.count)
+        await withTaskGroup(of: (Int, [DeliveryResult]).self) { group in
+            for (k, (app, devices)) in apps.enumerated() {
+                guard let p = providers.provider(app: app, platform: .fcm) as? any TopicProvider else {
+                    answers[k] = devices.map { .failed($0, reason: "provider_not_configured") }
+                    continue
+                }
+                group.addTask { (k, subscribe ? await p.subscribe(devices, topic: topic) : await p.unsubscribe(devices, topic: topic)) }
             }
-            let r = subscribe ? await p.subscribe(devices, topic: topic) : await p.unsubscribe(devices, topic: topic)
+            for await (k, r) in group { answers[k] = r }
+        }
+        for r in answers {
             let ok = r.compactMap { $0.status == .sent ? $0.deviceId : nil }
             if !ok.isEmpty {
                 if subscribe { try await registry.subscribe(ok, topic: topic) } else { try await registry.unsubscribe(ok, topic: topic) }

@@ -27,6 +27,9 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
     public var message: String
     /// Extra members of the error object (e.g. `retry_after_ms` for `busy`, `size`/`limit` for `payload_too_large`).
     public var details: JSONObject
+    /// Members of the failure response beside `error` (empty for nearly every error): a send
+    /// that failed part way carries what it did there (`sent`, `failed`, `results`, `not_attempted`).
+    public var reply: JSONObject = JSONObject()
 
     public init(_ code: Code, _ message: String, details: JSONObject = JSONObject()) {
         self.code = code

@@ -16,6 +16,36 @@ public protocol PushProvider: Sendable {
     /// Returns exactly one result per device, in the same order. With
     /// `notification.dryRun`, builds and checks every request without sending.
     func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult]
+
+    /// Sends several notifications, each to its own devices (a `bulk` of personalized
+    /// messages): one result list per message, each exactly one result per device in order.
+    /// The default runs `send(_:to:)` for every message concurrently; a provider may hand all
+    /// the requests to the transport together instead (one `performAll`, as for one send).
+    func send(_ messages: [Addressed]) async -> [[DeliveryResult]]
+}
+
+/// One notification and the devices it goes to, in a multi-message send.
+public struct Addressed: Sendable {
+    public var notification: Notification
+    public var devices: [Device]
+    public init(_ notification: Notification, to devices: [Device]) {
+        self.notification = notification
+        self.devices = devices
+    }
+}
+
+extension PushProvider {
+    public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        if messages.count == 1 { return [await send(messages[0].notification, to: messages[0].devices)] }
+        return await withTaskGroup(of: (Int, [DeliveryResult]).self, returning: [[DeliveryResult]].self) { group in
+            for (k, m) in messages.enumerated() where !m.devices.isEmpty {
+                group.addTask { (k, await self.send(m.notification, to: m.devices)) }
+            }
+            var out = [[DeliveryResult]](repeating: [], count: messages.count)
+            for await (k, r) in group { out[k] = r }
+            return out
+        }
+    }
 }
 
 /// What a provider may use from the daemon.
@@ -56,32 +86,47 @@ public protocol TopicProvider: PushProvider {
 ///
 /// Each batch is one `HTTPTransport.performAll` call in the provider (one suspension per
 /// batch, not per device); with two in flight the connections never idle between batches.
+/// A batch hands back what it finished and, as `later`, the answers it must retry after a
+/// backoff: those run beside the batches, outside their limit, so a retry waiting (up to a
+/// `Retry-After` of seconds) never holds a batch's slot while other devices wait for it.
 ///
 /// ```swift
 /// let results = await Batches.run(count: devices.count, batchSize: 2000) { range in
-///     await self.sendBatch(prepared, devices, range)   // [(index, DeliveryResult)]
+///     await self.sendBatch(prepared, devices, range)   // Batches.Outcome: done now, retries later
 /// }
 /// ```
 public enum Batches {
-    /// Calls `body` for `0..<count` in ranges of `batchSize`, at most `inFlight` at once, and
-    /// returns each index's result (nil only where `body` gave none).
+    /// What one batch did: results known at once, and work left for after a backoff.
+    public struct Outcome<R: Sendable>: Sendable {
+        public var done: [(Int, R)]
+        public var later: (@Sendable () async -> [(Int, R)])?
+        public init(_ done: [(Int, R)], later: (@Sendable () async -> [(Int, R)])? = nil) {
+            self.done = done
+            self.later = later
+        }
+    }
+
+    /// Calls `body` for `0..<count` in ranges of `batchSize`, at most `inFlight` at once (their
+    /// `later` work not counted), and returns each index's result (nil only where none was given).
     public static func run<R: Sendable>(
-        count: Int, batchSize: Int, inFlight: Int = 2, _ body: @escaping @Sendable (Range<Int>) async -> [(Int, R)]
+        count: Int, batchSize: Int, inFlight: Int = 2, _ body: @escaping @Sendable (Range<Int>) async -> Outcome<R>
     ) async -> [R?] {
         var results = [R?](repeating: nil, count: count)
-        await withTaskGroup(of: [(Int, R)].self) { group in
+        // (whether this is a batch, which counts against `inFlight`, or a batch's later work)
+        await withTaskGroup(of: (Bool, Outcome<R>).self) { group in
             var start = 0
             var running = 0
-            while start < count || running > 0 {
+            while true {
                 while start < count && running < max(1, inFlight) {
                     let range = start..<min(count, start + max(1, batchSize))
-                    group.addTask { await body(range) }
+                    group.addTask { (true, await body(range)) }
                     start = range.upperBound
                     running += 1
                 }
-                guard let part = await group.next() else { break }
-                running -= 1
-                for (i, r) in part { results[i] = r }
+                guard let (isBatch, part) = await group.next() else { break }
+                if isBatch { running -= 1 }
+                for (i, r) in part.done { results[i] = r }
+                if let later = part.later { group.addTask { (false, Outcome(await later())) } }
             }
         }
         return results

@@ -698,6 +698,7 @@ public final class Server: @unchecked Sendable {
         case .failure(let e):
             o.pairs.append(("ok", .bool(false)))
             o.pairs.append(("error", e.json))
+            o.pairs.append(contentsOf: e.reply.pairs)
         }
         var segments = JSONValue.object(o).serializedParts()
         if case .bytes(var last) = segments.last {

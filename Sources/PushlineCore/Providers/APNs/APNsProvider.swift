@@ -163,11 +163,111 @@ public final class APNsProvider: PushProvider {
     /// Requests in one `performAll` batch.
     static let batchSize = 2000
 
-    /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
-    func sendBatch(_ prepared: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    /// A bulk's messages to this app's devices: the requests of every message go to the
+    /// transport together, in `performAll` batches as the devices of one send do, instead of a
+    /// `perform` (and a wake-up of the transport) per message. Messages that fail to build,
+    /// dry runs, and everything while the app is blocked or has no provider token go through
+    /// `send(_:to:)`, which answers them without the network.
+    public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
+        var prepared = [Prepared?](repeating: nil, count: messages.count)
+        var jwt: String? = nil
+        var pool: UInt32 = 0
+        if let c = credentials, let t = try? await tokenCache.lease(for: c, store: context.store, nowSeconds: nowMillis() / 1000) {
+            retire(t)
+            jwt = t.jwt
+            pool = t.pool
+        }
+        var items: [(message: Int, device: Int)] = []
+        for (k, m) in messages.enumerated() where !m.devices.isEmpty {
+            guard blockedReason() == nil, credentials == nil || jwt != nil, !m.notification.dryRun,
+                let msg = try? message(m.notification), (try? msg.checkSize()) != nil
+            else {
+                for (i, r) in await send(m.notification, to: m.devices).enumerated() where i < out[k].count { out[k][i] = r }
+                continue
+            }
+            var headers = msg.headers
+            if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
+            prepared[k] = Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
+            for i in m.devices.indices { items.append((k, i)) }
+        }
+        let (ready, list) = (prepared, items)
+        let sent = await Batches.run(count: list.count, batchSize: Self.batchSize) { range in
+            await self.sendItems(ready, messages, list, range)
+        }
+        for (n, r) in sent.enumerated() {
+            let (k, i) = items[n]
+            out[k][i] = r ?? .failed(messages[k].devices[i], reason: "internal: no result", retryable: true)
+        }
+        return out.enumerated().map { k, list in
+            list.enumerated().map { i, r in r ?? .failed(messages[k].devices[i], reason: "internal: no result", retryable: true) }
+        }
+    }
+
+    /// `sendBatch` for items of several messages: `items[range]` in one transport batch, each
+    /// with its message's prepared request; answers that need a retry go to `sendOne`.
+    func sendItems(
+        _ prepared: [Prepared?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
+    ) async -> Batches.Outcome<DeliveryResult> {
         var done: [(Int, DeliveryResult)] = []
         done.reserveCapacity(range.count)
-        if let reason = blockedReason() { return range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) } }
+        if let reason = blockedReason() {
+            return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason: reason, retryable: false)) })
+        }
+        // Each message's request with the key's current token (it may have changed since the
+        // bulk began), looked up once per message in this batch.
+        var current: [Int: Prepared] = [:]
+        for n in range {
+            let k = items[n].message
+            if current[k] == nil, let p = prepared[k] { current[k] = await withCurrentToken(p) }
+        }
+        var index: [Int] = []
+        var requests: [HTTPRequest] = []
+        index.reserveCapacity(range.count)
+        requests.reserveCapacity(range.count)
+        for n in range {
+            let (k, i) = items[n]
+            let d = messages[k].devices[i]
+            guard let p = current[k], Self.isValidToken(d.registrationId) else {
+                done.append((n, .failed(d, reason: Self.badTokenReason, retryable: false)))
+                continue
+            }
+            index.append(n)
+            requests.append(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
+        }
+        let answers = await context.transport.performAll(requests)
+        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
+        for (j, answer) in answers.enumerated() {
+            let n = index[j]
+            if case .success(let r) = answer, r.status == 200 {
+                done.append((n, Self.sentResult(messages[items[n].message].devices[items[n].device], r)))
+            } else {
+                again.append((n, answer))
+            }
+        }
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        let ready = current
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (n, first) in retry {
+                    let (k, i) = items[n]
+                    guard let p = ready[k] else { continue }
+                    let d = messages[k].devices[i]
+                    group.addTask { (n, await self.sendOne(p, d, first: first)) }
+                }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
+            }
+        }
+    }
+
+    /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
+    func sendBatch(_ prepared: Prepared, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
+        var done: [(Int, DeliveryResult)] = []
+        done.reserveCapacity(range.count)
+        if let reason = blockedReason() { return Batches.Outcome(range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) }) }
         let p = await withCurrentToken(prepared)
         var index: [Int] = []
         var requests: [HTTPRequest] = []
@@ -191,13 +291,16 @@ public final class APNsProvider: PushProvider {
                 again.append((index[k], answer))
             }
         }
-        if !again.isEmpty {
-            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-                for (i, first) in again { group.addTask { (i, await self.sendOne(p, devices[i], first: first)) } }
-                for await r in group { done.append(r) }
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (i, first) in retry { group.addTask { (i, await self.sendOne(p, devices[i], first: first)) } }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
             }
         }
-        return done
     }
 
     /// `p` with the key's current token: it may have changed since the send began

@@ -101,10 +101,10 @@ public final class FCMProvider: TopicProvider {
 
     /// Sends `devices[range]` in one transport batch with one access token; hands every answer
     /// other than 200 to `deliver`, seeded with that answer.
-    func sendBatch(_ prepared: PreparedMessage, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    func sendBatch(_ prepared: PreparedMessage, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
         let logger = self.logger
         if let o = quotaOutcome() {
-            return range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) }
+            return Batches.Outcome(range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) })
         }
         let bearer: String
         if let t = tokens.freshToken() {
@@ -114,7 +114,7 @@ public final class FCMProvider: TopicProvider {
             case .success(let t): bearer = t
             case .failure(let e):
                 let o = Outcome.failed(reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
-                return range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) }
+                return Batches.Outcome(range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) })
             }
         }
         let headers = sendHeaders(bearer: bearer)
@@ -138,18 +138,118 @@ public final class FCMProvider: TopicProvider {
                 again.append((i, requests[k].body, answer))
             }
         }
-        if !again.isEmpty {
-            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-                for (i, body, first) in again {
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (i, body, first) in retry {
                     group.addTask {
                         let o = await self.deliver(body, first: (bearer, first))
                         return (i, o.result(device: devices[i], dryRun: prepared.dryRun, logger: logger))
                     }
                 }
-                for await r in group { done.append(r) }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
             }
         }
-        return done
+    }
+
+    /// A bulk's messages to this project's devices: the requests of every message go to the
+    /// transport together, in `performAll` batches as the devices of one send do, instead of a
+    /// `perform` per message. A message that fails to build goes through `send(_:to:)`.
+    public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
+        var prepared = [PreparedMessage?](repeating: nil, count: messages.count)
+        var items: [(message: Int, device: Int)] = []
+        for (k, m) in messages.enumerated() where !m.devices.isEmpty {
+            guard let p = try? PreparedMessage(m.notification) else {
+                for (i, r) in await send(m.notification, to: m.devices).enumerated() where i < out[k].count { out[k][i] = r }
+                continue
+            }
+            prepared[k] = p
+            for i in m.devices.indices { items.append((k, i)) }
+        }
+        let (ready, list) = (prepared, items)
+        let sent = await Batches.run(count: list.count, batchSize: Self.batchSize) { range in
+            await self.sendItems(ready, messages, list, range)
+        }
+        for (n, r) in sent.enumerated() {
+            let (k, i) = items[n]
+            out[k][i] = r ?? .failed(messages[k].devices[i], reason: "INTERNAL", retryable: true)
+        }
+        return out.enumerated().map { k, list in
+            list.enumerated().map { i, r in r ?? .failed(messages[k].devices[i], reason: "INTERNAL", retryable: true) }
+        }
+    }
+
+    /// `sendBatch` for items of several messages: `items[range]` in one transport batch with one
+    /// access token, each with its message's body; other answers than 200 go to `deliver`.
+    func sendItems(
+        _ prepared: [PreparedMessage?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
+    ) async -> Batches.Outcome<DeliveryResult> {
+        let logger = self.logger
+        let failAll = { (o: Outcome) -> Batches.Outcome<DeliveryResult> in
+            Batches.Outcome(range.map { n in
+                let (k, i) = items[n]
+                return (n, o.result(device: messages[k].devices[i], dryRun: prepared[k]?.dryRun ?? false, logger: logger))
+            })
+        }
+        if let o = quotaOutcome() { return failAll(o) }
+        let bearer: String
+        if let t = tokens.freshToken() {
+            bearer = t
+        } else {
+            switch await tokens.token(replacing: nil) {
+            case .success(let t): bearer = t
+            case .failure(let e):
+                return failAll(.failed(reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil))
+            }
+        }
+        let headers = sendHeaders(bearer: bearer)
+        var index: [Int] = []
+        var requests: [HTTPRequest] = []
+        index.reserveCapacity(range.count)
+        requests.reserveCapacity(range.count)
+        for n in range {
+            let (k, i) = items[n]
+            guard let p = prepared[k] else { continue }
+            index.append(n)
+            requests.append(HTTPRequest(
+                method: "POST", url: sendURL, headers: headers, body: p.body(target: "token", messages[k].devices[i].registrationId),
+                tls: tls, timeoutMs: timeoutMs, maxConnections: maxConnections))
+        }
+        let answers = await transport.performAll(requests)
+        var done: [(Int, DeliveryResult)] = []
+        done.reserveCapacity(range.count)
+        var again: [(Int, [UInt8], Result<HTTPResponse, TransportError>)] = []
+        for (j, answer) in answers.enumerated() {
+            let n = index[j]
+            let (k, i) = items[n]
+            if case .success(let r) = answer, r.status == 200 {
+                done.append((n, Self.sent(r).result(device: messages[k].devices[i], dryRun: prepared[k]?.dryRun ?? false, logger: logger)))
+            } else {
+                again.append((n, requests[j].body, answer))
+            }
+        }
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (n, body, first) in retry {
+                    let (k, i) = items[n]
+                    let device = messages[k].devices[i]
+                    let dryRun = prepared[k]?.dryRun ?? false
+                    group.addTask {
+                        let o = await self.deliver(body, first: (bearer, first))
+                        return (n, o.result(device: device, dryRun: dryRun, logger: logger))
+                    }
+                }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
+            }
+        }
     }
 
     public func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult {

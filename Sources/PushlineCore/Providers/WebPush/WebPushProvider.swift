@@ -307,7 +307,7 @@ public final class WebPushProvider: PushProvider {
 
     /// Encrypts and sends `devices[range]` in one transport batch; 2xx answers are mapped at once,
     /// the others go to `deliver` seeded with the answer.
-    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
         var done: [(Int, DeliveryResult)] = []
         done.reserveCapacity(range.count)
         var index: [Int] = []
@@ -332,17 +332,18 @@ public final class WebPushProvider: PushProvider {
                 again.append((k, answer))
             }
         }
-        if !again.isEmpty {
-            await withTaskGroup(of: (Int, DeliveryResult).self) { group in
-                for (k, first) in again {
-                    let i = index[k]
-                    let req = requests[k]
+        guard !again.isEmpty else { return Batches.Outcome(done) }
+        let retry = again.map { k, first in (index[k], requests[k], first) }
+        return Batches.Outcome(done) {
+            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
+                for (i, req, first) in retry {
                     group.addTask { (i, await self.deliver(req, to: devices[i], first: first)) }
                 }
-                for await r in group { done.append(r) }
+                var out: [(Int, DeliveryResult)] = []
+                for await r in group { out.append(r) }
+                return out
             }
         }
-        return done
     }
 
     /// A device's result that needs no request (bad subscription, encryption failure).
