@@ -118,7 +118,10 @@ final class RecordingProvider: PushProvider {
         // The deactivation was committed.
         #expect(try await env.registry.device(.id(env.devices[2].id))?.active == false)
         // The whole failure response: ok false, the error, and what was done beside it.
-        let line = Server.encode(id: 9, result: .failure(e)).flatMap { $0 }
+        let line = Server.encode(id: 9, result: .failure(e)).flatMap { segment -> [UInt8] in
+            guard case .bytes(let b) = segment else { Issue.record("4 results spooled to a file"); return [] }
+            return b
+        }
         let response = try JSONValue.parse(Array(line.dropLast()))
         #expect(response["ok"] == .bool(false) && response["error"]?["code"] == "internal_error")
         #expect(response["error"]?["partial"] == .bool(true))
