@@ -10,4 +10,5 @@
 #include "pl_sqlite.h"
 #include "pl_curl.h"
 #include "pl_openssl.h"
+#include "pl_systemd.h"
 #endif

@@ -89,21 +89,63 @@ public final class Server: @unchecked Sendable {
     private var nextConnID: UInt64 = 1
     private let inbox = Mutex<[Job]>([])
     private var stopping = false
+    /// The listening socket came from systemd (socket activation): the socket file is not
+    /// ours to remove, and stopping drains (see `beginStop`).
+    private let inherited: Bool
+    /// While stopping, requests read before this time (monotonic ns) are still served.
+    private var drainUntil: UInt64 = 0
+    /// When the last request line was read (monotonic ns).
+    private var lastLineAt: UInt64 = 0
+    /// How long a stopping daemon with an inherited socket keeps serving the connections it
+    /// has already accepted, and how long they must be quiet before it exits.
+    private static let drainMax: UInt64 = 5_000_000_000
+    private static let drainQuiet: UInt64 = 300_000_000
     private var pendingTasks = 0
     /// Requests were handled since the heap was last trimmed.
     private var heapDirty = false
     public let activeConnections = Atomic<Int>(0)
+    /// Called on the loop thread when SIGHUP arrives (after `installSignalHandlers`). Set before `run()`.
+    public var onHangup: (@Sendable () -> Void)?
+    /// Called on the loop thread when stopping begins. Set before `run()`.
+    public var onStopping: (@Sendable (_ pending: Int) -> Void)?
     private let pingResponseTail: [UInt8]
     private static let maxInflightPerConnection: UInt64 = 8192
     private static let maxWriteBuffer = 16 << 20
 
     /// Creates the listening socket. Refuses to take over a socket a live daemon
     /// answers on; removes a stale socket file; applies `mode` to the new socket.
-    public init(path: String, mode: UInt32, maxLineBytes: Int, handler: RequestHandler, logger: Logger) throws(CommandError) {
+    ///
+    /// With `inheritedFD` (a listening socket passed by systemd) the socket is served as it
+    /// is: nothing is created, probed, chmod-ed or removed at `path`.
+    public init(path: String, mode: UInt32, maxLineBytes: Int, handler: RequestHandler, logger: Logger,
+                inheritedFD: Int32? = nil) throws(CommandError) {
         self.path = path
         self.maxLineBytes = maxLineBytes
         self.handler = handler
         self.logger = logger
+        self.inherited = inheritedFD != nil
+        if let inheritedFD {
+            listenFD = inheritedFD
+        } else {
+            listenFD = try Self.listen(path: path, mode: mode)
+        }
+        epfd = pl_epoll_create()
+        wakeFD = pl_eventfd()
+        guard epfd >= 0, wakeFD >= 0 else {
+            if !inherited {
+                close(listenFD)
+                unlink(path)
+            }
+            throw CommandError(.internalError, "cannot create epoll/eventfd: \(String(cString: strerror(pl_errno())))")
+        }
+        pingResponseTail = Array(
+            ",\"ok\":true,\"version\":\"\(PushlineVersion.daemon)\",\"protocol\":\"\(PushlineVersion.proto)\"}\n".utf8)
+        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), listenFD, Ev.in)
+        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), wakeFD, Ev.in)
+    }
+
+    /// Creates the listening socket at `path` (see `init`); returns its descriptor.
+    private static func listen(path: String, mode: UInt32) throws(CommandError) -> Int32 {
         var st = stat()
         if lstat(path, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {
@@ -126,18 +168,7 @@ public final class Server: @unchecked Sendable {
             unlink(path)
             throw CommandError(.internalError, "cannot chmod '\(path)': \(e)")
         }
-        listenFD = fd
-        epfd = pl_epoll_create()
-        wakeFD = pl_eventfd()
-        guard epfd >= 0, wakeFD >= 0 else {
-            close(fd)
-            unlink(path)
-            throw CommandError(.internalError, "cannot create epoll/eventfd: \(String(cString: strerror(pl_errno())))")
-        }
-        pingResponseTail = Array(
-            ",\"ok\":true,\"version\":\"\(PushlineVersion.daemon)\",\"protocol\":\"\(PushlineVersion.proto)\"}\n".utf8)
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), listenFD, Ev.in)
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), wakeFD, Ev.in)
+        return fd
     }
 
     deinit {
@@ -148,6 +179,12 @@ public final class Server: @unchecked Sendable {
     /// Installs SIGTERM/SIGINT handlers that stop this server.
     public func installSignalHandlers() {
         pl_install_signal_handlers(wakeFD)
+        pl_install_hup_handler(wakeFD)
+    }
+
+    /// Runs `body` on the loop thread (the watchdog's check that the loop turns). Safe from any thread.
+    public func onLoop(_ body: @escaping @Sendable () -> Void) {
+        post { _ in body() }
     }
 
     /// Asks the loop to stop (same as SIGTERM). Safe from any thread.
@@ -166,9 +203,9 @@ public final class Server: @unchecked Sendable {
         pl_set_thread_name("pushline-io")
         var fds = [Int32](repeating: 0, count: 256)
         var evs = [UInt32](repeating: 0, count: 256)
-        logger.info("listening", metadata: ["socket": "\(path)"])
+        logger.info("listening", metadata: ["socket": "\(path)", "activated": "\(inherited)"])
         while true {
-            if stopping && pendingTasks == 0 && connections.values.allSatisfy({ $0.writeDone }) {
+            if stopping && pendingTasks == 0 && connections.values.allSatisfy({ $0.writeDone }) && drained() {
                 break
             }
             let n = fds.withUnsafeMutableBufferPointer { f in
@@ -196,6 +233,7 @@ public final class Server: @unchecked Sendable {
                     if pl_pending_signal() != 0 && !stopping {
                         beginStop(reason: pl_pending_signal() == SIGINT ? "SIGINT" : "SIGTERM")
                     }
+                    if pl_take_hup() != 0 && !stopping { onHangup?() }
                     let jobs = inbox.withLock { q in
                         let j = q
                         q.removeAll(keepingCapacity: true)
@@ -225,10 +263,27 @@ public final class Server: @unchecked Sendable {
     private func beginStop(reason: String) {
         guard !stopping else { return }
         stopping = true
+        onStopping?(pendingTasks)
         logger.info("stopping: no new connections, finishing in-flight requests", metadata: ["reason": "\(reason)", "pending": "\(pendingTasks)"])
         _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), listenFD, 0)
         close(listenFD)
-        unlink(path)
+        if inherited {
+            // systemd keeps the socket: new clients wait in its backlog for the next daemon.
+            // Clients this one already accepted are still served until they are quiet (a
+            // client that connected just before the stop sends its request after it).
+            drainUntil = monotonicNanos() + Self.drainMax
+            lastLineAt = monotonicNanos()
+        } else {
+            unlink(path)
+        }
+    }
+
+    /// A stopping daemon may exit: its socket was its own, or its accepted connections are
+    /// all closed or quiet, or the drain time is over.
+    private func drained() -> Bool {
+        guard inherited, !connections.isEmpty else { return true }
+        let now = monotonicNanos()
+        return now >= drainUntil || now - lastLineAt >= Self.drainQuiet
     }
 
     private func acceptAll() {
@@ -384,8 +439,12 @@ public final class Server: @unchecked Sendable {
             return
         }
         if stopping {
-            complete(c, seq: seq, segments: Self.encode(id: id, result: .failure(CommandError(.shuttingDown, "the daemon is shutting down"))))
-            return
+            let now = monotonicNanos()
+            if now >= drainUntil {
+                complete(c, seq: seq, segments: Self.encode(id: id, result: .failure(CommandError(.shuttingDown, "the daemon is shutting down"))))
+                return
+            }
+            lastLineAt = now
         }
         // Fast path: ping needs nothing but the versions.
         if obj["cmd"] == .string("ping") && obj.pairs.count <= 2 {
