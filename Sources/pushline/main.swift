@@ -13,7 +13,7 @@ struct Pushline: ParsableCommand {
         commandName: "pushline",
         abstract: "A push-notification sidecar: APNs, FCM, WebPush and WNS behind a Unix socket.",
         version: PushlineVersion.daemon,
-        subcommands: [Serve.self, CheckConfig.self, Call.self, Devices.self, SendTest.self, Vapid.self]
+        subcommands: [Serve.self, CheckConfig.self, Call.self, Devices.self, SendTest.self, Health.self, Stats.self, Vapid.self]
     )
 }
 
@@ -51,8 +51,10 @@ struct Serve: ParsableCommand {
         if let socket { config.socket = socket }
         if let database { config.database = database }
         if let logLevel { config.logLevel = logLevel }
-        PushlineLogging.bootstrap(level: Logger.Level(rawValue: config.logLevel) ?? .info)
-        let code = Daemon.run(config: config)
+        PushlineLogging.bootstrap(level: Logger.Level(rawValue: config.logLevel) ?? .info, json: config.logFormat == "json")
+        let source = DaemonHandler.Source(configPath: options.config ?? env("PUSHLINE_CONFIG"), socket: socket,
+                                          database: database, logLevel: logLevel)
+        let code = Daemon.run(config: config, source: source)
         if code != 0 { throw ExitCode(code) }
     }
 }
@@ -211,6 +213,119 @@ struct SendTest: ParsableCommand {
         let resp = try client.request(["cmd": "send", "ids": [.int(device)], "message": .string(message), "dry_run": .bool(dryRun)])
         writeStdout(resp.serialized() + [0x0A])
         guard resp["ok"] == .bool(true), resp["failed"] == .int(0) else { throw ExitCode(1) }
+    }
+}
+
+/// Connects for a client command; exits `code` with the reason when the daemon cannot be reached.
+func connect(_ socket: SocketOptions, command: String, code: Int32 = 2) throws -> LineClient {
+    do { return try LineClient(path: socket.path) } catch {
+        writeStderr("pushline \(command): cannot reach the daemon at \(socket.path): \(error)\n")
+        throw ExitCode(code)
+    }
+}
+
+/// "3 min ago" for a Unix-ms timestamp, or "never".
+func ago(_ ms: Int64?) -> String {
+    guard let ms else { return "never" }
+    let s = max(0, (nowMillis() - ms) / 1000)
+    if s < 120 { return "\(s) s ago" }
+    if s < 7200 { return "\(s / 60) min ago" }
+    return "\(s / 3600) h ago"
+}
+
+struct Health: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Say whether the daemon is healthy (database writable, providers answering).",
+        discussion: "Exits 0 when healthy, 1 when not or when the daemon cannot be reached.")
+    @OptionGroup var socket: SocketOptions
+    @Flag(help: "Print the health response as JSON.") var json = false
+
+    func run() throws {
+        let client = try connect(socket, command: "health", code: 1)
+        let resp: JSONValue
+        do { resp = try client.request(["cmd": "health"]) } catch {
+            writeStderr("pushline health: cannot reach the daemon at \(socket.path): \(error)\n")
+            throw ExitCode(1)
+        }
+        guard resp["ok"] == .bool(true) else {
+            writeStderr("pushline health: \(resp["error"]?["message"]?.stringValue ?? "error")\n")
+            throw ExitCode(1)
+        }
+        if json {
+            writeStdout(resp.serialized() + [0x0A])
+        } else {
+            let healthy = resp["healthy"] == .bool(true)
+            var lines = [healthy ? "healthy" : "NOT healthy"]
+            let db = resp["database"]
+            if db?["ok"] == .bool(true) {
+                lines.append("database: ok (write in \(String(format2(db?["latency_ms"]?.doubleValue ?? 0))) ms)")
+            } else {
+                lines.append("database: FAILED: \(db?["error"]?.stringValue ?? "unknown")")
+            }
+            let providers = resp["providers"]?.arrayValue ?? []
+            if providers.isEmpty { lines.append("providers: none configured") }
+            for p in providers {
+                let name = "\(p["app"]?.stringValue ?? "?")/\(p["platform"]?.stringValue ?? "?")"
+                var l = "\(name): \(p["healthy"] == .bool(true) ? "ok" : "FAILING")"
+                l += ", last success \(ago(p["last_success"]?.intValue))"
+                if let f = p["last_failure"]?.intValue {
+                    l += ", last failure \(ago(f)) (\(p["last_failure_reason"]?.stringValue ?? "?"))"
+                }
+                let n = p["consecutive_failures"]?.intValue ?? 0
+                if n > 0 { l += ", \(n) failures in a row" }
+                l += ", \(p["in_flight"]?.intValue ?? 0) in flight"
+                lines.append(l)
+            }
+            lines.append("client connections: \(resp["socket_connections"]?.intValue ?? 0)")
+            writeStdout(Array((lines.joined(separator: "\n") + "\n").utf8))
+            if !healthy { throw ExitCode(1) }
+            return
+        }
+        if resp["healthy"] != .bool(true) { throw ExitCode(1) }
+    }
+}
+
+/// Two decimals without Foundation.
+func format2(_ v: Double) -> String {
+    let c = Int64((v * 100).rounded())
+    let frac = abs(c % 100)
+    return "\(c / 100).\(frac < 10 ? "0" : "")\(frac)"
+}
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show device counts and activity in a table.")
+    @OptionGroup var socket: SocketOptions
+    @Flag(help: "Print the stats response as JSON.") var json = false
+
+    func run() throws {
+        let client = try connect(socket, command: "stats")
+        let resp = try client.request(["cmd": "stats"])
+        guard resp["ok"] == .bool(true) else {
+            writeStderr("pushline stats: \(resp["error"]?["message"]?.stringValue ?? "error")\n")
+            throw ExitCode(1)
+        }
+        if json {
+            writeStdout(resp.serialized() + [0x0A])
+            return
+        }
+        let d = resp["devices"]
+        var lines = [
+            "devices: \(d?["total"]?.intValue ?? 0) (\(d?["active"]?.intValue ?? 0) active, \(d?["inactive"]?.intValue ?? 0) inactive)",
+        ]
+        func col(_ s: String, _ w: Int) -> String { s.count >= w ? s + " " : s + String(repeating: " ", count: w - s.count) }
+        if let byApp = d?["by_app"]?.objectValue, !byApp.isEmpty {
+            lines.append(col("APP", 16) + col("PLATFORM", 10) + col("ACTIVE", 10) + "INACTIVE")
+            for (app, platforms) in byApp.pairs.sorted(by: { $0.0 < $1.0 }) {
+                for (platform, counts) in (platforms.objectValue?.pairs ?? []).sorted(by: { $0.0 < $1.0 }) {
+                    lines.append(col(app, 16) + col(platform, 10) + col(String(counts["active"]?.intValue ?? 0), 10)
+                                 + String(counts["inactive"]?.intValue ?? 0))
+                }
+            }
+        }
+        let n = resp["notifications"]
+        lines.append("notifications since start: \(n?["sent"]?.intValue ?? 0) sent, \(n?["failed"]?.intValue ?? 0) failed")
+        lines.append("in flight: \(resp["pending"]?.intValue ?? 0); client connections: \(resp["connections"]?.intValue ?? 0); up \(Int(resp["uptime_s"]?.doubleValue ?? 0)) s")
+        writeStdout(Array((lines.joined(separator: "\n") + "\n").utf8))
     }
 }
 

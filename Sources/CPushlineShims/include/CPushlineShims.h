@@ -11,4 +11,5 @@
 #include "pl_curl.h"
 #include "pl_openssl.h"
 #include "pl_systemd.h"
+#include "pl_net.h"
 #endif

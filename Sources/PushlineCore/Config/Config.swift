@@ -17,6 +17,10 @@ public struct PushlineConfig: Sendable {
     public var maxStreamsPerConnection: Int = 500
     /// `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical`.
     public var logLevel: String = "info"
+    /// `text` (one `key=value` line per event) or `json` (one JSON object per line).
+    public var logFormat: String = "text"
+    /// Where Prometheus scrapes `GET /metrics`: `host:port` or a Unix socket path; nil: off.
+    public var metricsListen: String?
     public var apps: [String: AppConfig] = ["default": AppConfig()]
 
     /// Transport settings derived from the provider blocks: one curl event loop per
@@ -86,6 +90,14 @@ public struct PushlineConfig: Sendable {
                 throw ConfigError("log_level", "expected one of trace, debug, info, notice, warning, error, critical")
             }
             logLevel = l
+        }
+        if let f = try r.string("log_format") {
+            guard ["text", "json"].contains(f) else { throw ConfigError("log_format", "expected \"text\" or \"json\", got \"\(f)\"") }
+            logFormat = f
+        }
+        if let m = try r.string("metrics_listen") {
+            if case .failure(let e) = MetricsListen.parse(m) { throw e }
+            metricsListen = m
         }
         if let a = r.value("apps") {
             guard let ao = a.objectValue else { throw ConfigError("apps", "expected an object of app name to app block") }

@@ -12,7 +12,7 @@ import Glibc
 /// ```
 public enum Daemon {
     /// Runs the daemon; returns the process exit code.
-    public static func run(config: PushlineConfig) -> Int32 {
+    public static func run(config: PushlineConfig, source: DaemonHandler.Source = DaemonHandler.Source(configPath: nil)) -> Int32 {
         let logger = Logger(label: "pushline")
         pl_ignore_sigpipe()
         // Until the server's handlers are in place, SIGTERM/SIGINT wait (every thread
@@ -61,13 +61,30 @@ public enum Daemon {
         let holder = ConnectionCounter()
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
                                     connectionCount: { holder.count() })
+        let handler = DaemonHandler(dispatcher: dispatcher, transport: transport, source: source, notifier: notifier,
+                                    logger: logger, connectionCount: { holder.count() })
+        var metricsServer: MetricsServer?
+        if config.metricsListen != nil || activation?.metricsFD != nil {
+            do {
+                metricsServer = try MetricsServer(listen: config.metricsListen ?? "", inheritedFD: activation?.metricsFD, logger: logger) {
+                    await handler.renderMetrics()
+                }
+            } catch {
+                logger.critical("cannot serve metrics", metadata: ["error": "\(error.message)"])
+                transport?.shutdown()
+                registry.close()
+                return 1
+            }
+        }
         let server: Server
         do {
             server = try Server(path: activation?.socketPath ?? config.socket, mode: config.socketMode,
-                                maxLineBytes: config.maxLineBytes, handler: dispatcher, logger: logger,
+                                maxLineBytes: config.maxLineBytes, handler: handler, logger: logger,
                                 inheritedFD: activation?.socketFD)
         } catch {
             logger.critical("cannot start server", metadata: ["error": "\(error.message)"])
+            metricsServer?.stop()
+            transport?.shutdown()
             registry.close()
             return 1
         }
@@ -80,10 +97,8 @@ public enum Daemon {
             notifier.stopping(status: "stopping: finishing \(pending) in-flight requests")
         }
         server.onHangup = {
-            // Live reload is not implemented yet: say so instead of dying of SIGHUP's default action.
-            notifier.reloading(status: "reloading")
-            logger.warning("SIGHUP: reloading the config is not supported yet; restart to apply changes")
-            notifier.send(["READY=1", "STATUS=serving (config unchanged)"])
+            logger.info("SIGHUP: reloading the config", metadata: ["config": "\(source.configPath ?? "(embedded default)")"])
+            Task { _ = await handler.reload(trigger: "SIGHUP") }
         }
         server.installSignalHandlers()
         pl_unblock_term_signals()
@@ -100,10 +115,12 @@ public enum Daemon {
             "version": "\(PushlineVersion.daemon)", "database": "\(config.database)",
             "providers": "\(configured.isEmpty ? "none" : configured)", "pid": "\(getpid())",
         ])
+        metricsServer?.start()
         notifier.ready(status: "serving \(server.path), providers: \(configured.isEmpty ? "none" : configured)")
         server.run()
         watchdog?.stop()
-        transport?.shutdown()
+        metricsServer?.stop()
+        handler.transport?.shutdown()
         registry.close()
         notifier.status("stopped cleanly")
         logger.info("stopped cleanly")

@@ -182,8 +182,8 @@ public final class HTTPTransport: Sendable {
             var lastOrigin = ""
             var lastHash = 0
             let now = monotonicNanos()
+            var started: [String: Int] = [:]
             for (i, r) in requests.enumerated() {
-                let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = { collector.set(i, $0) }
                 // Bulk requests share an origin: reuse the last one when the URL starts with it.
                 let origin: String
                 if !lastOrigin.isEmpty, hasOrigin(r.url, lastOrigin) {
@@ -193,14 +193,20 @@ public final class HTTPTransport: Sendable {
                     lastOrigin = o
                     lastHash = o.hashValue
                 } else {
-                    complete(.failure(TransportError(.other, "only https:// URLs are supported")))
+                    collector.set(i, .failure(TransportError(.other, "only https:// URLs are supported")))
                     continue
+                }
+                started[origin, default: 0] += 1
+                let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = {
+                    Metrics.shared.providerRequestFinished(origin: origin, startNs: now, status: Self.metricStatus($0))
+                    collector.set(i, $0)
                 }
                 let deadline = now &+ UInt64(max(1, r.timeoutMs)) &* 1_000_000
                 let (loop, limit) = route(origin: origin, originHash: lastHash, maxConnections: r.maxConnections, counter: first + i)
                 perLoop[loop].append(
                     Job(request: r, origin: origin, streamLimit: limit, deadline: deadline, complete: complete))
             }
+            for (origin, n) in started { Metrics.shared.providerRequestsStarted(origin: origin, count: n) }
             for (k, jobs) in perLoop.enumerated() where !jobs.isEmpty {
                 loops[k].enqueue(jobs)
             }
@@ -217,9 +223,24 @@ public final class HTTPTransport: Sendable {
         let (loop, limit) = route(
             origin: origin, originHash: origin.hashValue, maxConnections: request.maxConnections, counter: index)
         let timeoutMs = max(1, request.timeoutMs)
-        let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
-        let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: complete)
+        let now = monotonicNanos()
+        let deadline = now &+ UInt64(timeoutMs) &* 1_000_000
+        Metrics.shared.providerRequestsStarted(origin: origin, count: 1)
+        let metered: @Sendable (Result<HTTPResponse, TransportError>) -> Void = {
+            Metrics.shared.providerRequestFinished(origin: origin, startNs: now, status: Self.metricStatus($0))
+            complete($0)
+        }
+        let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: metered)
         loops[loop].enqueue([job])
+    }
+
+    /// The `status` label of `pushline_provider_responses_total`: the HTTP status, or the
+    /// transport error's protocol reason (`timeout`, `connect_error`, `tls_error`, `connection_lost`).
+    static func metricStatus(_ r: Result<HTTPResponse, TransportError>) -> String {
+        switch r {
+        case .success(let resp): return String(resp.status)
+        case .failure(let e): return e.protocolReason
+        }
     }
 
     /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.
