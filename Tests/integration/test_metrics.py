@@ -78,7 +78,7 @@ def test_metrics_command_counts_commands_and_registry(daemon):
     assert sample(text, "pushline_registry_devices", app="default", platform="fcm", active="true") == 2
     assert sample(text, "pushline_registry_devices", app="default", platform="fcm", active="false") == 1
     assert sample(text, "pushline_socket_connections") >= 1
-    assert sample(text, "pushline_build_info", version=daemon.call({"cmd": "ping"})["version"], protocol="1.0") == 1
+    assert sample(text, "pushline_build_info", version=daemon.call({"cmd": "ping"})["version"], protocol=daemon.call({"cmd": "ping"})["protocol"]) == 1
     assert daemon.call({"cmd": "metrics", "extra": 1})["error"]["code"] == "invalid_argument"
 
 

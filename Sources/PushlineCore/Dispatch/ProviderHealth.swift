@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// Per (app, platform) provider health for `health` and the metrics recorded when a
@@ -25,8 +26,14 @@ public final class ProviderHealth: Sendable {
     static let credentialReasons: Set<String> = [
         "InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken", "BadCertificate",
         "BadCertificateEnvironment", "TooManyProviderTokenUpdates", "Forbidden", "THIRD_PARTY_AUTH_ERROR",
-        "PERMISSION_DENIED", "UNAUTHENTICATED", "token_request_failed", "unauthorized", "forbidden",
+        "PERMISSION_DENIED", "UNAUTHENTICATED", "AUTH_ERROR", "token_request_failed", "unauthorized", "forbidden",
     ]
+
+    /// A reason is a credential refusal when its code (before any ": explanation") is one.
+    static func isCredentialReason(_ reason: String) -> Bool {
+        let code = reason.split(separator: ":", maxSplits: 1).first.map(String.init) ?? reason
+        return credentialReasons.contains(code)
+    }
 
     private let state = Mutex<[String: Entry]>([:])
 
@@ -46,6 +53,7 @@ public final class ProviderHealth: Sendable {
         var retryable = 0
         var reasons: [String: Int] = [:]
         var providerFailure: String?
+        var credentialFailure: DeliveryResult?
         for r in results {
             if r.status == .sent {
                 sent += 1
@@ -55,7 +63,18 @@ public final class ProviderHealth: Sendable {
             if r.retryable { retryable += 1 }
             let reason = r.reason ?? "unknown"
             reasons[reason, default: 0] += 1
-            if !r.deactivate && (r.retryable || Self.credentialReasons.contains(reason)) { providerFailure = reason }
+            let credential = Self.isCredentialReason(reason)
+            if !r.deactivate && (r.retryable || credential) { providerFailure = reason }
+            if credential { credentialFailure = r }
+        }
+        if let c = credentialFailure {
+            // A refused provider token or credential (an FCM OAuth or WNS token request included):
+            // one warning per app, platform and reason per minute.
+            let reason = (c.reason ?? "unknown").split(separator: ":", maxSplits: 1).first.map(String.init) ?? "unknown"
+            var meta: Logger.Metadata = ["app": "\(app)", "platform": "\(platform.rawValue)", "reason": "\(reason)"]
+            if let e = c.extra["error"]?.stringValue ?? c.extra["message"]?.stringValue { meta["error"] = "\(ProviderWarnings.scrub(e))" }
+            ProviderWarnings.shared.warn(key: "credential\u{0}\(app)\u{0}\(platform.rawValue)\u{0}\(reason)",
+                                         "provider refused the credentials", meta)
         }
         let m = Metrics.shared
         let p = platform.rawValue

@@ -209,7 +209,11 @@ public final class DaemonHandler: RequestHandler {
         }
         let changes = Self.describeChanges(old: old, new: new, newProviders: providers)
         let restartNeeded = Self.restartOnly(old: old.config, new: new)
-        let dispatcher = Dispatcher(config: new, registry: registry, providers: providers, logger: logger, connectionCount: connectionCount)
+        let dispatcher = Dispatcher(config: new, registry: registry, providers: providers, logger: logger,
+                                    connectionCount: connectionCount, startedAt: old.startedAt)
+        // `stats` counts since the daemon started, not since the reload.
+        dispatcher.sentCount.add(old.sentCount.load(ordering: .relaxed), ordering: .relaxed)
+        dispatcher.failedCount.add(old.failedCount.load(ordering: .relaxed), ordering: .relaxed)
         live.withLock { l in
             l.dispatcher = dispatcher
             l.transport = transport
@@ -247,6 +251,8 @@ public final class DaemonHandler: RequestHandler {
         if old.maxLineBytes != new.maxLineBytes { out.append("max_line_bytes") }
         if old.maxStreamsPerConnection != new.maxStreamsPerConnection { out.append("max_streams_per_connection") }
         if old.logLevel != new.logLevel { out.append("log_level") }
+        if old.logFormat != new.logFormat { out.append("log_format") }
+        if old.metricsListen != new.metricsListen { out.append("metrics_listen") }
         return out
     }
 }

@@ -198,7 +198,7 @@ public final class HTTPTransport: Sendable {
                 }
                 started[origin, default: 0] += 1
                 let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = {
-                    Metrics.shared.providerRequestFinished(origin: origin, startNs: now, status: Self.metricStatus($0))
+                    Self.observe(origin: origin, startNs: now, $0)
                     collector.set(i, $0)
                 }
                 let deadline = now &+ UInt64(max(1, r.timeoutMs)) &* 1_000_000
@@ -227,19 +227,22 @@ public final class HTTPTransport: Sendable {
         let deadline = now &+ UInt64(timeoutMs) &* 1_000_000
         Metrics.shared.providerRequestsStarted(origin: origin, count: 1)
         let metered: @Sendable (Result<HTTPResponse, TransportError>) -> Void = {
-            Metrics.shared.providerRequestFinished(origin: origin, startNs: now, status: Self.metricStatus($0))
+            Self.observe(origin: origin, startNs: now, $0)
             complete($0)
         }
         let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: metered)
         loops[loop].enqueue([job])
     }
 
-    /// The `status` label of `pushline_provider_responses_total`: the HTTP status, or the
-    /// transport error's protocol reason (`timeout`, `connect_error`, `tls_error`, `connection_lost`).
-    static func metricStatus(_ r: Result<HTTPResponse, TransportError>) -> String {
+    /// Counts a finished request in the metrics (`pushline_provider_responses_total` by HTTP
+    /// status, or the transport error's reason) and logs a transport failure (rate-limited).
+    static func observe(origin: String, startNs: UInt64, _ r: Result<HTTPResponse, TransportError>) {
         switch r {
-        case .success(let resp): return String(resp.status)
-        case .failure(let e): return e.protocolReason
+        case .success(let resp):
+            Metrics.shared.providerRequestFinished(origin: origin, startNs: startNs, status: String(resp.status))
+        case .failure(let e):
+            Metrics.shared.providerRequestFinished(origin: origin, startNs: startNs, status: e.protocolReason)
+            ProviderWarnings.shared.transportFailure(origin: origin, e)
         }
     }
 
