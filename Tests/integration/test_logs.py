@@ -56,3 +56,43 @@ def test_log_format_json(start_daemon):
     ready = next(o for o in objs if o["msg"] == "ready")
     assert ready["level"] == "info" and ready["logger"] == "pushline" and re.match(r"\d{4}-\d\d-\d\dT", ready["ts"])
     assert "pid" in ready and "version" in ready
+
+
+def test_provider_block_proxy_tunnels_with_connect_and_never_logs_the_password(start_daemon, tmp_path):
+    from connect_proxy import ConnectProxy
+    fake = FakeAPNs.start(["--gen-key", f"{TEAM}:{KEY_ID}", "--topic", TOPIC])
+    proxy = ConnectProxy(auth=("pl", "pr0xy-s3cret")).start()
+    try:
+        good = f"http://pl:pr0xy-s3cret@127.0.0.1:{proxy.port}"
+        d = start_daemon({"apps": {"default": {"apns": fake.apns_block(proxy=good)},
+                                   "bad": {"apns": fake.apns_block(proxy=f"http://pl:wrong-pass@127.0.0.1:{proxy.port}")}}},
+                         extra_args=["--log-level", "trace"])
+        toks = ["cd" * 32, "ef" * 32]
+        assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": toks[0]},
+                                                       {"platform": "apns", "registration_id": toks[1], "app": "bad"}]})["ok"]
+        r = d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[:1], "message": "via proxy"})
+        assert r["sent"] == 1, r
+        assert proxy.tunnels and proxy.tunnels[0]["target"] == f"localhost:{fake.port}" and proxy.tunnels[0]["user"] == "pl"
+        assert proxy.tunnels[0]["up"] > 0 and proxy.tunnels[0]["down"] > 0
+        assert fake.received()[-1]["token"] == toks[0]
+        # A wrong password: the proxy answers 407; the send fails as retryable, the cause is logged.
+        r = d.call({"cmd": "send", "platform": "apns", "app": "bad", "registration_ids": toks[1:], "message": "m"})
+        assert r["failed"] == 1 and r["results"][0]["retryable"] is True, r
+        assert proxy.refused and proxy.refused[0]["reason"] == "auth"
+        d.stop()
+        logs = d.logs()
+        assert "provider request failed" in logs
+        assert "pr0xy-s3cret" not in logs and "wrong-pass" not in logs
+    finally:
+        proxy.stop()
+        fake.stop()
+
+
+def test_bad_proxy_value_is_a_config_error_without_the_password(tmp_path):
+    import subprocess
+    from harness import binary
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"apps": {"default": {"fcm": {"service_account_path": "/dev/null",
+                                                          "proxy": "socks5://u:hidden-pass@127.0.0.1:1080"}}}}))
+    r = subprocess.run([binary(), "check-config", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 1 and "apps.default.fcm.proxy" in r.stderr and "hidden-pass" not in r.stderr, r.stderr
