@@ -10,7 +10,7 @@ import Synchronization
 /// ```
 public final class Dispatcher: RequestHandler {
     public let config: PushlineConfig
-    public let registry: Registry
+    public let registry: any DeviceRegistry
     public let providers: ProviderSet
     let logger: Logger
     /// When the daemon started (monotonic ns); a reloaded dispatcher keeps the first one's.
@@ -22,7 +22,7 @@ public final class Dispatcher: RequestHandler {
     /// Set by the daemon so `stats` can report open connections.
     public let connectionCount: @Sendable () -> Int
 
-    public init(config: PushlineConfig, registry: Registry, providers: ProviderSet, logger: Logger,
+    public init(config: PushlineConfig, registry: any DeviceRegistry, providers: ProviderSet, logger: Logger,
                 connectionCount: @escaping @Sendable () -> Int = { 0 }, startedAt: UInt64 = monotonicNanos()) {
         self.startedAt = startedAt
         self.config = config

@@ -61,7 +61,7 @@ public enum Daemon {
         let holder = ConnectionCounter()
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
                                     connectionCount: { holder.count() })
-        let handler = DaemonHandler(dispatcher: dispatcher, transport: transport, source: source, notifier: notifier,
+        let handler = DaemonHandler(dispatcher: dispatcher, registry: registry, transport: transport, source: source, notifier: notifier,
                                     logger: logger, connectionCount: { holder.count() })
         var metricsServer: MetricsServer?
         if config.metricsListen != nil || activation?.metricsFD != nil {

@@ -53,9 +53,9 @@ public final class DaemonHandler: RequestHandler {
         "unsubscribe", "topics", "subscribers", "metrics", "health", "reload",
     ]
 
-    public init(dispatcher: Dispatcher, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
+    public init(dispatcher: Dispatcher, registry: Registry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
                 logger: Logger, connectionCount: @escaping @Sendable () -> Int) {
-        registry = dispatcher.registry
+        self.registry = registry
         self.source = source
         self.logger = logger
         self.notifier = notifier

@@ -32,7 +32,7 @@ public final class FCMProvider: TopicProvider {
     let timeoutMs: Int
     /// The fcm block's `max_connections` (for the send and Instance ID origins).
     let maxConnections: Int
-    let transport: HTTPTransport
+    let transport: any HTTPClient
     let logger: Logger
     let tokens: FCMTokenSource
     let topicManagement: any FCMTopicManagement

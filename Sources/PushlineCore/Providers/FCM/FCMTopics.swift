@@ -141,7 +141,7 @@ struct IIDTopicManagement: FCMTopicManagement {
 
     var baseURL: String
     var tokens: FCMTokenSource
-    var transport: HTTPTransport
+    var transport: any HTTPClient
     var tls: TLSOptions
     var timeoutMs: Int
     /// The fcm block's `max_connections`.
