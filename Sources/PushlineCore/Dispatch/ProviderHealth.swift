@@ -62,7 +62,8 @@ public final class ProviderHealth: Sendable {
             failed += 1
             if r.retryable { retryable += 1 }
             let reason = r.reason ?? "unknown"
-            reasons[reason, default: 0] += 1
+            // The label is the reason's code, without an explanation after ": " (bounded label values).
+            reasons[reason.split(separator: ":", maxSplits: 1).first.map(String.init) ?? reason, default: 0] += 1
             let credential = Self.isCredentialReason(reason)
             if !r.deactivate && (r.retryable || credential) { providerFailure = reason }
             if credential { credentialFailure = r }
