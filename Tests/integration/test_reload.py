@@ -40,16 +40,22 @@ def wait_log(d, text: str, timeout: float = 20) -> None:
 
 
 def test_reload_adds_and_removes_apps_and_refuses_a_bad_config(start_daemon, fake):
-    base = {"apps": {"default": {"apns": fake.apns_block()}}}
+    base = {"apps": {"default": {"apns": fake.apns_block(max_connections=1)}}}
     d = start_daemon(base)
     assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": tok(1)},
                                                    {"platform": "apns", "registration_id": tok(2), "app": "shop"}]})["ok"]
     r = d.call({"cmd": "send", "platform": "apns", "app": "shop", "registration_ids": [tok(2)], "message": "m"})
     assert not r["ok"] and r["error"]["code"] == "provider_not_configured"
+    assert d.call({"cmd": "send", "platform": "apns", "registration_ids": [tok(1)], "message": "m"})["sent"] == 1
+    conn_before = fake.received()[-1]["conn"]
     # Add an app by the reload command.
-    write(d, {"apps": {"default": {"apns": fake.apns_block()}, "shop": {"apns": fake.apns_block(request_timeout_ms=20000)}}})
+    write(d, {"apps": {"default": {"apns": fake.apns_block(max_connections=1)},
+                       "shop": {"apns": fake.apns_block(request_timeout_ms=20000)}}})
     r = d.call({"cmd": "reload"})
     assert r["ok"] and r["reloaded"] is True and r["added"] == ["shop/apns"] and r["removed"] == [], r
+    # The connection to the unchanged origin stayed up: the next send uses it.
+    assert d.call({"cmd": "send", "platform": "apns", "registration_ids": [tok(1)], "message": "m"})["sent"] == 1
+    assert fake.received()[-1]["conn"] == conn_before
     r = d.call({"cmd": "send", "platform": "apns", "app": "shop", "registration_ids": [tok(2)], "message": "m"})
     assert r["ok"] and r["sent"] == 1, r
     # A config with errors (a typo, a missing key file): refused whole, the old one stays.

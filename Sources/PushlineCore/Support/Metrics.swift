@@ -92,6 +92,7 @@ public final class Metrics: Sendable {
         /// family name -> rendered label set (`app="x",platform="y"`) -> value
         var values: [String: [String: Double]] = [:]
         var histograms: [String: [String: Histogram]] = [:]
+        var originLabels: [String: String] = [:]
     }
 
     private let state = Mutex(State())
@@ -128,18 +129,29 @@ public final class Metrics: Sendable {
 
     /// Provider HTTP requests handed to the transport (`HTTPTransport.perform`/`performAll`).
     public func providerRequestsStarted(origin: String, count: Int) {
-        let key = Self.labelString([("origin", origin)])
-        state.withLock { $0.values[Family.providerInFlight.name, default: [:]][key, default: 0] += Double(count) }
+        state.withLock { s in
+            let key = Self.originLabel(origin, &s)
+            s.values[Family.providerInFlight.name, default: [:]][key, default: 0] += Double(count)
+        }
+    }
+
+    /// `origin="..."`, rendered once per origin (this runs for every provider request).
+    private static func originLabel(_ origin: String, _ s: inout State) -> String {
+        if let l = s.originLabels[origin] { return l }
+        let l = labelString([("origin", origin)])
+        s.originLabels[origin] = l
+        return l
     }
 
     /// One provider HTTP request ended: its status (or transport error), its time, one fewer in flight.
     public func providerRequestFinished(origin: String, startNs: UInt64, status: String) {
         let seconds = Double(monotonicNanos() &- startNs) / 1e9
-        let originKey = Self.labelString([("origin", origin)])
-        let statusKey = Self.labelString([("origin", origin), ("status", status)])
         let f = Family.providerDuration
         let bucket = f.buckets.firstIndex { seconds <= $0 } ?? f.buckets.count
         state.withLock { s in
+            let originKey = Self.originLabel(origin, &s)
+            // Status values are digits or reason words: nothing to escape.
+            let statusKey = originKey + ",status=\"" + status + "\""
             s.values[Family.providerInFlight.name, default: [:]][originKey, default: 0] -= 1
             s.values[Family.providerResponses.name, default: [:]][statusKey, default: 0] += 1
             var h = s.histograms[f.name, default: [:]][originKey] ?? Histogram(counts: [UInt64](repeating: 0, count: f.buckets.count + 1))
