@@ -1,5 +1,7 @@
-# Pushline: `make run` installs what is missing, builds and starts the daemon on its
-# embedded default; `make test` runs every test. Both work on a fresh Debian machine.
+# Pushline: `make run` installs what building and running need (not the test tools),
+# builds and starts the daemon on its embedded default; `make test` installs the test
+# tools and runs every test. Both need a Swift 6 toolchain (`make check-swift` says
+# what is missing) and work on a fresh Debian machine.
 
 SHELL      := /bin/bash
 SWIFT      ?= swift
@@ -7,12 +9,37 @@ BUILD_DIR  ?= .build
 PUSHLINE   := $(BUILD_DIR)/debug/pushline
 APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config sqlite3 nginx libnginx-mod-http-js nghttp2-client ruby python3-pip socat netcat-openbsd
 PIP_PKGS   := h2 cryptography pytest django
+# What building and running need (a subset of APT_PKGS, which adds the test tools).
+BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config
+# Operations tests: promtool and a real Prometheus (metrics), dpkg-deb is in dpkg.
+APT_PKGS   += prometheus
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+RELEASE    := $(BUILD_DIR)/release/pushline
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON     ?= python3
 
-.PHONY: all deps build release run test test-swift test-integration test-clients bench clean
+.PHONY: all deps build-deps check-swift build release run test test-swift test-integration test-clients bench clean install deb test-packaging
 
 all: build
+
+# Fails with what to do when no Swift 6 toolchain is on PATH (or SWIFT=...).
+check-swift:
+	@if ! command -v $(SWIFT) >/dev/null 2>&1; then \
+	  echo "make: no Swift toolchain: '$(SWIFT)' is not on PATH." >&2; \
+	  echo "Pushline needs Swift 6.0 or later: https://www.swift.org/install/linux/ (swiftly, or the" >&2; \
+	  echo "tarball for Debian 12 unpacked under /opt/swift with /opt/swift/usr/bin on PATH); or run make SWIFT=/path/to/swift." >&2; \
+	  exit 1; fi
+	@v=$$($(SWIFT) --version 2>&1 | sed -n 's/.*Swift version \([0-9][0-9]*\)\..*/\1/p' | head -n 1); \
+	if [ -z "$$v" ] || [ "$$v" -lt 6 ]; then \
+	  echo "make: '$(SWIFT)' is Swift $${v:-of unknown version}; Pushline needs Swift 6.0 or later: https://www.swift.org/install/linux/" >&2; \
+	  exit 1; fi
+
+# Installs the Debian packages building and running need (skips what is there).
+build-deps:
+	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
 
 # Installs the Debian and PyPI packages the build and the tests need (skips what is there).
 deps:
@@ -22,20 +49,38 @@ deps:
 	@$(PYTHON) -c 'import h2, cryptography, pytest, django' 2>/dev/null || \
 	  $(PYTHON) -m pip install -q $(PIP_PKGS) || $(PYTHON) -m pip install -q --break-system-packages $(PIP_PKGS)
 
-build: deps
+build: check-swift build-deps
 	$(SWIFT) build
 
-release: deps
+release: check-swift build-deps
 	$(SWIFT) build -c release --static-swift-stdlib
 
 # Builds and starts the daemon on its embedded default (./var/pushline.sock, ./var/pushline.db).
 run: build
 	$(PUSHLINE) serve
 
-test: build
+test: deps build
 	$(SWIFT) test
 	PUSHLINE_BIN=$(abspath $(PUSHLINE)) $(PYTHON) -m pytest -q Tests/integration
 	@if [ -x clients/run-tests.sh ]; then PUSHLINE_BIN=$(abspath $(PUSHLINE)) clients/run-tests.sh; fi
+
+# The release binary (Swift runtime linked statically), the shell client and the
+# `pushline help` text under $(DESTDIR)$(PREFIX).
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/pushline
+	install -m 755 $(RELEASE) $(DESTDIR)$(PREFIX)/bin/pushline
+	install -m 755 clients/shell/pushline-send $(DESTDIR)$(PREFIX)/bin/pushline-send
+	contrib/help-text.sh $(RELEASE) > $(DESTDIR)$(PREFIX)/share/doc/pushline/pushline-help.txt
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/pushline"
+
+# A Debian package built with dpkg-deb (contrib/deb/build.sh): ./pushline_VERSION_ARCH.deb.
+deb: release
+	contrib/deb/build.sh $(RELEASE) $(BUILD_DIR)/deb
+
+# Runs `make install` into a temp prefix and `make deb`, installs the .deb with dpkg -i,
+# runs the daemon from it as the pushline user, then purges it (.ci/run calls this).
+test-packaging: deps release
+	$(PYTHON) -m pytest -q Tests/packaging
 
 bench: release
 	bench/run-all.sh

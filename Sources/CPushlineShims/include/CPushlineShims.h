@@ -10,4 +10,6 @@
 #include "pl_sqlite.h"
 #include "pl_curl.h"
 #include "pl_openssl.h"
+#include "pl_systemd.h"
+#include "pl_net.h"
 #endif

@@ -21,6 +21,10 @@ public struct PushlineConfig: Sendable {
     public var maxStreamsPerConnection: Int = 500
     /// `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical`.
     public var logLevel: String = "info"
+    /// `text` (one `key=value` line per event) or `json` (one JSON object per line).
+    public var logFormat: String = "text"
+    /// Where Prometheus scrapes `GET /metrics`: `host:port` or a Unix socket path; nil: off.
+    public var metricsListen: String?
     public var apps: [String: AppConfig] = ["default": AppConfig()]
 
     /// Transport settings derived from the provider blocks: one curl event loop per
@@ -41,8 +45,30 @@ public struct PushlineConfig: Sendable {
     public static func load(path: String) throws(ConfigError) -> PushlineConfig {
         guard let bytes = readFile(path) else { throw ConfigError("", "cannot read config file '\(path)'") }
         let value: JSONValue
-        do { value = try JSONValue.parse(bytes) } catch { throw ConfigError("", "config file '\(path)' is not valid JSON: \(error)") }
+        do { value = try JSONValue.parse(blankingLineComments(bytes)) } catch {
+            throw ConfigError("", "config file '\(path)' is not valid JSON: \(error)")
+        }
         return try PushlineConfig(json: value)
+    }
+
+    /// Replaces every line whose first non-blank characters are `//` with spaces, so a
+    /// config file (the packaged /etc/pushline/pushline.json) can carry commented-out
+    /// defaults while offsets, lines and columns stay where they were. Unambiguous: a JSON
+    /// string cannot span lines, so such a line is never inside a value.
+    public static func blankingLineComments(_ bytes: [UInt8]) -> [UInt8] {
+        var out = bytes
+        var i = 0
+        while i < out.count {
+            var j = i
+            while j < out.count && (out[j] == 0x20 || out[j] == 0x09) { j += 1 }
+            var end = j
+            while end < out.count && out[end] != 0x0A { end += 1 }
+            if j + 1 < end && out[j] == 0x2F && out[j + 1] == 0x2F {
+                for k in j..<end { out[k] = 0x20 }
+            }
+            i = end + 1
+        }
+        return out
     }
 
     public init(json: JSONValue) throws(ConfigError) {
@@ -73,6 +99,14 @@ public struct PushlineConfig: Sendable {
                 throw ConfigError("log_level", "expected one of trace, debug, info, notice, warning, error, critical")
             }
             logLevel = l
+        }
+        if let f = try r.string("log_format") {
+            guard ["text", "json"].contains(f) else { throw ConfigError("log_format", "expected \"text\" or \"json\", got \"\(f)\"") }
+            logFormat = f
+        }
+        if let m = try r.string("metrics_listen") {
+            if case .failure(let e) = MetricsListen.parse(m) { throw e }
+            metricsListen = m
         }
         if let a = r.value("apps") {
             guard let ao = a.objectValue else { throw ConfigError("apps", "expected an object of app name to app block") }

@@ -72,11 +72,35 @@ public struct ConfigReader {
         guard access(s, R_OK) == 0 else { throw ConfigError(keyPath(key), "cannot read file '\(s)'") }
         return s
     }
-    /// Throws for any key that was never read.
+    /// Throws for any key that was never read, suggesting the closest key this block knows.
     public func finish() throws(ConfigError) {
         for k in object.keys where !used.contains(k) {
+            if let near = Self.closest(to: k, in: used) {
+                throw ConfigError(keyPath(k), "unknown key (did you mean '\(near)'?)")
+            }
             throw ConfigError(keyPath(k), "unknown key")
         }
+    }
+
+    /// The known key nearest to `key` (edit distance at most 2, and less than half its
+    /// length; `gcm` suggests `fcm`, `log_levle` suggests `log_level`), or nil.
+    static func closest(to key: String, in known: Set<String>) -> String? {
+        let a = Array(key.lowercased().utf8)
+        var best: (String, Int)?
+        for k in known.sorted() {
+            let b = Array(k.utf8)
+            var prev = Array(0...b.count)
+            for i in 1...max(1, a.count) where !a.isEmpty {
+                var cur = [i] + [Int](repeating: 0, count: b.count)
+                for j in stride(from: 1, through: b.count, by: 1) {
+                    cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                }
+                prev = cur
+            }
+            let d = a.isEmpty ? b.count : prev[b.count]
+            if d <= 2 && d * 2 < max(a.count, b.count) && d < (best?.1 ?? Int.max) { best = (k, d) }
+        }
+        return best?.0
     }
 }
 

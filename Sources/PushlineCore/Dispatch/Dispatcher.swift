@@ -13,7 +13,8 @@ public final class Dispatcher: RequestHandler {
     public let registry: any DeviceRegistry
     public let providers: ProviderSet
     let logger: Logger
-    let startedAt = monotonicNanos()
+    /// When the daemon started (monotonic ns); a reloaded dispatcher keeps the first one's.
+    let startedAt: UInt64
     /// Notifications accepted and not yet answered, for `busy`.
     let pending = Atomic<Int>(0)
     let sentCount = Atomic<Int>(0)
@@ -22,7 +23,8 @@ public final class Dispatcher: RequestHandler {
     public let connectionCount: @Sendable () -> Int
 
     public init(config: PushlineConfig, registry: any DeviceRegistry, providers: ProviderSet, logger: Logger,
-                connectionCount: @escaping @Sendable () -> Int = { 0 }) {
+                connectionCount: @escaping @Sendable () -> Int = { 0 }, startedAt: UInt64 = monotonicNanos()) {
+        self.startedAt = startedAt
         self.config = config
         self.registry = registry
         self.providers = providers

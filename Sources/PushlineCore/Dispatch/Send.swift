@@ -702,7 +702,9 @@ extension Dispatcher {
             guard let p = providers.provider(app: first.app, platform: first.platform) else {
                 return devices.map { .failed($0, reason: "provider_not_configured") }
             }
+            ProviderHealth.shared.begin(app: first.app, platform: first.platform, count: devices.count)
             let r = await p.send(n, to: devices)
+            ProviderHealth.shared.finish(app: first.app, platform: first.platform, results: r, count: devices.count)
             if r.count == devices.count { return r }
             return devices.enumerated().map { i, d in i < r.count ? r[i] : .failed(d, reason: "provider returned no result", retryable: true) }
         }
@@ -717,7 +719,9 @@ extension Dispatcher {
                     continue
                 }
                 group.addTask {
+                    ProviderHealth.shared.begin(app: key.app, platform: key.platform, count: subset.count)
                     let r = await p.send(n, to: subset)
+                    ProviderHealth.shared.finish(app: key.app, platform: key.platform, results: r, count: subset.count)
                     return idx.enumerated().map { k, i in
                         (i, k < r.count ? r[k] : .failed(subset[k], reason: "provider returned no result", retryable: true))
                     }
@@ -768,7 +772,17 @@ extension Dispatcher {
             return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
         }
         let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
-        if !done.isEmpty { logger.info("devices deactivated", metadata: ["count": "\(done.count)"]) }
+        if !done.isEmpty {
+            logger.info("devices deactivated", metadata: ["count": "\(done.count)"])
+            var counts: [String: (app: String, platform: Platform, reason: String, n: Int)] = [:]
+            for r in results where r.deactivate {
+                guard let id = r.deviceId, done.contains(id) else { continue }
+                let devApp = appOf[id] ?? app ?? "default"
+                let reason = r.reason ?? "invalid"
+                counts["\(devApp)\u{0}\(r.platform.rawValue)\u{0}\(reason)", default: (devApp, r.platform, reason, 0)].n += 1
+            }
+            for c in counts.values { ProviderHealth.shared.deactivated(app: c.app, platform: c.platform, reason: c.reason, count: c.n) }
+        }
         return ResultRenderer(done: done, appOf: appOf, app: app)
     }
 }

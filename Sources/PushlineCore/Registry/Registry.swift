@@ -302,6 +302,12 @@ public final class Registry: Sendable {
         }
     }
 
+    /// Writes a timestamp to the kv table and commits (the watchdog's and `health`'s check
+    /// that the database is reachable and writable); throws the database's error.
+    public func probeWritable() async throws(CommandError) {
+        try await run(write: true) { s in try s.kvSet("pushline.probe", String(nowMillis())) }
+    }
+
     /// Subscribes devices to a topic (idempotent); `not_found` if a device is missing, then nothing is written.
     public func subscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError) {
         try await run(write: true) { s in try s.subscribe(deviceIds, topic: topic, now: nowMillis()) }

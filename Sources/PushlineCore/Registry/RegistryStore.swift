@@ -261,7 +261,11 @@ final class RegistryStore {
     /// A filter on app, platform and active only is answered from `device_counts` (a few rows);
     /// others read the matching devices through their index once.
     func groups(_ f: Registry.DeviceFilter) throws -> [Registry.Group] {
-        if f.ids == nil && f.user == nil && f.users == nil && f.registrationId == nil && f.afterId == nil {
+        // Only app, platform and active: the maintained counts answer. Any other condition
+        // (ids, users, a topic condition, a platform excluded...) counts the matching rows.
+        if f.ids == nil && f.user == nil && f.users == nil && f.registrationId == nil && f.afterId == nil
+            && f.notPlatform == nil && f.topics == nil
+        {
             var conds = ["n > 0"]
             var args: [SQLValue] = []
             if let app = f.app { conds.append("app = ?"); args.append(.text(app)) }

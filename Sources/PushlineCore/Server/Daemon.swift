@@ -12,7 +12,7 @@ import Glibc
 /// ```
 public enum Daemon {
     /// Runs the daemon; returns the process exit code.
-    public static func run(config: PushlineConfig) -> Int32 {
+    public static func run(config: PushlineConfig, source: DaemonHandler.Source = DaemonHandler.Source(configPath: nil)) -> Int32 {
         let logger = Logger(label: "pushline")
         pl_ignore_sigpipe()
         // Until the server's handlers are in place, SIGTERM/SIGINT wait (every thread
@@ -23,10 +23,17 @@ public enum Daemon {
         // two concurrency threads): with 2, those threads queued on the arena locks (futex
         // waits were 15% of a 100k bulk's profile) and the bulk ran at 25k/s instead of 30k/s.
         pl_malloc_arena_max(4)
-        for path in [config.socket, config.database] {
-            let dir = parentDirectory(path)
-            if !dir.isEmpty && access(dir, F_OK) != 0 && mkdir(dir, 0o750) != 0 {
-                logger.critical("cannot create directory", metadata: ["path": "\(dir)", "error": "\(String(cString: strerror(pl_errno())))"])
+        let notifier = SystemdNotifier(logger: logger)
+        let activation: SocketActivation?
+        do {
+            activation = try SocketActivation.take()
+        } catch {
+            logger.critical("socket activation failed", metadata: ["error": "\(error.message)"])
+            return 1
+        }
+        for path in activation == nil ? [config.socket, config.database] : [config.database] {
+            if let failure = makeParentDirectories(of: path) {
+                logger.critical("cannot create directory", metadata: ["path": "\(failure.path)", "error": "\(failure.error)"])
                 return 1
             }
         }
@@ -54,28 +61,85 @@ public enum Daemon {
         let holder = ConnectionCounter()
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
                                     connectionCount: { holder.count() })
+        let handler = DaemonHandler(dispatcher: dispatcher, registry: registry, transport: transport, source: source, notifier: notifier,
+                                    logger: logger, connectionCount: { holder.count() })
+        var metricsServer: MetricsServer?
+        if config.metricsListen != nil || activation?.metricsFD != nil {
+            do {
+                metricsServer = try MetricsServer(listen: config.metricsListen ?? "", inheritedFD: activation?.metricsFD, logger: logger) {
+                    await handler.renderMetrics()
+                }
+            } catch {
+                logger.critical("cannot serve metrics", metadata: ["error": "\(error.message)"])
+                transport?.shutdown()
+                registry.close()
+                return 1
+            }
+        }
         let server: Server
         do {
-            server = try Server(path: config.socket, mode: config.socketMode, maxLineBytes: config.maxLineBytes,
-                                limits: config.serverLimits, access: config.access, handler: dispatcher, logger: logger)
+            server = try Server(path: activation?.socketPath ?? config.socket, mode: config.socketMode,
+                                maxLineBytes: config.maxLineBytes, limits: config.serverLimits, access: config.access,
+                                handler: handler, logger: logger, inheritedFD: activation?.socketFD)
         } catch {
             logger.critical("cannot start server", metadata: ["error": "\(error.message)"])
+            metricsServer?.stop()
+            transport?.shutdown()
             registry.close()
             return 1
         }
         holder.server = server
+        if let activation, activation.socketPath != config.socket {
+            logger.notice("serving the socket systemd passed in, not the config's", metadata: [
+                "socket": "\(activation.socketPath)", "config_socket": "\(config.socket)"])
+        }
+        server.onStopping = { pending in
+            notifier.stopping(status: "stopping: finishing \(pending) in-flight requests")
+        }
+        server.onHangup = {
+            logger.info("SIGHUP: reloading the config", metadata: ["config": "\(source.configPath ?? "(embedded default)")"])
+            Task { _ = await handler.reload(trigger: "SIGHUP") }
+        }
         server.installSignalHandlers()
         pl_unblock_term_signals()
+        let watchdog = Watchdog()
+        watchdog?.start(notifier: notifier, logger: logger, postToLoop: { body in server.onLoop(body) },
+                        probeDatabase: {
+                            do throws(CommandError) {
+                                try await registry.probeWritable()
+                                return true
+                            } catch { return false }
+                        })
         let configured = providers.providers.keys.map { "\($0.app)/\($0.platform.rawValue)" }.sorted().joined(separator: ",")
         logger.info("ready", metadata: [
             "version": "\(PushlineVersion.daemon)", "database": "\(config.database)",
             "providers": "\(configured.isEmpty ? "none" : configured)", "pid": "\(getpid())",
         ])
+        metricsServer?.start()
+        notifier.ready(status: "serving \(server.path), providers: \(configured.isEmpty ? "none" : configured)")
         server.run()
-        transport?.shutdown()
+        watchdog?.stop()
+        metricsServer?.stop()
+        handler.transport?.shutdown()
         registry.close()
+        notifier.status("stopped cleanly")
         logger.info("stopped cleanly")
         return 0
+    }
+
+    /// Creates the missing parent directories of `path` (as `mkdir -p`), each with mode
+    /// 0750 and owned by the daemon's user; returns the directory that could not be made.
+    static func makeParentDirectories(of path: String) -> (path: String, error: String)? {
+        let dir = parentDirectory(path)
+        guard !dir.isEmpty, access(dir, F_OK) != 0 else { return nil }
+        if let failure = makeParentDirectories(of: dir) { return failure }
+        if mkdir(dir, 0o750) == 0 {
+            // mkdir applies the umask; the mode is meant as given.
+            _ = chmod(dir, 0o750)
+        } else if pl_errno() != EEXIST {
+            return (dir, String(cString: strerror(pl_errno())))
+        }
+        return nil
     }
 
     static func parentDirectory(_ path: String) -> String {

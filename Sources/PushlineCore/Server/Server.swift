@@ -126,10 +126,25 @@ public final class Server: @unchecked Sendable {
     /// accept failed for want of descriptors or memory: the listening socket is not watched
     /// (it would wake the loop without end) until a connection closes or a second passes.
     private var acceptPaused = false
+    /// The listening socket came from systemd (socket activation): the socket file is not
+    /// ours to remove, and stopping drains (see `beginStop`).
+    private let inherited: Bool
+    /// While stopping, requests read before this time (monotonic ns) are still served.
+    private var drainUntil: UInt64 = 0
+    /// When the last request line was read (monotonic ns).
+    private var lastLineAt: UInt64 = 0
+    /// How long a stopping daemon with an inherited socket keeps serving the connections it
+    /// has already accepted, and how long they must be quiet before it exits.
+    private static let drainMax: UInt64 = 5_000_000_000
+    private static let drainQuiet: UInt64 = 300_000_000
     private var pendingTasks = 0
     /// Requests were handled since the heap was last trimmed.
     private var heapDirty = false
     public let activeConnections = Atomic<Int>(0)
+    /// Called on the loop thread when SIGHUP arrives (after `installSignalHandlers`). Set before `run()`.
+    public var onHangup: (@Sendable () -> Void)?
+    /// Called on the loop thread when stopping begins. Set before `run()`.
+    public var onStopping: (@Sendable (_ pending: Int) -> Void)?
     private let pingResponseTail: [UInt8]
     private static let maxInflightPerConnection: UInt64 = 8192
     /// Lines up to this long are parsed on the I/O thread (a few microseconds); longer ones
@@ -144,13 +159,69 @@ public final class Server: @unchecked Sendable {
     /// Creates the listening socket. Refuses to take over a socket a live daemon
     /// answers on; removes a stale socket file; applies `mode` to the new socket.
     /// `access` decides who may connect (see `PeerPolicy`; its defaults depend on the socket's group).
+    ///
+    /// With `inheritedFD` (a listening socket passed by systemd) the socket is served as it
+    /// is: nothing is created, probed, chmod-ed or removed at `path`.
     public init(path: String, mode: UInt32, maxLineBytes: Int, limits: ServerLimits = ServerLimits(),
-                access: PeerAccess = PeerAccess(), handler: RequestHandler, logger: Logger) throws(CommandError) {
+                access: PeerAccess = PeerAccess(), handler: RequestHandler, logger: Logger,
+                inheritedFD: Int32? = nil) throws(CommandError) {
         self.path = path
         self.maxLineBytes = maxLineBytes
         self.limits = limits
         self.handler = handler
         self.logger = logger
+        self.inherited = inheritedFD != nil
+        let fd: Int32
+        if let inheritedFD {
+            fd = inheritedFD
+        } else {
+            fd = try Self.listen(path: path, mode: mode)
+        }
+        listenFD = fd
+        let inherited = self.inherited
+        /// Undoes what `init` did to the listening socket (an inherited one is systemd's, left alone).
+        func dropListener() {
+            if !inherited {
+                close(fd)
+                unlink(path)
+            }
+        }
+        Self.raiseDescriptorLimit(toServe: limits.maxConnections, logger: logger)
+        // The socket's group decides the default of who may connect: fstat works for an
+        // inherited socket too, whose path may not be ours to look at.
+        var sockStat = stat()
+        guard fstat(fd, &sockStat) == 0 || stat(path, &sockStat) == 0 else {
+            let e = String(cString: strerror(pl_errno()))
+            dropListener()
+            throw CommandError(.internalError, "cannot stat '\(path)': \(e)")
+        }
+        peerPolicy = PeerPolicy(access, socketGID: sockStat.st_gid, mode: mode, ownUID: geteuid())
+        pingResponseTail = Server.pingTail
+        do throws(SyscallError) {
+            epfd = try syscall(where: "epoll_create1") { pl_epoll_create() }
+            do throws(SyscallError) {
+                wakeFD = try syscall(where: "eventfd") { pl_eventfd() }
+            } catch {
+                close(epfd)
+                throw error
+            }
+        } catch {
+            dropListener()
+            throw CommandError(.internalError, "cannot create the event loop: \(error)")
+        }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(ADD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, Ev.in) }
+            try syscall(where: "epoll_ctl(ADD, eventfd)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, Ev.in) }
+        } catch {
+            close(epfd)
+            close(wakeFD)
+            dropListener()
+            throw CommandError(.internalError, "cannot create the event loop: \(error)")
+        }
+    }
+
+    /// Creates the listening socket at `path` (see `init`); returns its descriptor.
+    private static func listen(path: String, mode: UInt32) throws(CommandError) -> Int32 {
         var st = stat()
         if lstat(path, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {
@@ -173,40 +244,7 @@ public final class Server: @unchecked Sendable {
             unlink(path)
             throw CommandError(.internalError, "cannot chmod '\(path)': \(e)")
         }
-        listenFD = fd
-        Self.raiseDescriptorLimit(toServe: limits.maxConnections, logger: logger)
-        var sockStat = stat()
-        guard stat(path, &sockStat) == 0 else {
-            let e = String(cString: strerror(pl_errno()))
-            close(fd)
-            unlink(path)
-            throw CommandError(.internalError, "cannot stat '\(path)': \(e)")
-        }
-        peerPolicy = PeerPolicy(access, socketGID: sockStat.st_gid, mode: mode, ownUID: geteuid())
-        pingResponseTail = Server.pingTail
-        do throws(SyscallError) {
-            epfd = try syscall(where: "epoll_create1") { pl_epoll_create() }
-            do throws(SyscallError) {
-                wakeFD = try syscall(where: "eventfd") { pl_eventfd() }
-            } catch {
-                close(epfd)
-                throw error
-            }
-        } catch {
-            close(fd)
-            unlink(path)
-            throw CommandError(.internalError, "cannot create the event loop: \(error)")
-        }
-        do throws(SyscallError) {
-            try syscall(where: "epoll_ctl(ADD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, listenFD, Ev.in) }
-            try syscall(where: "epoll_ctl(ADD, eventfd)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, Ev.in) }
-        } catch {
-            close(epfd)
-            close(wakeFD)
-            close(fd)
-            unlink(path)
-            throw CommandError(.internalError, "cannot create the event loop: \(error)")
-        }
+        return fd
     }
 
     /// Raises the soft RLIMIT_NOFILE (often 1024) towards the hard limit so that
@@ -237,6 +275,12 @@ public final class Server: @unchecked Sendable {
     /// Installs SIGTERM/SIGINT handlers that stop this server.
     public func installSignalHandlers() {
         pl_install_signal_handlers(wakeFD)
+        pl_install_hup_handler(wakeFD)
+    }
+
+    /// Runs `body` on the loop thread (the watchdog's check that the loop turns). Safe from any thread.
+    public func onLoop(_ body: @escaping @Sendable () -> Void) {
+        post { _ in body() }
     }
 
     /// Asks the loop to stop (same as SIGTERM). Safe from any thread.
@@ -255,10 +299,10 @@ public final class Server: @unchecked Sendable {
         pl_set_thread_name("pushline-io")
         var fds = [Int32](repeating: 0, count: 256)
         var evs = [UInt32](repeating: 0, count: 256)
-        logger.info("listening", metadata: ["socket": "\(path)"])
+        logger.info("listening", metadata: ["socket": "\(path)", "activated": "\(inherited)"])
         while true {
             if stopping && pendingTasks == 0 {
-                if connections.values.allSatisfy({ $0.writeDone }) { break }
+                if connections.values.allSatisfy({ $0.writeDone }) && drained() { break }
                 if ContinuousClock.now - lastWriteProgress > Self.stopWriteTimeout {
                     let stuck = connections.values.filter { !$0.writeDone }
                     logger.warning("stopping: closing connections whose clients do not read their replies", metadata: [
@@ -296,6 +340,7 @@ public final class Server: @unchecked Sendable {
                     if pl_pending_signal() != 0 && !stopping {
                         beginStop(reason: pl_pending_signal() == SIGINT ? "SIGINT" : "SIGTERM")
                     }
+                    if pl_take_hup() != 0 && !stopping { onHangup?() }
                     let jobs = inbox.withLock { q in
                         let j = q
                         q.removeAll(keepingCapacity: true)
@@ -322,6 +367,7 @@ public final class Server: @unchecked Sendable {
         guard !stopping else { return }
         stopping = true
         lastWriteProgress = ContinuousClock.now
+        onStopping?(pendingTasks)
         logger.info("stopping: no new connections, finishing in-flight requests", metadata: ["reason": "\(reason)", "pending": "\(pendingTasks)"])
         do throws(SyscallError) {
             try syscall(where: "epoll_ctl(DEL, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_DEL, listenFD, 0) }
@@ -329,7 +375,23 @@ public final class Server: @unchecked Sendable {
             logger.error("cannot stop watching the listening socket", metadata: ["error": "\(error)"])
         }
         close(listenFD)
-        unlink(path)
+        if inherited {
+            // systemd keeps the socket: new clients wait in its backlog for the next daemon.
+            // Clients this one already accepted are still served until they are quiet (a
+            // client that connected just before the stop sends its request after it).
+            drainUntil = monotonicNanos() + Self.drainMax
+            lastLineAt = monotonicNanos()
+        } else {
+            unlink(path)
+        }
+    }
+
+    /// A stopping daemon may exit: its socket was its own, or its accepted connections are
+    /// all closed or quiet, or the drain time is over.
+    private func drained() -> Bool {
+        guard inherited, !connections.isEmpty else { return true }
+        let now = monotonicNanos()
+        return now >= drainUntil || now - lastLineAt >= Self.drainQuiet
     }
 
     private func acceptAll() {
@@ -637,6 +699,16 @@ public final class Server: @unchecked Sendable {
         if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }
         let seq = c.nextSeq
         c.nextSeq += 1
+        // A stopping daemon refuses new requests, except on connections it accepted from an
+        // inherited socket while it drains them (see `beginStop`).
+        var refusing = stopping
+        if stopping {
+            let now = monotonicNanos()
+            if now < drainUntil {
+                refusing = false
+                lastLineAt = now
+            }
+        }
         let connID = c.id
         let fd = c.fd
         let handler = self.handler
@@ -644,7 +716,7 @@ public final class Server: @unchecked Sendable {
             // A long line is parsed (and answered) off the I/O thread: however it is shaped,
             // other connections are not kept waiting for it.
             let bytes = Array(line)
-            let stopping = self.stopping
+            let stopping = refusing
             pendingTasks += 1
             heapDirty = true
             Task {
@@ -662,7 +734,7 @@ public final class Server: @unchecked Sendable {
             }
             return
         }
-        switch Self.prepare(line, stopping: stopping) {
+        switch Self.prepare(line, stopping: refusing) {
         case .reply(let segments):
             complete(c, seq: seq, segments: segments)
         case .request(let id, let request):

@@ -10,10 +10,13 @@ public struct StderrLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
     private let label: String
+    /// One JSON object per line (`log_format: "json"`) instead of `key=value` text.
+    private let json: Bool
 
-    public init(label: String, level: Logger.Level = .info) {
+    public init(label: String, level: Logger.Level = .info, json: Bool = false) {
         self.label = label
         self.logLevel = level
+        self.json = json
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -22,6 +25,16 @@ public struct StderrLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        if json {
+            // {"ts":"2026-11-29T01:00:00.123Z","level":"info","logger":"pushline","msg":"ready","pid":"12"}
+            var o: JSONObject = ["ts": .string(formatTimestamp(nowMillis())), "level": .string(event.level.rawValue),
+                                 "logger": .string(label), "msg": .string(event.message.description)]
+            var all = metadata
+            if let m = event.metadata { all.merge(m) { $1 } }
+            for (k, v) in all.sorted(by: { $0.key < $1.key }) where o[k] == nil { o[k] = .string("\(v)") }
+            writeAll(2, JSONValue.object(o).serialized() + [0x0A])
+            return
+        }
         var line = formatTimestamp(nowMillis())
         line += " "
         line += event.level.rawValue
@@ -58,11 +71,11 @@ extension String {
 /// Process-wide logging setup; call once at start-up.
 public enum PushlineLogging {
     private static let done = Mutex(false)
-    public static func bootstrap(level: Logger.Level) {
+    public static func bootstrap(level: Logger.Level, json: Bool = false) {
         done.withLock { d in
             guard !d else { return }
             d = true
-            LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
+            LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level, json: json) }
         }
     }
 }

@@ -187,8 +187,8 @@ public final class HTTPTransport: Sendable {
             var lastOrigin = ""
             var lastHash = 0
             let now = monotonicNanos()
+            var started: [String: Int] = [:]
             for (i, r) in requests.enumerated() {
-                let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = { collector.set(i, $0) }
                 // Bulk requests share an origin: reuse the last one when the URL starts with it.
                 let origin: String
                 if !lastOrigin.isEmpty, hasOrigin(r.url, lastOrigin) {
@@ -198,14 +198,20 @@ public final class HTTPTransport: Sendable {
                     lastOrigin = o
                     lastHash = o.hashValue
                 } else {
-                    complete(.failure(TransportError(.other, "only https:// URLs are supported")))
+                    collector.set(i, .failure(TransportError(.other, "only https:// URLs are supported")))
                     continue
+                }
+                started[origin, default: 0] += 1
+                let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void = {
+                    Self.observe(origin: origin, startNs: now, $0)
+                    collector.set(i, $0)
                 }
                 let deadline = now &+ UInt64(max(1, r.timeoutMs)) &* 1_000_000
                 let (loop, limit) = route(origin: origin, originHash: lastHash, maxConnections: r.maxConnections, counter: first + i)
                 perLoop[loop].append(
                     Job(request: r, origin: origin, streamLimit: limit, deadline: deadline, complete: complete))
             }
+            for (origin, n) in started { Metrics.shared.providerRequestsStarted(origin: origin, count: n) }
             for (k, jobs) in perLoop.enumerated() where !jobs.isEmpty {
                 loops[k].enqueue(jobs)
             }
@@ -222,8 +228,14 @@ public final class HTTPTransport: Sendable {
         let (loop, limit) = route(
             origin: origin, originHash: origin.hashValue, maxConnections: request.maxConnections, counter: index)
         let timeoutMs = max(1, request.timeoutMs)
-        let deadline = monotonicNanos() &+ UInt64(timeoutMs) &* 1_000_000
-        let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: complete)
+        let now = monotonicNanos()
+        let deadline = now &+ UInt64(timeoutMs) &* 1_000_000
+        Metrics.shared.providerRequestsStarted(origin: origin, count: 1)
+        let metered: @Sendable (Result<HTTPResponse, TransportError>) -> Void = {
+            Self.observe(origin: origin, startNs: now, $0)
+            complete($0)
+        }
+        let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: metered)
         loops[loop].enqueue([job])
     }
 
@@ -234,6 +246,18 @@ public final class HTTPTransport: Sendable {
     public func retireConnectionPool(_ pool: UInt32) {
         guard pool != 0, retiredPools.withLock({ $0.insert(pool).inserted }) else { return }
         for loop in loops { loop.retire(pool) }
+    }
+
+    /// Counts a finished request in the metrics (`pushline_provider_responses_total` by HTTP
+    /// status, or the transport error's reason) and logs a transport failure (rate-limited).
+    static func observe(origin: String, startNs: UInt64, _ r: Result<HTTPResponse, TransportError>) {
+        switch r {
+        case .success(let resp):
+            Metrics.shared.providerRequestFinished(origin: origin, startNs: startNs, status: String(resp.status))
+        case .failure(let e):
+            Metrics.shared.providerRequestFinished(origin: origin, startNs: startNs, status: e.protocolReason)
+            ProviderWarnings.shared.transportFailure(origin: origin, e)
+        }
     }
 
     /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.

@@ -6,11 +6,15 @@ public struct TLSOptions: Sendable, Hashable {
     public var clientCertFile: String?
     /// Passphrase of an encrypted client key.
     public var clientKeyPassword: String?
+    /// HTTP proxy to tunnel through with CONNECT (`http://[user:pass@]host:port`, a provider
+    /// block's `proxy`); nil: direct (libcurl still honours `https_proxy` from the environment).
+    public var proxy: String?
 
-    public init(caFile: String? = nil, clientCertFile: String? = nil, clientKeyPassword: String? = nil) {
+    public init(caFile: String? = nil, clientCertFile: String? = nil, clientKeyPassword: String? = nil, proxy: String? = nil) {
         self.caFile = caFile
         self.clientCertFile = clientCertFile
         self.clientKeyPassword = clientKeyPassword
+        self.proxy = proxy
     }
 }
 

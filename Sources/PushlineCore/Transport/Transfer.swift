@@ -177,6 +177,12 @@ final class Transfer {
             }
         }
 
+        if let proxy = tls.proxy {
+            // An HTTP proxy, tunnelled with CONNECT (the TLS session stays end to end).
+            try setString(CURLOPT_PROXY, proxy, "CURLOPT_PROXY")
+            try setLong(CURLOPT_HTTPPROXYTUNNEL, 1, "CURLOPT_HTTPPROXYTUNNEL")
+        }
+
         switch request.method {
         case "GET":
             try setLong(CURLOPT_HTTPGET, 1, "CURLOPT_HTTPGET")

@@ -64,7 +64,7 @@ public final class APNsProvider: PushProvider {
                 throw ConfigError("\(path).key_path", "not a usable APNs .p8 key (EC P-256 PEM): \(error)")
             }
             credentials = APNsTokenCache.Credentials(teamId: teamId, keyId: keyId, key: key)
-            tls = TLSOptions(caFile: config.connection.caFile)
+            tls = TLSOptions(caFile: config.connection.caFile, proxy: config.connection.proxy)
         case .certificate(let certPath, let password):
             guard let pem = readFile(certPath) else {
                 throw ConfigError("\(path).certificate_path", "cannot read '\(certPath)'")
@@ -85,7 +85,7 @@ public final class APNsProvider: PushProvider {
                     "cannot read the private key in '\(certPath)'" + (password == nil ? "" : " (wrong password?)"))
             }
             credentials = nil
-            tls = TLSOptions(caFile: config.connection.caFile, clientCertFile: certPath, clientKeyPassword: password)
+            tls = TLSOptions(caFile: config.connection.caFile, clientCertFile: certPath, clientKeyPassword: password, proxy: config.connection.proxy)
         }
     }
 

@@ -56,7 +56,7 @@ public final class FCMProvider: TopicProvider {
         self.app = app
         projectId = project
         sendURL = config.baseURL + "/v1/projects/" + project + "/messages:send"
-        tls = TLSOptions(caFile: config.connection.caFile)
+        tls = TLSOptions(caFile: config.connection.caFile, proxy: config.connection.proxy)
         timeoutMs = config.connection.requestTimeoutMs
         maxConnections = config.connection.maxConnections
         transport = context.transport

@@ -46,7 +46,7 @@ public final class WNSProvider: PushProvider {
         self.app = app
         self.config = config
         self.context = context
-        tls = TLSOptions(caFile: config.connection.caFile)
+        tls = TLSOptions(caFile: config.connection.caFile, proxy: config.connection.proxy)
         tokens = WNSTokenCache(
             transport: context.transport, tokenURL: config.tokenURL, clientId: config.clientId,
             clientSecret: config.clientSecret, tls: tls, timeoutMs: config.connection.requestTimeoutMs)

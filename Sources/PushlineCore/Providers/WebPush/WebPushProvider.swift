@@ -82,7 +82,7 @@ public final class WebPushProvider: PushProvider {
         self.app = app
         self.config = config
         self.context = context
-        tls = TLSOptions(caFile: config.connection.caFile)
+        tls = TLSOptions(caFile: config.connection.caFile, proxy: config.connection.proxy)
     }
 
     // MARK: - What is sent
