@@ -109,6 +109,15 @@ static void pl_term_mask(int how) {
 }
 void pl_block_term_signals(void) { pl_term_mask(SIG_BLOCK); }
 void pl_unblock_term_signals(void) { pl_term_mask(SIG_UNBLOCK); }
+/* Blocks SIGTERM/SIGINT before Swift's main runs (glibc calls constructors with argc/argv)
+   when the process is `pushline serve`: a stop that arrives while the daemon starts then waits
+   for the daemon's own handlers (it unblocks the signals once they are installed) instead of
+   killing it half-started. main.swift blocks them again (harmless); this only narrows the
+   window to the dynamic loader's work. */
+__attribute__((constructor)) static void pl_block_term_signals_early(int argc, char **argv, char **envp) {
+    (void)envp;
+    if (argc > 1 && argv != NULL && argv[1] != NULL && strcmp(argv[1], "serve") == 0) pl_term_mask(SIG_BLOCK);
+}
 int pl_pending_signal(void) { return pl_signal_received; }
 void pl_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 int pl_errno(void) { return errno; }

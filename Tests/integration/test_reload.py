@@ -42,8 +42,10 @@ def wait_log(d, text: str, timeout: float = 20) -> None:
 def test_reload_adds_and_removes_apps_and_refuses_a_bad_config(start_daemon, fake):
     base = {"apps": {"default": {"apns": fake.apns_block(max_connections=1)}}}
     d = start_daemon(base)
-    assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": tok(1)},
-                                                   {"platform": "apns", "registration_id": tok(2), "app": "shop"}]})["ok"]
+    assert d.call({"cmd": "register", "platform": "apns", "registration_id": tok(1)})["ok"]
+    # No app "shop" yet: registering or sending for it is refused (protocol 1.1).
+    r = d.call({"cmd": "register", "platform": "apns", "registration_id": tok(2), "app": "shop"})
+    assert not r["ok"] and r["error"]["code"] == "invalid_argument", r
     r = d.call({"cmd": "send", "platform": "apns", "app": "shop", "registration_ids": [tok(2)], "message": "m"})
     assert not r["ok"] and r["error"]["code"] == "provider_not_configured"
     assert d.call({"cmd": "send", "platform": "apns", "registration_ids": [tok(1)], "message": "m"})["sent"] == 1
@@ -56,6 +58,7 @@ def test_reload_adds_and_removes_apps_and_refuses_a_bad_config(start_daemon, fak
     # The connection to the unchanged origin stayed up: the next send uses it.
     assert d.call({"cmd": "send", "platform": "apns", "registration_ids": [tok(1)], "message": "m"})["sent"] == 1
     assert fake.received()[-1]["conn"] == conn_before
+    assert d.call({"cmd": "register", "platform": "apns", "registration_id": tok(2), "app": "shop"})["ok"]
     r = d.call({"cmd": "send", "platform": "apns", "app": "shop", "registration_ids": [tok(2)], "message": "m"})
     assert r["ok"] and r["sent"] == 1, r
     # A config with errors (a typo, a missing key file): refused whole, the old one stays.
