@@ -232,7 +232,9 @@ extension Dispatcher {
         // small messages keeps as many requests in flight as one send to as many devices.
         var j = 0
         var offset = 0
-        return try await runPipeline(messages: jobs.count, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
+        // One message (at most `chunkSize` devices here, e.g. a web worker's single send) is one
+        // chunk: sent inline, without a child task (and its two thread hops) per send.
+        return try await runPipeline(messages: jobs.count, started: started, bulk: bulk, inline: jobs.count == 1) { () async throws(CommandError) -> Chunk? in
             var chunk = Chunk(parts: [])
             var size = 0
             while j < jobs.count && size < Self.chunkSize {
@@ -516,8 +518,9 @@ extension Dispatcher {
     /// `failed`, `results` of every device attempted, and `not_attempted` (from `notAttempted`,
     /// evaluated after the failing read) saying which part of the target was not. By default
     /// (a `users` or `filter` target) that is every device of the target without a result.
+    /// With `inline`, chunks are sent one after another in the caller's task (no child task).
     func runPipeline(
-        messages: Int, started: UInt64, bulk: Bool, next: () async throws(CommandError) -> Chunk?,
+        messages: Int, started: UInt64, bulk: Bool, inline: Bool = false, next: () async throws(CommandError) -> Chunk?,
         notAttempted: () -> JSONObject = { ["not_in_results": true] }
     ) async throws(CommandError) -> JSONObject {
         typealias Part = (bytes: [UInt8], sent: Int, failed: Int)
@@ -539,8 +542,13 @@ extension Dispatcher {
                             break
                         }
                         let index = k
-                        group.addTask { (index, await self.sendChunk(chunk)) }
                         k += 1
+                        if inline {
+                            parts[index] = await self.sendChunk(chunk)
+                            collected.take(from: &parts)
+                            continue
+                        }
+                        group.addTask { (index, await self.sendChunk(chunk)) }
                         running += 1
                     } catch {
                         failure = error
