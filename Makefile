@@ -9,8 +9,13 @@ APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config sqlite3 
 PIP_PKGS   := h2 cryptography pytest django
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON     ?= python3
+# libFuzzer targets (Tests/fuzz/targets/), built in their own scratch directory.
+FUZZ_TARGETS ?= json framing request apns fcm webpush wns
+FUZZ_SECONDS ?= 60
+FUZZ_SCRATCH ?= .build-fuzz
 
-.PHONY: all deps build release run test test-swift test-integration test-clients bench clean
+.PHONY: all deps build release run test test-swift test-integration test-clients bench clean \
+        fuzz fuzz-build test-fuzz-corpus test-sanitizers
 
 all: build
 
@@ -36,6 +41,29 @@ test: build
 	$(SWIFT) test
 	PUSHLINE_BIN=$(abspath $(PUSHLINE)) $(PYTHON) -m pytest -q Tests/integration
 	@if [ -x clients/run-tests.sh ]; then PUSHLINE_BIN=$(abspath $(PUSHLINE)) clients/run-tests.sh; fi
+	$(MAKE) test-fuzz-corpus
+
+# Builds the fuzz targets against PushlineCore with coverage and AddressSanitizer (Tests/fuzz/build.sh);
+# the product build is untouched.
+fuzz-build: deps
+	FUZZ_SCRATCH=$(FUZZ_SCRATCH) Tests/fuzz/build.sh $(FUZZ_TARGETS)
+
+# Fuzzes each target for FUZZ_SECONDS (or FUZZ_RUNS inputs), from the committed corpus; prints
+# inputs, time, coverage and crashes per target. A crash's input lands in $(FUZZ_SCRATCH)/crashes/:
+# fix it, then commit the input under Tests/fuzz/corpus/<target>/ so that `make test` replays it.
+fuzz: fuzz-build
+	FUZZ_SCRATCH=$(FUZZ_SCRATCH) Tests/fuzz/fuzz.sh run $(FUZZ_TARGETS)
+
+# Replays every committed fuzz input (seeds and former crashes) through its target once.
+test-fuzz-corpus: fuzz-build
+	FUZZ_SCRATCH=$(FUZZ_SCRATCH) Tests/fuzz/fuzz.sh replay $(FUZZ_TARGETS)
+
+# The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own scratch directory.
+# -DPUSHLINE_TSAN swaps Synchronization.Mutex, whose futex locking TSan cannot see, for a pthread
+# lock in PushlineCore (Sources/PushlineCore/Support/SanitizerMutex.swift).
+test-sanitizers: deps
+	$(SWIFT) test --sanitize=address --scratch-path .build-asan
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPUSHLINE_TSAN
 
 bench: release
 	bench/run-all.sh

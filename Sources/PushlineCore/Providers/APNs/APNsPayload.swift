@@ -124,6 +124,9 @@ public struct APNsMessage: Sendable {
                     guard name.hasPrefix("apns-") else {
                         throw .invalid("apns.headers.\(k)", "only apns-* headers may be set")
                     }
+                    guard WebWNS.isHeaderName(name) else {
+                        throw .invalid("apns.headers.\(k)", "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+                    }
                     switch v {
                     case .string(let s): rawHeaders.append((name, s))
                     case .int(let i): rawHeaders.append((name, String(i)))
@@ -198,6 +201,12 @@ public struct APNsMessage: Sendable {
         }
         if let c = headers.first(where: { $0.0 == "apns-collapse-id" })?.1, c.utf8.count > 64 {
             throw .invalid("apns.headers.apns-collapse-id", "APNs allows at most 64 bytes, got \(c.utf8.count)")
+        }
+        // A topic, collapse id or raw header value with CR, LF or NUL would end the header early.
+        for (name, value) in headers where !WebWNS.isSafeHeaderValue(value) {
+            let field = name == "apns-topic" && rawHeader(name) == nil ? "topic"
+                : name == "apns-collapse-id" && rawHeader(name) == nil ? "collapse_id" : "apns.headers.\(name)"
+            throw .invalid(field, "must not contain CR, LF or NUL (it is sent as the \(name) header)")
         }
         self.headers = headers
 
