@@ -60,10 +60,13 @@ test-fuzz-corpus: fuzz-build
 
 # The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own scratch directory.
 # -DPUSHLINE_TSAN swaps Synchronization.Mutex, whose futex locking TSan cannot see, for a pthread
-# lock in PushlineCore (Sources/PushlineCore/Support/SanitizerMutex.swift).
+# lock in PushlineCore (Sources/PushlineCore/Support/SanitizerMutex.swift). Two transport tests
+# that bound elapsed time (1.5 s for what takes 1 s) are skipped: TSan's 5-15x slowdown exceeds the
+# bound (2.8 s measured); `make test` runs them.
+SANITIZER_SKIP := --skip 'slowResponseTimesOut|timeInOwnQueueCountsAgainstDeadline'
 test-sanitizers: deps
-	$(SWIFT) test --sanitize=address --scratch-path .build-asan
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPUSHLINE_TSAN
+	$(SWIFT) test --sanitize=address --scratch-path .build-asan $(SANITIZER_SKIP)
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan -Xswiftc -DPUSHLINE_TSAN $(SANITIZER_SKIP)
 
 bench: release
 	bench/run-all.sh

@@ -2,6 +2,7 @@
 # Runs or replays the libFuzzer targets built by Tests/fuzz/build.sh.
 #   Tests/fuzz/fuzz.sh run [target...]     fuzz each target for FUZZ_SECONDS (default 60) or
 #                                          FUZZ_RUNS inputs, whichever comes first, at nice 19
+#   Tests/fuzz/fuzz.sh report [target...]  the figures of each target's last run, from its log
 #   Tests/fuzz/fuzz.sh replay [target...]  run every committed input once (-runs=0): seeds and
 #                                          the inputs of crashes found earlier (regressions)
 # The committed corpus (Tests/fuzz/corpus/<target>/) is only read; inputs libFuzzer finds go to
@@ -14,7 +15,7 @@ export SWIFT_BACKTRACE=enable=no
 cd "$(dirname "$0")/../.."
 SCRATCH=${FUZZ_SCRATCH:-.build-fuzz}
 BIN=$SCRATCH/fuzz-bin
-MODE=${1:?usage: fuzz.sh run|replay [target...]}
+MODE=${1:?usage: fuzz.sh run|replay|report [target...]}
 shift
 TARGETS=${*:-json framing request apns fcm webpush wns}
 DICT=Tests/fuzz/pushline.dict
@@ -53,6 +54,14 @@ for t in $TARGETS; do
             echo "  log: $log; inputs: $(ls -t "$SCRATCH"/crashes/$t-* 2>/dev/null | head -3 | tr '\n' ' ')"
             status=1
         fi
+        ;;
+    report)
+        # The figures of the last `run` of each target, from its log (e.g. for runs started by hand).
+        log=$SCRATCH/logs/$t-run.log
+        execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+        cov=$(grep -oE '(DONE|pulse|NEW|REDUCE|INITED) +cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+')
+        crashes=$(grep -c 'Test unit written to' "$log")
+        echo "fuzz $t: ${execs:-unfinished} inputs in $(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o '[0-9]* second' || echo '?'), ${cov:-cov: ?}, crashes $crashes"
         ;;
     *) echo "unknown mode $MODE" >&2; exit 2 ;;
     esac
