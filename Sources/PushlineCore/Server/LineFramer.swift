@@ -73,14 +73,15 @@ struct LineFramer {
                 }
             } else {
                 buffer.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[start..<nl]))
-                let line = buffer
-                // A long line's buffer (a 100k-device bulk is ~7 MB) is not kept for the next one.
-                buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
-                if line.count > maxLineBytes {
+                if buffer.count > maxLineBytes {
                     go = emit(.tooLong)
                 } else {
-                    go = line.withUnsafeBufferPointer { emit(.line($0)) }
+                    // `emit` cannot reach the framer (exclusive access): the buffer stays as it is.
+                    go = buffer.withUnsafeBufferPointer { emit(.line($0)) }
                 }
+                // A long line's buffer (a 100k-device bulk is ~7 MB) is not kept for the next one;
+                // cleared after the line is handled so that a kept buffer is not copied.
+                buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
             }
             start = nl + 1
             if !go {
