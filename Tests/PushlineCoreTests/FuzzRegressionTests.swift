@@ -67,4 +67,20 @@ import Testing
         #expect(field { try build(#"{"message":"x","webpush":{"headers":{"X-\u007f":"v"}}}"#) } == "webpush.headers.X-\u{7f}")
         #expect(field { try build(#"{"message":"x","webpush":{"headers":{"X-Ok":"v"}}}"#) } == nil)
     }
+
+    /// fuzz request: an `https://` token without a path was quoted whole in the error
+    /// (the URL redaction kept everything up to the first '/', and there was none).
+    @Test func urlLikeTokenWithoutPathIsRedacted() throws {
+        let token = "https://push. registration_ids"
+        do {
+            _ = try DeviceInput(parsing: ["platform": "fcm", "registration_id": .string(token)])
+            Issue.record("a token with a space was accepted")
+        } catch {
+            #expect(error.details["field"] == "registration_id")
+            #expect(!error.message.contains(token), "\(error.message)")
+        }
+        #expect(DeviceInput.redact(token) == "https://...")
+        // Endpoint URLs keep their host, as before.
+        #expect(DeviceInput.redact("https://push.example.com/send/abcdef") == "https://push.example.com/...")
+    }
 }
