@@ -5,7 +5,7 @@ SHELL      := /bin/bash
 SWIFT      ?= swift
 BUILD_DIR  ?= .build
 PUSHLINE   := $(BUILD_DIR)/debug/pushline
-APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config sqlite3 nginx nghttp2-client ruby python3-pip socat netcat-openbsd
+APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config sqlite3 nginx libnginx-mod-http-js nghttp2-client ruby python3-pip socat netcat-openbsd
 PIP_PKGS   := h2 cryptography pytest django
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON     ?= python3

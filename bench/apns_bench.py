@@ -9,7 +9,11 @@ bench/sink), registers N devices, then measures over the socket:
   last byte received), all delivered?,
   the daemon's CPU seconds for the bulk, its peak RSS during the bulk (VmHWM reset
   after the daemon has settled, see benchlib.settle_and_reset_peak);
-* single `send` latency to one device, 1,000 times: median and p99.
+* single `send` latency to one device, 1,000 times: median and p99;
+* the same bulks with the `tokens` target (the same tokens sent without the registry
+  lookup, protocol 1.1), each run printed with its ratio to the registered bulk of the same size;
+* `topic` to every device subscribed to one topic (APNs fan-out from the registry, protocol 1.1),
+  with its ratio to the registered bulk of the same size and the daemon's peak RSS.
 
 Ceilings measured in the same run against the same sink, with the request the daemon sends
 (same path, body, apns-* headers, and a bearer JWT of the same shape): h2load (-m 100, the
@@ -106,10 +110,12 @@ def main():
 
         lifetime_peak = 0
         rates = []
-        for n in [n for n in (10_000, 100_000) for _ in range(args.repeat)]:
+        token_rates = []
+        for n, key in [(n, k) for n in (10_000, 100_000) for _ in range(args.repeat)
+                       for k in ("registration_ids", "tokens")]:
             if n > args.devices:
                 continue
-            tokens_note = {"registration_ids": [f"{i:064x}" for i in range(1, n + 1)]}
+            tokens_note = {key: [f"{i:064x}" for i in range(1, n + 1)]}
             req = {"cmd": "bulk", "platform": "apns", **tokens_note, "message": "A benchmark notification",
                    "title": "Hello"}
             perf = None
@@ -131,12 +137,18 @@ def main():
             threads = thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
             assert r["ok"], r.get("error")
             rate = n / dt
-            line = (f"bulk {n:>6}: {dt:6.2f} s, {rate:8.0f} notifications/s, sent {r['sent']}, failed {r['failed']}, "
+            line = (f"bulk {n:>6}{' (tokens target)' if key == 'tokens' else ''}: {dt:6.2f} s, {rate:8.0f} notifications/s, sent {r['sent']}, failed {r['failed']}, "
                     f"daemon CPU {cpu:.2f} s ({cpu / n * 1e6:.0f} us/notification), RSS before {base:.1f} MB, "
                     f"peak during the bulk {proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB")
             if args.h2load_rps:
                 line += f", {rate / args.h2load_rps:.2f} x h2load (bare POST)"
-            rates.append((n, rate))
+            if key == "tokens":
+                same = [x for m, x in rates if m == n]
+                token_rates.append((n, rate))
+                if same:
+                    line += f", {rate / same[-1]:.2f} x the registered bulk just before"
+            else:
+                rates.append((n, rate))
             print(line, flush=True)
             print(f"    daemon CPU per notification by thread: {threads}", flush=True)
             if r["failed"]:
@@ -145,6 +157,25 @@ def main():
                     if x["status"] != "sent":
                         reasons[x.get("reason")] = reasons.get(x.get("reason"), 0) + 1
                 print("  failures:", reasons)
+
+        # Topic fan-out: every device subscribed to "bench", then `topic` (no FCM in this config).
+        for start in range(0, args.devices, 20_000):
+            ids = list(range(start + 1, min(start + 20_001, args.devices + 1)))
+            r = c.call({"cmd": "subscribe", "topic": "bench", "ids": ids})
+            assert r["ok"] and r["failed"] == 0, r.get("error")
+        for _ in range(args.repeat):
+            settle_and_reset_peak(proc.pid)
+            cpu0 = cpu_s(proc.pid)
+            t0 = time.time()
+            r = c.call({"cmd": "topic", "topic": "bench", "message": "A benchmark notification", "title": "Hello"})
+            dt = c.received_at - t0
+            assert r["ok"], r.get("error")
+            n = r["sent"] + r["failed"]
+            same = [x for m, x in rates if m == n]
+            print(f"topic fan-out to {n} subscribers: {dt:6.2f} s, {n / dt:8.0f} notifications/s, sent {r['sent']}, "
+                  f"daemon CPU {cpu_s(proc.pid) - cpu0:.2f} s, peak RSS during it "
+                  f"{proc_status(proc.pid, 'VmHWM') / 1024:.1f} MB"
+                  + (f", {n / dt / same[-1]:.2f} x the registered bulk of {n}" if same else ""), flush=True)
 
         lat = []
         one = {"cmd": "send", "platform": "apns", "registration_ids": [f"{2:064x}"], "message": "latency"}

@@ -124,3 +124,122 @@ class Conn:
         self.received_at = time.time()
         line, self.buf = b"".join(parts).split(b"\n", 1)
         return json.loads(line)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_sink(port, latency_ms=0):
+    """Starts bench/sink (nginx) answering as the providers do, each answer `latency_ms` after its
+    request; returns (port, ca_file, dir). Stop it with stop_sink(dir)."""
+    env = dict(os.environ, LATENCY_MS=str(latency_ms))
+    out = subprocess.run([str(ROOT / "bench/sink/start.sh"), str(port)], check=True, capture_output=True,
+                         text=True, env=env).stdout.split()
+    _, port, ca, d = out[:4]
+    return int(port), ca, d
+
+
+def stop_sink(d):
+    subprocess.run([str(ROOT / "bench/sink/stop.sh"), d], check=False)
+
+
+def apns_key(work):
+    """A fresh P-256 provider key (AuthKey.p8) in `work`."""
+    key = Path(work) / "AuthKey.p8"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
+                   check=True, capture_output=True)
+    return key
+
+
+def start_daemon(binary, work, config):
+    """Writes `config` (socket and database in `work` unless given) and starts `pushline serve`;
+    returns (process, socket path) once it answers ping."""
+    work = Path(work)
+    config.setdefault("socket", str(work / "p.sock"))
+    config.setdefault("database", str(work / "p.db"))
+    config.setdefault("log_level", "warning")
+    (work / "config.json").write_text(json.dumps(config))
+    log = open(work / "daemon.log", "wb")
+    proc = subprocess.Popen([binary, "serve", "--config", str(work / "config.json")], stdout=log, stderr=log)
+    for _ in range(400):
+        try:
+            if Conn(config["socket"]).call({"cmd": "ping"})["ok"]:
+                return proc, config["socket"]
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("daemon did not start: " + (work / "daemon.log").read_text())
+
+
+def stop_daemon(proc):
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def h2load_run(url, n, conns, streams, body_path, headers=()):
+    """h2load -n n -c conns -m streams: (req/s, mean ms per request, succeeded), None where absent."""
+    cmd = ["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), "-d", str(body_path)]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True).stdout
+    m = re.search(r"finished in [^,]*, ([0-9.]+) req/s", out)
+    ok = re.search(r"requests: .*?(\d+) succeeded", out)
+    t = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+
+    def ms(v):
+        return float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-2]) if v.endswith("ms") else float(v[:-1]) * 1000
+
+    return (float(m.group(1)) if m else None), (ms(t.group(3)) if t else None), (int(ok.group(1)) if ok else 0)
+
+
+def concurrent_calls(path, clients, requests):
+    """`clients` socket connections, each sending the next of `requests` as soon as its previous
+    answer arrived (one request in flight per client, as many web workers would). One process, one
+    selector, so the client costs little. Returns (seconds, responses in order of completion)."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    lines = [json.dumps(r).encode() + b"\n" for r in requests]
+    nxt = 0
+    out = []
+    conns = []
+    t0 = time.time()
+    for _ in range(min(clients, len(lines))):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        state = {"sock": s, "buf": b""}
+        conns.append(state)
+        s.sendall(lines[nxt])
+        nxt += 1
+        sel.register(s, selectors.EVENT_READ, state)
+    pending = len(conns)
+    while pending:
+        for key, _ in sel.select():
+            st = key.data
+            chunk = st["sock"].recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("daemon closed a connection")
+            st["buf"] += chunk
+            while b"\n" in st["buf"]:
+                line, st["buf"] = st["buf"].split(b"\n", 1)
+                out.append(json.loads(line))
+                if nxt < len(lines):
+                    st["sock"].sendall(lines[nxt])
+                    nxt += 1
+                else:
+                    sel.unregister(st["sock"])
+                    pending -= 1
+    dt = time.time() - t0
+    for st in conns:
+        st["sock"].close()
+    return dt, out
+
+
+def percentile(sorted_values, p):
+    """The p-th percentile (0-100) of an already sorted list (nearest rank)."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]

@@ -28,15 +28,10 @@ from benchlib import (Conn, cpu_s, h2load_rate, libcurl_rate, proc_status, settl
 
 
 def start_sink(port):
+    """bench/sink answers the FCM paths itself (bench/sink/fcm-locations.conf)."""
     out = subprocess.run([str(ROOT / "bench/sink/start.sh"), str(port)], check=True, capture_output=True,
                          text=True).stdout.split()
     _, port, ca, d = out[:4]
-    conf = Path(d) / "nginx.conf"
-    text = conf.read_text()
-    text = text.replace("location / {", f"include {ROOT / 'bench/sink/fcm-locations.conf'};\n        location / {{", 1)
-    conf.write_text(text)
-    subprocess.run(["nginx", "-e", f"{d}/error.log", "-p", d, "-c", str(conf), "-s", "reload"], check=True)
-    time.sleep(0.5)
     return int(port), ca, d
 
 

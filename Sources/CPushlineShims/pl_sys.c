@@ -14,9 +14,6 @@
 #include <unistd.h>
 
 int pl_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
-int pl_epoll_ctl_add(void) { return EPOLL_CTL_ADD; }
-int pl_epoll_ctl_mod(void) { return EPOLL_CTL_MOD; }
-int pl_epoll_ctl_del(void) { return EPOLL_CTL_DEL; }
 int pl_epoll_ctl(int epfd, int op, int fd, uint32_t events) {
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
@@ -27,18 +24,28 @@ int pl_epoll_ctl(int epfd, int op, int fd, uint32_t events) {
 int pl_epoll_wait(int epfd, int *fds, uint32_t *evs, int max, int timeout_ms) {
     struct epoll_event events[256];
     if (max > 256) max = 256;
-    int n;
-    do { n = epoll_wait(epfd, events, max, timeout_ms); } while (n < 0 && errno == EINTR);
+    int n = epoll_wait(epfd, events, max, timeout_ms);
     for (int i = 0; i < n; i++) { fds[i] = events[i].data.fd; evs[i] = events[i].events; }
     return n;
 }
 int pl_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 void pl_eventfd_signal(int fd) { uint64_t one = 1; ssize_t r; do { r = write(fd, &one, sizeof one); } while (r < 0 && errno == EINTR); }
 void pl_eventfd_drain(int fd) { uint64_t v; ssize_t r; do { r = read(fd, &v, sizeof v); } while (r < 0 && errno == EINTR); }
-int pl_accept(int listen_fd) {
-    int fd;
-    do { fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); } while (fd < 0 && errno == EINTR);
-    return fd;
+int pl_accept(int listen_fd) { return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+int pl_peer_cred(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -1;
+    *pid = cred.pid; *uid = cred.uid; *gid = cred.gid;
+    return 0;
+}
+int pl_peer_groups(int fd, uint32_t *gids, int max) {
+    socklen_t len = (socklen_t)(max * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gids, &len) < 0) {
+        if (errno == ERANGE) return (int)(len / sizeof(gid_t));
+        return -1;
+    }
+    return (int)(len / sizeof(gid_t));
 }
 int pl_unix_listen(const char *path, int backlog) {
     struct sockaddr_un addr;

@@ -101,6 +101,141 @@ struct APNsTokenCacheTests {
         #expect(store.writes.withLock { $0 } == 1)
     }
 
+    // MARK: Timing rules (issue 11.3). The clock is `nowSeconds`: no test sleeps.
+
+    static let t0: Int64 = 1_000_000
+    static let minute: Int64 = 60
+
+    @Test("every token has its own connection pool; a new token retires the previous token's pool")
+    func poolsPerToken() async throws {
+        let cache = APNsTokenCache()
+        let store = APNsTestStore()
+        let a = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0)
+        #expect(a.pool != 0 && a.retiredPool == nil)
+        let again = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 49 * Self.minute)
+        #expect(again == a)
+        let b = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 50 * Self.minute)
+        #expect(b.jwt != a.jwt && b.pool != a.pool && b.pool != 0)
+        #expect(b.retiredPool == a.pool)
+        // Another key never shares a pool.
+        let other = APNsTokenCache.Credentials(teamId: "TEAM123456", keyId: "KEYOTHER99", key: try ECPrivateKey.generate())
+        let o = try await cache.lease(for: other, store: store, nowSeconds: Self.t0 + 50 * Self.minute)
+        #expect(o.pool != b.pool && o.pool != a.pool)
+        // A restart (new cache) reading the stored token back puts it on a pool of its own too.
+        let r = try await APNsTokenCache().lease(for: creds, store: store, nowSeconds: Self.t0 + 51 * Self.minute)
+        #expect(r.jwt == b.jwt && r.pool != b.pool && r.retiredPool == nil)
+    }
+
+    @Test("ExpiredProviderToken for a token that replaced another < 20 min ago: no new token until 20 min")
+    func noSecondRefreshWithin20Minutes() async throws {
+        let cache = APNsTokenCache()
+        let store = APNsTestStore()
+        let first = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0)
+        // The first token of the process may be replaced at once.
+        let second = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 60, rejected: first.jwt)
+        #expect(second.jwt != first.jwt && second.retiredPool == first.pool)
+        for later in [Self.t0 + 61, Self.t0 + 60 + 10 * Self.minute, Self.t0 + 60 + 20 * Self.minute - 1] {
+            await #expect(throws: APNsTokenCache.TokenError.self) {
+                _ = try await cache.lease(for: creds, store: store, nowSeconds: later, rejected: second.jwt)
+            }
+            #expect(try await cache.lease(for: creds, store: store, nowSeconds: later) == plain(second))
+        }
+        #expect(store.writes.withLock { $0 } == 2)
+        let third = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 60 + 20 * Self.minute, rejected: second.jwt)
+        #expect(third.jwt != second.jwt && third.retiredPool == second.pool)
+        #expect(try claims(third.jwt)["iat"] == .int(Self.t0 + 60 + 20 * Self.minute))
+    }
+
+    @Test("the scheduled 50-minute token also counts: expired within 20 min of it is refused")
+    func scheduledRefreshCounts() async throws {
+        let cache = APNsTokenCache()
+        let store = APNsTestStore()
+        _ = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0)
+        let scheduled = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 50 * Self.minute)
+        do {
+            _ = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 55 * Self.minute, rejected: scheduled.jwt)
+            Issue.record("a token 5 minutes after the last refresh")
+        } catch {
+            guard case .refreshTooSoon(let age) = error else { throw error }
+            #expect(age == 5 * Self.minute)
+            #expect("\(error)".contains("20 minutes"))
+        }
+    }
+
+    @Test("a token read back from the store may be replaced at once when Apple says it expired")
+    func storedTokenMayBeReplaced() async throws {
+        let store = APNsTestStore()
+        let saved = try await APNsTokenCache().lease(for: creds, store: store, nowSeconds: Self.t0)
+        let cache = APNsTokenCache()  // a restart
+        let loaded = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 2 * Self.minute)
+        #expect(loaded.jwt == saved.jwt)
+        let fresh = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 3 * Self.minute, rejected: loaded.jwt)
+        #expect(fresh.jwt != loaded.jwt)
+        // ... but that replacement is then kept 20 minutes.
+        await #expect(throws: APNsTokenCache.TokenError.self) {
+            _ = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 4 * Self.minute, rejected: fresh.jwt)
+        }
+    }
+
+    @Test("a token replacing a stale stored token counts as a refresh")
+    func replacingStaleStoredTokenCounts() async throws {
+        let store = APNsTestStore()
+        _ = try await APNsTokenCache().lease(for: creds, store: store, nowSeconds: Self.t0)
+        let cache = APNsTokenCache()
+        let minted = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 55 * Self.minute)
+        #expect(cache.entry(creds)?.replaced == true)
+        await #expect(throws: APNsTokenCache.TokenError.self) {
+            _ = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 56 * Self.minute, rejected: minted.jwt)
+        }
+    }
+
+    @Test("TooManyProviderTokenUpdates: the token moves to a fresh pool once; concurrent refusals move it once")
+    func movePoolOnce() async throws {
+        let cache = APNsTokenCache()
+        let store = APNsTestStore()
+        let a = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0)
+        let moved = try #require(cache.movePool(for: creds, refusedPool: a.pool))
+        #expect(moved.jwt == a.jwt && moved.pool != a.pool && moved.retiredPool == a.pool)
+        // Another refusal on the old pool: the current lease, nothing retired again.
+        #expect(cache.movePool(for: creds, refusedPool: a.pool) == plain(moved))
+        // A refusal on the fresh pool too: not the connection's doing, no more moves.
+        #expect(cache.movePool(for: creds, refusedPool: moved.pool) == nil)
+        #expect(try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 60).pool == moved.pool)
+        #expect(store.writes.withLock { $0 } == 1)  // no token minted for a 429
+        // A new token gets a fresh pool and may move again.
+        let b = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0 + 50 * Self.minute)
+        #expect(b.retiredPool == moved.pool)
+        #expect(cache.movePool(for: creds, refusedPool: b.pool) != nil)
+    }
+
+    @Test("concurrent plain and rejecting callers: one new token; rejecting callers never get the rejected one")
+    func concurrentRejecting() async throws {
+        let cache = APNsTokenCache()
+        let store = APNsTestStore()
+        let a = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0)
+        let c = creds
+        let leases = try await withThrowingTaskGroup(
+            of: (Bool, APNsTokenCache.Lease).self, returning: [(Bool, APNsTokenCache.Lease)].self
+        ) { g in
+            for i in 0..<40 {
+                let rejecting = i % 2 == 0
+                g.addTask {
+                    (rejecting, try await cache.lease(for: c, store: store, nowSeconds: Self.t0 + 10, rejected: rejecting ? a.jwt : nil))
+                }
+            }
+            var out: [(Bool, APNsTokenCache.Lease)] = []
+            for try await l in g { out.append(l) }
+            return out
+        }
+        #expect(leases.count == 40)
+        #expect(store.writes.withLock { $0 } == 2)  // one new token for all
+        let current = try #require(cache.entry(creds))
+        #expect(current.jwt != a.jwt)
+        #expect(leases.allSatisfy { !$0.0 || $0.1.jwt == current.jwt })
+        // Plain callers may have got the old token before the mint (still fresh for them).
+        #expect(leases.allSatisfy { $0.1.jwt == a.jwt || $0.1.jwt == current.jwt })
+    }
+
     @Test("a corrupt persisted value is ignored")
     func corrupt() async throws {
         let store = APNsTestStore()
@@ -108,4 +243,9 @@ struct APNsTokenCacheTests {
         let t = try await APNsTokenCache().token(for: creds, store: store, nowSeconds: 1_000_000)
         #expect(try claims(t)["iat"] == .int(1_000_000))
     }
+}
+
+/// `l` with no pool to retire (what the usual path returns).
+private func plain(_ l: APNsTokenCache.Lease) -> APNsTokenCache.Lease {
+    APNsTokenCache.Lease(jwt: l.jwt, pool: l.pool)
 }

@@ -5,12 +5,23 @@ import Testing
 /// FCM topic names and conditions.
 @Suite struct FCMTopicTests {
     @Test func topicNames() throws {
-        #expect(try FCMTopicName.normalize("news") == "news")
-        #expect(try FCMTopicName.normalize("/topics/news") == "news")
-        #expect(try FCMTopicName.normalize("a-b_c.d~e%20") == "a-b_c.d~e%20")
-        for bad in ["", "/topics/", "with space", "sl/ash", "é", "a,b"] {
-            #expect(throws: CommandError.self) { try FCMTopicName.normalize(bad) }
+        #expect(try TopicName(parsing: "news").name == "news")
+        #expect(try TopicName(parsing: "/topics/news").name == "news")
+        #expect(try TopicName(parsing: "a-b_c.d~e%20").name == "a-b_c.d~e%20")
+        #expect(try TopicName(parsing: String(repeating: "a", count: 256)).name.utf8.count == 256)
+        #expect(try TopicName(parsing: "/topics/" + String(repeating: "a", count: 256)).name.utf8.count == 256)
+        for bad in ["", "/topics/", "with space", "sl/ash", "é", "a,b", String(repeating: "a", count: 257)] {
+            #expect(throws: CommandError.self) { try TopicName(parsing: bad) }
         }
+        do {
+            _ = try TopicName(parsing: String(repeating: "t", count: 300), field: "topic")
+            Issue.record("a 300-byte topic was accepted")
+        } catch {
+            #expect(error.code == .invalidArgument && error.details["field"] == "topic")
+            #expect(error.message.contains("256"))
+        }
+        // Condition topics follow the same rule.
+        #expect(throws: CommandError.self) { try FCMTopicName.checkCondition("'\(String(repeating: "a", count: 257))' in topics") }
     }
 
     @Test func conditions() throws {
@@ -36,5 +47,12 @@ import Testing
             #expect(error.code == .invalidArgument)
             #expect(error.details["field"] == "condition")
         }
+    }
+}
+
+/// Tests name topics by literal; an invalid literal is a bug in the test.
+extension TopicName: ExpressibleByStringLiteral {
+    public init(stringLiteral s: String) {
+        self = try! TopicName(parsing: s)
     }
 }

@@ -46,6 +46,9 @@ import Testing
         #expect(field { try build(#"{"message":"x","collapse_id":"a\r\nx-evil: 1"}"#) } == "collapse_id")
         #expect(field { try build(#"{"message":"x","topic":"com.example\nx"}"#) } == "topic")
         #expect(field { try build(#"{"message":"x","apns":{"headers":{"apns-topic":"t\u0000"}}}"#) } == "apns.headers.apns-topic")
+        // fuzz apns: apns.payload replaced `aps` with a number, and that payload was sent.
+        #expect(field { try build(#"{"message":"x","apns":{"payload":{"aps":2}}}"#) } == "apns.payload.aps")
+        #expect(field { try build(#"{"message":"x","apns":{"payload":{"aps":null}}}"#) } == "apns.payload.aps")
         // Valid names and values still pass.
         #expect(field { try build(#"{"message":"x","collapse_id":"c1","apns":{"headers":{"apns-priority":5,"apns-x_y.z":"v"}}}"#) } == nil)
     }

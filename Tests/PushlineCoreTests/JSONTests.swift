@@ -61,6 +61,33 @@ import Testing
         #expect(v["a"] == .int(2))
     }
 
+    @Test func duplicateKeysInLargeObjectsKeepTheLastAtTheFirstPlace() throws {
+        // Past the scan threshold duplicates are found through an index: same result as a scan.
+        var text = "{"
+        for k in 0..<40 { text += "\"k\(k)\":\(k)," }
+        text += "\"k3\":\"late\",\"k39\":true,\"k0\":null,\"new\":1}"
+        let o = try #require(try JSONValue.parse(text).objectValue)
+        #expect(o.pairs.count == 41)
+        #expect(o.pairs[0].0 == "k0" && o.pairs[0].1 == .null)
+        #expect(o.pairs[3].0 == "k3" && o.pairs[3].1 == .string("late"))
+        #expect(o.pairs[39].0 == "k39" && o.pairs[39].1 == .bool(true))
+        #expect(o.pairs[40].0 == "new")
+    }
+
+    @Test func manyKeysParseInLinearTime() throws {
+        // 200,000 distinct keys: a scan of earlier keys per key took minutes; the index, well under a second.
+        var text = "{"
+        for k in 0..<200_000 { text += "\"key\(k)\":\(k)," }
+        text += "\"key0\":-1}"
+        let clock = ContinuousClock()
+        let start = clock.now
+        let o = try #require(try JSONValue.parse(text).objectValue)
+        let took = clock.now - start
+        #expect(o.pairs.count == 200_000)
+        #expect(o.pairs[0].1 == .int(-1))
+        #expect(took < .seconds(20), "parsing 200,000 keys took \(took)")
+    }
+
     @Test func bigIntegersBecomeDoubles() throws {
         #expect(try JSONValue.parse("9223372036854775807") == .int(Int64.max))
         #expect(try JSONValue.parse("92233720368547758070") == .double(92233720368547758070))

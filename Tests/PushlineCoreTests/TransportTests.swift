@@ -314,6 +314,52 @@ struct TransportTests {
         #expect(transport.stats.retries > 0)
     }
 
+    @Test("a complete HEADERS-only answer followed by RST_STREAM(NO_ERROR) before the body was sent is a success (RFC 9113 8.1)")
+    func completeResponseThenResetIsSuccess() async throws {
+        // The sink answers on the request's HEADERS (it gives the stream no window, so the body is
+        // still unsent), then resets the stream with NO_ERROR: libcurl 7.88 fails such transfers
+        // with CURLE_HTTP2_STREAM.
+        let sink = try H2SinkProcess(["--no-body", "--rst-after-response"])
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1))
+        defer { transport.shutdown() }
+        let id = "123E4567-E89B-12D3-A456-426614174000"
+        for i in 0..<100 {
+            let r = await transport.perform(
+                HTTPRequest(
+                    url: sink.base + "/3/device/\(i)", headers: [("apns-id", id)], body: [UInt8]("{\"n\":\(i)}".utf8),
+                    tls: sink.tls))
+            #expect(kind(r) == "status 200", "request \(i): \(r)")
+            guard case .success(let resp) = r else { break }
+            #expect(resp.header("apns-id") == id)
+            #expect(resp.body.isEmpty)
+        }
+        let ts = transport.stats
+        #expect(ts.failed == 0)
+        #expect(ts.retries == 0)  // Answered: never sent twice.
+        #expect(ts.earlyResponses >= 90)  // All but a connection's first (sent before SETTINGS).
+    }
+
+    @Test("a stream reset before any response header is sent again once, with the same request")
+    func unansweredStreamIsResentOnce() async throws {
+        let sink = try H2SinkProcess(["--no-body", "--rst-before-headers"])
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let ids = (0..<50).map { String(format: "00000000-0000-0000-0000-%012d", $0) }
+        let results = await burst(transport, 50) { i in
+            HTTPRequest(url: sink.base + "/3/device/\(i)", headers: [("apns-id", ids[i])], body: [UInt8]("{}".utf8), tls: tls)
+        }
+        for (i, r) in results.enumerated() {
+            #expect(kind(r) == "status 200")
+            #expect((try? r.get().header("apns-id")) == ids[i])  // The re-sent request carried the same apns-id.
+        }
+        #expect(transport.stats.retries == 50)
+        let r = try await transport.perform(HTTPRequest(method: "GET", url: sink.base + "/stats", tls: tls)).get()
+        let v = try JSONValue.parse(r.body)
+        #expect(v["unanswered"]?.intValue == 50)
+        #expect(v["attempts"]?.arrayValue?.compactMap { $0.intValue } == Array(repeating: 2, count: 50))
+    }
+
     @Test func serverStreamLimitIsHonoured() async throws {
         let sink = try H2SinkProcess(["--max-streams", "10", "--delay-ms", "5"])
         let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1, maxConcurrentStreams: 500))

@@ -10,6 +10,11 @@ It verifies what Apple verifies and answers with Apple's status codes and
   `iat` not older than one hour (ExpiredProviderToken) nor in the future;
   token updates per team more often than `--min-token-refresh-s` (default
   1200) get 429 TooManyProviderTokenUpdates;
+* per connection, as Apple's engineers describe it: a connection remembers the
+  token it last accepted and when it last carried it; a different
+  token on that connection less than `--conn-token-window-s` (default 1200)
+  later gets 429 TooManyProviderTokenUpdates, again and again, until the
+  connection has not carried its old token for that long;
 * certificate auth (`--cert-mode`): a client certificate signed by the fake's
   client CA is required; the fake writes `client.pem` (certificate + key,
   encrypted with `--client-key-password` if given) into its work dir;
@@ -26,10 +31,15 @@ The admin port speaks plain HTTP/1.1 on loopback:
 * `POST /control` with a JSON object of any of:
   `{"unregister": [{"token": T, "timestamp": ms, "reason": "Unregistered"}]}`,
   `{"fail": [{"token": T or "*", "status": 503, "reason": "ServiceUnavailable", "count": 2}]}` (count -1: forever),
-  `{"delay_ms": 200}`, `{"drop_after": 3, "drop_times": 1}` (abort a connection once it got N requests),
+  `{"delay_ms": 200}`, `{"slow": [{"token": T, "delay_ms": 1500}]}` (that device's answers only), `{"drop_after": 3, "drop_times": 1}` (abort a connection once it got N requests),
   `{"goaway_after": 5, "goaway_times": 1}` (GOAWAY after N streams on a connection),
   `{"max_streams": 1}` (SETTINGS_MAX_CONCURRENT_STREAMS now and for new connections),
-  `{"expire_jwt": JWT}` / `{"expire_current": true}`, `{"min_token_refresh_s": 0}`, `{"reset": true}`.
+  `{"expire_jwt": JWT}` / `{"expire_current": true}`, `{"min_token_refresh_s": 0}`, `{"reset": true}`,
+  `{"conn_token_window_s": 1200}`, `{"conn_saw_other_token": true}` (every open connection
+  behaves as if it had just carried another token: the next token on it gets 429).
+
+`GET /state` includes `conn_token_updates`, `conn_rejected_updates` and `connection_log`
+({id: {"opened": t, "closed": t or null, "tokens": [[kid, iat, last 8 chars of the JWT], ...]}}).
 """
 
 import argparse
@@ -129,6 +139,7 @@ class State:
         self.topics = list(args.topic or [])
         self.cert_mode = args.cert_mode
         self.min_refresh = args.min_token_refresh_s
+        self.conn_window = args.conn_token_window_s
         self.initial_max_streams = args.max_streams
         self.conns = set()
         self.reset()
@@ -138,6 +149,7 @@ class State:
         self.fail_rules = []
         self.unregistered = {}
         self.delay_ms = 0
+        self.slow = {}  # device token -> delay in ms
         self.drop_after = None
         self.drop_times = 0
         self.goaway_after = None
@@ -150,6 +162,9 @@ class State:
         self.drops = 0
         self.protocol_errors = []
         self.max_active_streams = 0
+        self.conn_token_updates = 0
+        self.conn_rejected_updates = 0
+        self.connection_log = {}  # conn id -> {"opened", "closed", "tokens"}
 
     def control(self, c):
         if c.get("reset"):
@@ -162,6 +177,8 @@ class State:
                                     "retry_after": f.get("retry_after")})
         if "delay_ms" in c:
             self.delay_ms = int(c["delay_ms"])
+        for x in c.get("slow", []):
+            self.slow[x["token"]] = int(x["delay_ms"])
         if "drop_after" in c:
             self.drop_after = c["drop_after"]
             self.drop_times = int(c.get("drop_times", 1))
@@ -181,25 +198,34 @@ class State:
                 self.expired_jwts.add(t["jwt"])
         if "min_token_refresh_s" in c:
             self.min_refresh = float(c["min_token_refresh_s"])
+        if "conn_token_window_s" in c:
+            self.conn_window = float(c["conn_token_window_s"])
+        if c.get("conn_saw_other_token"):
+            for p in self.conns:
+                p.token, p.token_seen = ("OTHER", 0), time.time()
 
     def summary(self):
         return {
             "connections_total": self.connections_total,
             "connections_open": len(self.conns),
+            "streams_pending": sum(p.pending for p in self.conns),
             "requests": len(self.received),
             "goaways_sent": self.goaways_sent,
             "drops": self.drops,
             "protocol_errors": self.protocol_errors,
             "max_active_streams": self.max_active_streams,
             "max_streams": self.max_streams,
+            "conn_token_updates": self.conn_token_updates,
+            "conn_rejected_updates": self.conn_rejected_updates,
+            "connection_log": self.connection_log,
             "teams": {k: {"updates": v["updates"], "rejected_updates": v["rejected_updates"], "jwts": v["jwts"],
                           "iat": v["iat"]} for k, v in self.teams.items()},
         }
 
     # --- verification, in Apple's order ---
 
-    def check_jwt(self, auth):
-        """Returns None if the provider token is fine, else (status, reason)."""
+    def check_jwt(self, auth, conn=None):
+        """Returns None if the provider token is fine, else (status, reason). `conn`: the H2Protocol."""
         if not auth or not auth.lower().startswith("bearer "):
             return 403, "MissingProviderToken"
         jwt = auth[7:].strip()
@@ -230,6 +256,19 @@ class State:
             return 403, "InvalidProviderToken"
         if now - iat > 3600 or jwt in self.expired_jwts:
             return 403, "ExpiredProviderToken"
+        if conn is not None:
+            ident = jwt  # two tokens signed in the same second differ too
+            if conn.token is not None and conn.token != ident:
+                if now - conn.token_seen < self.conn_window:
+                    self.conn_rejected_updates += 1
+                    return 429, "TooManyProviderTokenUpdates"
+                self.conn_token_updates += 1
+            if conn.token != ident:
+                conn.token = ident
+                log = self.connection_log.get(conn.id)
+                if log is not None:
+                    log["tokens"].append([header["kid"], iat, jwt[-8:]])
+            conn.token_seen = now
         t = self.teams.get(team)
         if t is None:
             self.teams[team] = {"jwt": jwt, "iat": iat, "changed_at": now, "updates": 0, "rejected_updates": 0,
@@ -246,7 +285,7 @@ class State:
                 return 429, "TooManyProviderTokenUpdates"
         return None
 
-    def answer(self, method, path, headers, body):
+    def answer(self, method, path, headers, body, conn=None):
         """Returns (status, reason or None, extra body fields, response headers) for one request."""
         if method != "POST":
             return 405, "MethodNotAllowed", {}, []
@@ -262,7 +301,7 @@ class State:
             return 400, "DuplicateHeaders", {}, []
         h = dict(headers)
         if not self.cert_mode:
-            r = self.check_jwt(h.get("authorization"))
+            r = self.check_jwt(h.get("authorization"), conn)
             if r:
                 return r[0], r[1], {}, []
         push_type = h.get("apns-push-type", "alert")
@@ -331,10 +370,13 @@ class H2Protocol(asyncio.Protocol):
         self.closed = False
         self.goaway_last = None
         self.pending = 0
+        self.token = None  # the provider token (JWT) this connection last accepted
+        self.token_seen = 0.0  # when it last carried it
 
     def connection_made(self, transport):
         self.transport = transport
         self.state.connections_total += 1
+        self.state.connection_log[self.id] = {"opened": time.time(), "closed": None, "tokens": []}
         self.state.conns.add(self)
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)
@@ -365,6 +407,9 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc):
         self.closed = True
         self.state.conns.discard(self)
+        log = self.state.connection_log.get(self.id)
+        if log is not None:
+            log["closed"] = time.time()
 
     def data_received(self, data):
         if self.closed:
@@ -425,9 +470,10 @@ class H2Protocol(asyncio.Protocol):
         pseudo = {k: v for k, v in s["headers"] if k.startswith(":")}
         headers = [(k, v) for k, v in s["headers"] if not k.startswith(":")]
         body = bytes(s["body"])
-        if st.delay_ms:
-            await asyncio.sleep(st.delay_ms / 1000)
-        status, reason, extra, extra_h = st.answer(pseudo.get(":method"), pseudo.get(":path", ""), headers, body)
+        delay_ms = st.slow.get(pseudo.get(":path", "").rsplit("/", 1)[-1], st.delay_ms)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+        status, reason, extra, extra_h = st.answer(pseudo.get(":method"), pseudo.get(":path", ""), headers, body, self)
         h = dict(headers)
         apns_id = h.get("apns-id") if h.get("apns-id") and UUID_RE.match(h.get("apns-id")) else str(uuid.uuid4()).upper()
         try:
@@ -518,6 +564,8 @@ async def main():
     ap.add_argument("--cert-mode", action="store_true", help="certificate auth: require a client certificate")
     ap.add_argument("--client-key-password", help="encrypt the generated client key with this passphrase")
     ap.add_argument("--min-token-refresh-s", type=float, default=1200)
+    ap.add_argument("--conn-token-window-s", type=float, default=1200,
+                    help="per connection: a different token this soon after the last one carried gets 429")
     ap.add_argument("--max-streams", type=int, default=1000)
     args = ap.parse_args()
     # A parent may have spawned us with signals blocked (Foundation's Process does): unblock them so

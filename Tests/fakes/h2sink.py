@@ -7,9 +7,11 @@ listens on 127.0.0.1, and prints one line on stdout once ready:
     READY <port> <ca_file_path>
 
 Paths:
-  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused"}
-                    (the /stats stream itself is not counted in streams/max_active)
-  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn"}
+  /stats            JSON {"connections", "streams", "max_active", "goaways", "drops", "refused", "open"}
+                    (the /stats stream itself is not counted in streams/max_active; "open":
+                    the numbers of the connections still open, the first connection being 1)
+  /echo...          JSON {"method", "path", "headers": [[name, value], ...], "body", "client_cn",
+                    "conn" (the connection's number)}
   anything else     body '{}'
 
 Query parameters override the command line per request: delay_ms=N, status=N.
@@ -30,6 +32,19 @@ Options:
                      <dir of ca_file>/client.pem (certificate + key encrypted with PASSWORD)
   --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 1000); streams over it are refused
                      with RST_STREAM REFUSED_STREAM
+  --no-body          answer like APNs' success: one HEADERS frame with END_STREAM (`:status`,
+                     `apns-id`: the request's, else a new UUID; no content-length, no DATA)
+  --rst-after-response
+                     answer each request as soon as its HEADERS arrive, then reset the stream with
+                     RST_STREAM(NO_ERROR), as nginx does for `return 200;` (RFC 9113 section 8.1).
+                     The sink advertises a stream window of 0 (SETTINGS_INITIAL_WINDOW_SIZE), so the
+                     client cannot have sent any of the body when the complete answer arrives.
+                     The answer is always HEADERS-only, as with --no-body (with a body after it,
+                     libcurl 7.88 would keep polling for window room the stream never gets)
+  --rst-before-headers
+                     the first time a request arrives (same apns-id, else same path and body),
+                     reset its stream with RST_STREAM(NO_ERROR) before any response header (the
+                     request was never answered); answer it normally when it comes again
 """
 import argparse
 import asyncio
@@ -45,6 +60,7 @@ import ssl
 import stat
 import sys
 import tempfile
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import h2.config
@@ -63,6 +79,10 @@ class Stats:
     goaways = 0
     drops = 0
     refused = 0
+    early = 0  # answered before the body, then RST_STREAM(NO_ERROR) (--rst-after-response)
+    unanswered = 0  # reset before any response header (--rst-before-headers)
+    attempts = {}  # request key -> times received (--rst-before-headers)
+    open = set()
 
 
 def make_cert(directory):
@@ -163,8 +183,14 @@ class H2Sink(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport):
         Stats.connections += 1
+        self.number = Stats.connections
+        Stats.open.add(self.number)
         self.transport = transport
         self.conn.initiate_connection()
+        if self.args.rst_after_response:
+            # A second SETTINGS: h2 applies it once the client acknowledges it, so a body sent
+            # before the client saw it is still accepted (no FLOW_CONTROL_ERROR).
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
         # SETTINGS told the client --max-streams; h2 itself would kill the whole connection on a
         # stream over the limit (a client may open some before it sees our SETTINGS). Like real
         # servers, refuse such streams one by one instead (RST_STREAM REFUSED_STREAM, in on_request).
@@ -175,6 +201,7 @@ class H2Sink(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        Stats.open.discard(getattr(self, "number", None))
 
     def data_received(self, data):
         if self.closed:
@@ -250,6 +277,15 @@ class H2Sink(asyncio.Protocol):
             self.flush()
             self.transport.write(frame.serialize())
             asyncio.get_running_loop().call_later(10, self.close_now)
+        if self.args.rst_after_response and not ev.stream_ended:
+            # The complete answer before any of the body (the client has no window to send it),
+            # then RST_STREAM(NO_ERROR): "abort transmission of a request without error".
+            Stats.early += 1
+            self.respond(stream_id=ev.stream_id, status=self.args.status, body=b"", headers_only=True)
+            try:
+                self.conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.NO_ERROR)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                pass
 
     def on_end(self, stream_id):
         req = self.requests.get(stream_id)
@@ -269,6 +305,10 @@ class H2Sink(asyncio.Protocol):
                     "goaways": Stats.goaways,
                     "drops": Stats.drops,
                     "refused": Stats.refused,
+                    "early": Stats.early,
+                    "unanswered": Stats.unanswered,
+                    "attempts": sorted(Stats.attempts.values()),
+                    "open": sorted(Stats.open),
                 }
             ).encode()
             status, delay_ms = 200, 0
@@ -280,10 +320,22 @@ class H2Sink(asyncio.Protocol):
                     "headers": [[k, v] for k, v in req["headers"] if not k.startswith(":")],
                     "body": req["body"].decode("latin-1"),
                     "client_cn": self.client_cn(),
+                    "conn": self.number,
                 }
             ).encode()
         else:
-            body = b"{}"
+            body = b"" if self.args.no_body else b"{}"
+            if self.args.rst_before_headers:
+                key = headers.get("apns-id") or (headers.get(":path", "") + "\0" + req["body"].decode("latin-1"))
+                Stats.attempts[key] = Stats.attempts.get(key, 0) + 1
+                if Stats.attempts[key] == 1:
+                    # Never answered: reset before any response header.
+                    Stats.unanswered += 1
+                    self.requests.pop(stream_id, None)
+                    if req["counted"]:
+                        self.active -= 1
+                    self.conn.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.NO_ERROR)
+                    return
         if delay_ms > 0:
             asyncio.get_running_loop().call_later(
                 delay_ms / 1000.0, self.respond, stream_id, status, body
@@ -310,13 +362,22 @@ class H2Sink(asyncio.Protocol):
             pass
         self.pending_out.pop(stream_id, None)
 
-    def respond(self, stream_id, status, body):
+    def respond(self, stream_id, status, body, headers_only=False):
         req = self.requests.pop(stream_id, None)
         if self.closed or req is None:
             return
         if req["counted"]:
             self.active -= 1
         try:
+            if (self.args.no_body or headers_only) and not body:
+                # APNs' success: HEADERS with END_STREAM, no content-length, no DATA frame.
+                h = dict(req["headers"])
+                apns_id = h.get("apns-id") or str(uuid.uuid4()).upper()
+                self.conn.send_headers(
+                    stream_id, [(":status", str(status)), ("apns-id", apns_id), ("x-reply", "abc")], end_stream=True
+                )
+                self.flush()
+                return
             self.conn.send_headers(
                 stream_id,
                 [
@@ -360,6 +421,9 @@ async def main():
     ap.add_argument("--drop-after", type=int, default=0)
     ap.add_argument("--max-streams", type=int, default=1000)
     ap.add_argument("--require-client-cert", metavar="PASSWORD", default="")
+    ap.add_argument("--no-body", action="store_true")
+    ap.add_argument("--rst-after-response", action="store_true")
+    ap.add_argument("--rst-before-headers", action="store_true")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="h2sink-")

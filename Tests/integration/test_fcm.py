@@ -307,6 +307,31 @@ def test_subscribe_unsubscribe_topics_subscribers(d, fake):
     assert [x["id"] for x in s["devices"]] == [ids[1]]
 
 
+def test_a_topic_the_registry_would_refuse_never_reaches_google(d, fake):
+    # Issue 12, defect 4: a 300-byte topic was subscribed at FCM, then refused by the registry
+    # (256 bytes): the client got invalid_argument with the subscription made at Google.
+    ids = register(d, [tok(1)])
+    long_topic = "t" * 300
+    for cmd in ("subscribe", "unsubscribe"):
+        r = d.call({"cmd": cmd, "topic": long_topic, "ids": ids})
+        assert r["ok"] is False and r["error"]["code"] == "invalid_argument" and r["error"]["field"] == "topic", r
+        assert "256" in r["error"]["message"]
+    r = d.call({"cmd": "topic", "topic": "/topics/" + long_topic, "message": "x"})
+    assert r["ok"] is False and r["error"]["code"] == "invalid_argument", r
+    r = d.call({"cmd": "subscribers", "topic": long_topic})
+    assert r["ok"] is False and r["error"]["field"] == "topic", r
+    st = fake.stats()
+    assert st["iid_calls"] == 0 and st["sends"] == 0, st
+    assert fake.subscriptions() == {}
+    assert d.call({"cmd": "topics", "ids": ids})["devices"][0]["topics"] == []
+    # The longest name both accept works end to end.
+    edge = "e" * 256
+    r = d.call({"cmd": "subscribe", "topic": "/topics/" + edge, "ids": ids})
+    assert r["ok"] and r["succeeded"] == 1, r
+    assert fake.subscriptions()[edge] == [tok(1)]
+    assert d.call({"cmd": "topics", "ids": ids})["devices"][0]["topics"] == [edge]
+
+
 def test_subscribe_many_is_batched_by_1000(d, fake):
     ids = register(d, [tok(i) for i in range(2500)])
     r = d.call({"cmd": "subscribe", "topic": "big", "ids": ids})

@@ -22,7 +22,7 @@ def apns(i: int) -> str:
 
 def test_ping_reports_versions(daemon):
     r = daemon.call({"id": 1, "cmd": "ping"})
-    assert r == {"id": 1, "ok": True, "version": r["version"], "protocol": "1.0"}
+    assert r == {"id": 1, "ok": True, "version": r["version"], "protocol": "1.1"}
     assert r["version"].count(".") == 2
 
 
@@ -130,7 +130,7 @@ def test_bad_input_keeps_connection_usable(daemon):
     c.send_raw(b'\xff\xfe{"cmd":"ping"}\n')
     assert c.recv()["error"]["code"] == "bad_json"
     c.send_raw(b'{"id": 7, "cmd": "ping"}\r\n\n')
-    assert c.recv() == {"id": 7, "ok": True, "version": c.call({"cmd": "ping"})["version"], "protocol": "1.0"}
+    assert c.recv() == {"id": 7, "ok": True, "version": c.call({"cmd": "ping"})["version"], "protocol": "1.1"}
 
 
 def test_line_too_long_is_discarded(start_daemon):
@@ -233,7 +233,9 @@ def test_paging_update_unregister_prune(daemon):
     assert daemon.call({"cmd": "prune", "inactive_before": "yesterday"})["error"]["field"] == "inactive_before"
 
 
-def test_stats_counts_by_app_and_platform(daemon):
+def test_stats_counts_by_app_and_platform(start_daemon):
+    # Protocol 1.1: a device's app must be configured (here without credentials).
+    daemon = start_daemon({"apps": {"default": {}, "shop": {}}})
     daemon.call({"cmd": "register", "devices": [
         {"platform": "fcm", "registration_id": "a"}, {"platform": "fcm", "registration_id": "b", "active": False},
         {"platform": "apns", "registration_id": apns(5), "app": "shop"}]})

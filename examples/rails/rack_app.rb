@@ -38,15 +38,28 @@ class PushlineRackApp
 
   private
 
+  # A token registered already belongs to whoever registered it last (the phone changed
+  # hands or accounts): it is re-assigned to this user, and no other user's data is returned.
   def register(body)
     fields = body.slice(*DEVICE_FIELDS).transform_keys(&:to_sym)
     reg = @pushline.register(user: body["user"], **fields)
     json(201, device: reg["device"])
   rescue Pushline::DuplicateRegistration
-    json(200, device: @pushline.devices(platform: fields[:platform],
-                                        registration_id: fields[:registration_id])["devices"].first)
+    json(200, device: reassign(body["user"].to_s, fields))
   rescue Pushline::InvalidArgument => e
     json(422, error: e.error_message, field: e.field)
+  end
+
+  # The user's own device keeps what they did not resend; another user's device gets this
+  # user's name and device id (or none).
+  def reassign(user, fields)
+    key = { platform: fields[:platform], registration_id: fields[:registration_id] }
+    found = @pushline.devices(**key)["devices"].first
+    mine = found && found["user"] == user
+    changes = { user: user, active: true }
+    %i[name device_id].each { |k| changes[k] = fields[k] if fields.key?(k) || !mine }
+    %i[p256dh auth].each { |k| changes[k] = fields[k] if fields.key?(k) }
+    @pushline.update(**key, **changes)["device"]
   end
 
   def notify(body)

@@ -2,16 +2,21 @@
 #define PL_SYS_H
 #include <stdint.h>
 #include <sys/types.h>
+// Swift's Glibc module does not include <sys/epoll.h>; including it here imports its
+// constants (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR as `EPOLL_EVENTS` values,
+// EPOLL_CTL_ADD/MOD/DEL as Int32) from the header instead of hard-coding them.
+#include <sys/epoll.h>
 
-/// epoll_* and eventfd are not in Swift's Glibc module; these are thin pass-throughs.
+/// epoll_* and eventfd are not in Swift's Glibc module (and `struct epoll_event` is packed
+/// on x86-64, which Swift cannot lay out); these are thin pass-throughs. None retries EINTR:
+/// the Swift `syscall(blocking:where:)` wrapper does, and reads errno at once.
 int pl_epoll_create(void);
-/// Adds or modifies `fd` in `epfd` with `events` (EPOLLIN=1, EPOLLOUT=4, EPOLLRDHUP=0x2000), data = fd.
+/// epoll_ctl with `events` and data = fd. `op` is EPOLL_CTL_ADD, EPOLL_CTL_MOD or EPOLL_CTL_DEL.
+/// Returns 0 or -1 with errno set.
 int pl_epoll_ctl(int epfd, int op, int fd, uint32_t events);
-/// Waits for events; fills `fds`/`evs` (parallel arrays of `max` entries). Retries on EINTR.
+/// epoll_wait; fills `fds`/`evs` (parallel arrays of `max` entries, at most 256).
+/// Returns the count or -1 with errno set (EINTR included).
 int pl_epoll_wait(int epfd, int *fds, uint32_t *evs, int max, int timeout_ms);
-int pl_epoll_ctl_add(void);
-int pl_epoll_ctl_mod(void);
-int pl_epoll_ctl_del(void);
 
 /// A non-blocking, close-on-exec eventfd.
 int pl_eventfd(void);
@@ -20,8 +25,16 @@ void pl_eventfd_signal(int fd);
 /// Reads (resets) the eventfd counter.
 void pl_eventfd_drain(int fd);
 
-/// accept4 needs _GNU_SOURCE: accepts non-blocking, close-on-exec. Retries on EINTR.
+/// accept4 needs _GNU_SOURCE: accepts non-blocking, close-on-exec. Returns the fd or -1
+/// with errno set (EINTR and EAGAIN included: the caller's syscall wrapper handles them).
 int pl_accept(int listen_fd);
+/// The peer's credentials of a connected Unix socket (getsockopt SO_PEERCRED; `struct ucred`
+/// needs _GNU_SOURCE, which Swift's Glibc module does not define). Returns 0 or -1 with errno set.
+int pl_peer_cred(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+/// The peer's supplementary groups (getsockopt SO_PEERGROUPS, Linux 4.13+), written to `gids`
+/// (room for `max`). Returns how many the peer has (more than `max` means call again with
+/// a larger array; only then is `gids` not filled), or -1 with errno set.
+int pl_peer_groups(int fd, uint32_t *gids, int max);
 /// Creates, binds and listens on a Unix stream socket at `path` (non-blocking, cloexec).
 /// Returns the fd or -1 with errno set.
 int pl_unix_listen(const char *path, int backlog);

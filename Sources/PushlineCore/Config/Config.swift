@@ -10,6 +10,10 @@ public struct PushlineConfig: Sendable {
     public var database: String = "./var/pushline.db"
     public var updateOnDuplicateRegId: Bool = false
     public var maxLineBytes: Int = 1 << 20
+    /// Who may connect (`allowed_uids`, `allowed_gids`); nil lists take the defaults (see `PeerPolicy`).
+    public var access = PeerAccess()
+    /// `max_connections` and `max_reply_buffer_bytes`.
+    public var serverLimits = ServerLimits()
     /// Notifications queued or in flight across the daemon before commands get `busy`.
     public var maxPending: Int = 250_000
     /// HTTP/2 streams in flight per provider connection (the server's own limit still rules).
@@ -58,6 +62,11 @@ public struct PushlineConfig: Sendable {
         updateOnDuplicateRegId = try r.bool("update_on_duplicate_reg_id") ?? false
         maxLineBytes = try r.int("max_line_bytes", range: 1024...(256 << 20)) ?? maxLineBytes
         maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending
+        serverLimits.maxConnections = try r.int("max_connections", range: 1...1_000_000) ?? serverLimits.maxConnections
+        serverLimits.maxReplyBufferBytes =
+            try r.int("max_reply_buffer_bytes", range: (64 << 10)...(1 << 30)) ?? serverLimits.maxReplyBufferBytes
+        access.allowedUIDs = try Self.ids(&r, "allowed_uids", kind: "user", resolve: PeerPolicy.uid(named:))
+        access.allowedGIDs = try Self.ids(&r, "allowed_gids", kind: "group", resolve: PeerPolicy.gid(named:))
         maxStreamsPerConnection = try r.int("max_streams_per_connection", range: 1...10_000) ?? maxStreamsPerConnection
         if let l = try r.string("log_level") {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(l) else {
@@ -78,6 +87,28 @@ public struct PushlineConfig: Sendable {
             self.apps = apps
         }
         try r.finish()
+    }
+}
+
+extension PushlineConfig {
+    /// A list of users or groups, each a number or a name, resolved to ids now.
+    static func ids(_ r: inout ConfigReader, _ key: String, kind: String, resolve: (String) -> UInt32?) throws(ConfigError) -> [UInt32]? {
+        guard let v = r.value(key) else { return nil }
+        guard let items = v.arrayValue else { throw ConfigError(key, "expected an array of \(kind) names or numeric ids, got \(v.typeName)") }
+        var out: [UInt32] = []
+        for (i, item) in items.enumerated() {
+            switch item {
+            case .int(let n):
+                guard n >= 0, n < Int64(UInt32.max) else { throw ConfigError("\(key)[\(i)]", "\(n) is not a valid \(kind) id") }
+                out.append(UInt32(n))
+            case .string(let name):
+                guard !name.isEmpty, let id = resolve(name) else { throw ConfigError("\(key)[\(i)]", "no \(kind) named '\(name)'") }
+                out.append(id)
+            default:
+                throw ConfigError("\(key)[\(i)]", "expected a \(kind) name or a numeric id, got \(item.typeName)")
+            }
+        }
+        return out
     }
 }
 

@@ -10,7 +10,7 @@ import Synchronization
 /// ```
 public final class Dispatcher: RequestHandler {
     public let config: PushlineConfig
-    public let registry: Registry
+    public let registry: any DeviceRegistry
     public let providers: ProviderSet
     let logger: Logger
     let startedAt = monotonicNanos()
@@ -21,7 +21,7 @@ public final class Dispatcher: RequestHandler {
     /// Set by the daemon so `stats` can report open connections.
     public let connectionCount: @Sendable () -> Int
 
-    public init(config: PushlineConfig, registry: Registry, providers: ProviderSet, logger: Logger,
+    public init(config: PushlineConfig, registry: any DeviceRegistry, providers: ProviderSet, logger: Logger,
                 connectionCount: @escaping @Sendable () -> Int = { 0 }) {
         self.config = config
         self.registry = registry
@@ -34,6 +34,7 @@ public final class Dispatcher: RequestHandler {
         guard let cmdValue = request["cmd"] else { throw .invalid("cmd", "is required") }
         guard let cmd = cmdValue.stringValue else { throw .invalid("cmd", "expected a string, got \(cmdValue.typeName)") }
         var a = Arguments(request)
+        try checkApps(cmd: cmd, request)
         switch cmd {
         case "ping":
             try a.finish()
@@ -44,8 +45,8 @@ public final class Dispatcher: RequestHandler {
         case "update": return try await update(&a)
         case "prune": return try await prune(&a)
         case "stats": return try await stats(&a)
-        case "send": return try await send(&a, bulk: false)
-        case "bulk": return try await send(&a, bulk: true)
+        case "send": return try await withResultsMode(&a) { (a: inout Arguments) async throws(CommandError) in try await send(&a, bulk: false) }
+        case "bulk": return try await withResultsMode(&a) { (a: inout Arguments) async throws(CommandError) in try await send(&a, bulk: true) }
         case "topic": return try await topic(&a)
         case "subscribe": return try await subscription(&a, subscribe: true)
         case "unsubscribe": return try await subscription(&a, subscribe: false)
@@ -172,16 +173,33 @@ public final class Dispatcher: RequestHandler {
 
     func update(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         let key: DeviceKey
+        var u = DeviceUpdate()
+        var any = false
         if let id = try a.int("device", range: 1...Int64.max) {
             key = .id(id)
+            // Named by id, `registration_id` is the new token (a rotated APNs/FCM token, a
+            // renewed WNS channel, a new WebPush endpoint).
+            if let token = try a.string("registration_id") {
+                u.registrationId = token
+                any = true
+            }
         } else if let token = try a.string("registration_id") {
             guard let p = try a.platform("platform") else { throw .invalid("platform", "is required with registration_id") }
             key = .token(app: try a.app() ?? "default", platform: p, registrationId: token)
         } else {
             throw .invalid("device", "name the device with 'device' (its id) or 'registration_id' and 'platform'")
         }
-        var u = DeviceUpdate()
-        var any = false
+        if let token = try a.string("new_registration_id") {
+            if u.registrationId != nil { throw .invalid("new_registration_id", "give the new token once (registration_id with device, or new_registration_id)") }
+            u.registrationId = token
+            any = true
+        }
+        for field in ["p256dh", "auth"] {
+            if let v = try a.string(field) {
+                if field == "p256dh" { u.p256dh = v } else { u.auth = v }
+                any = true
+            }
+        }
         for field in ["name", "user", "device_id"] where a.object[field] != nil {
             any = true
             let v: String?
@@ -209,9 +227,37 @@ public final class Dispatcher: RequestHandler {
             u.active = active
         }
         try a.finish()
-        guard any else { throw .invalid("name", "nothing to update: give name, user, device_id or active") }
+        guard any else { throw .invalid("name", "nothing to update: give name, user, device_id, active, new_registration_id, p256dh or auth") }
+        let before = u.registrationId == nil ? nil : try await registry.device(key)
         let d = try await registry.update(key, u)
-        return ["device": d.json]
+        var out: JSONObject = ["device": d.json]
+        if let before, before.registrationId != d.registrationId, d.platform == .fcm {
+            out["resubscribed"] = try await resubscribe(d)
+        }
+        return out
+    }
+
+    /// After an FCM token changed: subscribes the new token at Google to every topic the
+    /// registry records for the device (Google's subscriptions belong to the old token).
+    /// Answers `[{"topic": t, "status": "subscribed" | "failed", "reason"?}]`.
+    func resubscribe(_ d: Device) async throws(CommandError) -> JSONValue {
+        let topics = (try await registry.topics(of: [d.id])[d.id] ?? []).sorted()
+        guard !topics.isEmpty else { return .array([]) }
+        guard let p = providers.provider(app: d.app, platform: .fcm) as? any TopicProvider else {
+            return .array(topics.map { ["topic": .string($0), "status": "failed", "reason": "provider_not_configured"] })
+        }
+        var out: [JSONValue] = []
+        for t in topics {
+            guard let name = try? TopicName(parsing: t) else {
+                out.append(["topic": .string(t), "status": "failed", "reason": "invalid topic name"])
+                continue
+            }
+            let r = await p.subscribe([d], topic: name).first
+            var o: JSONObject = ["topic": .string(t), "status": .string(r?.status == .sent ? "subscribed" : "failed")]
+            if let r, r.status != .sent { o["reason"] = .string(r.reason ?? "unknown") }
+            out.append(.object(o))
+        }
+        return .array(out)
     }
 
     func prune(_ a: inout Arguments) async throws(CommandError) -> JSONObject {

@@ -6,29 +6,33 @@ enum Target: Sendable {
     case tokens(app: String, platform: Platform, [String])
     case users([String], app: String?, platform: Platform?)
     case filter(app: String?, platform: Platform?, user: String?)
+    /// Tokens the app keeps itself (`tokens`): devices with negative ids, never in the registry.
+    case raw(app: String, platform: Platform, [Device])
 
-    static let keys: Set<String> = ["ids", "registration_ids", "platform", "app", "users", "filter"]
+    static let keys: Set<String> = ["ids", "registration_ids", "platform", "app", "users", "filter", "tokens"]
 
     /// Reads exactly one target from the arguments.
     static func parse(_ a: inout Arguments) throws(CommandError) -> Target {
-        let present = ["ids", "registration_ids", "users", "filter"].filter { a.has($0) }
+        let present = ["ids", "registration_ids", "users", "filter", "tokens"].filter { a.has($0) }
         guard present.count == 1 else {
             throw .invalid(
                 present.first ?? "ids",
                 present.isEmpty
-                    ? "a target is required: one of ids, registration_ids, users, filter"
+                    ? "a target is required: one of ids, registration_ids, users, filter, tokens"
                     : "give exactly one target, got \(present.joined(separator: ", "))")
         }
         switch present[0] {
         case "ids":
             guard let ids = try a.idList("ids") else { throw .invalid("ids", "is required") }
-            _ = a.value("app")
+            if a.has("app") { throw .invalid(a.path("app"), "does not go with ids: a registry id names one device of one app") }
             if a.has("platform") { throw .invalid("platform", "only goes with registration_ids, users or filter") }
             return .ids(ids)
         case "registration_ids":
             guard let tokens = try a.stringList("registration_ids") else { throw .invalid("registration_ids", "is required") }
             guard let p = try a.platform("platform") else { throw .invalid("platform", "is required with registration_ids") }
             return .tokens(app: try a.app() ?? "default", platform: p, tokens)
+        case "tokens":
+            return try parseRaw(&a)
         case "users":
             guard let users = try a.userList("users") else { throw .invalid("users", "is required") }
             return .users(users, app: try a.app(), platform: try a.platform("platform"))
@@ -39,7 +43,16 @@ enum Target: Sendable {
             let app = try f.app()
             let platform = try f.platform("platform")
             let user = try f.user("user")
+            let all = try f.bool("all")
             try f.finish()
+            if let all {
+                guard all else { throw .invalid("filter.all", "only true is allowed (a broadcast to every active device)") }
+                if app != nil || platform != nil || user != nil {
+                    throw .invalid("filter.all", "goes alone: drop it to narrow by app, platform or user")
+                }
+            } else if app == nil && platform == nil && user == nil {
+                throw .invalid("filter", "give at least one of app, platform, user (or \"all\": true to send to every active device)")
+            }
             if a.has("app") || a.has("platform") { throw .invalid("filter", "put app and platform inside filter") }
             return .filter(app: app, platform: platform, user: user)
         }
@@ -93,6 +106,8 @@ extension Dispatcher {
             f.user = user
             if !includeInactive { f.active = true }
             r.devices = try await registry.devices(f)
+        case .raw(_, _, let devices):
+            r.devices = devices
         }
         return r
     }
@@ -142,6 +157,13 @@ extension Dispatcher {
                 return try await sendTokensPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
             case .ids(let ids) where ids.count > Self.chunkSize:
                 return try await sendIdsPipelined(jobs[0].notification, ids: ids, started: started, bulk: bulk)
+            case .raw(let app, let platform, let devices) where devices.count > Self.chunkSize:
+                // `tokens`: chunk by chunk as for registration_ids, without the registry lookup.
+                guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
+                try validate(jobs[0].notification, groups: [(app, platform)])
+                return try await sendListPipelined(
+                    jobs[0].notification, count: devices.count, reserving: devices.count, started: started, bulk: bulk
+                ) { .raw(app: app, platform: platform, Array(devices[$0])) }
             case .users, .filter:
                 return try await sendFilterPipelined(jobs[0].notification, target: jobs[0].target, started: started, bulk: bulk)
             default: break
@@ -167,7 +189,10 @@ extension Dispatcher {
                     } catch {
                         var e = error
                         e.details["platform"] = .string(d.platform.rawValue)
-                        if indexed { e.details["message"] = .int(Int64(j)) }
+                        if indexed {
+                            e.details["message"] = .int(Int64(j))
+                            e.details["message_index"] = .int(Int64(j))
+                        }
                         throw e
                     }
                 } else if firstMissing == nil {
@@ -371,11 +396,16 @@ extension Dispatcher {
         let renderer = await applyDeactivations(all, devices: r.devices)
         var bytes: [UInt8] = []
         var sent = 0
+        let mode = Self.resultsMode
         for result in all {
             if result.status == .sent { sent += 1 }
+            if mode == .none || (mode == .failed && result.status == .sent) { continue }
             bytes.append(UInt8(ascii: ","))
             var o = renderer.json(result)
-            if let m = c.message { o.pairs.insert(("message", .int(Int64(m))), at: 0) }
+            if let m = c.message {
+                o.pairs.insert(("message_index", .int(Int64(m))), at: 0)
+                o.pairs.insert(("message", .int(Int64(m))), at: 0)
+            }
             JSONValue.object(o).write(to: &bytes)
         }
         return (bytes, sent, all.count - sent)
@@ -442,8 +472,10 @@ extension Dispatcher {
 
         func json(_ r: DeliveryResult) -> JSONObject {
             let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
+            // Negative ids are `tokens` entries: not registry devices.
+            let registered = (r.deviceId ?? 0) > 0
             var o: JSONObject = [
-                "id": r.deviceId.map { .int($0) } ?? .null,
+                "id": registered ? r.deviceId.map { .int($0) } ?? .null : .null,
                 "platform": unknownId ? .null : .string(r.platform.rawValue),
                 "app": (r.deviceId.flatMap { appOf[$0] } ?? app).map { .string($0) } ?? .null,
                 "registration_id": unknownId ? .null : .string(r.registrationId),
@@ -451,10 +483,11 @@ extension Dispatcher {
             ]
             if r.status == .failed {
                 o["reason"] = .string(r.reason ?? "unknown")
+                o["reason_class"] = .string(Dispatcher.reasonClass(r))
                 o["retryable"] = .bool(r.retryable)
                 let deactivated = r.deviceId.map { done.contains($0) } ?? false
                 o["deactivated"] = .bool(deactivated)
-                if r.deactivate && !deactivated && r.deviceId != nil { o["still_active"] = .bool(true) }
+                if r.deactivate && !deactivated && registered { o["still_active"] = .bool(true) }
             }
             for (k, v) in r.extra.pairs { o[k] = v }
             return o
@@ -467,7 +500,7 @@ extension Dispatcher {
         for d in devices { appOf[d.id] = d.app }
         let now = nowMillis()
         let list = results.compactMap { r -> Registry.Deactivation? in
-            guard r.deactivate, let id = r.deviceId else { return nil }
+            guard r.deactivate, let id = r.deviceId, id > 0 else { return nil }
             return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
         }
         let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)

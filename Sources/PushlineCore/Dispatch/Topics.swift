@@ -1,16 +1,5 @@
 /// FCM topic commands: `topic`, `subscribe`, `unsubscribe`, `topics`, `subscribers`.
 extension Dispatcher {
-    /// FCM topic names: `[a-zA-Z0-9-_.~%]+`, with or without the `/topics/` prefix.
-    static func topicName(_ raw: String, field: String) throws(CommandError) -> String {
-        let name = raw.hasPrefix("/topics/") ? String(raw.dropFirst(8)) : raw
-        let ok = !name.isEmpty && name.utf8.count <= 900 && name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-                || c == 0x2D || c == 0x5F || c == 0x2E || c == 0x7E || c == 0x25
-        }
-        guard ok else { throw .invalid(field, "an FCM topic name matches [a-zA-Z0-9-_.~%]+") }
-        return name
-    }
-
     func topicProvider(app: String) throws(CommandError) -> any TopicProvider {
         guard let p = providers.provider(app: app, platform: .fcm) else { throw Self.notConfigured(app: app, platform: .fcm) }
         guard let tp = p as? any TopicProvider else {
@@ -22,7 +11,7 @@ extension Dispatcher {
 
     func topic(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         let app = try a.app() ?? "default"
-        let topic = try a.string("topic").map { t throws(CommandError) in try Self.topicName(t, field: "topic") }
+        let topic = try a.string("topic").map { t throws(CommandError) in try TopicName(parsing: t, field: "topic") }
         let condition = try a.string("condition")
         guard (topic == nil) != (condition == nil) else { throw .invalid("topic", "give exactly one of topic, condition") }
         if let condition, condition.isEmpty || condition.utf8.count > 1000 {
@@ -35,22 +24,75 @@ extension Dispatcher {
             if let v = a.value(k) { fields[k] = v }
         }
         let n = try Notification(parsing: fields)
-        let p = try topicProvider(app: app)
-        try p.validate(n)
-        try reserve(1)
-        defer { pending.subtract(1, ordering: .relaxed) }
-        let r = await p.sendToTopic(n, topic: topic, condition: condition)
-        let renderer = await applyDeactivations([r], devices: [], app: app)
-        if r.status == .sent { sentCount.add(1, ordering: .relaxed) } else { failedCount.add(1, ordering: .relaxed) }
-        return [
-            "sent": .int(r.status == .sent ? 1 : 0), "failed": .int(r.status == .sent ? 0 : 1),
-            "results": [.object(renderer.json(r))],
-        ]
+        // APNs, WebPush and WNS subscribers recorded in the registry get the notification by
+        // fan-out through the send pipeline (1.1); FCM devices through Google's topic API.
+        var f = DeviceFilter()
+        f.app = app
+        f.active = true
+        f.notPlatform = .fcm
+        f.topics = try condition.map { c throws(CommandError) in try TopicCondition.parse(c) } ?? topic.map { .topic($0.name) }
+        let groups = try await registry.groups(f).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
+        let fcm = providers.provider(app: app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: app) : nil
+        if let fcm { try fcm.validate(n) }
+        try validate(n, groups: groups.map { ($0.app, $0.platform) })
+        var fcmResult: JSONObject?
+        if let fcm {
+            try reserve(1)
+            defer { pending.subtract(1, ordering: .relaxed) }
+            let r = await fcm.sendToTopic(n, topic: topic, condition: condition)
+            let renderer = await applyDeactivations([r], devices: [], app: app)
+            if r.status == .sent { sentCount.add(1, ordering: .relaxed) } else { failedCount.add(1, ordering: .relaxed) }
+            fcmResult = renderer.json(r)
+        }
+        guard !groups.isEmpty else {
+            let ok = fcmResult?["status"] == .string("sent")
+            return ["sent": .int(ok ? 1 : 0), "failed": .int(ok ? 0 : 1), "results": .array(fcmResult.map { [.object($0)] } ?? [])]
+        }
+        var out = try await fanOut(n, filter: f)
+        guard let first = fcmResult else { return out }
+        // The FCM topic's result goes first in the results array.
+        let ok = first["status"] == .string("sent")
+        out["sent"] = .int((out["sent"]?.intValue ?? 0) + (ok ? 1 : 0))
+        out["failed"] = .int((out["failed"]?.intValue ?? 0) + (ok ? 0 : 1))
+        var head: [UInt8] = [UInt8(ascii: "[")]
+        JSONValue.object(first).write(to: &head)
+        if case .raw(var segments)? = out["results"], var lead = segments.first {
+            if lead == Array("[]".utf8) {
+                segments = [head + [UInt8(ascii: "]")]]
+            } else {
+                lead[0] = UInt8(ascii: ",")
+                segments[0] = lead
+                segments.insert(head, at: 0)
+            }
+            out["results"] = .raw(segments)
+        }
+        return out
+    }
+
+    /// Sends to every device of a registry filter, read page by page (by id) through the send
+    /// pipeline: memory stays bounded by two chunks whatever the number of subscribers.
+    func fanOut(_ n: Notification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
+        let total = try await checkGroups(n, f)
+        try reserve(total)
+        defer { pending.subtract(total, ordering: .relaxed) }
+        var after: Int64 = 0
+        var done = false
+        return try await runPipeline(messages: 1, started: monotonicNanos(), bulk: false) { () async throws(CommandError) -> Chunk? in
+            guard !done else { return nil }
+            var page = f
+            page.afterId = after
+            page.limit = Self.chunkSize
+            let devices = try await self.registry.devices(page)
+            guard let last = devices.last else { return nil }
+            after = last.id
+            done = devices.count < Self.chunkSize
+            return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil)
+        }
     }
 
     func subscription(_ a: inout Arguments, subscribe: Bool) async throws(CommandError) -> JSONObject {
         guard let raw = try a.string("topic") else { throw .invalid("topic", "is required") }
-        let topic = try Self.topicName(raw, field: "topic")
+        let topic = try TopicName(parsing: raw, field: "topic")
         let target = try Target.parse(&a)
         try a.finish()
         var appName = "default"
@@ -59,14 +101,21 @@ extension Dispatcher {
         case .users(_, let app, _): appName = app ?? "default"
         case .filter(let app, _, _): appName = app ?? "default"
         case .ids: break
+        case .raw: throw .invalid("tokens", "only send and bulk take tokens: subscriptions are recorded in the registry")
         }
         let resolved = try await resolve(target)
         var results: [DeliveryResult] = resolved.rejected
         var byApp: [String: [Device]] = [:]
+        var recorded: [Device] = []
         for d in resolved.devices {
-            if d.platform == .fcm { byApp[d.app, default: []].append(d) } else {
-                results.append(.failed(d, reason: "not an FCM device: topics are an FCM feature"))
-            }
+            // FCM devices are (un)subscribed at Google too; the others only in the registry (1.1),
+            // where `topic` finds them for its fan-out.
+            if d.platform == .fcm { byApp[d.app, default: []].append(d) } else { recorded.append(d) }
+        }
+        if !recorded.isEmpty {
+            let ids = recorded.map(\.id)
+            if subscribe { try await registry.subscribe(ids, topic: topic) } else { try await registry.unsubscribe(ids, topic: topic) }
+            results.append(contentsOf: recorded.map { .sent($0) })
         }
         if byApp.isEmpty && results.isEmpty { _ = try topicProvider(app: appName) }
         for (app, devices) in byApp.sorted(by: { $0.key < $1.key }) {
@@ -98,6 +147,7 @@ extension Dispatcher {
     func topics(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         let target = try Target.parse(&a)
         try a.finish()
+        if case .raw = target { throw .invalid("tokens", "only send and bulk take tokens: topics are recorded in the registry") }
         let resolved = try await resolve(target, includeInactive: true)
         let ids = resolved.devices.map(\.id)
         let map = try await registry.topics(of: ids)
@@ -106,7 +156,7 @@ extension Dispatcher {
 
     func subscribers(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
         guard let raw = try a.string("topic") else { throw .invalid("topic", "is required") }
-        let topic = try Self.topicName(raw, field: "topic")
+        let topic = try TopicName(parsing: raw, field: "topic")
         let app = try a.app() ?? "default"
         try a.finish()
         let list = try await registry.subscribers(of: topic).filter { $0.app == app }

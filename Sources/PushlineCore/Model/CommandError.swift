@@ -17,6 +17,7 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case providerNotConfigured = "provider_not_configured"
         case payloadTooLarge = "payload_too_large"
         case busy = "busy"
+        case forbidden = "forbidden"
         case shuttingDown = "shutting_down"
         case providerError = "provider_error"
         case internalError = "internal_error"

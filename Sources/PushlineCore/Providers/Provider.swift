@@ -2,7 +2,7 @@
 /// notification and a device, send it, and map the answer to a per-device result.
 ///
 /// One provider instance serves one app's block for one platform. It owns its
-/// credentials, token caches and retry policy; the shared `HTTPTransport` owns the
+/// credentials, token caches and retry policy; the shared `HTTPClient` owns the
 /// connections. A provider never throws for one device: a failure is a
 /// `DeliveryResult` with `status == .failed`, so one device never fails the others.
 public protocol PushProvider: Sendable {
@@ -21,12 +21,12 @@ public protocol PushProvider: Sendable {
 /// What a provider may use from the daemon.
 public struct ProviderContext: Sendable {
     /// The shared HTTP/2 transport.
-    public var transport: HTTPTransport
+    public var transport: any HTTPClient
     /// Small persistent key-value storage in the registry database (e.g. the APNs provider JWT).
     public var store: KeyValueStore
     public var logger: Logger
 
-    public init(transport: HTTPTransport, store: KeyValueStore, logger: Logger) {
+    public init(transport: any HTTPClient, store: KeyValueStore, logger: Logger) {
         self.transport = transport
         self.store = store
         self.logger = logger
@@ -43,13 +43,13 @@ import Logging
 
 /// A provider that can also send to topics and manage topic subscriptions (FCM).
 public protocol TopicProvider: PushProvider {
-    /// Sends to a topic (`topic`, without or with the `/topics/` prefix) or a `condition`; exactly one is non-nil.
-    /// The result's `registrationId` is the topic or condition, `deviceId` nil.
-    func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult
+    /// Sends to a topic or a `condition`; exactly one is non-nil.
+    /// The result's `registrationId` is `/topics/<name>` or the condition, `deviceId` nil.
+    func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult
     /// Subscribes devices to a topic; one result per device, in order (`sent` = subscribed).
-    func subscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
+    func subscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult]
     /// Unsubscribes devices from a topic; one result per device, in order.
-    func unsubscribe(_ devices: [Device], topic: String) async -> [DeliveryResult]
+    func unsubscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult]
 }
 
 /// Runs a large send as consecutive batches, a few in flight at once.

@@ -124,6 +124,9 @@ public final class Registry: Sendable {
     public enum DeviceKey: Sendable, Equatable {
         case id(Int64)
         case token(app: String, platform: Platform, registrationId: String)
+
+        /// Whether the device is named by its registry id.
+        public var isId: Bool { if case .id = self { return true } else { return false } }
     }
 
     /// Deletes devices (and their topic subscriptions); `missing` lists the indexes of keys not found.
@@ -149,6 +152,10 @@ public final class Registry: Sendable {
         public var afterId: Int64?
         /// At most this many (nil: no limit).
         public var limit: Int?
+        /// Devices of any platform but this one.
+        public var notPlatform: Platform?
+        /// Devices whose recorded topics satisfy this (a topic, or an FCM-style condition).
+        public var topics: TopicCondition?
         public init() {}
     }
 
@@ -184,6 +191,11 @@ public final class Registry: Sendable {
         public var user: String??
         public var deviceId: String??
         public var active: Bool?
+        /// A new token (validated for the device's platform); the id and topic subscriptions stay.
+        public var registrationId: String?
+        /// New WebPush subscription keys (WebPush devices only).
+        public var p256dh: String?
+        public var auth: String?
         public init() {}
     }
 
@@ -270,12 +282,12 @@ public final class Registry: Sendable {
     }
 
     /// Subscribes devices to a topic (idempotent); `not_found` if a device is missing, then nothing is written.
-    public func subscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError) {
+    public func subscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError) {
         try await run(write: true) { s in try s.subscribe(deviceIds, topic: topic, now: nowMillis()) }
     }
 
     /// Unsubscribes devices from a topic (missing subscriptions are ignored).
-    public func unsubscribe(_ deviceIds: [Int64], topic: String) async throws(CommandError) {
+    public func unsubscribe(_ deviceIds: [Int64], topic: TopicName) async throws(CommandError) {
         try await run(write: true) { s in try s.unsubscribe(deviceIds, topic: topic) }
     }
 
@@ -285,7 +297,7 @@ public final class Registry: Sendable {
     }
 
     /// Devices subscribed to `topic` (active or not), ordered by id.
-    public func subscribers(of topic: String) async throws(CommandError) -> [Device] {
+    public func subscribers(of topic: TopicName) async throws(CommandError) -> [Device] {
         try await run(write: false) { s in try s.subscribers(of: topic) }
     }
 }

@@ -162,6 +162,12 @@ final class RegistryStore {
             conds.append("registration_id = ?")
             args.append(.text(token))
         }
+        if let p = f.notPlatform { conds.append("platform <> ?"); args.append(.text(p.rawValue)) }
+        if let t = f.topics {
+            let (sql, topics) = t.sql
+            conds.append(sql)
+            args.append(contentsOf: topics.map { .text($0) })
+        }
         if let after = f.afterId { conds.append("id > ?"); args.append(.int(after)) }
         return (conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND "), args)
     }
@@ -200,6 +206,29 @@ final class RegistryStore {
         if let deviceId = u.deviceId {
             let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }
             sets.append("device_id = ?"); args.append(.from(v))
+        }
+        if let raw = u.registrationId {
+            let field = key.isId ? "registration_id" : "new_registration_id"
+            let token = try DeviceInput.normalizeToken(raw, platform: existing.platform, field: field)
+            if token != existing.registrationId {
+                let taken = try db.query(
+                    "SELECT id FROM devices WHERE app = ? AND platform = ? AND registration_id = ? AND id <> ?",
+                    [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)]
+                ) { $0.int(0) }
+                if let other = taken.first {
+                    throw CommandError(
+                        .duplicateRegistration,
+                        "\(existing.platform.rawValue) token '\(DeviceInput.redact(token))' is already registered in app '\(existing.app)' as device \(other)",
+                        details: ["field": .string(field), "device": .int(other)])
+                }
+                sets.append("registration_id = ?"); args.append(.text(token))
+            }
+        }
+        for (field, value, length, first) in [("p256dh", u.p256dh, 65, UInt8(0x04)), ("auth", u.auth, 16, nil)] {
+            guard let value else { continue }
+            guard existing.platform == .webpush else { throw CommandError.invalid(field, "only for webpush devices") }
+            let v = try DeviceInput.webPushKey(value, field: field, length: length, firstByte: first)
+            sets.append("\(field) = ?"); args.append(.text(v))
         }
         if let active = u.active {
             sets.append("active = ?"); args.append(.from(active))
@@ -283,37 +312,22 @@ final class RegistryStore {
 
     // MARK: topics
 
-    /// Checks a topic name: 1 to 256 of letters, digits and `-_.~%` (FCM's topic alphabet).
-    static func validateTopic(_ topic: String) throws(CommandError) {
-        let u = topic.utf8
-        guard !u.isEmpty, u.count <= 256 else { throw .invalid("topic", "must be 1 to 256 characters") }
-        for c in u {
-            switch c {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
-                UInt8(ascii: "~"), UInt8(ascii: "%"):
-                continue
-            default: throw .invalid("topic", "may only contain letters, digits and '-_.~%'")
-            }
-        }
-    }
+    // Topic names arrive as `TopicName`, checked where the request was parsed.
 
-    func subscribe(_ ids: [Int64], topic: String, now: Int64) throws {
-        try Self.validateTopic(topic)
+    func subscribe(_ ids: [Int64], topic: TopicName, now: Int64) throws {
         for id in ids {
             let exists = try db.query("SELECT 1 FROM devices WHERE id = ?", [.int(id)]) { $0.int(0) }
             guard !exists.isEmpty else { throw CommandError(.notFound, "device \(id) not found") }
             try db.execute(
                 "INSERT INTO topic_subscriptions (device_id, topic, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [.int(id), .text(topic), .int(now)])
+                [.int(id), .text(topic.name), .int(now)])
         }
     }
 
-    func unsubscribe(_ ids: [Int64], topic: String) throws {
-        try Self.validateTopic(topic)
+    func unsubscribe(_ ids: [Int64], topic: TopicName) throws {
         try db.execute(
             "DELETE FROM topic_subscriptions WHERE topic = ? AND device_id IN (SELECT value FROM json_each(?))",
-            [.text(topic), .text(Self.jsonArray(ids))])
+            [.text(topic.name), .text(Self.jsonArray(ids))])
     }
 
     func topics(of ids: [Int64]) throws -> [Int64: [String]] {
@@ -327,14 +341,13 @@ final class RegistryStore {
         return out
     }
 
-    func subscribers(of topic: String) throws -> [Device] {
-        try Self.validateTopic(topic)
-        return try db.query(
+    func subscribers(of topic: TopicName) throws -> [Device] {
+        try db.query(
             """
             SELECT \(Self.columns.split(separator: ",").map { "d." + $0.trimmingSpaces() }.joined(separator: ", "))
             FROM devices d JOIN topic_subscriptions t ON t.device_id = d.id
             WHERE t.topic = ? ORDER BY d.id
-            """, [.text(topic)], Self.device)
+            """, [.text(topic.name)], Self.device)
     }
 }
 

@@ -57,7 +57,7 @@ public enum Daemon {
         let server: Server
         do {
             server = try Server(path: config.socket, mode: config.socketMode, maxLineBytes: config.maxLineBytes,
-                                handler: dispatcher, logger: logger)
+                                limits: config.serverLimits, access: config.access, handler: dispatcher, logger: logger)
         } catch {
             logger.critical("cannot start server", metadata: ["error": "\(error.message)"])
             registry.close()

@@ -12,13 +12,28 @@ public protocol RequestHandler: Sendable {
     func handle(_ request: JSONObject) async throws(CommandError) -> JSONObject
 }
 
-/// epoll event bits (macros in <sys/epoll.h>, not imported by Swift's Glibc).
+/// epoll event bits, imported from <sys/epoll.h> through the shim header.
 private enum Ev {
-    static let `in`: UInt32 = 0x001
-    static let out: UInt32 = 0x004
-    static let err: UInt32 = 0x008
-    static let hup: UInt32 = 0x010
-    static let rdhup: UInt32 = 0x2000
+    static let `in` = EPOLLIN.rawValue
+    static let out = EPOLLOUT.rawValue
+    static let err = EPOLLERR.rawValue
+    static let hup = EPOLLHUP.rawValue
+    static let rdhup = EPOLLRDHUP.rawValue
+}
+
+/// The server's per-connection limits (config keys `max_connections`, `max_reply_buffer_bytes`).
+public struct ServerLimits: Sendable {
+    /// Connections served at once; one more gets a `busy` line and is closed.
+    public var maxConnections: Int = 1024
+    /// Reply bytes a connection may have waiting to be written (its client is not reading them)
+    /// before the server stops reading that connection's requests; reading resumes once the
+    /// client has read its replies. One reply larger than this is still written whole.
+    public var maxReplyBufferBytes: Int = 1 << 20
+    public init() {}
+    public init(maxConnections: Int, maxReplyBufferBytes: Int) {
+        self.maxConnections = maxConnections
+        self.maxReplyBufferBytes = maxReplyBufferBytes
+    }
 }
 
 /// The Unix-socket server: one epoll thread owns every connection, frames lines,
@@ -50,20 +65,31 @@ public final class Server: @unchecked Sendable {
         var readClosed = false
         var wantWrite = false
         var readingPaused = false
-        /// Removed from epoll after the peer hung up while responses were still due.
-        var detached = false
-        init(id: UInt64, fd: Int32, maxLineBytes: Int) {
+        /// The peer can no longer read (it hung up, or a write failed): replies are dropped,
+        /// the requests it sent before hanging up are still read and run, and the connection
+        /// closes at the end of its input.
+        var peerGone = false
+        /// Reply bytes produced and not yet written: `writeQueue` (less `writeOffset`) and `ready`.
+        var unsentBytes = 0
+        /// The peer's credentials (SO_PEERCRED), for logs.
+        let pid: Int32
+        let uid: UInt32
+        init(id: UInt64, fd: Int32, pid: Int32, uid: UInt32, maxLineBytes: Int) {
             self.id = id
             self.fd = fd
+            self.pid = pid
+            self.uid = uid
             framer = LineFramer(maxLineBytes: maxLineBytes)
         }
         var inflight: UInt64 { nextSeq - writeSeq }
         /// Nothing is waiting to be written.
         var writeDone: Bool { writeQueue.isEmpty }
 
-        /// Queues a response's segments behind what is already queued.
+        /// Queues a response's segments behind what is already queued (dropped if the peer is gone).
         func queueWrite(_ segments: [[UInt8]]) {
+            if peerGone { return }
             for segment in segments where !segment.isEmpty {
+                unsentBytes += segment.count
                 if segment.count < Connection.coalesceBelow, !writeQueue.isEmpty,
                     writeQueue[writeQueue.count - 1].count < Connection.coalesceBelow * 4
                 {
@@ -84,25 +110,41 @@ public final class Server: @unchecked Sendable {
     private let epfd: Int32
     private let wakeFD: Int32
     private let maxLineBytes: Int
+    private let limits: ServerLimits
+    /// Who may connect (checked against each connection's SO_PEERCRED).
+    public let peerPolicy: PeerPolicy
     private let handler: RequestHandler
     private let logger: Logger
     private var connections: [Int32: Connection] = [:]
     private var nextConnID: UInt64 = 1
     private let inbox = Mutex<[Job]>([])
     private var stopping = false
+    /// accept failed for want of descriptors or memory: the listening socket is not watched
+    /// (it would wake the loop without end) until a connection closes or a second passes.
+    private var acceptPaused = false
     private var pendingTasks = 0
     /// Requests were handled since the heap was last trimmed.
     private var heapDirty = false
     public let activeConnections = Atomic<Int>(0)
     private let pingResponseTail: [UInt8]
     private static let maxInflightPerConnection: UInt64 = 8192
-    private static let maxWriteBuffer = 16 << 20
+    /// Lines up to this long are parsed on the I/O thread (a few microseconds); longer ones
+    /// (up to `max_line_bytes`) are parsed by a task, so no line delays other connections.
+    static let inlineParseLimit = 4096
+    /// After a stop is requested and every request is answered, clients that read none of
+    /// their replies for this long are closed so that the daemon exits.
+    private static let stopWriteTimeout: Duration = .seconds(10)
+    /// When write progress was last made (or the stop began), while stopping.
+    private var lastWriteProgress = ContinuousClock.now
 
     /// Creates the listening socket. Refuses to take over a socket a live daemon
     /// answers on; removes a stale socket file; applies `mode` to the new socket.
-    public init(path: String, mode: UInt32, maxLineBytes: Int, handler: RequestHandler, logger: Logger) throws(CommandError) {
+    /// `access` decides who may connect (see `PeerPolicy`; its defaults depend on the socket's group).
+    public init(path: String, mode: UInt32, maxLineBytes: Int, limits: ServerLimits = ServerLimits(),
+                access: PeerAccess = PeerAccess(), handler: RequestHandler, logger: Logger) throws(CommandError) {
         self.path = path
         self.maxLineBytes = maxLineBytes
+        self.limits = limits
         self.handler = handler
         self.logger = logger
         var st = stat()
@@ -128,18 +170,60 @@ public final class Server: @unchecked Sendable {
             throw CommandError(.internalError, "cannot chmod '\(path)': \(e)")
         }
         listenFD = fd
-        epfd = pl_epoll_create()
-        wakeFD = pl_eventfd()
-        guard epfd >= 0, wakeFD >= 0 else {
+        Self.raiseDescriptorLimit(toServe: limits.maxConnections, logger: logger)
+        var sockStat = stat()
+        guard stat(path, &sockStat) == 0 else {
+            let e = String(cString: strerror(pl_errno()))
             close(fd)
             unlink(path)
-            throw CommandError(.internalError, "cannot create epoll/eventfd: \(String(cString: strerror(pl_errno())))")
+            throw CommandError(.internalError, "cannot stat '\(path)': \(e)")
         }
-        pingResponseTail = Array(
-            ",\"ok\":true,\"version\":\"\(PushlineVersion.daemon)\",\"protocol\":\"\(PushlineVersion.proto)\"}\n".utf8)
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), listenFD, Ev.in)
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), wakeFD, Ev.in)
+        peerPolicy = PeerPolicy(access, socketGID: sockStat.st_gid, mode: mode, ownUID: geteuid())
+        pingResponseTail = Server.pingTail
+        do throws(SyscallError) {
+            epfd = try syscall(where: "epoll_create1") { pl_epoll_create() }
+            do throws(SyscallError) {
+                wakeFD = try syscall(where: "eventfd") { pl_eventfd() }
+            } catch {
+                close(epfd)
+                throw error
+            }
+        } catch {
+            close(fd)
+            unlink(path)
+            throw CommandError(.internalError, "cannot create the event loop: \(error)")
+        }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(ADD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, listenFD, Ev.in) }
+            try syscall(where: "epoll_ctl(ADD, eventfd)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, Ev.in) }
+        } catch {
+            close(epfd)
+            close(wakeFD)
+            close(fd)
+            unlink(path)
+            throw CommandError(.internalError, "cannot create the event loop: \(error)")
+        }
     }
+
+    /// Raises the soft RLIMIT_NOFILE (often 1024) towards the hard limit so that
+    /// `max_connections` connections fit beside the daemon's other descriptors.
+    static func raiseDescriptorLimit(toServe connections: Int, logger: Logger) {
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 else { return }
+        let want = rlim_t(connections + 256)
+        guard lim.rlim_cur < want else { return }
+        let before = lim.rlim_cur
+        lim.rlim_cur = min(want, lim.rlim_max)
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) != 0 || lim.rlim_cur < want {
+            logger.warning("the descriptor limit is below max_connections plus the daemon's own", metadata: [
+                "limit": "\(lim.rlim_cur)", "was": "\(before)", "max_connections": "\(connections)",
+            ])
+        }
+    }
+
+    /// What follows `{"id":<id>` in a ping's response.
+    static let pingTail: [UInt8] = Array(
+        ",\"ok\":true,\"version\":\"\(PushlineVersion.daemon)\",\"protocol\":\"\(PushlineVersion.proto)\"}\n".utf8)
 
     deinit {
         close(epfd)
@@ -169,23 +253,34 @@ public final class Server: @unchecked Sendable {
         var evs = [UInt32](repeating: 0, count: 256)
         logger.info("listening", metadata: ["socket": "\(path)"])
         while true {
-            if stopping && pendingTasks == 0 && connections.values.allSatisfy({ $0.writeDone }) {
-                break
-            }
-            let n = fds.withUnsafeMutableBufferPointer { f in
-                evs.withUnsafeMutableBufferPointer { e in
-                    pl_epoll_wait(epfd, f.baseAddress, e.baseAddress, 256, stopping ? 100 : (heapDirty ? 2000 : -1))
+            if stopping && pendingTasks == 0 {
+                if connections.values.allSatisfy({ $0.writeDone }) { break }
+                if ContinuousClock.now - lastWriteProgress > Self.stopWriteTimeout {
+                    let stuck = connections.values.filter { !$0.writeDone }
+                    logger.warning("stopping: closing connections whose clients do not read their replies", metadata: [
+                        "connections": "\(stuck.count)", "unsent_bytes": "\(stuck.reduce(0) { $0 + $1.unsentBytes })",
+                    ])
+                    break
                 }
             }
+            let timeout: Int32 = stopping ? 100 : (acceptPaused ? 1000 : (heapDirty ? 2000 : -1))
+            let n: Int32
+            do throws(SyscallError) {
+                n = try syscall(where: "epoll_wait") {
+                    fds.withUnsafeMutableBufferPointer { f in
+                        evs.withUnsafeMutableBufferPointer { e in pl_epoll_wait(epfd, f.baseAddress, e.baseAddress, 256, timeout) }
+                    }
+                }
+            } catch {
+                logger.critical("event loop failed; stopping", metadata: ["error": "\(error)"])
+                break
+            }
+            if n == 0 && acceptPaused { resumeAccepting() }
             if n == 0 && heapDirty && pendingTasks == 0 {
                 // Two quiet seconds after a burst: give freed memory back to the kernel.
                 heapDirty = false
                 _ = pl_malloc_trim()  // Returns whether anything was released; nothing to check.
                 continue
-            }
-            if n < 0 {
-                logger.error("epoll_wait failed", metadata: ["errno": "\(pl_errno())"])
-                break
             }
             for i in 0..<Int(n) {
                 let fd = fds[i]
@@ -204,15 +299,11 @@ public final class Server: @unchecked Sendable {
                     }
                     for job in jobs { job(self) }
                 } else if let c = connections[fd] {
-                    if c.readClosed && ev & (Ev.hup | Ev.err) != 0 {
-                        // The peer is gone and its answers are still being computed: stop
-                        // watching the fd (HUP is level-triggered) until they are ready.
-                        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), c.fd, 0)
-                        c.detached = true
-                        continue
-                    }
-                    if ev & Ev.out != 0 { flush(c) }
-                    if ev & (Ev.in | Ev.hup | Ev.err | Ev.rdhup) != 0 {
+                    // HUP: the peer closed both directions; ERR: the socket failed. Either way
+                    // no reply can reach it any more (epoll reports both whatever the interest).
+                    if ev & (Ev.hup | Ev.err) != 0 { peerGone(c) }
+                    if connections[fd] === c && ev & Ev.out != 0 { flush(c) }
+                    if connections[fd] === c && ev & (Ev.in | Ev.hup | Ev.err | Ev.rdhup) != 0 {
                         readFrom(c)
                     }
                 }
@@ -226,44 +317,173 @@ public final class Server: @unchecked Sendable {
     private func beginStop(reason: String) {
         guard !stopping else { return }
         stopping = true
+        lastWriteProgress = ContinuousClock.now
         logger.info("stopping: no new connections, finishing in-flight requests", metadata: ["reason": "\(reason)", "pending": "\(pendingTasks)"])
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), listenFD, 0)
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(DEL, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_DEL, listenFD, 0) }
+        } catch {
+            logger.error("cannot stop watching the listening socket", metadata: ["error": "\(error)"])
+        }
         close(listenFD)
         unlink(path)
     }
 
     private func acceptAll() {
         while true {
-            let fd = pl_accept(listenFD)
-            if fd < 0 {
-                let e = pl_errno()
-                if e != EAGAIN && e != EWOULDBLOCK && e != ECONNABORTED {
-                    logger.warning("accept failed", metadata: ["error": "\(String(cString: strerror(e)))"])
+            let fd: Int32
+            do throws(SyscallError) {
+                switch try syscall(blocking: true, where: "accept4", { pl_accept(listenFD) }) {
+                case .processed(let r): fd = r
+                case .wouldBlock: return
                 }
+            } catch {
+                // ECONNABORTED: the client left before we accepted it.
+                if error.errno == ECONNABORTED || error.errno == EPROTO { continue }
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued; try again once
+                // a connection closes or in a second.
+                logger.warning("accept failed; not accepting for now", metadata: ["error": "\(error)", "connections": "\(connections.count)"])
+                pauseAccepting()
                 return
             }
-            let c = Connection(id: nextConnID, fd: fd, maxLineBytes: maxLineBytes)
-            nextConnID += 1
-            connections[fd] = c
-            activeConnections.add(1, ordering: .relaxed)
-            _ = pl_epoll_ctl(epfd, pl_epoll_ctl_add(), fd, (Ev.in | Ev.rdhup))
+            admit(fd)
         }
+    }
+
+    private func pauseAccepting() {
+        guard !acceptPaused, !stopping else { return }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(MOD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, listenFD, 0) }
+            acceptPaused = true
+        } catch {
+            logger.error("cannot pause accepting", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func resumeAccepting() {
+        guard acceptPaused, !stopping else { return }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(MOD, listening socket)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, listenFD, Ev.in) }
+            acceptPaused = false
+        } catch {
+            logger.error("cannot resume accepting", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Serves a new connection, or answers it one error line and closes it: `forbidden` if the
+    /// peer's credentials are not allowed, `busy` beyond `max_connections`.
+    private func admit(_ fd: Int32) {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        do throws(SyscallError) {
+            try syscall(where: "getsockopt(SO_PEERCRED)") { pl_peer_cred(fd, &pid, &uid, &gid) }
+        } catch {
+            logger.warning("connection refused: cannot read its peer credentials", metadata: ["error": "\(error)"])
+            close(fd)
+            return
+        }
+        if !peerPolicy.admits(uid: uid, gid: gid, groups: { Self.peerGroups(fd) }) {
+            logger.warning("connection refused: peer not in allowed_uids/allowed_gids", metadata: [
+                "pid": "\(pid)", "uid": "\(uid)", "gid": "\(gid)",
+            ])
+            refuse(fd, CommandError(.forbidden, "uid \(uid) may not use this daemon (allowed_uids, allowed_gids)"))
+            return
+        }
+        if connections.count >= limits.maxConnections {
+            logger.warning("connection refused: max_connections reached", metadata: [
+                "pid": "\(pid)", "uid": "\(uid)", "limit": "\(limits.maxConnections)",
+            ])
+            refuse(fd, CommandError(.busy, "the daemon serves max_connections (\(limits.maxConnections)) connections already",
+                                    details: ["limit": .int(Int64(limits.maxConnections))]))
+            return
+        }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(ADD, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, Ev.in | Ev.rdhup) }
+        } catch {
+            logger.error("cannot watch a new connection; closing it", metadata: ["error": "\(error)", "pid": "\(pid)"])
+            close(fd)
+            return
+        }
+        let c = Connection(id: nextConnID, fd: fd, pid: pid, uid: uid, maxLineBytes: maxLineBytes)
+        nextConnID += 1
+        connections[fd] = c
+        activeConnections.add(1, ordering: .relaxed)
+    }
+
+    /// The supplementary groups of a connection's peer (SO_PEERGROUPS); empty if unavailable.
+    static func peerGroups(_ fd: Int32) -> [UInt32] {
+        var groups = [UInt32](repeating: 0, count: 64)
+        while true {
+            let capacity = groups.count
+            let n = groups.withUnsafeMutableBufferPointer { pl_peer_groups(fd, $0.baseAddress, Int32(capacity)) }
+            if n < 0 { return [] }
+            if Int(n) <= capacity { return Array(groups.prefix(Int(n))) }
+            groups = [UInt32](repeating: 0, count: Int(n))
+        }
+    }
+
+    /// Writes one error line to a connection that is not served and closes it. The socket is
+    /// new and its send buffer empty, so one non-blocking write takes the whole line; if it
+    /// does not, the client loses only the explanation.
+    private func refuse(_ fd: Int32, _ error: CommandError) {
+        var line: [UInt8] = []
+        for s in Self.encode(id: .null, result: .failure(error)) { line.append(contentsOf: s) }
+        do throws(SyscallError) {
+            _ = try line.withUnsafeBytes { p in
+                Result { () throws(SyscallError) in try syscall(blocking: true, where: "write") { write(fd, p.baseAddress, p.count) } }
+            }.get()
+        } catch {
+            logger.debug("cannot tell a refused connection why", metadata: ["error": "\(error)"])
+        }
+        close(fd)
     }
 
     private func closeConnection(_ c: Connection) {
         guard connections[c.fd] === c else { return }
-        if !c.detached { _ = pl_epoll_ctl(epfd, pl_epoll_ctl_del(), c.fd, 0) }
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(DEL, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, 0) }
+        } catch {
+            // Closing the fd removes it from the epoll set anyway.
+            logger.debug("epoll_ctl DEL failed", metadata: ["error": "\(error)"])
+        }
         close(c.fd)
         connections[c.fd] = nil
         activeConnections.subtract(1, ordering: .relaxed)
+        if acceptPaused { resumeAccepting() }
+    }
+
+    /// The peer can no longer read: drop its unsent replies (they would be held forever) and
+    /// read what it sent to the end; at the end of its input the connection closes. Requests
+    /// still running complete; their replies are dropped.
+    private func peerGone(_ c: Connection) {
+        if !c.peerGone {
+            c.peerGone = true
+            c.writeQueue.removeAll()
+            c.writeOffset = 0
+            c.ready.removeAll()
+            c.unsentBytes = 0
+            c.wantWrite = false
+            c.readingPaused = false
+        }
+        if c.readClosed {
+            closeConnection(c)
+        } else {
+            updateInterest(c)
+        }
     }
 
     private func updateInterest(_ c: Connection) {
-        guard !c.detached else { return }
-        var ev: UInt32 = c.readClosed ? 0 : Ev.rdhup
-        if !c.readClosed && !c.readingPaused { ev |= Ev.in }
+        // While reading is paused, not even RDHUP is watched: it is level-triggered and would
+        // wake the loop for nothing until the client reads. HUP and ERR are always reported.
+        var ev: UInt32 = 0
+        if !c.readClosed && !c.readingPaused { ev |= Ev.in | Ev.rdhup }
         if c.wantWrite { ev |= Ev.out }
-        _ = pl_epoll_ctl(epfd, pl_epoll_ctl_mod(), c.fd, ev)
+        do throws(SyscallError) {
+            try syscall(where: "epoll_ctl(MOD, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, c.fd, ev) }
+        } catch {
+            logger.error("cannot change a connection's events; closing it", metadata: ["error": "\(error)", "pid": "\(c.pid)"])
+            closeConnection(c)
+        }
     }
 
     private func readFrom(_ c: Connection) {
@@ -271,24 +491,27 @@ public final class Server: @unchecked Sendable {
         var rounds = 0
         while !c.readClosed && !c.readingPaused && rounds < 16 {
             rounds += 1
-            let n = chunk.withUnsafeMutableBytes { pl_read(c.fd, $0.baseAddress, 65536) }
+            let r: IOResult<Int>
+            do throws(SyscallError) {
+                r = try chunk.withUnsafeMutableBytes { p in
+                    Result { () throws(SyscallError) in try syscall(blocking: true, where: "read") { read(c.fd, p.baseAddress, p.count) } }
+                }.get()
+            } catch {
+                // ECONNRESET and the like: nothing more will come.
+                c.readClosed = true
+                break
+            }
+            guard case .processed(let n) = r else { return }
             if n > 0 {
                 consume(c, chunk, count: n)
                 if connections[c.fd] !== c { return }
                 continue
             }
-            if n == 0 {
-                c.readClosed = true
-                break
-            }
-            let e = pl_errno()
-            if e == EAGAIN || e == EWOULDBLOCK { return }
             c.readClosed = true
-            break
         }
         if c.readClosed {
-            // Keep the connection until every response is written (or the peer is gone).
-            if c.inflight == 0 && c.writeDone {
+            // Keep the connection until every response is written, unless the peer is gone.
+            if c.peerGone || (c.inflight == 0 && c.writeDone) {
                 closeConnection(c)
             } else {
                 updateInterest(c)
@@ -309,12 +532,17 @@ public final class Server: @unchecked Sendable {
         case .line(let line): handleLine(c, line)
         case .tooLong: lineTooLong(c)
         }
-        if c.inflight >= Self.maxInflightPerConnection && !c.readingPaused {
+        if !c.readingPaused && mustPauseReading(c) {
             c.readingPaused = true
             updateInterest(c)
             return false
         }
         return true
+    }
+
+    /// Too many requests in flight, or too many reply bytes its client has not read.
+    private func mustPauseReading(_ c: Connection) -> Bool {
+        c.inflight >= Self.maxInflightPerConnection || c.unsentBytes >= limits.maxReplyBufferBytes
     }
 
     private func lineTooLong(_ c: Connection) {
@@ -325,6 +553,45 @@ public final class Server: @unchecked Sendable {
         complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(err)))
     }
 
+    /// What a request line asks for: an answer known at once (a parse error, `ping`,
+    /// `shutting_down`), or a request for the handler.
+    enum Prepared: Sendable {
+        case reply([[UInt8]])
+        case request(id: JSONValue, JSONObject)
+    }
+
+    /// Parses and checks one request line. Pure: runs on the I/O thread for short lines
+    /// and in a task for long ones.
+    static func prepare(_ line: UnsafeBufferPointer<UInt8>, stopping: Bool) -> Prepared {
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(line)
+        } catch {
+            return .reply(encode(id: .null, result: .failure(CommandError(.badJSON, "invalid JSON: \(error)"))))
+        }
+        guard case .object(var obj) = value else {
+            return .reply(encode(id: .null, result: .failure(CommandError(.badJSON, "a request must be a JSON object, got \(value.typeName)"))))
+        }
+        let id = obj["id"] ?? .null
+        switch id {
+        case .null, .string, .int, .double: break
+        default:
+            return .reply(encode(id: .null, result: .failure(.invalid("id", "expected a string or a number, got \(id.typeName)"))))
+        }
+        if stopping {
+            return .reply(encode(id: id, result: .failure(CommandError(.shuttingDown, "the daemon is shutting down"))))
+        }
+        // Fast path: ping needs nothing but the versions.
+        if obj["cmd"] == .string("ping") && obj.pairs.count <= 2 {
+            var out: [UInt8] = Array("{\"id\":".utf8)
+            id.write(to: &out)
+            out.append(contentsOf: pingTail)
+            return .reply([out])
+        }
+        obj["id"] = nil
+        return .request(id: id, obj)
+    }
+
     private func handleLine(_ c: Connection, _ raw: UnsafeBufferPointer<UInt8>) {
         var line = raw
         if let last = line.last, last == 0x0D { line = UnsafeBufferPointer(rebasing: line.dropLast()) }
@@ -332,53 +599,53 @@ public final class Server: @unchecked Sendable {
         if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }
         let seq = c.nextSeq
         c.nextSeq += 1
-        let value: JSONValue
-        do {
-            value = try JSONValue.parse(line)
-        } catch {
-            complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(CommandError(.badJSON, "invalid JSON: \(error)"))))
-            return
-        }
-        guard case .object(var obj) = value else {
-            complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(CommandError(.badJSON, "a request must be a JSON object, got \(value.typeName)"))))
-            return
-        }
-        let id = obj["id"] ?? .null
-        switch id {
-        case .null, .string, .int, .double: break
-        default:
-            complete(c, seq: seq, segments: Self.encode(id: .null, result: .failure(.invalid("id", "expected a string or a number, got \(id.typeName)"))))
-            return
-        }
-        if stopping {
-            complete(c, seq: seq, segments: Self.encode(id: id, result: .failure(CommandError(.shuttingDown, "the daemon is shutting down"))))
-            return
-        }
-        // Fast path: ping needs nothing but the versions.
-        if obj["cmd"] == .string("ping") && obj.pairs.count <= 2 {
-            var out: [UInt8] = Array("{\"id\":".utf8)
-            id.write(to: &out)
-            out.append(contentsOf: pingResponseTail)
-            complete(c, seq: seq, segments: [out])
-            return
-        }
-        obj["id"] = nil
-        pendingTasks += 1
-        heapDirty = true
         let connID = c.id
         let fd = c.fd
         let handler = self.handler
-        let request = obj
-        Task {
-            let result: Result<JSONObject, CommandError>
-            do throws(CommandError) { result = .success(try await handler.handle(request)) } catch { result = .failure(error) }
-            let segments = Server.encode(id: id, result: result)
-            self.post { s in
-                s.pendingTasks -= 1
-                guard let c = s.connections[fd], c.id == connID else { return }
-                s.complete(c, seq: seq, segments: segments)
+        if line.count > Self.inlineParseLimit {
+            // A long line is parsed (and answered) off the I/O thread: however it is shaped,
+            // other connections are not kept waiting for it.
+            let bytes = Array(line)
+            let stopping = self.stopping
+            pendingTasks += 1
+            heapDirty = true
+            Task {
+                let prepared = bytes.withUnsafeBufferPointer { Server.prepare($0, stopping: stopping) }
+                let segments: [[UInt8]]
+                switch prepared {
+                case .reply(let r): segments = r
+                case .request(let id, let request): segments = await Server.run(handler, request, id: id)
+                }
+                self.post { s in
+                    s.pendingTasks -= 1
+                    guard let c = s.connections[fd], c.id == connID else { return }
+                    s.complete(c, seq: seq, segments: segments)
+                }
+            }
+            return
+        }
+        switch Self.prepare(line, stopping: stopping) {
+        case .reply(let segments):
+            complete(c, seq: seq, segments: segments)
+        case .request(let id, let request):
+            pendingTasks += 1
+            heapDirty = true
+            Task {
+                let segments = await Server.run(handler, request, id: id)
+                self.post { s in
+                    s.pendingTasks -= 1
+                    guard let c = s.connections[fd], c.id == connID else { return }
+                    s.complete(c, seq: seq, segments: segments)
+                }
             }
         }
+    }
+
+    /// Runs one request through the handler; its response line as segments.
+    static func run(_ handler: RequestHandler, _ request: JSONObject, id: JSONValue) async -> [[UInt8]] {
+        let result: Result<JSONObject, CommandError>
+        do throws(CommandError) { result = .success(try await handler.handle(request)) } catch { result = .failure(error) }
+        return encode(id: id, result: result)
     }
 
     /// The response line for a request, as segments to write in order (see `serializedSegments`).
@@ -400,15 +667,27 @@ public final class Server: @unchecked Sendable {
     }
 
     private func complete(_ c: Connection, seq: UInt64, segments: [[UInt8]]) {
+        if c.peerGone {
+            // Nobody will read it: account for it and drop it.
+            if seq == c.writeSeq {
+                c.writeSeq += 1
+                while c.ready.removeValue(forKey: c.writeSeq) != nil { c.writeSeq += 1 }
+            } else {
+                c.ready[seq] = []
+            }
+            return
+        }
         if seq == c.writeSeq {
             c.queueWrite(segments)
             c.writeSeq += 1
             while let next = c.ready.removeValue(forKey: c.writeSeq) {
+                for segment in next { c.unsentBytes -= segment.count }  // counted again by queueWrite
                 c.queueWrite(next)
                 c.writeSeq += 1
             }
         } else {
             c.ready[seq] = segments
+            for segment in segments { c.unsentBytes += segment.count }
         }
         flush(c)
     }
@@ -416,28 +695,33 @@ public final class Server: @unchecked Sendable {
     private func flush(_ c: Connection) {
         guard connections[c.fd] === c else { return }
         while !c.writeQueue.isEmpty {
-            let n = c.writeQueue[0].withUnsafeBytes { p in
-                pl_write(c.fd, p.baseAddress.map { $0 + c.writeOffset }, p.count - c.writeOffset)
+            let r: IOResult<Int>
+            do throws(SyscallError) {
+                let offset = c.writeOffset
+                r = try c.writeQueue[0].withUnsafeBytes { p in
+                    Result { () throws(SyscallError) in
+                        try syscall(blocking: true, where: "write") { write(c.fd, p.baseAddress.map { $0 + offset }, p.count - offset) }
+                    }
+                }.get()
+            } catch {
+                // EPIPE, ECONNRESET: the peer is gone. Its requests already sent still run.
+                peerGone(c)
+                return
             }
-            if n > 0 {
-                c.writeOffset += n
-                if c.writeOffset >= c.writeQueue[0].count {
-                    c.writeQueue.removeFirst()  // A handful of segments: the shift is cheap.
-                    c.writeOffset = 0
-                }
-                continue
-            }
-            let e = pl_errno()
-            if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) {
+            guard case .processed(let n) = r else {
                 if !c.wantWrite {
                     c.wantWrite = true
                     updateInterest(c)
                 }
                 return
             }
-            // The peer is gone: drop the connection; in-flight work still completes.
-            closeConnection(c)
-            return
+            c.writeOffset += n
+            c.unsentBytes -= n
+            if stopping { lastWriteProgress = ContinuousClock.now }
+            if c.writeOffset >= c.writeQueue[0].count {
+                c.writeQueue.removeFirst()  // A handful of segments: the shift is cheap.
+                c.writeOffset = 0
+            }
         }
         c.writeOffset = 0
         var changed = false
@@ -445,7 +729,7 @@ public final class Server: @unchecked Sendable {
             c.wantWrite = false
             changed = true
         }
-        if c.readingPaused && c.inflight < Self.maxInflightPerConnection / 2 {
+        if c.readingPaused && c.inflight < Self.maxInflightPerConnection / 2 && c.unsentBytes < limits.maxReplyBufferBytes / 2 {
             c.readingPaused = false
             changed = true
             // Process lines already buffered before reading more.

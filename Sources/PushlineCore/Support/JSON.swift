@@ -131,6 +131,8 @@ struct JSONParser {
     var i = 0
     var depth = 0
     static let maxDepth = 128
+    /// Objects with fewer keys check duplicates by scanning them (cheaper than hashing).
+    static let scanKeysBelow = 16
 
     init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
 
@@ -179,6 +181,10 @@ struct JSONParser {
         defer { depth -= 1 }
         i += 1
         var pairs: [(String, JSONValue)] = []
+        // Duplicate keys (the last value wins, at the first one's place) are found by a scan
+        // while the object is small and through this index once it is not: linear overall,
+        // however many keys a line holds (a scan of all earlier keys was quadratic).
+        var index: [String: Int] = [:]
         skipWS()
         if i < b.count && b[i] == UInt8(ascii: "}") { i += 1; return .object(JSONObject(pairs)) }
         while true {
@@ -190,7 +196,18 @@ struct JSONParser {
             i += 1
             skipWS()
             let v = try parseValue()
-            if let dup = pairs.firstIndex(where: { $0.0 == k }) { pairs[dup].1 = v } else { pairs.append((k, v)) }
+            if pairs.count < Self.scanKeysBelow {
+                if let dup = pairs.firstIndex(where: { $0.0 == k }) { pairs[dup].1 = v } else { pairs.append((k, v)) }
+            } else {
+                if index.isEmpty {
+                    index.reserveCapacity(pairs.count * 2)
+                    for (n, p) in pairs.enumerated() { index[p.0] = n }
+                }
+                if let dup = index[k] { pairs[dup].1 = v } else {
+                    index[k] = pairs.count
+                    pairs.append((k, v))
+                }
+            }
             skipWS()
             guard i < b.count else { throw fail("unexpected end of input in object") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }

@@ -53,13 +53,16 @@ public struct TransportStats: Sendable, CustomStringConvertible {
     public var failed: Int = 0
     /// Requests sent again after `.connectionLost` before any response.
     public var retries: Int = 0
+    /// Complete responses the server followed with RST_STREAM(NO_ERROR) while the request body was
+    /// still unsent (RFC 9113 section 8.1): counted in `completed` as well.
+    public var earlyResponses: Int = 0
     /// Connections libcurl opened (sum of `CURLINFO_NUM_CONNECTS` over transfers).
     public var connectionsOpened: Int = 0
 
     public init() {}
 
     public var description: String {
-        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) connections=\(connectionsOpened)"
+        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) early_responses=\(earlyResponses) connections=\(connectionsOpened)"
     }
 }
 
@@ -83,6 +86,8 @@ public final class HTTPTransport: Sendable {
     private let streamsPerConnection: Int
     /// Threads still to join; emptied by the first `shutdown`.
     private let threads: Mutex<[TransportThread]>
+    /// Pools already retired (`retireConnectionPool` tells each loop once).
+    private let retiredPools = Mutex<Set<UInt32>>([])
 
     public init(options: TransportOptions = TransportOptions()) {
         var opts = options
@@ -222,6 +227,15 @@ public final class HTTPTransport: Sendable {
         loops[loop].enqueue([job])
     }
 
+    /// Retires connection pool `pool` (`HTTPRequest.connectionPool`; 0, the shared pool, is
+    /// never retired): on every loop, its connections are closed once the transfers on them
+    /// end, and are never reused. Requests of the pool sent later still go out, each on a
+    /// connection closed after it. Idempotent and cheap to repeat.
+    public func retireConnectionPool(_ pool: UInt32) {
+        guard pool != 0, retiredPools.withLock({ $0.insert(pool).inserted }) else { return }
+        for loop in loops { loop.retire(pool) }
+    }
+
     /// Stops the loops: queued and in-flight requests fail with `.unavailable`; joins the threads.
     ///
     /// Idempotent; must not be called from inside a transport callback (it joins the loop threads).
@@ -243,6 +257,7 @@ public final class HTTPTransport: Sendable {
             s.completed += loop.completed.load(ordering: .relaxed)
             s.failed += loop.failed.load(ordering: .relaxed)
             s.retries += loop.retries.load(ordering: .relaxed)
+            s.earlyResponses += loop.earlyResponses.load(ordering: .relaxed)
             s.connectionsOpened += loop.connections.load(ordering: .relaxed)
         }
         return s

@@ -26,10 +26,16 @@ public struct HTTPRequest: Sendable {
     /// Most connections to this request's origin (a provider block's `max_connections`);
     /// nil: as many as the transport allows (`threads × maxConnectionsPerHost`).
     public var maxConnections: Int?
+    /// The connections this request may use: requests of different pools never share a
+    /// connection (0, the default, is the shared pool). A pool given up with
+    /// `HTTPTransport.retireConnectionPool` gets no new connection reuse: its connections are
+    /// closed once their transfers end. APNs uses one pool per provider token (see
+    /// `APNsTokenCache`): a new token goes out on new connections.
+    public var connectionPool: UInt32
 
     public init(
         method: String = "POST", url: String, headers: [(String, String)] = [], body: [UInt8] = [],
-        tls: TLSOptions = TLSOptions(), timeoutMs: Int = 30_000, maxConnections: Int? = nil
+        tls: TLSOptions = TLSOptions(), timeoutMs: Int = 30_000, maxConnections: Int? = nil, connectionPool: UInt32 = 0
     ) {
         self.method = method
         self.url = url
@@ -38,6 +44,7 @@ public struct HTTPRequest: Sendable {
         self.tls = tls
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
+        self.connectionPool = connectionPool
     }
 }
 

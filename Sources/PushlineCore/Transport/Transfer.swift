@@ -18,6 +18,9 @@ final class Transfer {
     private var lastMethod = ""
     private var lastTLS = TLSOptions()
     private var lastHeaders: [(String, String)] = []
+    /// CURLOPT_ADDRESS_SCOPE and CURLOPT_FORBID_REUSE as last set (see `selectPool`).
+    fileprivate var lastPool: UInt32 = 0
+    fileprivate var reuseForbidden = false
 
     /// The job being served, its origin queue and its index in the loop's active list.
     var job: Job?
@@ -27,6 +30,8 @@ final class Transfer {
     /// Response so far.
     var status = 0
     var gotResponse = false
+    /// The header block of a final (non-1xx) response ended: libcurl passed its blank line.
+    var headersDone = false
     var tooLarge = false
     /// Response headers in `HTTPResponse.rawHeaders` form.
     var headers: [UInt8] = []
@@ -59,6 +64,7 @@ final class Transfer {
         queue = nil
         status = 0
         gotResponse = false
+        headersDone = false
         tooLarge = false
         headers = []
         body = []
@@ -83,6 +89,7 @@ final class Transfer {
             lastMethod = request.method
             lastTLS = request.tls
         }
+        try selectPool(request.connectionPool, afterReset: !reuse)
         try setString(CURLOPT_URL, request.url, "CURLOPT_URL")
         try setLong(CURLOPT_TIMEOUT_MS, remainingMs, "CURLOPT_TIMEOUT_MS")
         try setLong(CURLOPT_CONNECTTIMEOUT_MS, min(remainingMs, 10_000), "CURLOPT_CONNECTTIMEOUT_MS")
@@ -148,7 +155,13 @@ final class Transfer {
         // with 1000 streams in flight. Push requests and answers are a few KiB at most; larger
         // bodies just pass through in more pieces. 16 KiB is libcurl's minimum upload buffer.
         try setLong(CURLOPT_UPLOAD_BUFFERSIZE, 16 * 1024, "CURLOPT_UPLOAD_BUFFERSIZE")
-        try setLong(CURLOPT_BUFFERSIZE, Self.receiveBufferSize, "CURLOPT_BUFFERSIZE")
+        // libcurl 7.88 refuses CURLOPT_BUFFERSIZE (CURLE_BAD_FUNCTION_ARGUMENT) while the handle
+        // still holds a receive buffer, which it keeps when a transfer ends while other streams
+        // use its connection; curl_easy_reset does not free it. The handle then keeps the buffer
+        // it has (of the size set before: reset handles were all configured here), so a refusal
+        // for that reason changes nothing and must not fail the request.
+        let rc = pl_curl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, Self.receiveBufferSize)
+        if rc != CURLE_OK && rc != CURLE_BAD_FUNCTION_ARGUMENT { try check(rc, "CURLOPT_BUFFERSIZE") }
 
         let tls = request.tls
         if let ca = tls.caFile {
@@ -213,7 +226,11 @@ final class Transfer {
     func headerLine(_ line: UnsafeRawBufferPointer) {
         var end = line.count
         while end > 0, line[end - 1] == 10 || line[end - 1] == 13 { end -= 1 }
-        guard end > 0 else { return }
+        guard end > 0 else {
+            // The blank line closing a header block (or a trailer block, after a final one).
+            if gotResponse && status >= 200 { headersDone = true }
+            return
+        }
         if end >= 5, line[0] == 72, line[1] == 84, line[2] == 84, line[3] == 80, line[4] == 47 {
             // "HTTP/...": a new response (after 1xx, or the first); keep only its headers.
             headers.removeAll(keepingCapacity: true)
@@ -238,6 +255,32 @@ final class Transfer {
         let name = UnsafeRawBufferPointer(rebasing: line[0..<colon]).lazy.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
         if headers.isEmpty { headers.reserveCapacity(256) }
         HTTPResponse.appendHeader(name, UnsafeRawBufferPointer(rebasing: line[valueStart..<end]), to: &headers)
+    }
+
+    /// Whether a transfer libcurl failed with `code` nonetheless received its complete response, which
+    /// the server followed with RST_STREAM(NO_ERROR) before the request body was all sent.
+    ///
+    /// RFC 9113 section 8.1: "A server can send a complete response prior to the client sending an
+    /// entire request if the response does not depend on any portion of the request that has not
+    /// been sent and received. When this is true, a server MAY request that the client abort
+    /// transmission of a request without error by sending a RST_STREAM with an error code of
+    /// NO_ERROR after sending a complete response (i.e., a frame with the END_STREAM flag set).
+    /// Clients MUST NOT discard responses as a result of receiving such a RST_STREAM". nginx does
+    /// exactly that for `return 200;` (APNs, WebPush and WNS answer HEADERS-only the same way):
+    /// on loopback the answer arrives before libcurl has written the DATA frame, because libcurl
+    /// 7.88 reads the socket before it sends a request body (Curl_readwrite: readwrite_data, then
+    /// readwrite_upload). It then handles the stream's clean close (the response is delivered),
+    /// and its next attempt to send the body fails with CURLE_HTTP2_STREAM ("stream N closed",
+    /// an info message: no failf, so the error buffer stays empty). A stream reset with an error
+    /// code instead fails with "HTTP/2 stream N was not closed cleanly" in the error buffer, and
+    /// one closed before the response's headers with "... before getting all response header
+    /// fields": neither is taken for a complete response here.
+    func completedBeforeUpload(_ code: CURLcode) -> Bool {
+        guard code == CURLE_HTTP2_STREAM, headersDone, !tooLarge, errorBuffer[0] == 0 else { return false }
+        // A declared length must have arrived in full (a body cut short is not a complete response).
+        let declared = HTTPResponse(status: status, rawHeaders: headers, body: []).header("content-length")
+        if let declared, let length = Int(declared), length != body.count { return false }
+        return true
     }
 
     /// The TransportError for a failed transfer.
@@ -279,6 +322,49 @@ final class Transfer {
     private func setCallback(_ option: CURLoption, _ cb: pl_curl_data_cb, _ name: String) throws(TransportError) {
         try check(pl_curl_easy_setopt_data_cb(easy, option, cb), name)
     }
+}
+
+// MARK: Connection pools (HTTPRequest.connectionPool)
+
+extension Transfer {
+    /// Puts the next transfer in connection pool `pool` and lets it reuse connections again.
+    ///
+    /// libcurl 7.88 keys its connection cache by "scope id/port/host" (conncache.c `hashkey`)
+    /// and never reuses a connection across keys, so the pool number goes into
+    /// CURLOPT_ADDRESS_SCOPE: requests of different pools never share a connection, and
+    /// CURLMOPT_MAX_HOST_CONNECTIONS counts per pool. The scope id is otherwise only applied
+    /// to IPv6 link-local addresses (cf-socket.c; Linux ignores it for other addresses), which
+    /// no push service uses. CURLOPT_FRESH_CONNECT would not do: it only keeps the one
+    /// transfer off existing connections, the next one may pick an old connection again.
+    fileprivate func selectPool(_ pool: UInt32, afterReset: Bool) throws(TransportError) {
+        if afterReset {  // curl_easy_reset cleared both options.
+            lastPool = 0
+            reuseForbidden = false
+        }
+        if pool != lastPool {
+            try setLong(CURLOPT_ADDRESS_SCOPE, Int(pool), "CURLOPT_ADDRESS_SCOPE")
+            lastPool = pool
+        }
+        if reuseForbidden {
+            try setLong(CURLOPT_FORBID_REUSE, 0, "CURLOPT_FORBID_REUSE")
+            reuseForbidden = false
+        }
+    }
+
+    /// Makes libcurl close this transfer's connection when it is the last transfer on it to
+    /// end (multi.c `multi_done`: a connection still used by other transfers stays; each of
+    /// those is marked too). Used for retired pools, also on transfers in flight: libcurl reads
+    /// the flag only when the transfer ends. Returns false if libcurl refused the option (the
+    /// connection then just idles out: its pool gets no new requests).
+    func forbidReuse() -> Bool {
+        guard !reuseForbidden else { return true }
+        guard pl_curl_easy_setopt_long(easy, CURLOPT_FORBID_REUSE, 1) == CURLE_OK else { return false }
+        reuseForbidden = true
+        return true
+    }
+
+    /// The pool of the request this handle was last prepared for.
+    var pool: UInt32 { lastPool }
 }
 
 /// Whether two header lists are equal, in order.

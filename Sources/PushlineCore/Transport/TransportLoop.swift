@@ -61,6 +61,8 @@ struct LoopShared {
     /// A wakeup was sent since the loop last looked at `queue`.
     var wakeSent = false
     var wake: WakeHandle?
+    /// Connection pools retired since the loop last looked (`HTTPTransport.retireConnectionPool`).
+    var retired: [UInt32] = []
 }
 
 /// The Sendable side of one event loop: its queue and counters.
@@ -74,6 +76,8 @@ final class LoopHandle: Sendable {
     let completed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
+    /// Complete responses the server followed with RST_STREAM(NO_ERROR) before the request body was sent.
+    let earlyResponses = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
 
     init(maxOutstanding: Int) {
@@ -108,6 +112,20 @@ final class LoopHandle: Sendable {
         }
         submitted.add(jobs.count - refused.count, ordering: .relaxed)
         for job in refused { job.complete(.failure(TransportError(.unavailable, reason))) }
+    }
+
+    /// Tells the loop that `pool` is retired (see `EventLoop.retire`).
+    ///
+    /// Always wakes the loop (rare, so cheap): a loop about to poll only checks `queue`, and a
+    /// wakeup sent before it polls makes that poll return at once. The loop must see the retired
+    /// pool before the pool's transfers in flight end.
+    func retire(_ pool: UInt32) {
+        state.withLock { s in
+            s.retired.append(pool)
+            if let wake = s.wake {
+                _ = curl_multi_wakeup(wake.multi)  // If it fails the loop still looks within its poll timeout.
+            }
+        }
     }
 
     /// Asks the loop to stop; it fails everything it holds with `.unavailable`.
@@ -263,12 +281,15 @@ final class EventLoop {
     func run() {
         incoming.reserveCapacity(256)
         while true {
-            let closed = handle.state.withLock { s -> Bool in
+            let (closed, retired) = handle.state.withLock { s -> (Bool, [UInt32]) in
                 swap(&incoming, &s.queue)
                 s.sleeping = false
                 s.wakeSent = false
-                return s.closed
+                let r = s.retired
+                if !r.isEmpty { s.retired = [] }
+                return (s.closed, r)
             }
+            if !retired.isEmpty { retire(retired) }
             if closed {
                 teardown()
                 return
@@ -319,6 +340,22 @@ final class EventLoop {
                     usleep(1000)  // Do not spin if polling keeps failing.
                 }
             }
+        }
+    }
+
+    /// Connection pools retired (`HTTPTransport.retireConnectionPool`); never reused as ids.
+    private var retiredPools: Set<UInt32> = []
+
+    /// Retires pools: the transfers of theirs in flight (and any started later) close their
+    /// connection when they end, so those connections end with their last transfer. A retired
+    /// pool's connection that is idle already is never used again (its pool gets no new
+    /// requests): libcurl 7.88 has no call to close one idle connection, and drops it once it
+    /// has been idle `idleTimeoutSeconds` (checked when a later transfer looks for a connection).
+    private func retire(_ pools: [UInt32]) {
+        if retiredPools.count > 4096 { retiredPools.removeAll() }  // Old pools' requests are long gone.
+        retiredPools.formUnion(pools)
+        for transfer in active where transfer.job != nil && retiredPools.contains(transfer.pool) {
+            _ = transfer.forbidReuse()
         }
     }
 
@@ -377,6 +414,9 @@ final class EventLoop {
             idle.append(transfer)
             fail(job, TransportError(.other, "curl_multi_add_handle failed: \(multiMessage(rc))"))
             return
+        }
+        if job.request.connectionPool != 0 && retiredPools.contains(job.request.connectionPool) {
+            _ = transfer.forbidReuse()  // Late request of a retired pool: its connection closes after it.
         }
         transfer.queue = q
         transfer.slot = active.count
@@ -437,7 +477,9 @@ final class EventLoop {
             idle.append(transfer)
             return
         }
-        if code == CURLE_OK {
+        // A complete response followed by RST_STREAM(NO_ERROR) is a success (see completedBeforeUpload).
+        if code == CURLE_OK || transfer.completedBeforeUpload(code) {
+            if code != CURLE_OK { handle.earlyResponses.add(1, ordering: .relaxed) }
             var status = 0
             let src = pl_curl_easy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
             let response = HTTPResponse(

@@ -115,7 +115,7 @@ func parse(_ request: JSONObject) throws(CommandError) {
         }
     case "topic":
         _ = try a.app()
-        if let t = try a.string("topic") { _ = try Dispatcher.topicName(t, field: "topic") }
+        if let t = try a.string("topic") { _ = try TopicName(parsing: t, field: "topic") }
         if let c = try a.string("condition"), !c.isEmpty, c.utf8.count <= 1000 { _ = try FCMTopicName.checkCondition(c) }
         var fields = JSONObject()
         for k in a.unread {
@@ -124,7 +124,7 @@ func parse(_ request: JSONObject) throws(CommandError) {
         }
         _ = try Notification(parsing: fields)
     case "subscribe", "unsubscribe", "topics", "subscribers":
-        if let raw = try a.string("topic") { _ = try Dispatcher.topicName(raw, field: "topic") }
+        if let raw = try a.string("topic") { _ = try TopicName(parsing: raw, field: "topic") }
         _ = try Target.parse(&a)
         try a.finish()
     default:

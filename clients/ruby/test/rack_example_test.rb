@@ -25,4 +25,19 @@ class RackExampleTest < PushlineTest
     status, sent = post(app, "/notify", { user: "42", message: "Your order shipped" })
     assert_equal [409, "apns"], [status, sent["platform"]]
   end
+
+  def test_a_token_registered_by_another_user_is_reassigned
+    app = PushlineRackApp.new(@client)
+    status, ann = post(app, "/devices", { user: "ann", platform: "apns", registration_id: apns_token(9),
+                                          name: "Ann's iPhone" })
+    assert_equal 201, status
+    status, bob = post(app, "/devices", { user: "bob", platform: "apns", registration_id: apns_token(9),
+                                          name: "Bob's phone" })
+    assert_equal 200, status
+    assert_equal [ann["device"]["id"], "bob", "Bob's phone"], bob["device"].values_at("id", "user", "name")
+    assert_empty @client.devices(user: "ann")["devices"]
+    # Bob again, without a name: his own device keeps its name.
+    _, again = post(app, "/devices", { user: "bob", platform: "apns", registration_id: apns_token(9) })
+    assert_equal "Bob's phone", again["device"]["name"]
+  end
 end

@@ -126,3 +126,41 @@ def test_falls_back_when_binary_missing(run):
     r = run("--ndjson", stdin='{"cmd":"ping"}\n', env={"PUSHLINE_BIN": "/nonexistent/pushline", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ok"] is True
+
+
+# -- issue 16 ---------------------------------------------------------------------------
+
+def test_stats_is_not_read_as_failed_devices(run):
+    # stats has "notifications": {"sent": .., "failed": ..}: not device failures of this request.
+    send = json.dumps({"cmd": "send", "ids": [999999], "message": "x"}) + "\n"
+    assert run("--ndjson", stdin=send).returncode == 4  # one failed device in the daemon's counters
+    stats = json.dumps({"cmd": "stats"}) + "\n"
+    r = run("--ndjson", "--strict", stdin=stats)
+    assert json.loads(r.stdout)["notifications"]["failed"] >= 1
+    assert r.returncode == 0 and "failed" not in r.stderr, r.stderr
+    r = run("--ndjson", "--strict", stdin=send + stats)
+    assert r.returncode == 3 and r.stderr.count("device(s) failed") == 1, r.stderr
+
+
+def test_nothing_delivered_exits_non_zero(run):
+    r = run("--device", "99999", "--message", "hi")
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert "nothing was delivered" in r.stderr and "not_registered" in r.stderr
+    assert run("--allow-undelivered", "--device", "99999", "--message", "hi").returncode == 0
+    # A user without devices: nothing delivered either.
+    assert run("--user", "nobody", "--message", "hi").returncode == 4
+    # Non-send commands are not deliveries.
+    assert run("--ndjson", stdin='{"cmd":"ping"}\n').returncode == 0
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--extra", '{"order": 981'], "--extra: expected , or }"),
+    (["--extra", "[1]"], "--extra: expected a JSON object"),
+    (["--extra", "{'a': 1}"], "--extra: expected a \"key\""),
+    (["--json", "sound={bad}"], "--json sound:"),
+])
+def test_extra_and_json_are_checked_locally(run, args, complaint):
+    r = run("--user", "1", "--message", "x", *args)
+    assert r.returncode == 2 and complaint in r.stderr, r.stderr
+    assert r.stdout == ""
+    assert run.request({"cmd": "stats"})["notifications"] == {"sent": 0, "failed": 0}

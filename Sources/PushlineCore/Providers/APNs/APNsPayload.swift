@@ -116,6 +116,10 @@ public struct APNsMessage: Sendable {
             if let p = ro["payload"], !p.isNull {
                 guard let po = p.objectValue else { throw .invalid("apns.payload", "expected an object, got \(p.typeName)") }
                 payload = Self.deepMerge(payload, po)
+                // Apple refuses a payload whose `aps` is not a dictionary (fuzz apns: {"aps": 2} was sent).
+                guard case .object = payload["aps"] else {
+                    throw .invalid("apns.payload.aps", "expected an object, got \(payload["aps"]?.typeName ?? "nothing")")
+                }
             }
             if let h = ro["headers"], !h.isNull {
                 guard let ho = h.objectValue else { throw .invalid("apns.headers", "expected an object, got \(h.typeName)") }

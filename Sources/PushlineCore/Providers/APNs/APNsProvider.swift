@@ -12,7 +12,9 @@ import Synchronization
 /// Per device: 200 → sent (with Apple's `apns-id`); 410 `Unregistered`/`ExpiredToken`,
 /// `BadDeviceToken`, `DeviceTokenNotForTopic` → failed and deactivated (with Apple's 410
 /// timestamp); 429/500/503 and lost connections → retried with backoff, then a retryable
-/// failure; `ExpiredProviderToken` → a new JWT and one retry; other 403s → a configuration
+/// failure; `ExpiredProviderToken` → a new JWT (on new connections, at most one new token per
+/// 20 minutes: see `APNsTokenCache`) and one retry; `TooManyProviderTokenUpdates` → the token
+/// moves to new connections and the request is retried; other 403s → a configuration
 /// failure naming the key id and team, after which the app's sends fail fast for a minute.
 ///
 /// ```swift
@@ -133,17 +135,20 @@ public final class APNsProvider: PushProvider {
         // and one header list shared by every request.
         var headers = msg.headers
         var jwt: String? = nil
+        var pool: UInt32 = 0
         if let c = credentials {
             do {
-                let t = try await tokenCache.token(for: c, store: context.store, nowSeconds: nowMillis() / 1000)
-                jwt = t
-                headers.append(("authorization", "bearer \(t)"))
+                let t = try await tokenCache.lease(for: c, store: context.store, nowSeconds: nowMillis() / 1000)
+                retire(t)
+                jwt = t.jwt
+                pool = t.pool
+                headers.append(("authorization", "bearer \(t.jwt)"))
             } catch {
                 let reason = "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"
                 return devices.map { .failed($0, reason: reason, retryable: false) }
             }
         }
-        let prepared = Prepared(msg: msg, headers: headers, jwt: jwt)
+        let prepared = Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
         if devices.count == 1 { return [await sendOne(prepared, devices[0])] }
 
         // Large sends go to the transport in batches (one suspension per batch, not per device),
@@ -159,10 +164,11 @@ public final class APNsProvider: PushProvider {
     static let batchSize = 2000
 
     /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
-    func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
+    func sendBatch(_ prepared: Prepared, _ devices: [Device], _ range: Range<Int>) async -> [(Int, DeliveryResult)] {
         var done: [(Int, DeliveryResult)] = []
         done.reserveCapacity(range.count)
         if let reason = blockedReason() { return range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) } }
+        let p = await withCurrentToken(prepared)
         var index: [Int] = []
         var requests: [HTTPRequest] = []
         index.reserveCapacity(range.count)
@@ -174,7 +180,7 @@ public final class APNsProvider: PushProvider {
                 continue
             }
             index.append(i)
-            requests.append(request(p.msg, d.registrationId, headers: p.headers))
+            requests.append(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
         }
         let answers = await context.transport.performAll(requests)
         var again: [(Int, Result<HTTPResponse, TransportError>)] = []
@@ -194,10 +200,31 @@ public final class APNsProvider: PushProvider {
         return done
     }
 
-    func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)]) -> HTTPRequest {
+    /// `p` with the key's current token: it may have changed since the send began
+    /// (ExpiredProviderToken on an earlier batch, or its 50 minutes are up in a long send).
+    func withCurrentToken(_ p: Prepared) async -> Prepared {
+        guard let c = credentials,
+            let t = try? await tokenCache.lease(for: c, store: context.store, nowSeconds: nowMillis() / 1000),
+            t.jwt != p.jwt || t.pool != p.pool
+        else { return p }
+        retire(t)
+        var q = p
+        q.jwt = t.jwt
+        q.pool = t.pool
+        q.headers[q.headers.count - 1] = ("authorization", "bearer \(t.jwt)")
+        return q
+    }
+
+    func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)], pool: UInt32) -> HTTPRequest {
         HTTPRequest(
             method: "POST", url: "\(baseURL)/3/device/\(token)", headers: headers, body: msg.body(for: token), tls: tls,
-            timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections)
+            timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections,
+            connectionPool: pool)
+    }
+
+    /// Retires the connection pool a token lease replaced (its connections close once idle).
+    func retire(_ lease: APNsTokenCache.Lease) {
+        if let old = lease.retiredPool { context.transport.retireConnectionPool(old) }
     }
 
     static func sentResult(_ device: Device, _ response: HTTPResponse) -> DeliveryResult {
@@ -224,6 +251,8 @@ public final class APNsProvider: PushProvider {
         /// The message's headers plus `authorization` (last) in token mode.
         var headers: [(String, String)]
         var jwt: String?
+        /// The token's connection pool (0 in certificate mode).
+        var pool: UInt32
     }
 
     /// Sends to one device, with retries; `first` is an answer already received for the first attempt.
@@ -232,9 +261,11 @@ public final class APNsProvider: PushProvider {
         guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
         var headers = p.headers
         var jwt = p.jwt
+        var pool = p.pool
         let authIndex = headers.count - 1
         var pending = first
         var refreshedToken = false
+        var movedPool = false
         var attempt = 0
         while true {
             attempt += 1
@@ -244,7 +275,7 @@ public final class APNsProvider: PushProvider {
                 result = answer
             } else {
                 if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
-                result = await context.transport.perform(request(p.msg, token, headers: headers))
+                result = await context.transport.perform(request(p.msg, token, headers: headers, pool: pool))
             }
             let response: HTTPResponse
             switch result {
@@ -270,13 +301,42 @@ public final class APNsProvider: PushProvider {
             if err == .expiredProviderToken, let c = credentials, let old = jwt, !refreshedToken {
                 refreshedToken = true
                 do {
-                    let fresh = try await tokenCache.token(
+                    let fresh = try await tokenCache.lease(
                         for: c, store: context.store, nowSeconds: nowMillis() / 1000, rejected: old)
-                    jwt = fresh
-                    headers[authIndex] = ("authorization", "bearer \(fresh)")
+                    if fresh.retiredPool != nil {
+                        context.logger.notice(
+                            "APNs key id \(c.keyId), team \(c.teamId): ExpiredProviderToken, new provider token on new connections")
+                    }
+                    retire(fresh)
+                    jwt = fresh.jwt
+                    pool = fresh.pool
+                    headers[authIndex] = ("authorization", "bearer \(fresh.jwt)")
                 } catch {
+                    if case .refreshTooSoon = error {
+                        let reason = configurationReason(err, detail: "\(error)")
+                        blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                        context.logger.error("APNs app \(app): \(reason)")
+                        return .failed(device, reason: reason, retryable: false, extra: extra)
+                    }
                     return .failed(device, reason: "cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
                 }
+                attempt -= 1
+                continue
+            }
+            // The connection refused our token because it saw another one lately (Apple ties the
+            // 20-minute rule to the connection): the token moves to new connections, once per token.
+            if err == .tooManyProviderTokenUpdates, let c = credentials, !movedPool,
+                let moved = tokenCache.movePool(for: c, refusedPool: pool)
+            {
+                movedPool = true
+                if moved.retiredPool != nil {
+                    context.logger.notice(
+                        "APNs key id \(c.keyId), team \(c.teamId): TooManyProviderTokenUpdates, provider token moved to new connections")
+                }
+                retire(moved)
+                jwt = moved.jwt
+                pool = moved.pool
+                headers[authIndex] = ("authorization", "bearer \(moved.jwt)")
                 attempt -= 1
                 continue
             }
@@ -311,9 +371,11 @@ public final class APNsProvider: PushProvider {
     }
 
     /// The failure message of a 403: names the key id and team (token auth) or the certificate.
-    func configurationReason(_ err: APNsError) -> String {
+    func configurationReason(_ err: APNsError, detail: String? = nil) -> String {
         if let c = credentials {
-            let hint = err == .expiredProviderToken ? "; a token minted just now was found expired: check the system clock" : ""
+            let hint =
+                err != .expiredProviderToken ? ""
+                : "; \(detail ?? "a token minted just now was found expired"): check the system clock"
             return "\(err.reason): Apple rejected the provider token of key id \(c.keyId), team \(c.teamId) (app \(app))\(hint)"
         }
         if case .certificate(let path, _) = config.auth {

@@ -2,14 +2,40 @@ import Synchronization
 
 /// The APNs provider JWTs of this process: one per (team, key id), shared by every app of the team.
 ///
-/// Apple counts token refreshes per team and answers `TooManyProviderTokenUpdates` when a team's
-/// token changes more often than every 20 minutes; restarts that mint new tokens are a known cause.
-/// So a token is minted at most once per 50 minutes per team and key, persisted in the registry's
-/// key-value store (`apns.jwt.<team>.<keyid>` = `"<iat>:<jwt>"`) and reused after a restart
-/// while it is younger than 50 minutes. An `ExpiredProviderToken` answer forces a new one.
+/// Apple's rule ("Establishing a token-based connection to APNs", section "Refresh your token
+/// regularly"): "Refresh your token no more than once every 20 minutes and no less than once
+/// every 60 minutes. APNs rejects any request whose token contains a timestamp that is more than
+/// one hour old. Similarly, APNs reports an error if you recreate your tokens more than once
+/// every 20 minutes." The error is 429 `TooManyProviderTokenUpdates`, and per Apple's engineers
+/// (developer forums threads 675879 and 674772) it is tied to the connection: a connection that
+/// saw a token change too soon stays unusable until enough time has passed. Restarts that mint
+/// new tokens are a known cause, so:
+///
+/// - A token is minted at most once per 50 minutes per team and key (`refreshAfter`: in Apple's
+///   20-60 minute window, 10 minutes before Apple's one-hour expiry), persisted in the registry's
+///   key-value store (`apns.jwt.<team>.<keyid>` = `"<iat>:<jwt>"`) and reused after a restart
+///   while it is younger than 50 minutes.
+/// - `ExpiredProviderToken` for the current token (`rejected`) replaces it: Apple refuses that
+///   token on every connection, so keeping it can only fail. But a token that itself replaced
+///   another is kept for at least `minRefreshInterval` (20 minutes) even then: Apple calling a
+///   token younger than 20 minutes expired means Apple's clock and ours disagree by more than
+///   40 minutes, a new token (signed with the same clock) cannot fix that, and minting on every
+///   rejection would break Apple's 20-minute rule for every server of the team. The caller gets
+///   `TokenError.refreshTooSoon` and reports a configuration error naming the clock. The first
+///   token of a process (minted with nothing to replace, or read back from the store) may be
+///   replaced at once: the process cannot know when it replaced its predecessor.
+///   So a key's token changes at most once per 20 minutes, apart from that first replacement.
+/// - Every token has its own connection pool (`Lease.pool`, an `HTTPRequest.connectionPool`):
+///   a new token always goes out on new connections, never on one that carried the previous
+///   token, and the previous token's pool is retired (`Lease.retiredPool`: its connections close
+///   once their in-flight streams end). Different keys never share a connection either (Apple:
+///   tokens of several keys or teams on one connection cause the same 429 or 403 errors).
+/// - A 429 `TooManyProviderTokenUpdates` anyway (for example after a pool id was reused, or a
+///   connection Apple's side shares) moves the token to a fresh pool once (`movePool`).
 ///
 /// ```swift
-/// let jwt = try await APNsTokenCache.shared.token(for: credentials, store: store, nowSeconds: now)
+/// let lease = try await APNsTokenCache.shared.lease(for: credentials, store: store, nowSeconds: now)
+/// // headers: ("authorization", "bearer \(lease.jwt)"); HTTPRequest(..., connectionPool: lease.pool)
 /// ```
 public final class APNsTokenCache: Sendable {
     /// One token auth identity.
@@ -25,42 +51,122 @@ public final class APNsTokenCache: Sendable {
         var cacheKey: String { "apns.jwt.\(teamId).\(keyId)" }
     }
 
-    /// A minted token and its issue time (Unix seconds).
+    /// A minted token, its issue time (Unix seconds) and its connection pool.
     public struct Entry: Sendable, Equatable {
         public var iat: Int64
         public var jwt: String
+        /// The `HTTPRequest.connectionPool` of requests carrying this token.
+        public var pool: UInt32 = 0
+        /// Minted in this process to replace an earlier token of the key: kept at least
+        /// `minRefreshInterval` seconds.
+        public var replaced = false
+        /// Already moved to a fresh pool after `TooManyProviderTokenUpdates` (done once per token).
+        public var poolMoved = false
+    }
+
+    /// What a request needs of the token.
+    public struct Lease: Sendable, Equatable {
+        public var jwt: String
+        public var pool: UInt32
+        /// The pool of the token this one just replaced (or of this token before it moved): the
+        /// caller retires it (`HTTPTransport.retireConnectionPool`, idempotent). nil on the usual path.
+        public var retiredPool: UInt32?
+    }
+
+    /// Why no token could be had.
+    public enum TokenError: Error, Sendable, CustomStringConvertible {
+        case signing(CryptoError)
+        /// Apple called the current token expired, but it replaced its predecessor only
+        /// `ageSeconds` ago (less than `minRefreshInterval`).
+        case refreshTooSoon(ageSeconds: Int64)
+
+        public var description: String {
+            switch self {
+            case .signing(let e): return "\(e)"
+            case .refreshTooSoon(let age):
+                return "the token Apple found expired was minted \(age / 60) min \(age % 60) s ago; Pushline replaces"
+                    + " a token at most once per \(APNsTokenCache.minRefreshInterval / 60) minutes"
+            }
+        }
     }
 
     /// Refresh a token this old (seconds): Apple rejects tokens older than 60 minutes.
     public static let refreshAfter: Int64 = 50 * 60
+    /// A token that replaced another is kept at least this long (seconds): Apple's floor.
+    public static let minRefreshInterval: Int64 = 20 * 60
 
     public static let shared = APNsTokenCache()
 
     private let entries = Mutex<[String: Entry]>([:])
     private let minter = Minter()
+    /// The last connection pool handed out (process-wide, so pools of different caches differ too).
+    private static let lastPool = Atomic<UInt32>(0)
 
     public init() {}
 
+    /// A connection pool id never handed out before (0 is the transport's shared pool).
+    static func newPool() -> UInt32 {
+        while true {
+            let p = lastPool.wrappingAdd(1, ordering: .relaxed).newValue
+            if p != 0 { return p }
+        }
+    }
+
     /// The cached token if it is fresh, without waiting (the path of nearly every request).
-    public func cached(_ c: Credentials, nowSeconds: Int64) -> String? {
+    public func cached(_ c: Credentials, nowSeconds: Int64) -> Lease? {
         entries.withLock { e in
             guard let x = e[c.cacheKey], Self.isFresh(x, now: nowSeconds) else { return nil }
-            return x.jwt
+            return Lease(jwt: x.jwt, pool: x.pool)
         }
     }
 
     /// A token for `c`: the cached one, the persisted one, or a newly minted one.
     ///
     /// With `rejected` (a token Apple answered `ExpiredProviderToken` for), returns another token:
-    /// the current one if someone already replaced `rejected`, or a new one.
-    public func token(for c: Credentials, store: KeyValueStore, nowSeconds: Int64, rejected: String? = nil) async throws(CryptoError)
-        -> String
+    /// the current one if someone already replaced `rejected`, or a new one, unless `rejected`
+    /// replaced its own predecessor less than 20 minutes ago (`TokenError.refreshTooSoon`).
+    public func lease(for c: Credentials, store: KeyValueStore, nowSeconds: Int64, rejected: String? = nil)
+        async throws(TokenError) -> Lease
     {
         if rejected == nil, let t = cached(c, nowSeconds: nowSeconds) { return t }
-        let r = await minter.run(key: c.cacheKey) { () async -> Result<Entry, CryptoError> in
+        var r = await minter.run(key: c.cacheKey) { () async -> Result<Lease, TokenError> in
             await self.slowPath(c, store: store, nowSeconds: nowSeconds, rejected: rejected)
         }
-        return try r.get().jwt
+        if let rejected, case .success(let l) = r, l.jwt == rejected {
+            // We joined a caller that did not know `rejected` was refused: ask again.
+            r = await minter.run(key: c.cacheKey) { () async -> Result<Lease, TokenError> in
+                await self.slowPath(c, store: store, nowSeconds: nowSeconds, rejected: rejected)
+            }
+        }
+        return try r.get()
+    }
+
+    /// `lease(...).jwt`.
+    public func token(for c: Credentials, store: KeyValueStore, nowSeconds: Int64, rejected: String? = nil)
+        async throws(TokenError) -> String
+    {
+        try await lease(for: c, store: store, nowSeconds: nowSeconds, rejected: rejected).jwt
+    }
+
+    /// After `TooManyProviderTokenUpdates` on `refusedPool`: the token's lease on a fresh pool
+    /// (with `retiredPool` = `refusedPool`), or the current lease if the token or its pool
+    /// changed meanwhile, or nil if this token already moved once (then the refusal is not the
+    /// connection's: back off instead of opening connection after connection).
+    public func movePool(for c: Credentials, refusedPool: UInt32) -> Lease? {
+        entries.withLock { e in
+            guard var x = e[c.cacheKey] else { return nil }
+            if x.pool != refusedPool { return Lease(jwt: x.jwt, pool: x.pool) }
+            guard !x.poolMoved else { return nil }
+            x.pool = Self.newPool()
+            x.poolMoved = true
+            e[c.cacheKey] = x
+            return Lease(jwt: x.jwt, pool: x.pool, retiredPool: refusedPool)
+        }
+    }
+
+    /// The current entry of `c` (tests).
+    func entry(_ c: Credentials) -> Entry? {
+        entries.withLock { $0[c.cacheKey] }
     }
 
     /// Forgets every token (tests).
@@ -72,17 +178,28 @@ public final class APNsTokenCache: Sendable {
         now - e.iat < refreshAfter && e.iat <= now + 60
     }
 
-    private func slowPath(_ c: Credentials, store: KeyValueStore, nowSeconds now: Int64, rejected: String?) async -> Result<Entry, CryptoError> {
+    private func slowPath(_ c: Credentials, store: KeyValueStore, nowSeconds now: Int64, rejected: String?) async
+        -> Result<Lease, TokenError>
+    {
         let current = entries.withLock { $0[c.cacheKey] }
+        var replacing = current != nil || rejected != nil
         if let cur = current {
             if let rejected {
-                if cur.jwt != rejected && Self.isFresh(cur, now: now) { return .success(cur) }
+                if cur.jwt != rejected && Self.isFresh(cur, now: now) { return .success(Lease(jwt: cur.jwt, pool: cur.pool)) }
+                let age = now - cur.iat
+                if cur.jwt == rejected && cur.replaced && age >= 0 && age < Self.minRefreshInterval {
+                    return .failure(.refreshTooSoon(ageSeconds: age))
+                }
             } else if Self.isFresh(cur, now: now) {
-                return .success(cur)
+                return .success(Lease(jwt: cur.jwt, pool: cur.pool))
             }
-        } else if rejected == nil, let saved = await store.get(c.cacheKey), let e = Self.parse(saved), Self.isFresh(e, now: now) {
-            entries.withLock { $0[c.cacheKey] = e }
-            return .success(e)
+        } else if rejected == nil, let saved = await store.get(c.cacheKey), var e = Self.parse(saved) {
+            if Self.isFresh(e, now: now) {
+                e.pool = Self.newPool()
+                entries.withLock { $0[c.cacheKey] = e }
+                return .success(Lease(jwt: e.jwt, pool: e.pool))
+            }
+            replacing = true
         }
         let jwt: String
         do {
@@ -91,12 +208,12 @@ public final class APNsTokenCache: Sendable {
                 claims: ["iss": .string(c.teamId), "iat": .int(now)],
                 key: c.key)
         } catch {
-            return .failure(error)
+            return .failure(.signing(error))
         }
-        let e = Entry(iat: now, jwt: jwt)
+        let e = Entry(iat: now, jwt: jwt, pool: Self.newPool(), replaced: replacing)
         entries.withLock { $0[c.cacheKey] = e }
         await store.set(c.cacheKey, "\(now):\(jwt)")
-        return .success(e)
+        return .success(Lease(jwt: e.jwt, pool: e.pool, retiredPool: current?.pool))
     }
 
     static func parse(_ s: String) -> Entry? {
@@ -108,9 +225,11 @@ public final class APNsTokenCache: Sendable {
 
     /// Serializes minting per key: concurrent requests for a stale token wait for one mint.
     private actor Minter {
-        var inflight: [String: Task<Result<Entry, CryptoError>, Never>] = [:]
+        var inflight: [String: Task<Result<Lease, TokenError>, Never>] = [:]
 
-        func run(key: String, _ body: @escaping @Sendable () async -> Result<Entry, CryptoError>) async -> Result<Entry, CryptoError> {
+        func run(key: String, _ body: @escaping @Sendable () async -> Result<Lease, TokenError>) async
+            -> Result<Lease, TokenError>
+        {
             if let t = inflight[key] { return await t.value }
             let t = Task { await body() }
             inflight[key] = t

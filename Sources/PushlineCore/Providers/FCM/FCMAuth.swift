@@ -41,7 +41,7 @@ actor FCMTokenSource {
 
     let account: FCMServiceAccount
     let key: RSAPrivateKey
-    let transport: HTTPTransport
+    let transport: any HTTPClient
     let tls: TLSOptions
     let timeoutMs: Int
     private var cached: FCMAccessToken? {
@@ -55,7 +55,7 @@ actor FCMTokenSource {
     /// Token requests made so far (tests check single flight with it).
     private(set) var requestCount = 0
 
-    init(account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int) {
+    init(account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int) {
         self.account = account
         self.key = key
         self.transport = transport
@@ -112,7 +112,7 @@ actor FCMTokenSource {
 
     /// One exchange of a freshly signed assertion at the token URI, retrying transient failures.
     static func fetch(
-        account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int
     ) async -> Result<FCMAccessToken, FCMAuthError> {
         var last = FCMAuthError("no attempt", retryable: true)
         for attempt in 1...3 {
@@ -129,7 +129,7 @@ actor FCMTokenSource {
     }
 
     static func fetchOnce(
-        account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int
     ) async -> Result<FCMAccessToken, FCMAuthError> {
         let iat = nowMillis() / 1000
         var header: JSONObject = ["alg": "RS256", "typ": "JWT"]
@@ -185,7 +185,7 @@ enum FCMTokenSources {
     private static let all = Mutex<[String: FCMTokenSource]>([:])
 
     static func source(
-        account: FCMServiceAccount, key: RSAPrivateKey, transport: HTTPTransport, tls: TLSOptions, timeoutMs: Int
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int
     ) -> FCMTokenSource {
         let id = "\(account.clientEmail)|\(account.tokenURI)|\(tls.caFile ?? "")|\(ObjectIdentifier(transport).hashValue)"
         return all.withLock { m in

@@ -266,7 +266,7 @@ enum FCMMessageBuilder {
             m["webpush"] = .object(w)
         }
         if let o = try block(m, "fcm_options"), let l = o["analytics_label"] {
-            guard let s = l.stringValue, !s.isEmpty, s.utf8.count <= 50, s.utf8.allSatisfy(FCMTopicName.isNameByte) else {
+            guard let s = l.stringValue, !s.isEmpty, s.utf8.count <= 50, s.utf8.allSatisfy(TopicName.isNameByte) else {
                 throw .invalid("fcm_options.analytics_label", "expected 1-50 characters of [a-zA-Z0-9-_.~%]")
             }
         }

@@ -32,7 +32,7 @@ public final class FCMProvider: TopicProvider {
     let timeoutMs: Int
     /// The fcm block's `max_connections` (for the send and Instance ID origins).
     let maxConnections: Int
-    let transport: HTTPTransport
+    let transport: any HTTPClient
     let logger: Logger
     let tokens: FCMTokenSource
     let topicManagement: any FCMTopicManagement
@@ -52,7 +52,7 @@ public final class FCMProvider: TopicProvider {
         guard let project = config.projectId ?? account.projectId else {
             throw ConfigError(config.path + ".project_id", "is required: '\(config.serviceAccountPath)' has no project_id")
         }
-        guard FCMTopicName.isValid(project) else { throw ConfigError(config.path + ".project_id", "is not a project id") }
+        guard !project.isEmpty, project.utf8.count <= 900, project.utf8.allSatisfy(TopicName.isNameByte) else { throw ConfigError(config.path + ".project_id", "is not a project id") }
         self.app = app
         projectId = project
         sendURL = config.baseURL + "/v1/projects/" + project + "/messages:send"
@@ -152,13 +152,12 @@ public final class FCMProvider: TopicProvider {
         return done
     }
 
-    public func sendToTopic(_ notification: Notification, topic: String?, condition: String?) async -> DeliveryResult {
+    public func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult {
         let target: (String, String)
-        var shown = condition ?? topic ?? ""
+        var shown = condition ?? topic.map { "/topics/" + $0.name } ?? ""
         do throws(CommandError) {
             if let topic, condition == nil {
-                target = ("topic", try FCMTopicName.normalize(topic))
-                shown = "/topics/" + target.1
+                target = ("topic", topic.name)
             } else if let condition, topic == nil {
                 try FCMTopicName.checkCondition(condition)
                 target = ("condition", condition)
@@ -178,20 +177,17 @@ public final class FCMProvider: TopicProvider {
         }
     }
 
-    public func subscribe(_ devices: [Device], topic: String) async -> [DeliveryResult] {
+    public func subscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult] {
         await changeSubscription(add: true, devices, topic: topic)
     }
 
-    public func unsubscribe(_ devices: [Device], topic: String) async -> [DeliveryResult] {
+    public func unsubscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult] {
         await changeSubscription(add: false, devices, topic: topic)
     }
 
-    func changeSubscription(add: Bool, _ devices: [Device], topic: String) async -> [DeliveryResult] {
+    func changeSubscription(add: Bool, _ devices: [Device], topic: TopicName) async -> [DeliveryResult] {
         guard !devices.isEmpty else { return [] }
-        let name: String
-        do { name = try FCMTopicName.normalize(topic) } catch {
-            return devices.map { .failed($0, reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)]) }
-        }
+        let name = topic.name
         let outcomes = await topicManagement.change(add: add, topic: name, tokens: devices.map(\.registrationId))
         return zip(devices, outcomes).map { d, o in
             switch o {

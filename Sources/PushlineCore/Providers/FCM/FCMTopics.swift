@@ -1,32 +1,12 @@
-/// FCM topic names and conditions: what Google accepts.
+/// FCM topic conditions: what Google accepts. (Topic names themselves are `TopicName`.)
 ///
 /// ```swift
-/// try FCMTopicName.normalize("/topics/news")                       // "news"
 /// try FCMTopicName.checkCondition("'a' in topics && ('b' in topics || 'c' in topics)")
 /// ```
 public enum FCMTopicName {
     /// At most this many topics in one condition (Google's limit).
     public static let maxConditionTopics = 5
 
-    static func isNameByte(_ c: UInt8) -> Bool {
-        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-            || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: ".") || c == UInt8(ascii: "~")
-            || c == UInt8(ascii: "%")
-    }
-
-    /// Whether `name` (without prefix) matches `[a-zA-Z0-9-_.~%]+` (and Google's 900-byte limit).
-    public static func isValid(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 900 && name.utf8.allSatisfy(isNameByte)
-    }
-
-    /// The topic name without a `/topics/` prefix; throws `invalid_argument` on field `topic` when invalid.
-    public static func normalize(_ topic: String) throws(CommandError) -> String {
-        let name = topic.hasPrefix("/topics/") ? String(topic.dropFirst(8)) : topic
-        guard isValid(name) else {
-            throw .invalid("topic", "FCM topic names match [a-zA-Z0-9-_.~%]+ (optionally prefixed by /topics/)")
-        }
-        return name
-    }
 
     /// Checks an FCM condition: `'a' in topics`, `!`, `&&`, `||`, parentheses, at most five topics.
     /// Returns the topic names it mentions.
@@ -98,7 +78,7 @@ public enum FCMTopicName {
                 while i < b.count, b[i] != q { i += 1 }
                 guard i < b.count else { throw fail("unterminated topic name") }
                 let name = String(decoding: b[start..<i], as: UTF8.self)
-                guard FCMTopicName.isValid(name) else { throw ConditionError(message: "invalid topic name", offset: start) }
+                guard TopicName.isValid(name) else { throw ConditionError(message: "invalid topic name", offset: start) }
                 i += 1
                 skipSpaces()
                 guard eat("in") else { throw fail("expected 'in topics'") }
@@ -141,7 +121,7 @@ struct IIDTopicManagement: FCMTopicManagement {
 
     var baseURL: String
     var tokens: FCMTokenSource
-    var transport: HTTPTransport
+    var transport: any HTTPClient
     var tls: TLSOptions
     var timeoutMs: Int
     /// The fcm block's `max_connections`.

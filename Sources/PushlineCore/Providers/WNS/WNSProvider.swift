@@ -367,7 +367,7 @@ actor WNSTokenCache {
         var value: String
         var expiresAtMs: Int64
     }
-    let transport: HTTPTransport
+    let transport: any HTTPClient
     let tokenURL: String
     let form: [UInt8]
     let tls: TLSOptions
@@ -378,7 +378,7 @@ actor WNSTokenCache {
     /// Token fetches made (tests).
     private(set) var fetches = 0
 
-    init(transport: HTTPTransport, tokenURL: String, clientId: String, clientSecret: String, tls: TLSOptions, timeoutMs: Int) {
+    init(transport: any HTTPClient, tokenURL: String, clientId: String, clientSecret: String, tls: TLSOptions, timeoutMs: Int) {
         self.transport = transport
         self.tokenURL = tokenURL
         form = Array(

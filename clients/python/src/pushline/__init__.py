@@ -8,16 +8,18 @@
 See protocol.md in the Pushline repository for every command and error code.
 """
 
-from .client import (DEFAULT_SOCKET, PROTOCOL_MAJOR, UNSET, BulkChunkError, BulkResult, Client)
-from .errors import (BadJSON, Busy, ConnectionError, ConnectionTimeout, DuplicateRegistration,
+from .client import (DEFAULT_SOCKET, DEFAULT_TIMEOUT, PROTOCOL_MAJOR, UNSET, BulkChunkError, BulkResult, Client)
+from .results import (Device, DeviceResult, DevicesPage, RegisterResult, SendResult, SubscribeResult)
+from .errors import (ArgumentTypeError, BadJSON, Busy, ConnectionError, ConnectionTimeout, DuplicateRegistration,
                      InternalError, InvalidArgument, LineTooLong, NotFound, PayloadTooLarge,
                      ProtocolVersionError, ProviderError, ProviderNotConfigured, PushlineError,
                      ShuttingDown, UnknownCommand, error_from_response)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "Client", "BulkResult", "BulkChunkError", "UNSET", "PROTOCOL_MAJOR", "DEFAULT_SOCKET",
+    "Client", "BulkResult", "BulkChunkError", "UNSET", "PROTOCOL_MAJOR", "DEFAULT_SOCKET", "DEFAULT_TIMEOUT",
+    "Device", "DeviceResult", "DevicesPage", "RegisterResult", "SendResult", "SubscribeResult", "ArgumentTypeError",
     "PushlineError", "BadJSON", "LineTooLong", "UnknownCommand", "InvalidArgument", "NotFound",
     "DuplicateRegistration", "ProviderNotConfigured", "PayloadTooLarge", "Busy", "ShuttingDown",
     "ProviderError", "InternalError", "ConnectionError", "ConnectionTimeout", "ProtocolVersionError",

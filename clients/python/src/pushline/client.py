@@ -22,15 +22,22 @@ from dataclasses import dataclass, field
 from typing import (Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
-from .errors import (Busy, ConnectionError, ConnectionTimeout, PushlineError,
+from ._commands import DEFAULT, UNSET, Commands, _args, list_arg
+from .errors import (ArgumentTypeError, Busy, ConnectionError, ConnectionTimeout, PushlineError,
                      ProtocolVersionError, error_from_response)
 
-__all__ = ["Client", "BulkResult", "BulkChunkError", "UNSET", "PROTOCOL_MAJOR", "DEFAULT_SOCKET"]
+__all__ = ["Client", "BulkResult", "BulkChunkError", "UNSET", "PROTOCOL_MAJOR", "DEFAULT_SOCKET", "DEFAULT_TIMEOUT"]
 
 #: The protocol major version this client speaks.
 PROTOCOL_MAJOR = "1"
 #: The daemon's default socket path, used when neither an argument nor ``PUSHLINE_SOCKET`` names one.
 DEFAULT_SOCKET = "./var/pushline.sock"
+#: Seconds a request waits for its answer by default: longer than the daemon's own 30 s
+#: provider deadline (``request_timeout_ms``) plus its retries, so a slow provider gives a
+#: per-device ``timeout`` result rather than a client-side ConnectionTimeout while the send goes on.
+DEFAULT_TIMEOUT = 75.0
+#: Seconds to connect (and check the version) by default.
+DEFAULT_CONNECT_TIMEOUT = 5.0
 #: The daemon's default ``max_line_bytes``.
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 
@@ -41,54 +48,12 @@ IDEMPOTENT_COMMANDS = frozenset({"ping", "devices", "stats", "topics", "subscrib
 JSONDict = Dict[str, Any]
 
 
-class _Unset:
-    """Marker for "argument not given" where ``None`` means JSON ``null`` (``update``)."""
-
-    _instance: Optional["_Unset"] = None
-
-    def __new__(cls) -> "_Unset":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-#: Default of ``update``'s settable fields: leave the field unchanged (``None`` clears it).
-UNSET: Any = _Unset()
-
-
 class _Closed(Exception):
     """The daemon closed the connection (EOF) while a response was awaited."""
 
 
 def _encode(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def _args(**kwargs: Any) -> JSONDict:
-    """Drops arguments left at ``None`` or ``UNSET`` (absent in the request)."""
-    return {k: v for k, v in kwargs.items() if v is not None and v is not UNSET}
-
-
-def _users(users: Optional[Iterable[Any]]) -> Optional[List[str]]:
-    return None if users is None else [str(u) for u in users]
-
-
-def _time_arg(value: Union[int, float, str, _dt.datetime, _dt.date, None]) -> Union[int, str, None]:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
-        return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    return int(value)
 
 
 class _Connection:
@@ -158,11 +123,11 @@ class _Connection:
         self.next_id += 1
         return rid
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: Optional[float] = None) -> None:
         sock = self.sock
         if sock is None:
             raise BrokenPipeError("connection closed")
-        sock.settimeout(self.timeout)
+        sock.settimeout(timeout)
         sock.sendall(data)
 
     def read_line(self, deadline: Optional[float]) -> bytes:
@@ -237,12 +202,14 @@ class BulkResult:
         return not self.errors
 
 
-class Client:
+class Client(Commands):
     """A client for the Pushline daemon.
 
     ``socket_path`` defaults to the ``PUSHLINE_SOCKET`` environment variable,
     then ``./var/pushline.sock``. ``timeout`` (seconds, ``None`` for none)
-    bounds connecting and each request's round trip.
+    bounds each request's round trip (default 75 s, longer than the daemon's
+    30 s provider deadline); every method also takes its own ``timeout=``.
+    ``connect_timeout`` (default 5 s) bounds connecting and the version check.
 
     Threads: the client keeps **one connection per thread**
     (``threading.local``), so one ``Client`` can be shared by every thread of
@@ -262,9 +229,13 @@ class Client:
     ...     pl.send(users=["42"], message="Deploy done")
     """
 
-    def __init__(self, socket_path: Optional[str] = None, timeout: Optional[float] = 10.0) -> None:
+    def __init__(self, socket_path: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT,
+                 connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT) -> None:
         self.socket_path: str = socket_path or os.environ.get("PUSHLINE_SOCKET") or DEFAULT_SOCKET
         self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        if timeout is not None and self.connect_timeout is not None:
+            self.connect_timeout = min(self.connect_timeout, timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
@@ -297,11 +268,12 @@ class Client:
 
     def _open(self, track: bool = True) -> _Connection:
         """Connects and checks the protocol version with ``ping``."""
-        conn = _Connection(self.socket_path, self.timeout)
+        ct = self.connect_timeout
+        conn = _Connection(self.socket_path, ct)
         try:
             rid = conn.take_id()
-            conn.write(_encode({"id": rid, "cmd": "ping"}))
-            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            conn.write(_encode({"id": rid, "cmd": "ping"}), ct)
+            deadline = None if ct is None else time.monotonic() + ct
             resp = _parse_response(conn.read_line(deadline), rid)
             info = _result(resp)
         except PushlineError:
@@ -312,7 +284,7 @@ class Client:
             raise ConnectionError(f"'{self.socket_path}' closed the connection during the version check") from None
         except socket.timeout:
             conn.close()
-            raise ConnectionTimeout(f"no answer to ping from '{self.socket_path}' within {self.timeout} s") from None
+            raise ConnectionTimeout(f"no answer to ping from '{self.socket_path}' within {ct} s") from None
         except OSError as e:
             conn.close()
             raise ConnectionError(f"connection to '{self.socket_path}' failed: {e.strerror or e}") from None
@@ -347,18 +319,12 @@ class Client:
 
     # -- requests ----------------------------------------------------------
 
-    def call(self, cmd: str, **arguments: Any) -> JSONDict:
-        """Sends any command; returns the response without ``id``/``ok``, or raises its error.
-
-        The escape hatch for commands or arguments this client has no method for.
-
-        >>> pl.call("devices", user="42", limit=10)       # doctest: +SKIP
-        """
-        request = dict(arguments)
+    def _request(self, cmd: str, request: JSONDict, wrap: type, timeout: Any) -> Any:
         request["cmd"] = cmd
-        return _result(self._roundtrip(request))
+        t = self.timeout if timeout is DEFAULT else timeout
+        return wrap(_result(self._roundtrip(request, t)))
 
-    def _roundtrip(self, request: JSONDict) -> JSONDict:
+    def _roundtrip(self, request: JSONDict, timeout: Optional[float] = None) -> JSONDict:
         cmd = request.get("cmd")
         retry_lost = cmd in IDEMPOTENT_COMMANDS
         for attempt in (0, 1):
@@ -366,10 +332,10 @@ class Client:
             rid = conn.take_id()
             line = _encode({"id": rid, **request})
             try:
-                conn.write(line)
+                conn.write(line, timeout)
             except socket.timeout:
                 self._drop(conn)
-                raise ConnectionTimeout(f"writing '{cmd}' to '{self.socket_path}' timed out after {self.timeout} s",
+                raise ConnectionTimeout(f"writing '{cmd}' to '{self.socket_path}' timed out after {timeout} s",
                                         request_sent=True) from None
             except OSError as e:
                 # EPIPE/ECONNRESET: the daemon had gone; it read nothing of this request.
@@ -377,12 +343,12 @@ class Client:
                 if attempt == 0:
                     continue
                 raise ConnectionError(f"cannot write to '{self.socket_path}': {e.strerror or e}") from None
-            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            deadline = None if timeout is None else time.monotonic() + timeout
             try:
                 return _parse_response(conn.read_line(deadline), rid)
             except socket.timeout:
                 self._drop(conn)
-                raise ConnectionTimeout(f"no response to '{cmd}' within {self.timeout} s "
+                raise ConnectionTimeout(f"no response to '{cmd}' within {timeout} s "
                                         "(the daemon may still carry it out)", request_sent=True) from None
             except (_Closed, OSError) as e:
                 self._drop(conn)
@@ -396,50 +362,7 @@ class Client:
                 raise
         raise ConnectionError(f"cannot reach '{self.socket_path}'")  # pragma: no cover - loop always returns/raises
 
-    # -- commands ----------------------------------------------------------
-
-    def ping(self) -> JSONDict:
-        """``ping``: ``{"version": "0.1.0", "protocol": "1.0"}``."""
-        return self.call("ping")
-
-    def register(self, *, platform: Optional[str] = None, registration_id: Optional[str] = None,
-                 app: Optional[str] = None, name: Optional[str] = None, user: Union[str, int, None] = None,
-                 device_id: Optional[str] = None, active: Optional[bool] = None,
-                 p256dh: Optional[str] = None, auth: Optional[str] = None, browser: Optional[str] = None,
-                 devices: Optional[Sequence[Mapping[str, Any]]] = None) -> JSONDict:
-        """``register``: one device from keyword arguments, or many with ``devices=[{...}, ...]``.
-
-        Returns ``{"created": True, "updated": False, "device": {...}}`` for one device,
-        ``{"created": n, "updated": m, "devices": [...]}`` for a batch (all or none).
-
-        >>> pl.register(platform="fcm", registration_id=token, user=42)     # doctest: +SKIP
-        """
-        single = _args(platform=platform, registration_id=registration_id, app=app, name=name,
-                       user=None if user is None else str(user), device_id=device_id, active=active,
-                       p256dh=p256dh, auth=auth, browser=browser)
-        if devices is not None:
-            if single:
-                raise TypeError("register: pass either devices=[...] or one device's fields, not both")
-            return self.call("register", devices=[dict(d) for d in devices])
-        return self.call("register", **single)
-
-    def unregister(self, *, device: Optional[int] = None, ids: Optional[Sequence[int]] = None,
-                   registration_id: Optional[str] = None, registration_ids: Optional[Sequence[str]] = None,
-                   platform: Optional[str] = None, app: Optional[str] = None) -> JSONDict:
-        """``unregister``: deletes devices; returns ``{"deleted": n, "not_found": [...]}``."""
-        return self.call("unregister", **_args(device=device, ids=None if ids is None else list(ids),
-                                               registration_id=registration_id,
-                                               registration_ids=None if registration_ids is None else list(registration_ids),
-                                               platform=platform, app=app))
-
-    def devices(self, *, app: Optional[str] = None, platform: Optional[str] = None,
-                user: Union[str, int, None] = None, active: Optional[bool] = None,
-                registration_id: Optional[str] = None, ids: Optional[Sequence[int]] = None,
-                limit: Optional[int] = None, after: Optional[int] = None) -> JSONDict:
-        """``devices``: one page, ``{"devices": [...], "next": <after for the next page> or None}``."""
-        return self.call("devices", **_args(app=app, platform=platform, user=None if user is None else str(user),
-                                            active=active, registration_id=registration_id,
-                                            ids=None if ids is None else list(ids), limit=limit, after=after))
+    # -- commands (see _commands.Commands) -------------------------------
 
     def iter_devices(self, *, page_size: int = 1000, **filters: Any) -> Iterator[JSONDict]:
         """Yields every device matching the ``devices`` filters, fetching page after page.
@@ -454,86 +377,6 @@ class Client:
             after = page.get("next")
             if after is None:
                 return
-
-    def update(self, *, device: Optional[int] = None, registration_id: Optional[str] = None,
-               platform: Optional[str] = None, app: Optional[str] = None,
-               name: Any = UNSET, user: Any = UNSET, device_id: Any = UNSET, active: Any = UNSET) -> JSONDict:
-        """``update``: changes a device named by ``device`` (registry id) or ``registration_id`` + ``platform``.
-
-        Settable: ``name``, ``user``, ``device_id`` (``None`` clears), ``active``. Returns ``{"device": {...}}``.
-        """
-        request = _args(device=device, registration_id=registration_id, platform=platform, app=app)
-        for key, value in (("name", name), ("user", user), ("device_id", device_id), ("active", active)):
-            if value is not UNSET:
-                request[key] = str(value) if key == "user" and isinstance(value, int) and not isinstance(value, bool) else value
-        return self.call("update", **request)
-
-    def prune(self, *, inactive_before: Union[int, float, str, _dt.datetime, _dt.date, None] = None) -> JSONDict:
-        """``prune``: deletes inactive devices (optionally only those inactive before a time); ``{"deleted": n}``."""
-        return self.call("prune", **_args(inactive_before=_time_arg(inactive_before)))
-
-    def stats(self) -> JSONDict:
-        """``stats``: device counts by app/platform, uptime, connections, pending, notifications."""
-        return self.call("stats")
-
-    @staticmethod
-    def _target(ids: Optional[Sequence[int]], registration_ids: Optional[Sequence[str]],
-                users: Optional[Iterable[Any]], filter: Optional[Mapping[str, Any]],
-                platform: Optional[str], app: Optional[str]) -> JSONDict:
-        return _args(ids=None if ids is None else list(ids),
-                     registration_ids=None if registration_ids is None else list(registration_ids),
-                     users=_users(users), filter=None if filter is None else dict(filter),
-                     platform=platform, app=app)
-
-    def send(self, *, ids: Optional[Sequence[int]] = None, registration_ids: Optional[Sequence[str]] = None,
-             users: Optional[Iterable[Any]] = None, filter: Optional[Mapping[str, Any]] = None,
-             platform: Optional[str] = None, app: Optional[str] = None, **notification: Any) -> JSONDict:
-        """``send``: one notification (protocol.md section 6 fields as keywords) to one target.
-
-        Returns ``{"sent": n, "failed": m, "results": [...]}``; per-device failures are
-        entries with ``"status": "failed"``, not exceptions.
-
-        >>> pl.send(users=["42"], message="Your order shipped", badge=1, extra={"order": 981})  # doctest: +SKIP
-        """
-        return self.call("send", **self._target(ids, registration_ids, users, filter, platform, app),
-                         **_args(**notification))
-
-    def bulk(self, *, ids: Optional[Sequence[int]] = None, registration_ids: Optional[Sequence[str]] = None,
-             users: Optional[Iterable[Any]] = None, filter: Optional[Mapping[str, Any]] = None,
-             platform: Optional[str] = None, app: Optional[str] = None,
-             messages: Optional[Sequence[Mapping[str, Any]]] = None, **notification: Any) -> JSONDict:
-        """``bulk``: ``send`` for large target lists, or ``messages=[{target + notification}, ...]``."""
-        request = self._target(ids, registration_ids, users, filter, platform, app)
-        if messages is not None:
-            request["messages"] = [dict(m) for m in messages]
-        return self.call("bulk", **request, **_args(**notification))
-
-    def topic(self, *, topic: Optional[str] = None, condition: Optional[str] = None, app: Optional[str] = None,
-              **notification: Any) -> JSONDict:
-        """``topic``: sends to an FCM topic (``topic="news"``) or ``condition``."""
-        return self.call("topic", **_args(topic=topic, condition=condition, app=app), **_args(**notification))
-
-    def subscribe(self, *, topic: str, app: Optional[str] = None, ids: Optional[Sequence[int]] = None,
-                  registration_ids: Optional[Sequence[str]] = None, users: Optional[Iterable[Any]] = None,
-                  filter: Optional[Mapping[str, Any]] = None, platform: Optional[str] = None) -> JSONDict:
-        """``subscribe``: adds FCM devices chosen by a target to a topic; ``{"succeeded", "failed", "results"}``."""
-        return self.call("subscribe", topic=topic, **self._target(ids, registration_ids, users, filter, platform, app))
-
-    def unsubscribe(self, *, topic: str, app: Optional[str] = None, ids: Optional[Sequence[int]] = None,
-                    registration_ids: Optional[Sequence[str]] = None, users: Optional[Iterable[Any]] = None,
-                    filter: Optional[Mapping[str, Any]] = None, platform: Optional[str] = None) -> JSONDict:
-        """``unsubscribe``: removes FCM devices chosen by a target from a topic."""
-        return self.call("unsubscribe", topic=topic, **self._target(ids, registration_ids, users, filter, platform, app))
-
-    def topics(self, *, ids: Optional[Sequence[int]] = None, registration_ids: Optional[Sequence[str]] = None,
-               users: Optional[Iterable[Any]] = None, filter: Optional[Mapping[str, Any]] = None,
-               platform: Optional[str] = None, app: Optional[str] = None) -> JSONDict:
-        """``topics``: ``{"devices": [{"id": 21, "topics": ["news"]}, ...]}`` for the devices of a target."""
-        return self.call("topics", **self._target(ids, registration_ids, users, filter, platform, app))
-
-    def subscribers(self, *, topic: str, app: Optional[str] = None) -> JSONDict:
-        """``subscribers``: ``{"devices": [...]}`` recorded in a topic."""
-        return self.call("subscribers", **_args(topic=topic, app=app))
 
     # -- pipelined bulk ----------------------------------------------------
 
@@ -560,12 +403,16 @@ class Client:
         """
         if target not in ("ids", "registration_ids", "users"):
             raise ValueError("target must be 'ids', 'registration_ids' or 'users'")
+        if isinstance(targets, (str, bytes, bytearray, int, Mapping)) or not isinstance(targets, Iterable):
+            raise ArgumentTypeError("targets", f"expected an iterable of {target}, got {type(targets).__name__} "
+                                               f"{targets!r:.40}")
+        kind = {"ids": "id", "registration_ids": "token", "users": "user"}[target]
         if chunk < 1 or window < 1:
             raise ValueError("chunk and window must be at least 1")
         common = _args(platform=platform, app=app, **notification)
 
         def encode(items: List[Any]) -> List[Tuple[List[Any], bytes]]:
-            body = {"cmd": "bulk", target: [str(t) for t in items] if target == "users" else items, **common}
+            body = {"cmd": "bulk", target: list_arg("targets", items, kind), **common}
             # The id is added when written: leave room for it.
             data = _encode(body)
             if len(data) + 32 > max_line_bytes and len(items) > 1:

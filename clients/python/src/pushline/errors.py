@@ -21,6 +21,7 @@ __all__ = [
     "LineTooLong",
     "UnknownCommand",
     "InvalidArgument",
+    "ArgumentTypeError",
     "NotFound",
     "DuplicateRegistration",
     "ProviderNotConfigured",
@@ -45,6 +46,9 @@ class PushlineError(Exception):
     """
 
     code: str = "internal_error"
+    #: Whether the same call may succeed if made again later, unchanged: the daemon did nothing
+    #: (``busy``, ``shutting_down``, a connection that failed before the request was written...).
+    retryable: bool = False
 
     def __init__(self, code: Optional[str] = None, message: str = "",
                  details: Optional[Mapping[str, Any]] = None) -> None:
@@ -91,6 +95,15 @@ class InvalidArgument(PushlineError):
     code = "invalid_argument"
 
 
+class ArgumentTypeError(InvalidArgument, TypeError):
+    """An argument of the wrong type, caught by the client before anything was sent
+    (e.g. ``users="42"`` where a list is expected): an :class:`InvalidArgument` and a
+    ``TypeError``; ``field`` names the argument."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__("invalid_argument", f"field '{field}': {message}", {"field": field})
+
+
 class NotFound(PushlineError):
     """The device (or other object) named does not exist (``not_found``)."""
     code = "not_found"
@@ -134,6 +147,7 @@ class PayloadTooLarge(PushlineError):
 class Busy(PushlineError):
     """The daemon has too much work queued; nothing was done (``busy``). Retry after ``retry_after_ms``."""
     code = "busy"
+    retryable = True
 
     @property
     def retry_after_ms(self) -> Optional[int]:
@@ -143,16 +157,20 @@ class Busy(PushlineError):
 class ShuttingDown(PushlineError):
     """The daemon is stopping (``shutting_down``); nothing was done."""
     code = "shutting_down"
+    retryable = True
 
 
 class ProviderError(PushlineError):
     """A provider-wide failure outside any single device (``provider_error``)."""
     code = "provider_error"
+    retryable = True
 
 
 class InternalError(PushlineError):
     """A daemon bug or I/O failure (``internal_error``), or an error code this client does not know."""
     code = "internal_error"
+    #: A rejected request changed nothing (protocol.md section 2); an I/O failure may pass.
+    retryable = True
 
 
 class ConnectionError(PushlineError):  # noqa: A001 - deliberately named like the builtin, inside this package
@@ -168,6 +186,11 @@ class ConnectionError(PushlineError):  # noqa: A001 - deliberately named like th
                  *, request_sent: bool = False) -> None:
         super().__init__("connection_error", message, details)
         self.request_sent = request_sent
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        """True when the request was not written: sending it again cannot do it twice."""
+        return not self.request_sent
 
 
 class ConnectionTimeout(ConnectionError):

@@ -30,7 +30,11 @@ module Pushline
       "#{code}: #{super}"
     end
 
+    # Whether the same call may succeed if made again later, unchanged (the daemon did nothing).
+    def retryable? = self.class::RETRYABLE
+
     CODE = "internal_error"
+    RETRYABLE = false
   end
 
   # The line was not a JSON object (+bad_json+).
@@ -47,6 +51,14 @@ module Pushline
 
   # A missing or invalid argument (+invalid_argument+); #field names it.
   class InvalidArgument < Error; CODE = "invalid_argument"; end
+
+  # An argument of the wrong type caught by the client before anything was sent
+  # (users: "42" where an Array is expected): an InvalidArgument naming the field.
+  class ArgumentTypeError < InvalidArgument
+    def initialize(field, message)
+      super("field '#{field}': #{message}", code: CODE, details: { "field" => field })
+    end
+  end
 
   # The device (or object) named does not exist (+not_found+).
   class NotFound < Error; CODE = "not_found"; end
@@ -72,17 +84,19 @@ module Pushline
   # Too much work queued; nothing was done (+busy+). Retry after #retry_after_ms.
   class Busy < Error
     CODE = "busy"
+    RETRYABLE = true
     def retry_after_ms = details["retry_after_ms"]
   end
 
   # The daemon is stopping (+shutting_down+).
-  class ShuttingDown < Error; CODE = "shutting_down"; end
+  class ShuttingDown < Error; CODE = "shutting_down"; RETRYABLE = true; end
 
   # A provider-wide failure outside any single device (+provider_error+).
-  class ProviderError < Error; CODE = "provider_error"; end
+  class ProviderError < Error; CODE = "provider_error"; RETRYABLE = true; end
 
   # A daemon bug or I/O failure (+internal_error+), or an unknown error code.
-  class InternalError < Error; CODE = "internal_error"; end
+  # A rejected request changed nothing (protocol.md section 2), so it may be retried.
+  class InternalError < Error; CODE = "internal_error"; RETRYABLE = true; end
 
   # The socket is missing, refused, closed or timed out. When #request_sent is
   # true the daemon may have carried the request out.
@@ -94,6 +108,9 @@ module Pushline
       @request_sent = request_sent
       super(message, code: CODE, details: details)
     end
+
+    # True when the request was not written: sending it again cannot do it twice.
+    def retryable? = !request_sent
   end
 
   # No response within the client's timeout.

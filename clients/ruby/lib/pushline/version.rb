@@ -2,7 +2,7 @@
 
 module Pushline
   # The gem's version.
-  VERSION = "0.1.0"
+  VERSION = "0.2.0"
   # The protocol major version this client speaks (protocol.md section 7).
   PROTOCOL_MAJOR = "1"
 end

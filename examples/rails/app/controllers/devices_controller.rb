@@ -11,12 +11,12 @@ class DevicesController < ApplicationController
 
   def create
     fields = params.permit(*DEVICE_FIELDS).to_h.symbolize_keys
-    reg = PUSHLINE.register(app: Rails.application.config.pushline_app, user: current_user.id, **fields)
+    reg = Pushline.client.register(app: pushline_app, user: current_user.id, **fields)
     render json: { device: reg["device"], created: true }, status: :created
   rescue Pushline::DuplicateRegistration
-    existing = PUSHLINE.devices(app: Rails.application.config.pushline_app, platform: fields[:platform],
-                                registration_id: fields[:registration_id])["devices"].first
-    render json: { device: existing, created: false }
+    # The token belongs to whoever registered it last (the phone changed hands or accounts):
+    # re-assign it to the current user; never render another user's device.
+    render json: { device: reassign(current_user.id.to_s, fields), created: false }
   rescue Pushline::InvalidArgument => e
     render json: { error: e.error_message, field: e.field }, status: :unprocessable_entity
   rescue Pushline::ConnectionError
@@ -25,10 +25,26 @@ class DevicesController < ApplicationController
 
   def destroy
     # Only the user's own device.
-    mine = PUSHLINE.devices(user: current_user.id, ids: [params[:id].to_i])["devices"]
+    mine = Pushline.client.devices(user: current_user.id, ids: [params[:id].to_i])["devices"]
     return head :not_found if mine.empty?
 
-    PUSHLINE.unregister(device: mine.first["id"])
+    Pushline.client.unregister(device: mine.first["id"])
     head :no_content
+  end
+
+  private
+
+  def pushline_app = Pushline.configuration.app
+
+  # The user's own device keeps what they did not resend; another user's device gets this
+  # user's name and device id (or none), so nothing of the previous owner stays attached.
+  def reassign(user, fields)
+    key = { app: pushline_app, platform: fields[:platform], registration_id: fields[:registration_id] }
+    found = Pushline.client.devices(**key)["devices"].first
+    mine = found && found["user"] == user
+    changes = { user: user, active: true }
+    %i[name device_id].each { |k| changes[k] = fields[k] if fields.key?(k) || !mine }
+    %i[p256dh auth].each { |k| changes[k] = fields[k] if fields.key?(k) }
+    Pushline.client.update(**key, **changes)["device"]
   end
 end

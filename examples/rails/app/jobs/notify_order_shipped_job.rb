@@ -9,18 +9,18 @@ class NotifyOrderShippedJob < ApplicationJob
 
   def perform(order_id)
     order = Order.find(order_id)
-    result = PUSHLINE.send_message(
+    result = Pushline.client.send_message(
       users: [order.user_id],
-      app: Rails.application.config.pushline_app,
+      app: Pushline.configuration.app,
       title: "Good news",
       message: "Order ##{order.id} has shipped",
       badge: 1,
       extra: { order: order.id },
       collapse_id: "order-#{order.id}"
     )
-    result["results"].select { |r| r["status"] == "failed" }.each do |r|
-      # Dead tokens were already deactivated by the daemon (r["deactivated"]).
-      Rails.logger.info("push to device #{r['id']} failed: #{r['reason']}")
+    result.failures.each do |r|
+      # Dead tokens were already deactivated by the daemon (r.deactivated?).
+      Rails.logger.info("push to device #{r.id} failed: #{r.reason} (#{r.reason_class})")
     end
   rescue Pushline::ProviderNotConfigured => e
     Rails.logger.warn("push not configured for #{e.app}/#{e.platform}")

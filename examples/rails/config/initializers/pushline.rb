@@ -1,13 +1,13 @@
 # frozen_string_literal: true
 
-# One Pushline client per process. Pushline::Client serializes requests on one
-# connection with a Mutex, so it is safe to share between Puma threads; it
-# reconnects by itself after a fork or a daemon restart.
+# The pushline gem's Railtie reads config.pushline (see config/application.rb or set
+# PUSHLINE_SOCKET); this initializer shows the same with Pushline.configure. The
+# process-wide Pushline.client keeps one connection per Puma thread (a slow send never
+# blocks another thread's registration) and reconnects after a fork or a daemon restart.
 require "pushline"
 
-Rails.application.config.pushline_app = ENV.fetch("PUSHLINE_APP", "default")
-
-PUSHLINE = Pushline::Client.new(
-  socket_path: ENV.fetch("PUSHLINE_SOCKET", "/run/pushline/pushline.sock"),
-  timeout: 5
-)
+Pushline.configure do |c|
+  c.socket_path = ENV.fetch("PUSHLINE_SOCKET", "/run/pushline/pushline.sock")
+  c.timeout = 75 # seconds per request: longer than the daemon's 30 s provider deadline
+  c.app = ENV.fetch("PUSHLINE_APP", "default")
+end
