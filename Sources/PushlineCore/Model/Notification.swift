@@ -101,7 +101,7 @@ public struct Notification: Sendable {
         expiration = try Self.int(o, "expiration", min: 0)
         collapseId = try Self.string(o, "collapse_id")
         pushType = try Self.string(o, "push_type")
-        timeToLive = try Self.int(o, "time_to_live", min: 0)
+        timeToLive = try Self.int(o, "time_to_live", min: 0, max: Self.maxTimeToLive)
         topic = try Self.string(o, "topic")
         dryRun = try Self.bool(o, "dry_run") ?? false
     }
@@ -133,10 +133,15 @@ public struct Notification: Sendable {
         if let i = v.intValue, i == 0 || i == 1 { return i == 1 }
         throw .invalid(k, "expected a boolean, got \(v.typeName)")
     }
-    static func int(_ o: JSONObject, _ k: String, min: Int64) throws(CommandError) -> Int64? {
+    static func int(_ o: JSONObject, _ k: String, min: Int64, max: Int64 = .max) throws(CommandError) -> Int64? {
         guard let v = o[k], !v.isNull else { return nil }
         guard let i = v.intValue else { throw .invalid(k, "expected an integer, got \(v.typeName)") }
         guard i >= min else { throw .invalid(k, "must be at least \(min)") }
+        guard i <= max else { throw .invalid(k, "must be at most \(max)") }
         return i
     }
+
+    /// The largest `time_to_live` (2^31 - 1 seconds, 68 years): APNs and FCM add it to the
+    /// current time, which overflowed (and stopped the daemon) for values near 2^63.
+    public static let maxTimeToLive = Int64(Int32.max)
 }

@@ -147,9 +147,11 @@ public struct DeviceInput: Sendable, Equatable {
     /// A token shortened for messages and logs: URLs to scheme and host, others to 8 characters.
     public static func redact(_ token: String) -> String {
         let u = Array(token.utf8)
-        if u.starts(with: Array("https://".utf8)) {
-            let rest = u[8...]
-            let hostEnd = rest.firstIndex(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }) ?? rest.endIndex
+        // An endpoint URL keeps its host (public) and hides its path. Without a path there is
+        // nothing to hide the token behind (fuzz request: "https://push. x" was echoed whole).
+        if u.starts(with: Array("https://".utf8)),
+            let hostEnd = u[8...].firstIndex(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") })
+        {
             let host = String(decoding: u[8..<min(hostEnd, 8 + 64)], as: UTF8.self)
             return "https://\(host)/..."
         }

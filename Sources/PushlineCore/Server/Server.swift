@@ -52,14 +52,14 @@ public final class Server: @unchecked Sendable {
     final class Connection {
         let id: UInt64
         let fd: Int32
-        var readBuffer: [UInt8] = []
+        /// Splits the byte stream into request lines (see `LineFramer`).
+        var framer: LineFramer
         /// Bytes to write, in order; `writeOffset` is how much of the first segment is written.
         /// Small responses are appended to the last segment (one write for many pipelined
         /// answers); large ones (a bulk's results) are queued as they are, never copied; spooled
         /// results are read from their file a piece at a time as the socket takes them.
         var writeQueue: [JSONSegment] = []
         var writeOffset = 0
-        var discarding = false
         var nextSeq: UInt64 = 0
         var writeSeq: UInt64 = 0
         var ready: [UInt64: [JSONSegment]] = [:]
@@ -75,11 +75,12 @@ public final class Server: @unchecked Sendable {
         /// The peer's credentials (SO_PEERCRED), for logs.
         let pid: Int32
         let uid: UInt32
-        init(id: UInt64, fd: Int32, pid: Int32, uid: UInt32) {
+        init(id: UInt64, fd: Int32, pid: Int32, uid: UInt32, maxLineBytes: Int) {
             self.id = id
             self.fd = fd
             self.pid = pid
             self.uid = uid
+            framer = LineFramer(maxLineBytes: maxLineBytes)
         }
         var inflight: UInt64 { nextSeq - writeSeq }
         /// Nothing is waiting to be written.
@@ -470,7 +471,7 @@ public final class Server: @unchecked Sendable {
             close(fd)
             return
         }
-        let c = Connection(id: nextConnID, fd: fd, pid: pid, uid: uid)
+        let c = Connection(id: nextConnID, fd: fd, pid: pid, uid: uid, maxLineBytes: maxLineBytes)
         nextConnID += 1
         connections[fd] = c
         activeConnections.add(1, ordering: .relaxed)
@@ -586,58 +587,24 @@ public final class Server: @unchecked Sendable {
     }
 
     private func consume(_ c: Connection, _ chunk: [UInt8], count: Int) {
-        var start = 0
-        while start < count {
-            // Find the next newline in chunk[start..<count].
-            var nl = -1
-            chunk.withUnsafeBufferPointer { p in
-                if let base = p.baseAddress, let hit = memchr(base + start, 0x0A, count - start) {
-                    nl = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
-                }
-            }
-            if c.discarding {
-                if nl < 0 { return }
-                c.discarding = false
-                start = nl + 1
-                continue
-            }
-            if nl < 0 {
-                c.readBuffer.append(contentsOf: chunk[start..<count])
-                if c.readBuffer.count > maxLineBytes {
-                    c.readBuffer.removeAll(keepingCapacity: false)
-                    c.discarding = true
-                    lineTooLong(c)
-                }
-                return
-            }
-            if c.readBuffer.isEmpty {
-                if nl - start > maxLineBytes {
-                    lineTooLong(c)
-                } else {
-                    chunk.withUnsafeBufferPointer { p in
-                        handleLine(c, UnsafeBufferPointer(rebasing: p[start..<nl]))
-                    }
-                }
-            } else {
-                c.readBuffer.append(contentsOf: chunk[start..<nl])
-                if c.readBuffer.count > maxLineBytes {
-                    lineTooLong(c)
-                } else {
-                    let line = c.readBuffer
-                    line.withUnsafeBufferPointer { handleLine(c, $0) }
-                }
-                // A long line's buffer (a 100k-device bulk is ~7 MB) is not kept for the next one.
-                c.readBuffer.removeAll(keepingCapacity: c.readBuffer.capacity <= 1 << 20)
-            }
-            start = nl + 1
-            if !c.readingPaused && mustPauseReading(c) {
-                // Keep the rest of this chunk for later and stop reading until responses drain.
-                if start < count { c.readBuffer.append(contentsOf: chunk[start..<count]) }
-                c.readingPaused = true
-                updateInterest(c)
-                return
-            }
+        chunk.withUnsafeBufferPointer { p in
+            c.framer.feed(UnsafeBufferPointer(rebasing: p[0..<count])) { frame(c, $0) }
         }
+    }
+
+    /// Handles one framing event; returns false to stop reading this connection until its
+    /// responses drain (the framer keeps the rest of the chunk).
+    private func frame(_ c: Connection, _ event: LineFramer.Event) -> Bool {
+        switch event {
+        case .line(let line): handleLine(c, line)
+        case .tooLong: lineTooLong(c)
+        }
+        if !c.readingPaused && mustPauseReading(c) {
+            c.readingPaused = true
+            updateInterest(c)
+            return false
+        }
+        return true
     }
 
     /// Too many requests in flight, or too many reply bytes its client has not read.
@@ -868,10 +835,8 @@ public final class Server: @unchecked Sendable {
             c.readingPaused = false
             changed = true
             // Process lines already buffered before reading more.
-            if !c.readBuffer.isEmpty {
-                let pending = c.readBuffer
-                c.readBuffer.removeAll(keepingCapacity: true)
-                consume(c, pending, count: pending.count)
+            if !c.framer.buffer.isEmpty {
+                c.framer.resume { frame(c, $0) }
                 if connections[c.fd] !== c { return }
             }
         }

@@ -116,6 +116,10 @@ public struct APNsMessage: Sendable {
             if let p = ro["payload"], !p.isNull {
                 guard let po = p.objectValue else { throw .invalid("apns.payload", "expected an object, got \(p.typeName)") }
                 payload = Self.deepMerge(payload, po)
+                // Apple refuses a payload whose `aps` is not a dictionary (fuzz apns: {"aps": 2} was sent).
+                guard case .object = payload["aps"] else {
+                    throw .invalid("apns.payload.aps", "expected an object, got \(payload["aps"]?.typeName ?? "nothing")")
+                }
             }
             if let h = ro["headers"], !h.isNull {
                 guard let ho = h.objectValue else { throw .invalid("apns.headers", "expected an object, got \(h.typeName)") }
@@ -123,6 +127,9 @@ public struct APNsMessage: Sendable {
                     let name = k.lowercased()
                     guard name.hasPrefix("apns-") else {
                         throw .invalid("apns.headers.\(k)", "only apns-* headers may be set")
+                    }
+                    guard WebWNS.isHeaderName(name) else {
+                        throw .invalid("apns.headers.\(k)", "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
                     }
                     switch v {
                     case .string(let s): rawHeaders.append((name, s))
@@ -198,6 +205,12 @@ public struct APNsMessage: Sendable {
         }
         if let c = headers.first(where: { $0.0 == "apns-collapse-id" })?.1, c.utf8.count > 64 {
             throw .invalid("apns.headers.apns-collapse-id", "APNs allows at most 64 bytes, got \(c.utf8.count)")
+        }
+        // A topic, collapse id or raw header value with CR, LF or NUL would end the header early.
+        for (name, value) in headers where !WebWNS.isSafeHeaderValue(value) {
+            let field = name == "apns-topic" && rawHeader(name) == nil ? "topic"
+                : name == "apns-collapse-id" && rawHeader(name) == nil ? "collapse_id" : "apns.headers.\(name)"
+            throw .invalid(field, "must not contain CR, LF or NUL (it is sent as the \(name) header)")
         }
         self.headers = headers
 

@@ -150,7 +150,10 @@ public final class WNSProvider: PushProvider {
                 case .bool(let b): value = b ? "true" : "false"
                 default: throw .invalid("wns.\(k)", "expected a string, integer or boolean")
                 }
-                guard !value.isEmpty, WebWNS.isSafeHeaderValue(value), WebWNS.isSafeHeaderValue(name) else {
+                guard WebWNS.isHeaderName(name) else {
+                    throw .invalid("wns.\(k)", "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+                }
+                guard !value.isEmpty, WebWNS.isSafeHeaderValue(value) else {
                     throw .invalid("wns.\(k)", "not a valid header value")
                 }
                 given.insert(name.lowercased())

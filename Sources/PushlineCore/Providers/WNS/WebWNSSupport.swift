@@ -143,6 +143,16 @@ enum WebWNS {
         !s.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
     }
 
+    /// Whether `s` is an HTTP field name: a non-empty RFC 9110 token (section 5.6.2: letters,
+    /// digits and !#$%&'*+-.^_`|~). Anything else (a space, ':', DEL, non-ASCII) would either
+    /// change the header libcurl sends or make the provider refuse the whole request.
+    static func isHeaderName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || "!#$%&'*+-.^_`|~".utf8.contains(c)
+        }
+    }
+
     /// The text after the first occurrence of `needle` in `s`, or nil (no Foundation `range(of:)`).
     static func after(_ needle: String, in s: Substring) -> Substring? {
         let n = Array(needle.utf8)
