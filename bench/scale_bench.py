@@ -178,6 +178,30 @@ def run_size(args, n):
         lat = sorted(stats_ms() for _ in range(20))
         out["stats"] = lat[len(lat) // 2]
         print(f"[{n:>9,}] stats: first {first:.1f} ms, median {lat[len(lat) // 2]:.1f} ms", flush=True)
+        if not args.no_topic:
+            # Topics on every platform (issue 16): every device subscribed to one topic in the
+            # registry, then a `topic` send fans out to all of them through the send pipeline.
+            t0 = time.time()
+            resp = c.raw({"cmd": "subscribe", "topic": "scale-news", "filter": {"platform": "apns"}})
+            sub_dt = time.time() - t0
+            assert b'"ok":true' in resp[:200], resp[:300]
+            del resp
+            settle_and_reset_peak(proc.pid)
+            cpu0 = cpu_s(proc.pid)
+            t0 = time.time()
+            line = c.raw({"cmd": "topic", "topic": "scale-news", "message": "A topic notification",
+                          "dry_run": bool(args.dry_run_only)})
+            dt = c.received_at - t0
+            cpu = cpu_s(proc.pid) - cpu0
+            peak = proc_status(proc.pid, "VmHWM") / 1024
+            ok, sent, failed, reasons = send_summary(line)
+            del line
+            assert ok, reasons
+            out["topic"] = n / dt
+            out["topic_rss"] = peak
+            print(f"[{n:>9,}] topic fan-out: subscribe all {sub_dt:.1f} s; send {dt:6.2f} s, {n / dt:8,.0f}/s, "
+                  f"sent {sent}, failed {failed}{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s "
+                  f"({cpu / n * 1e6:.1f} us each), peak RSS {peak:.0f} MB", flush=True)
         print(f"[{n:>9,}] database {(work / 'p.db').stat().st_size / 1e6:.0f} MB; "
               f"daemon peak RSS over the run {proc_status(proc.pid, 'VmHWM') / 1024:.0f} MB", flush=True)
     finally:
@@ -199,18 +223,20 @@ def main():
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--connections", type=int, default=2, help="apns max_connections")
     ap.add_argument("--dry-run-only", action="store_true", help="skip the real send (no sink traffic)")
+    ap.add_argument("--no-topic", action="store_true", help="skip the topic fan-out to every device")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {n: run_size(args, n) for n in sizes}
     if len(sizes) > 1:
         small, large = results[sizes[0]], results[sizes[-1]]
         print(f"== ratios {sizes[-1]:,} / {sizes[0]:,} (rates: 1.00 is linear; target >= 0.90 for dry run and send)")
-        for k, label in (("register", "batched register rate"), ("dry", "dry-run send rate"), ("send", "real send rate")):
+        for k, label in (("register", "batched register rate"), ("dry", "dry-run send rate"), ("send", "real send rate"),
+                         ("topic", "topic fan-out rate")):
             if k in small and k in large:
                 print(f"  {label}: {large[k] / small[k]:.2f}")
         # CPU per notification does not depend on the sink or on the machine's other load as rates do.
         for k, label in (("dry_cpu", "dry-run daemon CPU per notification"), ("send_cpu", "real send daemon CPU per notification"),
-                         ("dry_rss", "dry-run peak RSS"), ("send_rss", "send peak RSS"),
+                         ("dry_rss", "dry-run peak RSS"), ("send_rss", "send peak RSS"), ("topic_rss", "topic fan-out peak RSS"),
                          ("devices", "devices by user (median)"), ("devices_trim", "devices by user at the heap trim (max)"),
                          ("stats", "stats (median)")):
             if k in small and k in large:
