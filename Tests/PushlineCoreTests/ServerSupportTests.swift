@@ -59,7 +59,8 @@ import Glibc
     @Test func peerPolicyDefaults() {
         // 0660: the socket's group may write, so it is admitted by default; the own uid always.
         let p = PeerPolicy(PeerAccess(), socketGID: 50, mode: 0o660, ownUID: 1000)
-        #expect(p.uids == [1000] && p.gids == [50])
+        #expect(p.uids == [0, 1000] && p.gids == [50])
+        #expect(p.admits(uid: 0, gid: 0, groups: { [] }))  // root: administration of a daemon run as its own user
         #expect(p.admits(uid: 1000, gid: 7, groups: { [] }))
         #expect(p.admits(uid: 1001, gid: 50, groups: { [] }))
         #expect(p.admits(uid: 1001, gid: 7, groups: { [3, 50] }))
@@ -72,7 +73,7 @@ import Glibc
         }
         // Explicit lists replace the defaults, except the own uid.
         let e = PeerPolicy(PeerAccess(allowedUIDs: [5], allowedGIDs: []), socketGID: 50, mode: 0o660, ownUID: 1000)
-        #expect(e.uids == [5, 1000] && e.gids.isEmpty)
+        #expect(e.uids == [0, 5, 1000] && e.gids.isEmpty)
         #expect(!e.admits(uid: 1001, gid: 50, groups: { Issue.record("groups asked for with no allowed gids"); return [] }))
     }
 

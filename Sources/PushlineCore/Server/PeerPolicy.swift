@@ -24,12 +24,15 @@ public struct PeerPolicy: Sendable, Equatable {
     public var uids: Set<UInt32>
     public var gids: Set<UInt32>
 
-    /// `allowed_uids` default to the daemon's own uid, and the daemon's own uid is always
-    /// allowed (it owns the database anyway). `allowed_gids` default to the socket's group
-    /// when `mode` lets the group connect (write permission, 0o020), else to none.
+    /// `allowed_uids` default to the daemon's own uid, and the daemon's own uid and root are
+    /// always allowed: the daemon's uid owns the database anyway, and root can read it and
+    /// the daemon's memory (refusing root would only break `sudo pushline health` and other
+    /// administration of a daemon that runs as its own user). `allowed_gids` default to the
+    /// socket's group when `mode` lets the group connect (write permission, 0o020), else to none.
     public init(_ access: PeerAccess, socketGID: UInt32, mode: UInt32, ownUID: UInt32) {
         uids = Set(access.allowedUIDs ?? [])
         uids.insert(ownUID)
+        uids.insert(0)
         if let g = access.allowedGIDs {
             gids = Set(g)
         } else {
