@@ -13,6 +13,8 @@ PIP_PKGS   := h2 cryptography pytest django
 BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config
 # Operations tests: promtool and a real Prometheus (metrics), dpkg-deb is in dpkg.
 APT_PKGS   += prometheus
+# The Rails example's controller test (clients/ruby/test/rails_controller_test.rb).
+APT_PKGS   += ruby-rails
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 RELEASE    := $(BUILD_DIR)/release/pushline
