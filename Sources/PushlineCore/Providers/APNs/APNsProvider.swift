@@ -154,8 +154,11 @@ public final class APNsProvider: PushProvider {
         // Large sends go to the transport in batches (one suspension per batch, not per device),
         // two batches in flight so connections never idle between them. Only answers that need
         // more than one look (retries, a new provider token) get a task of their own.
+        // One send is a bulk of one message: the same batches as `send(_ messages:)`.
+        let one = [Addressed(notification, to: devices)]
+        let items = devices.indices.map { (message: 0, device: $0) }
         let out = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
-            await self.sendBatch(prepared, devices, range)
+            await self.sendItems([prepared], one, items, range)
         }
         return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
     }
@@ -204,8 +207,9 @@ public final class APNsProvider: PushProvider {
         }
     }
 
-    /// `sendBatch` for items of several messages: `items[range]` in one transport batch, each
-    /// with its message's prepared request; answers that need a retry go to `sendOne`.
+    /// Sends `items[range]` (positions in several messages, or in one send's devices) in one
+    /// transport batch, each with its message's prepared request and the key's current token;
+    /// answers that need a retry go to `sendOne`.
     func sendItems(
         _ prepared: [Prepared?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
     ) async -> Batches.Outcome<DeliveryResult> {
@@ -256,46 +260,6 @@ public final class APNsProvider: PushProvider {
                     let d = messages[k].devices[i]
                     group.addTask { (n, await self.sendOne(p, d, first: first)) }
                 }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
-        }
-    }
-
-    /// Sends `devices[range]` in one transport batch; hands answers that need a retry to `sendOne`.
-    func sendBatch(_ prepared: Prepared, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
-        if let reason = blockedReason() { return Batches.Outcome(range.map { ($0, .failed(devices[$0], reason: reason, retryable: false)) }) }
-        let p = await withCurrentToken(prepared)
-        var index: [Int] = []
-        var requests: [HTTPRequest] = []
-        index.reserveCapacity(range.count)
-        requests.reserveCapacity(range.count)
-        for i in range {
-            let d = devices[i]
-            guard Self.isValidToken(d.registrationId) else {
-                done.append((i, .failed(d, reason: Self.badTokenReason, retryable: false)))
-                continue
-            }
-            index.append(i)
-            requests.append(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
-        }
-        let answers = await context.transport.performAll(requests)
-        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
-        for (k, answer) in answers.enumerated() {
-            if case .success(let r) = answer, r.status == 200 {
-                done.append((index[k], Self.sentResult(devices[index[k]], r)))
-            } else {
-                again.append((index[k], answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (i, first) in retry { group.addTask { (i, await self.sendOne(p, devices[i], first: first)) } }
                 var out: [(Int, DeliveryResult)] = []
                 for await r in group { out.append(r) }
                 return out
