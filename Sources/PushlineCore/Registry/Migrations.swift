@@ -4,7 +4,7 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1, v2]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -82,6 +82,22 @@ enum Migrations {
             CREATE INDEX devices_inactive ON devices (inactive_at) WHERE active = 0;
             CREATE INDEX topic_subscriptions_topic_device ON topic_subscriptions (topic, device_id);
             DROP INDEX topic_subscriptions_topic;
+            """)
+    }
+
+    /// v3: the durable `events` feed (issue 13). `seq` only grows (AUTOINCREMENT never reuses
+    /// a pruned number), so a reader's cursor stays valid across pruning and restarts; `body`
+    /// is the event's fields as a JSON object; `at` is Unix ms, indexed for retention pruning.
+    @Sendable static func v3(_ db: Database) throws {
+        try db.exec(
+            """
+            CREATE TABLE events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                type TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                body TEXT NOT NULL
+            );
+            CREATE INDEX events_at ON events (at);
             """)
     }
 

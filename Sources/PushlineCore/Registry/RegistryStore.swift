@@ -428,6 +428,25 @@ final class RegistryStore {
             [.text(key), .text(value)])
     }
 
+    // MARK: events
+
+    /// Appends events to the feed inside the caller's transaction (they commit, or vanish,
+    /// with what they report); `eventsAppended` counts them so the runner can wake readers
+    /// waiting for newer events once the transaction has committed.
+    func appendEvents(_ events: [PushEvent]) throws {
+        guard !events.isEmpty else { return }
+        let insert = try db.statement("INSERT INTO events (type, at, body) VALUES (?, ?, ?)")
+        for e in events {
+            try insert.bind([.text(e.kind.rawValue), .int(e.at), .text(JSONValue.object(e.fields).jsonString)])
+            defer { insert.reset() }
+            _ = try insert.step()
+        }
+        eventsAppended += events.count
+    }
+
+    /// Events appended since the runner last reset it (see `appendEvents`).
+    var eventsAppended = 0
+
     // MARK: topics
 
     // Topic names arrive as `TopicName`, checked where the request was parsed.
