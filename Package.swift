@@ -17,12 +17,13 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         // Typed wrappers for what Swift cannot import (variadics, macros, glibc GNU extensions).
-        .target(name: "CPushlineShims", dependencies: ["CCurl", "COpenSSL", "CSQLite"]),
+        .target(name: "CPushlineShims", dependencies: ["CCurl", "COpenSSL", "CSQLite", "CPostgres"]),
         .target(
             name: "PushlineCore",
             dependencies: [
-                "CCurl", "COpenSSL", "CSQLite", "CPushlineShims",
+                "CCurl", "COpenSSL", "CSQLite", "CPostgres", "CPushlineShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]

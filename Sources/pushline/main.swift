@@ -43,7 +43,7 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the daemon.")
     @OptionGroup var options: ConfigOptions
     @Option(help: "Unix socket path (overrides the config).") var socket: String?
-    @Option(help: "SQLite database path (overrides the config).") var database: String?
+    @Option(help: "SQLite database path, sqlite:PATH, or a postgresql:// URI (overrides the config).") var database: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
 
     func run() throws {
@@ -77,13 +77,22 @@ struct CheckConfig: ParsableCommand {
             if errors.count > 1 { writeStderr("\(file): \(errors.count) errors\n") }
             throw ExitCode(1)
         }
-        var lines = ["\(file): OK", "socket: \(config.socket) (mode \(String(config.socketMode, radix: 8)))", "database: \(config.database)"]
+        var lines = ["\(file): OK", "socket: \(config.socket) (mode \(String(config.socketMode, radix: 8)))", Self.describeDatabase(config)]
         if let m = config.metricsListen { lines.append("metrics: \(m)") }
         for (name, app) in config.apps.sorted(by: { $0.key < $1.key }) {
             let p = Platform.allCases.filter { app.isConfigured($0) }.map(\.rawValue)
             lines.append("app \(name): \(p.isEmpty ? "no providers" : p.joined(separator: ", "))")
         }
         writeStdout(Array((lines.joined(separator: "\n") + "\n").utf8))
+    }
+
+    /// The backend and where it is, the password of a URI hidden (the config already parsed it).
+    static func describeDatabase(_ config: PushlineConfig) -> String {
+        switch try? DatabaseLocation(config.database) {
+        case .postgres(let c)?: return "database: PostgreSQL \(DatabaseLocation.redact(c)) (pool of \(config.databasePool))"
+        case .sqlite(let path)?: return "database: SQLite \(path)"
+        case nil: return "database: \(DatabaseLocation.redact(config.database))"
+        }
     }
 }
 

@@ -53,7 +53,7 @@ import Testing
         user.afterId = 10
         user.limit = 5000
         (sql, args) = s.devicesQuery(user)
-        Self.expectSearch(try Self.plan(s.db, sql, args), "INDEX devices_user (user=? AND rowid>?)")
+        Self.expectSearch(try Self.plan(s.db, sql, args), "INDEX devices_user (user_id=? AND rowid>?)")
         // A users target becomes one part per user, a filter without a user one per group.
         var users = DeviceFilter()
         users.users = ["u2", "u1", "u2"]
@@ -97,8 +97,8 @@ import Testing
         add("INDEX sqlite_autoindex_devices_1 (app=? AND platform=? AND registration_id=?)") {
             $0.app = "default"; $0.platform = .fcm; $0.registrationId = "f-1"; $0.active = true
         }
-        add("INDEX devices_user (user=? AND rowid>?)") { $0.user = "u1" }
-        add("INDEX devices_user (user=? AND rowid>?)") { $0.user = "u1"; $0.app = "default"; $0.platform = .fcm; $0.active = true }
+        add("INDEX devices_user (user_id=? AND rowid>?)") { $0.user = "u1" }
+        add("INDEX devices_user (user_id=? AND rowid>?)") { $0.user = "u1"; $0.app = "default"; $0.platform = .fcm; $0.active = true }
         add("INTEGER PRIMARY KEY (rowid=?)") { $0.ids = [3, 1, 2]; $0.user = "u1"; $0.app = "default" }
         for (f, using) in cases {
             let (sql, args) = s.devicesQuery(f)

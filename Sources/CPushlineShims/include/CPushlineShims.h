@@ -12,4 +12,5 @@
 #include "pl_openssl.h"
 #include "pl_systemd.h"
 #include "pl_net.h"
+#include "pl_pq.h"
 #endif

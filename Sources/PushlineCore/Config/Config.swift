@@ -8,6 +8,8 @@ public struct PushlineConfig: Sendable {
     public var socket: String = "./var/pushline.sock"
     public var socketMode: UInt32 = 0o660
     public var database: String = "./var/pushline.db"
+    /// PostgreSQL connections per daemon (`database_pool`); unused on SQLite.
+    public var databasePool: Int = 4
     public var updateOnDuplicateRegId: Bool = false
     public var maxLineBytes: Int = 1 << 20
     /// Who may connect (`allowed_uids`, `allowed_gids`); nil lists take the defaults (see `PeerPolicy`).
@@ -85,6 +87,8 @@ public struct PushlineConfig: Sendable {
             }
         }
         database = try r.string("database") ?? database
+        _ = try DatabaseLocation(database)
+        databasePool = try r.int("database_pool", range: 1...256) ?? databasePool
         updateOnDuplicateRegId = try r.bool("update_on_duplicate_reg_id") ?? false
         maxLineBytes = try r.int("max_line_bytes", range: 1024...(256 << 20)) ?? maxLineBytes
         maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending

@@ -15,8 +15,24 @@ public struct DatabaseError: Error, Sendable, CustomStringConvertible {
         return "sqlite error \(code): \(message)"
     }
 
-    /// The protocol error for a client: `internal_error` with this description.
-    public var commandError: CommandError { CommandError(.internalError, description) }
+    /// The backend-neutral failure: SQLite's primary result code (the low byte of the extended
+    /// one) decides the case; the column of a constraint comes from SQLite's message
+    /// ("UNIQUE constraint failed: devices.app, devices.platform, devices.registration_id").
+    public var failure: RegistryFailure {
+        switch code & 0xff {
+        case SQLITE_BUSY, SQLITE_LOCKED: return .busy(description)
+        case SQLITE_CONSTRAINT:
+            let columns = message.split(separator: ":").last.map { $0.split(separator: ",").map { $0.split(separator: ".").last.map(String.init) ?? "" } } ?? []
+            let field = columns.last.map { $0.trimmingCharacters(in: " ") }
+            return .constraint(field: field.flatMap { $0.isEmpty ? nil : $0 }, description)
+        case SQLITE_IOERR, SQLITE_FULL, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_CANTOPEN, SQLITE_PERM:
+            return .io(description)
+        default: return .other(description)
+        }
+    }
+
+    /// The protocol error for a client (see `RegistryFailure.commandError`).
+    public var commandError: CommandError { failure.commandError }
 }
 
 /// A value bound to a statement parameter.

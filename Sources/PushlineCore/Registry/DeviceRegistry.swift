@@ -43,6 +43,11 @@ public protocol DeviceRegistry: KeyValueStore {
     func topics(of deviceIds: [Int64]) async throws(CommandError) -> [Int64: [String]]
     /// Devices subscribed to `topic` (of `app` only, if given), ordered by id.
     func subscribers(of topic: TopicName, app: String?) async throws(CommandError) -> [Device]
+    /// Writes a timestamp and commits (the watchdog's and `health`'s check that the database
+    /// is reachable and writable); throws the database's error.
+    func probeWritable() async throws(CommandError)
+    /// Finishes queued work and closes the connections; later calls fail with `shutting_down`.
+    func close()
 }
 
 extension Registry: DeviceRegistry {}

@@ -4,7 +4,7 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -99,6 +99,13 @@ enum Migrations {
             );
             CREATE INDEX events_at ON events (at);
             """)
+    }
+
+    /// The `devices.user` column becomes `user_id` (issue 12): `user` is a reserved word in
+    /// PostgreSQL, and both backends now share column names. SQLite (3.25+) renames it in the
+    /// index `devices_user` and the count triggers too. The protocol's field stays `user`.
+    @Sendable static func renameUserColumn(_ db: Database) throws {
+        try db.exec("ALTER TABLE devices RENAME COLUMN user TO user_id")
     }
 
     /// The schema version this build writes.

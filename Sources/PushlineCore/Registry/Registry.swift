@@ -76,6 +76,8 @@ public final class Registry: Sendable {
                         r = .failure(e)
                     } catch let e as DatabaseError {
                         r = .failure(e.commandError)
+                    } catch let e as RegistryFailure {
+                        r = .failure(e.commandError)
                     } catch {
                         r = .failure(CommandError(.internalError, "\(error)"))
                     }

@@ -12,7 +12,7 @@ final class RegistryStore {
     }
 
     static let columns =
-        "id, platform, app, registration_id, name, user, device_id, active, created_at, updated_at, p256dh, auth, browser, inactive_reason, inactive_at"
+        "id, platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at, p256dh, auth, browser, inactive_reason, inactive_at"
 
     static func device(_ s: Statement) throws(DatabaseError) -> Device {
         let p = s.text(1) ?? ""
@@ -47,7 +47,7 @@ final class RegistryStore {
     func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool, now: Int64) throws -> [Registry.RegisterOutcome] {
         let insert = try db.statement(
             """
-            INSERT INTO devices (platform, app, registration_id, name, user, device_id, active, created_at, updated_at,
+            INSERT INTO devices (platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at,
                 p256dh, auth, browser, inactive_reason, inactive_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (app, platform, registration_id) DO NOTHING
@@ -100,7 +100,7 @@ final class RegistryStore {
             }
             let rows = try db.query(
                 """
-                UPDATE devices SET name = ?, user = ?, device_id = ?, p256dh = ?, auth = ?, browser = ?, active = ?,
+                UPDATE devices SET name = ?, user_id = ?, device_id = ?, p256dh = ?, auth = ?, browser = ?, active = ?,
                     inactive_reason = ?, inactive_at = ?, updated_at = ?
                 WHERE app = ? AND platform = ? AND registration_id = ?
                 RETURNING \(Self.columns)
@@ -145,7 +145,7 @@ final class RegistryStore {
     enum Access: Equatable {
         /// `id IN (...)`: one primary-key lookup per id.
         case ids
-        /// `devices_user (user, id)`: one user's devices, already in id order.
+        /// `devices_user (user_id, id)`: one user's devices, already in id order.
         case user
         /// `devices_user` for each of several users; the rows need a sort (unpaged use only).
         case users
@@ -193,9 +193,9 @@ final class RegistryStore {
         let keyed = access == .appPlatformActive || access == .token
         if let app = f.app { conds.append("\(col("app", searched: keyed)) = ?"); args.append(.text(app)) }
         if let p = f.platform { conds.append("\(col("platform", searched: keyed)) = ?"); args.append(.text(p.rawValue)) }
-        if let u = f.user { conds.append("\(col("user", searched: access == .user)) = ?"); args.append(.text(u)) }
+        if let u = f.user { conds.append("\(col("user_id", searched: access == .user)) = ?"); args.append(.text(u)) }
         if let us = f.users {
-            conds.append("\(col("user", searched: access == .users)) IN (SELECT value FROM json_each(?))")
+            conds.append("\(col("user_id", searched: access == .users)) IN (SELECT value FROM json_each(?))")
             args.append(.text(Self.jsonArray(us)))
         }
         if let a = f.active { conds.append("\(col("active", searched: access == .appPlatformActive)) = ?"); args.append(.from(a)) }
@@ -316,7 +316,7 @@ final class RegistryStore {
         }
         if let user = u.user {
             if let n = user { _ = try DeviceInput.limited(n, "user", max: 255) }
-            sets.append("user = ?"); args.append(.from(user))
+            sets.append("user_id = ?"); args.append(.from(user))
         }
         if let deviceId = u.deviceId {
             let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }

@@ -31,17 +31,25 @@ public enum Daemon {
             logger.critical("socket activation failed", metadata: ["error": "\(error.message)"])
             return 1
         }
-        for path in activation == nil ? [config.socket, config.database] : [config.database] {
+        let location: DatabaseLocation
+        do {
+            location = try DatabaseLocation(config.database)
+        } catch {
+            logger.critical("invalid database", metadata: ["error": "\(error)"])
+            return 1
+        }
+        let dirs = (activation == nil ? [config.socket] : []) + (location.sqlitePath.map { [$0] } ?? [])
+        for path in dirs {
             if let failure = makeParentDirectories(of: path) {
                 logger.critical("cannot create directory", metadata: ["path": "\(failure.path)", "error": "\(failure.error)"])
                 return 1
             }
         }
-        let registry: Registry
+        let registry: any DeviceRegistry
         do {
-            registry = try Registry(path: config.database, logger: logger)
+            registry = try location.open(poolSize: config.databasePool, logger: logger)
         } catch {
-            logger.critical("cannot open database", metadata: ["error": "\(error.message)"])
+            logger.critical("cannot open database", metadata: ["database": "\(location.description)", "error": "\(error.message)"])
             return 1
         }
         // No provider block, no transport: libcurl and OpenSSL stay unloaded on the embedded default.
@@ -112,7 +120,7 @@ public enum Daemon {
                         })
         let configured = providers.providers.keys.map { "\($0.app)/\($0.platform.rawValue)" }.sorted().joined(separator: ",")
         logger.info("ready", metadata: [
-            "version": "\(PushlineVersion.daemon)", "database": "\(config.database)",
+            "version": "\(PushlineVersion.daemon)", "database": "\(location.description)",
             "providers": "\(configured.isEmpty ? "none" : configured)", "pid": "\(getpid())",
         ])
         metricsServer?.start()

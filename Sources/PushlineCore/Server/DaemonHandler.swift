@@ -39,7 +39,7 @@ public final class DaemonHandler: RequestHandler {
         var generation: Int
     }
 
-    public let registry: Registry
+    public let registry: any DeviceRegistry
     let source: Source
     let logger: Logger
     let notifier: SystemdNotifier
@@ -53,7 +53,7 @@ public final class DaemonHandler: RequestHandler {
         "unsubscribe", "topics", "subscribers", "metrics", "health", "reload",
     ]
 
-    public init(dispatcher: Dispatcher, registry: Registry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
+    public init(dispatcher: Dispatcher, registry: any DeviceRegistry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
                 logger: Logger, connectionCount: @escaping @Sendable () -> Int) {
         self.registry = registry
         self.source = source
@@ -248,6 +248,7 @@ public final class DaemonHandler: RequestHandler {
         if old.socket != new.socket { out.append("socket") }
         if old.socketMode != new.socketMode { out.append("socket_mode") }
         if old.database != new.database { out.append("database") }
+        if old.databasePool != new.databasePool { out.append("database_pool") }
         if old.maxLineBytes != new.maxLineBytes { out.append("max_line_bytes") }
         if old.maxStreamsPerConnection != new.maxStreamsPerConnection { out.append("max_streams_per_connection") }
         if old.logLevel != new.logLevel { out.append("log_level") }

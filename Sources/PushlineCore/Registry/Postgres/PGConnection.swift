@@ -1,0 +1,192 @@
+import CPostgres
+import CPushlineShims
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed libpq call: what was being done, PostgreSQL's SQLSTATE (nil for a connection-level
+/// failure) and its primary message only. SQL text never carries values (they are always
+/// parameters), and the DETAIL line (which quotes keys, i.e. tokens) is never read, so this is
+/// safe to show. Never contains the connection string (which may hold a password).
+struct PGError: Error, CustomStringConvertible {
+    var context: String
+    var sqlstate: String?
+    var message: String
+    var constraint: String?
+    var column: String?
+    /// The connection is gone (or was never made): a new one may succeed.
+    var connectionLost: Bool
+
+    var description: String {
+        "postgresql \(sqlstate.map { "error \($0)" } ?? "connection failure"): \(message) (in: \(context))"
+    }
+
+    /// SQLSTATE classes (PostgreSQL documentation, appendix A "Error Codes").
+    var failure: RegistryFailure {
+        if connectionLost { return .unavailable(description, retryAfterMs: PostgresRegistry.retryAfterMs) }
+        guard let s = sqlstate else { return .other(description) }
+        switch s {
+        case "40001", "40P01", "55P03": return .busy(description)  // serialization, deadlock, lock not available
+        case "57P01", "57P02", "57P03": return .unavailable(description, retryAfterMs: PostgresRegistry.retryAfterMs)  // shutdown, cannot connect now
+        default: break
+        }
+        switch s.prefix(2) {
+        case "08": return .unavailable(description, retryAfterMs: PostgresRegistry.retryAfterMs)  // connection exception
+        case "23":  // integrity constraint violation
+            let field = column ?? constraint.map { $0 == "devices_token" ? "registration_id" : $0 }
+            return .constraint(field: field, description)
+        case "53", "58": return .io(description)  // insufficient resources, system error (disk full, I/O)
+        default: return .other(description)
+        }
+    }
+}
+
+/// One PostgreSQL connection (libpq `PGconn`): prepared statements cached by SQL text.
+///
+/// Not Sendable: confined to the pool thread that made it; `deinit` closes it (`PQfinish`).
+/// Every result is checked; a failure throws a `PGError` with the SQL it ran.
+///
+/// ```swift
+/// let c = try PGConnection(conninfo: "postgresql:///pushline?host=/run/postgresql")
+/// let r = try c.query("SELECT value FROM kv WHERE key = $1", [.text("a")])
+/// r.text(0, 0)
+/// ```
+final class PGConnection {
+    private let conn: OpaquePointer
+    private var prepared: [String: String] = [:]
+
+    /// Connects (blocking, at most `connect_timeout` if the conninfo sets one). The error never
+    /// includes `conninfo` (libpq's messages name host and port, never the password).
+    init(conninfo: String) throws(PGError) {
+        guard let c = PQconnectdb(conninfo) else {
+            throw PGError(context: "connect", sqlstate: nil, message: "out of memory", connectionLost: true)
+        }
+        guard PQstatus(c) == CONNECTION_OK else {
+            let msg = Self.trim(String(cString: PQerrorMessage(c)))
+            PQfinish(c)
+            throw PGError(context: "connect", sqlstate: nil, message: msg, connectionLost: true)
+        }
+        conn = c
+        pl_pq_silence_notices(c)
+    }
+
+    deinit { PQfinish(conn) }
+
+    /// Whether the connection is still usable (libpq noticed no loss).
+    var isOK: Bool { PQstatus(conn) == CONNECTION_OK }
+
+    /// Whether a transaction is open (or failed and not yet rolled back).
+    var inTransaction: Bool {
+        let s = PQtransactionStatus(conn)
+        return s == PQTRANS_INTRANS || s == PQTRANS_INERROR
+    }
+
+    static func trim(_ s: String) -> String {
+        var t = Substring(s)
+        while let last = t.last, last == "\n" || last == " " { t = t.dropLast() }
+        return t.replacingNewlines()
+    }
+
+    /// Runs SQL without parameters, possibly several statements (migrations, BEGIN/COMMIT).
+    func exec(_ sql: String) throws(PGError) {
+        let r = try check(PQexec(conn, sql), sql)
+        _ = r
+    }
+
+    /// Runs one statement with parameters (prepared once per connection) and returns its rows.
+    @discardableResult
+    func query(_ sql: String, _ params: [SQLValue] = []) throws(PGError) -> PGResult {
+        let name: String
+        if let n = prepared[sql] {
+            name = n
+        } else {
+            name = "s\(prepared.count + 1)"
+            _ = try check(PQprepare(conn, name, sql, Int32(params.count), nil), sql)
+            prepared[sql] = name
+        }
+        // Text parameters: C strings that live until PQexecPrepared returns.
+        let cstrings: [UnsafeMutablePointer<CChar>?] = params.map { v in
+            switch v {
+            case .null: return nil
+            case .int(let i): return strdup(String(i))
+            case .text(let s): return strdup(s)
+            }
+        }
+        defer { for p in cstrings { free(p) } }
+        let values: [UnsafePointer<CChar>?] = cstrings.map { $0.map { UnsafePointer($0) } }
+        let res = params.isEmpty
+            ? PQexecPrepared(conn, name, 0, nil, nil, nil, 0)
+            : PQexecPrepared(conn, name, Int32(params.count), values, nil, nil, 0)
+        return try check(res, sql)
+    }
+
+    /// Turns a result into a `PGResult`, or throws what went wrong (the result is freed).
+    private func check(_ res: OpaquePointer?, _ sql: String) throws(PGError) -> PGResult {
+        guard let res else {
+            throw PGError(context: sql, sqlstate: nil, message: Self.trim(String(cString: PQerrorMessage(conn))),
+                          connectionLost: PQstatus(conn) != CONNECTION_OK)
+        }
+        let r = PGResult(res)
+        let st = PQresultStatus(res)
+        if st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY { return r }
+        let state = pl_pq_sqlstate(res).map { String(cString: $0) }
+        let primary = pl_pq_primary_message(res).map { String(cString: $0) } ?? Self.trim(String(cString: PQerrorMessage(conn)))
+        throw PGError(
+            context: sql, sqlstate: state, message: primary,
+            constraint: pl_pq_constraint_name(res).map { String(cString: $0) },
+            column: pl_pq_column_name(res).map { String(cString: $0) },
+            connectionLost: PQstatus(conn) != CONNECTION_OK)
+    }
+
+    // MARK: array parameters (text form, PostgreSQL's array input syntax)
+
+    static func array(_ ints: [Int64]) -> SQLValue { .text("{" + ints.map(String.init).joined(separator: ",") + "}") }
+    static func array(_ bools: [Bool]) -> SQLValue { .text("{" + bools.map { $0 ? "t" : "f" }.joined(separator: ",") + "}") }
+    /// Each element double-quoted, `\` and `"` escaped; nil is NULL.
+    static func array(_ strings: [String?]) -> SQLValue {
+        var out = "{"
+        out.reserveCapacity(strings.count * 24)
+        for (i, s) in strings.enumerated() {
+            if i > 0 { out += "," }
+            guard let s else { out += "NULL"; continue }
+            out += "\""
+            for ch in s.unicodeScalars {
+                if ch == "\\" || ch == "\"" { out.unicodeScalars.append("\\") }
+                out.unicodeScalars.append(ch)
+            }
+            out += "\""
+        }
+        return .text(out + "}")
+    }
+}
+
+/// One libpq result, freed (`PQclear`) in deinit; values read as text.
+final class PGResult {
+    let res: OpaquePointer
+    init(_ res: OpaquePointer) { self.res = res }
+    deinit { PQclear(res) }
+
+    var rows: Int { Int(PQntuples(res)) }
+    func isNull(_ row: Int, _ col: Int) -> Bool { PQgetisnull(res, Int32(row), Int32(col)) != 0 }
+    func text(_ row: Int, _ col: Int) -> String? {
+        if isNull(row, col) { return nil }
+        return String(cString: PQgetvalue(res, Int32(row), Int32(col)))
+    }
+    func int(_ row: Int, _ col: Int) -> Int64 { optionalInt(row, col) ?? 0 }
+    func optionalInt(_ row: Int, _ col: Int) -> Int64? {
+        if isNull(row, col) { return nil }
+        // Parsed from the C string directly (no String allocation per value).
+        return strtoll(PQgetvalue(res, Int32(row), Int32(col)), nil, 10)
+    }
+    func bool(_ row: Int, _ col: Int) -> Bool {
+        if isNull(row, col) { return false }
+        return PQgetvalue(res, Int32(row), Int32(col)).pointee == CChar(UInt8(ascii: "t"))
+    }
+    /// The number of rows an UPDATE/DELETE/INSERT touched.
+    var affected: Int { Int(String(cString: PQcmdTuples(res))) ?? 0 }
+}
+
+extension Substring {
+    fileprivate func replacingNewlines() -> String { String(self.map { $0 == "\n" ? " " : $0 }) }
+}

@@ -1,0 +1,421 @@
+/// The registry's operations on one PostgreSQL connection: the PostgreSQL twin of
+/// `RegistryStore`, with the same results and errors (the conformance suite runs both).
+///
+/// The pool runs each call inside the transaction it opened for a write, so nothing here begins
+/// or commits. Lists travel as one array parameter (`= ANY($1::bigint[])`, `unnest`), so a batch
+/// is one round trip rather than one per device.
+struct PostgresStore {
+    let c: PGConnection
+
+    static let columns = RegistryStore.columns
+    /// `devices` columns prefixed with `d.`.
+    static let dColumns = columns.split(separator: ",").map { "d." + $0.filter { $0 != " " } }.joined(separator: ", ")
+
+    static func device(_ r: PGResult, _ i: Int, offset o: Int = 0) throws(PGError) -> Device {
+        let p = r.text(i, o + 1) ?? ""
+        guard let platform = Platform(rawValue: p) else {
+            throw PGError(context: "devices", sqlstate: nil, message: "device \(r.int(i, o)) has unknown platform '\(p)'", connectionLost: false)
+        }
+        return Device(
+            id: r.int(i, o), platform: platform, app: r.text(i, o + 2) ?? "", registrationId: r.text(i, o + 3) ?? "",
+            name: r.text(i, o + 4), user: r.text(i, o + 5), deviceId: r.text(i, o + 6), active: r.bool(i, o + 7),
+            createdAt: r.int(i, o + 8), updatedAt: r.int(i, o + 9), p256dh: r.text(i, o + 10), auth: r.text(i, o + 11),
+            browser: r.text(i, o + 12), inactiveReason: r.text(i, o + 13), inactiveAt: r.optionalInt(i, o + 14))
+    }
+
+    static func devices(_ r: PGResult) throws(PGError) -> [Device] {
+        var out: [Device] = []
+        out.reserveCapacity(r.rows)
+        for i in 0..<r.rows { out.append(try device(r, i)) }
+        return out
+    }
+
+    /// Collects parameters and hands out their `$n` placeholders.
+    struct Params {
+        var values: [SQLValue] = []
+        mutating func add(_ v: SQLValue) -> String { values.append(v); return "$\(values.count)" }
+    }
+
+    func whereKey(_ key: DeviceKey, _ p: inout Params) -> String {
+        switch key {
+        case .id(let id): return "id = \(p.add(.int(id)))"
+        case .token(let app, let platform, let t):
+            let token = DeviceInput.canonicalToken(t, platform: platform)
+            return "app = \(p.add(.text(app))) AND platform = \(p.add(.text(platform.rawValue))) AND registration_id = \(p.add(.text(token)))"
+        }
+    }
+
+    // MARK: register
+
+    struct TokenKey: Hashable { var app: String; var platform: String; var token: String }
+
+    func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool, now: Int64) throws -> [RegisterOutcome] {
+        // The same token twice in one batch is an error at the second; rows before it decide first
+        // (as on SQLite, which meets them in order).
+        var firstIndex: [TokenKey: Int] = [:]
+        var dup: (i: Int, j: Int)?
+        for (i, d) in inputs.enumerated() {
+            let k = TokenKey(app: d.app, platform: d.platform.rawValue, token: d.registrationId)
+            if let j = firstIndex[k] { dup = (i, j); break }
+            firstIndex[k] = i
+        }
+        let considered = Array(inputs[0..<(dup?.i ?? inputs.count)])
+        var ids: [TokenKey: Int64] = [:]
+        if !considered.isEmpty {
+            let r = try c.query(
+                """
+                INSERT INTO devices (platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at,
+                    p256dh, auth, browser, inactive_reason, inactive_at)
+                SELECT platform, app, registration_id, name, user_id, device_id, active, $11, $11, p256dh, auth, browser,
+                    CASE WHEN active THEN NULL ELSE $12 END, CASE WHEN active THEN NULL ELSE $11::bigint END
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::text[],
+                    $9::text[], $10::text[]) WITH ORDINALITY AS t(platform, app, registration_id, name, user_id, device_id, active,
+                    p256dh, auth, browser, ord)
+                ORDER BY ord
+                ON CONFLICT (app, platform, registration_id) DO NOTHING
+                RETURNING id, app, platform, registration_id
+                """,
+                Self.columnsOf(considered) + [.int(now), .text(Registry.clientDeactivationReason)])
+            for i in 0..<r.rows {
+                ids[TokenKey(app: r.text(i, 1) ?? "", platform: r.text(i, 2) ?? "", token: r.text(i, 3) ?? "")] = r.int(i, 0)
+            }
+        }
+        let conflicts = considered.indices.filter { i in
+            ids[TokenKey(app: considered[i].app, platform: considered[i].platform.rawValue, token: considered[i].registrationId)] == nil
+        }
+        if !updateOnDuplicate, let i = conflicts.first {
+            let d = inputs[i]
+            throw CommandError(
+                .duplicateRegistration,
+                "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (set update_on_duplicate_reg_id in the config to update instead)",
+                details: ["index": .int(Int64(i))])
+        }
+        if let (i, j) = dup {
+            let d = inputs[i]
+            throw CommandError(
+                .duplicateRegistration,
+                "devices[\(i)]: same \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' in app '\(d.app)' as devices[\(j)] of this request",
+                details: ["index": .int(Int64(i))])
+        }
+        var updated: [TokenKey: Device] = [:]
+        if !conflicts.isEmpty {
+            let rows = conflicts.map { considered[$0] }
+            let r = try c.query(
+                """
+                UPDATE devices d SET name = t.name, user_id = t.user_id, device_id = t.device_id, p256dh = t.p256dh, auth = t.auth,
+                    browser = t.browser, active = t.active, inactive_reason = CASE WHEN t.active THEN NULL ELSE $12 END,
+                    inactive_at = CASE WHEN t.active THEN NULL ELSE $11::bigint END, updated_at = $11
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::text[],
+                    $9::text[], $10::text[]) AS t(platform, app, registration_id, name, user_id, device_id, active, p256dh, auth, browser)
+                WHERE d.app = t.app AND d.platform = t.platform AND d.registration_id = t.registration_id
+                RETURNING \(Self.dColumns)
+                """,
+                Self.columnsOf(rows) + [.int(now), .text(Registry.clientDeactivationReason)])
+            for dev in try Self.devices(r) {
+                updated[TokenKey(app: dev.app, platform: dev.platform.rawValue, token: dev.registrationId)] = dev
+            }
+        }
+        var out: [RegisterOutcome] = []
+        out.reserveCapacity(inputs.count)
+        for (i, d) in inputs.enumerated() {
+            let k = TokenKey(app: d.app, platform: d.platform.rawValue, token: d.registrationId)
+            if let id = ids[k] {
+                let reason: String? = d.active ? nil : Registry.clientDeactivationReason
+                let dev = Device(
+                    id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
+                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: now, updatedAt: now, p256dh: d.p256dh,
+                    auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: d.active ? nil : now)
+                out.append(.init(device: dev, created: true, updated: false))
+            } else if let dev = updated[k] {
+                out.append(.init(device: dev, created: false, updated: true))
+            } else {
+                // Deleted by another daemon between our insert and update: the batch is retried whole.
+                throw RegistryFailure.busy("devices[\(i)]: the conflicting row vanished")
+            }
+        }
+        return out
+    }
+
+    /// The ten array parameters of `register`'s unnest, in its column order.
+    static func columnsOf(_ ds: [DeviceInput]) -> [SQLValue] {
+        [
+            PGConnection.array(ds.map { $0.platform.rawValue }), PGConnection.array(ds.map { $0.app }),
+            PGConnection.array(ds.map { $0.registrationId }), PGConnection.array(ds.map { $0.name }),
+            PGConnection.array(ds.map { $0.user }), PGConnection.array(ds.map { $0.deviceId }),
+            PGConnection.array(ds.map { $0.active }), PGConnection.array(ds.map { $0.p256dh }),
+            PGConnection.array(ds.map { $0.auth }), PGConnection.array(ds.map { $0.browser }),
+        ]
+    }
+
+    // MARK: lookups
+
+    func unregister(_ keys: [DeviceKey]) throws -> (deleted: Int, missing: [Int]) {
+        var deleted = 0
+        var missing: [Int] = []
+        for (i, k) in keys.enumerated() {
+            var p = Params()
+            let w = whereKey(k, &p)
+            let n = try c.query("DELETE FROM devices WHERE \(w)", p.values).affected
+            if n > 0 { deleted += n } else { missing.append(i) }
+        }
+        return (deleted, missing)
+    }
+
+    func device(_ key: DeviceKey) throws -> Device? {
+        var p = Params()
+        let w = whereKey(key, &p)
+        return try Self.devices(c.query("SELECT \(Self.columns) FROM devices WHERE \(w)", p.values)).first
+    }
+
+    /// The WHERE clause (empty for none) of a filter, its parameters added to `p`.
+    func whereFilter(_ f: DeviceFilter, _ p: inout Params) -> String {
+        var conds: [String] = []
+        if let ids = f.ids { conds.append("id = ANY(\(p.add(PGConnection.array(ids)))::bigint[])") }
+        if let app = f.app { conds.append("app = \(p.add(.text(app)))") }
+        if let pl = f.platform { conds.append("platform = \(p.add(.text(pl.rawValue)))") }
+        if let u = f.user { conds.append("user_id = \(p.add(.text(u)))") }
+        if let us = f.users { conds.append("user_id = ANY(\(p.add(PGConnection.array(us.map { Optional($0) })))::text[])") }
+        if let a = f.active { conds.append("active = \(p.add(.from(a)))") }
+        if let r = f.registrationId {
+            let token = f.platform.map { DeviceInput.canonicalToken(r, platform: $0) } ?? r
+            conds.append("registration_id = \(p.add(.text(token)))")
+        }
+        if let np = f.notPlatform { conds.append("platform <> \(p.add(.text(np.rawValue)))") }
+        if let t = f.topics {
+            // TopicCondition writes SQLite's `?`; each becomes the next `$n` (no literal holds a `?`).
+            let (sql, topics) = t.sql
+            var out = ""
+            var it = topics.makeIterator()
+            for ch in sql {
+                if ch == "?", let topic = it.next() { out += p.add(.text(topic)) } else { out.append(ch) }
+            }
+            conds.append(out)
+        }
+        if let after = f.afterId { conds.append("id > \(p.add(.int(after)))") }
+        return conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND ")
+    }
+
+    func devices(_ f: DeviceFilter) throws -> [Device] {
+        var p = Params()
+        var sql = "SELECT \(Self.columns) FROM devices\(whereFilter(f, &p)) ORDER BY id"
+        if let limit = f.limit { sql += " LIMIT \(p.add(.int(Int64(max(0, limit)))))" }
+        return try Self.devices(c.query(sql, p.values))
+    }
+
+    func page(_ parts: [DeviceFilter], from cursor: Registry.PageCursor, limit: Int) throws -> ([Device], Registry.PageCursor?) {
+        var out: [Device] = []
+        var cur = cursor
+        while cur.part < parts.count && out.count < limit {
+            let want = limit - out.count
+            var f = parts[cur.part]
+            f.afterId = cur.afterId
+            f.limit = want
+            let rows = try devices(f)
+            out.append(contentsOf: rows)
+            if let last = rows.last, rows.count == want {
+                cur.afterId = last.id
+            } else {
+                cur.part += 1
+                cur.afterId = 0
+            }
+        }
+        return (out, cur.part < parts.count ? cur : nil)
+    }
+
+    func groups(_ f: DeviceFilter) throws -> [Registry.Group] {
+        var p = Params()
+        let sql: String
+        if f.ids == nil && f.user == nil && f.users == nil && f.registrationId == nil && f.afterId == nil
+            && f.notPlatform == nil && f.topics == nil
+        {
+            var conds = ["n > 0"]
+            if let app = f.app { conds.append("app = \(p.add(.text(app)))") }
+            if let pl = f.platform { conds.append("platform = \(p.add(.text(pl.rawValue)))") }
+            if let a = f.active { conds.append("active = \(p.add(.from(a)))") }
+            sql = "SELECT app, platform, sum(n) FROM device_counts WHERE \(conds.joined(separator: " AND ")) GROUP BY app, platform"
+        } else {
+            sql = "SELECT app, platform, count(*) FROM devices\(whereFilter(f, &p)) GROUP BY app, platform"
+        }
+        let r = try c.query(sql, p.values)
+        var out: [Registry.Group] = []
+        for i in 0..<r.rows {
+            let pl = r.text(i, 1) ?? ""
+            guard let platform = Platform(rawValue: pl) else {
+                throw PGError(context: sql, sqlstate: nil, message: "unknown platform '\(pl)'", connectionLost: false)
+            }
+            out.append(Registry.Group(app: r.text(i, 0) ?? "", platform: platform, count: Int(r.int(i, 2))))
+        }
+        return out
+    }
+
+    func update(_ key: DeviceKey, _ u: DeviceUpdate, now: Int64) throws -> Device {
+        guard let existing = try device(key) else { throw CommandError(.notFound, "\(RegistryStore.describe(key)) not found") }
+        var p = Params()
+        var sets: [String] = ["updated_at = \(p.add(.int(now)))"]
+        if let name = u.name {
+            if let n = name { _ = try DeviceInput.limited(n, "name", max: 255) }
+            sets.append("name = \(p.add(.from(name)))")
+        }
+        if let user = u.user {
+            if let n = user { _ = try DeviceInput.limited(n, "user", max: 255) }
+            sets.append("user_id = \(p.add(.from(user)))")
+        }
+        if let deviceId = u.deviceId {
+            let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }
+            sets.append("device_id = \(p.add(.from(v)))")
+        }
+        if let raw = u.registrationId {
+            let field = key.isId ? "registration_id" : "new_registration_id"
+            let token = try DeviceInput.normalizeToken(raw, platform: existing.platform, field: field)
+            if token != existing.registrationId {
+                let taken = try c.query(
+                    "SELECT id FROM devices WHERE app = $1 AND platform = $2 AND registration_id = $3 AND id <> $4",
+                    [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)])
+                if taken.rows > 0 {
+                    let other = taken.int(0, 0)
+                    throw CommandError(
+                        .duplicateRegistration,
+                        "\(existing.platform.rawValue) token '\(DeviceInput.redact(token))' is already registered in app '\(existing.app)' as device \(other)",
+                        details: ["field": .string(field), "device": .int(other)])
+                }
+                sets.append("registration_id = \(p.add(.text(token)))")
+            }
+        }
+        for (field, value, length, first) in [("p256dh", u.p256dh, 65, UInt8(0x04)), ("auth", u.auth, 16, nil)] {
+            guard let value else { continue }
+            guard existing.platform == .webpush else { throw CommandError.invalid(field, "only for webpush devices") }
+            let v = try DeviceInput.webPushKey(value, field: field, length: length, firstByte: first)
+            sets.append("\(field) = \(p.add(.text(v)))")
+        }
+        if let active = u.active {
+            sets.append("active = \(p.add(.from(active)))")
+            if active {
+                sets.append("inactive_reason = NULL, inactive_at = NULL")
+            } else if existing.active {
+                sets.append("inactive_reason = \(p.add(.text(Registry.clientDeactivationReason))), inactive_at = \(p.add(.int(now)))")
+            }
+        }
+        let idParam = p.add(.int(existing.id))
+        let rows = try Self.devices(c.query(
+            "UPDATE devices SET \(sets.joined(separator: ", ")) WHERE id = \(idParam) RETURNING \(Self.columns)", p.values))
+        guard let d = rows.first else { throw CommandError(.notFound, "\(RegistryStore.describe(key)) not found") }
+        return d
+    }
+
+    func prune(inactiveBefore: Int64?) throws -> Int {
+        if let t = inactiveBefore {
+            return try c.query("DELETE FROM devices WHERE NOT active AND inactive_at < $1", [.int(t)]).affected
+        }
+        return try c.query("DELETE FROM devices WHERE NOT active").affected
+    }
+
+    func stats() throws -> Registry.Stats {
+        let r = try c.query("SELECT app, platform, active, n FROM device_counts WHERE n > 0")
+        var rows: [(app: String, platform: Platform, active: Bool, count: Int)] = []
+        for i in 0..<r.rows {
+            let pl = r.text(i, 1) ?? ""
+            guard let platform = Platform(rawValue: pl) else {
+                throw PGError(context: "stats", sqlstate: nil, message: "unknown platform '\(pl)' in devices", connectionLost: false)
+            }
+            rows.append((app: r.text(i, 0) ?? "", platform: platform, active: r.bool(i, 2), count: Int(r.int(i, 3))))
+        }
+        // Byte order as on SQLite (not the database's collation), active first.
+        let ordered = rows.sorted { a, b in
+            (Array(a.app.utf8).lexicographicallyPrecedes(b.app.utf8) || a.app == b.app && (a.platform.rawValue, a.active ? 0 : 1) < (b.platform.rawValue, b.active ? 0 : 1))
+        }
+        return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
+    }
+
+    func deactivate(_ list: [Registry.Deactivation]) throws -> Set<Int64> {
+        guard !list.isEmpty else { return [] }
+        let r = try c.query(
+            """
+            UPDATE devices d SET active = false, inactive_reason = t.reason, inactive_at = t.at
+            FROM (SELECT DISTINCT ON (id) id, reason, at, since
+                  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS u(id, reason, at, since, ord)
+                  ORDER BY id, ord) t
+            WHERE d.id = t.id AND d.active AND (t.since IS NULL OR d.updated_at <= t.since)
+            RETURNING d.id
+            """,
+            [
+                PGConnection.array(list.map { $0.id }), PGConnection.array(list.map { Optional($0.reason) }),
+                PGConnection.array(list.map { $0.at }),
+                .text("{" + list.map { $0.invalidSince.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"),
+            ])
+        var done = Set<Int64>()
+        for i in 0..<r.rows { done.insert(r.int(i, 0)) }
+        return done
+    }
+
+    func resolveTokens(app: String, platform: Platform, _ tokens: [String]) throws -> [Device?] {
+        guard !tokens.isEmpty else { return [] }
+        let canon = tokens.map { Optional(DeviceInput.canonicalToken($0, platform: platform)) }
+        let r = try c.query(
+            """
+            SELECT t.ord, \(Self.dColumns) FROM unnest($1::text[]) WITH ORDINALITY AS t(token, ord)
+            JOIN devices d ON d.app = $2 AND d.platform = $3 AND d.registration_id = t.token
+            """,
+            [PGConnection.array(canon), .text(app), .text(platform.rawValue)])
+        var out = [Device?](repeating: nil, count: tokens.count)
+        for i in 0..<r.rows {
+            let ord = Int(r.int(i, 0)) - 1
+            if ord >= 0 && ord < out.count { out[ord] = try Self.device(r, i, offset: 1) }
+        }
+        return out
+    }
+
+    // MARK: kv
+
+    func kvGet(_ key: String) throws -> String? {
+        let r = try c.query("SELECT value FROM kv WHERE key = $1", [.text(key)])
+        return r.rows > 0 ? r.text(0, 0) : nil
+    }
+
+    func kvSet(_ key: String, _ value: String) throws {
+        try c.query(
+            "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [.text(key), .text(value)])
+    }
+
+    // MARK: topics
+
+    func subscribe(_ ids: [Int64], topic: TopicName, now: Int64) throws {
+        guard !ids.isEmpty else { return }
+        let missing = try c.query(
+            """
+            SELECT u.id FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
+            WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = u.id) ORDER BY u.ord LIMIT 1
+            """, [PGConnection.array(ids)])
+        if missing.rows > 0 { throw CommandError(.notFound, "device \(missing.int(0, 0)) not found") }
+        try c.query(
+            """
+            INSERT INTO topic_subscriptions (device_id, topic, created_at)
+            SELECT DISTINCT u.id, $2, $3::bigint FROM unnest($1::bigint[]) AS u(id) ORDER BY u.id
+            ON CONFLICT DO NOTHING
+            """, [PGConnection.array(ids), .text(topic.name), .int(now)])
+    }
+
+    func unsubscribe(_ ids: [Int64], topic: TopicName) throws {
+        try c.query("DELETE FROM topic_subscriptions WHERE topic = $1 AND device_id = ANY($2::bigint[])",
+                    [.text(topic.name), PGConnection.array(ids)])
+    }
+
+    func topics(of ids: [Int64]) throws -> [Int64: [String]] {
+        var out: [Int64: [String]] = [:]
+        for id in ids { out[id] = [] }
+        guard !ids.isEmpty else { return out }
+        let r = try c.query(
+            "SELECT device_id, topic FROM topic_subscriptions WHERE device_id = ANY($1::bigint[]) ORDER BY device_id, topic COLLATE \"C\"",
+            [PGConnection.array(ids)])
+        for i in 0..<r.rows { out[r.int(i, 0), default: []].append(r.text(i, 1) ?? "") }
+        return out
+    }
+
+    func subscribers(of topic: TopicName, app: String?) throws -> [Device] {
+        try Self.devices(c.query(
+            """
+            SELECT \(Self.dColumns) FROM topic_subscriptions t JOIN devices d ON d.id = t.device_id
+            WHERE t.topic = $1 AND ($2::text IS NULL OR d.app = $2) ORDER BY t.device_id
+            """, [.text(topic.name), .from(app)]))
+    }
+}
