@@ -40,7 +40,9 @@ public final class PostgresRegistry: Sendable {
             let c = try PGConnection(conninfo: conninfo)
             try PostgresMigrations.migrate(c)
         } catch {
-            throw CommandError(error.failure.commandError.code, "cannot open the registry at \(DatabaseLocation.redact(conninfo)): \(error.description)")
+            var e = error.failure.commandError
+            e.message = "cannot open the registry at \(DatabaseLocation.redact(conninfo)): \(error.description)"
+            throw e
         }
         pool = PGPool(conninfo: conninfo, logger: logger)
         do {
