@@ -7,10 +7,15 @@ SHELL      := /bin/bash
 SWIFT      ?= swift
 BUILD_DIR  ?= .build
 PUSHLINE   := $(BUILD_DIR)/debug/pushline
-APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config sqlite3 nginx libnginx-mod-http-js nghttp2-client ruby python3-pip socat netcat-openbsd
+APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-config sqlite3 nginx libnginx-mod-http-js nghttp2-client ruby python3-pip socat netcat-openbsd
 PIP_PKGS   := h2 cryptography pytest django
 # What building and running need (a subset of APT_PKGS, which adds the test tools).
-BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config
+BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
+# The PostgreSQL backend's tests: a throwaway cluster (initdb, pg_ctl; Tests/pg/cluster.sh) and psql.
+APT_PKGS   += postgresql postgresql-client
+# Integration tests run on PostgreSQL too (a second pass of these files, PUSHLINE_TEST_BACKEND=postgres).
+PG_INTEGRATION := test_foundation.py test_scale.py test_bulk.py test_topics_all_platforms.py test_protocol_1_1.py \
+                  test_apns.py
 # Operations tests: promtool and a real Prometheus (metrics), dpkg-deb is in dpkg.
 APT_PKGS   += prometheus
 # The Rails example's controller test (clients/ruby/test/rails_controller_test.rb).
@@ -66,9 +71,17 @@ release: check-swift build-deps
 run: build
 	$(PUSHLINE) serve
 
+# A throwaway PostgreSQL cluster (Unix socket in a temp dir, stopped and removed at the end) serves
+# the Swift storage conformance suite (SQLite and PostgreSQL) and a second pass of the registry's
+# integration tests on PostgreSQL; test_postgres.py starts a cluster of its own (it stops it).
 test: deps build
-	$(SWIFT) test
-	PUSHLINE_BIN=$(abspath $(PUSHLINE)) $(PYTHON) -m pytest -q Tests/integration
+	@pgdir=$$(mktemp -d /tmp/pushline-pg.XXXXXX) && chmod 755 $$pgdir && \
+	  sock=$$(Tests/pg/cluster.sh start $$pgdir) && trap "Tests/pg/cluster.sh stop $$pgdir" EXIT && \
+	  echo "PostgreSQL test cluster: $$sock" && \
+	  PUSHLINE_TEST_PG_HOST=$$sock PUSHLINE_TEST_REQUIRE_PG=1 $(SWIFT) test && \
+	  PUSHLINE_BIN=$(abspath $(PUSHLINE)) $(PYTHON) -m pytest -q Tests/integration && \
+	  PUSHLINE_TEST_BACKEND=postgres PUSHLINE_TEST_PG_HOST=$$sock \
+	    PUSHLINE_BIN=$(abspath $(PUSHLINE)) $(PYTHON) -m pytest -q $(addprefix Tests/integration/,$(PG_INTEGRATION))
 	@if [ -x clients/run-tests.sh ]; then PUSHLINE_BIN=$(abspath $(PUSHLINE)) clients/run-tests.sh; fi
 	$(MAKE) test-fuzz-corpus
 

@@ -27,6 +27,32 @@ def binary() -> str:
     return b
 
 
+_pg_counter = 0
+
+
+def postgres_backend() -> Optional[str]:
+    """The PostgreSQL socket directory when the suite runs on PostgreSQL (`make test` sets
+    PUSHLINE_TEST_BACKEND=postgres and PUSHLINE_TEST_PG_HOST for its second pass), else None."""
+    if os.environ.get("PUSHLINE_TEST_BACKEND") != "postgres":
+        return None
+    host = os.environ.get("PUSHLINE_TEST_PG_HOST")
+    if not host:
+        raise RuntimeError("PUSHLINE_TEST_BACKEND=postgres needs PUSHLINE_TEST_PG_HOST (a cluster's socket directory)")
+    return host
+
+
+def create_pg_database(host: str) -> str:
+    """A fresh database on the test cluster (superuser `pushline`); its URI. The URI ends with
+    `application_name=pushline` so that a test appending to the path (`db_path + "2"`) still
+    names a valid, separate location."""
+    global _pg_counter
+    _pg_counter += 1
+    name = f"it_{os.getpid()}_{_pg_counter}_{time.monotonic_ns() % 1000000}"
+    subprocess.run(["psql", "-X", "-q", "-h", host, "-U", "pushline", "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True, timeout=60)
+    return f"postgresql://pushline@/{name}?host={host}&application_name=pushline"
+
+
 class Conn:
     """One socket connection speaking newline-delimited JSON."""
 
@@ -63,11 +89,13 @@ class Conn:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, config: Optional[dict], extra_args: list[str], env: Optional[dict]):
+    def __init__(self, workdir: Path, config: Optional[dict], extra_args: list[str], env: Optional[dict],
+                 database: Optional[str] = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.socket = str(self.workdir / "p.sock")
-        self.db_path = str(self.workdir / "p.db")
+        pg = postgres_backend()
+        self.db_path = database or (create_pg_database(pg) if pg else str(self.workdir / "p.db"))
         self.config = config
         self.config_path: Optional[str] = None
         self.extra_args = extra_args
@@ -78,8 +106,8 @@ class Daemon:
 
     @classmethod
     def start(cls, workdir, config: Optional[dict] = None, extra_args: Optional[list[str]] = None,
-              env: Optional[dict] = None, wait: bool = True) -> "Daemon":
-        d = cls(Path(workdir), config, extra_args or [], env)
+              env: Optional[dict] = None, wait: bool = True, database: Optional[str] = None) -> "Daemon":
+        d = cls(Path(workdir), config, extra_args or [], env, database)
         d._spawn(wait)
         return d
 

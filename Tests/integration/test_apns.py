@@ -372,6 +372,17 @@ def test_one_slow_or_failing_device_never_fails_the_others(start_daemon, fake):
 
 
 def _kv(db, key, value=None):
+    if db.startswith("postgresql://"):  # the PostgreSQL pass of make test: the same row through psql
+        import subprocess
+        uri = db.split("&application_name")[0]
+        if value is None:
+            out = subprocess.run(["psql", "-X", "-At", uri, "-v", f"k={key}"], input="SELECT value FROM kv WHERE key = :'k';",
+                                 check=True, capture_output=True, text=True).stdout
+            return out.rstrip("\n") if out else None
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", uri, "-v", f"k={key}", "-v", f"v={value}"],
+                       input="INSERT INTO kv (key, value) VALUES (:'k', :'v') ON CONFLICT (key) DO UPDATE SET value = excluded.value;",
+                       check=True, capture_output=True, text=True)
+        return None
     import sqlite3
     con = sqlite3.connect(db)
     try:

@@ -30,7 +30,7 @@ Version: $version
 Architecture: $arch
 Maintainer: Pushline maintainers <pushline@localhost>
 Installed-Size: $size
-Depends: libc6 (>= 2.36), libcurl4 (>= 7.88), libssl3, libsqlite3-0 (>= 3.40), libstdc++6, libgcc-s1, passwd
+Depends: libc6 (>= 2.36), libcurl4 (>= 7.88), libssl3, libsqlite3-0 (>= 3.40), libpq5 (>= 15), libstdc++6, libgcc-s1, passwd
 Section: net
 Priority: optional
 Homepage: https://github.com/pushline/pushline

@@ -1,12 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension Dispatcher {
     /// Result bytes a send keeps in memory before it moves them to a temporary file (`ByteSpool`).
     /// A 5,000-device chunk renders about 1 MB; a 100,000-device send about 17 MB.
     static let resultMemoryLimit = 8 << 20
 
-    /// Where large sends spool their results: the database's directory (a disk the daemon writes
-    /// already; `/tmp` may be memory). The files are unlinked as soon as they are made.
+    /// Where large sends spool their results: the SQLite database's directory (a disk the daemon
+    /// writes already; `/tmp` may be memory). On PostgreSQL, systemd's `$STATE_DIRECTORY`
+    /// (the unit's `StateDirectory=`), else the working directory. The files are unlinked as soon
+    /// as they are made.
     var resultSpoolDirectory: String {
-        let path = config.database
+        guard let path = (try? DatabaseLocation(config.database))?.sqlitePath else {
+            if let state = getenv("STATE_DIRECTORY"), let first = String(cString: state).split(separator: ":").first {
+                return String(first)
+            }
+            return "."
+        }
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
