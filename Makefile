@@ -9,6 +9,9 @@ BUILD_DIR  ?= .build
 PUSHLINE   := $(BUILD_DIR)/debug/pushline
 APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-config sqlite3 nginx libnginx-mod-http-js nghttp2-client ruby python3-pip socat netcat-openbsd
 PIP_PKGS   := h2 cryptography pytest django
+# import-dpn's tests: databases made by the real django-push-notifications 3.3 (Django migrations),
+# on SQLite and on PostgreSQL (Django's PostgreSQL backend needs psycopg).
+PIP_PKGS   += django-push-notifications==3.3.0 psycopg[binary]
 # What building and running need (a subset of APT_PKGS, which adds the test tools).
 BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
 # The PostgreSQL backend's tests: a throwaway cluster (initdb, pg_ctl; Tests/pg/cluster.sh) and psql.
@@ -58,7 +61,7 @@ deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
-	@$(PYTHON) -c 'import h2, cryptography, pytest, django' 2>/dev/null || \
+	@$(PYTHON) -c 'import h2, cryptography, pytest, django, push_notifications, psycopg' 2>/dev/null || \
 	  $(PYTHON) -m pip install -q $(PIP_PKGS) || $(PYTHON) -m pip install -q --break-system-packages $(PIP_PKGS)
 
 build: check-swift build-deps

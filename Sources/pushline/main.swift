@@ -1,6 +1,7 @@
 import ArgumentParser
 import CPushlineShims
 import Logging
+import Dispatch
 import PushlineCore
 
 #if canImport(Glibc)
@@ -13,7 +14,7 @@ struct Pushline: ParsableCommand {
         commandName: "pushline",
         abstract: "A push-notification sidecar: APNs, FCM, WebPush and WNS behind a Unix socket.",
         version: PushlineVersion.daemon,
-        subcommands: [Serve.self, CheckConfig.self, Call.self, Devices.self, SendTest.self, Health.self, Stats.self, Vapid.self]
+        subcommands: [Serve.self, CheckConfig.self, Call.self, Devices.self, SendTest.self, Health.self, Stats.self, Vapid.self, ImportDPN.self]
     )
 }
 
@@ -337,6 +338,78 @@ struct Devices: ParsableCommand {
             after = next
         }
     }
+}
+
+struct ImportDPN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-dpn", abstract: "Import the devices of a django-push-notifications database into the registry.",
+        discussion: """
+            Reads push_notifications_apnsdevice, _gcmdevice (FCM and GCM rows: FCM tokens), _webpushdevice and \
+            _wnsdevice from a Django SQLite file (opened read-only) or a postgresql:// URI, and registers them in \
+            the config's database (or --database), SQLite or PostgreSQL. application_id becomes app ("default" \
+            when null), user_id user, date_created created_at. Tokens already registered are left as they are, so \
+            running it again adds nothing. Prints counts per table and every refused row with the reason. Exits 0 \
+            when every row was imported or already present, 1 if some were refused, 2 if it could not run.
+            """)
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "The Django database: a SQLite path (or sqlite:PATH) or a postgresql:// URI.") var from: String
+    @Option(help: "The registry to import into (overrides the config's database).") var database: String?
+
+    func run() throws {
+        var config = try options.load()
+        if let database { config.database = database }
+        let target: DatabaseLocation
+        do { target = try DatabaseLocation(config.database) } catch {
+            writeStderr("pushline import-dpn: \(error)\n")
+            throw ExitCode(2)
+        }
+        let registry: any DeviceRegistry
+        do { registry = try target.open(poolSize: 2, logger: nil) } catch {
+            writeStderr("pushline import-dpn: cannot open \(target.description): \(error.message)\n")
+            throw ExitCode(2)
+        }
+        let source = from
+        let outcome = blockingWait { () async -> Result<[DPNImport.TableReport], CommandError> in
+            do throws(CommandError) { return .success(try await DPNImport.run(from: source, into: registry)) } catch { return .failure(error) }
+        }
+        registry.close()
+        let reports: [DPNImport.TableReport]
+        switch outcome {
+        case .success(let r): reports = r
+        case .failure(let e):
+            writeStderr("pushline import-dpn: \(e.message)\n")
+            throw ExitCode(2)
+        }
+        var out = "from \(DatabaseLocation.redact(from)) into \(target.description)\n"
+        for r in reports {
+            out += r.summary + "\n"
+            for x in r.refused { out += "  refused \(r.table) id \(x.id): \(x.reason)\n" }
+            for x in r.notes { out += "  note \(r.table) id \(x.id): \(x.note)\n" }
+        }
+        let refused = reports.reduce(0) { $0 + $1.refused.count }
+        out += "total: \(reports.reduce(0) { $0 + $1.imported }) imported, \(reports.reduce(0) { $0 + $1.alreadyPresent }) already present, \(refused) refused\n"
+        writeStdout(Array(out.utf8))
+        if refused > 0 { throw ExitCode(1) }
+    }
+}
+
+/// Runs async work to completion from synchronous CLI code (a command's `run`).
+final class BlockingBox<T>: @unchecked Sendable {
+    // Written once by the task before it signals; read after the wait: ordered by the semaphore.
+    var value: T?
+}
+
+func blockingWait<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+    let box = BlockingBox<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        box.value = await body()
+        done.signal()
+    }
+    done.wait()
+    // The task always stores a value before signalling.
+    guard let v = box.value else { fatalError("blockingWait: the task ended without a value") }
+    return v
 }
 
 struct SendTest: ParsableCommand {

@@ -1,5 +1,8 @@
 import itertools
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from harness import Daemon  # noqa: E402
 
 _counter = itertools.count()
+CLUSTER = str(Path(__file__).resolve().parents[1] / "pg" / "cluster.sh")
 
 
 @pytest.fixture
@@ -40,3 +44,29 @@ def start_daemon(tmp_path_factory):
 def daemon(start_daemon):
     """A daemon on the embedded default config (no provider credentials)."""
     return start_daemon()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster of the session's own (Tests/pg/cluster.sh; Unix socket only), which
+    tests may halt and resume: host (socket dir), ctl("halt"|"resume"), psql(uri, sql)."""
+    d = tempfile.mkdtemp(prefix="pushline-pgit.")
+    os.chmod(d, 0o755)
+    sock = subprocess.run([CLUSTER, "start", d], check=True, capture_output=True, text=True, timeout=120).stdout.strip()
+
+    class C:
+        host = sock
+        dir = d
+
+        @staticmethod
+        def ctl(cmd):
+            subprocess.run([CLUSTER, cmd, d], check=True, capture_output=True, timeout=120)
+
+        @staticmethod
+        def psql(db, sql):
+            uri = db.split("&application_name")[0]
+            return subprocess.run(["psql", "-X", "-At", uri, "-c", sql], check=True, capture_output=True, text=True,
+                                  timeout=60).stdout.strip()
+
+    yield C
+    subprocess.run([CLUSTER, "stop", d], capture_output=True, timeout=120)

@@ -1,54 +1,22 @@
-"""The PostgreSQL backend end to end (issue 14), on a throwaway cluster of this module's own
-(Tests/pg/cluster.sh: initdb + pg_ctl in a temp dir, Unix socket only), which it stops and
+"""The PostgreSQL backend end to end (issue 14), on a throwaway cluster of the session
+(conftest.pg_cluster: Tests/pg/cluster.sh, Unix socket only), which it stops and
 starts: the database going away and coming back, two daemons on one database, ten daemons
 migrating one database at once, and the password never reaching a log or an error."""
-import os
 import subprocess
-import tempfile
 import time
-from pathlib import Path
-
-import pytest
 
 from harness import binary, create_pg_database
-
-ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = str(ROOT / "Tests" / "pg" / "cluster.sh")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    d = tempfile.mkdtemp(prefix="pushline-pgit.")
-    os.chmod(d, 0o755)
-    sock = subprocess.run([CLUSTER, "start", d], check=True, capture_output=True, text=True, timeout=120).stdout.strip()
-
-    class C:
-        host = sock
-        dir = d
-
-        @staticmethod
-        def ctl(cmd):
-            subprocess.run([CLUSTER, cmd, d], check=True, capture_output=True, timeout=120)
-
-        @staticmethod
-        def psql(db, sql):
-            uri = db.split("&application_name")[0]
-            return subprocess.run(["psql", "-X", "-At", uri, "-c", sql], check=True, capture_output=True, text=True,
-                                  timeout=60).stdout.strip()
-
-    yield C
-    subprocess.run([CLUSTER, "stop", d], capture_output=True, timeout=120)
 
 
 def fcm(i):
     return {"platform": "fcm", "registration_id": f"pg-token-{i:08d}-abcdefghij", "user": f"u{i % 3}"}
 
 
-def test_unreachable_database_answers_unavailable_then_recovers(cluster, start_daemon):
-    db = create_pg_database(cluster.host)
+def test_unreachable_database_answers_unavailable_then_recovers(pg_cluster, start_daemon):
+    db = create_pg_database(pg_cluster.host)
     d = start_daemon(database=db)
     assert d.call({"cmd": "register", "devices": [fcm(1)]})["ok"]
-    cluster.ctl("halt")
+    pg_cluster.ctl("halt")
     try:
         c = d.connect(timeout=30)
         for req in ({"cmd": "register", "devices": [fcm(2)]}, {"cmd": "devices", "user": "u1"}, {"cmd": "stats"}):
@@ -62,7 +30,7 @@ def test_unreachable_database_answers_unavailable_then_recovers(cluster, start_d
         h = c.call({"cmd": "health"})
         assert h["ok"] and h["healthy"] is False and h["database"]["ok"] is False, h
     finally:
-        cluster.ctl("resume")
+        pg_cluster.ctl("resume")
     # Back without restarting the daemon: the next commands reconnect.
     deadline = time.monotonic() + 60
     while True:
@@ -78,8 +46,8 @@ def test_unreachable_database_answers_unavailable_then_recovers(cluster, start_d
     assert "PostgreSQL reachable again" in d.logs()
 
 
-def test_two_daemons_on_one_database_see_each_other_at_once(cluster, start_daemon):
-    db = create_pg_database(cluster.host)
+def test_two_daemons_on_one_database_see_each_other_at_once(pg_cluster, start_daemon):
+    db = create_pg_database(pg_cluster.host)
     a = start_daemon(database=db)
     b = start_daemon(database=db)
     r = a.call({"cmd": "register", "devices": [fcm(i) for i in range(10)]})
@@ -101,21 +69,21 @@ def test_two_daemons_on_one_database_see_each_other_at_once(cluster, start_daemo
     assert [x["id"] for x in b.call({"cmd": "subscribers", "topic": "news"})["devices"]] == apns_ids
 
 
-def test_ten_daemons_starting_at_once_migrate_once(cluster, start_daemon):
-    db = create_pg_database(cluster.host)
+def test_ten_daemons_starting_at_once_migrate_once(pg_cluster, start_daemon):
+    db = create_pg_database(pg_cluster.host)
     daemons = [start_daemon(database=db, wait=False) for _ in range(10)]
     for d in daemons:
         d.wait_ready(timeout=60)
-    rows = cluster.psql(db, "SELECT version FROM pushline_schema_migrations ORDER BY version").split()
+    rows = pg_cluster.psql(db, "SELECT version FROM pushline_schema_migrations ORDER BY version").split()
     assert rows == [str(v) for v in range(1, len(rows) + 1)] and rows, rows
     r = daemons[0].call({"cmd": "register", "devices": [fcm(1)]})
     assert r["ok"]
     assert daemons[9].call({"cmd": "devices", "ids": [r["devices"][0]["id"]]})["devices"], "shared registry"
 
 
-def test_password_never_logged(cluster, start_daemon, tmp_path):
+def test_password_never_logged(pg_cluster, start_daemon, tmp_path):
     secret = "Sup3rSecretPw"
-    db = create_pg_database(cluster.host).replace("postgresql://pushline@", f"postgresql://pushline:{secret}@")
+    db = create_pg_database(pg_cluster.host).replace("postgresql://pushline@", f"postgresql://pushline:{secret}@")
     d = start_daemon(database=db)  # trust authentication: the password is accepted and unused
     assert d.call({"cmd": "ping"})["ok"]
     d.stop()

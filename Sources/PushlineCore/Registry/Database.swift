@@ -68,11 +68,14 @@ public final class Database {
 
     /// Opens (creating if needed) the database at `path` with WAL, synchronous=NORMAL,
     /// busy_timeout 5000 ms and foreign keys on.
-    public init(path: String) throws(DatabaseError) {
+    ///
+    /// `readOnly` opens an existing file without changing it (no WAL switch, no pragmas): how
+    /// `import-dpn` reads a Django database.
+    public init(path: String, readOnly: Bool = false) throws(DatabaseError) {
         self.path = path
         Self.configureOnce
         var db: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let flags = (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK, let db else {
             let msg = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
@@ -85,6 +88,7 @@ public final class Database {
         guard erc == SQLITE_OK else { throw error(erc, sql: "sqlite3_extended_result_codes") }
         let brc = sqlite3_busy_timeout(db, 5000)
         guard brc == SQLITE_OK else { throw error(brc, sql: "sqlite3_busy_timeout") }
+        if readOnly { return }
         let mode = try query("PRAGMA journal_mode = WAL") { $0.text(0) }.first ?? nil
         guard mode?.lowercased() == "wal" else {
             throw DatabaseError(code: SQLITE_ERROR, message: "cannot enable WAL (journal_mode is \(mode ?? "unknown"))", sql: "PRAGMA journal_mode = WAL")

@@ -20,6 +20,9 @@ public struct DeviceInput: Sendable, Equatable {
     public var p256dh: String?
     public var auth: String?
     public var browser: String?
+    /// When the device was first registered (Unix ms), if not now: set by `import-dpn` from
+    /// django-push-notifications' `date_created`; never parsed from a request.
+    public var createdAt: Int64?
 
     /// The keys a device object may carry.
     public static let keys: Set<String> = [

@@ -72,7 +72,7 @@ final class RegistryStore {
             let at: Int64? = d.active ? nil : now
             try insert.bind([
                 .text(d.platform.rawValue), .text(d.app), .text(d.registrationId), .from(d.name), .from(d.user),
-                .from(d.deviceId), .from(d.active), .int(now), .int(now), .from(d.p256dh), .from(d.auth), .from(d.browser),
+                .from(d.deviceId), .from(d.active), .int(d.createdAt ?? now), .int(now), .from(d.p256dh), .from(d.auth), .from(d.browser),
                 .from(reason), .from(at),
             ])
             defer { insert.reset() }
@@ -82,7 +82,7 @@ final class RegistryStore {
                 if firstInserted == .max { firstInserted = id }
                 let dev = Device(
                     id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
-                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: now, updatedAt: now, p256dh: d.p256dh,
+                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: d.createdAt ?? now, updatedAt: now, p256dh: d.p256dh,
                     auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: at)
                 out.append(.init(device: dev, created: true, updated: false))
                 continue

@@ -66,16 +66,19 @@ struct PostgresStore {
                 """
                 INSERT INTO devices (platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at,
                     p256dh, auth, browser, inactive_reason, inactive_at)
-                SELECT platform, app, registration_id, name, user_id, device_id, active, $11, $11, p256dh, auth, browser,
-                    CASE WHEN active THEN NULL ELSE $12 END, CASE WHEN active THEN NULL ELSE $11::bigint END
+                SELECT platform, app, registration_id, name, user_id, device_id, active, coalesce(created, $11), $11, p256dh, auth,
+                    browser, CASE WHEN active THEN NULL ELSE $12 END, CASE WHEN active THEN NULL ELSE $11::bigint END
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::text[],
-                    $9::text[], $10::text[]) WITH ORDINALITY AS t(platform, app, registration_id, name, user_id, device_id, active,
-                    p256dh, auth, browser, ord)
+                    $9::text[], $10::text[], $13::bigint[]) WITH ORDINALITY AS t(platform, app, registration_id, name, user_id, device_id,
+                    active, p256dh, auth, browser, created, ord)
                 ORDER BY ord
                 ON CONFLICT (app, platform, registration_id) DO NOTHING
                 RETURNING id, app, platform, registration_id
                 """,
-                Self.columnsOf(considered) + [.int(now), .text(Registry.clientDeactivationReason)])
+                Self.columnsOf(considered) + [
+                    .int(now), .text(Registry.clientDeactivationReason),
+                    .text("{" + considered.map { $0.createdAt.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"),
+                ])
             for i in 0..<r.rows {
                 ids[TokenKey(app: r.text(i, 1) ?? "", platform: r.text(i, 2) ?? "", token: r.text(i, 3) ?? "")] = r.int(i, 0)
             }
@@ -123,7 +126,7 @@ struct PostgresStore {
                 let reason: String? = d.active ? nil : Registry.clientDeactivationReason
                 let dev = Device(
                     id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
-                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: now, updatedAt: now, p256dh: d.p256dh,
+                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: d.createdAt ?? now, updatedAt: now, p256dh: d.p256dh,
                     auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: d.active ? nil : now)
                 out.append(.init(device: dev, created: true, updated: false))
             } else if let dev = updated[k] {
