@@ -11,7 +11,7 @@ APT_PKGS   := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-confi
 PIP_PKGS   := h2 cryptography pytest django
 # import-dpn's tests: databases made by the real django-push-notifications 3.3 (Django migrations),
 # on SQLite and on PostgreSQL (Django's PostgreSQL backend needs psycopg).
-PIP_PKGS   += django-push-notifications==3.3.0 psycopg[binary]
+PIP_PKGS   += django-push-notifications==3.3.0 'psycopg[binary]'
 # What building and running need (a subset of APT_PKGS, which adds the test tools).
 BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
 # The PostgreSQL backend's tests: a throwaway cluster (initdb, pg_ctl; Tests/pg/cluster.sh) and psql.
