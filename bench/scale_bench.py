@@ -80,7 +80,8 @@ def run_size(args, n):
     subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
                    check=True, capture_output=True)
     config = {
-        "socket": str(work / "p.sock"), "database": str(work / "p.db"), "max_line_bytes": 64 << 20,
+        "socket": str(work / "p.sock"), "database": args.database_factory() if args.database_factory else str(work / "p.db"),
+        "max_line_bytes": 64 << 20,
         "log_level": "warning", "max_pending": 2_000_000,
         "apps": {"default": {"apns": {
             "key_path": str(key), "key_id": "BENCHKEY01", "team_id": "BENCHTEAM1", "topic": "com.example.bench",
@@ -224,9 +225,24 @@ def main():
     ap.add_argument("--connections", type=int, default=2, help="apns max_connections")
     ap.add_argument("--dry-run-only", action="store_true", help="skip the real send (no sink traffic)")
     ap.add_argument("--no-topic", action="store_true", help="skip the topic fan-out to every device")
+    ap.add_argument("--pg-host", help="run on PostgreSQL: a fresh database per size on the cluster at this socket "
+                                      "directory (superuser pushline; bench/pg_bench.sh starts one)")
+    ap.add_argument("--json-out", help="write the figures per size to this file")
     args = ap.parse_args()
+    args.database_factory = None
+    if args.pg_host:
+        counter = iter(range(1, 1000))
+
+        def fresh_pg():
+            name = f"bench_{int(time.time())}_{next(counter)}"
+            subprocess.run(["psql", "-X", "-q", "-h", args.pg_host, "-U", "pushline", "-d", "postgres", "-c",
+                            f"CREATE DATABASE {name}"], check=True, capture_output=True)
+            return f"postgresql://pushline@/{name}?host={args.pg_host}"
+        args.database_factory = fresh_pg
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {n: run_size(args, n) for n in sizes}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results))
     if len(sizes) > 1:
         small, large = results[sizes[0]], results[sizes[-1]]
         print(f"== ratios {sizes[-1]:,} / {sizes[0]:,} (rates: 1.00 is linear; target >= 0.90 for dry run and send)")

@@ -18,6 +18,9 @@ struct PGError: Error, CustomStringConvertible {
     /// The connection is gone (or was never made): a new one may succeed.
     var connectionLost: Bool
 
+    /// A deadlock or a serialization failure: the transaction was rolled back and may simply be run again.
+    var isTransient: Bool { sqlstate == "40001" || sqlstate == "40P01" }
+
     var description: String {
         "postgresql \(sqlstate.map { "error \($0)" } ?? "connection failure"): \(message) (in: \(context))"
     }
@@ -27,7 +30,8 @@ struct PGError: Error, CustomStringConvertible {
         if connectionLost { return .unavailable(description, retryAfterMs: PostgresRegistry.retryAfterMs) }
         guard let s = sqlstate else { return .other(description) }
         switch s {
-        case "40001", "40P01", "55P03": return .busy(description)  // serialization, deadlock, lock not available
+        // serialization failure, deadlock, lock_timeout, statement_timeout: the client may retry
+        case "40001", "40P01", "55P03", "57014": return .busy(description)
         case "57P01", "57P02", "57P03": return .unavailable(description, retryAfterMs: PostgresRegistry.retryAfterMs)  // shutdown, cannot connect now
         default: break
         }
@@ -59,7 +63,20 @@ final class PGConnection {
     /// Connects (blocking, at most `connect_timeout` if the conninfo sets one). The error never
     /// includes `conninfo` (libpq's messages name host and port, never the password).
     init(conninfo: String) throws(PGError) {
-        guard let c = PQconnectdb(conninfo) else {
+        // Defaults first, then the URI (`expand_dbname`): what the URI sets wins. A dead host is
+        // given up after 5 s, a silent TCP peer noticed in about 25 s (keepalives), so no
+        // command waits for the operating system's two-hour defaults.
+        let keys = ["connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count", "application_name", "dbname"]
+        let vals = ["5", "10", "5", "3", "pushline", conninfo]
+        let ck = keys.map { strdup($0) }
+        let cv = vals.map { strdup($0) }
+        defer {
+            for p in ck { free(p) }
+            for p in cv { free(p) }
+        }
+        let kp: [UnsafePointer<CChar>?] = ck.map { $0.map { UnsafePointer($0) } } + [nil]
+        let vp: [UnsafePointer<CChar>?] = cv.map { $0.map { UnsafePointer($0) } } + [nil]
+        guard let c = PQconnectdbParams(kp, vp, 1) else {
             throw PGError(context: "connect", sqlstate: nil, message: "out of memory", connectionLost: true)
         }
         guard PQstatus(c) == CONNECTION_OK else {
@@ -69,6 +86,8 @@ final class PGConnection {
         }
         conn = c
         pl_pq_silence_notices(c)
+        // A statement stuck behind a lock fails (and the client hears it) instead of hanging.
+        try exec("SET lock_timeout = '10s'; SET statement_timeout = '120s'")
     }
 
     deinit { PQfinish(conn) }

@@ -353,9 +353,11 @@ final class PGPool: @unchecked Sendable {
                     if c.isOK && c.inTransaction { try? c.exec("ROLLBACK") }
                     let failure: RegistryFailure
                     var lost = false
+                    var transient = false
                     if let e = error as? PGError {
                         failure = e.failure
                         lost = e.connectionLost || !c.isOK
+                        transient = e.isTransient
                     } else if let f = error as? RegistryFailure {
                         failure = f
                     } else {
@@ -370,7 +372,7 @@ final class PGPool: @unchecked Sendable {
                             break
                         }
                         if attempt < 2 { continue }
-                    } else if case .busy = failure, attempt < 4 {
+                    } else if transient && attempt < 4 {
                         continue
                     }
                     if case .unavailable = failure {} else { logger?.error("registry: \(failure.description)") }
