@@ -203,7 +203,8 @@ def run_size(args, n):
             print(f"[{n:>9,}] topic fan-out: subscribe all {sub_dt:.1f} s; send {dt:6.2f} s, {n / dt:8,.0f}/s, "
                   f"sent {sent}, failed {failed}{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s "
                   f"({cpu / n * 1e6:.1f} us each), peak RSS {peak:.0f} MB", flush=True)
-        print(f"[{n:>9,}] database {(work / 'p.db').stat().st_size / 1e6:.0f} MB; "
+        size = (work / 'p.db').stat().st_size / 1e6 if (work / 'p.db').exists() else float("nan")  # nan on PostgreSQL
+        print(f"[{n:>9,}] database {size:.0f} MB; "
               f"daemon peak RSS over the run {proc_status(proc.pid, 'VmHWM') / 1024:.0f} MB", flush=True)
     finally:
         proc.terminate()

@@ -162,21 +162,23 @@ final class PGConnection {
 
     static func array(_ ints: [Int64]) -> SQLValue { .text("{" + ints.map(String.init).joined(separator: ",") + "}") }
     static func array(_ bools: [Bool]) -> SQLValue { .text("{" + bools.map { $0 ? "t" : "f" }.joined(separator: ",") + "}") }
-    /// Each element double-quoted, `\` and `"` escaped; nil is NULL.
+    /// Each element double-quoted, `\` and `"` escaped; nil is NULL. Built as UTF-8 bytes (a
+    /// 20,000-token batch is about 1.5 MB; appending scalars to a String cost 5% of a register).
     static func array(_ strings: [String?]) -> SQLValue {
-        var out = "{"
-        out.reserveCapacity(strings.count * 24)
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(strings.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
         for (i, s) in strings.enumerated() {
-            if i > 0 { out += "," }
-            guard let s else { out += "NULL"; continue }
-            out += "\""
-            for ch in s.unicodeScalars {
-                if ch == "\\" || ch == "\"" { out.unicodeScalars.append("\\") }
-                out.unicodeScalars.append(ch)
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            guard let s else { out.append(contentsOf: "NULL".utf8); continue }
+            out.append(UInt8(ascii: "\""))
+            for b in s.utf8 {
+                if b == UInt8(ascii: "\\") || b == UInt8(ascii: "\"") { out.append(UInt8(ascii: "\\")) }
+                out.append(b)
             }
-            out += "\""
+            out.append(UInt8(ascii: "\""))
         }
-        return .text(out + "}")
+        out.append(UInt8(ascii: "}"))
+        return .text(String(decoding: out, as: UTF8.self))
     }
 }
 

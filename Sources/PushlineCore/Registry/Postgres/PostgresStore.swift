@@ -61,6 +61,8 @@ struct PostgresStore {
         }
         let considered = Array(inputs[0..<(dup?.i ?? inputs.count)])
         var ids: [TokenKey: Int64] = [:]
+        // The id each considered input was inserted under (nil: it conflicted with an existing row).
+        var insertedIds = [Int64?](repeating: nil, count: considered.count)
         if !considered.isEmpty {
             let r = try c.query(
                 """
@@ -79,13 +81,30 @@ struct PostgresStore {
                     .int(now), .text(Registry.clientDeactivationReason),
                     .text("{" + considered.map { $0.createdAt.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"),
                 ])
-            for i in 0..<r.rows {
-                ids[TokenKey(app: r.text(i, 1) ?? "", platform: r.text(i, 2) ?? "", token: r.text(i, 3) ?? "")] = r.int(i, 0)
+            // RETURNING lists the inserted rows in insertion order (the SELECT's ORDER BY ord): walk
+            // both in step, comparing tokens; a row that does not match is a conflict (skipped).
+            // Should the order ever differ, the tokens would not match and the map below takes over.
+            var j = 0
+            var inOrder = true
+            for i in considered.indices where j < r.rows {
+                let d = considered[i]
+                if r.text(j, 3) == d.registrationId && r.text(j, 1) == d.app && r.text(j, 2) == d.platform.rawValue {
+                    insertedIds[i] = r.int(j, 0)
+                    j += 1
+                }
+            }
+            if j != r.rows { inOrder = false }
+            if !inOrder {
+                insertedIds = [Int64?](repeating: nil, count: considered.count)
+                for i in 0..<r.rows {
+                    ids[TokenKey(app: r.text(i, 1) ?? "", platform: r.text(i, 2) ?? "", token: r.text(i, 3) ?? "")] = r.int(i, 0)
+                }
+                for (i, d) in considered.enumerated() {
+                    if let id = ids[TokenKey(app: d.app, platform: d.platform.rawValue, token: d.registrationId)] { insertedIds[i] = id }
+                }
             }
         }
-        let conflicts = considered.indices.filter { i in
-            ids[TokenKey(app: considered[i].app, platform: considered[i].platform.rawValue, token: considered[i].registrationId)] == nil
-        }
+        let conflicts = considered.indices.filter { insertedIds[$0] == nil }
         if !updateOnDuplicate, let i = conflicts.first {
             let d = inputs[i]
             throw CommandError(
@@ -121,15 +140,14 @@ struct PostgresStore {
         var out: [RegisterOutcome] = []
         out.reserveCapacity(inputs.count)
         for (i, d) in inputs.enumerated() {
-            let k = TokenKey(app: d.app, platform: d.platform.rawValue, token: d.registrationId)
-            if let id = ids[k] {
+            if let id = insertedIds[i] {
                 let reason: String? = d.active ? nil : Registry.clientDeactivationReason
                 let dev = Device(
                     id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
                     user: d.user, deviceId: d.deviceId, active: d.active, createdAt: d.createdAt ?? now, updatedAt: now, p256dh: d.p256dh,
                     auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: d.active ? nil : now)
                 out.append(.init(device: dev, created: true, updated: false))
-            } else if let dev = updated[k] {
+            } else if let dev = updated[TokenKey(app: d.app, platform: d.platform.rawValue, token: d.registrationId)] {
                 out.append(.init(device: dev, created: false, updated: true))
             } else {
                 // Deleted by another daemon between our insert and update: the batch is retried whole.
