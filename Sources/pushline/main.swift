@@ -91,7 +91,7 @@ struct CheckConfig: ParsableCommand {
     static func describeDatabase(_ config: PushlineConfig) -> String {
         switch try? DatabaseLocation(config.database) {
         case .postgres(let c)?: return "database: PostgreSQL \(DatabaseLocation.redact(c)) (pool of \(config.databasePool))"
-        case .sqlite(let path)?: return "database: SQLite \(path)"
+        case .sqlite(let path)?: return "database: \(path)"
         case nil: return "database: \(DatabaseLocation.redact(config.database))"
         }
     }

@@ -340,10 +340,8 @@ struct PostgresStore {
             }
             rows.append((app: r.text(i, 0) ?? "", platform: platform, active: r.bool(i, 2), count: Int(r.int(i, 3))))
         }
-        // Byte order as on SQLite (not the database's collation), active first.
-        let ordered = rows.sorted { a, b in
-            (Array(a.app.utf8).lexicographicallyPrecedes(b.app.utf8) || a.app == b.app && (a.platform.rawValue, a.active ? 0 : 1) < (b.platform.rawValue, b.active ? 0 : 1))
-        }
+        // Sorted here exactly as RegistryStore.stats sorts (not by the database's collation), active first.
+        let ordered = rows.sorted { a, b in (a.app, a.platform.rawValue, a.active ? 0 : 1) < (b.app, b.platform.rawValue, b.active ? 0 : 1) }
         return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
     }
 
