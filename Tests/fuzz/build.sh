@@ -38,10 +38,11 @@ for t in $TARGETS; do
         -Xcc -fmodule-map-file=Sources/CCurl/module.modulemap \
         -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap \
         -Xcc -fmodule-map-file=Sources/CSQLite/module.modulemap \
+        -Xcc -fmodule-map-file=Sources/CPostgres/module.modulemap -Xcc -I -Xcc "$(pkg-config --variable=includedir libpq)" \
         -Xcc -fmodule-map-file="$REL/CPushlineShims.build/module.modulemap" \
         -Xcc -I -Xcc Sources/CPushlineShims/include \
         Tests/fuzz/targets/Common.swift "$src" "${OBJS[@]}" \
-        -lcurl -lssl -lcrypto -lsqlite3 -o "$OUT/$t.new" 2> >(grep -v 'Cannot export local symbol' >&2)
+        -lcurl -lssl -lcrypto -lsqlite3 -lpq -o "$OUT/$t.new" 2> >(grep -v 'Cannot export local symbol' >&2)
     # Renamed into place: a fuzzer still running the old binary keeps it.
     mv -f "$OUT/$t.new" "$OUT/$t"
 done
