@@ -26,6 +26,8 @@ public struct PushlineConfig: Sendable {
     /// Where Prometheus scrapes `GET /metrics`: `host:port` or a Unix socket path; nil: off.
     public var metricsListen: String?
     public var apps: [String: AppConfig] = ["default": AppConfig()]
+    /// How long the `events` feed keeps an event (`event_retention`), in seconds; 7 days.
+    public var eventRetentionSeconds: Int64 = 7 * 86_400
 
     /// Transport settings derived from the provider blocks: one curl event loop per
     /// connection up to two loops (the machine's cores), and the largest `max_connections`
@@ -71,6 +73,32 @@ public struct PushlineConfig: Sendable {
         return out
     }
 
+    /// A duration in seconds: a whole number of seconds, or a string of one number and a unit
+    /// (`"45s"`, `"30m"`, `"12h"`, `"7d"`).
+    static func duration(_ v: JSONValue, key: String, range: ClosedRange<Int64>) throws(ConfigError) -> Int64 {
+        let seconds: Int64
+        if let i = v.intValue {
+            seconds = i
+        } else if let s = v.stringValue, let unit = s.last, let n = Int64(s.dropLast()), n >= 0 {
+            let mult: Int64
+            switch unit {
+            case "s": mult = 1
+            case "m": mult = 60
+            case "h": mult = 3600
+            case "d": mult = 86_400
+            default: throw ConfigError(key, "expected seconds (a whole number) or a string such as \"45s\", \"30m\", \"12h\", \"7d\", got \"\(s)\"")
+            }
+            let (p, overflow) = n.multipliedReportingOverflow(by: mult)
+            seconds = overflow ? Int64.max : p
+        } else {
+            throw ConfigError(key, "expected seconds (a whole number) or a string such as \"45s\", \"30m\", \"12h\", \"7d\", got \(v.typeName == "string" ? "\"\(v.stringValue ?? "")\"" : v.typeName)")
+        }
+        guard range.contains(seconds) else {
+            throw ConfigError(key, "must be between \(range.lowerBound) second(s) and \(range.upperBound / 86_400) days")
+        }
+        return seconds
+    }
+
     public init(json: JSONValue) throws(ConfigError) {
         var r = try ConfigReader(json, path: "")
         socket = try r.string("socket") ?? socket
@@ -107,6 +135,9 @@ public struct PushlineConfig: Sendable {
         if let m = try r.string("metrics_listen") {
             if case .failure(let e) = MetricsListen.parse(m) { throw e }
             metricsListen = m
+        }
+        if let v = r.value("event_retention") {
+            eventRetentionSeconds = try Self.duration(v, key: "event_retention", range: 1...(3650 * 86_400))
         }
         if let a = r.value("apps") {
             guard let ao = a.objectValue else { throw ConfigError("apps", "expected an object of app name to app block") }

@@ -54,6 +54,7 @@ public final class Dispatcher: RequestHandler {
         case "unsubscribe": return try await subscription(&a, subscribe: false)
         case "topics": return try await topics(&a)
         case "subscribers": return try await subscribers(&a)
+        case "events": return try await events(&a)
         default:
             throw CommandError(.unknownCommand, "unknown command '\(cmd.count > 40 ? String(cmd.prefix(40)) + "..." : cmd)'")
         }

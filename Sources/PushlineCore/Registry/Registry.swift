@@ -26,6 +26,8 @@ public final class Registry: Sendable {
 
     let queue: RegistryJobQueue
     let logger: Logger?
+    /// Wakes `events` readers after a batch that appended events has committed (see `EventLog`).
+    public let eventSignal = EventSignal()
 
     /// Opens (creating if needed) the database at `path`, migrates it and starts its thread.
     ///
@@ -41,11 +43,16 @@ public final class Registry: Sendable {
         queue = RegistryJobQueue()
         let q = queue
         let log = logger
+        let signal = eventSignal
         do {
             try RegistryThread.start(queue: q) { [store] in
                 pl_set_thread_name("pushline-db")
                 while let batch = q.take(max: 1000) {
-                    RegistryJobRunner.run(batch, store: store, logger: log)
+                    store.eventsAppended = 0
+                    let committed = RegistryJobRunner.run(batch, store: store, logger: log)
+                    // Readers are woken only once the events they will read are committed.
+                    if committed && store.eventsAppended > 0 { signal.notify() }
+                    store.eventsAppended = 0
                 }
                 // `store` (and the connection) is released when this closure ends, on this thread.
             }
@@ -476,7 +483,9 @@ enum RegistryThread {
 
 /// Runs one batch of jobs in one transaction (group commit).
 enum RegistryJobRunner {
-    static func run(_ jobs: [RegistryJob], store: RegistryStore, logger: Logger?) {
+    /// Returns whether the batch's transaction committed (false: nothing of it was kept).
+    @discardableResult
+    static func run(_ jobs: [RegistryJob], store: RegistryStore, logger: Logger?) -> Bool {
         let db = store.db
         let anyWrite = jobs.contains { $0.write }
         let useSavepoints = jobs.count > 1
@@ -485,7 +494,7 @@ enum RegistryJobRunner {
         } catch {
             for j in jobs { j.abort(error.commandError) }
             logger?.error("registry: \(error.description)")
-            return
+            return false
         }
         var finishers: [(ok: Bool, finish: @Sendable (CommandError?) -> Void)] = []
         finishers.reserveCapacity(jobs.count)
@@ -520,8 +529,10 @@ enum RegistryJobRunner {
             logger?.error("registry: batch of \(jobs.count) failed: \(fatal.description)")
             // Every job of the batch fails: what ran was rolled back.
             for j in jobs { j.abort(fatal.commandError) }
-            return
+            return false
         }
         for f in finishers { f.finish(nil) }
+        // A lone failing job was rolled back: what it appended is gone.
+        return useSavepoints || finishers.first?.ok == true
     }
 }

@@ -94,6 +94,8 @@ public enum Daemon {
                 "socket": "\(activation.socketPath)", "config_socket": "\(config.socket)"])
         }
         server.onStopping = { pending in
+            // Waiting `events` calls answer now (with what is there) instead of at their wait_ms.
+            registry.eventSignal.close()
             notifier.stopping(status: "stopping: finishing \(pending) in-flight requests")
         }
         server.onHangup = {
@@ -116,8 +118,10 @@ public enum Daemon {
             "providers": "\(configured.isEmpty ? "none" : configured)", "pid": "\(getpid())",
         ])
         metricsServer?.start()
+        let eventPruner = EventPruner.start(log: registry, logger: logger) { handler.dispatcher.config.eventRetentionSeconds }
         notifier.ready(status: "serving \(server.path), providers: \(configured.isEmpty ? "none" : configured)")
         server.run()
+        eventPruner.cancel()
         watchdog?.stop()
         metricsServer?.stop()
         handler.transport?.shutdown()
@@ -153,4 +157,28 @@ final class ConnectionCounter: @unchecked Sendable {
     // Written once before the server runs, read afterwards: no concurrent write.
     var server: Server?
     func count() -> Int { server?.activeConnections.load(ordering: .relaxed) ?? 0 }
+}
+
+/// Deletes `events` older than `event_retention`, at start and then every quarter of the
+/// retention (at least every second, at most every 10 minutes); the retention is read each
+/// round, so a reload changes it.
+enum EventPruner {
+    static func period(retentionSeconds: Int64) -> Duration {
+        .seconds(min(max(retentionSeconds / 4, 1), 600))
+    }
+
+    static func start(log: any EventLog, logger: Logger, retention: @escaping @Sendable () -> Int64) -> Task<Void, Never> {
+        Task {
+            while !Task.isCancelled {
+                let seconds = retention()
+                do throws(CommandError) {
+                    let n = try await log.pruneEvents(before: nowMillis() - seconds * 1000)
+                    if n > 0 { logger.info("events pruned", metadata: ["count": "\(n)", "retention_s": "\(seconds)"]) }
+                } catch {
+                    if error.code != .shuttingDown { logger.error("events: pruning failed", metadata: ["error": "\(error.message)"]) }
+                }
+                do { try await Task.sleep(for: period(retentionSeconds: seconds)) } catch { return }
+            }
+        }
+    }
 }

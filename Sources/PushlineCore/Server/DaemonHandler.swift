@@ -50,7 +50,7 @@ public final class DaemonHandler: RequestHandler {
 
     static let commands: Set<String> = [
         "ping", "register", "unregister", "devices", "update", "prune", "stats", "send", "bulk", "topic", "subscribe",
-        "unsubscribe", "topics", "subscribers", "metrics", "health", "reload",
+        "unsubscribe", "topics", "subscribers", "metrics", "health", "reload", "events",
     ]
 
     public init(dispatcher: Dispatcher, registry: Registry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
