@@ -16,6 +16,19 @@ public struct PushlineConfig: Sendable {
     public var serverLimits = ServerLimits()
     /// Notifications queued or in flight across the daemon before commands get `busy`.
     public var maxPending: Int = 250_000
+    /// The durable outbox (issue 13): notifications queued by async requests before `busy`.
+    public var maxQueued: Int = 10_000_000
+    /// An async notification's deadline without `expiration` or `time_to_live` (seconds).
+    public var maxDeliveryDelay: Int64 = 86_400
+    /// Finished jobs and their results are kept this long (seconds).
+    public var jobRetention: Int64 = 7 * 86_400
+    /// On SIGTERM, how long in-flight outbox deliveries may take to finish (ms).
+    public var shutdownTimeoutMs: Int = 10_000
+    /// How long a claimed delivery stays leased to this daemon (ms).
+    public var leaseMs: Int = 30_000
+    /// Caps the database file at this many pages (SQLite `max_page_count`), nil: no cap.
+    /// Meant for tests of a full disk.
+    public var databaseMaxPages: Int?
     /// HTTP/2 streams in flight per provider connection (the server's own limit still rules).
     /// Each costs about 35 KB while in flight; 500 keeps two connections busy over a WAN.
     public var maxStreamsPerConnection: Int = 500
@@ -116,6 +129,12 @@ public struct PushlineConfig: Sendable {
         updateOnDuplicateRegId = try r.bool("update_on_duplicate_reg_id") ?? false
         maxLineBytes = try r.int("max_line_bytes", range: 1024...(256 << 20)) ?? maxLineBytes
         maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending
+        maxQueued = try r.int("max_queued", range: 1...1_000_000_000) ?? maxQueued
+        maxDeliveryDelay = Int64(try r.int("max_delivery_delay", range: 1...(30 * 86_400)) ?? Int(maxDeliveryDelay))
+        jobRetention = Int64(try r.int("job_retention", range: 1...(366 * 86_400)) ?? Int(jobRetention))
+        shutdownTimeoutMs = try r.int("shutdown_timeout_ms", range: 0...600_000) ?? shutdownTimeoutMs
+        leaseMs = try r.int("lease_ms", range: 1000...3_600_000) ?? leaseMs
+        databaseMaxPages = try r.int("database_max_pages", range: 16...Int(Int32.max))
         serverLimits.maxConnections = try r.int("max_connections", range: 1...1_000_000) ?? serverLimits.maxConnections
         serverLimits.maxReplyBufferBytes =
             try r.int("max_reply_buffer_bytes", range: (64 << 10)...(1 << 30)) ?? serverLimits.maxReplyBufferBytes

@@ -21,6 +21,8 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case shuttingDown = "shutting_down"
         case providerError = "provider_error"
         case internalError = "internal_error"
+        /// The database could not take the write (full disk, I/O error): retry later.
+        case unavailable = "unavailable"
     }
 
     public var code: Code

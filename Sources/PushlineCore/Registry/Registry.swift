@@ -71,9 +71,12 @@ public final class Registry: Sendable {
     }
 
     /// Runs `body` on the database thread and returns its result (after COMMIT for writes).
-    func run<T: Sendable>(write: Bool, _ body: @escaping @Sendable (RegistryStore) throws -> T) async throws(CommandError) -> T {
+    ///
+    /// `durable`: the batch that carries it commits with `synchronous=FULL` (the outbox's
+    /// writes survive power loss; other batches keep WAL's `NORMAL`).
+    func run<T: Sendable>(write: Bool, durable: Bool = false, _ body: @escaping @Sendable (RegistryStore) throws -> T) async throws(CommandError) -> T {
         let result: Result<T, CommandError> = await withCheckedContinuation { c in
-            let job = RegistryJob(
+            var job = RegistryJob(
                 write: write,
                 run: { store in
                     let r: Result<T, CommandError>
@@ -93,6 +96,7 @@ public final class Registry: Sendable {
                     })
                 },
                 abort: { @Sendable e in c.resume(returning: .failure(e)) })
+            job.durable = durable
             if !queue.push(job) {
                 c.resume(returning: .failure(CommandError(.shuttingDown, "the registry is closed")))
             }
@@ -101,6 +105,12 @@ public final class Registry: Sendable {
     }
 
     // MARK: public API
+
+    /// Caps the database file (`PRAGMA max_page_count`): writes past it fail with SQLITE_FULL,
+    /// as on a full disk (`database_max_pages`, for tests).
+    public func setMaxPageCount(_ pages: Int) async throws(CommandError) {
+        try await run(write: false) { s in _ = try s.db.query("PRAGMA max_page_count = \(pages)") { $0.int(0) } }
+    }
 
     /// The outcome of registering one device.
     public struct RegisterOutcome: Sendable {
@@ -358,6 +368,8 @@ struct RegistryJob: Sendable {
     let run: @Sendable (RegistryStore) -> (ok: Bool, finish: @Sendable (CommandError?) -> Void)
     /// Fails the job without running it (or discards its result).
     let abort: @Sendable (CommandError) -> Void
+    /// Its batch commits with `synchronous=FULL`.
+    var durable = false
 }
 
 /// The job queue between callers and the database thread: a pthread mutex and condition variable.
@@ -489,6 +501,10 @@ enum RegistryJobRunner {
         let db = store.db
         let anyWrite = jobs.contains { $0.write }
         let useSavepoints = jobs.count > 1
+        // `synchronous` cannot change inside a transaction: set around it, for this batch only.
+        let durable = jobs.contains { $0.durable }
+        if durable { try? db.execute("PRAGMA synchronous = FULL") }
+        defer { if durable { try? db.execute("PRAGMA synchronous = NORMAL") } }
         do {
             try db.execute(anyWrite ? "BEGIN IMMEDIATE" : "BEGIN")
         } catch {

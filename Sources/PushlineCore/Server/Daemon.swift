@@ -1,5 +1,6 @@
 import CPushlineShims
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -58,9 +59,16 @@ public enum Daemon {
                 return 1
             }
         }
+        if let pages = config.databaseMaxPages {
+            do throws(CommandError) { try await_(registry, pages) } catch {
+                logger.critical("cannot set database_max_pages", metadata: ["error": "\(error.message)"])
+                return 1
+            }
+        }
         let holder = ConnectionCounter()
+        let outbox = OutboxContext(store: SQLiteOutbox(registry: registry))
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
-                                    connectionCount: { holder.count() })
+                                    connectionCount: { holder.count() }, outbox: outbox)
         let handler = DaemonHandler(dispatcher: dispatcher, registry: registry, transport: transport, source: source, notifier: notifier,
                                     logger: logger, connectionCount: { holder.count() })
         var metricsServer: MetricsServer?
@@ -93,9 +101,12 @@ public enum Daemon {
             logger.notice("serving the socket systemd passed in, not the config's", metadata: [
                 "socket": "\(activation.socketPath)", "config_socket": "\(config.socket)"])
         }
+        let worker = OutboxWorker(context: outbox, dispatcher: { handler.dispatcher }, logger: logger, leaseMs: config.leaseMs)
         server.onStopping = { pending in
             // Waiting `events` calls answer now (with what is there) instead of at their wait_ms.
             registry.eventSignal.close()
+            // SIGTERM: the outbox stops claiming; what is on the wire finishes below.
+            worker.beginStop()
             notifier.stopping(status: "stopping: finishing \(pending) in-flight requests")
         }
         server.onHangup = {
@@ -119,9 +130,14 @@ public enum Daemon {
         ])
         metricsServer?.start()
         let eventPruner = EventPruner.start(log: registry, logger: logger) { handler.dispatcher.config.eventRetentionSeconds }
+        worker.start()
         notifier.ready(status: "serving \(server.path), providers: \(configured.isEmpty ? "none" : configured)")
         server.run()
         eventPruner.cancel()
+        if !worker.waitStopped(timeoutMs: config.shutdownTimeoutMs) {
+            logger.warning("outbox deliveries still in flight at shutdown_timeout_ms; their leases are taken over at the next start",
+                           metadata: ["shutdown_timeout_ms": "\(config.shutdownTimeoutMs)"])
+        }
         watchdog?.stop()
         metricsServer?.stop()
         handler.transport?.shutdown()
@@ -129,6 +145,18 @@ public enum Daemon {
         notifier.status("stopped cleanly")
         logger.info("stopped cleanly")
         return 0
+    }
+
+    /// Sets SQLite's `max_page_count` from a non-async context (startup, before serving).
+    static func await_(_ registry: Registry, _ pages: Int) throws(CommandError) {
+        let done = Atomic<Int>(0)
+        let failure = Mutex<CommandError?>(nil)
+        Task.detached {
+            do throws(CommandError) { try await registry.setMaxPageCount(pages) } catch { failure.withLock { $0 = error } }
+            done.store(1, ordering: .releasing)
+        }
+        while done.load(ordering: .acquiring) == 0 { usleep(1000) }
+        if let e = failure.withLock({ $0 }) { throw e }
     }
 
     /// Creates the missing parent directories of `path` (as `mkdir -p`), each with mode

@@ -50,7 +50,7 @@ public final class DaemonHandler: RequestHandler {
 
     static let commands: Set<String> = [
         "ping", "register", "unregister", "devices", "update", "prune", "stats", "send", "bulk", "topic", "subscribe",
-        "unsubscribe", "topics", "subscribers", "metrics", "health", "reload", "events",
+        "unsubscribe", "topics", "subscribers", "metrics", "health", "reload", "job", "jobs", "cancel", "events",
     ]
 
     public init(dispatcher: Dispatcher, registry: Registry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
@@ -210,7 +210,7 @@ public final class DaemonHandler: RequestHandler {
         let changes = Self.describeChanges(old: old, new: new, newProviders: providers)
         let restartNeeded = Self.restartOnly(old: old.config, new: new)
         let dispatcher = Dispatcher(config: new, registry: registry, providers: providers, logger: logger,
-                                    connectionCount: connectionCount, startedAt: old.startedAt)
+                                    connectionCount: connectionCount, startedAt: old.startedAt, outbox: old.outbox)
         // `stats` counts since the daemon started, not since the reload.
         dispatcher.sentCount.add(old.sentCount.load(ordering: .relaxed), ordering: .relaxed)
         dispatcher.failedCount.add(old.failedCount.load(ordering: .relaxed), ordering: .relaxed)

@@ -1,0 +1,193 @@
+"""The durable outbox (issue 13): `"async": true` sends, `job`/`jobs`/`cancel`, and delivery
+that survives restarts, kill -9 and provider outages. Against the APNs fake (HTTP/2 + TLS, real
+JWT checks) and the real binary. Time bounds are generous (10x or more what a healthy run takes)."""
+import os
+import signal
+import time
+
+import pytest
+
+from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
+from test_apns import by_token, cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
+
+
+def wait_job(d, job_id, states=("done",), timeout=120.0, conn=None):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        r = (conn or d).call({"cmd": "job", "job": job_id})
+        assert r["ok"], r
+        last = r["job"]
+        if last["state"] in states:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not {states} after {timeout} s: {last}\n{d.logs()[-3000:]}")
+
+
+def register_many(d, n, start=1, app="default"):
+    ids = []
+    for s in range(start, start + n, 5000):
+        batch = [tok(i) for i in range(s, min(start + n, s + 5000))]
+        ids += register(d, batch, app=app)
+    return ids
+
+
+def all_results(d, job_id, limit=1000):
+    out, after = [], None
+    while True:
+        req = {"cmd": "job", "job": job_id, "results": True, "limit": limit}
+        if after is not None:
+            req["after"] = after
+        r = d.call(req)
+        assert r["ok"], r
+        out += r["results"]
+        if r["next"] is None:
+            return out
+        after = r["next"]
+
+
+def test_async_send_is_queued_then_delivered_with_paged_results(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 50)
+    r = d.call({"cmd": "send", "ids": ids, "message": "hello", "async": True})
+    assert r["ok"], r
+    assert r["job"]["state"] == "queued" and isinstance(r["job"]["id"], str)
+    job = wait_job(d, r["job"]["id"])
+    assert (job["devices"], job["sent"], job["failed"], job["pending"], job["canceled"]) == (50, 50, 0, 0, 0)
+    assert job["started_at"] and job["finished_at"] and job["created_at"]
+    got = by_token(fake.received())
+    assert sorted(got) == sorted(tok(i) for i in range(1, 51))
+    assert all(len(v) == 1 for v in got.values())
+    res = all_results(d, r["job"]["id"], limit=20)
+    assert [x["id"] for x in res] == ids
+    assert all(x["status"] == "sent" and x["attempts"] == 1 and x["platform"] == "apns" for x in res)
+    # Listing: the job is there, filtered by state.
+    js = d.call({"cmd": "jobs", "state": "done"})
+    assert [j["id"] for j in js["jobs"]] == [r["job"]["id"]]
+    assert d.call({"cmd": "jobs", "state": "queued"})["jobs"] == []
+
+
+def test_async_bulk_messages_and_tokens(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 3)
+    r = d.call({"cmd": "bulk", "async": True, "messages": [
+        {"ids": [ids[0]], "message": "one"},
+        {"registration_ids": [tok(2), tok(999)], "platform": "apns", "message": "two"},
+        {"tokens": [tok(500)], "platform": "apns", "message": "raw"}]})
+    assert r["ok"], r
+    job = wait_job(d, r["job"]["id"])
+    assert (job["devices"], job["sent"], job["failed"]) == (4, 3, 1)
+    res = all_results(d, r["job"]["id"])
+    assert [(x["message"], x["status"]) for x in res] == [(0, "sent"), (1, "sent"), (1, "failed"), (2, "sent")]
+    assert res[2]["reason"] == "not_registered"
+    got = {x["token"]: x["payload"]["aps"]["alert"] for x in fake.received()}
+    assert got == {tok(1): "one", tok(2): "two", tok(500): "raw"}
+
+
+def test_async_refuses_what_sync_refuses_and_queues_nothing(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 2)
+    cases = [
+        ({"cmd": "send", "ids": ids, "message": "x", "async": True, "badge": "many"}, "invalid_argument"),
+        ({"cmd": "send", "registration_ids": [tok(1)], "platform": "fcm", "message": "x", "async": True}, "provider_not_configured"),
+        ({"cmd": "send", "ids": ids, "message": "x" * 5000, "async": True}, "payload_too_large"),
+        ({"cmd": "send", "ids": ids, "message": "x", "async": True, "app": "nope"}, None),
+        ({"cmd": "send", "ids": ids, "message": "x", "async": True, "idempotency_key": "k" * 256}, "invalid_argument"),
+        ({"cmd": "send", "ids": ids, "message": "x", "async": True, "send_at": "tomorrow"}, "invalid_argument"),
+        ({"cmd": "send", "ids": ids, "message": "x", "async": "yes"}, "invalid_argument"),
+    ]
+    for req, code in cases:
+        a = d.call(req)
+        assert not a["ok"], (req, a)
+        sync_req = {k: v for k, v in req.items() if k not in ("async", "idempotency_key", "send_at")}
+        if req.get("async") is True and "idempotency_key" not in req and "send_at" not in req:
+            s = d.call(sync_req)
+            assert not s["ok"] and s["error"]["code"] == a["error"]["code"], (req, a, s)
+        if code:
+            assert a["error"]["code"] == code, (req, a)
+    assert d.call({"cmd": "jobs"})["jobs"] == []
+    assert d.call({"cmd": "job", "job": "nope"})["error"]["code"] == "not_found"
+    assert fake.received() == []
+
+
+def test_idempotency_key_gives_one_job_and_one_delivery(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 10)
+    req = {"cmd": "send", "ids": ids, "message": "once", "async": True, "idempotency_key": "order-981-shipped"}
+    a = d.call(req)
+    b = d.call(req)
+    assert a["ok"] and b["ok"], (a, b)
+    assert b["job"]["id"] == a["job"]["id"] and b.get("duplicate") is True and "duplicate" not in a
+    # Another app's same key is another job.
+    wait_job(d, a["job"]["id"])
+    c = d.call(dict(req))
+    assert c["job"]["id"] == a["job"]["id"] and c["duplicate"] is True
+    time.sleep(1.0)
+    got = by_token(fake.received())
+    assert len(got) == 10 and all(len(v) == 1 for v in got.values())
+    assert len(d.call({"cmd": "jobs"})["jobs"]) == 1
+
+
+def test_send_at_not_before_and_across_a_restart(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 5)
+    at = int(time.time()) + 3
+    r = d.call({"cmd": "send", "ids": ids, "message": "later", "async": True, "send_at": at})
+    assert r["ok"] and r["job"]["state"] == "scheduled", r
+    d.restart()
+    assert d.call({"cmd": "job", "job": r["job"]["id"]})["job"]["state"] == "scheduled"
+    assert fake.received() == []
+    job = wait_job(d, r["job"]["id"], timeout=60)
+    assert job["sent"] == 5
+    first = min(x["time"] for x in fake.received())
+    assert first >= at, (first, at)
+
+
+def test_cancel_half_way(start_daemon, fake):
+    config = cfg(fake)
+    config["max_line_bytes"] = 16 << 20
+    d = start_daemon(config)
+    ids = register_many(d, 20000)
+    fake.control({"delay_ms": 300})
+    r = d.call({"cmd": "send", "ids": ids, "message": "stop me", "async": True})
+    deadline = time.time() + 60
+    while time.time() < deadline and len(fake.received()) == 0:
+        time.sleep(0.05)
+    c = d.call({"cmd": "cancel", "job": r["job"]["id"]})
+    assert c["ok"] and c["job"]["state"] == "canceled", c
+    # The batches on the wire finish and count as sent; nothing else goes out.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        job = d.call({"cmd": "job", "job": r["job"]["id"]})["job"]
+        seen = len(by_token(fake.received()))
+        if job["sent"] == seen:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    job = d.call({"cmd": "job", "job": r["job"]["id"]})["job"]
+    assert job["state"] == "canceled"
+    assert job["sent"] + job["failed"] + job["canceled"] == job["devices"] == 20000 and job["pending"] == 0
+    assert job["canceled"] > 0, job
+    assert len(by_token(fake.received())) == job["sent"] < 20000
+    # A second cancel changes nothing.
+    assert d.call({"cmd": "cancel", "job": r["job"]["id"]})["job"]["canceled"] == job["canceled"]
+
+
+def test_expired_after_a_short_time_to_live(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 3)
+    fake.control({"fail": [{"token": "*", "status": 503, "reason": "ServiceUnavailable", "count": -1}]})
+    r = d.call({"cmd": "send", "ids": ids, "message": "soon stale", "async": True, "time_to_live": 4})
+    job = wait_job(d, r["job"]["id"], timeout=60)
+    assert (job["sent"], job["failed"]) == (0, 3)
+    res = all_results(d, r["job"]["id"])
+    assert all(x["reason"] == "expired" and x["last_reason"] == "ServiceUnavailable" and x["attempts"] >= 2 for x in res), res
+
+
+def test_async_requires_nothing_of_sync_sends_which_stay_unchanged(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 3)
+    r = d.call({"cmd": "send", "ids": ids, "message": "now"})
+    assert r["ok"] and r["sent"] == 3 and "job" not in r
+    r = d.call({"cmd": "send", "ids": ids, "message": "now", "async": False})
+    assert r["ok"] and r["sent"] == 3 and "job" not in r
