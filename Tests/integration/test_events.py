@@ -242,3 +242,38 @@ def test_event_retention_config_errors(tmp_path):
     p.write_text('{"event_retention": "12h"}')
     r = subprocess.run([binary(), "check-config", str(p)], capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout, r.stderr)
+
+
+def test_deactivations_from_async_jobs_appear_once_then_job_done(start_daemon, fake):
+    # The outbox's deliveries deactivate through the same registry call as synchronous sends:
+    # one device_deactivated per dead device (none again when a second job names them), then
+    # the job's job_done, all in seq order, and a waiting reader is woken by them.
+    from test_outbox import wait_job
+    d = start_daemon(cfg(fake))
+    tokens = [tok(i) for i in range(1, 21)]
+    ids = register(d, tokens)
+    dead = [tokens[3], tokens[11], tokens[17]]
+    fail_tokens(fake, dead)
+    waiter = d.connect(timeout=60)
+    waiter.send({"cmd": "events", "wait_ms": 30_000})
+    r = d.call({"cmd": "bulk", "ids": ids, "message": "async", "async": True})
+    assert r["ok"], r
+    job_id = r["job"]["id"]
+    woke = waiter.recv()
+    assert woke["ok"] and woke["events"], woke
+    wait_job(d, job_id)
+    # A second job to the same devices: the dead ones are inactive now, no new deactivation.
+    r2 = d.call({"cmd": "bulk", "ids": ids, "message": "again", "async": True})
+    wait_job(d, r2["job"]["id"])
+    evs = events(d)["events"]
+    deact = [e for e in evs if e["type"] == "device_deactivated"]
+    assert sorted(e["device"] for e in deact) == sorted(ids[tokens.index(t)] for t in dead)
+    assert all(e["reason"] == "BadDeviceToken" for e in deact)
+    done = [e for e in evs if e["type"] == "job_done"]
+    assert [e["job"] for e in done] == [job_id, r2["job"]["id"]]
+    # Each deactivation comes before its job's job_done; seqs strictly increase.
+    first_done = evs.index(done[0])
+    assert all(evs.index(e) < first_done for e in deact)
+    seqs = [e["seq"] for e in evs]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    waiter.close()

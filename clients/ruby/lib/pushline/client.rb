@@ -416,8 +416,12 @@ module Pushline
         raise ArgumentTypeError.new("idempotency_key", "expected a String, got #{idempotency_key.class}")
       end
 
-      at = send_at.respond_to?(:to_time) && !send_at.is_a?(Numeric) ? send_at.to_time.to_i : send_at
-      raise ArgumentTypeError.new("send_at", "expected Unix seconds or a Time, got #{send_at.class} #{send_at.inspect[0, 40]}") unless at.nil? || at.is_a?(Numeric)
+      at = case send_at
+           when nil, Numeric then send_at
+           when Time then send_at.to_i
+           else send_at.respond_to?(:to_time) && !send_at.is_a?(String) ? send_at.to_time.to_i : :bad
+           end
+      raise ArgumentTypeError.new("send_at", "expected Unix seconds or a Time, got #{send_at.class} #{send_at.inspect[0, 40]}") if at == :bad
 
       later = !at.nil? || !idempotency_key.nil?
       raise ArgumentTypeError.new("async", "send_at and idempotency_key are for async requests (async: true)") if async == false && later
