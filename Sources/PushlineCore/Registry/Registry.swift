@@ -521,6 +521,12 @@ enum RegistryJobRunner {
             }
             let r = j.run(store)
             finishers.append(r)
+            // Some errors (SQLITE_FULL, IOERR, ...) roll the whole transaction back by themselves:
+            // then the savepoint is gone too, and SQLite's own message says why.
+            if !r.ok && !db.inTransaction {
+                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error (\(db.lastErrorMessage))", sql: nil)
+                break
+            }
             if useSavepoints && j.write {
                 do {
                     if !r.ok { try db.execute("ROLLBACK TO job") }
@@ -529,7 +535,7 @@ enum RegistryJobRunner {
             }
             // Some errors (SQLITE_FULL, IOERR, ...) roll the whole transaction back by themselves.
             if !db.inTransaction {
-                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error", sql: nil)
+                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error (\(db.lastErrorMessage))", sql: nil)
                 break
             }
         }
