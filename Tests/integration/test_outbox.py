@@ -362,3 +362,28 @@ def test_sigterm_leaves_the_rest_queued_and_a_restart_finishes(start_daemon, fak
     assert len(got) == 20000
     # A clean stop finishes what is on the wire and records it: no duplicates at all.
     assert all(len(v) == 1 for v in got.values()), at_stop
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_queue_depth_and_oldest_age_in_metrics(start_daemon, fake):
+    d = start_daemon(cfg(fake))
+    ids = register_many(d, 7)
+    text = d.call({"cmd": "metrics"})["text"]
+    assert metric(text, "pushline_outbox_queued_notifications") == 0
+    assert metric(text, "pushline_outbox_oldest_queued_age_seconds") == 0
+    r = d.call({"cmd": "send", "ids": ids, "message": "later", "async": True, "send_at": int(time.time()) + 3600})
+    assert r["ok"], r
+    time.sleep(1.2)
+    text = d.call({"cmd": "metrics"})["text"]
+    assert metric(text, "pushline_outbox_queued_notifications") == 7
+    assert metric(text, "pushline_outbox_live_jobs") == 1
+    assert 1.0 <= metric(text, "pushline_outbox_oldest_queued_age_seconds") < 600
+    d.call({"cmd": "cancel", "job": r["job"]["id"]})
+    text = d.call({"cmd": "metrics"})["text"]
+    assert metric(text, "pushline_outbox_queued_notifications") == 0
