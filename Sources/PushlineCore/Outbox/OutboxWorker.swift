@@ -27,7 +27,7 @@ public final class OutboxWorker: Sendable {
     let leaseMs: Int64
 
     /// Deliveries claimed per job per round.
-    static let batch = 2500
+    static let batch = 1000
     /// Jobs served per round.
     static let jobsPerRound = 64
     /// Devices resolved per job per round.
@@ -77,8 +77,13 @@ public final class OutboxWorker: Sendable {
         }
         var lastHousekeeping: Int64 = 0
         var notifications: [String: [Notification?]] = [:]
-        await withTaskGroup(of: Void.self) { group in
+        // Child tasks return true for a delivered batch, false for the waker: a task that ends
+        // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
+        // job is resolved and claimed at once instead of after the next batch ends.
+        await withTaskGroup(of: Bool.self) { group in
             var running = 0
+            var waker = false
+            var woken = false
             while !stopping.load(ordering: .acquiring) {
                 let d = dispatcher()
                 let now = nowMillis()
@@ -88,8 +93,11 @@ public final class OutboxWorker: Sendable {
                     if notifications.count > 1000 { notifications.removeAll() }
                 }
                 var worked = await resolveRound(d, now: now)
-                // Synchronous sends go first: while any is in flight, one batch at a time.
-                let limit = d.pending.load(ordering: .relaxed) > 0 ? 1 : Self.maxInFlight
+                // Synchronous sends go first: while any is in flight, one batch at a time. A
+                // wake-up may add batches beyond the limit (the new job comes first in a claim).
+                var limit = d.pending.load(ordering: .relaxed) > 0 ? 1 : Self.maxInFlight
+                if woken { limit = max(limit, min(running + 1, 2 * Self.maxInFlight)) }
+                woken = false
                 if running < limit {
                     let claims: [OutboxClaim]
                     do throws(CommandError) {
@@ -104,14 +112,25 @@ public final class OutboxWorker: Sendable {
                         let ns = notifications[c.job.id] ?? []
                         running += 1
                         inFlight.add(1, ordering: .relaxed)
-                        group.addTask { await self.deliver(c, notifications: ns, d) }
+                        group.addTask {
+                            await self.deliver(c, notifications: ns, d)
+                            return true
+                        }
                         worked = true
                     }
                 }
                 if running >= limit || (!worked && running > 0) {
-                    if await group.next() != nil {
+                    if !waker {
+                        waker = true
+                        group.addTask { await self.waitWoken() }
+                    }
+                    guard let batch = await group.next() else { continue }
+                    if batch {
                         running -= 1
                         inFlight.subtract(1, ordering: .relaxed)
+                    } else {
+                        waker = false
+                        woken = true
                     }
                     continue
                 }
@@ -121,17 +140,28 @@ public final class OutboxWorker: Sendable {
                 if let due = try? await store.nextDue() { wait = max(5, min(wait, due - nowMillis())) }
                 await context.sleep(ms: wait)
             }
-            // SIGTERM: what is on the wire finishes; the rest stays queued.
-            while running > 0, await group.next() != nil {
-                running -= 1
-                inFlight.subtract(1, ordering: .relaxed)
+            // SIGTERM: what is on the wire finishes; the rest stays queued (the waker ends too).
+            context.wake()
+            while let batch = await group.next() {
+                if batch {
+                    running -= 1
+                    inFlight.subtract(1, ordering: .relaxed)
+                }
             }
         }
         logger.info("outbox worker stopped", metadata: ["owner": "\(owner)"])
     }
 
+    /// Returns false once the loop is woken (an accept, SIGTERM).
+    func waitWoken() async -> Bool {
+        while !context.woken.exchange(false, ordering: .acquiringAndReleasing) && !stopping.load(ordering: .acquiring) {
+            try? await Task.sleep(nanoseconds: 5_000_000)
+        }
+        return false
+    }
+
     /// Batches on the wire at once.
-    static let maxInFlight = 3
+    static let maxInFlight = 4
 
     func housekeeping(_ d: Dispatcher, now: Int64) async {
         if let depth = try? await store.depth() { context.lastDepth.withLock { $0 = depth } }

@@ -113,6 +113,12 @@ public final class DaemonHandler: RequestHandler {
                                     Double(row.count)))
             }
         }
+        if let outbox = dispatcher.outbox, let depth = try? await outbox.store.depth() {
+            gauges.append(.init(.outboxQueued, [], Double(depth.queued)))
+            gauges.append(.init(.outboxJobs, [], Double(depth.liveJobs)))
+            let age = depth.oldestQueuedAt.map { max(0, Double(nowMillis() - $0) / 1000) } ?? 0
+            gauges.append(.init(.outboxOldestAge, [], age))
+        }
         if let t = transport {
             let s = t.stats
             gauges.append(.init(.transportRetries, [], Double(s.retries)))
