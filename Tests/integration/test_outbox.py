@@ -226,6 +226,8 @@ def test_kill_9_at_five_points_every_device_delivered_once_or_on_the_wire(start_
         first = min(x["time"] for x in v)
         assert any(-5 <= k - first < 30 for k, _ in kills), (t, [(x["time"], x["status"], x.get("reason")) for x in v], kills)
         assert len(v) <= len(kills) + 1
+        # The re-send carries the first attempt's apns-id.
+        assert len({x["apns_id"] for x in v}) == 1, v
     assert len(dups) <= len(kills) * 4 * 1000, len(dups)
     res = all_results(d, job_id)
     assert len(res) == n and all(x["status"] == "sent" for x in res)

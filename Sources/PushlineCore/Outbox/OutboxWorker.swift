@@ -107,13 +107,16 @@ public final class OutboxWorker: Sendable {
                         logger.error("outbox: claim failed", metadata: ["error": "\(error.message)"])
                         claims = []
                     }
-                    for c in claims {
-                        if notifications[c.job.id] == nil { notifications[c.job.id] = Self.parse(c.job, d) }
-                        let ns = notifications[c.job.id] ?? []
+                    if !claims.isEmpty {
+                        var ns: [String: [Notification?]] = [:]
+                        for c in claims {
+                            if notifications[c.job.id] == nil { notifications[c.job.id] = Self.parse(c.job, d) }
+                            ns[c.job.id] = notifications[c.job.id] ?? []
+                        }
                         running += 1
                         inFlight.add(1, ordering: .relaxed)
                         group.addTask {
-                            await self.deliver(c, notifications: ns, d)
+                            await self.deliver(claims, notifications: ns, d)
                             return true
                         }
                         worked = true
@@ -309,29 +312,49 @@ public final class OutboxWorker: Sendable {
 
     // MARK: delivering
 
-    func deliver(_ claim: OutboxClaim, notifications: [Notification?], _ d: Dispatcher) async {
-        let job = claim.job
-        // Per message: its notification and the claimed devices.
-        var byMessage: [Int: [OutboxDelivery]] = [:]
-        var outcomes: [OutboxOutcome] = []
-        let now0 = nowMillis()
-        for x in claim.deliveries {
-            let m = x.message ?? 0
-            guard x.device != nil, m < notifications.count, notifications[m] != nil else {
-                let reason = x.device == nil ? "not_registered" : "internal: the stored notification does not parse"
-                outcomes.append(OutboxOutcome(n: x.n, fence: x.fence, kind: .failed, result: [
-                    "id": x.deviceId.map { $0 > 0 ? .int($0) : .null } ?? .null, "status": "failed", "reason": .string(reason),
-                    "reason_class": "device", "retryable": false, "deactivated": false, "attempts": .int(Int64(x.attempts)),
-                ]))
-                continue
-            }
-            byMessage[m, default: []].append(x)
+    /// Delivers one round's claims (one job each) together: every (job, message) is one
+    /// `Addressed` of one `deliver` call (each provider gets all its messages at once, as a
+    /// `bulk` does), deactivations are applied once, and each job's results are committed
+    /// concurrently (the registry's group commit makes them one transaction).
+    func deliver(_ claims: [OutboxClaim], notifications: [String: [Notification?]], _ d: Dispatcher) async {
+        struct Part {
+            var claim: Int
+            var message: Int
+            var rows: [OutboxDelivery]
         }
-        let keys = byMessage.keys.sorted()
-        var addressed: [Addressed] = []
-        for m in keys {
-            guard let n = notifications[m] else { continue }
-            addressed.append(Addressed(n, to: (byMessage[m] ?? []).compactMap(\.device)))
+        var parts: [Part] = []
+        var outcomes = [[OutboxOutcome]](repeating: [], count: claims.count)
+        let now0 = nowMillis()
+        for (ci, claim) in claims.enumerated() {
+            let ns = notifications[claim.job.id] ?? []
+            var byMessage: [Int: [OutboxDelivery]] = [:]
+            for x in claim.deliveries {
+                let m = x.message ?? 0
+                guard x.device != nil, m < ns.count, ns[m] != nil else {
+                    let reason = x.device == nil ? "not_registered" : "internal: the stored notification does not parse"
+                    outcomes[ci].append(OutboxOutcome(n: x.n, fence: x.fence, kind: .failed, result: [
+                        "id": x.deviceId.map { $0 > 0 ? .int($0) : .null } ?? .null, "status": "failed", "reason": .string(reason),
+                        "reason_class": "device", "retryable": false, "deactivated": false, "attempts": .int(Int64(x.attempts)),
+                    ]))
+                    continue
+                }
+                byMessage[m, default: []].append(x)
+            }
+            for m in byMessage.keys.sorted() { parts.append(Part(claim: ci, message: m, rows: byMessage[m] ?? [])) }
+        }
+        let addressed: [Addressed] = parts.compactMap { p in
+            let job = claims[p.claim].job
+            guard var n = notifications[job.id]?[p.message] else { return nil }
+            let devices = p.rows.compactMap(\.device)
+            // APNs: each delivery keeps one apns-id across its attempts (and a crash's re-send).
+            if n.fields["apns_id"] == nil, devices.contains(where: { $0.platform == .apns }) {
+                var ids = JSONObject()
+                for x in p.rows where x.device?.platform == .apns {
+                    if let d = x.device { ids[d.registrationId] = .string(Self.apnsId(job: job.id, n: x.n)) }
+                }
+                n.fields[APNsMessage.outboxIdsKey] = .object(ids)
+            }
+            return Addressed(n, to: devices)
         }
         let results: [[DeliveryResult]]
         if addressed.count == 1 {
@@ -339,20 +362,20 @@ public final class OutboxWorker: Sendable {
         } else {
             results = addressed.isEmpty ? [] : await d.deliver(addressed)
         }
-        let flat = results.flatMap { $0 }
-        let renderer = await d.applyDeactivations(flat, devices: addressed.flatMap(\.devices))
+        let renderer = await d.applyDeactivations(results.flatMap { $0 }, devices: addressed.flatMap(\.devices))
         let now = nowMillis()
         var sent = 0
         var failed = 0
-        for (k, m) in keys.enumerated() where k < results.count {
-            let rows = byMessage[m] ?? []
-            let deadline = notifications[m].map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
-            for (x, r) in zip(rows, results[k]) {
+        for (k, p) in parts.enumerated() where k < results.count {
+            let job = claims[p.claim].job
+            let n = notifications[job.id]?[p.message] ?? nil
+            let deadline = n.map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
+            for (x, r) in zip(p.rows, results[k]) {
                 var o = renderer.json(r)
                 o["attempts"] = .int(Int64(x.attempts + 1))
                 if job.indexed {
-                    o.pairs.insert(("message_index", .int(Int64(m))), at: 0)
-                    o.pairs.insert(("message", .int(Int64(m))), at: 0)
+                    o.pairs.insert(("message_index", .int(Int64(p.message))), at: 0)
+                    o.pairs.insert(("message", .int(Int64(p.message))), at: 0)
                 }
                 let kind: OutboxOutcome.Kind
                 if r.status == .sent {
@@ -373,19 +396,44 @@ public final class OutboxWorker: Sendable {
                     kind = .failed
                     failed += 1
                 }
-                outcomes.append(OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: o))
+                outcomes[p.claim].append(OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: o))
             }
         }
         d.sentCount.add(sent, ordering: .relaxed)
         d.failedCount.add(failed, ordering: .relaxed)
-        do throws(CommandError) {
-            _ = try await store.complete(job: job.id, outcomes, now: nowMillis())
-        } catch {
-            // The leases expire and the rows are claimed again (at-least-once).
-            logger.error("outbox: recording results failed", metadata: [
-                "job": "\(job.id)", "error": "\(error.message)", "count": "\(outcomes.count)", "ms": "\(nowMillis() - now0)",
-            ])
+        let store = self.store
+        let logger = self.logger
+        await withTaskGroup(of: Void.self) { group in
+            for (ci, claim) in claims.enumerated() where !outcomes[ci].isEmpty {
+                let list = outcomes[ci]
+                group.addTask {
+                    do throws(CommandError) {
+                        _ = try await store.complete(job: claim.job.id, list, now: nowMillis())
+                    } catch {
+                        // The leases expire and the rows are claimed again (at-least-once).
+                        logger.error("outbox: recording results failed", metadata: [
+                            "job": "\(claim.job.id)", "error": "\(error.message)", "count": "\(list.count)", "ms": "\(nowMillis() - now0)",
+                        ])
+                    }
+                }
+            }
         }
+    }
+
+    /// A delivery's apns-id: the job id's first 20 hex digits and the delivery's index, as a UUID.
+    static func apnsId(job: String, n: Int64) -> String {
+        var hex = Array(job.utf8.prefix(20))
+        while hex.count < 20 { hex.append(UInt8(ascii: "0")) }
+        let digits = Array("0123456789abcdef".utf8)
+        var tail: [UInt8] = []
+        var v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
+        for _ in 0..<12 {
+            tail.insert(digits[Int(v & 15)], at: 0)
+            v >>= 4
+        }
+        let all = hex + tail
+        func part(_ r: Range<Int>) -> String { String(decoding: all[r], as: UTF8.self) }
+        return "\(part(0..<8))-\(part(8..<12))-\(part(12..<16))-\(part(16..<20))-\(part(20..<32))"
     }
 
     /// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to 60 s, times 0.5-1.5; at least the

@@ -131,6 +131,7 @@ enum Migrations {
             );
             CREATE INDEX outbox_jobs_live ON outbox_jobs (state, seq);
             CREATE INDEX outbox_jobs_served ON outbox_jobs (state, served, seq);
+            CREATE INDEX outbox_jobs_unresolved ON outbox_jobs (send_at, seq) WHERE resolved = 0 AND state IN ('queued', 'running');
             CREATE INDEX outbox_jobs_idem ON outbox_jobs (app, idem_key, created_at) WHERE idem_key IS NOT NULL;
             CREATE INDEX outbox_jobs_finished ON outbox_jobs (finished_at) WHERE finished_at IS NOT NULL;
             CREATE TABLE outbox_deliveries (
