@@ -151,3 +151,16 @@ def test_async_send_job_jobs_cancel(env):
     assert r.returncode == 0, r.stderr
     assert "canceled" in run("--job", later["job"]["id"]).stdout
     assert '"job_done"' in run("--events").stdout
+
+
+def test_follow_stops_at_once_on_sigterm_during_a_long_poll(env):
+    # SIGTERM to the script alone (not its process group) while a 30 s long poll is under way:
+    # it exits at once, not when the poll ends (sh runs a trap only after a foreground command).
+    run, _, _ = env
+    p = subprocess.Popen(["sh", SCRIPT, "--follow", "--wait-ms", "30000"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=run.env)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(25) == 130
+    assert time.monotonic() - t0 < 10
