@@ -9,7 +9,7 @@ echo "== foundation (socket, registry, RSS) =="
 python3 bench/foundation_bench.py --bin "$PUSHLINE_BIN"
 echo "== careless clients (a huge line, replies never read) =="
 python3 bench/server_abuse_bench.py --bin "$PUSHLINE_BIN"
-for b in transport_bench.sh apns_bench.sh fcm_bench.sh webpush_bench.sh latency_bench.sh scale_bench.sh pg_bench.sh; do
+for b in transport_bench.sh apns_bench.sh fcm_bench.sh webpush_bench.sh latency_bench.sh scale_bench.sh outbox_bench.sh pg_bench.sh; do
     if [ -x "bench/$b" ]; then
         echo "== $b =="
         "bench/$b" || echo "($b exited $?)"

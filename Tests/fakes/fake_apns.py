@@ -31,6 +31,7 @@ The admin port speaks plain HTTP/1.1 on loopback:
 * `POST /control` with a JSON object of any of:
   `{"unregister": [{"token": T, "timestamp": ms, "reason": "Unregistered"}]}`,
   `{"fail": [{"token": T or "*", "status": 503, "reason": "ServiceUnavailable", "count": 2}]}` (count -1: forever),
+  `{"clear_fail": true}` (drops every fail rule: an outage ends),
   `{"delay_ms": 200}`, `{"slow": [{"token": T, "delay_ms": 1500}]}` (that device's answers only), `{"drop_after": 3, "drop_times": 1}` (abort a connection once it got N requests),
   `{"goaway_after": 5, "goaway_times": 1}` (GOAWAY after N streams on a connection),
   `{"max_streams": 1}` (SETTINGS_MAX_CONCURRENT_STREAMS now and for new connections),
@@ -171,6 +172,8 @@ class State:
             self.reset()
         for u in c.get("unregister", []):
             self.unregistered[u["token"]] = (u.get("timestamp", int(time.time() * 1000)), u.get("reason", "Unregistered"))
+        if c.get("clear_fail"):
+            self.fail_rules = []
         for f in c.get("fail", []):
             self.fail_rules.append({"token": f.get("token", "*"), "status": int(f.get("status", 503)),
                                     "reason": f.get("reason", "ServiceUnavailable"), "count": int(f.get("count", 1)),

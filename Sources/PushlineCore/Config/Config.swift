@@ -18,6 +18,19 @@ public struct PushlineConfig: Sendable {
     public var serverLimits = ServerLimits()
     /// Notifications queued or in flight across the daemon before commands get `busy`.
     public var maxPending: Int = 250_000
+    /// The durable outbox (issue 13): notifications queued by async requests before `busy`.
+    public var maxQueued: Int = 10_000_000
+    /// An async notification's deadline without `expiration` or `time_to_live` (seconds).
+    public var maxDeliveryDelay: Int64 = 86_400
+    /// Finished jobs and their results are kept this long (seconds).
+    public var jobRetention: Int64 = 7 * 86_400
+    /// On SIGTERM, how long in-flight outbox deliveries may take to finish (ms).
+    public var shutdownTimeoutMs: Int = 10_000
+    /// How long a claimed delivery stays leased to this daemon (ms).
+    public var leaseMs: Int = 30_000
+    /// Caps the database file at this many pages (SQLite `max_page_count`), nil: no cap.
+    /// Meant for tests of a full disk.
+    public var databaseMaxPages: Int?
     /// HTTP/2 streams in flight per provider connection (the server's own limit still rules).
     /// Each costs about 35 KB while in flight; 500 keeps two connections busy over a WAN.
     public var maxStreamsPerConnection: Int = 500
@@ -28,6 +41,8 @@ public struct PushlineConfig: Sendable {
     /// Where Prometheus scrapes `GET /metrics`: `host:port` or a Unix socket path; nil: off.
     public var metricsListen: String?
     public var apps: [String: AppConfig] = ["default": AppConfig()]
+    /// How long the `events` feed keeps an event (`event_retention`), in seconds; 7 days.
+    public var eventRetentionSeconds: Int64 = 7 * 86_400
 
     /// Transport settings derived from the provider blocks: one curl event loop per
     /// connection up to two loops (the machine's cores), and the largest `max_connections`
@@ -73,6 +88,32 @@ public struct PushlineConfig: Sendable {
         return out
     }
 
+    /// A duration in seconds: a whole number of seconds, or a string of one number and a unit
+    /// (`"45s"`, `"30m"`, `"12h"`, `"7d"`).
+    static func duration(_ v: JSONValue, key: String, range: ClosedRange<Int64>) throws(ConfigError) -> Int64 {
+        let seconds: Int64
+        if let i = v.intValue {
+            seconds = i
+        } else if let s = v.stringValue, let unit = s.last, let n = Int64(s.dropLast()), n >= 0 {
+            let mult: Int64
+            switch unit {
+            case "s": mult = 1
+            case "m": mult = 60
+            case "h": mult = 3600
+            case "d": mult = 86_400
+            default: throw ConfigError(key, "expected seconds (a whole number) or a string such as \"45s\", \"30m\", \"12h\", \"7d\", got \"\(s)\"")
+            }
+            let (p, overflow) = n.multipliedReportingOverflow(by: mult)
+            seconds = overflow ? Int64.max : p
+        } else {
+            throw ConfigError(key, "expected seconds (a whole number) or a string such as \"45s\", \"30m\", \"12h\", \"7d\", got \(v.typeName == "string" ? "\"\(v.stringValue ?? "")\"" : v.typeName)")
+        }
+        guard range.contains(seconds) else {
+            throw ConfigError(key, "must be between \(range.lowerBound) second(s) and \(range.upperBound / 86_400) days")
+        }
+        return seconds
+    }
+
     public init(json: JSONValue) throws(ConfigError) {
         var r = try ConfigReader(json, path: "")
         socket = try r.string("socket") ?? socket
@@ -92,6 +133,12 @@ public struct PushlineConfig: Sendable {
         updateOnDuplicateRegId = try r.bool("update_on_duplicate_reg_id") ?? false
         maxLineBytes = try r.int("max_line_bytes", range: 1024...(256 << 20)) ?? maxLineBytes
         maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending
+        maxQueued = try r.int("max_queued", range: 1...1_000_000_000) ?? maxQueued
+        maxDeliveryDelay = Int64(try r.int("max_delivery_delay", range: 1...(30 * 86_400)) ?? Int(maxDeliveryDelay))
+        jobRetention = Int64(try r.int("job_retention", range: 1...(366 * 86_400)) ?? Int(jobRetention))
+        shutdownTimeoutMs = try r.int("shutdown_timeout_ms", range: 0...600_000) ?? shutdownTimeoutMs
+        leaseMs = try r.int("lease_ms", range: 1000...3_600_000) ?? leaseMs
+        databaseMaxPages = try r.int("database_max_pages", range: 16...Int(Int32.max))
         serverLimits.maxConnections = try r.int("max_connections", range: 1...1_000_000) ?? serverLimits.maxConnections
         serverLimits.maxReplyBufferBytes =
             try r.int("max_reply_buffer_bytes", range: (64 << 10)...(1 << 30)) ?? serverLimits.maxReplyBufferBytes
@@ -111,6 +158,9 @@ public struct PushlineConfig: Sendable {
         if let m = try r.string("metrics_listen") {
             if case .failure(let e) = MetricsListen.parse(m) { throw e }
             metricsListen = m
+        }
+        if let v = r.value("event_retention") {
+            eventRetentionSeconds = try Self.duration(v, key: "event_retention", range: 1...(3650 * 86_400))
         }
         if let a = r.value("apps") {
             guard let ao = a.objectValue else { throw ConfigError("apps", "expected an object of app name to app block") }

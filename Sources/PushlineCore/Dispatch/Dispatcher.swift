@@ -21,9 +21,13 @@ public final class Dispatcher: RequestHandler {
     let failedCount = Atomic<Int>(0)
     /// Set by the daemon so `stats` can report open connections.
     public let connectionCount: @Sendable () -> Int
+    /// The durable outbox for `"async": true` requests and `job`/`jobs`/`cancel`; nil: refused.
+    public let outbox: OutboxContext?
 
     public init(config: PushlineConfig, registry: any DeviceRegistry, providers: ProviderSet, logger: Logger,
-                connectionCount: @escaping @Sendable () -> Int = { 0 }, startedAt: UInt64 = monotonicNanos()) {
+                connectionCount: @escaping @Sendable () -> Int = { 0 }, startedAt: UInt64 = monotonicNanos(),
+                outbox: OutboxContext? = nil) {
+        self.outbox = outbox
         self.startedAt = startedAt
         self.config = config
         self.registry = registry
@@ -47,6 +51,12 @@ public final class Dispatcher: RequestHandler {
         case "update": return try await update(&a)
         case "prune": return try await prune(&a)
         case "stats": return try await stats(&a)
+        case "send" where a.has("async"), "bulk" where a.has("async"): return try await acceptAsync(&a, bulk: cmd == "bulk")
+        case "topic" where a.has("async"):
+            throw .invalid("async", "topic does not take async yet: send to the topic's subscribers with a filter, or synchronously")
+        case "job": return try await jobCommand(&a)
+        case "jobs": return try await jobsCommand(&a)
+        case "cancel": return try await cancelCommand(&a)
         case "send": return try await withResultsMode(&a) { (a: inout Arguments) async throws(CommandError) in try await send(&a, bulk: false) }
         case "bulk": return try await withResultsMode(&a) { (a: inout Arguments) async throws(CommandError) in try await send(&a, bulk: true) }
         case "topic": return try await topic(&a)
@@ -54,6 +64,7 @@ public final class Dispatcher: RequestHandler {
         case "unsubscribe": return try await subscription(&a, subscribe: false)
         case "topics": return try await topics(&a)
         case "subscribers": return try await subscribers(&a)
+        case "events": return try await events(&a)
         default:
             throw CommandError(.unknownCommand, "unknown command '\(cmd.count > 40 ? String(cmd.prefix(40)) + "..." : cmd)'")
         }

@@ -56,3 +56,59 @@ final class ResultCollector {
         return spool.finish()
     }
 }
+
+extension Dispatcher {
+    /// Renders results for the protocol once the registry knows which devices it deactivated.
+    struct ResultRenderer {
+        var done: Set<Int64>
+        var appOf: [Int64: String]
+        var app: String?
+
+        func json(_ r: DeliveryResult) -> JSONObject {
+            let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
+            // Negative ids are `tokens` entries: not registry devices.
+            let registered = (r.deviceId ?? 0) > 0
+            var o: JSONObject = [
+                "id": registered ? r.deviceId.map { .int($0) } ?? .null : .null,
+                "platform": unknownId ? .null : .string(r.platform.rawValue),
+                "app": (r.deviceId.flatMap { appOf[$0] } ?? app).map { .string($0) } ?? .null,
+                "registration_id": unknownId ? .null : .string(r.registrationId),
+                "status": .string(r.status.rawValue),
+            ]
+            if r.status == .failed {
+                o["reason"] = .string(r.reason ?? "unknown")
+                o["reason_class"] = .string(Dispatcher.reasonClass(r))
+                o["retryable"] = .bool(r.retryable)
+                let deactivated = r.deviceId.map { done.contains($0) } ?? false
+                o["deactivated"] = .bool(deactivated)
+                if r.deactivate && !deactivated && registered { o["still_active"] = .bool(true) }
+            }
+            for (k, v) in r.extra.pairs { o[k] = v }
+            return o
+        }
+    }
+
+    /// Marks dead devices inactive (one transaction) and returns how to render each result.
+    func applyDeactivations(_ results: [DeliveryResult], devices: [Device], app: String? = nil) async -> ResultRenderer {
+        var appOf: [Int64: String] = [:]
+        for d in devices { appOf[d.id] = d.app }
+        let now = nowMillis()
+        let list = results.compactMap { r -> Registry.Deactivation? in
+            guard r.deactivate, let id = r.deviceId, id > 0 else { return nil }
+            return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
+        }
+        let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
+        if !done.isEmpty {
+            logger.info("devices deactivated", metadata: ["count": "\(done.count)"])
+            var counts: [String: (app: String, platform: Platform, reason: String, n: Int)] = [:]
+            for r in results where r.deactivate {
+                guard let id = r.deviceId, done.contains(id) else { continue }
+                let devApp = appOf[id] ?? app ?? "default"
+                let reason = r.reason ?? "invalid"
+                counts["\(devApp)\u{0}\(r.platform.rawValue)\u{0}\(reason)", default: (devApp, r.platform, reason, 0)].n += 1
+            }
+            for c in counts.values { ProviderHealth.shared.deactivated(app: c.app, platform: c.platform, reason: c.reason, count: c.n) }
+        }
+        return ResultRenderer(done: done, appOf: appOf, app: app)
+    }
+}

@@ -19,7 +19,8 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case busy = "busy"
         case forbidden = "forbidden"
         case shuttingDown = "shutting_down"
-        /// The database cannot be reached (PostgreSQL down or restarting): retry after `retry_after_ms`.
+        /// The database cannot be reached (PostgreSQL down or restarting) or could not take a write
+        /// (full disk, I/O error at an async accept): retry after `retry_after_ms`.
         case unavailable = "unavailable"
         case providerError = "provider_error"
         case internalError = "internal_error"

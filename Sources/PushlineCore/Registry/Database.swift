@@ -156,6 +156,9 @@ public final class Database {
     }
 
     /// Rows changed by the last INSERT/UPDATE/DELETE.
+    /// SQLite's message for the last failed call on this connection (`sqlite3_errmsg`).
+    public var lastErrorMessage: String { String(cString: sqlite3_errmsg(handle)) }
+
     public var changes: Int { Int(sqlite3_changes(handle)) }
     /// The rowid of the last INSERT.
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }

@@ -4,7 +4,7 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -106,6 +106,58 @@ enum Migrations {
     /// index `devices_user` and the count triggers too. The protocol's field stays `user`.
     @Sendable static func renameUserColumn(_ db: Database) throws {
         try db.exec("ALTER TABLE devices RENAME COLUMN user TO user_id")
+    }
+
+    /// The durable outbox (issue 13, `SQLiteOutbox`): jobs and their per-device deliveries.
+    /// `seq` orders jobs; `id` is the client's handle. Delivery `state`: 0 pending, 1 sent,
+    /// 2 failed, 3 canceled; `fence` grows at every claim (the fencing token).
+    @Sendable static func outbox(_ db: Database) throws {
+        try db.exec(
+            """
+            CREATE TABLE outbox_jobs (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                app TEXT NOT NULL,
+                messages TEXT NOT NULL,
+                indexed INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                send_at INTEGER NOT NULL,
+                deadline INTEGER NOT NULL,
+                idem_key TEXT,
+                estimate INTEGER NOT NULL,
+                devices INTEGER NOT NULL DEFAULT 0,
+                sent INTEGER NOT NULL DEFAULT 0,
+                failed INTEGER NOT NULL DEFAULT 0,
+                canceled INTEGER NOT NULL DEFAULT 0,
+                resolved INTEGER NOT NULL DEFAULT 0,
+                cursor TEXT,
+                served INTEGER NOT NULL DEFAULT 0,
+                created_at INTEGER NOT NULL,
+                started_at INTEGER,
+                finished_at INTEGER
+            );
+            CREATE INDEX outbox_jobs_live ON outbox_jobs (state, seq);
+            CREATE INDEX outbox_jobs_served ON outbox_jobs (state, served, seq);
+            CREATE INDEX outbox_jobs_unresolved ON outbox_jobs (send_at, seq) WHERE resolved = 0 AND state IN ('queued', 'running');
+            CREATE INDEX outbox_jobs_idem ON outbox_jobs (app, idem_key, created_at) WHERE idem_key IS NOT NULL;
+            CREATE INDEX outbox_jobs_finished ON outbox_jobs (finished_at) WHERE finished_at IS NOT NULL;
+            CREATE TABLE outbox_deliveries (
+                job INTEGER NOT NULL,
+                n INTEGER NOT NULL,
+                message INTEGER,
+                device_id INTEGER,
+                raw TEXT,
+                state INTEGER NOT NULL,
+                next_at INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_until INTEGER,
+                fence INTEGER NOT NULL DEFAULT 0,
+                result TEXT,
+                PRIMARY KEY (job, n)
+            ) WITHOUT ROWID;
+            CREATE INDEX outbox_deliveries_due ON outbox_deliveries (job, state, next_at) WHERE state = 0;
+            """)
     }
 
     /// The schema version this build writes.

@@ -26,6 +26,8 @@ public final class Registry: Sendable {
 
     let queue: RegistryJobQueue
     let logger: Logger?
+    /// Wakes `events` readers after a batch that appended events has committed (see `EventLog`).
+    public let eventSignal = EventSignal()
 
     /// Opens (creating if needed) the database at `path`, migrates it and starts its thread.
     ///
@@ -41,11 +43,16 @@ public final class Registry: Sendable {
         queue = RegistryJobQueue()
         let q = queue
         let log = logger
+        let signal = eventSignal
         do {
             try RegistryThread.start(queue: q) { [store] in
                 pl_set_thread_name("pushline-db")
                 while let batch = q.take(max: 1000) {
-                    RegistryJobRunner.run(batch, store: store, logger: log)
+                    store.eventsAppended = 0
+                    let committed = RegistryJobRunner.run(batch, store: store, logger: log)
+                    // Readers are woken only once the events they will read are committed.
+                    if committed && store.eventsAppended > 0 { signal.notify() }
+                    store.eventsAppended = 0
                 }
                 // `store` (and the connection) is released when this closure ends, on this thread.
             }
@@ -64,9 +71,12 @@ public final class Registry: Sendable {
     }
 
     /// Runs `body` on the database thread and returns its result (after COMMIT for writes).
-    func run<T: Sendable>(write: Bool, _ body: @escaping @Sendable (RegistryStore) throws -> T) async throws(CommandError) -> T {
+    ///
+    /// `durable`: the batch that carries it commits with `synchronous=FULL` (the outbox's
+    /// writes survive power loss; other batches keep WAL's `NORMAL`).
+    func run<T: Sendable>(write: Bool, durable: Bool = false, _ body: @escaping @Sendable (RegistryStore) throws -> T) async throws(CommandError) -> T {
         let result: Result<T, CommandError> = await withCheckedContinuation { c in
-            let job = RegistryJob(
+            var job = RegistryJob(
                 write: write,
                 run: { store in
                     let r: Result<T, CommandError>
@@ -88,6 +98,7 @@ public final class Registry: Sendable {
                     })
                 },
                 abort: { @Sendable e in c.resume(returning: .failure(e)) })
+            job.durable = durable
             if !queue.push(job) {
                 c.resume(returning: .failure(CommandError(.shuttingDown, "the registry is closed")))
             }
@@ -96,6 +107,12 @@ public final class Registry: Sendable {
     }
 
     // MARK: public API
+
+    /// Caps the database file (`PRAGMA max_page_count`): writes past it fail with SQLITE_FULL,
+    /// as on a full disk (`database_max_pages`, for tests).
+    public func setMaxPageCount(_ pages: Int) async throws(CommandError) {
+        try await run(write: false) { s in _ = try s.db.query("PRAGMA max_page_count = \(pages)") { $0.int(0) } }
+    }
 
     /// The outcome of registering one device.
     public struct RegisterOutcome: Sendable {
@@ -353,6 +370,8 @@ struct RegistryJob: Sendable {
     let run: @Sendable (RegistryStore) -> (ok: Bool, finish: @Sendable (CommandError?) -> Void)
     /// Fails the job without running it (or discards its result).
     let abort: @Sendable (CommandError) -> Void
+    /// Its batch commits with `synchronous=FULL`.
+    var durable = false
 }
 
 /// The job queue between callers and the database thread: a pthread mutex and condition variable.
@@ -478,16 +497,22 @@ enum RegistryThread {
 
 /// Runs one batch of jobs in one transaction (group commit).
 enum RegistryJobRunner {
-    static func run(_ jobs: [RegistryJob], store: RegistryStore, logger: Logger?) {
+    /// Returns whether the batch's transaction committed (false: nothing of it was kept).
+    @discardableResult
+    static func run(_ jobs: [RegistryJob], store: RegistryStore, logger: Logger?) -> Bool {
         let db = store.db
         let anyWrite = jobs.contains { $0.write }
         let useSavepoints = jobs.count > 1
+        // `synchronous` cannot change inside a transaction: set around it, for this batch only.
+        let durable = jobs.contains { $0.durable }
+        if durable { try? db.execute("PRAGMA synchronous = FULL") }
+        defer { if durable { try? db.execute("PRAGMA synchronous = NORMAL") } }
         do {
             try db.execute(anyWrite ? "BEGIN IMMEDIATE" : "BEGIN")
         } catch {
             for j in jobs { j.abort(error.commandError) }
             logger?.error("registry: \(error.description)")
-            return
+            return false
         }
         var finishers: [(ok: Bool, finish: @Sendable (CommandError?) -> Void)] = []
         finishers.reserveCapacity(jobs.count)
@@ -498,6 +523,12 @@ enum RegistryJobRunner {
             }
             let r = j.run(store)
             finishers.append(r)
+            // Some errors (SQLITE_FULL, IOERR, ...) roll the whole transaction back by themselves:
+            // then the savepoint is gone too, and SQLite's own message says why.
+            if !r.ok && !db.inTransaction {
+                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error (\(db.lastErrorMessage))", sql: nil)
+                break
+            }
             if useSavepoints && j.write {
                 do {
                     if !r.ok { try db.execute("ROLLBACK TO job") }
@@ -506,7 +537,7 @@ enum RegistryJobRunner {
             }
             // Some errors (SQLITE_FULL, IOERR, ...) roll the whole transaction back by themselves.
             if !db.inTransaction {
-                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error", sql: nil)
+                fatal = DatabaseError(code: 1, message: "transaction rolled back by SQLite after an error (\(db.lastErrorMessage))", sql: nil)
                 break
             }
         }
@@ -522,8 +553,10 @@ enum RegistryJobRunner {
             logger?.error("registry: batch of \(jobs.count) failed: \(fatal.description)")
             // Every job of the batch fails: what ran was rolled back.
             for j in jobs { j.abort(fatal.commandError) }
-            return
+            return false
         }
         for f in finishers { f.finish(nil) }
+        // A lone failing job was rolled back: what it appended is gone.
+        return useSavepoints || finishers.first?.ok == true
     }
 }

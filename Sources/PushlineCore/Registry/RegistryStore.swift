@@ -386,20 +386,31 @@ final class RegistryStore {
         return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
     }
 
+    /// Marks devices inactive and appends one `device_deactivated` event per device actually
+    /// deactivated (in `list` order), in the caller's transaction: a device already inactive,
+    /// missing, or listed twice gives no second event.
     func deactivate(_ list: [Registry.Deactivation]) throws -> Set<Int64> {
         var done = Set<Int64>()
+        var events: [PushEvent] = []
         for d in list {
             // A device re-registered (updated) after the provider's "invalid since" keeps its new token.
             let rows = try db.query(
                 """
                 UPDATE devices SET active = 0, inactive_reason = ?1, inactive_at = ?2
                 WHERE id = ?3 AND active = 1 AND (?4 IS NULL OR updated_at <= ?4)
-                RETURNING id
+                RETURNING id, app, platform, registration_id
                 """,
                 [.text(d.reason), .int(d.at), .int(d.id), .from(d.invalidSince)]
-            ) { $0.int(0) }
-            done.formUnion(rows)
+            ) { s in (s.int(0), s.text(1) ?? "", s.text(2) ?? "", s.text(3) ?? "") }
+            for (id, app, platform, token) in rows {
+                done.insert(id)
+                events.append(PushEvent(.deviceDeactivated, at: d.at, [
+                    "device": .int(id), "app": .string(app), "platform": .string(platform),
+                    "registration_id": .string(token), "reason": .string(d.reason),
+                ]))
+            }
         }
+        try appendEvents(events)
         return done
     }
 

@@ -1,5 +1,6 @@
 import CPushlineShims
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -66,9 +67,24 @@ public enum Daemon {
                 return 1
             }
         }
+        // The outbox and the events feed live in the SQLite registry's database for now; the
+        // PostgreSQL backend implements the registry only (issue 14's fleet part is next).
+        let sqlite = registry as? Registry
+        if let pages = config.databaseMaxPages {
+            guard let sqlite else {
+                logger.critical("database_max_pages only applies to a SQLite database")
+                registry.close()
+                return 1
+            }
+            do throws(CommandError) { try await_(sqlite, pages) } catch {
+                logger.critical("cannot set database_max_pages", metadata: ["error": "\(error.message)"])
+                return 1
+            }
+        }
         let holder = ConnectionCounter()
+        let outbox = sqlite.map { OutboxContext(store: SQLiteOutbox(registry: $0)) }
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
-                                    connectionCount: { holder.count() })
+                                    connectionCount: { holder.count() }, outbox: outbox)
         let handler = DaemonHandler(dispatcher: dispatcher, registry: registry, transport: transport, source: source, notifier: notifier,
                                     logger: logger, connectionCount: { holder.count() })
         var metricsServer: MetricsServer?
@@ -101,7 +117,13 @@ public enum Daemon {
             logger.notice("serving the socket systemd passed in, not the config's", metadata: [
                 "socket": "\(activation.socketPath)", "config_socket": "\(config.socket)"])
         }
+        let worker = outbox.map { OutboxWorker(context: $0, dispatcher: { handler.dispatcher }, logger: logger, leaseMs: config.leaseMs) }
+        let eventLog = registry as? any EventLog
         server.onStopping = { pending in
+            // Waiting `events` calls answer now (with what is there) instead of at their wait_ms.
+            eventLog?.eventSignal.close()
+            // SIGTERM: the outbox stops claiming; what is on the wire finishes below.
+            worker?.beginStop()
             notifier.stopping(status: "stopping: finishing \(pending) in-flight requests")
         }
         server.onHangup = {
@@ -124,8 +146,15 @@ public enum Daemon {
             "providers": "\(configured.isEmpty ? "none" : configured)", "pid": "\(getpid())",
         ])
         metricsServer?.start()
+        let eventPruner = eventLog.map { EventPruner.start(log: $0, logger: logger) { handler.dispatcher.config.eventRetentionSeconds } }
+        worker?.start()
         notifier.ready(status: "serving \(server.path), providers: \(configured.isEmpty ? "none" : configured)")
         server.run()
+        eventPruner?.cancel()
+        if let worker, !worker.waitStopped(timeoutMs: config.shutdownTimeoutMs) {
+            logger.warning("outbox deliveries still in flight at shutdown_timeout_ms; their leases are taken over at the next start",
+                           metadata: ["shutdown_timeout_ms": "\(config.shutdownTimeoutMs)"])
+        }
         watchdog?.stop()
         metricsServer?.stop()
         handler.transport?.shutdown()
@@ -133,6 +162,18 @@ public enum Daemon {
         notifier.status("stopped cleanly")
         logger.info("stopped cleanly")
         return 0
+    }
+
+    /// Sets SQLite's `max_page_count` from a non-async context (startup, before serving).
+    static func await_(_ registry: Registry, _ pages: Int) throws(CommandError) {
+        let done = Atomic<Int>(0)
+        let failure = Mutex<CommandError?>(nil)
+        Task.detached {
+            do throws(CommandError) { try await registry.setMaxPageCount(pages) } catch { failure.withLock { $0 = error } }
+            done.store(1, ordering: .releasing)
+        }
+        while done.load(ordering: .acquiring) == 0 { usleep(1000) }
+        if let e = failure.withLock({ $0 }) { throw e }
     }
 
     /// Creates the missing parent directories of `path` (as `mkdir -p`), each with mode
@@ -161,4 +202,28 @@ final class ConnectionCounter: @unchecked Sendable {
     // Written once before the server runs, read afterwards: no concurrent write.
     var server: Server?
     func count() -> Int { server?.activeConnections.load(ordering: .relaxed) ?? 0 }
+}
+
+/// Deletes `events` older than `event_retention`, at start and then every quarter of the
+/// retention (at least every second, at most every 10 minutes); the retention is read each
+/// round, so a reload changes it.
+enum EventPruner {
+    static func period(retentionSeconds: Int64) -> Duration {
+        .seconds(min(max(retentionSeconds / 4, 1), 600))
+    }
+
+    static func start(log: any EventLog, logger: Logger, retention: @escaping @Sendable () -> Int64) -> Task<Void, Never> {
+        Task {
+            while !Task.isCancelled {
+                let seconds = retention()
+                do throws(CommandError) {
+                    let n = try await log.pruneEvents(before: nowMillis() - seconds * 1000)
+                    if n > 0 { logger.info("events pruned", metadata: ["count": "\(n)", "retention_s": "\(seconds)"]) }
+                } catch {
+                    if error.code != .shuttingDown { logger.error("events: pruning failed", metadata: ["error": "\(error.message)"]) }
+                }
+                do { try await Task.sleep(for: period(retentionSeconds: seconds)) } catch { return }
+            }
+        }
+    }
 }

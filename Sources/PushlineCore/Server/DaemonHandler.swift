@@ -50,7 +50,7 @@ public final class DaemonHandler: RequestHandler {
 
     static let commands: Set<String> = [
         "ping", "register", "unregister", "devices", "update", "prune", "stats", "send", "bulk", "topic", "subscribe",
-        "unsubscribe", "topics", "subscribers", "metrics", "health", "reload",
+        "unsubscribe", "topics", "subscribers", "metrics", "health", "reload", "job", "jobs", "cancel", "events",
     ]
 
     public init(dispatcher: Dispatcher, registry: any DeviceRegistry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
@@ -112,6 +112,12 @@ public final class DaemonHandler: RequestHandler {
                 gauges.append(.init(.registryDevices, [("app", row.app), ("platform", row.platform.rawValue), ("active", row.active ? "true" : "false")],
                                     Double(row.count)))
             }
+        }
+        if let outbox = dispatcher.outbox, let depth = try? await outbox.store.depth() {
+            gauges.append(.init(.outboxQueued, [], Double(depth.queued)))
+            gauges.append(.init(.outboxJobs, [], Double(depth.liveJobs)))
+            let age = depth.oldestQueuedAt.map { max(0, Double(nowMillis() - $0) / 1000) } ?? 0
+            gauges.append(.init(.outboxOldestAge, [], age))
         }
         if let t = transport {
             let s = t.stats
@@ -210,7 +216,7 @@ public final class DaemonHandler: RequestHandler {
         let changes = Self.describeChanges(old: old, new: new, newProviders: providers)
         let restartNeeded = Self.restartOnly(old: old.config, new: new)
         let dispatcher = Dispatcher(config: new, registry: registry, providers: providers, logger: logger,
-                                    connectionCount: connectionCount, startedAt: old.startedAt)
+                                    connectionCount: connectionCount, startedAt: old.startedAt, outbox: old.outbox)
         // `stats` counts since the daemon started, not since the reload.
         dispatcher.sentCount.add(old.sentCount.load(ordering: .relaxed), ordering: .relaxed)
         dispatcher.failedCount.add(old.failedCount.load(ordering: .relaxed), ordering: .relaxed)

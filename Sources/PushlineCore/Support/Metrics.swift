@@ -67,6 +67,12 @@ public final class Metrics: Sendable {
             "pushline_pending_notifications", .gauge, "Notifications accepted and not yet answered (max_pending bounds it).")
         public static let registryDevices = Family(
             "pushline_registry_devices", .gauge, "Registered devices by app, platform and active (true/false).")
+        public static let outboxQueued = Family(
+            "pushline_outbox_queued_notifications", .gauge, "Notifications in the durable outbox without a final result (max_queued bounds it).")
+        public static let outboxOldestAge = Family(
+            "pushline_outbox_oldest_queued_age_seconds", .gauge, "Age of the oldest unfinished outbox job (0 when none).")
+        public static let outboxJobs = Family(
+            "pushline_outbox_live_jobs", .gauge, "Outbox jobs queued, scheduled or running.")
         public static let reloads = Family(
             "pushline_config_reloads_total", .counter, "Config reloads by outcome (ok, error).")
         public static let buildInfo = Family(
@@ -78,7 +84,7 @@ public final class Metrics: Sendable {
         static let all: [Family] = [
             buildInfo, startTime, requests, requestDuration, notifications, notificationFailures, retryableFailures,
             deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerConnections,
-            socketConnections, pending, registryDevices, reloads,
+            socketConnections, pending, registryDevices, outboxQueued, outboxOldestAge, outboxJobs, reloads,
         ]
     }
 

@@ -73,3 +73,34 @@ def test_errors_and_refusals():
     assert e.value.retryable
     assert pl.stats()["devices"]["total"] == 1
     assert [c for c, _ in pl.requests] == ["register", "send", "send", "send", "stats", "stats"]
+
+
+def test_fake_client_jobs_and_events():
+    import time
+
+    import pushline
+    from pushline.testing import FakeClient
+
+    fake = FakeClient(fail={"dead": "Unregistered"})
+    ok = fake.register(platform="fcm", registration_id="tok", user="42").device.id
+    dead = fake.register(platform="fcm", registration_id="dead", user="42").device.id
+    r = fake.send(users=["42"], message="hi", async_=True, idempotency_key="k1")
+    assert isinstance(r, pushline.JobAccepted) and r.state == "queued" and not r.duplicate
+    again = fake.send(users=["42"], message="hi", idempotency_key="k1")
+    assert again.job_id == r.job_id and again.duplicate
+    job = fake.job(r.job_id)
+    assert job.state == "done" and (job.devices, job.sent, job.failed) == (2, 1, 1)
+    assert len(fake.job(r.job_id, results=True, limit=1).results) == 1
+    later = fake.send(ids=[ok], message="later", send_at=time.time() + 3600)
+    assert later.state == "scheduled" and fake.job(later.job_id).state == "scheduled"
+    assert fake.cancel(later.job_id).state == "canceled"
+    assert [j.id for j in fake.jobs(state="canceled").jobs] == [later.job_id]
+    stream = fake.events()
+    got = list(stream)
+    assert [e.type for e in got] == ["device_deactivated", "job_done", "job_canceled"]
+    assert got[0].device == dead and got[0].reason == "Unregistered" and got[1].job == r.job_id
+    assert stream.cursor == got[-1].seq
+    fake.send(users=["42"], message="again")  # the dead device is inactive: no second event
+    assert list(fake.events(after=stream.cursor)) == []
+    with pytest.raises(pushline.NotFound):
+        fake.job("nope")

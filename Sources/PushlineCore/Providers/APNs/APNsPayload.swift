@@ -21,6 +21,13 @@ public struct APNsMessage: Sendable {
     public var limit: Int
     /// Per-token badge overrides.
     public var badges: [String: Int]
+    /// Per-token `apns-id`s: the outbox's deliveries (`APNsMessage.outboxIdsKey`), so a
+    /// re-send after a crash carries the same id as the first attempt.
+    public var apnsIds: [String: String] = [:]
+
+    /// The notification field the outbox sets (never a client: requests with it are refused as
+    /// an unknown argument) to an object of token to `apns-id`.
+    public static let outboxIdsKey = "_outbox_apns_ids"
 
     /// The push types Apple accepts in `apns-push-type`.
     public static let pushTypes: Set<String> = [
@@ -225,6 +232,9 @@ public struct APNsMessage: Sendable {
             }
         }
         self.badges = badges
+        if let ids = f[Self.outboxIdsKey]?.objectValue {
+            for (token, v) in ids.pairs { if let id = v.stringValue, Self.isUUID(id) { apnsIds[token] = id } }
+        }
         self.payload = payload
         body = JSONValue.object(payload).serialized()
     }

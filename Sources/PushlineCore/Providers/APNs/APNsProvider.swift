@@ -283,7 +283,12 @@ public final class APNsProvider: PushProvider {
     }
 
     func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)], pool: UInt32) -> HTTPRequest {
-        HTTPRequest(
+        var headers = headers
+        // An outbox delivery's own apns-id, first (`authorization` stays last).
+        if !msg.apnsIds.isEmpty, let id = msg.apnsIds[token], !headers.contains(where: { $0.0 == "apns-id" }) {
+            headers.insert(("apns-id", id), at: 0)
+        }
+        return HTTPRequest(
             method: "POST", url: "\(baseURL)/3/device/\(token)", headers: headers, body: msg.body(for: token), tls: tls,
             timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections,
             connectionPool: pool)

@@ -8,12 +8,14 @@
 See protocol.md in the Pushline repository for every command and error code.
 """
 
-from .client import (DEFAULT_SOCKET, DEFAULT_TIMEOUT, PROTOCOL_MAJOR, UNSET, BulkChunkError, BulkResult, Client)
-from .results import (Device, DeviceResult, DevicesPage, RegisterResult, SendResult, SubscribeResult)
+from .client import (DEFAULT_SOCKET, DEFAULT_TIMEOUT, PROTOCOL_MAJOR, UNSET, BulkChunkError, BulkResult, Client,
+                     EventStream)
+from .results import (Device, DeviceResult, DevicesPage, Event, EventsPage, Job, JobAccepted, JobsPage,
+                      RegisterResult, SendResult, SubscribeResult)
 from .errors import (ArgumentTypeError, BadJSON, Busy, ConnectionError, ConnectionTimeout, DuplicateRegistration,
-                     InternalError, InvalidArgument, LineTooLong, NotFound, PayloadTooLarge,
+                     Forbidden, InternalError, InvalidArgument, LineTooLong, NotFound, PayloadTooLarge,
                      ProtocolVersionError, ProviderError, ProviderNotConfigured, PushlineError,
-                     ShuttingDown, UnknownCommand, error_from_response)
+                     ShuttingDown, Unavailable, UnknownCommand, error_from_response)
 
 __version__ = "0.2.0"
 
@@ -23,5 +25,6 @@ __all__ = [
     "PushlineError", "BadJSON", "LineTooLong", "UnknownCommand", "InvalidArgument", "NotFound",
     "DuplicateRegistration", "ProviderNotConfigured", "PayloadTooLarge", "Busy", "ShuttingDown",
     "ProviderError", "InternalError", "ConnectionError", "ConnectionTimeout", "ProtocolVersionError",
-    "error_from_response",
+    "error_from_response", "EventStream", "Event", "EventsPage", "Job", "JobAccepted", "JobsPage", "Forbidden",
+    "Unavailable",
 ]

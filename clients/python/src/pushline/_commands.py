@@ -11,7 +11,8 @@ import datetime as _dt
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from .errors import ArgumentTypeError
-from .results import (DeviceAnswer, DevicesPage, RegisterResult, Result, SendResult, SubscribeResult)
+from .results import (DeviceAnswer, DevicesPage, EventsPage, Job, JobAccepted, JobsPage, RegisterResult, Result,
+                      SendResult, SubscribeResult)
 
 JSONDict = Dict[str, Any]
 
@@ -148,6 +149,35 @@ def time_arg(value: Union[int, float, str, _dt.datetime, _dt.date, None]) -> Uni
     return int(value)
 
 
+def unix_seconds(name: str, value: Any) -> Optional[int]:
+    """``send_at``: Unix seconds (int or float), or a ``datetime`` (naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return int(value.timestamp())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(name, f"expected Unix seconds or a datetime, got {type(value).__name__} {value!r:.40}")
+    return int(value)
+
+
+def async_args(async_: Optional[bool], send_at: Any, idempotency_key: Optional[str]) -> JSONDict:
+    """The async members of ``send``/``bulk``/``topic`` (protocol 1.2); ``send_at`` and
+    ``idempotency_key`` imply ``async``."""
+    _scalar("async_", async_, (bool,), "True or False")
+    _scalar("idempotency_key", idempotency_key, (str,), "a string")
+    at = unix_seconds("send_at", send_at)
+    if async_ is False and (at is not None or idempotency_key is not None):
+        raise ArgumentTypeError("async_", "send_at and idempotency_key are for async requests (async_=True)")
+    if at is not None or idempotency_key is not None:
+        async_ = True
+    out: JSONDict = {}
+    if async_:
+        out["async"] = True
+    return {**out, **_args(send_at=at, idempotency_key=idempotency_key)}
+
+
 def check_timeout(timeout: Any) -> Any:
     if timeout is DEFAULT or timeout is None:
         return timeout
@@ -254,6 +284,7 @@ class Commands:
     def send(self, *, ids: Optional[Sequence[int]] = None, registration_ids: Optional[Sequence[str]] = None,
              users: Optional[Iterable[Any]] = None, filter: Optional[Mapping[str, Any]] = None,
              platform: Optional[str] = None, app: Optional[str] = None, results: Optional[str] = None,
+             async_: Optional[bool] = None, send_at: Any = None, idempotency_key: Optional[str] = None,
              timeout: Any = DEFAULT, **notification: Any) -> Any:
         """``send``: one notification (protocol.md section 6 fields as keywords) to one target.
 
@@ -261,31 +292,89 @@ class Commands:
         per-device failures are entries with ``"status": "failed"``, not exceptions.
         ``results="failed"`` or ``"none"`` (protocol 1.1) leaves the successes out of ``results``.
 
+        With ``async_=True`` (protocol 1.2) the daemon answers once the job is durably queued:
+        a :class:`~pushline.results.JobAccepted` (``job_id``, ``state``, ``duplicate``). ``send_at``
+        (Unix seconds or a ``datetime``) delays delivery; ``idempotency_key`` (at most 255 bytes,
+        per app) makes a repeated request return the first job. Both imply ``async_=True``.
+
         >>> pl.send(users=["42"], message="Your order shipped", badge=1, extra={"order": 981})  # doctest: +SKIP
         """
         request = target(ids, registration_ids, users, filter, platform, app)
         request.update(_args(results=results, **notification))
-        return self._request("send", request, SendResult, check_timeout(timeout))
+        extra = async_args(async_, send_at, idempotency_key)
+        request.update(extra)
+        return self._request("send", request, JobAccepted if extra else SendResult, check_timeout(timeout))
 
     def bulk(self, *, ids: Optional[Sequence[int]] = None, registration_ids: Optional[Sequence[str]] = None,
              users: Optional[Iterable[Any]] = None, filter: Optional[Mapping[str, Any]] = None,
              platform: Optional[str] = None, app: Optional[str] = None,
              messages: Optional[Sequence[Mapping[str, Any]]] = None, results: Optional[str] = None,
+             async_: Optional[bool] = None, send_at: Any = None, idempotency_key: Optional[str] = None,
              timeout: Any = DEFAULT, **notification: Any) -> Any:
-        """``bulk``: ``send`` for large target lists, or ``messages=[{target + notification}, ...]``."""
+        """``bulk``: ``send`` for large target lists, or ``messages=[{target + notification}, ...]``.
+        ``async_``, ``send_at``, ``idempotency_key`` as for :meth:`send`."""
         request = target(ids, registration_ids, users, filter, platform, app)
         if messages is not None:
             if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
                 raise ArgumentTypeError("messages", f"expected a list of message mappings, got {type(messages).__name__}")
             request["messages"] = [_message(i, m) for i, m in enumerate(messages)]
         request.update(_args(results=results, **notification))
-        return self._request("bulk", request, SendResult, check_timeout(timeout))
+        extra = async_args(async_, send_at, idempotency_key)
+        request.update(extra)
+        return self._request("bulk", request, JobAccepted if extra else SendResult, check_timeout(timeout))
 
     def topic(self, *, topic: Optional[str] = None, condition: Optional[str] = None, app: Optional[str] = None,
+              async_: Optional[bool] = None, send_at: Any = None, idempotency_key: Optional[str] = None,
               timeout: Any = DEFAULT, **notification: Any) -> Any:
-        """``topic``: sends to an FCM topic (``topic="news"``) or ``condition``."""
-        return self._request("topic", {**_args(topic=topic, condition=condition, app=app), **_args(**notification)},
-                             SendResult, check_timeout(timeout))
+        """``topic``: sends to an FCM topic (``topic="news"``) or ``condition``.
+        ``async_``, ``send_at``, ``idempotency_key`` as for :meth:`send`."""
+        extra = async_args(async_, send_at, idempotency_key)
+        return self._request("topic", {**_args(topic=topic, condition=condition, app=app), **_args(**notification),
+                                       **extra},
+                             JobAccepted if extra else SendResult, check_timeout(timeout))
+
+    # -- async jobs and the events feed (protocol 1.2) ----------------------
+
+    def job(self, job: str, *, results: Optional[bool] = None, after: Any = None, limit: Optional[int] = None,
+            timeout: Any = DEFAULT) -> Any:
+        """``job``: a :class:`~pushline.results.Job` (``state``, counts ``devices``, ``sent``, ``failed``,
+        ``pending``, ``canceled``, times); ``results=True`` adds per-device results, paged with
+        ``after``/``limit`` (at most 1000) and ``next``.
+
+        >>> pl.job(accepted.job_id).state                   # doctest: +SKIP
+        'done'
+        """
+        _scalar("job", job, (str,), "a job id (string)")
+        return self._request("job", _args(job=job, results=results, after=after, limit=limit), Job,
+                             check_timeout(timeout))
+
+    def jobs(self, *, state: Optional[str] = None, app: Optional[str] = None, after: Any = None,
+             limit: Optional[int] = None, timeout: Any = DEFAULT) -> Any:
+        """``jobs``: a :class:`~pushline.results.JobsPage` of jobs (filter by ``state``, ``app``), with ``next``."""
+        return self._request("jobs", _args(state=state, app=app, after=after, limit=limit), JobsPage,
+                             check_timeout(timeout))
+
+    def cancel(self, job: str, *, timeout: Any = DEFAULT) -> Any:
+        """``cancel``: devices of the job not yet sent become ``canceled``; returns the :class:`~pushline.results.Job`."""
+        _scalar("job", job, (str,), "a job id (string)")
+        return self._request("cancel", {"job": job}, Job, check_timeout(timeout))
+
+    def events_page(self, *, after: Optional[int] = None, limit: Optional[int] = None, wait_ms: Optional[int] = None,
+                    timeout: Any = DEFAULT) -> Any:
+        """``events``: one page of the feed after the cursor ``after``, waiting up to ``wait_ms``
+        (at most 60000) when nothing is newer. An :class:`~pushline.results.EventsPage` (``events``,
+        ``next``). The client's ``events()`` iterator is built on it.
+
+        When ``timeout`` is the client's default, the call waits at least ``wait_ms`` plus 15 s.
+        """
+        _scalar("after", after, (int,), "a seq (integer)")
+        _scalar("limit", limit, (int,), "an integer (1-1000)")
+        _scalar("wait_ms", wait_ms, (int,), "milliseconds (integer, 0-60000)")
+        t = check_timeout(timeout)
+        if t is DEFAULT and wait_ms:
+            own = getattr(self, "timeout", None)
+            t = None if own is None else max(float(own), wait_ms / 1000.0 + 15.0)
+        return self._request("events", _args(after=after, limit=limit, wait_ms=wait_ms), EventsPage, t)
 
     def subscribe(self, *, topic: str, app: Optional[str] = None, ids: Optional[Sequence[int]] = None,
                   registration_ids: Optional[Sequence[str]] = None, users: Optional[Iterable[Any]] = None,

@@ -30,7 +30,7 @@ from .client import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET, DEFAULT_TIMEOUT, I
 from .errors import (ArgumentTypeError, Busy, ConnectionError, ConnectionTimeout, ProtocolVersionError,
                      PushlineError)
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "AsyncEventStream"]
 
 #: The most a response line may hold before the client gives up (protocol.md section 1:
 #: lines have no fixed maximum; 100,000 results are tens of MB).
@@ -229,6 +229,17 @@ class AsyncClient(Commands):
             if after is None:
                 return
 
+    def events(self, *, after: int = 0, limit: int = 1000, wait_ms: int = 30000, stop_when_idle: bool = False,
+               reconnect: bool = True, reconnect_delay: float = 1.0) -> "AsyncEventStream":
+        """The ``events`` feed as an async iterator (see :class:`pushline.EventStream`); ``cursor``
+        is the ``seq`` of the last event returned.
+
+        >>> stream = pl.events(after=cursor)                 # doctest: +SKIP
+        >>> async for e in stream:                           # doctest: +SKIP
+        ...     handle(e); save(stream.cursor)
+        """
+        return AsyncEventStream(self, after, limit, wait_ms, stop_when_idle, reconnect, reconnect_delay)
+
     async def bulk_send(self, targets: Iterable[Any], chunk: int = 10000, *, target: str = "ids",
                         platform: Optional[str] = None, app: Optional[str] = None, window: int = 4,
                         collect_results: bool = True, busy_retries: int = 20, **notification: Any) -> BulkResult:
@@ -285,3 +296,40 @@ class AsyncClient(Commands):
                 task.cancel()
         result.errors.sort(key=lambda e: e.index)
         return result
+
+
+class AsyncEventStream:
+    """The asyncio form of :class:`pushline.EventStream` (same ``cursor``, reconnect and stop rules)."""
+
+    def __init__(self, client: "AsyncClient", after: int, limit: int, wait_ms: int, stop_when_idle: bool,
+                 reconnect: bool, reconnect_delay: float) -> None:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ArgumentTypeError("after", f"expected a seq (integer >= 0), got {after!r:.40}")
+        self._client = client
+        self.cursor = after
+        self.limit = limit
+        self.wait_ms = wait_ms
+        self.stop_when_idle = stop_when_idle
+        self.reconnect = reconnect
+        self.reconnect_delay = reconnect_delay
+        self._buf: List[Any] = []
+
+    def __aiter__(self) -> "AsyncEventStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        from .client import _TRANSIENT
+        while not self._buf:
+            try:
+                page = await self._client.events_page(after=self.cursor, limit=self.limit, wait_ms=self.wait_ms)
+            except _TRANSIENT:
+                if not self.reconnect:
+                    raise
+                await asyncio.sleep(self.reconnect_delay)
+                continue
+            self._buf.extend(page.events)
+            if not page.events and self.stop_when_idle:
+                raise StopAsyncIteration
+        event = self._buf.pop(0)
+        self.cursor = event.seq
+        return event

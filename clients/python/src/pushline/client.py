@@ -24,9 +24,10 @@ from typing import (Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optiona
 
 from ._commands import DEFAULT, UNSET, Commands, _args, list_arg
 from .errors import (ArgumentTypeError, Busy, ConnectionError, ConnectionTimeout, PushlineError,
-                     ProtocolVersionError, error_from_response)
+                     ProtocolVersionError, ShuttingDown, Unavailable, error_from_response)
+from .results import Event
 
-__all__ = ["Client", "BulkResult", "BulkChunkError", "UNSET", "PROTOCOL_MAJOR", "DEFAULT_SOCKET", "DEFAULT_TIMEOUT"]
+__all__ = ["Client", "EventStream", "BulkResult", "BulkChunkError", "UNSET", "PROTOCOL_MAJOR", "DEFAULT_SOCKET", "DEFAULT_TIMEOUT"]
 
 #: The protocol major version this client speaks.
 PROTOCOL_MAJOR = "1"
@@ -43,7 +44,8 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 #: Commands that read only (or set absolute values): re-sent once on a new
 #: connection when the connection broke after the request was written.
-IDEMPOTENT_COMMANDS = frozenset({"ping", "devices", "stats", "topics", "subscribers", "update"})
+IDEMPOTENT_COMMANDS = frozenset({"ping", "devices", "stats", "topics", "subscribers", "update", "job", "jobs", "cancel",
+                                 "events"})
 
 JSONDict = Dict[str, Any]
 
@@ -200,6 +202,61 @@ class BulkResult:
     def ok(self) -> bool:
         """True when no chunk failed as a whole (devices may still have failed: see ``failed``)."""
         return not self.errors
+
+
+#: Errors after which an :class:`EventStream` waits ``reconnect_delay`` and polls again (the
+#: daemon restarting, stopping, or briefly unable to read its database).
+_TRANSIENT = (ConnectionError, ShuttingDown, Unavailable, Busy)
+
+
+class EventStream:
+    """Iterates over the ``events`` feed from a cursor, long-polling for new events.
+
+    ``cursor`` is the ``seq`` of the last event returned (``after`` before the first): store it
+    after handling each event and pass it as ``after`` next time to resume exactly there, across
+    restarts of your process or of the daemon. The stream polls again after
+    ``reconnect_delay`` seconds when the daemon is unreachable or stopping
+    (``reconnect=False`` raises instead); ``stop_when_idle=True`` ends the iteration at the
+    first poll that finds nothing new (read what is there, then stop).
+
+    >>> stream = pl.events(after=load_cursor())                 # doctest: +SKIP
+    >>> for event in stream:                                    # doctest: +SKIP
+    ...     if event.type == "device_deactivated":
+    ...         MyDevice.objects.filter(token=event.registration_id).update(active=False)
+    ...     save_cursor(stream.cursor)
+    """
+
+    def __init__(self, fetch: Any, after: int = 0, limit: int = 1000, wait_ms: int = 30000,
+                 stop_when_idle: bool = False, reconnect: bool = True, reconnect_delay: float = 1.0) -> None:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ArgumentTypeError("after", f"expected a seq (integer >= 0), got {after!r:.40}")
+        self._fetch = fetch
+        self.cursor: int = after
+        self.limit = limit
+        self.wait_ms = wait_ms
+        self.stop_when_idle = stop_when_idle
+        self.reconnect = reconnect
+        self.reconnect_delay = reconnect_delay
+        self._buf: Deque[Event] = collections.deque()
+
+    def __iter__(self) -> "EventStream":
+        return self
+
+    def __next__(self) -> Event:
+        while not self._buf:
+            try:
+                page = self._fetch(after=self.cursor, limit=self.limit, wait_ms=self.wait_ms)
+            except _TRANSIENT:
+                if not self.reconnect:
+                    raise
+                time.sleep(self.reconnect_delay)
+                continue
+            self._buf.extend(page.events)
+            if not page.events and self.stop_when_idle:
+                raise StopIteration
+        event = self._buf.popleft()
+        self.cursor = event.seq
+        return event
 
 
 class Client(Commands):
@@ -377,6 +434,20 @@ class Client(Commands):
             after = page.get("next")
             if after is None:
                 return
+
+    def events(self, *, after: int = 0, limit: int = 1000, wait_ms: int = 30000, stop_when_idle: bool = False,
+               reconnect: bool = True, reconnect_delay: float = 1.0) -> EventStream:
+        """The ``events`` feed (protocol 1.2) as an iterator of :class:`~pushline.results.Event`
+        from the cursor ``after`` (the ``seq`` of the last event you handled; 0 for the start),
+        long-polling ``wait_ms`` at a time. See :class:`EventStream` for ``cursor`` and reconnecting.
+
+        Long-polls hold this thread's connection while they wait: read the feed in a thread of its own.
+
+        >>> for e in pl.events(after=cursor):                # doctest: +SKIP
+        ...     handle(e); cursor = e.seq
+        """
+        return EventStream(self.events_page, after=after, limit=limit, wait_ms=wait_ms,
+                           stop_when_idle=stop_when_idle, reconnect=reconnect, reconnect_delay=reconnect_delay)
 
     # -- pipelined bulk ----------------------------------------------------
 

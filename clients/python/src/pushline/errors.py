@@ -28,6 +28,8 @@ __all__ = [
     "PayloadTooLarge",
     "Busy",
     "ShuttingDown",
+    "Forbidden",
+    "Unavailable",
     "ProviderError",
     "InternalError",
     "ConnectionError",
@@ -160,6 +162,24 @@ class ShuttingDown(PushlineError):
     retryable = True
 
 
+class Forbidden(PushlineError):
+    """The daemon refused this connection's peer (``forbidden``): the uid and groups are not in
+    ``allowed_uids``/``allowed_gids``. Not retryable until the config or the user changes."""
+    code = "forbidden"
+
+
+class Unavailable(PushlineError):
+    """The daemon cannot store the request right now (``unavailable``, protocol 1.2): a full disk,
+    a database error, a database that is unreachable. Nothing was written; retry after
+    ``retry_after_ms``."""
+    code = "unavailable"
+    retryable = True
+
+    @property
+    def retry_after_ms(self) -> Optional[int]:
+        return self.details.get("retry_after_ms")
+
+
 class ProviderError(PushlineError):
     """A provider-wide failure outside any single device (``provider_error``)."""
     code = "provider_error"
@@ -209,7 +229,7 @@ ERROR_CLASSES: Dict[str, Type[PushlineError]] = {
     cls.code: cls
     for cls in (BadJSON, LineTooLong, UnknownCommand, InvalidArgument, NotFound,
                 DuplicateRegistration, ProviderNotConfigured, PayloadTooLarge, Busy,
-                ShuttingDown, ProviderError, InternalError)
+                ShuttingDown, Forbidden, Unavailable, ProviderError, InternalError)
 }
 
 

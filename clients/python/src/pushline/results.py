@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Union
 
-__all__ = ["Device", "DeviceResult", "SendResult", "SubscribeResult", "RegisterResult", "DevicesPage", "Result"]
+__all__ = ["Device", "DeviceResult", "SendResult", "SubscribeResult", "RegisterResult", "DevicesPage", "Result",
+           "JobAccepted", "Job", "JobsPage", "Event", "EventsPage"]
 
 
 class Result(dict):  # type: ignore[type-arg]
@@ -238,3 +239,174 @@ class DeviceAnswer(Result):
     @property
     def device(self) -> Device:
         return self["device"]
+
+
+class JobAccepted(Result):
+    """The answer to an async ``send``/``bulk``/``topic`` (protocol 1.2): the job is durably queued.
+
+    >>> r = JobAccepted({"job": {"id": "j1", "state": "queued"}})
+    >>> r.job_id, r.state, r.duplicate
+    ('j1', 'queued', False)
+    """
+
+    @property
+    def job(self) -> Dict[str, Any]:
+        j = self.get("job")
+        return j if isinstance(j, dict) else {}
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job.get("id"))
+
+    @property
+    def state(self) -> Optional[str]:
+        return self.job.get("state")
+
+    @property
+    def duplicate(self) -> bool:
+        """True when an earlier request with the same ``idempotency_key`` made this job (nothing new was queued)."""
+        return bool(self.get("duplicate", False))
+
+
+def _job_fields(r: Dict[str, Any]) -> Dict[str, Any]:
+    j = r.get("job")
+    return j if isinstance(j, dict) else r
+
+
+class Job(Result):
+    """The answer to ``job`` and ``cancel`` (protocol 1.2): state, counts and times; with
+    ``results=True`` also per-device ``results`` (as ``send``'s) and ``next``. The job's members are
+    read at the top level or under ``job``, whichever the daemon sends.
+
+    >>> j = Job({"id": "j1", "state": "done", "devices": 3, "sent": 2, "failed": 1, "pending": 0, "canceled": 0})
+    >>> j.id, j.state, j.done, (j.sent, j.failed, j.pending)
+    ('j1', 'done', True, (2, 1, 0))
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _wrap_list(self.get("results"), DeviceResult)
+
+    def _f(self, key: str, default: Any = None) -> Any:
+        return _job_fields(self).get(key, default)
+
+    @property
+    def id(self) -> Optional[str]:
+        v = self._f("id")
+        return None if v is None else str(v)
+
+    @property
+    def state(self) -> Optional[str]:
+        return self._f("state")
+
+    @property
+    def done(self) -> bool:
+        """The job is over (``done`` or ``canceled``)."""
+        return self.state in ("done", "canceled")
+
+    @property
+    def devices(self) -> int:
+        return int(self._f("devices", 0) or 0)
+
+    @property
+    def sent(self) -> int:
+        return int(self._f("sent", 0) or 0)
+
+    @property
+    def failed(self) -> int:
+        return int(self._f("failed", 0) or 0)
+
+    @property
+    def pending(self) -> int:
+        return int(self._f("pending", 0) or 0)
+
+    @property
+    def canceled(self) -> int:
+        return int(self._f("canceled", 0) or 0)
+
+    @property
+    def results(self) -> List[DeviceResult]:
+        return self.get("results", [])
+
+    @property
+    def next(self) -> Any:
+        return self.get("next")
+
+
+class JobsPage(Result):
+    """The answer to ``jobs``: ``jobs`` (each a :class:`Job`) and the ``next`` cursor (None on the last page)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _wrap_list(self.get("jobs"), Job)
+
+    @property
+    def jobs(self) -> List[Job]:
+        return self.get("jobs", [])
+
+    @property
+    def next(self) -> Any:
+        return self.get("next")
+
+
+class Event(Result):
+    """One entry of the ``events`` feed (protocol 1.2): ``seq``, ``type``, ``at`` and the type's members.
+
+    >>> e = Event({"seq": 4, "type": "device_deactivated", "at": "2026-12-05T04:46:31.123Z", "device": 17,
+    ...            "app": "default", "platform": "apns", "registration_id": "4f1c", "reason": "Unregistered"})
+    >>> e.seq, e.type, e.device, e.reason
+    (4, 'device_deactivated', 17, 'Unregistered')
+    """
+
+    @property
+    def seq(self) -> int:
+        return int(self["seq"])
+
+    @property
+    def type(self) -> str:
+        return str(self["type"])
+
+    @property
+    def at(self) -> str:
+        """When it happened: RFC 3339 UTC text."""
+        return str(self["at"])
+
+    @property
+    def device(self) -> Optional[int]:
+        return self.get("device")
+
+    @property
+    def app(self) -> Optional[str]:
+        return self.get("app")
+
+    @property
+    def platform(self) -> Optional[str]:
+        return self.get("platform")
+
+    @property
+    def registration_id(self) -> Optional[str]:
+        return self.get("registration_id")
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.get("reason")
+
+    @property
+    def job(self) -> Optional[str]:
+        return self.get("job")
+
+
+class EventsPage(Result):
+    """The answer to ``events``: ``events`` (each an :class:`Event`) and ``next``, the cursor to pass as ``after``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _wrap_list(self.get("events"), Event)
+
+    @property
+    def events(self) -> List[Event]:
+        return self.get("events", [])
+
+    @property
+    def next(self) -> int:
+        return int(self.get("next", 0))

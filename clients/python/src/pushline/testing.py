@@ -11,6 +11,12 @@ records what was sent:
 >>> r.sent, pl.outbox[0]["message"], pl.outbox[0].registration_ids
 (1, 'Your order shipped', ['tok-1'])
 
+Async sends (``async_``, ``send_at``, ``idempotency_key``; protocol 1.2) are delivered at once
+and their job is ``done``, except a ``send_at`` in the future: that job stays ``scheduled`` until
+:meth:`FakeClient.run_scheduled` (or ``cancel``). ``job``, ``jobs``, ``cancel`` and the ``events``
+feed (``device_deactivated``, ``job_done``, ``job_canceled``) work from memory; ``events()``
+stops when no event is left (nothing can happen while a fake waits).
+
 Make devices fail as a provider would with ``fail={token: reason}`` (``"Unregistered"``,
 ``"BadDeviceToken"``, ``"UNREGISTERED"``... deactivate the device like the daemon does;
 ``"TooManyRequests"`` is a retryable failure), and raise an error for the next calls with
@@ -28,10 +34,13 @@ import datetime as _dt
 import threading
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
+import time as _time
+
 from ._commands import DEFAULT, Commands
 from .errors import (DuplicateRegistration, InvalidArgument, NotFound, ProviderNotConfigured, PushlineError,
                      UnknownCommand)
 from .results import Result
+from .client import EventStream
 
 __all__ = ["FakeClient", "SentNotification"]
 
@@ -88,6 +97,10 @@ class FakeClient(Commands):
         self._errors: List[PushlineError] = []
         self._lock = threading.Lock()
         self.socket_path = "(fake)"
+        self._events: List[Dict[str, Any]] = []
+        self._jobs: List[Dict[str, Any]] = []
+        self._keys: Dict[tuple, Dict[str, Any]] = {}
+        self._job_seq = 0
 
     # -- test helpers ------------------------------------------------------
 
@@ -353,6 +366,9 @@ class FakeClient(Commands):
                 continue
             dead = reason in DEACTIVATING
             if dead:
+                if d["active"]:
+                    self._event("device_deactivated", device=d["id"], app=d["app"], platform=d["platform"],
+                                registration_id=d["registration_id"], reason=reason)
                 d["active"] = False
                 d["inactive_reason"] = reason
             results.append(self._failed(d, reason, "invalid_token" if dead else CLASSES.get(reason, "unknown"),
@@ -374,10 +390,121 @@ class FakeClient(Commands):
         shown = [] if mode == "none" else [x for x in results if mode != "failed" or x["status"] == "failed"]
         return {"sent": sent, "failed": len(results) - sent, "results": shown}
 
+    # -- async jobs and events (protocol 1.2) --------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        self._events.append({"seq": len(self._events) + 1, "type": kind, "at": _now(), **fields})
+
+    def _job_json(self, j: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: v for k, v in j.items() if not k.startswith("_")}
+
+    def _async(self, cmd: str, r: Dict[str, Any], run: Any) -> Optional[Dict[str, Any]]:
+        """Accepts an async request as a job (None: not async)."""
+        is_async = r.pop("async", None)
+        send_at = r.pop("send_at", None)
+        key = r.pop("idempotency_key", None)
+        if not is_async:
+            if send_at is not None or key is not None:
+                raise self._invalid("send_at" if send_at is not None else "idempotency_key", "only with \"async\": true")
+            return None
+        if key is not None:
+            if not isinstance(key, str) or len(key.encode()) > 255:
+                raise self._invalid("idempotency_key", "expected a string of at most 255 bytes")
+            first = self._keys.get((r.get("app") or "default", key))
+            if first is not None:
+                return {"job": {"id": first["id"], "state": first["state"]}, "duplicate": True}
+        self._job_seq += 1
+        job = {"id": f"fake-{self._job_seq}", "state": "queued", "devices": 0, "sent": 0, "failed": 0, "pending": 0,
+               "canceled": 0, "created_at": _now(), "started_at": None, "finished_at": None,
+               "app": r.get("app"), "_cmd": cmd, "_run": run, "_request": dict(r), "_results": []}
+        if key is not None:
+            job["idempotency_key"] = key
+            self._keys[(r.get("app") or "default", key)] = job
+        self._jobs.append(job)
+        if send_at is not None and send_at > _time.time():
+            job["state"] = "scheduled"
+            return {"job": {"id": job["id"], "state": "scheduled"}}
+        self._run_job(job)
+        return {"job": {"id": job["id"], "state": "queued"}}
+
+    def _run_job(self, job: Dict[str, Any]) -> None:
+        job["started_at"] = _now()
+        results = job["_run"](dict(job["_request"]))["results"]
+        sent = sum(1 for x in results if x["status"] == "sent")
+        job.update(state="done", devices=len(results), sent=sent, failed=len(results) - sent, pending=0,
+                   finished_at=_now(), _results=results)
+        self._event("job_done", job=job["id"], devices=job["devices"], sent=sent, failed=job["failed"], canceled=0)
+
+    def run_scheduled(self) -> int:
+        """Delivers every ``scheduled`` job now (as if its ``send_at`` had come); how many ran."""
+        with self._lock:
+            due = [j for j in self._jobs if j["state"] == "scheduled"]
+            for j in due:
+                self._run_job(j)
+            return len(due)
+
+    def _find_job(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        for j in self._jobs:
+            if j["id"] == r.get("job"):
+                return j
+        raise NotFound("not_found", f"no job '{r.get('job')}'", {"job": r.get("job")})
+
+    def _cmd_job(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        j = self._find_job(r)
+        out: Dict[str, Any] = {"job": self._job_json(j)}
+        if r.get("results"):
+            after, limit = int(r.get("after") or 0), int(r.get("limit") or 1000)
+            page = j["_results"][after:after + limit]
+            out["results"] = page
+            out["next"] = after + limit if after + limit < len(j["_results"]) else None
+        return out
+
+    def _cmd_jobs(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        jobs = [self._job_json(j) for j in self._jobs
+                if r.get("state") in (None, j["state"]) and r.get("app") in (None, j["app"] or "default")]
+        return {"jobs": jobs, "next": None}
+
+    def _cmd_cancel(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        j = self._find_job(r)
+        if j["state"] in ("scheduled", "queued"):
+            j.update(state="canceled", finished_at=_now())
+            self._event("job_canceled", job=j["id"], devices=j["devices"], sent=j["sent"], failed=j["failed"],
+                        canceled=j["canceled"])
+        return {"job": self._job_json(j)}
+
+    def _cmd_events(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        after = r.get("after") or 0
+        limit = r.get("limit") or 1000
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise self._invalid("limit", "must be between 1 and 1000")
+        if not isinstance(r.get("wait_ms") or 0, int) or not 0 <= (r.get("wait_ms") or 0) <= 60000:
+            raise self._invalid("wait_ms", "must be between 0 and 60000")
+        if after > len(self._events):
+            raise self._invalid("after", f"{after} is beyond the newest event ever written ({len(self._events)})")
+        page = [dict(e) for e in self._events[after:after + limit]]
+        return {"events": page, "next": page[-1]["seq"] if page else after}
+
+    def events(self, *, after: int = 0, limit: int = 1000, wait_ms: int = 0, stop_when_idle: bool = True,
+               reconnect: bool = True, reconnect_delay: float = 1.0) -> EventStream:
+        """The events feed from memory; ends when no event is left (``stop_when_idle``)."""
+        return EventStream(self.events_page, after=after, limit=limit, wait_ms=0, stop_when_idle=True,
+                           reconnect=False)
+
+    @property
+    def feed(self) -> List[Dict[str, Any]]:
+        """Every event written so far (``device_deactivated``, ``job_done``, ``job_canceled``)."""
+        return [dict(e) for e in self._events]
+
     def _cmd_send(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        job = self._async("send", r, self._cmd_send)
+        if job is not None:
+            return job
         return self._answer(self._deliver("send", r), r.get("results"))
 
     def _cmd_bulk(self, r: Dict[str, Any]) -> Dict[str, Any]:
+        job = self._async("bulk", r, self._cmd_bulk)
+        if job is not None:
+            return job
         if "messages" not in r:
             return self._answer(self._deliver("bulk", r), r.get("results"))
         results: List[Dict[str, Any]] = []
@@ -391,6 +518,9 @@ class FakeClient(Commands):
     def _cmd_topic(self, r: Dict[str, Any]) -> Dict[str, Any]:
         """FCM's topic result, then (``topic`` only, not ``condition``) the recorded APNs/WebPush/WNS
         subscribers of the app, as the daemon's fan-out."""
+        job = self._async("topic", r, self._cmd_topic)
+        if job is not None:
+            return job
         app = self._app(r.get("app"))
         name = r.get("topic") or r.get("condition")
         topic = str(r["topic"]).replace("/topics/", "") if r.get("topic") else None

@@ -41,7 +41,7 @@ module Pushline
   class Client
     DEFAULT_SOCKET = "./var/pushline.sock"
     DEFAULT_MAX_LINE_BYTES = 1 << 20
-    IDEMPOTENT = %w[ping devices stats topics subscribers update].freeze
+    IDEMPOTENT = %w[ping devices stats topics subscribers update job jobs cancel events].freeze
     DEFAULT_TIMEOUT = 75
     DEFAULT_CONNECT_TIMEOUT = 5
 
@@ -175,24 +175,85 @@ module Pushline
     # SendResult; +results: "failed"+ or +"none"+ (protocol 1.1) leaves the successes out.
     #
     #   client.send_message(users: ["42"], message: "Your order shipped", badge: 1, extra: { order: 981 })
+    #
+    # With +async: true+ (protocol 1.2) the daemon answers once the job is durably queued: a
+    # JobAccepted (#job_id, #state, #duplicate?). +send_at+ (Unix seconds or a Time) delays
+    # delivery; +idempotency_key+ (at most 255 bytes, per app) makes a repeated request return
+    # the first job. Both imply +async: true+.
     def send_message(ids: nil, registration_ids: nil, users: nil, filter: nil, platform: nil, app: nil,
-                     timeout: DEFAULT, **notification)
+                     async: nil, send_at: nil, idempotency_key: nil, timeout: DEFAULT, **notification)
       req = target(ids, registration_ids, users, filter, platform, app).merge(compact(**notification))
-      request("send", stringify(req), SendResult, timeout)
+      extra = async_args(async, send_at, idempotency_key)
+      request("send", stringify(req.merge(extra)), extra.empty? ? SendResult : JobAccepted, timeout)
     end
 
     # +bulk+: send_message for large target lists, or +messages: [{target + notification}, ...]+.
+    # +async+, +send_at+, +idempotency_key+ as for send_message.
     def bulk(ids: nil, registration_ids: nil, users: nil, filter: nil, platform: nil, app: nil, messages: nil,
-             timeout: DEFAULT, **notification)
+             async: nil, send_at: nil, idempotency_key: nil, timeout: DEFAULT, **notification)
       req = target(ids, registration_ids, users, filter, platform, app)
       req[:messages] = list_arg("messages", messages, :object).each_with_index.map { |m, i| message_arg(m, i) } if messages
-      request("bulk", stringify(req.merge(compact(**notification))), SendResult, timeout)
+      extra = async_args(async, send_at, idempotency_key)
+      request("bulk", stringify(req.merge(compact(**notification)).merge(extra)),
+              extra.empty? ? SendResult : JobAccepted, timeout)
     end
 
-    # +topic+: sends to an FCM topic or condition.
-    def topic(topic: nil, condition: nil, app: nil, timeout: DEFAULT, **notification)
+    # +topic+: sends to an FCM topic or condition. +async+, +send_at+, +idempotency_key+ as for send_message.
+    def topic(topic: nil, condition: nil, app: nil, async: nil, send_at: nil, idempotency_key: nil, timeout: DEFAULT,
+              **notification)
       req = compact(topic: topic, condition: condition, app: app).merge(compact(**notification))
-      request("topic", stringify(req), SendResult, timeout)
+      extra = async_args(async, send_at, idempotency_key)
+      request("topic", stringify(req.merge(extra)), extra.empty? ? SendResult : JobAccepted, timeout)
+    end
+
+    # +job+ (protocol 1.2): a Job (state, counts, times); +results: true+ adds per-device
+    # results, paged with +after+/+limit+ (at most 1000) and +next+.
+    def job(job, results: nil, after: nil, limit: nil, timeout: DEFAULT)
+      raise ArgumentTypeError.new("job", "expected a job id (String), got #{job.class}") unless job.is_a?(String)
+
+      request("job", stringify(compact(job: job, results: results, after: after, limit: limit)), Job, timeout)
+    end
+
+    # +jobs+ (protocol 1.2): a JobsPage (filter by +state+, +app+; paged with +after+/+limit+).
+    def jobs(state: nil, app: nil, after: nil, limit: nil, timeout: DEFAULT)
+      request("jobs", stringify(compact(state: state, app: app, after: after, limit: limit)), JobsPage, timeout)
+    end
+
+    # +cancel+ (protocol 1.2): devices of the job not yet sent become canceled; returns the Job.
+    def cancel(job, timeout: DEFAULT)
+      raise ArgumentTypeError.new("job", "expected a job id (String), got #{job.class}") unless job.is_a?(String)
+
+      request("cancel", { "job" => job }, Job, timeout)
+    end
+
+    # +events+ (protocol 1.2), one page: an EventsPage of the events after the cursor +after+,
+    # waiting up to +wait_ms+ (at most 60000) when nothing is newer. With the default timeout
+    # the call waits at least +wait_ms+ plus 15 s. #events builds the long-polling stream on it.
+    def events_page(after: nil, limit: nil, wait_ms: nil, timeout: DEFAULT)
+      { "after" => after, "limit" => limit, "wait_ms" => wait_ms }.each do |k, v|
+        raise ArgumentTypeError.new(k, "expected an Integer, got #{v.class} #{v.inspect[0, 40]}") unless v.nil? || v.is_a?(Integer)
+      end
+      if timeout.equal?(DEFAULT) && wait_ms&.positive?
+        timeout = @timeout.nil? ? nil : [@timeout, wait_ms / 1000.0 + 15].max
+      end
+      request("events", stringify(compact(after: after, limit: limit, wait_ms: wait_ms)), EventsPage, timeout)
+    end
+
+    # The events feed (protocol 1.2) as an EventStream: an Enumerable of Event from the cursor
+    # +after+ (the seq of the last event you handled; 0 for the start), long-polling +wait_ms+ at
+    # a time. EventStream#cursor is the seq of the last event yielded: store it after handling
+    # each event. The stream polls again after +reconnect_delay+ when the daemon is unreachable
+    # or stopping (+reconnect: false+ raises instead); +stop_when_idle: true+ ends at the first
+    # poll that finds nothing new. Long-polls hold this thread's connection: use a thread of its own.
+    #
+    #   stream = client.events(after: Cursor.load)
+    #   stream.each do |e|
+    #     Device.where(token: e.registration_id).update_all(active: false) if e.type == "device_deactivated"
+    #     Cursor.save(stream.cursor)
+    #   end
+    def events(after: 0, limit: 1000, wait_ms: 30_000, stop_when_idle: false, reconnect: true, reconnect_delay: 1.0)
+      EventStream.new(self, after: after, limit: limit, wait_ms: wait_ms, stop_when_idle: stop_when_idle,
+                            reconnect: reconnect, reconnect_delay: reconnect_delay)
     end
 
     # +subscribe+: adds the FCM devices of a target to a topic.
@@ -346,6 +407,27 @@ module Pushline
         end
       end
       raise ConnectionError.new("cannot reach '#{@socket_path}'")
+    end
+
+    # The async members of send/bulk/topic; send_at and idempotency_key imply async.
+    def async_args(async, send_at, idempotency_key)
+      raise ArgumentTypeError.new("async", "expected true or false, got #{async.inspect[0, 40]}") unless [nil, true, false].include?(async)
+      unless idempotency_key.nil? || idempotency_key.is_a?(String)
+        raise ArgumentTypeError.new("idempotency_key", "expected a String, got #{idempotency_key.class}")
+      end
+
+      at = case send_at
+           when nil, Numeric then send_at
+           when Time then send_at.to_i
+           else send_at.respond_to?(:to_time) && !send_at.is_a?(String) ? send_at.to_time.to_i : :bad
+           end
+      raise ArgumentTypeError.new("send_at", "expected Unix seconds or a Time, got #{send_at.class} #{send_at.inspect[0, 40]}") if at == :bad
+
+      later = !at.nil? || !idempotency_key.nil?
+      raise ArgumentTypeError.new("async", "send_at and idempotency_key are for async requests (async: true)") if async == false && later
+
+      out = async || later ? { async: true } : {}
+      out.merge(compact(send_at: at&.to_i, idempotency_key: idempotency_key))
     end
 
     def target(ids, registration_ids, users, filter, platform, app)
@@ -549,6 +631,51 @@ module Pushline
       resp
     rescue JSON::ParserError => e
       raise ConnectionError, "daemon sent a line that is not JSON (#{e.message[0, 80]})"
+    end
+  end
+
+  # The events feed as an Enumerable of Event, long-polling from a cursor (Client#events).
+  class EventStream
+    include Enumerable
+
+    # Errors after which the stream waits +reconnect_delay+ and polls again.
+    TRANSIENT = [ConnectionError, ShuttingDown, Unavailable, Busy].freeze
+
+    # The seq of the last event yielded (+after+ before the first): store it to resume there.
+    attr_reader :cursor
+
+    def initialize(client, after:, limit:, wait_ms:, stop_when_idle:, reconnect:, reconnect_delay:)
+      raise ArgumentTypeError.new("after", "expected a seq (Integer >= 0), got #{after.inspect[0, 40]}") unless after.is_a?(Integer) && after >= 0
+
+      @client = client
+      @cursor = after
+      @limit = limit
+      @wait_ms = wait_ms
+      @stop_when_idle = stop_when_idle
+      @reconnect = reconnect
+      @reconnect_delay = reconnect_delay
+    end
+
+    def each
+      return enum_for(:each) unless block_given?
+
+      loop do
+        begin
+          page = @client.events_page(after: @cursor, limit: @limit, wait_ms: @wait_ms)
+        rescue *TRANSIENT
+          raise unless @reconnect
+
+          sleep @reconnect_delay
+          next
+        end
+        break if page.events.empty? && @stop_when_idle
+
+        page.events.each do |e|
+          @cursor = e.seq
+          yield e
+        end
+      end
+      self
     end
   end
 end

@@ -91,6 +91,17 @@ module Pushline
   # The daemon is stopping (+shutting_down+).
   class ShuttingDown < Error; CODE = "shutting_down"; RETRYABLE = true; end
 
+  # The connecting user is not in allowed_uids/allowed_gids (+forbidden+); the daemon closes the connection.
+  class Forbidden < Error; CODE = "forbidden"; end
+
+  # The daemon cannot store the request now (+unavailable+, protocol 1.2): a full disk, a
+  # database error or an unreachable database. Nothing was written; retry after #retry_after_ms.
+  class Unavailable < Error
+    CODE = "unavailable"
+    RETRYABLE = true
+    def retry_after_ms = details["retry_after_ms"]
+  end
+
   # A provider-wide failure outside any single device (+provider_error+).
   class ProviderError < Error; CODE = "provider_error"; RETRYABLE = true; end
 
@@ -120,8 +131,8 @@ module Pushline
   class ProtocolVersionError < Error; CODE = "protocol_version"; end
 
   ERROR_CLASSES = [BadJSON, LineTooLong, UnknownCommand, InvalidArgument, NotFound, DuplicateRegistration,
-                   ProviderNotConfigured, PayloadTooLarge, Busy, ShuttingDown, ProviderError,
-                   InternalError].to_h { |c| [c::CODE, c] }.freeze
+                   ProviderNotConfigured, PayloadTooLarge, Busy, ShuttingDown, Forbidden, Unavailable,
+                   ProviderError, InternalError].to_h { |c| [c::CODE, c] }.freeze
 
   # Builds the exception for a response's +error+ object; unknown codes give InternalError.
   def self.error_from_response(error)

@@ -109,4 +109,59 @@ module Pushline
       self["device"] = Device.wrap(self["device"]) if self["device"].is_a?(Hash)
     end
   end
+
+  # The answer to an async send_message/bulk/topic (protocol 1.2): the job is durably queued.
+  #
+  #   r = client.send_message(users: [42], message: "Hi", async: true)
+  #   r.job_id, r.state, r.duplicate?   # => ["j1", "queued", false]
+  class JobAccepted < Result
+    def job = self["job"].is_a?(Hash) ? self["job"] : {}
+    def job_id = job["id"]
+    def state = job["state"]
+    # An earlier request with the same idempotency_key made this job; nothing new was queued.
+    def duplicate? = self["duplicate"] == true
+  end
+
+  # The answer to job and cancel (protocol 1.2): state, counts (devices, sent, failed, pending,
+  # canceled) and times; with +results: true+ also per-device +results+ and +next+. The job's
+  # members are read at the top level or under "job", whichever the daemon sends.
+  class Job < Result
+    %w[id state devices sent failed pending canceled created_at started_at finished_at].each do |n|
+      define_method(n) { (self["job"].is_a?(Hash) ? self["job"] : self)[n] }
+    end
+
+    # The job is over (done or canceled).
+    def done? = %w[done canceled].include?(state)
+    def results = fetch("results", [])
+    def next = self["next"]
+
+    # @api private
+    def wrap_members = wrap_list("results", DeviceResult)
+  end
+
+  # The answer to jobs: +jobs+ (each a Job) and the +next+ cursor (nil on the last page).
+  class JobsPage < Result
+    members :next
+
+    def jobs = fetch("jobs", [])
+
+    # @api private
+    def wrap_members = wrap_list("jobs", Job)
+  end
+
+  # One entry of the events feed (protocol 1.2): +seq+, +type+, +at+ (RFC 3339 UTC) and the
+  # type's members (+device+, +app+, +platform+, +registration_id+, +reason+; +job+).
+  class Event < Result
+    members :seq, :type, :at, :device, :app, :platform, :registration_id, :reason, :job
+  end
+
+  # The answer to events: +events+ (each an Event) and +next+, the cursor to pass as +after+.
+  class EventsPage < Result
+    members :next
+
+    def events = fetch("events", [])
+
+    # @api private
+    def wrap_members = wrap_list("events", Event)
+  end
 end

@@ -1,0 +1,447 @@
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Delivers the outbox's jobs in the background (issue 13, "Delivery").
+///
+/// One loop: due jobs have their target resolved one chunk per job per round (a job to a
+/// million devices is read `chunkSize` devices at a time, a small job accepted meanwhile gets
+/// its chunk in the next round); pending deliveries are claimed under a lease, a batch per job,
+/// least recently served job first, and sent through the dispatcher's `deliver` (the same
+/// providers and transport as synchronous sends) with up to `maxInFlight` batches on the wire.
+/// A batch's results are committed together, fenced by the claim. Transient failures are
+/// rescheduled (jittered exponential backoff, Retry-After honoured) until the notification's
+/// deadline; an app whose provider fails therefore only reschedules its own rows.
+public final class OutboxWorker: Sendable {
+    let context: OutboxContext
+    let dispatcher: @Sendable () -> Dispatcher
+    let logger: Logger
+    /// This process's lease owner name.
+    public let owner: String
+    let stopping = Atomic<Bool>(false)
+    let finished = Atomic<Bool>(false)
+    let inFlight = Atomic<Int>(0)
+    let leaseMs: Int64
+
+    /// Deliveries claimed per job per round.
+    static let batch = 1000
+    /// Jobs served per round.
+    static let jobsPerRound = 64
+    /// Devices resolved per job per round.
+    static let resolveChunk = 5000
+
+    public init(context: OutboxContext, dispatcher: @escaping @Sendable () -> Dispatcher, logger: Logger, leaseMs: Int) {
+        self.context = context
+        self.dispatcher = dispatcher
+        self.logger = logger
+        self.leaseMs = Int64(leaseMs)
+        owner = "pid\(getpid())-\(Dispatcher.newJobId().prefix(8))"
+    }
+
+    /// Starts the loop in a task.
+    public func start() {
+        Task.detached { [self] in
+            await self.run()
+            self.finished.store(true, ordering: .releasing)
+        }
+    }
+
+    /// Stops claiming new work; in-flight batches finish (their results are committed).
+    public func beginStop() {
+        stopping.store(true, ordering: .releasing)
+        context.wake()
+    }
+
+    /// Blocks the calling thread until the loop ended or `timeoutMs` passed; true if it ended.
+    public func waitStopped(timeoutMs: Int) -> Bool {
+        beginStop()
+        var left = timeoutMs
+        while !finished.load(ordering: .acquiring) && left > 0 {
+            usleep(10_000)
+            left -= 10
+        }
+        return finished.load(ordering: .acquiring)
+    }
+
+    var store: any Outbox { context.store }
+
+    func run() async {
+        do throws(CommandError) {
+            let n = try await store.recover(owner: owner, now: nowMillis())
+            if n > 0 { logger.notice("outbox: resumed deliveries leased by a previous process", metadata: ["count": "\(n)"]) }
+        } catch {
+            logger.error("outbox: recovery failed", metadata: ["error": "\(error.message)"])
+        }
+        var lastHousekeeping: Int64 = 0
+        var notifications: [String: [Notification?]] = [:]
+        // Child tasks return true for a delivered batch, false for the waker: a task that ends
+        // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
+        // job is resolved and claimed at once instead of after the next batch ends.
+        await withTaskGroup(of: Bool.self) { group in
+            var running = 0
+            var waker = false
+            var woken = false
+            while !stopping.load(ordering: .acquiring) {
+                let d = dispatcher()
+                let now = nowMillis()
+                if now - lastHousekeeping > 2000 {
+                    lastHousekeeping = now
+                    await housekeeping(d, now: now)
+                    if notifications.count > 1000 { notifications.removeAll() }
+                }
+                var worked = await resolveRound(d, now: now)
+                // Synchronous sends go first: while any is in flight, one batch at a time. A
+                // wake-up may add batches beyond the limit (the new job comes first in a claim).
+                var limit = d.pending.load(ordering: .relaxed) > 0 ? 1 : Self.maxInFlight
+                if woken { limit = max(limit, min(running + 1, 2 * Self.maxInFlight)) }
+                woken = false
+                if running < limit {
+                    let claims: [OutboxClaim]
+                    do throws(CommandError) {
+                        claims = try await store.claim(
+                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: Self.batch, maxJobs: Self.jobsPerRound, maxRows: Self.batch)
+                    } catch {
+                        logger.error("outbox: claim failed", metadata: ["error": "\(error.message)"])
+                        claims = []
+                    }
+                    if !claims.isEmpty {
+                        var ns: [String: [Notification?]] = [:]
+                        for c in claims {
+                            if notifications[c.job.id] == nil { notifications[c.job.id] = Self.parse(c.job, d) }
+                            ns[c.job.id] = notifications[c.job.id] ?? []
+                        }
+                        running += 1
+                        inFlight.add(1, ordering: .relaxed)
+                        group.addTask {
+                            await self.deliver(claims, notifications: ns, d)
+                            return true
+                        }
+                        worked = true
+                    }
+                }
+                if running >= limit || (!worked && running > 0) {
+                    if !waker {
+                        waker = true
+                        group.addTask { await self.waitWoken() }
+                    }
+                    guard let batch = await group.next() else { continue }
+                    if batch {
+                        running -= 1
+                        inFlight.subtract(1, ordering: .relaxed)
+                    } else {
+                        waker = false
+                        woken = true
+                    }
+                    continue
+                }
+                if worked { continue }
+                // Idle: until the next due time (at most 1 s), or an accept wakes us.
+                var wait: Int64 = 1000
+                if let due = try? await store.nextDue() { wait = max(5, min(wait, due - nowMillis())) }
+                await context.sleep(ms: wait)
+            }
+            // SIGTERM: what is on the wire finishes; the rest stays queued (the waker ends too).
+            context.wake()
+            while let batch = await group.next() {
+                if batch {
+                    running -= 1
+                    inFlight.subtract(1, ordering: .relaxed)
+                }
+            }
+        }
+        logger.info("outbox worker stopped", metadata: ["owner": "\(owner)"])
+    }
+
+    /// Returns false once the loop is woken (an accept, SIGTERM).
+    func waitWoken() async -> Bool {
+        while !context.woken.exchange(false, ordering: .acquiringAndReleasing) && !stopping.load(ordering: .acquiring) {
+            try? await Task.sleep(nanoseconds: 5_000_000)
+        }
+        return false
+    }
+
+    /// Batches on the wire at once.
+    static let maxInFlight = 4
+
+    func housekeeping(_ d: Dispatcher, now: Int64) async {
+        if let depth = try? await store.depth() { context.lastDepth.withLock { $0 = depth } }
+        do throws(CommandError) {
+            let n = try await store.prune(finishedBefore: now - d.config.jobRetention * 1000)
+            if n > 0 { logger.info("outbox: pruned finished jobs", metadata: ["count": "\(n)"]) }
+        } catch {
+            logger.warning("outbox: prune failed", metadata: ["error": "\(error.message)"])
+        }
+    }
+
+    static func parse(_ job: OutboxJob, _ d: Dispatcher) -> [Notification?] {
+        job.messages.enumerated().map { i, m in
+            var a = Arguments(m, prefix: job.indexed ? "messages[\(i)]" : "")
+            return try? d.parseJob(&a).notification
+        }
+    }
+
+    // MARK: resolving targets
+
+    /// Where a job's resolution resumes: message `m`, list offset `o` (ids, tokens), or page
+    /// part `p` after device id `a` (users, filter).
+    struct Cursor {
+        var m = 0
+        var o = 0
+        var p = 0
+        var a: Int64 = 0
+
+        init() {}
+        init(_ text: String?) {
+            guard let text, let v = try? JSONValue.parse(text), let o = v.objectValue else { return }
+            m = Int(o["m"]?.intValue ?? 0)
+            self.o = Int(o["o"]?.intValue ?? 0)
+            p = Int(o["p"]?.intValue ?? 0)
+            a = o["a"]?.intValue ?? 0
+        }
+        var text: String {
+            JSONValue.object(["m": .int(Int64(m)), "o": .int(Int64(o)), "p": .int(Int64(p)), "a": .int(a)]).jsonString
+        }
+    }
+
+    /// Resolves one chunk of each due job that is not fully resolved; true if any was.
+    func resolveRound(_ d: Dispatcher, now: Int64) async -> Bool {
+        let jobs: [OutboxJob]
+        do throws(CommandError) { jobs = try await store.startable(now: now, limit: Self.jobsPerRound) } catch {
+            logger.error("outbox: reading jobs failed", metadata: ["error": "\(error.message)"])
+            return false
+        }
+        for job in jobs {
+            do throws(CommandError) {
+                try await resolveChunk(job, d, now: now)
+            } catch {
+                logger.error("outbox: resolving a job's target failed", metadata: ["job": "\(job.id)", "error": "\(error.message)"])
+            }
+        }
+        return !jobs.isEmpty
+    }
+
+    func resolveChunk(_ job: OutboxJob, _ d: Dispatcher, now: Int64) async throws(CommandError) {
+        var c = Cursor(job.cursor)
+        var rows: [OutboxNewDelivery] = []
+        let renderer = Dispatcher.ResultRenderer(done: [], appOf: [:], app: job.app.isEmpty ? nil : job.app)
+        func add(_ r: Resolved, message: Int?) {
+            for dev in r.devices {
+                rows.append(OutboxNewDelivery(message: message, deviceId: dev.id > 0 ? dev.id : nil, raw: dev.id > 0 ? nil : dev, rejected: nil))
+            }
+            for x in r.rejected {
+                var o = renderer.json(x)
+                o["attempts"] = 0
+                if let message {
+                    o.pairs.insert(("message_index", .int(Int64(message))), at: 0)
+                    o.pairs.insert(("message", .int(Int64(message))), at: 0)
+                }
+                rows.append(OutboxNewDelivery(message: message, deviceId: x.deviceId, raw: nil, rejected: o))
+            }
+        }
+        while c.m < job.messages.count && rows.count < Self.resolveChunk {
+            var a = Arguments(job.messages[c.m], prefix: job.indexed ? "messages[\(c.m)]" : "")
+            let message = job.indexed ? c.m : nil
+            let target: Target
+            do throws(CommandError) { target = try d.parseJob(&a).target } catch {
+                logger.error("outbox: a stored message no longer parses", metadata: ["job": "\(job.id)", "error": "\(error.message)"])
+                c = Cursor()
+                c.m = job.messages.count
+                break
+            }
+            let room = Self.resolveChunk - rows.count
+            var done = false
+            switch target {
+            case .ids(let ids):
+                let end = min(ids.count, c.o + room)
+                add(try await d.resolve(.ids(Array(ids[c.o..<end]))), message: message)
+                c.o = end
+                done = end == ids.count
+            case .tokens(let app, let platform, let tokens):
+                let end = min(tokens.count, c.o + room)
+                add(try await d.resolve(.tokens(app: app, platform: platform, Array(tokens[c.o..<end]))), message: message)
+                c.o = end
+                done = end == tokens.count
+            case .raw(let app, let platform, let devices):
+                let end = min(devices.count, c.o + room)
+                add(try await d.resolve(.raw(app: app, platform: platform, Array(devices[c.o..<end]))), message: message)
+                c.o = end
+                done = end == devices.count
+            case .users, .filter:
+                var f = Registry.DeviceFilter()
+                f.active = true
+                if case .users(let users, let app, let platform) = target {
+                    f.users = users
+                    f.app = app
+                    f.platform = platform
+                } else if case .filter(let app, let platform, let user) = target {
+                    f.app = app
+                    f.platform = platform
+                    f.user = user
+                }
+                let groups = try await d.registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
+                let parts = Dispatcher.pageParts(f, groups: groups)
+                var at = Registry.PageCursor()
+                at.part = c.p
+                at.afterId = c.a
+                if parts.isEmpty {
+                    done = true
+                } else {
+                    let (devices, next) = try await d.registry.page(parts, from: at, limit: room)
+                    add(Resolved(devices: devices), message: message)
+                    if let next {
+                        c.p = next.part
+                        c.a = next.afterId
+                    } else {
+                        done = true
+                    }
+                }
+            }
+            if done {
+                c.m += 1
+                c.o = 0
+                c.p = 0
+                c.a = 0
+            }
+        }
+        let finished = c.m >= job.messages.count
+        _ = try await store.appendDeliveries(job: job.id, rows, cursor: finished ? nil : c.text, now: nowMillis())
+    }
+
+    // MARK: delivering
+
+    /// Delivers one round's claims (one job each) together: every (job, message) is one
+    /// `Addressed` of one `deliver` call (each provider gets all its messages at once, as a
+    /// `bulk` does), deactivations are applied once, and each job's results are committed
+    /// concurrently (the registry's group commit makes them one transaction).
+    func deliver(_ claims: [OutboxClaim], notifications: [String: [Notification?]], _ d: Dispatcher) async {
+        struct Part {
+            var claim: Int
+            var message: Int
+            var rows: [OutboxDelivery]
+        }
+        var parts: [Part] = []
+        var outcomes = [[OutboxOutcome]](repeating: [], count: claims.count)
+        let now0 = nowMillis()
+        for (ci, claim) in claims.enumerated() {
+            let ns = notifications[claim.job.id] ?? []
+            var byMessage: [Int: [OutboxDelivery]] = [:]
+            for x in claim.deliveries {
+                let m = x.message ?? 0
+                guard x.device != nil, m < ns.count, ns[m] != nil else {
+                    let reason = x.device == nil ? "not_registered" : "internal: the stored notification does not parse"
+                    outcomes[ci].append(OutboxOutcome(n: x.n, fence: x.fence, kind: .failed, result: [
+                        "id": x.deviceId.map { $0 > 0 ? .int($0) : .null } ?? .null, "status": "failed", "reason": .string(reason),
+                        "reason_class": "device", "retryable": false, "deactivated": false, "attempts": .int(Int64(x.attempts)),
+                    ]))
+                    continue
+                }
+                byMessage[m, default: []].append(x)
+            }
+            for m in byMessage.keys.sorted() { parts.append(Part(claim: ci, message: m, rows: byMessage[m] ?? [])) }
+        }
+        let addressed: [Addressed] = parts.compactMap { p in
+            let job = claims[p.claim].job
+            guard var n = notifications[job.id]?[p.message] else { return nil }
+            let devices = p.rows.compactMap(\.device)
+            // APNs: each delivery keeps one apns-id across its attempts (and a crash's re-send).
+            if n.fields["apns_id"] == nil, devices.contains(where: { $0.platform == .apns }) {
+                var ids = JSONObject()
+                for x in p.rows where x.device?.platform == .apns {
+                    if let d = x.device { ids[d.registrationId] = .string(Self.apnsId(job: job.id, n: x.n)) }
+                }
+                n.fields[APNsMessage.outboxIdsKey] = .object(ids)
+            }
+            return Addressed(n, to: devices)
+        }
+        let results: [[DeliveryResult]]
+        if addressed.count == 1 {
+            results = [await d.deliver(addressed[0].notification, to: addressed[0].devices)]
+        } else {
+            results = addressed.isEmpty ? [] : await d.deliver(addressed)
+        }
+        let renderer = await d.applyDeactivations(results.flatMap { $0 }, devices: addressed.flatMap(\.devices))
+        let now = nowMillis()
+        var sent = 0
+        var failed = 0
+        for (k, p) in parts.enumerated() where k < results.count {
+            let job = claims[p.claim].job
+            let n = notifications[job.id]?[p.message] ?? nil
+            let deadline = n.map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
+            for (x, r) in zip(p.rows, results[k]) {
+                var o = renderer.json(r)
+                o["attempts"] = .int(Int64(x.attempts + 1))
+                if job.indexed {
+                    o.pairs.insert(("message_index", .int(Int64(p.message))), at: 0)
+                    o.pairs.insert(("message", .int(Int64(p.message))), at: 0)
+                }
+                let kind: OutboxOutcome.Kind
+                if r.status == .sent {
+                    kind = .sent
+                    sent += 1
+                } else if r.retryable {
+                    let next = now + Self.backoffMs(attempt: x.attempts + 1, retryAfterMs: r.extra["retry_after_ms"]?.intValue)
+                    if next < deadline {
+                        kind = .retry(nextAt: next)
+                    } else {
+                        kind = .failed
+                        failed += 1
+                        o["last_reason"] = o["reason"]
+                        o["reason"] = "expired"
+                        o["retryable"] = false
+                    }
+                } else {
+                    kind = .failed
+                    failed += 1
+                }
+                outcomes[p.claim].append(OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: o))
+            }
+        }
+        d.sentCount.add(sent, ordering: .relaxed)
+        d.failedCount.add(failed, ordering: .relaxed)
+        let store = self.store
+        let logger = self.logger
+        await withTaskGroup(of: Void.self) { group in
+            for (ci, claim) in claims.enumerated() where !outcomes[ci].isEmpty {
+                let list = outcomes[ci]
+                group.addTask {
+                    do throws(CommandError) {
+                        _ = try await store.complete(job: claim.job.id, list, now: nowMillis())
+                    } catch {
+                        // The leases expire and the rows are claimed again (at-least-once).
+                        logger.error("outbox: recording results failed", metadata: [
+                            "job": "\(claim.job.id)", "error": "\(error.message)", "count": "\(list.count)", "ms": "\(nowMillis() - now0)",
+                        ])
+                    }
+                }
+            }
+        }
+    }
+
+    /// A delivery's apns-id: the job id's first 20 hex digits and the delivery's index, as a UUID.
+    static func apnsId(job: String, n: Int64) -> String {
+        var hex = Array(job.utf8.prefix(20))
+        while hex.count < 20 { hex.append(UInt8(ascii: "0")) }
+        let digits = Array("0123456789abcdef".utf8)
+        var tail: [UInt8] = []
+        var v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
+        for _ in 0..<12 {
+            tail.insert(digits[Int(v & 15)], at: 0)
+            v >>= 4
+        }
+        let all = hex + tail
+        func part(_ r: Range<Int>) -> String { String(decoding: all[r], as: UTF8.self) }
+        return "\(part(0..<8))-\(part(8..<12))-\(part(12..<16))-\(part(16..<20))-\(part(20..<32))"
+    }
+
+    /// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to 60 s, times 0.5-1.5; at least the
+    /// provider's Retry-After.
+    static func backoffMs(attempt: Int, retryAfterMs: Int64?) -> Int64 {
+        let base = Int64(1000) << Int64(min(max(attempt - 1, 0), 6))
+        let capped = min(base, 60_000)
+        let jittered = Int64(Double(capped) * Double.random(in: 0.5...1.5))
+        return max(jittered, retryAfterMs ?? 0)
+    }
+}

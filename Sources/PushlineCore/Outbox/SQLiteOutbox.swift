@@ -1,0 +1,369 @@
+import Synchronization
+
+/// The outbox in the registry's SQLite database, run on its thread through `Registry.run`:
+/// accepts from many connections share one transaction (group commit), and every outbox write
+/// commits with `synchronous=FULL` (`durable`), so an answered accept survives power loss.
+public final class SQLiteOutbox: Outbox {
+    let registry: Registry
+
+    /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
+    let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
+
+    public init(registry: Registry) { self.registry = registry }
+
+    static let jobColumns =
+        "seq, id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, devices, sent, failed, canceled, resolved, cursor, created_at, started_at, finished_at"
+
+    static func job(_ s: Statement) -> OutboxJob {
+        let text = s.text(3) ?? "[]"
+        let messages = (try? JSONValue.parse(text))?.arrayValue?.compactMap(\.objectValue) ?? []
+        return OutboxJob(
+            id: s.text(1) ?? "", app: s.text(2) ?? "", messages: messages, indexed: s.int(4) != 0,
+            stored: OutboxJobState(rawValue: s.text(5) ?? "") ?? .queued, sendAt: s.int(6), deadline: s.int(7),
+            idempotencyKey: s.text(8), estimate: Int(s.int(9)), devices: Int(s.int(10)), sent: Int(s.int(11)),
+            failed: Int(s.int(12)), canceled: Int(s.int(13)), resolved: s.int(14) != 0, cursor: s.text(15),
+            createdAt: s.int(16), startedAt: s.optionalInt(17), finishedAt: s.optionalInt(18))
+    }
+
+    static func load(_ db: Database, id: String) throws -> (seq: Int64, job: OutboxJob)? {
+        try db.query("SELECT \(jobColumns) FROM outbox_jobs WHERE id = ?", [.text(id)]) { s in (s.int(0), job(s)) }.first
+    }
+
+    static func queued(_ db: Database) throws -> Int {
+        let r = try db.query(
+            """
+            SELECT COALESCE(SUM(MAX(CASE WHEN resolved = 1 THEN devices ELSE MAX(devices, estimate) END - sent - failed - canceled, 0)), 0),
+                   MIN(created_at), COUNT(*)
+            FROM outbox_jobs WHERE state IN ('queued', 'running')
+            """
+        ) { s in (Int(s.int(0)), s.optionalInt(1), Int(s.int(2))) }
+        return r.first?.0 ?? 0
+    }
+
+    public func accept(_ spec: OutboxJobSpec, maxQueued: Int, idempotencyWindowMs: Int64) async throws(CommandError) -> (job: OutboxJob, duplicate: Bool) {
+        try await registry.run(write: true, durable: true) { store in
+            let db = store.db
+            if let key = spec.idempotencyKey {
+                let found = try db.query(
+                    "SELECT id FROM outbox_jobs WHERE app = ? AND idem_key = ? AND created_at > ? ORDER BY seq DESC LIMIT 1",
+                    [.text(spec.app), .text(key), .int(spec.createdAt - idempotencyWindowMs)]
+                ) { $0.text(0) ?? "" }
+                if let id = found.first, let j = try Self.load(db, id: id) { return (j.job, true) }
+            }
+            // The sum over live jobs is read at most once a second; accepts in between add to it.
+            let queued = try self.queuedCache.withLock { c throws -> Int in
+                if spec.createdAt - c.at > 1000 || spec.createdAt < c.at {
+                    c = (try Self.queued(db), spec.createdAt)
+                }
+                return c.value
+            }
+            if queued + spec.estimate > maxQueued && queued > 0 {
+                throw CommandError(
+                    .busy, "the outbox holds \(queued) notifications, over max_queued \(maxQueued); retry later",
+                    details: ["retry_after_ms": .int(Int64(max(1000, min(60_000, (queued + spec.estimate - maxQueued) / 20))))])
+            }
+            self.queuedCache.withLock { $0.value += spec.estimate }
+            let messages = JSONValue.array(spec.messages.map { .object($0) }).jsonString
+            try db.execute(
+                """
+                INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at)
+                VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)
+                """,
+                [.text(spec.id), .text(spec.app), .text(messages), .from(spec.indexed), .int(spec.sendAt), .int(spec.deadline),
+                 .from(spec.idempotencyKey), .int(Int64(spec.estimate)), .int(spec.createdAt)])
+            let job = OutboxJob(
+                id: spec.id, app: spec.app, messages: spec.messages, indexed: spec.indexed, stored: .queued, sendAt: spec.sendAt,
+                deadline: spec.deadline, idempotencyKey: spec.idempotencyKey, estimate: spec.estimate, devices: 0, sent: 0,
+                failed: 0, canceled: 0, resolved: false, cursor: nil, createdAt: spec.createdAt, startedAt: nil, finishedAt: nil)
+            return (job, false)
+        }
+    }
+
+    public func startable(now: Int64, limit: Int) async throws(CommandError) -> [OutboxJob] {
+        try await registry.run(write: false) { store in
+            try store.db.query(
+                """
+                SELECT \(Self.jobColumns) FROM outbox_jobs
+                WHERE resolved = 0 AND state IN ('queued', 'running') AND send_at <= ? ORDER BY send_at, seq LIMIT ?
+                """, [.int(now), .int(Int64(limit))]
+            ) { s in Self.job(s) }
+        }
+    }
+
+    public func appendDeliveries(job: String, _ rows: [OutboxNewDelivery], cursor: String?, now: Int64) async throws(CommandError) -> Bool {
+        try await registry.run(write: true, durable: true) { store in
+            let db = store.db
+            guard let (seq, j) = try Self.load(db, id: job), j.stored == .queued || j.stored == .running, !j.resolved else { return false }
+            let insert = try db.statement(
+                "INSERT INTO outbox_deliveries (job, n, message, device_id, raw, state, next_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            var n = Int64(j.devices)
+            var failed = 0
+            for r in rows {
+                var raw: SQLValue = .null
+                if let d = r.raw {
+                    var o: JSONObject = ["id": .int(d.id), "app": .string(d.app), "platform": .string(d.platform.rawValue),
+                                         "registration_id": .string(d.registrationId)]
+                    if let k = d.p256dh { o["p256dh"] = .string(k) }
+                    if let k = d.auth { o["auth"] = .string(k) }
+                    raw = .text(JSONValue.object(o).jsonString)
+                }
+                if r.rejected != nil { failed += 1 }
+                try insert.bind([
+                    .int(seq), .int(n), .from(r.message.map { Int64($0) }), .from(r.deviceId), raw, .int(r.rejected == nil ? 0 : 2),
+                    .int(now), r.rejected.map { .text(JSONValue.object($0).jsonString) } ?? .null,
+                ])
+                defer { insert.reset() }
+                _ = try insert.step()
+                n += 1
+            }
+            try db.execute(
+                """
+                UPDATE outbox_jobs SET devices = ?, failed = failed + ?, cursor = ?, resolved = ?, state = 'running',
+                    started_at = COALESCE(started_at, ?) WHERE seq = ?
+                """,
+                [.int(n), .int(Int64(failed)), .from(cursor), .from(cursor == nil), .int(now), .int(seq)])
+            if cursor == nil { try Self.finishIfDone(store, seq: seq, id: job, now: now) }
+            return true
+        }
+    }
+
+    /// Marks a resolved job with nothing pending `done` and writes its `job_done` event.
+    static func finishIfDone(_ store: RegistryStore, seq: Int64, id: String, now: Int64) throws {
+        let db = store.db
+        let pending = try db.query("SELECT 1 FROM outbox_deliveries WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]) { $0.int(0) }
+        guard pending.isEmpty else { return }
+        let rows = try db.query(
+            """
+            UPDATE outbox_jobs SET state = 'done', finished_at = ? WHERE seq = ? AND state = 'running' AND resolved = 1
+            RETURNING devices, sent, failed, canceled
+            """, [.int(now), .int(seq)]
+        ) { s in (s.int(0), s.int(1), s.int(2), s.int(3)) }
+        guard let c = rows.first else { return }
+        try store.appendEvents([PushEvent(.jobDone, at: now, [
+            "job": .string(id), "devices": .int(c.0), "sent": .int(c.1), "failed": .int(c.2), "canceled": .int(c.3),
+        ])])
+    }
+
+    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
+        try await registry.run(write: true) { store in
+            let db = store.db
+            // Jobs with due work, least recently served first (fairness between large and small jobs).
+            let jobs = try db.query(
+                """
+                SELECT \(Self.jobColumns) FROM outbox_jobs j
+                WHERE j.state = 'running' AND EXISTS (
+                    SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= ?1
+                      AND (d.lease_until IS NULL OR d.lease_until < ?1))
+                ORDER BY j.served, j.seq LIMIT ?2
+                """, [.int(now), .int(Int64(maxJobs))]
+            ) { s in (s.int(0), Self.job(s)) }
+            var out: [OutboxClaim] = []
+            let select = try db.statement(
+                """
+                SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries
+                WHERE job = ?1 AND state = 0 AND next_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2) ORDER BY n LIMIT ?3
+                """)
+            let lease = try db.statement(
+                "UPDATE outbox_deliveries SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE job = ? AND n = ?")
+            var total = 0
+            for (seq, job) in jobs where total < maxRows {
+                var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = []
+                try select.bind([.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total)))])
+                while try select.step() {
+                    rows.append((select.int(0), select.optionalInt(1).map { Int($0) }, select.optionalInt(2), select.text(3),
+                                 Int(select.int(4)), select.int(5)))
+                }
+                select.reset()
+                var devices: [Int64: Device] = [:]
+                let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
+                if !ids.isEmpty {
+                    var f = Registry.DeviceFilter()
+                    f.ids = ids
+                    for d in try store.devices(f) { devices[d.id] = d }
+                }
+                var list: [OutboxDelivery] = []
+                list.reserveCapacity(rows.count)
+                for (n, message, deviceId, raw, attempts, fence) in rows {
+                    try lease.bind([.text(owner), .int(now + leaseMs), .int(seq), .int(n)])
+                    defer { lease.reset() }
+                    _ = try lease.step()
+                    var device: Device?
+                    if let raw { device = Self.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
+                    list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence + 1))
+                }
+                // Served at `now`: the next claims take the jobs served longest ago first.
+                try db.execute("UPDATE outbox_jobs SET served = ? WHERE seq = ?", [.int(now), .int(seq)])
+                total += list.count
+                if !list.isEmpty { out.append(OutboxClaim(job: job, deliveries: list)) }
+            }
+            return out
+        }
+    }
+
+    static func rawDevice(_ text: String) -> Device? {
+        guard let o = (try? JSONValue.parse(text))?.objectValue, let p = o["platform"]?.stringValue.flatMap(Platform.init(rawValue:)) else {
+            return nil
+        }
+        return Device(
+            id: o["id"]?.intValue ?? -1, platform: p, app: o["app"]?.stringValue ?? "default",
+            registrationId: o["registration_id"]?.stringValue ?? "", p256dh: o["p256dh"]?.stringValue, auth: o["auth"]?.stringValue)
+    }
+
+    public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
+        try await registry.run(write: true, durable: true) { store in
+            let db = store.db
+            guard let (seq, _) = try Self.load(db, id: job) else { return 0 }
+            let read = try db.statement("SELECT state, fence FROM outbox_deliveries WHERE job = ? AND n = ?")
+            let update = try db.statement(
+                """
+                UPDATE outbox_deliveries SET state = ?, next_at = ?, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
+                    result = ? WHERE job = ? AND n = ?
+                """)
+            var applied = 0
+            var (sent, failed, uncanceled) = (0, 0, 0)
+            for o in outcomes {
+                try read.bind([.int(seq), .int(o.n)])
+                let row: (Int64, Int64)? = try read.step() ? (read.int(0), read.int(1)) : nil
+                read.reset()
+                // A stale claim (fence moved on), or a row already final: dropped.
+                guard let (state, fence) = row, fence == o.fence, state == 0 || state == 3 else { continue }
+                let newState: Int64
+                var nextAt = now
+                switch o.kind {
+                case .sent: newState = 1; sent += 1
+                case .failed: newState = 2; failed += 1
+                case .retry(let at):
+                    // A canceled row is not retried.
+                    if state == 3 { continue }
+                    newState = 0
+                    nextAt = at
+                }
+                if state == 3 { uncanceled += 1 }
+                try update.bind([.int(newState), .int(nextAt), .text(JSONValue.object(o.result).jsonString), .int(seq), .int(o.n)])
+                defer { update.reset() }
+                _ = try update.step()
+                applied += 1
+            }
+            if sent + failed > 0 {
+                try db.execute(
+                    "UPDATE outbox_jobs SET sent = sent + ?, failed = failed + ?, canceled = canceled - ? WHERE seq = ?",
+                    [.int(Int64(sent)), .int(Int64(failed)), .int(Int64(uncanceled)), .int(seq)])
+            }
+            try Self.finishIfDone(store, seq: seq, id: job, now: now)
+            return applied
+        }
+    }
+
+    public func cancel(job: String, now: Int64) async throws(CommandError) -> OutboxJob? {
+        try await registry.run(write: true, durable: true) { store in
+            let db = store.db
+            guard let (seq, j) = try Self.load(db, id: job) else { return nil }
+            guard j.stored == .queued || j.stored == .running else { return j }
+            try db.execute("UPDATE outbox_deliveries SET state = 3 WHERE job = ? AND state = 0", [.int(seq)])
+            // Devices of the target not resolved yet are canceled too (counted by the plan's estimate).
+            let unresolved = j.resolved ? 0 : max(0, j.estimate - j.devices)
+            let n = db.changes + unresolved
+            try db.execute(
+                "UPDATE outbox_jobs SET state = 'canceled', canceled = canceled + ?, devices = devices + ?, resolved = 1, finished_at = ? WHERE seq = ?",
+                [.int(Int64(n)), .int(Int64(unresolved)), .int(now), .int(seq)])
+            guard let (_, after) = try Self.load(db, id: job) else { return nil }
+            try store.appendEvents([PushEvent(.jobCanceled, at: now, [
+                "job": .string(job), "devices": .int(Int64(after.devices)), "sent": .int(Int64(after.sent)),
+                "failed": .int(Int64(after.failed)), "canceled": .int(Int64(after.canceled)),
+            ])])
+            return after
+        }
+    }
+
+    public func job(_ id: String) async throws(CommandError) -> OutboxJob? {
+        try await registry.run(write: false) { store in try Self.load(store.db, id: id)?.job }
+    }
+
+    public func results(job: String, after: Int64, limit: Int) async throws(CommandError) -> [OutboxResultRow] {
+        try await registry.run(write: false) { store in
+            guard let (seq, _) = try Self.load(store.db, id: job) else { return [] }
+            return try store.db.query(
+                "SELECT n, state, attempts, result FROM outbox_deliveries WHERE job = ? AND n > ? ORDER BY n LIMIT ?",
+                [.int(seq), .int(after), .int(Int64(limit))]
+            ) { s in
+                let states = ["pending", "sent", "failed", "canceled"]
+                let st = Int(s.int(1))
+                return OutboxResultRow(
+                    n: s.int(0), state: st < states.count ? states[st] : "pending", attempts: Int(s.int(2)),
+                    result: s.text(3).flatMap { (try? JSONValue.parse($0))?.objectValue })
+            }
+        }
+    }
+
+    public func jobs(state: OutboxJobState?, app: String?, after: String?, limit: Int) async throws(CommandError) -> [OutboxJob] {
+        try await registry.run(write: false) { store in
+            let db = store.db
+            var seqBound = Int64.max
+            if let after {
+                guard let (seq, _) = try Self.load(db, id: after) else { throw CommandError.invalid("after", "no job '\(after)'") }
+                seqBound = seq
+            }
+            var sql = "SELECT \(Self.jobColumns) FROM outbox_jobs WHERE seq < ?"
+            var args: [SQLValue] = [.int(seqBound)]
+            let now = nowMillis()
+            switch state {
+            case .scheduled?: sql += " AND state = 'queued' AND send_at > ?"; args.append(.int(now))
+            case .queued?: sql += " AND state = 'queued' AND send_at <= ?"; args.append(.int(now))
+            case let s?: sql += " AND state = ?"; args.append(.text(s.rawValue))
+            case nil: break
+            }
+            if let app { sql += " AND app = ?"; args.append(.text(app)) }
+            sql += " ORDER BY seq DESC LIMIT ?"
+            args.append(.int(Int64(limit)))
+            return try db.query(sql, args) { s in Self.job(s) }
+        }
+    }
+
+    public func recover(owner: String, now: Int64) async throws(CommandError) -> Int {
+        try await registry.run(write: true, durable: true) { store in
+            try store.db.execute(
+                "UPDATE outbox_deliveries SET lease_owner = NULL, lease_until = NULL WHERE state = 0 AND lease_until IS NOT NULL AND lease_owner IS NOT ?",
+                [.text(owner)])
+            return store.db.changes
+        }
+    }
+
+    public func prune(finishedBefore before: Int64) async throws(CommandError) -> Int {
+        try await registry.run(write: true) { store in
+            let db = store.db
+            let seqs = try db.query(
+                "SELECT seq FROM outbox_jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 100", [.int(before)]) { $0.int(0) }
+            for seq in seqs {
+                try db.execute("DELETE FROM outbox_deliveries WHERE job = ?", [.int(seq)])
+                try db.execute("DELETE FROM outbox_jobs WHERE seq = ?", [.int(seq)])
+            }
+            return seqs.count
+        }
+    }
+
+    public func depth() async throws(CommandError) -> OutboxDepth {
+        try await registry.run(write: false) { store in
+            let r = try store.db.query(
+                """
+                SELECT COALESCE(SUM(MAX(CASE WHEN resolved = 1 THEN devices ELSE MAX(devices, estimate) END - sent - failed - canceled, 0)), 0),
+                       MIN(created_at), COUNT(*)
+                FROM outbox_jobs WHERE state IN ('queued', 'running')
+                """
+            ) { s in OutboxDepth(queued: Int(s.int(0)), oldestQueuedAt: s.optionalInt(1), liveJobs: Int(s.int(2))) }
+            return r.first ?? OutboxDepth(queued: 0, oldestQueuedAt: nil, liveJobs: 0)
+        }
+    }
+
+    public func nextDue() async throws(CommandError) -> Int64? {
+        try await registry.run(write: false) { store in
+            let a = try store.db.query(
+                "SELECT MIN(send_at) FROM outbox_jobs WHERE resolved = 0 AND state IN ('queued', 'running')") { $0.optionalInt(0) }.first ?? nil
+            let b = try store.db.query(
+                """
+                SELECT MIN((SELECT MIN(next_at) FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0))
+                FROM outbox_jobs j WHERE j.state = 'running'
+                """) { $0.optionalInt(0) }.first ?? nil
+            return [a, b].compactMap { $0 }.min()
+        }
+    }
+}

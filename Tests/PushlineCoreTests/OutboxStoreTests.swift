@@ -1,0 +1,152 @@
+import Testing
+
+@testable import PushlineCore
+
+/// The outbox store's state machine on SQLite (issue 13): accept and idempotency, resolution
+/// into deliveries, claims under a lease with a fencing token, stale completions dropped,
+/// retries, cancel, `done` with its event, recovery and pruning.
+@Suite struct OutboxStoreTests {
+    func spec(_ id: String, estimate: Int = 3, key: String? = nil, sendAt: Int64 = 1000, now: Int64 = 1000) -> OutboxJobSpec {
+        OutboxJobSpec(
+            id: id, app: "default", messages: [["ids": [1, 2, 3], "message": "hi"]], indexed: false, sendAt: sendAt,
+            deadline: sendAt + 86_400_000, idempotencyKey: key, estimate: estimate, createdAt: now)
+    }
+
+    func rows(_ ids: [Int64]) -> [OutboxNewDelivery] {
+        ids.map { OutboxNewDelivery(message: nil, deviceId: $0, raw: nil, rejected: nil) }
+    }
+
+    func withStore(_ body: (Registry, SQLiteOutbox) async throws -> Void) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let reg = try Registry(path: dir.db)
+        defer { reg.close() }
+        try await body(reg, SQLiteOutbox(registry: reg))
+    }
+
+    @Test func acceptIsIdempotentPerAppWithinTheWindow() async throws {
+        try await withStore { _, o in
+            let a = try await o.accept(spec("j1", key: "k"), maxQueued: 100, idempotencyWindowMs: 10_000)
+            let b = try await o.accept(spec("j2", key: "k", now: 5000), maxQueued: 100, idempotencyWindowMs: 10_000)
+            #expect(!a.duplicate && b.duplicate && b.job.id == "j1")
+            // After the window the key is free again.
+            let c = try await o.accept(spec("j3", key: "k", now: 20_000), maxQueued: 100, idempotencyWindowMs: 10_000)
+            #expect(!c.duplicate && c.job.id == "j3")
+        }
+    }
+
+    @Test func maxQueuedRefusesWithBusy() async throws {
+        try await withStore { _, o in
+            _ = try await o.accept(spec("j1", estimate: 8), maxQueued: 10, idempotencyWindowMs: 1)
+            await #expect(throws: CommandError.self) {
+                _ = try await o.accept(spec("j2", estimate: 5), maxQueued: 10, idempotencyWindowMs: 1)
+            }
+            do {
+                _ = try await o.accept(spec("j2", estimate: 5), maxQueued: 10, idempotencyWindowMs: 1)
+            } catch let e as CommandError {
+                #expect(e.code == .busy && e.details["retry_after_ms"] != nil)
+            }
+            #expect(try await o.job("j2") == nil)
+        }
+    }
+
+    @Test func scheduledJobsAreNotStartableBeforeSendAt() async throws {
+        try await withStore { _, o in
+            _ = try await o.accept(spec("j1", sendAt: 5000), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.startable(now: 4999, limit: 10).isEmpty)
+            #expect(try await o.startable(now: 5000, limit: 10).map(\.id) == ["j1"])
+            #expect(try await o.job("j1")?.state(now: 1000) == .scheduled)
+        }
+    }
+
+    @Test func claimLeasesFencesAndStaleCompletionsAreDropped() async throws {
+        try await withStore { reg, o in
+            _ = try await reg.register([try DeviceInput(parsing: ["platform": "fcm", "registration_id": "t1"]),
+                                        try DeviceInput(parsing: ["platform": "fcm", "registration_id": "t2"])],
+                                       updateOnDuplicate: false)
+            _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows([1, 2]), cursor: nil, now: 1000))
+            let c1 = try await o.claim(owner: "a", now: 1000, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c1.count == 1 && c1[0].deliveries.count == 2)
+            #expect(c1[0].deliveries.map(\.device?.registrationId) == ["t1", "t2"])
+            // Leased: nobody else gets them until the lease expires.
+            #expect(try await o.claim(owner: "b", now: 1050, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
+            let c2 = try await o.claim(owner: "b", now: 1200, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c2.count == 1 && c2[0].deliveries.allSatisfy { $0.fence == c1[0].deliveries[0].fence + 1 })
+            // The first owner's results come late: dropped (fence moved on).
+            let stale = c1[0].deliveries.map { OutboxOutcome(n: $0.n, fence: $0.fence, kind: .sent, result: ["status": "sent"]) }
+            #expect(try await o.complete(job: "j1", stale, now: 1300) == 0)
+            #expect(try await o.job("j1")?.sent == 0)
+            // The current owner's: one sent, one retried.
+            let d = c2[0].deliveries
+            let applied = try await o.complete(job: "j1", [
+                OutboxOutcome(n: d[0].n, fence: d[0].fence, kind: .sent, result: ["status": "sent"]),
+                OutboxOutcome(n: d[1].n, fence: d[1].fence, kind: .retry(nextAt: 5000), result: ["status": "failed"]),
+            ], now: 1300)
+            #expect(applied == 2)
+            #expect(try await o.claim(owner: "b", now: 4999, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
+            #expect(try await o.nextDue() == 5000)
+            let c3 = try await o.claim(owner: "b", now: 5000, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c3.first?.deliveries.map(\.attempts) == [1])
+            let x = try #require(c3.first?.deliveries.first)
+            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: x.n, fence: x.fence, kind: .failed, result: ["status": "failed"])], now: 5001) == 1)
+            let job = try #require(try await o.job("j1"))
+            #expect(job.stored == .done && job.sent == 1 && job.failed == 1 && job.pending == 0 && job.finishedAt == 5001)
+            let events = try await reg.run(write: false) { s in
+                try s.db.query("SELECT type, body FROM events ORDER BY seq") { ($0.text(0) ?? "", $0.text(1) ?? "") }
+            }
+            #expect(events.count == 1 && events.first?.0 == "job_done")
+            // A completion after the end changes nothing.
+            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: x.n, fence: x.fence, kind: .sent, result: [:])], now: 6000) == 0)
+        }
+    }
+
+    @Test func cancelCountsPendingAndUnresolvedAndWritesAnEvent() async throws {
+        try await withStore { reg, o in
+            _ = try await o.accept(spec("j1", estimate: 10), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows([1, 2, 3, 4]), cursor: "{\"m\":0}", now: 1000))
+            let c = try await o.claim(owner: "a", now: 1000, leaseMs: 1000, perJob: 1, maxJobs: 1, maxRows: 1)
+            let job = try #require(try await o.cancel(job: "j1", now: 1100))
+            #expect(job.stored == .canceled && job.devices == 10 && job.canceled == 10 && job.pending == 0)
+            // The delivery that was on the wire when it was canceled reports sent: counted so.
+            let x = try #require(c.first?.deliveries.first)
+            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: x.n, fence: x.fence, kind: .sent, result: [:])], now: 1200) == 1)
+            let after = try #require(try await o.job("j1"))
+            #expect(after.sent == 1 && after.canceled == 9 && after.stored == .canceled)
+            // No more resolution and no more claims.
+            #expect(try await !o.appendDeliveries(job: "j1", rows([5]), cursor: nil, now: 1300))
+            #expect(try await o.claim(owner: "a", now: 9000, leaseMs: 1000, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
+            let types = try await reg.run(write: false) { s in try s.db.query("SELECT type FROM events") { $0.text(0) ?? "" } }
+            #expect(types == ["job_canceled"])
+        }
+    }
+
+    @Test func recoverReleasesOtherOwnersLeasesAndPruneDeletesOldJobs() async throws {
+        try await withStore { _, o in
+            _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)
+            _ = try await o.appendDeliveries(job: "j1", rows([1, 2]), cursor: nil, now: 1000)
+            _ = try await o.claim(owner: "dead", now: 1000, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(try await o.recover(owner: "me", now: 1001) == 2)
+            let c = try await o.claim(owner: "me", now: 1002, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c.first?.deliveries.count == 2)
+            let out = (c.first?.deliveries ?? []).map { OutboxOutcome(n: $0.n, fence: $0.fence, kind: .sent, result: [:]) }
+            _ = try await o.complete(job: "j1", out, now: 2000)
+            #expect(try await o.prune(finishedBefore: 2000) == 0)
+            #expect(try await o.prune(finishedBefore: 2001) == 1)
+            #expect(try await o.job("j1") == nil)
+        }
+    }
+
+    @Test func fairClaimsServeTheLeastRecentlyServedJobFirst() async throws {
+        try await withStore { _, o in
+            _ = try await o.accept(spec("big", estimate: 100), maxQueued: 1000, idempotencyWindowMs: 1)
+            _ = try await o.appendDeliveries(job: "big", rows((1...100).map { Int64($0) }), cursor: nil, now: 1000)
+            _ = try await o.claim(owner: "a", now: 1000, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10)
+            _ = try await o.accept(spec("small", estimate: 2), maxQueued: 1000, idempotencyWindowMs: 1)
+            _ = try await o.appendDeliveries(job: "small", rows([1, 2]), cursor: nil, now: 1001)
+            let c = try await o.claim(owner: "a", now: 1002, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c.map(\.job.id) == ["small", "big"])
+            #expect(c.map(\.deliveries.count) == [2, 8])
+        }
+    }
+}
