@@ -46,7 +46,7 @@ struct LoopShared {
     var queue: [Job] = []
     var closed = false
     var closedReason = "transport shut down"
-    /// The loop is (about to be) blocked in epoll_wait and needs a wakeup to see `queue`.
+    /// The loop is (about to be) blocked in curl_multi_poll and needs a wakeup to see `queue`.
     var sleeping = false
     /// A wakeup was sent since the loop last looked at `queue`.
     var wakeSent = false
@@ -57,9 +57,10 @@ struct LoopShared {
 /// The Sendable side of one event loop: its queue and counters.
 final class LoopHandle: Sendable {
     let state = Mutex(LoopShared())
-    /// The loop's wake-up eventfd (non-blocking; -1 if it could not be made), in the loop's epoll
-    /// set beside libcurl's sockets: one write wakes the loop, one read drains it. It lives as
-    /// long as this handle, so no caller ever touches the multi handle.
+    /// The loop's wake-up eventfd (non-blocking; -1 if it could not be made), polled with the
+    /// multi handle's sockets (an extra fd of curl_multi_poll): one write wakes the loop, one read
+    /// drains it (curl_multi_wakeup's socketpair took a send and two recvs). It lives as long as
+    /// this handle, so no caller ever touches the multi handle.
     let wakeFD: Int32
     /// errno of the failed eventfd() when `wakeFD` is -1.
     let wakeErrno: Int32
@@ -113,9 +114,9 @@ final class LoopHandle: Sendable {
             s.queue.append(contentsOf: jobs[..<taken])
             if s.sleeping, !s.wakeSent {
                 // Written under the lock: the loop, which clears `wakeSent` under it, then always
-                // finds the eventfd readable in its next wait and drains it. (Written after the
+                // finds the eventfd readable in its next poll and drains it. (Written after the
                 // lock, a write could land after the loop had taken the queue and cost it a
-                // spurious pass; measured on branch single-pre-rebase.)
+                // spurious pass: +7 syscalls per single send, measured on branch single-pre-rebase.)
                 s.wakeSent = true
                 wake()
             }
@@ -210,35 +211,15 @@ final class OriginQueue {
     }
 }
 
-/// One libcurl multi handle driven by curl_multi_socket_action, with the epoll set its sockets
-/// are watched in; confined to its loop thread.
-///
-/// curl_multi_perform (and curl_multi_poll) made libcurl 7.88 poll(2) each transfer's socket
-/// with a zero timeout before it read or wrote (transfer.c Curl_readwrite, when the transfer
-/// has no `select_bits`): several poll()s and EAGAIN recvfrom()s per request. With
-/// curl_multi_socket_action libcurl is told which socket is ready and runs only the transfers
-/// of that connection.
+/// One libcurl multi handle; confined to its loop thread.
 final class CurlMulti {
     let raw: UnsafeMutableRawPointer
-    /// Written by the C callbacks (pl_curl_multi_use_epoll) during libcurl calls on this thread.
-    let events: UnsafeMutablePointer<pl_curl_events>
 
     init(options: TransportOptions) throws(TransportError) {
-        let epfd = pl_epoll_create()
-        guard epfd >= 0 else {
-            throw TransportError(.unavailable, "epoll_create1 failed: \(String(cString: strerror(pl_errno())))")
-        }
         guard let m = curl_multi_init() else {
-            _ = Glibc.close(epfd)  // Nothing else to do if it fails.
             throw TransportError(.unavailable, "curl_multi_init failed")
         }
         raw = m
-        events = .allocate(capacity: 1)
-        events.initialize(to: pl_curl_events(epfd: epfd, ctl_errno: 0, timer_ns: UInt64.max))
-        let rc = pl_curl_multi_use_epoll(m, events)
-        if rc != CURLM_OK {
-            throw TransportError(.unavailable, "curl_multi_setopt(CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION) failed: \(multiMessage(rc))")
-        }
         try set(CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX), "CURLMOPT_PIPELINING")
         try set(CURLMOPT_MAX_HOST_CONNECTIONS, options.maxConnectionsPerHost, "CURLMOPT_MAX_HOST_CONNECTIONS")
         try set(CURLMOPT_MAX_CONCURRENT_STREAMS, options.maxConcurrentStreams, "CURLMOPT_MAX_CONCURRENT_STREAMS")
@@ -253,26 +234,8 @@ final class CurlMulti {
         }
     }
 
-    /// Tells libcurl that `fd` is ready (`CURL_CSELECT_*` bits), or with `CURL_SOCKET_TIMEOUT`
-    /// that its timer expired.
-    func socketAction(_ fd: Int32, _ bits: Int32) throws(TransportError) {
-        var running: Int32 = 0
-        let rc = curl_multi_socket_action(raw, fd, bits, &running)
-        guard rc == CURLM_OK else {
-            var message = "curl_multi_socket_action failed: \(multiMessage(rc))"
-            if events.pointee.ctl_errno != 0 {
-                message += " (epoll_ctl: \(String(cString: strerror(events.pointee.ctl_errno))))"
-                events.pointee.ctl_errno = 0
-            }
-            throw TransportError(.other, message)
-        }
-    }
-
     deinit {
         _ = curl_multi_cleanup(raw)  // Only fails on a bad handle, which `raw` cannot be.
-        _ = Glibc.close(events.pointee.epfd)  // After cleanup: it may still remove sockets from the set.
-        events.deinitialize(count: 1)
-        events.deallocate()
     }
 }
 
@@ -316,9 +279,6 @@ final class EventLoop {
             throw TransportError(.unavailable, "cannot create the loop's eventfd: \(String(cString: strerror(handle.wakeErrno)))")
         }
         self.multi = try CurlMulti(options: options)
-        guard pl_epoll_ctl(multi.events.pointee.epfd, EPOLL_CTL_ADD, handle.wakeFD, EPOLLIN.rawValue) == 0 else {
-            throw TransportError(.unavailable, "epoll_ctl(ADD, eventfd) failed: \(String(cString: strerror(pl_errno())))")
-        }
     }
 
     /// Runs until the handle is closed, then fails whatever is left with `.unavailable`.
@@ -342,8 +302,11 @@ final class EventLoop {
             incoming.removeAll(keepingCapacity: true)
 
             startQueued()
-            // New transfers ask for the timer at once (0 ms): this call starts them.
-            runTimerIfDue(monotonicNanos())
+            var running: Int32 = 0
+            let rc = curl_multi_perform(multi.raw, &running)
+            if rc != CURLM_OK {
+                failAllActive(TransportError(.other, "curl_multi_perform failed: \(multiMessage(rc))"))
+            }
             let finishedAny = readMessages()
 
             let now = monotonicNanos()
@@ -364,70 +327,25 @@ final class EventLoop {
                     _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
                 }
             }
-            let mustWait = handle.state.withLock { s -> Bool in
-                if s.queue.isEmpty && !s.closed && s.retired.isEmpty {
+            // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
+            let timeout: Int32 = queued > 0 ? 20 : 1000
+            let mustPoll = handle.state.withLock { s -> Bool in
+                if s.queue.isEmpty && !s.closed {
                     s.sleeping = true
                     return true
                 }
                 return false
             }
-            // Wait for a socket, the wake-up eventfd or libcurl's timer (request deadlines etc.);
-            // with queued requests at most 20 ms (their deadlines are checked every 20 ms), and not
-            // at all when the queue has new requests (the sockets are still looked at).
-            var timeout: Int32 = 0
-            if mustWait {
-                let limit: UInt64 = queued > 0 ? 20_000_000 : 1_000_000_000
-                let timer = multi.events.pointee.timer_ns
-                let wait = timer == UInt64.max ? limit : (timer > now ? min(limit, timer - now) : 0)
-                timeout = Int32((wait + 999_999) / 1_000_000)
-            }
-            let n = pl_epoll_wait(multi.events.pointee.epfd, &readyFDs, &readyEvents, Int32(readyFDs.count), timeout)
-            if n < 0 {
-                let err = pl_errno()
-                if err != EINTR {
-                    failAllActive(TransportError(.other, "epoll_wait failed: \(String(cString: strerror(err)))"))
-                    usleep(1000)  // Do not spin if waiting keeps failing.
-                }
-                continue
-            }
-            for k in 0..<Int(n) {
-                let fd = readyFDs[k]
-                if fd == handle.wakeFD {
-                    pl_eventfd_drain(fd)
-                    continue
-                }
-                let ev = readyEvents[k]
-                var bits: Int32 = 0
-                if ev & (EPOLLIN.rawValue | EPOLLHUP.rawValue) != 0 { bits |= CURL_CSELECT_IN }
-                if ev & EPOLLOUT.rawValue != 0 { bits |= CURL_CSELECT_OUT }
-                if ev & EPOLLERR.rawValue != 0 { bits |= CURL_CSELECT_ERR }
-                do throws(TransportError) {
-                    try multi.socketAction(fd, bits)
-                } catch {
-                    failAllActive(error)
+            if mustPoll {
+                var fds: Int32 = 0
+                var wake = curl_waitfd(fd: handle.wakeFD, events: Int16(CURL_WAIT_POLLIN), revents: 0)
+                let prc = curl_multi_poll(multi.raw, &wake, 1, timeout, &fds)
+                if wake.revents != 0 { pl_eventfd_drain(handle.wakeFD) }
+                if prc != CURLM_OK {
+                    failAllActive(TransportError(.other, "curl_multi_poll failed: \(multiMessage(prc))"))
+                    usleep(1000)  // Do not spin if polling keeps failing.
                 }
             }
-            runTimerIfDue(monotonicNanos())
-        }
-    }
-
-    /// Descriptors and events of one epoll_wait (reused buffers).
-    private var readyFDs = [Int32](repeating: 0, count: 64)
-    private var readyEvents = [UInt32](repeating: 0, count: 64)
-
-    /// Runs libcurl's timer (new transfers, timeouts, streams with data already read) if it is due.
-    private func runTimerIfDue(_ now: UInt64) {
-        let due = multi.events.pointee.timer_ns
-        guard due <= now else { return }
-        do throws(TransportError) {
-            try multi.socketAction(CURL_SOCKET_TIMEOUT, 0)
-        } catch {
-            failAllActive(error)
-        }
-        // libcurl reports its timer only when it changes: if it kept the same one (nothing was
-        // due yet by its clock), look again in 1 ms rather than at once (no busy loop).
-        if multi.events.pointee.timer_ns == due {
-            multi.events.pointee.timer_ns = now &+ 1_000_000
         }
     }
 
