@@ -239,3 +239,32 @@ def test_provider_metrics_and_health_with_the_fake_apns(start_daemon):
         assert sample(text, "pushline_provider_responses_total", origin=origin, status="connect_error") >= 3
     finally:
         fake.stop()
+
+
+def test_provider_retries_by_app_platform_and_reason(start_daemon):
+    """pushline_provider_retries_total counts each notification a provider sends again, labelled
+    with the reason: 429 TooManyRequests three times (two retries, then a retryable failure), a
+    500 once (one retry, then sent), ExpiredProviderToken on two sends (a new token, each sent again)."""
+    from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs
+    fake = FakeAPNs.start(["--gen-key", f"{TEAM}:{KEY_ID}", "--topic", TOPIC])
+    try:
+        d = start_daemon({"apps": {"default": {"apns": fake.apns_block()}}})
+        toks = [f"{i:064x}" for i in (1, 2, 3)]
+        assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": t} for t in toks]})["ok"]
+        assert d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[2:], "message": "warm"})["sent"] == 1
+        text = d.call({"cmd": "metrics"})["text"]
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="TooManyRequests") is None
+        fake.control({"fail": [{"token": toks[0], "status": 429, "reason": "TooManyRequests", "count": -1},
+                               {"token": toks[1], "status": 500, "reason": "InternalServerError", "count": 1}]})
+        r = d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[:2], "message": "m"})
+        assert r["sent"] == 1 and r["failed"] == 1, r
+        fake.control({"expire_current": True})
+        r = d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[1:], "message": "n"})
+        assert r["sent"] == 2, r
+        text = d.call({"cmd": "metrics"})["text"]
+        promtool_check(text)
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="TooManyRequests") == 2
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="InternalServerError") == 1
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="ExpiredProviderToken") == 2
+    finally:
+        fake.stop()

@@ -59,6 +59,9 @@ public final class Metrics: Sendable {
             "pushline_provider_requests_in_flight", .gauge, "Provider HTTP requests queued or in flight (HTTP/2 streams), by origin.")
         public static let transportRetries = Family(
             "pushline_provider_transport_retries_total", .counter, "Provider requests sent again after their connection was lost before an answer.")
+        public static let providerRetries = Family(
+            "pushline_provider_retries_total", .counter,
+            "Notifications a provider sent again, by app, platform and reason (the transport error, the provider's reason code, or http_<status>): backoff retries, and re-sends after a refreshed or moved provider token.")
         public static let providerConnections = Family(
             "pushline_provider_connections_opened_total", .counter, "HTTP/2 connections opened to providers.")
         public static let socketConnections = Family(
@@ -77,7 +80,8 @@ public final class Metrics: Sendable {
         /// Every family, in the order they are rendered.
         static let all: [Family] = [
             buildInfo, startTime, requests, requestDuration, notifications, notificationFailures, retryableFailures,
-            deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerConnections,
+            deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerRetries,
+            providerConnections,
             socketConnections, pending, registryDevices, reloads,
         ]
     }
@@ -160,6 +164,13 @@ public final class Metrics: Sendable {
             h.count += 1
             s.histograms[f.name, default: [:]][originKey] = h
         }
+    }
+
+    /// A provider is about to send a notification again (see `Family.providerRetries`); `reason`
+    /// is cut at its first ": " so label values stay a bounded set of codes.
+    public func providerRetry(app: String, platform: Platform, reason: String) {
+        let code = reason.split(separator: ":", maxSplits: 1).first.map(String.init) ?? reason
+        inc(.providerRetries, ["app": app, "platform": platform.rawValue, "reason": code])
     }
 
     /// The value of a counter (tests, `health`).
