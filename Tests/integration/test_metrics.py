@@ -268,3 +268,49 @@ def test_provider_retries_by_app_platform_and_reason(start_daemon):
         assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="ExpiredProviderToken") == 2
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_open_provider_connections_and_streams_by_origin(start_daemon, limit):
+    """The app's block allows `limit` connections and the daemon 10 streams per connection; a bulk
+    of 300 to a fake that holds each request 300 ms fills them. While it runs, the metrics show
+    `limit` open connections to the fake's origin and between 1 and 10 x `limit` streams in flight;
+    after it, the connections stay open (kept for reuse) with no stream, `health` reports them for
+    the app's provider, and the fake saw exactly that many connections."""
+    import threading
+    from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs
+    from harness import Conn
+    fake = FakeAPNs.start(["--gen-key", f"{TEAM}:{KEY_ID}", "--topic", TOPIC])
+    try:
+        d = start_daemon({"apps": {"default": {"apns": fake.apns_block(max_connections=limit)}},
+                          "max_streams_per_connection": 10})
+        origin = fake.endpoint
+        toks = [f"{i:064x}" for i in range(1, 301)]
+        assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": t} for t in toks]})["ok"]
+        text = d.call({"cmd": "metrics"})["text"]
+        assert sample(text, "pushline_provider_open_connections", origin=origin) is None
+        fake.control({"delay_ms": 300})
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=Conn(d.socket, 120).call(
+            {"cmd": "bulk", "platform": "apns", "registration_ids": toks, "message": "x"})))
+        t.start()
+        seen_streams, seen_conns = 0, 0
+        deadline = time.time() + 60
+        while t.is_alive() and time.time() < deadline:
+            text = d.call({"cmd": "metrics"})["text"]
+            seen_streams = max(seen_streams, sample(text, "pushline_provider_streams_in_flight", origin=origin) or 0)
+            seen_conns = max(seen_conns, sample(text, "pushline_provider_open_connections", origin=origin) or 0)
+            time.sleep(0.05)
+        t.join(120)
+        assert out["r"]["sent"] == 300, out["r"]
+        assert 1 <= seen_streams <= 10 * limit, seen_streams
+        assert seen_conns == limit
+        assert fake.state()["connections_total"] == limit
+        text = d.call({"cmd": "metrics"})["text"]
+        promtool_check(text)
+        assert sample(text, "pushline_provider_open_connections", origin=origin) == limit
+        assert sample(text, "pushline_provider_streams_in_flight", origin=origin) is None
+        [p] = d.call({"cmd": "health"})["providers"]
+        assert p["open_connections"] == limit, p
+    finally:
+        fake.stop()

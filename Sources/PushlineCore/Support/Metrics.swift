@@ -64,6 +64,11 @@ public final class Metrics: Sendable {
             "Notifications a provider sent again, by app, platform and reason (the transport error, the provider's reason code, or http_<status>): backoff retries, and re-sends after a refreshed or moved provider token.")
         public static let providerConnections = Family(
             "pushline_provider_connections_opened_total", .counter, "HTTP/2 connections opened to providers.")
+        public static let providerOpenConnections = Family(
+            "pushline_provider_open_connections", .gauge, "HTTP/2 connections open to providers now, by origin.")
+        public static let providerStreams = Family(
+            "pushline_provider_streams_in_flight", .gauge,
+            "Provider requests on a connection now (HTTP/2 streams open or opening, not those queued), by origin.")
         public static let socketConnections = Family(
             "pushline_socket_connections", .gauge, "Client connections open on the Unix socket.")
         public static let pending = Family(
@@ -81,7 +86,7 @@ public final class Metrics: Sendable {
         static let all: [Family] = [
             buildInfo, startTime, requests, requestDuration, notifications, notificationFailures, retryableFailures,
             deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerRetries,
-            providerConnections,
+            providerConnections, providerOpenConnections, providerStreams,
             socketConnections, pending, registryDevices, reloads,
         ]
     }

@@ -75,6 +75,11 @@ final class LoopHandle: Sendable {
     /// Complete responses the server followed with RST_STREAM(NO_ERROR) before the request body was sent.
     let earlyResponses = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
+    /// Connections open now, by origin (`ConnectionLedger`).
+    let openConnections = Mutex<[String: Int]>([:])
+    /// Transfers attached to the multi handle now (HTTP/2 streams open or opening), by origin;
+    /// published by the loop after each pass that started or finished one.
+    let streams = Mutex<[String: Int]>([:])
 
     init(maxOutstanding: Int) {
         self.maxOutstanding = maxOutstanding
@@ -214,8 +219,12 @@ final class OriginQueue {
 /// One libcurl multi handle; confined to its loop thread.
 final class CurlMulti {
     let raw: UnsafeMutableRawPointer
+    /// Outlives curl_multi_cleanup (a stored property, released after `deinit`'s body), which
+    /// closes cached connections through the ledger's close callback.
+    let ledger: ConnectionLedger
 
-    init(options: TransportOptions) throws(TransportError) {
+    init(options: TransportOptions, ledger: ConnectionLedger) throws(TransportError) {
+        self.ledger = ledger
         guard let m = curl_multi_init() else {
             throw TransportError(.unavailable, "curl_multi_init failed")
         }
@@ -278,7 +287,7 @@ final class EventLoop {
         guard handle.wakeFD >= 0 else {
             throw TransportError(.unavailable, "cannot create the loop's eventfd: \(String(cString: strerror(handle.wakeErrno)))")
         }
-        self.multi = try CurlMulti(options: options)
+        self.multi = try CurlMulti(options: options, ledger: ConnectionLedger(handle: handle))
     }
 
     /// Runs until the handle is closed, then fails whatever is left with `.unavailable`.
@@ -327,6 +336,7 @@ final class EventLoop {
                     _ = pl_malloc_trim()  // Returns whether memory was released; nothing to check.
                 }
             }
+            if streamsChanged { publishStreams() }
             // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
             let timeout: Int32 = queued > 0 ? 20 : 1000
             let mustPoll = handle.state.withLock { s -> Bool in
@@ -347,6 +357,17 @@ final class EventLoop {
                 }
             }
         }
+    }
+
+    /// A transfer was attached or detached since `publishStreams` last ran.
+    private var streamsChanged = false
+
+    /// Publishes the transfers in flight per origin (`LoopHandle.streams`) for metrics.
+    private func publishStreams() {
+        streamsChanged = false
+        var now: [String: Int] = [:]
+        for (origin, q) in origins where q.inFlight > 0 { now[origin] = q.inFlight }
+        handle.streams.withLock { $0 = now }
     }
 
     /// Connection pools retired (`HTTPTransport.retireConnectionPool`); never reused as ids.
@@ -400,7 +421,7 @@ final class EventLoop {
             transfer = t
         } else {
             do {
-                transfer = try Transfer()
+                transfer = try Transfer(ledger: multi.ledger)
             } catch {
                 fail(job, error)
                 return
@@ -428,6 +449,7 @@ final class EventLoop {
         transfer.slot = active.count
         active.append(transfer)
         q.inFlight += 1
+        streamsChanged = true
     }
 
     /// Handles finished transfers; returns whether any finished.
@@ -471,6 +493,7 @@ final class EventLoop {
         }
         transfer.slot = -1
         transfer.queue?.inFlight -= 1
+        streamsChanged = true
         transfer.queue = nil
         let job = transfer.job
         transfer.job = nil
@@ -531,6 +554,7 @@ final class EventLoop {
     private func detachForFailure(_ transfer: Transfer) -> Job? {
         _ = curl_multi_remove_handle(multi.raw, transfer.easy)
         transfer.queue?.inFlight -= 1
+        streamsChanged = true
         transfer.queue = nil
         transfer.slot = -1
         let job = transfer.job
