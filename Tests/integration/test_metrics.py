@@ -312,5 +312,8 @@ def test_open_provider_connections_and_streams_by_origin(start_daemon, limit):
         assert sample(text, "pushline_provider_streams_in_flight", origin=origin) is None
         [p] = d.call({"cmd": "health"})["providers"]
         assert p["open_connections"] == limit, p
+        out = subprocess.run([binary(), "health"], capture_output=True, text=True, timeout=30,
+                             env=dict(os.environ, PUSHLINE_SOCKET=d.socket))
+        assert f"{limit} connection{'' if limit == 1 else 's'} open" in out.stdout, out.stdout
     finally:
         fake.stop()
