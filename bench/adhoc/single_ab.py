@@ -60,9 +60,9 @@ def one(binary, port, ca, args, label, perf_dir):
             per = {}
             for line in open(f"/tmp/perf-syscalls-{label.replace(' ', '_')}.txt"):
                 f = line.strip().split(",")
-                if len(f) > 3 and f[1].isdigit() and "pl-http" in f[0]:
+                if len(f) > 3 and f[1].isdigit() and args.syscall_threads in f[0]:
                     per[f[3].split("_enter_")[-1]] = per.get(f[3].split("_enter_")[-1], 0) + int(f[1])
-            print("    pl-http syscalls per send: " + ", ".join(f"{k} {v / len(out):.2f}" for k, v in per.items()))
+            print(f"    {args.syscall_threads} syscalls per send: " + ", ".join(f"{k} {v / len(out):.2f}" for k, v in per.items()))
         f2, reasons = failures_of(out)
         load = open("/proc/loadavg").read().split()[0]
         print(f"{label}: seq p50 {percentile(lat, 50):.3f} p99 {percentile(lat, 99):.3f} ms, {seq_cpu:.0f} us/send; "
@@ -80,7 +80,8 @@ def main():
     ap.add_argument("--sequential", type=int, default=2000)
     ap.add_argument("--concurrent", type=int, default=20000)
     ap.add_argument("--perf-dir")
-    ap.add_argument("--syscalls", help="comma-separated syscall names counted on pl-http threads (perf stat)")
+    ap.add_argument("--syscalls", help="comma-separated syscall names counted on --syscall-threads (perf stat)")
+    ap.add_argument("--syscall-threads", default="pl-http", help="thread name part whose syscalls are counted")
     args = ap.parse_args()
     port, ca, sink = start_sink(args.port, 0)
     try:
