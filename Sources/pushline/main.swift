@@ -524,6 +524,7 @@ struct Health: ParsableCommand {
                 let n = p["consecutive_failures"]?.intValue ?? 0
                 if n > 0 { l += ", \(n) failures in a row" }
                 l += ", \(p["in_flight"]?.intValue ?? 0) in flight"
+                if let open = p["open_connections"]?.intValue { l += ", \(open) connection\(open == 1 ? "" : "s") open" }
                 lines.append(l)
             }
             lines.append("client connections: \(resp["socket_connections"]?.intValue ?? 0)")

@@ -239,3 +239,81 @@ def test_provider_metrics_and_health_with_the_fake_apns(start_daemon):
         assert sample(text, "pushline_provider_responses_total", origin=origin, status="connect_error") >= 3
     finally:
         fake.stop()
+
+
+def test_provider_retries_by_app_platform_and_reason(start_daemon):
+    """pushline_provider_retries_total counts each notification a provider sends again, labelled
+    with the reason: 429 TooManyRequests three times (two retries, then a retryable failure), a
+    500 once (one retry, then sent), ExpiredProviderToken on two sends (a new token, each sent again)."""
+    from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs
+    fake = FakeAPNs.start(["--gen-key", f"{TEAM}:{KEY_ID}", "--topic", TOPIC])
+    try:
+        d = start_daemon({"apps": {"default": {"apns": fake.apns_block()}}})
+        toks = [f"{i:064x}" for i in (1, 2, 3)]
+        assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": t} for t in toks]})["ok"]
+        assert d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[2:], "message": "warm"})["sent"] == 1
+        text = d.call({"cmd": "metrics"})["text"]
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="TooManyRequests") is None
+        fake.control({"fail": [{"token": toks[0], "status": 429, "reason": "TooManyRequests", "count": -1},
+                               {"token": toks[1], "status": 500, "reason": "InternalServerError", "count": 1}]})
+        r = d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[:2], "message": "m"})
+        assert r["sent"] == 1 and r["failed"] == 1, r
+        fake.control({"expire_current": True})
+        r = d.call({"cmd": "send", "platform": "apns", "registration_ids": toks[1:], "message": "n"})
+        assert r["sent"] == 2, r
+        text = d.call({"cmd": "metrics"})["text"]
+        promtool_check(text)
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="TooManyRequests") == 2
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="InternalServerError") == 1
+        assert sample(text, "pushline_provider_retries_total", app="default", platform="apns", reason="ExpiredProviderToken") == 2
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_open_provider_connections_and_streams_by_origin(start_daemon, limit):
+    """The app's block allows `limit` connections and the daemon 10 streams per connection; a bulk
+    of 300 to a fake that holds each request 300 ms fills them. While it runs, the metrics show
+    `limit` open connections to the fake's origin and between 1 and 10 x `limit` streams in flight;
+    after it, the connections stay open (kept for reuse) with no stream, `health` reports them for
+    the app's provider, and the fake saw exactly that many connections."""
+    import threading
+    from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs
+    from harness import Conn
+    fake = FakeAPNs.start(["--gen-key", f"{TEAM}:{KEY_ID}", "--topic", TOPIC])
+    try:
+        d = start_daemon({"apps": {"default": {"apns": fake.apns_block(max_connections=limit)}},
+                          "max_streams_per_connection": 10})
+        origin = fake.endpoint
+        toks = [f"{i:064x}" for i in range(1, 301)]
+        assert d.call({"cmd": "register", "devices": [{"platform": "apns", "registration_id": t} for t in toks]})["ok"]
+        text = d.call({"cmd": "metrics"})["text"]
+        assert sample(text, "pushline_provider_open_connections", origin=origin) is None
+        fake.control({"delay_ms": 300})
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=Conn(d.socket, 120).call(
+            {"cmd": "bulk", "platform": "apns", "registration_ids": toks, "message": "x"})))
+        t.start()
+        seen_streams, seen_conns = 0, 0
+        deadline = time.time() + 60
+        while t.is_alive() and time.time() < deadline:
+            text = d.call({"cmd": "metrics"})["text"]
+            seen_streams = max(seen_streams, sample(text, "pushline_provider_streams_in_flight", origin=origin) or 0)
+            seen_conns = max(seen_conns, sample(text, "pushline_provider_open_connections", origin=origin) or 0)
+            time.sleep(0.05)
+        t.join(120)
+        assert out["r"]["sent"] == 300, out["r"]
+        assert 1 <= seen_streams <= 10 * limit, seen_streams
+        assert seen_conns == limit
+        assert fake.state()["connections_total"] == limit
+        text = d.call({"cmd": "metrics"})["text"]
+        promtool_check(text)
+        assert sample(text, "pushline_provider_open_connections", origin=origin) == limit
+        assert sample(text, "pushline_provider_streams_in_flight", origin=origin) is None
+        [p] = d.call({"cmd": "health"})["providers"]
+        assert p["open_connections"] == limit, p
+        out = subprocess.run([binary(), "health"], capture_output=True, text=True, timeout=30,
+                             env=dict(os.environ, PUSHLINE_SOCKET=d.socket))
+        assert f"{limit} connection{'' if limit == 1 else 's'} open" in out.stdout, out.stdout
+    finally:
+        fake.stop()

@@ -272,3 +272,42 @@ def test_1000_requests_across_a_restart_through_an_activated_socket(tmp_path):
                 d.send_signal(signal.SIGTERM)
                 d.wait(30)
         ls.close()
+
+
+def test_metrics_listener_passed_in_by_socket_activation(tmp_path):
+    """systemd passes two sockets (LISTEN_FDS=2, LISTEN_FDNAMES=pushline:metrics): the protocol's
+    Unix socket as fd 3 and a TCP listener named `metrics` as fd 4. Without any metrics_listen in
+    the config, the daemon serves GET /metrics on the passed-in TCP socket; the text passes
+    promtool and counts the requests the test made."""
+    from test_metrics import http_get, promtool_check, sample
+    sock_path = str(tmp_path / "activated.sock")
+    ls = listening_socket(sock_path)
+    ms = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ms.bind(("127.0.0.1", 0))
+    ms.listen(16)
+    port = ms.getsockname()[1]
+    args = [binary(), "serve", "--socket", str(tmp_path / "own.sock"), "--database", str(tmp_path / "p.db")]
+    env = dict(os.environ, LISTEN_FDS="2", LISTEN_FDNAMES="pushline:metrics")
+
+    def fds():
+        os.dup2(ls.fileno(), 3)
+        os.dup2(ms.fileno(), 4)
+
+    log = open(tmp_path / "daemon.log", "ab")
+    p = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh", *args],
+                         env=env, stdout=log, stderr=log, pass_fds=(3, 4), preexec_fn=fds)
+    try:
+        assert ping(sock_path)["ok"] is True
+        c = Conn(sock_path, 10)
+        for _ in range(3):
+            assert c.call({"cmd": "stats"})["ok"] is True
+        c.close()
+        status, ctype, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+        promtool_check(body)
+        assert sample(body, "pushline_requests_total", command="stats", outcome="ok") == 3
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    ls.close()
+    ms.close()

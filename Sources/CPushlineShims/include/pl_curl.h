@@ -14,4 +14,11 @@ CURLcode pl_curl_easy_getinfo_long(CURL *h, CURLINFO info, long *out);
 CURLcode pl_curl_easy_getinfo_pointer(CURL *h, CURLINFO info, void **out);
 CURLcode pl_curl_easy_getinfo_double(CURL *h, CURLINFO info, double *out);
 CURLMcode pl_curl_multi_setopt_long(CURLM *m, CURLMoption opt, long v);
+/// CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION (function pointers; the transport's
+/// count of open provider connections per origin).
+CURLcode pl_curl_easy_setopt_opensocket_cb(CURL *h, curl_opensocket_callback cb);
+CURLcode pl_curl_easy_setopt_closesocket_cb(CURL *h, curl_closesocket_callback cb);
+/// socket(2) for libcurl's address (what libcurl does without an open-socket callback):
+/// the fd, or CURL_SOCKET_BAD with errno set.
+curl_socket_t pl_curl_open_socket(const struct curl_sockaddr *address);
 #endif

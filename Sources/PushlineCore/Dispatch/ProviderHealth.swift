@@ -105,6 +105,20 @@ public final class ProviderHealth: Sendable {
         Metrics.shared.inc(.deactivations, ["app": app, "platform": platform.rawValue, "reason": reason], by: Double(count))
     }
 
+    /// Connections open now to `provider`'s origin (`HTTPTransport.openConnections`), for `health`:
+    /// APNs and FCM send to one configured origin (shared with other apps that use the same
+    /// origin and pool); WebPush and WNS send to each subscriber's push service, so null.
+    static func openConnections(_ provider: (any PushProvider)?, _ open: [String: Int]) -> JSONValue {
+        let url: String
+        switch provider {
+        case let p as APNsProvider: url = p.baseURL
+        case let p as FCMProvider: url = p.sendURL
+        default: return .null
+        }
+        guard let origin = originKey(url) else { return .null }
+        return .int(Int64(open[origin] ?? 0))
+    }
+
     public func entry(app: String, platform: Platform) -> Entry {
         state.withLock { $0[Self.key(app, platform)] ?? Entry() }
     }

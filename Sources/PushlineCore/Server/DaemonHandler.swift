@@ -123,6 +123,13 @@ public final class DaemonHandler: RequestHandler {
             let s = t.stats
             gauges.append(.init(.transportRetries, [], Double(s.retries)))
             gauges.append(.init(.providerConnections, [], Double(s.connectionsOpened)))
+            let open = t.openConnections
+            for (origin, n) in open.connections.sorted(by: { $0.key < $1.key }) {
+                gauges.append(.init(.providerOpenConnections, [("origin", origin)], Double(n)))
+            }
+            for (origin, n) in open.streams.sorted(by: { $0.key < $1.key }) {
+                gauges.append(.init(.providerStreams, [("origin", origin)], Double(n)))
+            }
         }
         return Metrics.shared.render(gauges: gauges)
     }
@@ -142,6 +149,7 @@ public final class DaemonHandler: RequestHandler {
             db = ["ok": false, "error": .string(error.message)]
         }
         var list: [JSONValue] = []
+        let open = transport?.openConnections.connections ?? [:]
         let keys = dispatcher.providers.providers.keys.sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
         for k in keys {
             let e = ProviderHealth.shared.entry(app: k.app, platform: k.platform)
@@ -154,6 +162,7 @@ public final class DaemonHandler: RequestHandler {
                 "last_failure_reason": e.lastFailureReason.map { .string($0) } ?? .null,
                 "consecutive_failures": .int(Int64(e.consecutiveFailures)),
                 "in_flight": .int(Int64(e.inFlight)),
+                "open_connections": ProviderHealth.openConnections(dispatcher.providers.providers[k], open),
             ]))
         }
         return [

@@ -147,6 +147,8 @@ public final class Server: @unchecked Sendable {
     /// Called on the loop thread when stopping begins. Set before `run()`.
     public var onStopping: (@Sendable (_ pending: Int) -> Void)?
     private let pingResponseTail: [UInt8]
+    /// The buffer every read goes into (loop thread only; the framer copies what it keeps).
+    private var readChunk = [UInt8](repeating: 0, count: 65536)
     private static let maxInflightPerConnection: UInt64 = 8192
     /// Lines up to this long are parsed on the I/O thread (a few microseconds); longer ones
     /// (up to `max_line_bytes`) are parsed by a task, so no line delays other connections.
@@ -290,9 +292,16 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Runs `job` on the loop thread. Safe from any thread.
+    ///
+    /// Only the job that finds the inbox empty signals the eventfd: the loop drains the eventfd
+    /// before it takes the inbox, so later jobs are either taken with that one or find the inbox
+    /// empty again (one write per wake-up, not per answer, under load).
     func post(_ job: @escaping Job) {
-        inbox.withLock { $0.append(job) }
-        pl_eventfd_signal(wakeFD)
+        let wasEmpty = inbox.withLock { q -> Bool in
+            q.append(job)
+            return q.count == 1
+        }
+        if wasEmpty { pl_eventfd_signal(wakeFD) }
     }
 
     /// Serves until stopped, then closes every connection and removes the socket.
@@ -554,13 +563,12 @@ public final class Server: @unchecked Sendable {
     }
 
     private func readFrom(_ c: Connection) {
-        var chunk = [UInt8](repeating: 0, count: 65536)
         var rounds = 0
         while !c.readClosed && !c.readingPaused && rounds < 16 {
             rounds += 1
             let r: IOResult<Int>
             do throws(SyscallError) {
-                r = try chunk.withUnsafeMutableBytes { p in
+                r = try readChunk.withUnsafeMutableBytes { p in
                     Result { () throws(SyscallError) in try syscall(blocking: true, where: "read") { read(c.fd, p.baseAddress, p.count) } }
                 }.get()
             } catch {
@@ -570,8 +578,11 @@ public final class Server: @unchecked Sendable {
             }
             guard case .processed(let n) = r else { return }
             if n > 0 {
-                consume(c, chunk, count: n)
+                consume(c, readChunk, count: n)
                 if connections[c.fd] !== c { return }
+                // A short read emptied the socket: epoll (level-triggered) reports more data or
+                // the peer's close, so the read that would only say EAGAIN is skipped.
+                if n < readChunk.count { return }
                 continue
             }
             c.readClosed = true

@@ -59,8 +59,16 @@ public final class Metrics: Sendable {
             "pushline_provider_requests_in_flight", .gauge, "Provider HTTP requests queued or in flight (HTTP/2 streams), by origin.")
         public static let transportRetries = Family(
             "pushline_provider_transport_retries_total", .counter, "Provider requests sent again after their connection was lost before an answer.")
+        public static let providerRetries = Family(
+            "pushline_provider_retries_total", .counter,
+            "Notifications a provider sent again, by app, platform and reason (the transport error, the provider's reason code, or http_<status>): backoff retries, and re-sends after a refreshed or moved provider token.")
         public static let providerConnections = Family(
             "pushline_provider_connections_opened_total", .counter, "HTTP/2 connections opened to providers.")
+        public static let providerOpenConnections = Family(
+            "pushline_provider_open_connections", .gauge, "HTTP/2 connections open to providers now, by origin.")
+        public static let providerStreams = Family(
+            "pushline_provider_streams_in_flight", .gauge,
+            "Provider requests on a connection now (HTTP/2 streams open or opening, not those queued), by origin.")
         public static let socketConnections = Family(
             "pushline_socket_connections", .gauge, "Client connections open on the Unix socket.")
         public static let pending = Family(
@@ -83,7 +91,8 @@ public final class Metrics: Sendable {
         /// Every family, in the order they are rendered.
         static let all: [Family] = [
             buildInfo, startTime, requests, requestDuration, notifications, notificationFailures, retryableFailures,
-            deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerConnections,
+            deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerRetries,
+            providerConnections, providerOpenConnections, providerStreams,
             socketConnections, pending, registryDevices, outboxQueued, outboxOldestAge, outboxJobs, reloads,
         ]
     }
@@ -166,6 +175,13 @@ public final class Metrics: Sendable {
             h.count += 1
             s.histograms[f.name, default: [:]][originKey] = h
         }
+    }
+
+    /// A provider is about to send a notification again (see `Family.providerRetries`); `reason`
+    /// is cut at its first ": " so label values stay a bounded set of codes.
+    public func providerRetry(app: String, platform: Platform, reason: String) {
+        let code = reason.split(separator: ":", maxSplits: 1).first.map(String.init) ?? reason
+        inc(.providerRetries, ["app": app, "platform": platform.rawValue, "reason": code])
     }
 
     /// The value of a counter (tests, `health`).

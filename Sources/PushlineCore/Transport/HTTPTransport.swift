@@ -273,6 +273,17 @@ public final class HTTPTransport: Sendable {
         for thread in toJoin { thread.join() }
     }
 
+    /// Connections open now and transfers in flight (HTTP/2 streams), by origin, summed over the loops.
+    public var openConnections: (connections: [String: Int], streams: [String: Int]) {
+        var connections: [String: Int] = [:]
+        var streams: [String: Int] = [:]
+        for loop in loops {
+            for (o, n) in loop.openConnections.withLock({ $0 }) { connections[o, default: 0] += n }
+            for (o, n) in loop.streams.withLock({ $0 }) { streams[o, default: 0] += n }
+        }
+        return (connections, streams)
+    }
+
     /// Counters summed over all loops.
     public var stats: TransportStats {
         var s = TransportStats()

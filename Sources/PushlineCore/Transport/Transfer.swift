@@ -40,7 +40,11 @@ final class Transfer {
     /// CURLOPT_BUFFERSIZE: the most libcurl hands to the write callback at once.
     static let receiveBufferSize = 4096
 
-    init() throws(TransportError) {
+    /// The loop's open connections (see `ConnectionLedger`): sockets this handle opens are counted there.
+    let ledger: ConnectionLedger
+
+    init(ledger: ConnectionLedger) throws(TransportError) {
+        self.ledger = ledger
         guard let e = curl_easy_init() else {
             throw TransportError(.unavailable, "curl_easy_init failed")
         }
@@ -150,6 +154,10 @@ final class Transfer {
         try setCallback(CURLOPT_HEADERFUNCTION, transferHeaderCallback, "CURLOPT_HEADERFUNCTION")
         try setPointer(CURLOPT_HEADERDATA, me, "CURLOPT_HEADERDATA")
         try setString(CURLOPT_USERAGENT, "pushline", "CURLOPT_USERAGENT")
+        try check(pl_curl_easy_setopt_opensocket_cb(easy, transferOpenSocket), "CURLOPT_OPENSOCKETFUNCTION")
+        try setPointer(CURLOPT_OPENSOCKETDATA, me, "CURLOPT_OPENSOCKETDATA")
+        try check(pl_curl_easy_setopt_closesocket_cb(easy, transferCloseSocket), "CURLOPT_CLOSESOCKETFUNCTION")
+        try setPointer(CURLOPT_CLOSESOCKETDATA, Unmanaged.passUnretained(ledger).toOpaque(), "CURLOPT_CLOSESOCKETDATA")
         // Per-handle buffers: libcurl's defaults (64 KiB for the upload buffer, 16 KiB for the
         // receive buffer) were 90 of the 150 MB heaptrack counted at the peak of a 100k bulk
         // with 1000 streams in flight. Push requests and answers are a few KiB at most; larger

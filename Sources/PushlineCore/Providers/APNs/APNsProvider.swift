@@ -355,6 +355,7 @@ public final class APNsProvider: PushProvider {
                 // Not processed by Apple (refused stream, GOAWAY, broken or refused connection): safe to resend.
                 // A timeout may have been delivered: not resent here.
                 if e.safeToResend && attempt < Self.maxAttempts {
+                    Metrics.shared.providerRetry(app: app, platform: .apns, reason: e.protocolReason)
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, baseMs: 50, capMs: 2000))
                     continue
                 }
@@ -383,6 +384,7 @@ public final class APNsProvider: PushProvider {
                     jwt = fresh.jwt
                     pool = fresh.pool
                     headers[authIndex] = ("authorization", "bearer \(fresh.jwt)")
+                    Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
                 } catch {
                     if case .refreshTooSoon = error {
                         let reason = configurationReason(err, detail: "\(error)")
@@ -409,6 +411,7 @@ public final class APNsProvider: PushProvider {
                 jwt = moved.jwt
                 pool = moved.pool
                 headers[authIndex] = ("authorization", "bearer \(moved.jwt)")
+                Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
                 attempt -= 1
                 continue
             }
@@ -425,6 +428,7 @@ public final class APNsProvider: PushProvider {
             }
             if response.status == 429 || response.status == 500 || response.status == 503 {
                 if attempt < Self.maxAttempts {
+                    Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, retryAfterHeader: response.header("retry-after")))
                     continue
                 }

@@ -417,6 +417,7 @@ public final class FCMProvider: TopicProvider {
             case .failure(let e):
                 // Lost before Google processed it (GOAWAY, refused stream, connect): safe to send again.
                 if e.safeToResend && attempt < Self.maxAttempts {
+                    Metrics.shared.providerRetry(app: app, platform: .fcm, reason: e.protocolReason)
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     continue
                 }
@@ -431,6 +432,7 @@ public final class FCMProvider: TopicProvider {
                 if !refreshed {
                     refreshed = true
                     stale = bearer
+                    Metrics.shared.providerRetry(app: app, platform: .fcm, reason: info.code)
                     attempt -= 1
                     continue
                 }
@@ -440,6 +442,7 @@ public final class FCMProvider: TopicProvider {
             case .retry(let code):
                 let delay = Backoff.delayMs(attempt: attempt, retryAfterHeader: resp.header("retry-after"))
                 if attempt < Self.maxAttempts && delay <= Self.maxRetryWaitMs {
+                    Metrics.shared.providerRetry(app: app, platform: .fcm, reason: code)
                     await Backoff.sleep(delay)
                     continue
                 }

@@ -305,6 +305,7 @@ public final class WNSProvider: PushProvider {
             switch await context.transport.perform(req) {
             case .failure(let e):
                 if e.safeToResend, attempt < Self.maxAttempts {
+                    Metrics.shared.providerRetry(app: app, platform: .wns, reason: e.protocolReason)
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
@@ -327,6 +328,7 @@ public final class WNSProvider: PushProvider {
                 // The token expired or was revoked: fetch a new one once and send again.
                 refreshed = true
                 staleToken = token
+                Metrics.shared.providerRetry(app: app, platform: .wns, reason: "unauthorized")
                 continue
             case 401:
                 return .failed(d, reason: "unauthorized" + (desc.map { ": " + $0 } ?? ""), extra: extra)
@@ -338,6 +340,8 @@ public final class WNSProvider: PushProvider {
                 return .failed(d, reason: "payload_too_large", extra: extra)
             case 406, 429, 500...599:
                 if let wait = Backoff.retryWait(after: resp, attempt: attempt, maxAttempts: Self.maxAttempts, maxWaitMs: Self.maxRetryDelayMs) {
+                    Metrics.shared.providerRetry(
+                        app: app, platform: .wns, reason: resp.status == 406 || resp.status == 429 ? (status ?? "throttled") : "http_\(resp.status)")
                     await Backoff.sleep(wait)
                     attempt += 1
                     continue

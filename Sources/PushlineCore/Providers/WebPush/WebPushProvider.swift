@@ -408,6 +408,7 @@ public final class WebPushProvider: PushProvider {
             switch answer {
             case .failure(let e):
                 if e.safeToResend, attempt < Self.maxAttempts {
+                    Metrics.shared.providerRetry(app: app, platform: .webpush, reason: e.protocolReason)
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt))
                     attempt += 1
                     continue
@@ -429,6 +430,7 @@ public final class WebPushProvider: PushProvider {
                 return .failed(d, reason: "payload_too_large", extra: extra)
             case 429, 500...599:
                 if let wait = Backoff.retryWait(after: resp, attempt: attempt, maxAttempts: Self.maxAttempts, maxWaitMs: Self.maxRetryDelayMs) {
+                    Metrics.shared.providerRetry(app: app, platform: .webpush, reason: resp.status == 429 ? "too_many_requests" : "http_\(resp.status)")
                     await Backoff.sleep(wait)
                     attempt += 1
                     continue
