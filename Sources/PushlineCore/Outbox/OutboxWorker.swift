@@ -29,7 +29,11 @@ public final class OutboxWorker: Sendable {
     /// Deliveries claimed per job per round.
     static let batch = 1000
     /// Jobs served per round.
-    static let jobsPerRound = 64
+    static let jobsPerRound = 1000
+    /// Jobs whose targets are resolved (a chunk each) per round.
+    static let resolvePerRound = 256
+    /// Devices resolved per round, all jobs together (bounds the worker's memory).
+    static let resolveBudget = 20_000
     /// Devices resolved per job per round.
     static let resolveChunk = 5000
 
@@ -209,15 +213,30 @@ public final class OutboxWorker: Sendable {
     /// Resolves one chunk of each due job that is not fully resolved; true if any was.
     func resolveRound(_ d: Dispatcher, now: Int64) async -> Bool {
         let jobs: [OutboxJob]
-        do throws(CommandError) { jobs = try await store.startable(now: now, limit: Self.jobsPerRound) } catch {
+        do throws(CommandError) { jobs = try await store.startable(now: now, limit: Self.resolvePerRound) } catch {
             logger.error("outbox: reading jobs failed", metadata: ["error": "\(error.message)"])
             return false
         }
+        // Concurrently: the jobs' reads and writes share the registry's batches (one commit for
+        // a round of many small jobs instead of one each).
+        // Memory: at most `resolveBudget` devices resolved per round (at least one job).
+        var budget = Self.resolveBudget
+        var chosen: [OutboxJob] = []
         for job in jobs {
-            do throws(CommandError) {
-                try await resolveChunk(job, d, now: now)
-            } catch {
-                logger.error("outbox: resolving a job's target failed", metadata: ["job": "\(job.id)", "error": "\(error.message)"])
+            let cost = min(max(job.estimate, 1), Self.resolveChunk)
+            if !chosen.isEmpty && cost > budget { continue }
+            budget -= cost
+            chosen.append(job)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for job in chosen {
+                group.addTask {
+                    do throws(CommandError) {
+                        try await self.resolveChunk(job, d, now: now)
+                    } catch {
+                        self.logger.error("outbox: resolving a job's target failed", metadata: ["job": "\(job.id)", "error": "\(error.message)"])
+                    }
+                }
             }
         }
         return !jobs.isEmpty

@@ -91,7 +91,9 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func appendDeliveries(job: String, _ rows: [OutboxNewDelivery], cursor: String?, now: Int64) async throws(CommandError) -> Bool {
-        try await registry.run(write: true, durable: true) { store in
+        // Not `durable`: rows and cursor commit together and are derived from the (durable) job,
+        // so a power loss only makes the worker resolve that chunk again.
+        try await registry.run(write: true) { store in
             let db = store.db
             guard let (seq, j) = try Self.load(db, id: job), j.stored == .queued || j.stored == .running, !j.resolved else { return false }
             let insert = try db.statement(

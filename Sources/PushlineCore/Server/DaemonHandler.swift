@@ -269,6 +269,9 @@ public final class DaemonHandler: RequestHandler {
         if old.logLevel != new.logLevel { out.append("log_level") }
         if old.logFormat != new.logFormat { out.append("log_format") }
         if old.metricsListen != new.metricsListen { out.append("metrics_listen") }
+        if old.leaseMs != new.leaseMs { out.append("lease_ms") }
+        if old.shutdownTimeoutMs != new.shutdownTimeoutMs { out.append("shutdown_timeout_ms") }
+        if old.databaseMaxPages != new.databaseMaxPages { out.append("database_max_pages") }
         return out
     }
 }
