@@ -127,6 +127,16 @@ public final class Server: @unchecked Sendable {
     /// accept failed for want of descriptors or memory: the listening socket is not watched
     /// (it would wake the loop without end) until a connection closes or a second passes.
     private var acceptPaused = false
+    /// Connections are accepted only while descriptor numbers stay below this (the soft
+    /// RLIMIT_NOFILE less a reserve): running out of descriptors altogether fails what the
+    /// daemon needs besides connections (provider connections, the database's files, result
+    /// spools) and makes libdispatch's worker monitor trap when it cannot open /proc (SIGILL).
+    /// Descriptors are handed out lowest first, so an accepted number at the ceiling means the
+    /// table is that full: accepting pauses until a connection closes, as for EMFILE.
+    private var acceptCeiling: Int32 = .max
+    /// Accepting paused at `acceptCeiling`: only a closing connection resumes it (the
+    /// once-a-second retry after EMFILE would take one more descriptor every second).
+    private var pausedAtCeiling = false
     /// The listening socket came from systemd (socket activation): the socket file is not
     /// ours to remove, and stopping drains (see `beginStop`).
     private let inherited: Bool
@@ -190,6 +200,7 @@ public final class Server: @unchecked Sendable {
             }
         }
         Self.raiseDescriptorLimit(toServe: limits.maxConnections, logger: logger)
+        acceptCeiling = Self.acceptCeiling()
         // The socket's group decides the default of who may connect: fstat works for an
         // inherited socket too, whose path may not be ours to look at.
         var sockStat = stat()
@@ -266,6 +277,15 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// The soft descriptor limit less a reserve of an eighth of it (at least 16) for what the
+    /// daemon opens besides connections; `.max` when the limit is unknown or unlimited.
+    static func acceptCeiling() -> Int32 {
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < rlim_t(Int32.max) else { return .max }
+        let limit = Int32(lim.rlim_cur)
+        return limit - max(16, limit / 8)
+    }
+
     /// What follows `{"id":<id>` in a ping's response.
     static let pingTail: [UInt8] = Array(
         ",\"ok\":true,\"version\":\"\(PushlineVersion.daemon)\",\"protocol\":\"\(PushlineVersion.proto)\"}\n".utf8)
@@ -333,7 +353,7 @@ public final class Server: @unchecked Sendable {
                 logger.critical("event loop failed; stopping", metadata: ["error": "\(error)"])
                 break
             }
-            if n == 0 && acceptPaused { resumeAccepting() }
+            if n == 0 && acceptPaused && !pausedAtCeiling { resumeAccepting() }
             if n == 0 && heapDirty && pendingTasks == 0 {
                 // Two quiet seconds after a burst: give freed memory back to the kernel.
                 heapDirty = false
@@ -422,6 +442,13 @@ public final class Server: @unchecked Sendable {
                 return
             }
             admit(fd)
+            if fd >= acceptCeiling {
+                logger.warning("near the descriptor limit; not accepting until a connection closes", metadata: [
+                    "connections": "\(connections.count)", "descriptor": "\(fd)", "ceiling": "\(acceptCeiling)"])
+                pauseAccepting()
+                pausedAtCeiling = acceptPaused
+                return
+            }
         }
     }
 
@@ -525,7 +552,10 @@ public final class Server: @unchecked Sendable {
         close(c.fd)
         connections[c.fd] = nil
         activeConnections.subtract(1, ordering: .relaxed)
-        if acceptPaused { resumeAccepting() }
+        if acceptPaused {
+            resumeAccepting()
+            pausedAtCeiling = false
+        }
     }
 
     /// The peer can no longer read: drop its unsent replies (they would be held forever) and
