@@ -156,11 +156,9 @@ public final class APNsProvider: PushProvider {
         // more than one look (retries, a new provider token) get a task of their own.
         // One send is a bulk of one message: the same batches as `send(_ messages:)`.
         let one = [Addressed(notification, to: devices)]
-        let items = devices.indices.map { (message: 0, device: $0) }
-        let out = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
-            await self.sendItems([prepared], one, items, range)
+        return await BulkSend.run(prepared, to: devices, batchSize: Self.batchSize, noResult: Self.noResult) { p, items, range in
+            await self.sendItems(p, one, items, range)
         }
-        return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
     }
 
     /// Requests in one `performAll` batch.
@@ -172,8 +170,6 @@ public final class APNsProvider: PushProvider {
     /// dry runs, and everything while the app is blocked or has no provider token go through
     /// `send(_:to:)`, which answers them without the network.
     public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
-        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
-        var prepared = [Prepared?](repeating: nil, count: messages.count)
         var jwt: String? = nil
         var pool: UInt32 = 0
         if let c = credentials, let t = try? await tokenCache.lease(for: c, store: context.store, nowSeconds: nowMillis() / 1000) {
@@ -181,40 +177,28 @@ public final class APNsProvider: PushProvider {
             jwt = t.jwt
             pool = t.pool
         }
-        var items: [(message: Int, device: Int)] = []
-        for (k, m) in messages.enumerated() where !m.devices.isEmpty {
-            guard blockedReason() == nil, credentials == nil || jwt != nil, !m.notification.dryRun,
-                let msg = try? message(m.notification), (try? msg.checkSize()) != nil
-            else {
-                for (i, r) in await send(m.notification, to: m.devices).enumerated() where i < out[k].count { out[k][i] = r }
-                continue
-            }
-            var headers = msg.headers
-            if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
-            prepared[k] = Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
-            for i in m.devices.indices { items.append((k, i)) }
-        }
-        let (ready, list) = (prepared, items)
-        let sent = await Batches.run(count: list.count, batchSize: Self.batchSize) { range in
-            await self.sendItems(ready, messages, list, range)
-        }
-        for (n, r) in sent.enumerated() {
-            let (k, i) = items[n]
-            out[k][i] = r ?? .failed(messages[k].devices[i], reason: "internal: no result", retryable: true)
-        }
-        return out.enumerated().map { k, list in
-            list.enumerated().map { i, r in r ?? .failed(messages[k].devices[i], reason: "internal: no result", retryable: true) }
-        }
+        return await BulkSend.run(
+            messages, batchSize: Self.batchSize,
+            prepare: { m in
+                guard blockedReason() == nil, credentials == nil || jwt != nil, !m.notification.dryRun,
+                    let msg = try? message(m.notification), (try? msg.checkSize()) != nil
+                else { return nil }
+                var headers = msg.headers
+                if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
+                return Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
+            },
+            unprepared: { m in await send(m.notification, to: m.devices) }, noResult: Self.noResult,
+            batch: { prepared, items, range in await self.sendItems(prepared, messages, items, range) })
     }
+
+    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, reason: "internal: no result", retryable: true) }
 
     /// Sends `items[range]` (positions in several messages, or in one send's devices) in one
     /// transport batch, each with its message's prepared request and the key's current token;
     /// answers that need a retry go to `sendOne`.
     func sendItems(
-        _ prepared: [Prepared?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
+        _ prepared: [Prepared?], _ messages: [Addressed], _ items: [BulkSend.Item], _ range: Range<Int>
     ) async -> Batches.Outcome<DeliveryResult> {
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
         if let reason = blockedReason() {
             return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason: reason, retryable: false)) })
         }
@@ -225,45 +209,22 @@ public final class APNsProvider: PushProvider {
             let k = items[n].message
             if current[k] == nil, let p = prepared[k] { current[k] = await withCurrentToken(p) }
         }
-        var index: [Int] = []
-        var requests: [HTTPRequest] = []
-        index.reserveCapacity(range.count)
-        requests.reserveCapacity(range.count)
-        for n in range {
-            let (k, i) = items[n]
-            let d = messages[k].devices[i]
-            guard let p = current[k], Self.isValidToken(d.registrationId) else {
-                done.append((n, .failed(d, reason: Self.badTokenReason, retryable: false)))
-                continue
-            }
-            index.append(n)
-            requests.append(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
-        }
-        let answers = await context.transport.performAll(requests)
-        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
-        for (j, answer) in answers.enumerated() {
-            let n = index[j]
-            if case .success(let r) = answer, r.status == 200 {
-                done.append((n, Self.sentResult(messages[items[n].message].devices[items[n].device], r)))
-            } else {
-                again.append((n, answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again
-        let ready = current
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (n, first) in retry {
-                    let (k, i) = items[n]
-                    guard let p = ready[k] else { continue }
-                    let d = messages[k].devices[i]
-                    group.addTask { (n, await self.sendOne(p, d, first: first)) }
+        let (done, again) = await BulkSend.perform(
+            range, on: context.transport,
+            build: { n in
+                let (k, i) = items[n]
+                let d = messages[k].devices[i]
+                guard let p = current[k], Self.isValidToken(d.registrationId) else {
+                    return .result(.failed(d, reason: Self.badTokenReason, retryable: false))
                 }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
+                return .request(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
+            }, accepted: { $0.status == 200 },
+            sent: { n, r in Self.sentResult(messages[items[n].message].devices[items[n].device], r) })
+        // Every request was built from `current[k]`, so each retried item has its prepared message.
+        let retry = again.compactMap { n, _, first in current[items[n].message].map { (n, $0, first) } }
+        return Batches.outcome(done, retrying: retry) { n, p, first in
+            let (k, i) = items[n]
+            return (n, await self.sendOne(p, messages[k].devices[i], first: first))
         }
     }
 

@@ -62,7 +62,7 @@ public final class WNSProvider: PushProvider {
             return devices.map { .failed($0, reason: error.message) }
         }
         let dryRun = notification.dryRun
-        return await WebWNS.fanout(devices, width: Self.fanoutWidth) { [self] d in
+        return await Batches.map(devices, width: Self.fanoutWidth) { [self] d in
             await self.sendOne(message, to: d, dryRun: dryRun)
         }
     }

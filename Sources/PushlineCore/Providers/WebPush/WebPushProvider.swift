@@ -287,7 +287,7 @@ public final class WebPushProvider: PushProvider {
         }
         let dryRun = notification.dryRun
         if devices.count <= 1 || dryRun {
-            return await WebWNS.fanout(devices, width: Self.fanoutWidth) { [self] d in
+            return await Batches.map(devices, width: Self.fanoutWidth) { [self] d in
                 await self.sendOne(prepared, to: d, dryRun: dryRun)
             }
         }
@@ -306,42 +306,15 @@ public final class WebPushProvider: PushProvider {
     /// Encrypts and sends `devices[range]` in one transport batch; 2xx answers are mapped at once,
     /// the others go to `deliver` seeded with the answer.
     func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
-        var index: [Int] = []
-        var requests: [HTTPRequest] = []
-        index.reserveCapacity(range.count)
-        requests.reserveCapacity(range.count)
-        for i in range {
-            switch request(p, for: devices[i]) {
-            case .success(let r):
-                index.append(i)
-                requests.append(r)
-            case .failure(let failed):
-                done.append((i, failed.result))
-            }
-        }
-        let answers = await context.transport.performAll(requests)
-        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
-        for (k, answer) in answers.enumerated() {
-            if case .success(let r) = answer, (200...202).contains(r.status) {
-                done.append((index[k], Self.sentResult(devices[index[k]], r)))
-            } else {
-                again.append((k, answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again.map { k, first in (index[k], requests[k], first) }
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (i, req, first) in retry {
-                    group.addTask { (i, await self.deliver(req, to: devices[i], first: first)) }
+        let (done, retry) = await BulkSend.perform(
+            range, on: context.transport,
+            build: { i in
+                switch request(p, for: devices[i]) {
+                case .success(let r): return .request(r)
+                case .failure(let failed): return .result(failed.result)
                 }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
-        }
+            }, accepted: { (200...202).contains($0.status) }, sent: { i, r in Self.sentResult(devices[i], r) })
+        return Batches.outcome(done, retrying: retry) { i, req, first in (i, await self.deliver(req, to: devices[i], first: first)) }
     }
 
     /// A device's result that needs no request (bad subscription, encryption failure).
