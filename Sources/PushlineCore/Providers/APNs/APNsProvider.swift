@@ -33,7 +33,7 @@ public final class APNsProvider: PushProvider {
     let credentials: APNsTokenCache.Credentials?
     let tokenCache: APNsTokenCache
     /// After a configuration error (403), sends fail fast with this reason until the deadline (monotonic ns).
-    let blocked = Mutex<(reason: String, until: UInt64)?>(nil)
+    let blocked = Mutex<(reason: FailureReason, until: UInt64)?>(nil)
 
     /// Attempts per device for 429/500/503 and lost connections.
     public static let maxAttempts = 3
@@ -125,11 +125,11 @@ public final class APNsProvider: PushProvider {
             return devices.map { d in
                 Self.isValidToken(d.registrationId)
                     ? .sent(d, extra: ["dry_run": .bool(true)])
-                    : .failed(d, reason: Self.badTokenReason, retryable: false, extra: ["dry_run": .bool(true)])
+                    : .failed(d, Self.badToken, retryable: false, extra: ["dry_run": .bool(true)])
             }
         }
         if let reason = blockedReason() {
-            return devices.map { .failed($0, reason: reason, retryable: false) }
+            return devices.map { .failed($0, reason, retryable: false) }
         }
         // One provider token for the whole send (refreshed per device only on ExpiredProviderToken),
         // and one header list shared by every request.
@@ -145,7 +145,7 @@ public final class APNsProvider: PushProvider {
                 headers.append(("authorization", "bearer \(t.jwt)"))
             } catch {
                 let reason = "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"
-                return devices.map { .failed($0, reason: reason, retryable: false) }
+                return devices.map { .failed($0, .auth(reason), retryable: false) }
             }
         }
         let prepared = Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
@@ -191,7 +191,7 @@ public final class APNsProvider: PushProvider {
             batch: { prepared, items, range in await self.sendItems(prepared, messages, items, range) })
     }
 
-    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, reason: "internal: no result", retryable: true) }
+    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, .internalError("internal: no result"), retryable: true) }
 
     /// Sends `items[range]` (positions in several messages, or in one send's devices) in one
     /// transport batch, each with its message's prepared request and the key's current token;
@@ -200,7 +200,7 @@ public final class APNsProvider: PushProvider {
         _ prepared: [Prepared?], _ messages: [Addressed], _ items: [BulkSend.Item], _ range: Range<Int>
     ) async -> Batches.Outcome<DeliveryResult> {
         if let reason = blockedReason() {
-            return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason: reason, retryable: false)) })
+            return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason, retryable: false)) })
         }
         // Each message's request with the key's current token (it may have changed since the
         // bulk began), looked up once per message in this batch.
@@ -215,7 +215,7 @@ public final class APNsProvider: PushProvider {
                 let (k, i) = items[n]
                 let d = messages[k].devices[i]
                 guard let p = current[k], Self.isValidToken(d.registrationId) else {
-                    return .result(.failed(d, reason: Self.badTokenReason, retryable: false))
+                    return .result(.failed(d, Self.badToken, retryable: false))
                 }
                 return .request(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
             }, accepted: { $0.status == 200 },
@@ -262,7 +262,7 @@ public final class APNsProvider: PushProvider {
         return .sent(device, extra: extra)
     }
 
-    func blockedReason() -> String? {
+    func blockedReason() -> FailureReason? {
         blocked.withLock { b in
             guard let x = b else { return nil }
             if monotonicNanos() >= x.until {
@@ -286,7 +286,7 @@ public final class APNsProvider: PushProvider {
     /// Sends to one device, with retries; `first` is an answer already received for the first attempt.
     func sendOne(_ p: Prepared, _ device: Device, first: Result<HTTPResponse, TransportError>? = nil) async -> DeliveryResult {
         let token = device.registrationId
-        guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
+        guard Self.isValidToken(token) else { return .failed(device, Self.badToken, retryable: false) }
         var headers = p.headers
         var jwt = p.jwt
         var pool = p.pool
@@ -302,7 +302,7 @@ public final class APNsProvider: PushProvider {
                 pending = nil
                 result = answer
             } else {
-                if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
+                if let reason = blockedReason() { return .failed(device, reason, retryable: false) }
                 result = await context.transport.perform(request(p.msg, token, headers: headers, pool: pool))
             }
             let response: HTTPResponse
@@ -342,11 +342,12 @@ public final class APNsProvider: PushProvider {
                 } catch {
                     if case .refreshTooSoon = error {
                         let reason = configurationReason(err, detail: "\(error)")
-                        blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                        let failure = err.failure(reason)
+                        blocked.withLock { $0 = (failure, monotonicNanos() + Self.blockNanos) }
                         context.logger.error("APNs app \(app): \(reason)")
-                        return .failed(device, reason: reason, retryable: false, extra: extra)
+                        return .failed(device, failure, retryable: false, extra: extra)
                     }
-                    return .failed(device, reason: "cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
+                    return .failed(device, .auth("cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"))
                 }
                 attempt -= 1
                 continue
@@ -370,28 +371,30 @@ public final class APNsProvider: PushProvider {
             }
             if err.deactivatesDevice {
                 return .failed(
-                    device, reason: err.reason, retryable: false, deactivate: true,
+                    device, err.failure(), retryable: false, deactivate: true,
                     invalidSince: response.status == 410 ? eb.timestamp : nil, extra: extra)
             }
             if response.status == 403 || err.isConfigurationError {
                 let reason = configurationReason(err)
-                blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                let failure = err.failure(reason)
+                blocked.withLock { $0 = (failure, monotonicNanos() + Self.blockNanos) }
                 context.logger.error("APNs app \(app): \(reason)")
-                return .failed(device, reason: reason, retryable: false, extra: extra)
+                return .failed(device, failure, retryable: false, extra: extra)
             }
             if response.status == 429 || response.status == 500 || response.status == 503 {
                 if attempt < Self.maxAttempts {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, retryAfterHeader: response.header("retry-after")))
                     continue
                 }
-                return .failed(device, reason: err.reason, retryable: true, extra: extra)
+                return .failed(device, err.failure(), retryable: true, extra: extra)
             }
-            return .failed(device, reason: err.reason, retryable: false, extra: extra)
+            return .failed(device, err.failure(), retryable: false, extra: extra)
         }
     }
 
 
     static let badTokenReason = "BadDeviceToken: not a hexadecimal APNs token (not sent)"
+    static let badToken = APNsError.badDeviceToken.failure(badTokenReason)
 
     /// A token we can put in a URL: hexadecimal, not empty (Apple judges the rest).
     static func isValidToken(_ t: String) -> Bool {

@@ -81,7 +81,7 @@ public final class FCMProvider: TopicProvider {
         guard !devices.isEmpty else { return [] }
         let prepared: PreparedMessage
         do { prepared = try PreparedMessage(notification) } catch {
-            return devices.map { .failed($0, reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)]) }
+            return devices.map { .failed($0, .badRequest("INVALID_ARGUMENT"), extra: ["error": .string(error.message)]) }
         }
         if devices.count == 1 {
             let o = await deliver(prepared.body(target: "token", devices[0].registrationId))
@@ -100,7 +100,7 @@ public final class FCMProvider: TopicProvider {
     /// Requests in one `performAll` batch; two batches are in flight.
     static let batchSize = 2000
 
-    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, reason: "INTERNAL", retryable: true) }
+    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, .providerError("INTERNAL"), retryable: true) }
 
     /// A bulk's messages to this project's devices: the requests of every message go to the
     /// transport together, in `performAll` batches as the devices of one send do, instead of a
@@ -178,7 +178,7 @@ public final class FCMProvider: TopicProvider {
         } catch {
             return DeliveryResult(
                 deviceId: nil, platform: .fcm, registrationId: shown, status: .failed,
-                reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)])
+                failure: .badRequest("INVALID_ARGUMENT"), extra: ["error": .string(error.message)])
         }
     }
 
@@ -201,7 +201,7 @@ public final class FCMProvider: TopicProvider {
                 var extra: JSONObject = ["topic": .string(name)]
                 if let message { extra["error"] = .string(message) }
                 // NOT_FOUND: Instance ID does not know the token (unregistered app instance).
-                return .failed(d, reason: code, retryable: retryable, deactivate: code == "NOT_FOUND", extra: extra)
+                return .failed(d, FCMReasons.failure(code), retryable: retryable, deactivate: code == "NOT_FOUND", extra: extra)
             }
         }
     }
@@ -230,7 +230,7 @@ public final class FCMProvider: TopicProvider {
                     logger.debug("FCM says token \(redact(regId)) is gone: \(reason)")
                 }
                 return DeliveryResult(
-                    deviceId: device?.id, platform: .fcm, registrationId: regId, status: .failed, reason: reason,
+                    deviceId: device?.id, platform: .fcm, registrationId: regId, status: .failed, failure: FCMReasons.failure(reason),
                     retryable: retryable, deactivate: deactivate && !dryRun, extra: extra)
             }
         }

@@ -119,4 +119,23 @@ enum WebWNS {
         }
         return nil
     }
+
+    /// The class of each reason code the WebPush and WNS providers write (`gone`, `throttled`,
+    /// `token_error: ...`...; `http_NNN` and `payload_too_large` are common to every provider).
+    static let reasonClasses: [Substring: ReasonClass] = [
+        "not_found": .invalidToken, "gone": .invalidToken, "channel_expired": .invalidToken,
+        "invalid_channel_uri": .invalidToken, "invalid_subscription": .invalidToken, "too_many_requests": .rateLimited,
+        "throttled": .rateLimited, "channelthrottled": .rateLimited, "dropped": .providerError, "unauthorized": .auth,
+        "forbidden": .auth, "token_error": .auth, "bad_request": .badRequest, "encryption_failed": .badRequest,
+    ]
+
+    /// A reason the WebPush or WNS provider reports, under its class.
+    static func failure(_ wire: String) -> FailureReason {
+        FailureReason.common(wire) ?? failure(parsing: wire) ?? .unknown(wire)
+    }
+
+    /// A WebPush/WNS code in `wire` under its class; nil when it is not one.
+    static func failure(parsing wire: String) -> FailureReason? {
+        reasonClasses[FailureReason.head(wire)].flatMap { FailureReason.classified($0, wire) }
+    }
 }
