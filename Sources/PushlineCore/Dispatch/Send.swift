@@ -105,7 +105,7 @@ extension Dispatcher {
         var r = Resolved()
         for id in ids {
             guard let d = byId[id] else {
-                r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
+                r.rejected.append(DeliveryResult(target: .unknownId(id), status: .failed, failure: .notRegistered))
                 continue
             }
             if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }
@@ -747,7 +747,7 @@ extension Dispatcher {
         var app: String?
 
         func json(_ r: DeliveryResult) -> JSONObject {
-            let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
+            let unknownId = if case .unknownId = r.target { true } else { false }
             // Negative ids are `tokens` entries: not registry devices.
             let registered = (r.deviceId ?? 0) > 0
             var o: JSONObject = [

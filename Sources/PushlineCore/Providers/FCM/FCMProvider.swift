@@ -159,7 +159,7 @@ public final class FCMProvider: TopicProvider {
 
     public func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult {
         let target: (String, String)
-        var shown = condition ?? topic.map { "/topics/" + $0.name } ?? ""
+        let shown = condition ?? topic.map { "/topics/" + $0.name } ?? ""
         do throws(CommandError) {
             if let topic, condition == nil {
                 target = ("topic", topic.name)
@@ -172,7 +172,7 @@ public final class FCMProvider: TopicProvider {
             let prepared = try PreparedMessage(notification)
             let o = await deliver(prepared.body(target: target.0, target.1))
             var r = o.result(device: nil, dryRun: prepared.dryRun, logger: logger)
-            r.registrationId = shown
+            r.target = .device(id: nil, platform: .fcm, registrationId: shown)
             r.deactivate = false
             return r
         } catch {
