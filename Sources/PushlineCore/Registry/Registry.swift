@@ -442,10 +442,15 @@ final class RegistryJobQueue: @unchecked Sendable {
 enum RegistryThread {
     typealias StartError = PosixThread.StartError
 
-    /// Runs `body` on a new joinable thread `pushline-db`; `sending` lets the compiler check
-    /// that what it captures (the non-Sendable store) is used by that thread only.
+    /// Runs `body` on a new joinable thread (the body names it `pushline-db`); `sending` lets
+    /// the compiler check that what it captures (the non-Sendable store) is used by that thread only.
+    ///
+    /// The thread is not named before the body runs: naming it there (an allocation as the
+    /// thread's first act) left the daemon's RSS about 25 MB higher after registering 100,000
+    /// devices (apns_bench: 73 vs 48 MB, peak unchanged), as glibc then served this thread
+    /// from another malloc arena.
     static func start(queue: RegistryJobQueue, _ body: sending @escaping () -> Void) throws(StartError) {
-        queue.setThread(try PosixThread.start(name: "pushline-db", body))
+        queue.setThread(try PosixThread.start(name: nil, body))
     }
 }
 

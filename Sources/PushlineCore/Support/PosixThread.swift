@@ -17,10 +17,11 @@ enum PosixThread {
         var description: String { "pthread_create failed: \(String(cString: strerror(rc)))" }
     }
 
-    /// Starts `body` on a new joinable thread named `name` (the kernel keeps 15 bytes) and
-    /// returns it; the caller joins (or detaches) it once. `sending` lets the compiler check
-    /// that what `body` captures (a non-Sendable handle) is used by that thread only.
-    static func start(name: String, _ body: sending @escaping () -> Void) throws(StartError) -> pthread_t {
+    /// Starts `body` on a new joinable thread named `name` (the kernel keeps 15 bytes; nil: the
+    /// body names its thread itself) and returns it; the caller joins (or detaches) it once.
+    /// `sending` lets the compiler check that what `body` captures (a non-Sendable handle) is
+    /// used by that thread only.
+    static func start(name: String?, _ body: sending @escaping () -> Void) throws(StartError) -> pthread_t {
         let box = Unmanaged.passRetained(ThreadBody(name: name, body: body)).toOpaque()
         var tid = pthread_t()
         let rc = pthread_create(&tid, nil, posixThreadEntry, box)
@@ -37,9 +38,9 @@ enum PosixThread {
 /// Not Sendable, and it needs not be: the body was passed `sending`, so nothing on the
 /// starting thread still references what it captures, and only the new thread calls it.
 private final class ThreadBody {
-    let name: String
+    let name: String?
     let body: () -> Void
-    init(name: String, body: @escaping () -> Void) {
+    init(name: String?, body: @escaping () -> Void) {
         self.name = name
         self.body = body
     }
@@ -50,7 +51,7 @@ private func posixThreadEntry(_ arg: UnsafeMutableRawPointer?) -> UnsafeMutableR
     // `arg` is the retained ThreadBody passed by `PosixThread.start`; it is never nil.
     guard let arg else { return nil }
     let box = Unmanaged<ThreadBody>.fromOpaque(arg).takeRetainedValue()
-    pl_set_thread_name(box.name)
+    if let name = box.name { pl_set_thread_name(name) }
     box.body()
     return nil
 }
