@@ -82,8 +82,8 @@ import Testing
             #expect(error.details["field"] == "registration_id")
             #expect(!error.message.contains(token), "\(error.message)")
         }
-        #expect(DeviceInput.redact(token) == "https://...")
+        #expect(redact(token) == "https://...")
         // Endpoint URLs keep their host, as before.
-        #expect(DeviceInput.redact("https://push.example.com/send/abcdef") == "https://push.example.com/...")
+        #expect(redact("https://push.example.com/send/abcdef") == "https://push.example.com/...")
     }
 }

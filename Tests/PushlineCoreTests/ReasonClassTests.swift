@@ -50,3 +50,76 @@ import Testing
         }
     }
 }
+
+/// Failure reasons as an enum: each provider maps its reasons into `FailureReason`, the wire
+/// string stays what it was, and `reason_class` comes from the case.
+@Suite struct FailureReasonTests {
+    /// Every reason of the old class tables (Model/ReasonClass.swift before the enum), with its class.
+    static let oldTables: [(String, ReasonClass)] = [
+        ("BadDeviceToken", .invalidToken), ("Unregistered", .invalidToken), ("ExpiredToken", .invalidToken),
+        ("DeviceTokenNotForTopic", .invalidToken), ("UNREGISTERED", .invalidToken), ("SENDER_ID_MISMATCH", .invalidToken),
+        ("not_found", .invalidToken), ("gone", .invalidToken), ("channel_expired", .invalidToken),
+        ("invalid_channel_uri", .invalidToken), ("TooManyRequests", .rateLimited), ("TooManyProviderTokenUpdates", .rateLimited),
+        ("QUOTA_EXCEEDED", .rateLimited), ("too_many_requests", .rateLimited), ("throttled", .rateLimited),
+        ("channelthrottled", .rateLimited), ("InternalServerError", .providerError), ("ServiceUnavailable", .providerError),
+        ("Shutdown", .providerError), ("UNAVAILABLE", .providerError), ("INTERNAL", .providerError), ("dropped", .providerError),
+        ("InvalidProviderToken", .auth), ("ExpiredProviderToken", .auth), ("MissingProviderToken", .auth), ("Forbidden", .auth),
+        ("BadCertificate", .auth), ("BadCertificateEnvironment", .auth), ("THIRD_PARTY_AUTH_ERROR", .auth), ("AUTH_ERROR", .auth),
+        ("PERMISSION_DENIED", .auth), ("unauthorized", .auth), ("forbidden", .auth), ("provider_not_configured", .configuration),
+        ("TopicDisallowed", .configuration), ("BadTopic", .configuration), ("MissingTopic", .configuration),
+        ("InvalidPushType", .configuration), ("PayloadTooLarge", .badRequest), ("PayloadEmpty", .badRequest),
+        ("BadCollapseId", .badRequest), ("BadExpirationDate", .badRequest), ("BadMessageId", .badRequest),
+        ("BadPriority", .badRequest), ("BadPath", .badRequest), ("MethodNotAllowed", .badRequest),
+        ("DuplicateHeaders", .badRequest), ("BadDate", .badRequest), ("MissingDeviceToken", .badRequest),
+        ("INVALID_ARGUMENT", .badRequest), ("payload_too_large", .badRequest), ("bad_request", .badRequest),
+        ("encryption_failed", .badRequest), ("timeout", .transport), ("connection_lost", .transport),
+        ("tls_error", .transport), ("connect_error", .transport),
+    ]
+
+    @Test("a wire reason reads back to a case of its old class, with the same wire string")
+    func wireRoundTrip() {
+        for (wire, c) in Self.oldTables {
+            for w in [wire, wire + ": an explanation"] {
+                let f = FailureReason(wire: w)
+                #expect(f.wire == w)
+                #expect(f.reasonClass() == c, "\(w)")
+                var r = DeliveryResult(deviceId: 1, platform: .apns, registrationId: "x", status: .failed, reason: w)
+                #expect(r.reason == w)
+                #expect(r.reasonClass == c, "\(w)")
+                r.deactivate = true
+                #expect(r.reasonClass == .invalidToken)
+            }
+        }
+        #expect(FailureReason(wire: "NewAppleReason") == .unknown("NewAppleReason"))
+        #expect(FailureReason(wire: "not_registered") == .notRegistered)
+        #expect(FailureReason(wire: "http_503: busy").reasonClass() == .providerError)
+        #expect(FailureReason(wire: "HTTP 418").reasonClass(retryable: true) == .providerError)
+        #expect(FailureReason(wire: "HTTP 418").reasonClass(retryable: false) == .unknown)
+    }
+
+    @Test("each provider's own mapping agrees with the wire reading")
+    func providerMappings() {
+        for (name, e) in APNsError.table {
+            #expect(e.failure().wire == name)
+            #expect(e.failure() == FailureReason(wire: name), "\(name)")
+            #expect(e.failure("\(name): Apple rejected it") == FailureReason(wire: "\(name): Apple rejected it"))
+        }
+        #expect(APNsError.unknown("NewOne").failure() == .unknown("NewOne"))
+        #expect(APNsError.unknown("HTTP 500").failure() == .providerError("HTTP 500"))
+        #expect(APNsProvider.badToken == .invalidToken(APNsProvider.badTokenReason))
+        for (code, c) in FCMReasons.classes {
+            #expect(FCMReasons.failure(String(code)).reasonClass() == c)
+            #expect(FCMReasons.failure(String(code)) == FailureReason(wire: String(code)))
+        }
+        #expect(FCMReasons.failure("UNAUTHENTICATED") == .unknown("UNAUTHENTICATED"))
+        #expect(FCMReasons.failure("timeout") == .transport("timeout"))
+        for (code, c) in WebWNS.reasonClasses {
+            #expect(WebWNS.failure(String(code)).reasonClass() == c)
+            #expect(WebWNS.failure(String(code)) == FailureReason(wire: String(code)))
+        }
+        let d = Device(id: 7, platform: .apns, app: "a", registrationId: "ab")
+        let t = DeliveryResult.transportFailed(d, TransportError(.timeout, "slow"))
+        #expect(t.failure == .transport("timeout"))
+        #expect(t.reasonClass == .transport)
+    }
+}

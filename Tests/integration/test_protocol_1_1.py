@@ -174,6 +174,8 @@ def test_failed_results_carry_a_reason_class(start_daemon, apns):
     assert by[ids[2]]["reason_class"] == "provider_error"
     assert by[ids[3]]["reason_class"] == "bad_request"
     assert by[999999]["reason_class"] == "not_registered"
+    # An id that names no device has no platform and no token (DeliveryResult.Target.unknownId).
+    assert by[999999]["platform"] is None and by[999999]["registration_id"] is None
     assert "reason_class" not in by[ids[4]] and by[ids[4]]["status"] == "sent"
     r = d.call({"cmd": "send", "ids": [ids[0]], "message": "x"})
     assert r["results"][0]["reason"] == "inactive" and r["results"][0]["reason_class"] == "not_registered"

@@ -83,6 +83,6 @@ extension Dispatcher {
 
     /// A failed result's `reason_class` (see `ReasonClass`).
     static func reasonClass(_ r: DeliveryResult) -> String {
-        ReasonClass.of(reason: r.reason ?? "unknown", deactivate: r.deactivate, retryable: r.retryable).rawValue
+        r.reasonClass.rawValue
     }
 }

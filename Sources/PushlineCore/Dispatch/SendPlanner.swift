@@ -109,7 +109,7 @@ extension Dispatcher {
         var r = Resolved()
         for id in ids {
             guard let d = byId[id] else {
-                r.rejected.append(DeliveryResult(deviceId: id, platform: .apns, registrationId: "", status: .failed, reason: "not_registered"))
+                r.rejected.append(DeliveryResult(target: .unknownId(id), status: .failed, failure: .notRegistered))
                 continue
             }
             if d.active || includeInactive { r.devices.append(d) } else { r.rejected.append(.failed(d, reason: "inactive")) }

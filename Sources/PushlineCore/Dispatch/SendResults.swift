@@ -65,7 +65,7 @@ extension Dispatcher {
         var app: String?
 
         func json(_ r: DeliveryResult) -> JSONObject {
-            let unknownId = r.reason == "not_registered" && r.registrationId.isEmpty
+            let unknownId = if case .unknownId = r.target { true } else { false }
             // Negative ids are `tokens` entries: not registry devices.
             let registered = (r.deviceId ?? 0) > 0
             var o: JSONObject = [

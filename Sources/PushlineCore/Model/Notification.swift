@@ -48,11 +48,8 @@ public struct Notification: Sendable {
         "mutable_content", "priority", "expiration", "collapse_id", "push_type", "time_to_live", "topic", "dry_run",
     ]
 
-    /// Every key a notification may carry: the common ones and each provider's own. Built once
-    /// (as a computed property, the unions were a third of a 10,000-message bulk's CPU: each
-    /// message's keys are checked against it).
-    public static let allKeys: Set<String> = commonKeys.union(APNsNotificationKeys.keys).union(FCMNotificationKeys.keys)
-        .union(WebPushNotificationKeys.keys).union(WNSNotificationKeys.keys)
+    // `allKeys` (the common keys and every provider's own) is declared in Providers/NotificationKeys.swift:
+    // each provider declares its keys beside its code, and this model knows none of them.
 
     public init(parsing o: JSONObject) throws(CommandError) {
         fields = o

@@ -50,7 +50,7 @@ public struct Arguments {
     public mutating func platform(_ key: String) throws(CommandError) -> Platform? {
         guard let s = try string(key) else { return nil }
         guard let p = Platform(rawValue: s) else {
-            throw .invalid(path(key), "expected one of apns, fcm, webpush, wns, got \"\(redact(s))\"")
+            throw .invalid(path(key), "expected one of apns, fcm, webpush, wns, got \"\(clipped(s))\"")
         }
         return p
     }

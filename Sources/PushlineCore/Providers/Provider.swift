@@ -106,6 +106,27 @@ public enum Batches {
         }
     }
 
+    /// A batch's outcome: `done`, and as `later` the answers in `retry` looked at again
+    /// concurrently (`each` gives one index's final result); no later work when `retry` is empty.
+    ///
+    /// ```swift
+    /// return Batches.outcome(done, retrying: again) { i, first in (i, await self.deliver(requests[i], first: first)) }
+    /// ```
+    public static func outcome<X: Sendable, R: Sendable>(
+        _ done: [(Int, R)], retrying retry: [X], _ each: @escaping @Sendable (X) async -> (Int, R)
+    ) -> Outcome<R> {
+        guard !retry.isEmpty else { return Outcome(done) }
+        return Outcome(done) {
+            await withTaskGroup(of: (Int, R).self, returning: [(Int, R)].self) { group in
+                for x in retry { group.addTask { await each(x) } }
+                var out: [(Int, R)] = []
+                out.reserveCapacity(retry.count)
+                for await r in group { out.append(r) }
+                return out
+            }
+        }
+    }
+
     /// Calls `body` for `0..<count` in ranges of `batchSize`, at most `inFlight` at once (their
     /// `later` work not counted), and returns each index's result (nil only where none was given).
     public static func run<R: Sendable>(
@@ -130,6 +151,24 @@ public enum Batches {
             }
         }
         return results
+    }
+
+    /// Runs `body` for every element with at most `width` running at once and returns the
+    /// results in input order (one per element): `run` with batches of one.
+    ///
+    /// ```swift
+    /// let results = await Batches.map(devices, width: 256) { await sendOne($0) }
+    /// ```
+    public static func map<T: Sendable, R: Sendable>(
+        _ items: [T], width: Int, _ body: @escaping @Sendable (T) async -> R
+    ) async -> [R] {
+        if items.isEmpty { return [] }
+        if items.count == 1 { return [await body(items[0])] }
+        let out = await run(count: items.count, batchSize: 1, inFlight: width) { range in
+            Outcome([(range.lowerBound, await body(items[range.lowerBound]))])
+        }
+        // `run` calls `body` for every index of 0..<count and each call gives that index's result.
+        return out.map { $0! }
     }
 }
 
@@ -241,7 +280,3 @@ extension String {
     }
 }
 
-/// Shortens a device token, key id or URL for logs and messages: the first 8 characters and "...".
-public func redact(_ token: String) -> String {
-    token.count <= 8 ? token : String(token.prefix(8)) + "..."
-}

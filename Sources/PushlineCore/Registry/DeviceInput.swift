@@ -147,20 +147,8 @@ public struct DeviceInput: Sendable, Equatable {
         return app
     }
 
-    /// A token shortened for messages and logs: URLs to scheme and host, others to 8 characters.
-    public static func redact(_ token: String) -> String {
-        let u = Array(token.utf8)
-        // An endpoint URL keeps its host (public) and hides its path. Without a path there is
-        // nothing to hide the token behind (fuzz request: "https://push. x" was echoed whole).
-        if u.starts(with: Array("https://".utf8)),
-            let hostEnd = u[8...].firstIndex(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") })
-        {
-            let host = String(decoding: u[8..<min(hostEnd, 8 + 64)], as: UTF8.self)
-            return "https://\(host)/..."
-        }
-        if token.count <= 8 { return token.count <= 4 ? "..." : String(token.prefix(4)) + "..." }
-        return String(token.prefix(8)) + "..."
-    }
+    /// `redact(_:)`, under the name the registry's messages use.
+    public static func redact(_ token: String) -> String { PushlineCore.redact(token) }
 
     /// Checks a token for `platform` and returns its canonical form (APNs: lowercase hex).
     ///

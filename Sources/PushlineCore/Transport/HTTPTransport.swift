@@ -350,18 +350,8 @@ func hasOrigin(_ url: String, _ origin: String) -> Bool {
 
 /// `scheme://host[:port]` of an https URL (the key of per-origin stream limits), or nil.
 func originKey(_ url: String) -> String? {
-    let utf8 = url.utf8
-    let prefix = "https://".utf8
-    guard utf8.count > prefix.count, utf8.starts(with: prefix) else { return nil }
-    let hostStart = utf8.index(utf8.startIndex, offsetBy: prefix.count)
-    var end = hostStart
-    while end != utf8.endIndex {
-        let c = utf8[end]
-        if c == UInt8(ascii: "/") || c == UInt8(ascii: "?") || c == UInt8(ascii: "#") { break }
-        end = utf8.index(after: end)
-    }
-    guard end != hostStart else { return nil }
-    return String(url[url.startIndex..<end])
+    guard let s = URLOrigin.split(url, allowHTTP: false) else { return nil }
+    return String(url[url.startIndex..<s.authorityEnd])
 }
 
 /// The text of a CURLcode.

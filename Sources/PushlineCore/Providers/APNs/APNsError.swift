@@ -70,3 +70,40 @@ struct APNsErrorBody {
         timestamp = v["timestamp"]?.intValue
     }
 }
+
+extension APNsError {
+    /// The class Pushline gives Apple's reason (protocol.md section 4, "Reason classes").
+    public var reasonClass: ReasonClass {
+        switch self {
+        case .badDeviceToken, .unregistered, .expiredToken, .deviceTokenNotForTopic: return .invalidToken
+        case .tooManyRequests, .tooManyProviderTokenUpdates: return .rateLimited
+        case .internalServerError, .serviceUnavailable, .shutdown: return .providerError
+        case .invalidProviderToken, .expiredProviderToken, .missingProviderToken, .forbidden, .badCertificate,
+            .badCertificateEnvironment:
+            return .auth
+        case .topicDisallowed, .badTopic, .missingTopic, .invalidPushType: return .configuration
+        case .payloadTooLarge, .payloadEmpty, .badCollapseId, .badExpirationDate, .badMessageId, .badPriority, .badPath,
+            .methodNotAllowed, .duplicateHeaders, .missingDeviceToken:
+            return .badRequest
+        case .idleTimeout, .unrelatedKeyIdInToken, .badEnvironmentKeyInToken, .unknown: return .unknown
+        }
+    }
+
+    /// This reason as a result's failure, with `wire` (Apple's reason and an explanation after
+    /// ": ") as the protocol's `reason`; Apple's reason alone when nil. A reason Apple added
+    /// later stays `.unknown` (or its HTTP status's class: `HTTP 500`).
+    public func failure(_ wire: String? = nil) -> FailureReason {
+        let w = wire ?? reason
+        if case .unknown = self { return FailureReason.common(w) ?? .unknown(w) }
+        return FailureReason.classified(reasonClass, w) ?? .unknown(w)
+    }
+
+    /// A wire string the APNs provider wrote, read back (`BadDeviceToken: not a hexadecimal...`,
+    /// `cannot sign the APNs provider token ...`); nil when it is not one.
+    static func failure(parsing wire: String) -> FailureReason? {
+        if wire.hasPrefix("cannot sign") { return .auth(wire) }
+        let e = APNsError(reason: String(FailureReason.head(wire)))
+        if case .unknown = e { return FailureReason.head(wire) == "BadDate" ? .badRequest(wire) : nil }
+        return e.failure(wire)
+    }
+}

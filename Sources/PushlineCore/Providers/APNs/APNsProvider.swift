@@ -33,7 +33,7 @@ public final class APNsProvider: PushProvider {
     let credentials: APNsTokenCache.Credentials?
     let tokenCache: APNsTokenCache
     /// After a configuration error (403), sends fail fast with this reason until the deadline (monotonic ns).
-    let blocked = Mutex<(reason: String, until: UInt64)?>(nil)
+    let blocked = Mutex<(reason: FailureReason, until: UInt64)?>(nil)
 
     /// Attempts per device for 429/500/503 and lost connections.
     public static let maxAttempts = 3
@@ -125,11 +125,11 @@ public final class APNsProvider: PushProvider {
             return devices.map { d in
                 Self.isValidToken(d.registrationId)
                     ? .sent(d, extra: ["dry_run": .bool(true)])
-                    : .failed(d, reason: Self.badTokenReason, retryable: false, extra: ["dry_run": .bool(true)])
+                    : .failed(d, Self.badToken, retryable: false, extra: ["dry_run": .bool(true)])
             }
         }
         if let reason = blockedReason() {
-            return devices.map { .failed($0, reason: reason, retryable: false) }
+            return devices.map { .failed($0, reason, retryable: false) }
         }
         // One provider token for the whole send (refreshed per device only on ExpiredProviderToken),
         // and one header list shared by every request.
@@ -145,7 +145,7 @@ public final class APNsProvider: PushProvider {
                 headers.append(("authorization", "bearer \(t.jwt)"))
             } catch {
                 let reason = "cannot sign the APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"
-                return devices.map { .failed($0, reason: reason, retryable: false) }
+                return devices.map { .failed($0, .auth(reason), retryable: false) }
             }
         }
         let prepared = Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
@@ -156,11 +156,9 @@ public final class APNsProvider: PushProvider {
         // more than one look (retries, a new provider token) get a task of their own.
         // One send is a bulk of one message: the same batches as `send(_ messages:)`.
         let one = [Addressed(notification, to: devices)]
-        let items = devices.indices.map { (message: 0, device: $0) }
-        let out = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
-            await self.sendItems([prepared], one, items, range)
+        return await BulkSend.run(prepared, to: devices, batchSize: Self.batchSize, noResult: Self.noResult) { p, items, range in
+            await self.sendItems(p, one, items, range)
         }
-        return out.enumerated().map { i, r in r ?? .failed(devices[i], reason: "internal: no result", retryable: true) }
     }
 
     /// Requests in one `performAll` batch.
@@ -172,8 +170,6 @@ public final class APNsProvider: PushProvider {
     /// dry runs, and everything while the app is blocked or has no provider token go through
     /// `send(_:to:)`, which answers them without the network.
     public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
-        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
-        var prepared = [Prepared?](repeating: nil, count: messages.count)
         var jwt: String? = nil
         var pool: UInt32 = 0
         if let c = credentials, let t = try? await tokenCache.lease(for: c, store: context.store, nowSeconds: nowMillis() / 1000) {
@@ -181,42 +177,30 @@ public final class APNsProvider: PushProvider {
             jwt = t.jwt
             pool = t.pool
         }
-        var items: [(message: Int, device: Int)] = []
-        for (k, m) in messages.enumerated() where !m.devices.isEmpty {
-            guard blockedReason() == nil, credentials == nil || jwt != nil, !m.notification.dryRun,
-                let msg = try? message(m.notification), (try? msg.checkSize()) != nil
-            else {
-                for (i, r) in await send(m.notification, to: m.devices).enumerated() where i < out[k].count { out[k][i] = r }
-                continue
-            }
-            var headers = msg.headers
-            if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
-            prepared[k] = Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
-            for i in m.devices.indices { items.append((k, i)) }
-        }
-        let (ready, list) = (prepared, items)
-        let sent = await Batches.run(count: list.count, batchSize: Self.batchSize) { range in
-            await self.sendItems(ready, messages, list, range)
-        }
-        for (n, r) in sent.enumerated() {
-            let (k, i) = items[n]
-            out[k][i] = r ?? .failed(messages[k].devices[i], reason: "internal: no result", retryable: true)
-        }
-        return out.enumerated().map { k, list in
-            list.enumerated().map { i, r in r ?? .failed(messages[k].devices[i], reason: "internal: no result", retryable: true) }
-        }
+        return await BulkSend.run(
+            messages, batchSize: Self.batchSize,
+            prepare: { m in
+                guard blockedReason() == nil, credentials == nil || jwt != nil, !m.notification.dryRun,
+                    let msg = try? message(m.notification), (try? msg.checkSize()) != nil
+                else { return nil }
+                var headers = msg.headers
+                if let jwt { headers.append(("authorization", "bearer \(jwt)")) }
+                return Prepared(msg: msg, headers: headers, jwt: jwt, pool: pool)
+            },
+            unprepared: { m in await send(m.notification, to: m.devices) }, noResult: Self.noResult,
+            batch: { prepared, items, range in await self.sendItems(prepared, messages, items, range) })
     }
+
+    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, .internalError("internal: no result"), retryable: true) }
 
     /// Sends `items[range]` (positions in several messages, or in one send's devices) in one
     /// transport batch, each with its message's prepared request and the key's current token;
     /// answers that need a retry go to `sendOne`.
     func sendItems(
-        _ prepared: [Prepared?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
+        _ prepared: [Prepared?], _ messages: [Addressed], _ items: [BulkSend.Item], _ range: Range<Int>
     ) async -> Batches.Outcome<DeliveryResult> {
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
         if let reason = blockedReason() {
-            return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason: reason, retryable: false)) })
+            return Batches.Outcome(range.map { ($0, .failed(messages[items[$0].message].devices[items[$0].device], reason, retryable: false)) })
         }
         // Each message's request with the key's current token (it may have changed since the
         // bulk began), looked up once per message in this batch.
@@ -225,45 +209,22 @@ public final class APNsProvider: PushProvider {
             let k = items[n].message
             if current[k] == nil, let p = prepared[k] { current[k] = await withCurrentToken(p) }
         }
-        var index: [Int] = []
-        var requests: [HTTPRequest] = []
-        index.reserveCapacity(range.count)
-        requests.reserveCapacity(range.count)
-        for n in range {
-            let (k, i) = items[n]
-            let d = messages[k].devices[i]
-            guard let p = current[k], Self.isValidToken(d.registrationId) else {
-                done.append((n, .failed(d, reason: Self.badTokenReason, retryable: false)))
-                continue
-            }
-            index.append(n)
-            requests.append(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
-        }
-        let answers = await context.transport.performAll(requests)
-        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
-        for (j, answer) in answers.enumerated() {
-            let n = index[j]
-            if case .success(let r) = answer, r.status == 200 {
-                done.append((n, Self.sentResult(messages[items[n].message].devices[items[n].device], r)))
-            } else {
-                again.append((n, answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again
-        let ready = current
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (n, first) in retry {
-                    let (k, i) = items[n]
-                    guard let p = ready[k] else { continue }
-                    let d = messages[k].devices[i]
-                    group.addTask { (n, await self.sendOne(p, d, first: first)) }
+        let (done, again) = await BulkSend.perform(
+            range, on: context.transport,
+            build: { n in
+                let (k, i) = items[n]
+                let d = messages[k].devices[i]
+                guard let p = current[k], Self.isValidToken(d.registrationId) else {
+                    return .result(.failed(d, Self.badToken, retryable: false))
                 }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
+                return .request(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
+            }, accepted: { $0.status == 200 },
+            sent: { n, r in Self.sentResult(messages[items[n].message].devices[items[n].device], r) })
+        // Every request was built from `current[k]`, so each retried item has its prepared message.
+        let retry = again.compactMap { n, _, first in current[items[n].message].map { (n, $0, first) } }
+        return Batches.outcome(done, retrying: retry) { n, p, first in
+            let (k, i) = items[n]
+            return (n, await self.sendOne(p, messages[k].devices[i], first: first))
         }
     }
 
@@ -306,7 +267,7 @@ public final class APNsProvider: PushProvider {
         return .sent(device, extra: extra)
     }
 
-    func blockedReason() -> String? {
+    func blockedReason() -> FailureReason? {
         blocked.withLock { b in
             guard let x = b else { return nil }
             if monotonicNanos() >= x.until {
@@ -330,7 +291,7 @@ public final class APNsProvider: PushProvider {
     /// Sends to one device, with retries; `first` is an answer already received for the first attempt.
     func sendOne(_ p: Prepared, _ device: Device, first: Result<HTTPResponse, TransportError>? = nil) async -> DeliveryResult {
         let token = device.registrationId
-        guard Self.isValidToken(token) else { return .failed(device, reason: Self.badTokenReason, retryable: false) }
+        guard Self.isValidToken(token) else { return .failed(device, Self.badToken, retryable: false) }
         var headers = p.headers
         var jwt = p.jwt
         var pool = p.pool
@@ -346,7 +307,7 @@ public final class APNsProvider: PushProvider {
                 pending = nil
                 result = answer
             } else {
-                if let reason = blockedReason() { return .failed(device, reason: reason, retryable: false) }
+                if let reason = blockedReason() { return .failed(device, reason, retryable: false) }
                 result = await context.transport.perform(request(p.msg, token, headers: headers, pool: pool))
             }
             let response: HTTPResponse
@@ -388,11 +349,12 @@ public final class APNsProvider: PushProvider {
                 } catch {
                     if case .refreshTooSoon = error {
                         let reason = configurationReason(err, detail: "\(error)")
-                        blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                        let failure = err.failure(reason)
+                        blocked.withLock { $0 = (failure, monotonicNanos() + Self.blockNanos) }
                         context.logger.error("APNs app \(app): \(reason)")
-                        return .failed(device, reason: reason, retryable: false, extra: extra)
+                        return .failed(device, failure, retryable: false, extra: extra)
                     }
-                    return .failed(device, reason: "cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)")
+                    return .failed(device, .auth("cannot sign a new APNs provider token (key id \(c.keyId), team \(c.teamId)): \(error)"))
                 }
                 attempt -= 1
                 continue
@@ -417,14 +379,15 @@ public final class APNsProvider: PushProvider {
             }
             if err.deactivatesDevice {
                 return .failed(
-                    device, reason: err.reason, retryable: false, deactivate: true,
+                    device, err.failure(), retryable: false, deactivate: true,
                     invalidSince: response.status == 410 ? eb.timestamp : nil, extra: extra)
             }
             if response.status == 403 || err.isConfigurationError {
                 let reason = configurationReason(err)
-                blocked.withLock { $0 = (reason, monotonicNanos() + Self.blockNanos) }
+                let failure = err.failure(reason)
+                blocked.withLock { $0 = (failure, monotonicNanos() + Self.blockNanos) }
                 context.logger.error("APNs app \(app): \(reason)")
-                return .failed(device, reason: reason, retryable: false, extra: extra)
+                return .failed(device, failure, retryable: false, extra: extra)
             }
             if response.status == 429 || response.status == 500 || response.status == 503 {
                 if attempt < Self.maxAttempts {
@@ -432,14 +395,15 @@ public final class APNsProvider: PushProvider {
                     await Backoff.sleep(Backoff.delayMs(attempt: attempt, retryAfterHeader: response.header("retry-after")))
                     continue
                 }
-                return .failed(device, reason: err.reason, retryable: true, extra: extra)
+                return .failed(device, err.failure(), retryable: true, extra: extra)
             }
-            return .failed(device, reason: err.reason, retryable: false, extra: extra)
+            return .failed(device, err.failure(), retryable: false, extra: extra)
         }
     }
 
 
     static let badTokenReason = "BadDeviceToken: not a hexadecimal APNs token (not sent)"
+    static let badToken = APNsError.badDeviceToken.failure(badTokenReason)
 
     /// A token we can put in a URL: hexadecimal, not empty (Apple judges the rest).
     static func isValidToken(_ t: String) -> Bool {

@@ -127,3 +127,27 @@ extension FCMErrorInfo {
         return s
     }
 }
+
+/// Google's error codes as results' failures (protocol.md section 4, "Reason classes").
+///
+/// ```swift
+/// FCMReasons.failure("UNREGISTERED")   // .invalidToken("UNREGISTERED")
+/// ```
+enum FCMReasons {
+    /// The class of each code Pushline classifies; any other stays `.unknown`.
+    static let classes: [Substring: ReasonClass] = [
+        "UNREGISTERED": .invalidToken, "SENDER_ID_MISMATCH": .invalidToken, "QUOTA_EXCEEDED": .rateLimited,
+        "UNAVAILABLE": .providerError, "INTERNAL": .providerError, "THIRD_PARTY_AUTH_ERROR": .auth, "AUTH_ERROR": .auth,
+        "PERMISSION_DENIED": .auth, "INVALID_ARGUMENT": .badRequest,
+    ]
+
+    /// A reason the FCM provider reports (Google's code, a transport reason, a token failure).
+    static func failure(_ wire: String) -> FailureReason {
+        FailureReason.common(wire) ?? failure(parsing: wire) ?? .unknown(wire)
+    }
+
+    /// Google's code in `wire` under its class; nil when it is not one Pushline classifies.
+    static func failure(parsing wire: String) -> FailureReason? {
+        classes[FailureReason.head(wire)].flatMap { FailureReason.classified($0, wire) }
+    }
+}

@@ -81,7 +81,7 @@ public final class FCMProvider: TopicProvider {
         guard !devices.isEmpty else { return [] }
         let prepared: PreparedMessage
         do { prepared = try PreparedMessage(notification) } catch {
-            return devices.map { .failed($0, reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)]) }
+            return devices.map { .failed($0, .badRequest("INVALID_ARGUMENT"), extra: ["error": .string(error.message)]) }
         }
         if devices.count == 1 {
             let o = await deliver(prepared.body(target: "token", devices[0].registrationId))
@@ -90,103 +90,33 @@ public final class FCMProvider: TopicProvider {
         // Large sends go to the transport in batches (one suspension per batch, not per device),
         // two batches in flight so the connections never idle between them. Only answers that need
         // another look (401 refresh, retries, quota) get a task of their own, in `deliver`.
-        let results = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
-            await self.sendBatch(prepared, devices, range)
+        // One send is a bulk of one message: the same batches as `send(_ messages:)`.
+        let one = [Addressed(notification, to: devices)]
+        return await BulkSend.run(prepared, to: devices, batchSize: Self.batchSize, noResult: Self.noResult) { p, items, range in
+            await self.sendItems(p, one, items, range)
         }
-        return zip(devices, results).map { d, r in r ?? .failed(d, reason: "INTERNAL", retryable: true) }
     }
 
     /// Requests in one `performAll` batch; two batches are in flight.
     static let batchSize = 2000
 
-    /// Sends `devices[range]` in one transport batch with one access token; hands every answer
-    /// other than 200 to `deliver`, seeded with that answer.
-    func sendBatch(_ prepared: PreparedMessage, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
-        let logger = self.logger
-        if let o = quotaOutcome() {
-            return Batches.Outcome(range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) })
-        }
-        let bearer: String
-        if let t = tokens.freshToken() {
-            bearer = t
-        } else {
-            switch await tokens.token(replacing: nil) {
-            case .success(let t): bearer = t
-            case .failure(let e):
-                let o = Outcome.failed(reason: e.reason, message: e.message, retryable: e.retryable, deactivate: false, retryAfterMs: nil)
-                return Batches.Outcome(range.map { ($0, o.result(device: devices[$0], dryRun: prepared.dryRun, logger: logger)) })
-            }
-        }
-        let headers = sendHeaders(bearer: bearer)
-        var requests: [HTTPRequest] = []
-        requests.reserveCapacity(range.count)
-        for i in range {
-            requests.append(HTTPRequest(
-                method: "POST", url: sendURL, headers: headers,
-                body: prepared.body(target: "token", devices[i].registrationId), tls: tls, timeoutMs: timeoutMs,
-                maxConnections: maxConnections))
-        }
-        let answers = await transport.performAll(requests)
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
-        var again: [(Int, [UInt8], Result<HTTPResponse, TransportError>)] = []
-        for (k, answer) in answers.enumerated() {
-            let i = range.lowerBound + k
-            if case .success(let r) = answer, r.status == 200 {
-                done.append((i, Self.sent(r).result(device: devices[i], dryRun: prepared.dryRun, logger: logger)))
-            } else {
-                again.append((i, requests[k].body, answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (i, body, first) in retry {
-                    group.addTask {
-                        let o = await self.deliver(body, first: (bearer, first))
-                        return (i, o.result(device: devices[i], dryRun: prepared.dryRun, logger: logger))
-                    }
-                }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
-        }
-    }
+    static func noResult(_ d: Device) -> DeliveryResult { .failed(d, .providerError("INTERNAL"), retryable: true) }
 
     /// A bulk's messages to this project's devices: the requests of every message go to the
     /// transport together, in `performAll` batches as the devices of one send do, instead of a
     /// `perform` per message. A message that fails to build goes through `send(_:to:)`.
     public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
-        var out = messages.map { [DeliveryResult?](repeating: nil, count: $0.devices.count) }
-        var prepared = [PreparedMessage?](repeating: nil, count: messages.count)
-        var items: [(message: Int, device: Int)] = []
-        for (k, m) in messages.enumerated() where !m.devices.isEmpty {
-            guard let p = try? PreparedMessage(m.notification) else {
-                for (i, r) in await send(m.notification, to: m.devices).enumerated() where i < out[k].count { out[k][i] = r }
-                continue
-            }
-            prepared[k] = p
-            for i in m.devices.indices { items.append((k, i)) }
-        }
-        let (ready, list) = (prepared, items)
-        let sent = await Batches.run(count: list.count, batchSize: Self.batchSize) { range in
-            await self.sendItems(ready, messages, list, range)
-        }
-        for (n, r) in sent.enumerated() {
-            let (k, i) = items[n]
-            out[k][i] = r ?? .failed(messages[k].devices[i], reason: "INTERNAL", retryable: true)
-        }
-        return out.enumerated().map { k, list in
-            list.enumerated().map { i, r in r ?? .failed(messages[k].devices[i], reason: "INTERNAL", retryable: true) }
-        }
+        await BulkSend.run(
+            messages, batchSize: Self.batchSize, prepare: { try? PreparedMessage($0.notification) },
+            unprepared: { m in await send(m.notification, to: m.devices) }, noResult: Self.noResult,
+            batch: { prepared, items, range in await self.sendItems(prepared, messages, items, range) })
     }
 
-    /// `sendBatch` for items of several messages: `items[range]` in one transport batch with one
-    /// access token, each with its message's body; other answers than 200 go to `deliver`.
+    /// Sends `items[range]` (positions in several messages, or in one send's devices) in one
+    /// transport batch with one access token, each with its message's body; other answers than
+    /// 200 go to `deliver`, seeded with that answer.
     func sendItems(
-        _ prepared: [PreparedMessage?], _ messages: [Addressed], _ items: [(message: Int, device: Int)], _ range: Range<Int>
+        _ prepared: [PreparedMessage?], _ messages: [Addressed], _ items: [BulkSend.Item], _ range: Range<Int>
     ) async -> Batches.Outcome<DeliveryResult> {
         let logger = self.logger
         let failAll = { (o: Outcome) -> Batches.Outcome<DeliveryResult> in
@@ -207,54 +137,29 @@ public final class FCMProvider: TopicProvider {
             }
         }
         let headers = sendHeaders(bearer: bearer)
-        var index: [Int] = []
-        var requests: [HTTPRequest] = []
-        index.reserveCapacity(range.count)
-        requests.reserveCapacity(range.count)
-        for n in range {
+        let (done, again) = await BulkSend.perform(
+            range, on: transport,
+            build: { n in
+                let (k, i) = items[n]
+                guard let p = prepared[k] else { return .result(Self.noResult(messages[k].devices[i])) }
+                return .request(HTTPRequest(
+                    method: "POST", url: sendURL, headers: headers, body: p.body(target: "token", messages[k].devices[i].registrationId),
+                    tls: tls, timeoutMs: timeoutMs, maxConnections: maxConnections))
+            }, accepted: { $0.status == 200 },
+            sent: { n, r in
+                let (k, i) = items[n]
+                return Self.sent(r).result(device: messages[k].devices[i], dryRun: prepared[k]?.dryRun ?? false, logger: logger)
+            })
+        return Batches.outcome(done, retrying: again) { n, request, first in
             let (k, i) = items[n]
-            guard let p = prepared[k] else { continue }
-            index.append(n)
-            requests.append(HTTPRequest(
-                method: "POST", url: sendURL, headers: headers, body: p.body(target: "token", messages[k].devices[i].registrationId),
-                tls: tls, timeoutMs: timeoutMs, maxConnections: maxConnections))
-        }
-        let answers = await transport.performAll(requests)
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
-        var again: [(Int, [UInt8], Result<HTTPResponse, TransportError>)] = []
-        for (j, answer) in answers.enumerated() {
-            let n = index[j]
-            let (k, i) = items[n]
-            if case .success(let r) = answer, r.status == 200 {
-                done.append((n, Self.sent(r).result(device: messages[k].devices[i], dryRun: prepared[k]?.dryRun ?? false, logger: logger)))
-            } else {
-                again.append((n, requests[j].body, answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (n, body, first) in retry {
-                    let (k, i) = items[n]
-                    let device = messages[k].devices[i]
-                    let dryRun = prepared[k]?.dryRun ?? false
-                    group.addTask {
-                        let o = await self.deliver(body, first: (bearer, first))
-                        return (n, o.result(device: device, dryRun: dryRun, logger: logger))
-                    }
-                }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
+            let o = await self.deliver(request.body, first: (bearer, first))
+            return (n, o.result(device: messages[k].devices[i], dryRun: prepared[k]?.dryRun ?? false, logger: logger))
         }
     }
 
     public func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult {
         let target: (String, String)
-        var shown = condition ?? topic.map { "/topics/" + $0.name } ?? ""
+        let shown = condition ?? topic.map { "/topics/" + $0.name } ?? ""
         do throws(CommandError) {
             if let topic, condition == nil {
                 target = ("topic", topic.name)
@@ -267,13 +172,13 @@ public final class FCMProvider: TopicProvider {
             let prepared = try PreparedMessage(notification)
             let o = await deliver(prepared.body(target: target.0, target.1))
             var r = o.result(device: nil, dryRun: prepared.dryRun, logger: logger)
-            r.registrationId = shown
+            r.target = .device(id: nil, platform: .fcm, registrationId: shown)
             r.deactivate = false
             return r
         } catch {
             return DeliveryResult(
                 deviceId: nil, platform: .fcm, registrationId: shown, status: .failed,
-                reason: "INVALID_ARGUMENT", extra: ["error": .string(error.message)])
+                failure: .badRequest("INVALID_ARGUMENT"), extra: ["error": .string(error.message)])
         }
     }
 
@@ -296,7 +201,7 @@ public final class FCMProvider: TopicProvider {
                 var extra: JSONObject = ["topic": .string(name)]
                 if let message { extra["error"] = .string(message) }
                 // NOT_FOUND: Instance ID does not know the token (unregistered app instance).
-                return .failed(d, reason: code, retryable: retryable, deactivate: code == "NOT_FOUND", extra: extra)
+                return .failed(d, FCMReasons.failure(code), retryable: retryable, deactivate: code == "NOT_FOUND", extra: extra)
             }
         }
     }
@@ -325,7 +230,7 @@ public final class FCMProvider: TopicProvider {
                     logger.debug("FCM says token \(redact(regId)) is gone: \(reason)")
                 }
                 return DeliveryResult(
-                    deviceId: device?.id, platform: .fcm, registrationId: regId, status: .failed, reason: reason,
+                    deviceId: device?.id, platform: .fcm, registrationId: regId, status: .failed, failure: FCMReasons.failure(reason),
                     retryable: retryable, deactivate: deactivate && !dryRun, extra: extra)
             }
         }

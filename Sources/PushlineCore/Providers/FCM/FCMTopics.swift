@@ -131,27 +131,12 @@ struct IIDTopicManagement: FCMTopicManagement {
     static let parallelBatches = 8
 
     func change(add: Bool, topic: String, tokens regTokens: [String]) async -> [FCMTopicOutcome] {
-        let chunks = stride(from: 0, to: regTokens.count, by: Self.batchLimit).map {
-            Array(regTokens[$0..<min($0 + Self.batchLimit, regTokens.count)])
+        // Batches of `batchLimit` tokens, `parallelBatches` at once; each outcome at its token's index.
+        let out = await Batches.run(count: regTokens.count, batchSize: Self.batchLimit, inFlight: Self.parallelBatches) { range in
+            let r = await batch(add: add, topic: topic, tokens: Array(regTokens[range]))
+            return Batches.Outcome(zip(range, r).map { ($0, $1) })
         }
-        var results = [[FCMTopicOutcome]](repeating: [], count: chunks.count)
-        await withTaskGroup(of: (Int, [FCMTopicOutcome]).self) { group in
-            var next = 0
-            while next < chunks.count && next < Self.parallelBatches {
-                let i = next
-                group.addTask { (i, await batch(add: add, topic: topic, tokens: chunks[i])) }
-                next += 1
-            }
-            for await (i, r) in group {
-                results[i] = r
-                if next < chunks.count {
-                    let j = next
-                    group.addTask { (j, await batch(add: add, topic: topic, tokens: chunks[j])) }
-                    next += 1
-                }
-            }
-        }
-        return results.flatMap { $0 }
+        return out.map { $0 ?? .failed(code: "INTERNAL", message: "no answer for this token", retryable: true) }
     }
 
     private func batch(add: Bool, topic: String, tokens regTokens: [String]) async -> [FCMTopicOutcome] {

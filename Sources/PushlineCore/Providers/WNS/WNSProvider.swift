@@ -59,10 +59,10 @@ public final class WNSProvider: PushProvider {
     public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
         let message: WNSMessage
         do { message = try Self.buildMessage(notification) } catch {
-            return devices.map { .failed($0, reason: error.message) }
+            return devices.map { .failed($0, WebWNS.failure(error.message)) }
         }
         let dryRun = notification.dryRun
-        return await WebWNS.fanout(devices, width: Self.fanoutWidth) { [self] d in
+        return await Batches.map(devices, width: Self.fanoutWidth) { [self] d in
             await self.sendOne(message, to: d, dryRun: dryRun)
         }
     }
@@ -275,13 +275,13 @@ public final class WNSProvider: PushProvider {
 
     func sendOne(_ m: WNSMessage, to d: Device, dryRun: Bool) async -> DeliveryResult {
         guard let url = channelURL(d.registrationId) else {
-            return .failed(d, reason: "invalid_channel_uri")
+            return .failed(d, .invalidToken("invalid_channel_uri"))
         }
         if dryRun {
             // A dry run checks the credentials too: it gets (or reuses) a token, then stops.
             switch await tokens.token() {
             case .success: return .sent(d, extra: ["dry_run": true])
-            case .failure(let f): return .failed(d, reason: f.reason, retryable: f.retryable)
+            case .failure(let f): return .failed(d, .auth(f.reason), retryable: f.retryable)
             }
         }
         var attempt = 1
@@ -291,7 +291,7 @@ public final class WNSProvider: PushProvider {
             let token: String
             switch await tokens.token(invalidating: staleToken) {
             case .success(let t): token = t
-            case .failure(let f): return .failed(d, reason: f.reason, retryable: f.retryable)
+            case .failure(let f): return .failed(d, .auth(f.reason), retryable: f.retryable)
             }
             staleToken = nil
             var headers: [(String, String)] = [
@@ -321,7 +321,7 @@ public final class WNSProvider: PushProvider {
             case 200:
                 if let status, status != "received" {
                     let retryable = status == "dropped" || status == "channelthrottled"
-                    return .failed(d, reason: status, retryable: retryable, extra: extra)
+                    return .failed(d, WebWNS.failure(status), retryable: retryable, extra: extra)
                 }
                 return .sent(d, extra: extra)
             case 401 where !refreshed:
@@ -331,13 +331,13 @@ public final class WNSProvider: PushProvider {
                 Metrics.shared.providerRetry(app: app, platform: .wns, reason: "unauthorized")
                 continue
             case 401:
-                return .failed(d, reason: "unauthorized" + (desc.map { ": " + $0 } ?? ""), extra: extra)
+                return .failed(d, .auth("unauthorized" + (desc.map { ": " + $0 } ?? "")), extra: extra)
             case 404:
-                return .failed(d, reason: "not_found", deactivate: true, extra: extra)
+                return .failed(d, .invalidToken("not_found"), deactivate: true, extra: extra)
             case 410:
-                return .failed(d, reason: "channel_expired", deactivate: true, extra: extra)
+                return .failed(d, .invalidToken("channel_expired"), deactivate: true, extra: extra)
             case 413:
-                return .failed(d, reason: "payload_too_large", extra: extra)
+                return .failed(d, .badRequest("payload_too_large"), extra: extra)
             case 406, 429, 500...599:
                 if let wait = Backoff.retryWait(after: resp, attempt: attempt, maxAttempts: Self.maxAttempts, maxWaitMs: Self.maxRetryDelayMs) {
                     Metrics.shared.providerRetry(
@@ -348,13 +348,13 @@ public final class WNSProvider: PushProvider {
                 }
                 if let ra = RetryAfter.seconds(resp.header("retry-after")) { extra["retry_after_ms"] = .int(Int64(ra) * 1000) }
                 let reason = resp.status == 406 || resp.status == 429 ? (status ?? "throttled") : "http_\(resp.status)"
-                return .failed(d, reason: reason, retryable: true, extra: extra)
+                return .failed(d, WebWNS.failure(reason), retryable: true, extra: extra)
             case 400:
-                return .failed(d, reason: "bad_request" + (desc.map { ": " + $0 } ?? ""), extra: extra)
+                return .failed(d, .badRequest("bad_request" + (desc.map { ": " + $0 } ?? "")), extra: extra)
             case 403:
-                return .failed(d, reason: "forbidden" + (desc.map { ": " + $0 } ?? ""), extra: extra)
+                return .failed(d, .auth("forbidden" + (desc.map { ": " + $0 } ?? "")), extra: extra)
             default:
-                return .failed(d, reason: "http_\(resp.status)" + (desc.map { ": " + $0 } ?? ""), extra: extra)
+                return .failed(d, WebWNS.failure("http_\(resp.status)" + (desc.map { ": " + $0 } ?? "")), extra: extra)
             }
         }
     }

@@ -1,43 +1,8 @@
-/// Helpers the WebPush and WNS providers share: bounded fan-out, URL origins,
+/// Helpers the WebPush and WNS providers share: URL origins,
 /// form and XML escaping, response bodies for messages.
 ///
 /// Names are prefixed (`WebWNS`) because the whole of PushlineCore is one module.
 enum WebWNS {
-    /// Runs `body` for every element with at most `width` running at once and returns
-    /// the results in input order (one per element).
-    ///
-    /// ```swift
-    /// let results = await WebWNS.fanout(devices, width: 256) { await sendOne($0) }
-    /// ```
-    static func fanout<T: Sendable, R: Sendable>(
-        _ items: [T], width: Int, _ body: @escaping @Sendable (T) async -> R
-    ) async -> [R] {
-        if items.isEmpty { return [] }
-        if items.count == 1 { return [await body(items[0])] }
-        return await withTaskGroup(of: (Int, R).self, returning: [R].self) { group in
-            var out = [R?](repeating: nil, count: items.count)
-            var next = 0
-            let w = max(1, min(width, items.count))
-            while next < w {
-                let i = next
-                let item = items[i]
-                group.addTask { (i, await body(item)) }
-                next += 1
-            }
-            while let (i, r) = await group.next() {
-                out[i] = r
-                if next < items.count {
-                    let j = next
-                    let item = items[j]
-                    group.addTask { (j, await body(item)) }
-                    next += 1
-                }
-            }
-            // Every index was filled exactly once by the loop above.
-            return out.map { $0! }
-        }
-    }
-
     /// A parsed absolute http(s) URL: `origin` is `scheme://host[:port]` (lowercased
     /// scheme and host, default port omitted), `rest` the path and query ("/" if empty).
     struct URLParts: Equatable {
@@ -48,23 +13,13 @@ enum WebWNS {
 
     /// Splits an absolute `https://` (or `http://`) URL; nil when it is not one.
     static func parseURL(_ url: String) -> URLParts? {
-        let scheme: String
-        let afterScheme: Substring
-        if url.hasPrefix("https://") {
-            scheme = "https"
-            afterScheme = url.dropFirst(8)
-        } else if url.hasPrefix("http://") {
-            scheme = "http"
-            afterScheme = url.dropFirst(7)
-        } else {
-            return nil
-        }
-        let hostEnd = afterScheme.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? afterScheme.endIndex
-        var authority = afterScheme[afterScheme.startIndex..<hostEnd].lowercased()
-        guard !authority.isEmpty, !authority.contains("@"), !authority.contains(" ") else { return nil }
+        guard let s = URLOrigin.split(url) else { return nil }
+        let scheme = s.scheme
+        var authority = url[s.authorityStart..<s.authorityEnd].lowercased()
+        guard !authority.contains("@"), !authority.contains(" ") else { return nil }
         if scheme == "https", authority.hasSuffix(":443") { authority.removeLast(4) }
         if scheme == "http", authority.hasSuffix(":80") { authority.removeLast(3) }
-        var rest = String(afterScheme[hostEnd...])
+        var rest = String(url[s.authorityEnd...])
         if let hash = rest.firstIndex(of: "#") { rest = String(rest[..<hash]) }
         if rest.isEmpty || rest.first == "?" { rest = "/" + rest }
         return URLParts(scheme: scheme, origin: scheme + "://" + authority, rest: rest)
@@ -163,5 +118,24 @@ enum WebWNS {
             i = u.index(after: i)
         }
         return nil
+    }
+
+    /// The class of each reason code the WebPush and WNS providers write (`gone`, `throttled`,
+    /// `token_error: ...`...; `http_NNN` and `payload_too_large` are common to every provider).
+    static let reasonClasses: [Substring: ReasonClass] = [
+        "not_found": .invalidToken, "gone": .invalidToken, "channel_expired": .invalidToken,
+        "invalid_channel_uri": .invalidToken, "invalid_subscription": .invalidToken, "too_many_requests": .rateLimited,
+        "throttled": .rateLimited, "channelthrottled": .rateLimited, "dropped": .providerError, "unauthorized": .auth,
+        "forbidden": .auth, "token_error": .auth, "bad_request": .badRequest, "encryption_failed": .badRequest,
+    ]
+
+    /// A reason the WebPush or WNS provider reports, under its class.
+    static func failure(_ wire: String) -> FailureReason {
+        FailureReason.common(wire) ?? failure(parsing: wire) ?? .unknown(wire)
+    }
+
+    /// A WebPush/WNS code in `wire` under its class; nil when it is not one.
+    static func failure(parsing wire: String) -> FailureReason? {
+        reasonClasses[FailureReason.head(wire)].flatMap { FailureReason.classified($0, wire) }
     }
 }

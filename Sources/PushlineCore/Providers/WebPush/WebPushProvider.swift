@@ -283,11 +283,11 @@ public final class WebPushProvider: PushProvider {
     public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
         let prepared: Prepared
         do { prepared = try prepare(notification) } catch {
-            return devices.map { .failed($0, reason: error.message) }
+            return devices.map { .failed($0, WebWNS.failure(error.message)) }
         }
         let dryRun = notification.dryRun
         if devices.count <= 1 || dryRun {
-            return await WebWNS.fanout(devices, width: Self.fanoutWidth) { [self] d in
+            return await Batches.map(devices, width: Self.fanoutWidth) { [self] d in
                 await self.sendOne(prepared, to: d, dryRun: dryRun)
             }
         }
@@ -297,7 +297,7 @@ public final class WebPushProvider: PushProvider {
         let results = await Batches.run(count: devices.count, batchSize: Self.batchSize) { range in
             await self.sendBatch(prepared, devices, range)
         }
-        return zip(devices, results).map { d, r in r ?? .failed(d, reason: "internal: no result", retryable: true) }
+        return zip(devices, results).map { d, r in r ?? .failed(d, .internalError("internal: no result"), retryable: true) }
     }
 
     /// Requests in one `performAll` batch.
@@ -306,42 +306,15 @@ public final class WebPushProvider: PushProvider {
     /// Encrypts and sends `devices[range]` in one transport batch; 2xx answers are mapped at once,
     /// the others go to `deliver` seeded with the answer.
     func sendBatch(_ p: Prepared, _ devices: [Device], _ range: Range<Int>) async -> Batches.Outcome<DeliveryResult> {
-        var done: [(Int, DeliveryResult)] = []
-        done.reserveCapacity(range.count)
-        var index: [Int] = []
-        var requests: [HTTPRequest] = []
-        index.reserveCapacity(range.count)
-        requests.reserveCapacity(range.count)
-        for i in range {
-            switch request(p, for: devices[i]) {
-            case .success(let r):
-                index.append(i)
-                requests.append(r)
-            case .failure(let failed):
-                done.append((i, failed.result))
-            }
-        }
-        let answers = await context.transport.performAll(requests)
-        var again: [(Int, Result<HTTPResponse, TransportError>)] = []
-        for (k, answer) in answers.enumerated() {
-            if case .success(let r) = answer, (200...202).contains(r.status) {
-                done.append((index[k], Self.sentResult(devices[index[k]], r)))
-            } else {
-                again.append((k, answer))
-            }
-        }
-        guard !again.isEmpty else { return Batches.Outcome(done) }
-        let retry = again.map { k, first in (index[k], requests[k], first) }
-        return Batches.Outcome(done) {
-            await withTaskGroup(of: (Int, DeliveryResult).self, returning: [(Int, DeliveryResult)].self) { group in
-                for (i, req, first) in retry {
-                    group.addTask { (i, await self.deliver(req, to: devices[i], first: first)) }
+        let (done, retry) = await BulkSend.perform(
+            range, on: context.transport,
+            build: { i in
+                switch request(p, for: devices[i]) {
+                case .success(let r): return .request(r)
+                case .failure(let failed): return .result(failed.result)
                 }
-                var out: [(Int, DeliveryResult)] = []
-                for await r in group { out.append(r) }
-                return out
-            }
-        }
+            }, accepted: { (200...202).contains($0.status) }, sent: { i, r in Self.sentResult(devices[i], r) })
+        return Batches.outcome(done, retrying: retry) { i, req, first in (i, await self.deliver(req, to: devices[i], first: first)) }
     }
 
     /// A device's result that needs no request (bad subscription, encryption failure).
@@ -352,11 +325,11 @@ public final class WebPushProvider: PushProvider {
     /// The encrypted, VAPID-signed request for one subscription.
     func request(_ p: Prepared, for d: Device) -> Result<HTTPRequest, Unsendable> {
         guard let url = endpointURL(d) else {
-            return .failure(Unsendable(result: .failed(d, reason: "invalid_subscription: registration_id is not an https push endpoint URL")))
+            return .failure(Unsendable(result: .failed(d, .invalidToken("invalid_subscription: registration_id is not an https push endpoint URL"))))
         }
         guard let keys = keys(d) else {
             return .failure(Unsendable(result: .failed(
-                d, reason: "invalid_subscription: p256dh must be a P-256 point and auth 16 bytes (base64url)")))
+                d, .invalidToken("invalid_subscription: p256dh must be a P-256 point and auth 16 bytes (base64url)"))))
         }
         let body: [UInt8]
         let auth: String
@@ -365,7 +338,7 @@ public final class WebPushProvider: PushProvider {
             auth = try authorization(origin: url.origin, now: nowMillis() / 1000)
         } catch {
             context.logger.error("webpush encryption for \(redact(d.registrationId)) failed: \(error)")
-            return .failure(Unsendable(result: .failed(d, reason: "encryption_failed: \(error)")))
+            return .failure(Unsendable(result: .failed(d, .badRequest("encryption_failed: \(error)"))))
         }
         var headers: [(String, String)] = [
             ("authorization", auth), ("content-encoding", "aes128gcm"), ("content-type", "application/octet-stream"),
@@ -423,11 +396,11 @@ public final class WebPushProvider: PushProvider {
             case 200, 201, 202:
                 return Self.sentResult(d, resp)
             case 404:
-                return .failed(d, reason: "not_found", deactivate: true, extra: extra)
+                return .failed(d, .invalidToken("not_found"), deactivate: true, extra: extra)
             case 410:
-                return .failed(d, reason: "gone", deactivate: true, extra: extra)
+                return .failed(d, .invalidToken("gone"), deactivate: true, extra: extra)
             case 413:
-                return .failed(d, reason: "payload_too_large", extra: extra)
+                return .failed(d, .badRequest("payload_too_large"), extra: extra)
             case 429, 500...599:
                 if let wait = Backoff.retryWait(after: resp, attempt: attempt, maxAttempts: Self.maxAttempts, maxWaitMs: Self.maxRetryDelayMs) {
                     Metrics.shared.providerRetry(app: app, platform: .webpush, reason: resp.status == 429 ? "too_many_requests" : "http_\(resp.status)")
@@ -436,15 +409,15 @@ public final class WebPushProvider: PushProvider {
                     continue
                 }
                 if let ra = RetryAfter.seconds(resp.header("retry-after")) { extra["retry_after_ms"] = .int(Int64(ra) * 1000) }
-                return .failed(d, reason: resp.status == 429 ? "too_many_requests" : "http_\(resp.status)", retryable: true, extra: extra)
+                return .failed(d, resp.status == 429 ? .rateLimited("too_many_requests") : WebWNS.failure("http_\(resp.status)"), retryable: true, extra: extra)
             case 400:
-                return .failed(d, reason: "bad_request: " + WebWNS.bodyExcerpt(resp.body), extra: extra)
+                return .failed(d, .badRequest("bad_request: " + WebWNS.bodyExcerpt(resp.body)), extra: extra)
             case 401:
-                return .failed(d, reason: "unauthorized: " + WebWNS.bodyExcerpt(resp.body), extra: extra)
+                return .failed(d, .auth("unauthorized: " + WebWNS.bodyExcerpt(resp.body)), extra: extra)
             case 403:
-                return .failed(d, reason: "forbidden: " + WebWNS.bodyExcerpt(resp.body), extra: extra)
+                return .failed(d, .auth("forbidden: " + WebWNS.bodyExcerpt(resp.body)), extra: extra)
             default:
-                return .failed(d, reason: "http_\(resp.status): " + WebWNS.bodyExcerpt(resp.body), extra: extra)
+                return .failed(d, WebWNS.failure("http_\(resp.status): " + WebWNS.bodyExcerpt(resp.body)), extra: extra)
             }
         }
     }
