@@ -91,6 +91,23 @@ def test_async_topic_condition_without_fcm_and_with_fcm_retries(start_daemon, ap
     assert res[0]["registration_id"] == cond and res[0]["status"] == "sent" and res[0]["attempts"] >= 1, res
 
 
+def test_async_topic_fcm_outage_retries_the_topic_message_to_its_deadline(start_daemon, apns, fcm):
+    # Google keeps answering 503: the topic message is retried by the outbox (attempts > 1)
+    # until the notification's deadline, then fails `expired`; the APNs subscribers are sent.
+    d = start_daemon(config(apns, fcm))
+    subscribe_apns(d, 3, "news")
+    fcm.control(op="fail", count=100000, status=503, code="UNAVAILABLE")
+    r = d.call({"cmd": "topic", "topic": "news", "message": "x", "async": True, "time_to_live": 5})
+    job = wait_job(d, r["job"]["id"], timeout=120)
+    assert (job["devices"], job["sent"], job["failed"]) == (4, 3, 1), job
+    res = all_results(d, r["job"]["id"])
+    head = res[0]
+    assert head["registration_id"] == "/topics/news" and head["status"] == "failed", head
+    assert head["reason"] == "expired" and head["attempts"] >= 2 and head["retryable"] is False, head
+    assert len(topic_messages(fcm, topic="news")) >= 2
+    assert sorted(apns_by_token(apns)) == sorted(tok(i) for i in range(1, 4))
+
+
 def test_async_topic_without_fcm_fans_out_only(start_daemon, apns):
     d = start_daemon(config(apns))
     ids = subscribe_apns(d, 5, "deals")
