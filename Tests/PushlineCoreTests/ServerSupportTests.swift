@@ -100,4 +100,21 @@ import Glibc
             }
         }
     }
+
+    @Test func jobRetentionTakesTheDurationFormsOfEventRetention() throws {
+        for (text, seconds) in [("45", Int64(45)), (#""45s""#, 45), (#""30m""#, 1800), (#""12h""#, 43_200), (#""7d""#, 604_800)] {
+            let c = try PushlineConfig(json: try JSONValue.parse(#"{"job_retention":"# + text + "}"))
+            #expect(c.jobRetention == seconds, "\(text)")
+        }
+        #expect(PushlineConfig().jobRetention == 7 * 86_400)
+        for text in [#""7x""#, "0", #""abc""#, "true", #""367d""#] {
+            let json = try JSONValue.parse(#"{"job_retention":"# + text + "}")
+            do throws(ConfigError) {
+                _ = try PushlineConfig(json: json)
+                Issue.record("accepted \(text)")
+            } catch {
+                #expect(error.path == "job_retention")
+            }
+        }
+    }
 }

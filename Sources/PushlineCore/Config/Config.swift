@@ -135,7 +135,9 @@ public struct PushlineConfig: Sendable {
         maxPending = try r.int("max_pending", range: 1...100_000_000) ?? maxPending
         maxQueued = try r.int("max_queued", range: 1...1_000_000_000) ?? maxQueued
         maxDeliveryDelay = Int64(try r.int("max_delivery_delay", range: 1...(30 * 86_400)) ?? Int(maxDeliveryDelay))
-        jobRetention = Int64(try r.int("job_retention", range: 1...(366 * 86_400)) ?? Int(jobRetention))
+        if let v = r.value("job_retention") {
+            jobRetention = try Self.duration(v, key: "job_retention", range: 1...(366 * 86_400))
+        }
         shutdownTimeoutMs = try r.int("shutdown_timeout_ms", range: 0...600_000) ?? shutdownTimeoutMs
         leaseMs = try r.int("lease_ms", range: 1000...3_600_000) ?? leaseMs
         databaseMaxPages = try r.int("database_max_pages", range: 16...Int(Int32.max))

@@ -11,7 +11,10 @@ extension Dispatcher {
     /// Keys of an async request that are not part of the stored message.
     static let asyncKeys: Set<String> = ["cmd", "async", "send_at", "idempotency_key", "results"]
 
-    func acceptAsync(_ a: inout Arguments, bulk: Bool) async throws(CommandError) -> JSONObject {
+    /// `topic`: the stored message is the request (without the async keys) with `"cmd": "topic"`;
+    /// the worker resolves it to Google's topic message (one delivery, if the app has FCM) and
+    /// the registry's subscribers (see `OutboxWorker.resolveChunk`).
+    func acceptAsync(_ a: inout Arguments, bulk: Bool, topic isTopic: Bool = false) async throws(CommandError) -> JSONObject {
         guard let outbox else { throw CommandError(.unavailable, "this daemon has no outbox", details: ["retry_after_ms": 1000]) }
         guard let isAsync = try a.bool("async") else { throw .invalid("async", "expected true or false") }
         guard isAsync else {
@@ -19,6 +22,7 @@ extension Dispatcher {
             var o = a.object
             o["async"] = nil
             var rest = Arguments(o)
+            if isTopic { return try await topic(&rest) }
             return try await withResultsMode(&rest) { (r: inout Arguments) async throws(CommandError) in try await send(&r, bulk: bulk) }
         }
         let now = nowMillis()
@@ -33,6 +37,8 @@ extension Dispatcher {
         if let key {
             guard !key.isEmpty, key.utf8.count <= 255 else { throw .invalid("idempotency_key", "must be 1 to 255 bytes") }
         }
+        // `topic` takes no `results` (refused as a synchronous topic refuses it).
+        if isTopic, a.has("results") { throw .invalid("results", "unknown argument 'results'") }
         if let r = try a.string("results"), !["all", "failed", "none"].contains(r) {
             throw .invalid("results", "expected one of \"all\", \"failed\", \"none\", got \"\(r.prefix(40))\"")
         }
@@ -41,7 +47,20 @@ extension Dispatcher {
         var messages: [JSONObject] = []
         var jobs: [Job] = []
         var indexed = false
-        if bulk, a.has("messages") {
+        var estimate = 0
+        var apps: Set<String> = []
+        var deadline: Int64 = 0
+        if isTopic {
+            let t = try parseTopic(&a)
+            let (groups, fcm) = try await checkTopic(t)
+            var o = a.object
+            for k in Self.asyncKeys { o[k] = nil }
+            o["cmd"] = "topic"
+            messages.append(o)
+            estimate = groups.reduce(0) { $0 + $1.count } + (fcm == nil ? 0 : 1)
+            apps.insert(t.app)
+            deadline = Self.deadline(t.notification, sendAt: sendAt, maxDelay: config.maxDeliveryDelay)
+        } else if bulk, a.has("messages") {
             guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }
             try a.finish()
             guard !list.isEmpty else { throw .invalid("messages", "must not be empty") }
@@ -58,9 +77,6 @@ extension Dispatcher {
             for k in Self.asyncKeys { o[k] = nil }
             messages.append(o)
         }
-        var estimate = 0
-        var apps: Set<String> = []
-        var deadline: Int64 = 0
         for (i, j) in jobs.enumerated() {
             do throws(CommandError) {
                 let (count, app) = try await planAsync(j)
@@ -90,6 +106,9 @@ extension Dispatcher {
         if accepted.duplicate { o["duplicate"] = true }
         return o
     }
+
+    /// Whether a stored message is an async `topic` request.
+    static func isTopicMessage(_ m: JSONObject) -> Bool { m["cmd"] == .string("topic") }
 
     /// A database failure (full disk, I/O error, closed) becomes `unavailable` (retryable).
     static func storageError(_ e: CommandError, doing what: String) -> CommandError {

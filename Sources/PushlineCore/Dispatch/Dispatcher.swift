@@ -52,8 +52,7 @@ public final class Dispatcher: RequestHandler {
         case "prune": return try await prune(&a)
         case "stats": return try await stats(&a)
         case "send" where a.has("async"), "bulk" where a.has("async"): return try await acceptAsync(&a, bulk: cmd == "bulk")
-        case "topic" where a.has("async"):
-            throw .invalid("async", "topic does not take async yet: send to the topic's subscribers with a filter, or synchronously")
+        case "topic" where a.has("async"): return try await acceptAsync(&a, bulk: false, topic: true)
         case "job": return try await jobCommand(&a)
         case "jobs": return try await jobsCommand(&a)
         case "cancel": return try await cancelCommand(&a)

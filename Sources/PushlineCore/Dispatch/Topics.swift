@@ -9,7 +9,19 @@ extension Dispatcher {
         return tp
     }
 
-    func topic(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
+    /// A `topic` request's parts: where it goes and what.
+    struct TopicRequest {
+        var app: String
+        var topic: TopicName?
+        var condition: String?
+        var notification: Notification
+        /// The registry's APNs/WebPush/WNS subscribers of the topic or condition.
+        var subscribers: DeviceFilter
+    }
+
+    /// Parses a `topic` request (every argument left unread must be a notification field); also
+    /// used by the outbox worker on a stored async `topic` message.
+    func parseTopic(_ a: inout Arguments) throws(CommandError) -> TopicRequest {
         let app = try a.app() ?? "default"
         let topic = try a.string("topic").map { t throws(CommandError) in try TopicName(parsing: t, field: "topic") }
         let condition = try a.string("condition")
@@ -31,10 +43,24 @@ extension Dispatcher {
         f.active = true
         f.notPlatform = .fcm
         f.topics = try condition.map { c throws(CommandError) in try TopicCondition.parse(c) } ?? topic.map { .topic($0.name) }
-        let groups = try await registry.groups(f).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
-        let fcm = providers.provider(app: app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: app) : nil
-        if let fcm { try fcm.validate(n) }
-        try validate(n, groups: groups.map { ($0.app, $0.platform) })
+        return TopicRequest(app: app, topic: topic, condition: condition, notification: n, subscribers: f)
+    }
+
+    /// What a `topic` request reaches, checked as a send is: the subscribers' (app, platform)
+    /// groups with a configured provider, and Google's topic API if the app has FCM (required
+    /// when no subscriber is reachable otherwise); the notification is valid for all of them.
+    func checkTopic(_ t: TopicRequest) async throws(CommandError) -> (groups: [Registry.Group], fcm: (any TopicProvider)?) {
+        let groups = try await registry.groups(t.subscribers).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
+        let fcm = providers.provider(app: t.app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: t.app) : nil
+        if let fcm { try fcm.validate(t.notification) }
+        try validate(t.notification, groups: groups.map { ($0.app, $0.platform) })
+        return (groups, fcm)
+    }
+
+    func topic(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
+        let t = try parseTopic(&a)
+        let (app, topic, condition, n, f) = (t.app, t.topic, t.condition, t.notification, t.subscribers)
+        let (groups, fcm) = try await checkTopic(t)
         var fcmResult: JSONObject?
         if let fcm {
             try reserve(1)

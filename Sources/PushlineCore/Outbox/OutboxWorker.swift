@@ -183,6 +183,7 @@ public final class OutboxWorker: Sendable {
     static func parse(_ job: OutboxJob, _ d: Dispatcher) -> [Notification?] {
         job.messages.enumerated().map { i, m in
             var a = Arguments(m, prefix: job.indexed ? "messages[\(i)]" : "")
+            if Dispatcher.isTopicMessage(m) { return try? d.parseTopic(&a).notification }
             return try? d.parseJob(&a).notification
         }
     }
@@ -264,11 +265,56 @@ public final class OutboxWorker: Sendable {
             var a = Arguments(job.messages[c.m], prefix: job.indexed ? "messages[\(c.m)]" : "")
             let message = job.indexed ? c.m : nil
             let target: Target
-            do throws(CommandError) { target = try d.parseJob(&a).target } catch {
+            var topic: Dispatcher.TopicRequest?
+            do throws(CommandError) {
+                if Dispatcher.isTopicMessage(job.messages[c.m]) {
+                    topic = try d.parseTopic(&a)
+                    target = .ids([])
+                } else {
+                    target = try d.parseJob(&a).target
+                }
+            } catch {
                 logger.error("outbox: a stored message no longer parses", metadata: ["job": "\(job.id)", "error": "\(error.message)"])
                 c = Cursor()
                 c.m = job.messages.count
                 break
+            }
+            if let t = topic {
+                // An async `topic`: Google's topic message first (one delivery; cursor `o` is 1
+                // once it is added), then the subscribers, paged as a filter target is.
+                if c.o == 0 {
+                    c.o = 1
+                    if d.providers.provider(app: t.app, platform: .fcm) != nil {
+                        let to = t.condition ?? t.topic.map { "/topics/" + $0.name } ?? ""
+                        rows.append(OutboxNewDelivery(
+                            message: message, deviceId: nil, raw: Device(id: 0, platform: .fcm, app: t.app, registrationId: to), rejected: nil))
+                    }
+                }
+                let room = Self.resolveChunk - rows.count
+                if room == 0 { continue }
+                let groups = try await d.registry.groups(t.subscribers).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
+                // As the synchronous `topic`: no fan-out when no subscriber's provider is configured.
+                let reachable = groups.contains { d.providers.provider(app: $0.app, platform: $0.platform) != nil }
+                let parts = reachable ? Dispatcher.pageParts(t.subscribers, groups: groups) : []
+                var at = Registry.PageCursor()
+                at.part = c.p
+                at.afterId = c.a
+                var next: Registry.PageCursor?
+                if !parts.isEmpty {
+                    let (devices, n) = try await d.registry.page(parts, from: at, limit: room)
+                    add(Resolved(devices: devices), message: message)
+                    next = n
+                }
+                if let next {
+                    c.p = next.part
+                    c.a = next.afterId
+                } else {
+                    c.m += 1
+                    c.o = 0
+                    c.p = 0
+                    c.a = 0
+                }
+                continue
             }
             let room = Self.resolveChunk - rows.count
             var done = false
@@ -340,6 +386,8 @@ public final class OutboxWorker: Sendable {
             var claim: Int
             var message: Int
             var rows: [OutboxDelivery]
+            /// Google's topic message of an async `topic` (sent with `sendToTopic`).
+            var topic = false
         }
         var parts: [Part] = []
         var outcomes = [[OutboxOutcome]](repeating: [], count: claims.count)
@@ -348,6 +396,13 @@ public final class OutboxWorker: Sendable {
             let ns = notifications[claim.job.id] ?? []
             var byMessage: [Int: [OutboxDelivery]] = [:]
             for x in claim.deliveries {
+                // An async `topic` fans out to every platform but FCM: its FCM row is the topic message.
+                let tm = x.message ?? 0
+                if x.device?.platform == .fcm, tm < claim.job.messages.count, Dispatcher.isTopicMessage(claim.job.messages[tm]),
+                   tm < ns.count, ns[tm] != nil {
+                    parts.append(Part(claim: ci, message: tm, rows: [x], topic: true))
+                    continue
+                }
                 let m = x.message ?? 0
                 guard x.device != nil, m < ns.count, ns[m] != nil else {
                     let reason = x.device == nil ? "not_registered" : "internal: the stored notification does not parse"
@@ -361,7 +416,9 @@ public final class OutboxWorker: Sendable {
             }
             for m in byMessage.keys.sorted() { parts.append(Part(claim: ci, message: m, rows: byMessage[m] ?? [])) }
         }
-        let addressed: [Addressed] = parts.compactMap { p in
+        let devicePart = parts.indices.filter { !parts[$0].topic }
+        let addressed: [Addressed] = devicePart.compactMap { k in
+            let p = parts[k]
             let job = claims[p.claim].job
             guard var n = notifications[job.id]?[p.message] else { return nil }
             let devices = p.rows.compactMap(\.device)
@@ -375,12 +432,22 @@ public final class OutboxWorker: Sendable {
             }
             return Addressed(n, to: devices)
         }
-        let results: [[DeliveryResult]]
-        if addressed.count == 1 {
-            results = [await d.deliver(addressed[0].notification, to: addressed[0].devices)]
-        } else {
-            results = addressed.isEmpty ? [] : await d.deliver(addressed)
+        // Topic messages go to Google while the devices' batch is on the wire.
+        let topicList: [(Int, Device?, JSONObject, Notification?)] = parts.indices.filter { parts[$0].topic }.map { k in
+            let p = parts[k]
+            let job = claims[p.claim].job
+            return (k, p.rows[0].device, job.messages[p.message], notifications[job.id]?[p.message] ?? nil)
         }
+        async let topicResults = Self.sendTopics(topicList, d)
+        let deviceResults: [[DeliveryResult]]
+        if addressed.count == 1 {
+            deviceResults = [await d.deliver(addressed[0].notification, to: addressed[0].devices)]
+        } else {
+            deviceResults = addressed.isEmpty ? [] : await d.deliver(addressed)
+        }
+        var results = [[DeliveryResult]](repeating: [], count: parts.count)
+        for (k, r) in zip(devicePart, deviceResults) { results[k] = r }
+        for (k, r) in await topicResults { results[k] = [r] }
         let renderer = await d.applyDeactivations(results.flatMap { $0 }, devices: addressed.flatMap(\.devices))
         let now = nowMillis()
         var sent = 0
@@ -391,6 +458,7 @@ public final class OutboxWorker: Sendable {
             let deadline = n.map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
             for (x, r) in zip(p.rows, results[k]) {
                 var o = renderer.json(r)
+                if p.topic { o["app"] = .string(job.app) }
                 o["attempts"] = .int(Int64(x.attempts + 1))
                 if job.indexed {
                     o.pairs.insert(("message_index", .int(Int64(p.message))), at: 0)
@@ -436,6 +504,29 @@ public final class OutboxWorker: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends the topic messages of async `topic` jobs through the app's FCM topic provider,
+    /// concurrently; one result per (part index, FCM row, stored message, notification).
+    static func sendTopics(_ list: [(Int, Device?, JSONObject, Notification?)], _ d: Dispatcher) async -> [(Int, DeliveryResult)] {
+        await withTaskGroup(of: (Int, DeliveryResult).self) { group in
+            for (k, device, message, n) in list {
+                group.addTask {
+                    let to = device?.registrationId ?? ""
+                    var a = Arguments(message)
+                    guard let n, let dev = device, let t = try? d.parseTopic(&a) else {
+                        return (k, DeliveryResult(deviceId: nil, platform: .fcm, registrationId: to, status: .failed, reason: "internal: the stored notification does not parse"))
+                    }
+                    guard let p = d.providers.provider(app: dev.app, platform: .fcm) as? any TopicProvider else {
+                        return (k, DeliveryResult(deviceId: nil, platform: .fcm, registrationId: to, status: .failed, reason: "provider_not_configured"))
+                    }
+                    return (k, await p.sendToTopic(n, topic: t.topic, condition: t.condition))
+                }
+            }
+            var out: [(Int, DeliveryResult)] = []
+            for await r in group { out.append(r) }
+            return out
         }
     }
 

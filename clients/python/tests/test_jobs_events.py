@@ -191,3 +191,21 @@ def test_idempotency_key_send_at_and_cancel(env):
     assert "canceled" in [x.state for x in client.jobs(state="canceled").jobs]
     with pytest.raises(pushline.NotFound):
         client.job("no-such-job")
+
+
+def test_async_topic_job_reaches_the_subscribers(env):
+    # `topic` with async_ (APNs subscribers recorded in the registry; no FCM in this daemon).
+    client, fake, _ = env
+    tokens = [apns_token(0x300 + i) for i in range(3)]
+    ids = [client.register(platform="apns", registration_id=t)["device"]["id"] for t in tokens]
+    assert client.subscribe(topic="news", ids=ids[:2]).succeeded == 2
+    r = client.topic(topic="news", message="extra", async_=True, idempotency_key="ed-1")
+    assert isinstance(r, pushline.JobAccepted) and r.duplicate is False
+    again = client.topic(topic="news", message="extra", idempotency_key="ed-1")
+    assert again.job_id == r.job_id and again.duplicate is True
+    j = wait_done(client, r.job_id)
+    assert (j.devices, j.sent, j.failed) == (2, 2, 0)
+    assert sorted(x["token"] for x in fake.received()) == sorted(tokens[:2])
+    later = client.topic(topic="news", message="later", send_at=time.time() + 3600)
+    assert later.state == "scheduled"
+    client.cancel(later.job_id)

@@ -136,4 +136,20 @@ class JobsEventsTest < APNsTest
     assert_equal "canceled", @client.job(later.job_id).state
     assert_raises(Pushline::NotFound) { @client.job("no-such-job") }
   end
+
+  # Needs the outbox: `topic` with async (APNs subscribers in the registry; no FCM here).
+  def test_async_topic_job_reaches_the_subscribers
+    tokens = (0..2).map { |i| apns_token(0x300 + i) }
+    ids = register_all(tokens)
+    assert_equal 2, @client.subscribe(topic: "news", ids: ids[0, 2]).succeeded
+    r = @client.topic(topic: "news", message: "extra", async: true, idempotency_key: "ed-1")
+    assert_instance_of Pushline::JobAccepted, r
+    again = @client.topic(topic: "news", message: "extra", idempotency_key: "ed-1")
+    assert_equal [r.job_id, true], [again.job_id, again.duplicate?]
+    j = wait_done(r.job_id)
+    assert_equal [2, 2, 0], [j.devices, j.sent, j.failed]
+    assert_equal tokens[0, 2].sort, received.map { |x| x["token"] }.sort
+    later = @client.topic(topic: "news", message: "later", send_at: Time.now + 3600)
+    assert_equal "scheduled", later.state
+  end
 end

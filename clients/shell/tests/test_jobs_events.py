@@ -153,6 +153,31 @@ def test_async_send_job_jobs_cancel(env):
     assert '"job_done"' in run("--events").stdout
 
 
+def test_async_topic_job(env):
+    # --topic with --async/--idempotency-key/--send-at: a job to the topic's registry subscribers.
+    run, fake, _ = env
+    ids = register(run, [tok(0x40), tok(0x41), tok(0x42)])
+    r = run.request({"cmd": "subscribe", "topic": "news", "ids": ids[:2]})
+    assert r["ok"] and r["succeeded"] == 2, r
+    r = run("--topic", "news", "--message", "extra", "--async", "--idempotency-key", "ed-1")
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["job"]["id"]
+    again = json.loads(run("--topic", "news", "--message", "extra", "--idempotency-key", "ed-1").stdout)
+    assert again["job"]["id"] == job and again["duplicate"] is True
+    deadline = time.monotonic() + 30
+    st = {}
+    while time.monotonic() < deadline:
+        st = json.loads(run("--job", job).stdout)
+        st = st.get("job", st)
+        if st.get("state") == "done":
+            break
+        time.sleep(0.2)
+    assert (st["state"], st["devices"], st["sent"]) == ("done", 2, 2), st
+    assert sorted(x["token"] for x in fake.received()) == [tok(0x40), tok(0x41)]
+    later = json.loads(run("--topic", "news", "--message", "later", "--send-at", str(int(time.time()) + 3600)).stdout)
+    assert later["job"]["state"] == "scheduled"
+
+
 def test_follow_stops_at_once_on_sigterm_during_a_long_poll(env):
     # SIGTERM to the script alone (not its process group) while a 30 s long poll is under way:
     # it exits at once, not when the poll ends (sh runs a trap only after a foreground command).
