@@ -7,12 +7,12 @@ struct NotificationKeysTests {
     @Test("every platform declares its keys, and a request may carry them all")
     func everyPlatformDeclaresItsKeys() {
         for p in Platform.allCases { #expect(ProviderNotificationKeys.byPlatform[p] != nil, "\(p)") }
-        #expect(PushlineCore.Notification.allKeys.isSuperset(of: PushlineCore.Notification.commonKeys))
+        #expect(PushlineCore.PushNotification.allKeys.isSuperset(of: PushlineCore.PushNotification.commonKeys))
         for (key, owner) in [("interruption_level", Platform.apns), ("use_fcm_notifications", .fcm), ("wns_type", .wns)] {
             #expect(ProviderNotificationKeys.byPlatform[owner]?.contains(key) == true, "\(key)")
-            #expect(PushlineCore.Notification.allKeys.contains(key), "\(key)")
-            #expect(!PushlineCore.Notification.commonKeys.contains(key), "\(key) is \(owner)'s own")
+            #expect(PushlineCore.PushNotification.allKeys.contains(key), "\(key)")
+            #expect(!PushlineCore.PushNotification.commonKeys.contains(key), "\(key) is \(owner)'s own")
         }
-        #expect(!PushlineCore.Notification.allKeys.contains("no_such_key"))
+        #expect(!PushlineCore.PushNotification.allKeys.contains("no_such_key"))
     }
 }

@@ -14,7 +14,7 @@ extension Dispatcher {
         var app: String
         var topic: TopicName?
         var condition: String?
-        var notification: Notification
+        var notification: PushNotification
         /// The registry's APNs/WebPush/WNS subscribers of the topic or condition.
         var subscribers: DeviceFilter
     }
@@ -32,10 +32,10 @@ extension Dispatcher {
         if let condition { try FCMTopicName.checkCondition(condition) }
         var fields = JSONObject()
         for k in a.unread {
-            guard Notification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }
+            guard PushNotification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }
             if let v = a.value(k) { fields[k] = v }
         }
-        let n = try Notification(parsing: fields)
+        let n = try PushNotification(parsing: fields)
         // APNs, WebPush and WNS subscribers recorded in the registry get the notification by
         // fan-out through the send pipeline (1.1); FCM devices through Google's topic API.
         var f = DeviceFilter()
@@ -49,7 +49,7 @@ extension Dispatcher {
     /// What a `topic` request reaches, checked as a send is: the subscribers' (app, platform)
     /// groups with a configured provider, and Google's topic API if the app has FCM (required
     /// when no subscriber is reachable otherwise); the notification is valid for all of them.
-    func checkTopic(_ t: TopicRequest) async throws(CommandError) -> (groups: [Registry.Group], fcm: (any TopicProvider)?) {
+    func checkTopic(_ t: TopicRequest) async throws(CommandError) -> (groups: [DeviceGroup], fcm: (any TopicProvider)?) {
         let groups = try await registry.groups(t.subscribers).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
         let fcm = providers.provider(app: t.app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: t.app) : nil
         if let fcm { try fcm.validate(t.notification) }
@@ -97,7 +97,7 @@ extension Dispatcher {
 
     /// Sends to every device of a registry filter, read page by page (by id) through the send
     /// pipeline: memory stays bounded by two chunks whatever the number of subscribers.
-    func fanOut(_ n: Notification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
+    func fanOut(_ n: PushNotification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
         let total = try await checkGroups(n, f)
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }

@@ -13,7 +13,7 @@ public struct DeliveryResult: Sendable {
     }
 
     public var target: Target
-    /// Registry id of the device, nil for a device not in the registry (e.g. FCM topic sends).
+    /// SQLiteRegistry id of the device, nil for a device not in the registry (e.g. FCM topic sends).
     public var deviceId: Int64? {
         get {
             switch target {

@@ -80,7 +80,7 @@ public final class OutboxWorker: Sendable {
             logger.error("outbox: recovery failed", metadata: ["error": "\(error.message)"])
         }
         var lastHousekeeping: Int64 = 0
-        var notifications: [String: [Notification?]] = [:]
+        var notifications: [String: [PushNotification?]] = [:]
         // Child tasks return true for a delivered batch, false for the waker: a task that ends
         // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
         // job is resolved and claimed at once instead of after the next batch ends.
@@ -112,7 +112,7 @@ public final class OutboxWorker: Sendable {
                         claims = []
                     }
                     if !claims.isEmpty {
-                        var ns: [String: [Notification?]] = [:]
+                        var ns: [String: [PushNotification?]] = [:]
                         for c in claims {
                             if notifications[c.job.id] == nil { notifications[c.job.id] = Self.parse(c.job, d) }
                             ns[c.job.id] = notifications[c.job.id] ?? []
@@ -180,7 +180,7 @@ public final class OutboxWorker: Sendable {
         }
     }
 
-    static func parse(_ job: OutboxJob, _ d: Dispatcher) -> [Notification?] {
+    static func parse(_ job: OutboxJob, _ d: Dispatcher) -> [PushNotification?] {
         job.messages.enumerated().map { i, m in
             var a = Arguments(m, prefix: job.indexed ? "messages[\(i)]" : "")
             if Dispatcher.isTopicMessage(m) { return try? d.parseTopic(&a).notification }
@@ -296,10 +296,10 @@ public final class OutboxWorker: Sendable {
                 // As the synchronous `topic`: no fan-out when no subscriber's provider is configured.
                 let reachable = groups.contains { d.providers.provider(app: $0.app, platform: $0.platform) != nil }
                 let parts = reachable ? Dispatcher.pageParts(t.subscribers, groups: groups) : []
-                var at = Registry.PageCursor()
+                var at = PageCursor()
                 at.part = c.p
                 at.afterId = c.a
-                var next: Registry.PageCursor?
+                var next: PageCursor?
                 if !parts.isEmpty {
                     let (devices, n) = try await d.registry.page(parts, from: at, limit: room)
                     add(Resolved(devices: devices), message: message)
@@ -335,7 +335,7 @@ public final class OutboxWorker: Sendable {
                 c.o = end
                 done = end == devices.count
             case .users, .filter:
-                var f = Registry.DeviceFilter()
+                var f = DeviceFilter()
                 f.active = true
                 if case .users(let users, let app, let platform) = target {
                     f.users = users
@@ -348,7 +348,7 @@ public final class OutboxWorker: Sendable {
                 }
                 let groups = try await d.registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
                 let parts = Dispatcher.pageParts(f, groups: groups)
-                var at = Registry.PageCursor()
+                var at = PageCursor()
                 at.part = c.p
                 at.afterId = c.a
                 if parts.isEmpty {
@@ -381,7 +381,7 @@ public final class OutboxWorker: Sendable {
     /// `Addressed` of one `deliver` call (each provider gets all its messages at once, as a
     /// `bulk` does), deactivations are applied once, and each job's results are committed
     /// concurrently (the registry's group commit makes them one transaction).
-    func deliver(_ claims: [OutboxClaim], notifications: [String: [Notification?]], _ d: Dispatcher) async {
+    func deliver(_ claims: [OutboxClaim], notifications: [String: [PushNotification?]], _ d: Dispatcher) async {
         struct Part {
             var claim: Int
             var message: Int
@@ -433,7 +433,7 @@ public final class OutboxWorker: Sendable {
             return Addressed(n, to: devices)
         }
         // Topic messages go to Google while the devices' batch is on the wire.
-        let topicList: [(Int, Device?, JSONObject, Notification?)] = parts.indices.filter { parts[$0].topic }.map { k in
+        let topicList: [(Int, Device?, JSONObject, PushNotification?)] = parts.indices.filter { parts[$0].topic }.map { k in
             let p = parts[k]
             let job = claims[p.claim].job
             return (k, p.rows[0].device, job.messages[p.message], notifications[job.id]?[p.message] ?? nil)
@@ -509,7 +509,7 @@ public final class OutboxWorker: Sendable {
 
     /// Sends the topic messages of async `topic` jobs through the app's FCM topic provider,
     /// concurrently; one result per (part index, FCM row, stored message, notification).
-    static func sendTopics(_ list: [(Int, Device?, JSONObject, Notification?)], _ d: Dispatcher) async -> [(Int, DeliveryResult)] {
+    static func sendTopics(_ list: [(Int, Device?, JSONObject, PushNotification?)], _ d: Dispatcher) async -> [(Int, DeliveryResult)] {
         await withTaskGroup(of: (Int, DeliveryResult).self) { group in
             for (k, device, message, n) in list {
                 group.addTask {

@@ -1,5 +1,5 @@
 /// Which notification keys a request may carry: the keys common to every provider
-/// (`Notification.commonKeys`, in Model/) and each provider's own, which the provider declares
+/// (`PushNotification.commonKeys`, in Model/) and each provider's own, which the provider declares
 /// beside its code (`APNsNotificationKeys`, `FCMNotificationKeys`, `WebPushNotificationKeys`,
 /// `WNSNotificationKeys`). A new provider adds its keys here.
 enum ProviderNotificationKeys {
@@ -10,7 +10,7 @@ enum ProviderNotificationKeys {
     ]
 }
 
-extension Notification {
+extension PushNotification {
     /// Every key a notification may carry: the common ones and each provider's own. Built once
     /// (as a computed property, the unions were a third of a 10,000-message bulk's CPU: each
     /// message's keys are checked against it).

@@ -78,7 +78,7 @@ public enum DatabaseLocation: Sendable, Equatable {
     /// Opens the registry this location names.
     public func open(poolSize: Int, logger: Logger?) throws(CommandError) -> any DeviceRegistry {
         switch self {
-        case .sqlite(let path): return try Registry(path: path, logger: logger)
+        case .sqlite(let path): return try SQLiteRegistry(path: path, logger: logger)
         case .postgres(let conninfo): return try PostgresRegistry(conninfo: conninfo, poolSize: poolSize, logger: logger)
         }
     }

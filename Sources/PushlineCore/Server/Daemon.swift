@@ -69,7 +69,7 @@ public enum Daemon {
         }
         // The outbox and the events feed live in the SQLite registry's database for now; the
         // PostgreSQL backend implements the registry only (issue 14's fleet part is next).
-        let sqlite = registry as? Registry
+        let sqlite = registry as? SQLiteRegistry
         if let pages = config.databaseMaxPages {
             guard let sqlite else {
                 logger.critical("database_max_pages only applies to a SQLite database")
@@ -165,7 +165,7 @@ public enum Daemon {
     }
 
     /// Sets SQLite's `max_page_count` from a non-async context (startup, before serving).
-    static func await_(_ registry: Registry, _ pages: Int) throws(CommandError) {
+    static func await_(_ registry: SQLiteRegistry, _ pages: Int) throws(CommandError) {
         let done = Atomic<Int>(0)
         let failure = Mutex<CommandError?>(nil)
         Task.detached {

@@ -108,7 +108,7 @@ public final class Server: @unchecked Sendable {
         static let coalesceBelow = 64 * 1024
     }
 
-    typealias Job = @Sendable (Server) -> Void
+    typealias LoopTask = @Sendable (Server) -> Void
 
     public let path: String
     private let listenFD: Int32
@@ -122,7 +122,7 @@ public final class Server: @unchecked Sendable {
     private let logger: Logger
     private var connections: [Int32: Connection] = [:]
     private var nextConnID: UInt64 = 1
-    private let inbox = Mutex<[Job]>([])
+    private let inbox = Mutex<[LoopTask]>([])
     private var stopping = false
     /// accept failed for want of descriptors or memory: the listening socket is not watched
     /// (it would wake the loop without end) until a connection closes or a second passes.
@@ -316,7 +316,7 @@ public final class Server: @unchecked Sendable {
     /// Only the job that finds the inbox empty signals the eventfd: the loop drains the eventfd
     /// before it takes the inbox, so later jobs are either taken with that one or find the inbox
     /// empty again (one write per wake-up, not per answer, under load).
-    func post(_ job: @escaping Job) {
+    func post(_ job: @escaping LoopTask) {
         let wasEmpty = inbox.withLock { q -> Bool in
             q.append(job)
             return q.count == 1

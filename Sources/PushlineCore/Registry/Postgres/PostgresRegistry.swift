@@ -80,7 +80,7 @@ public final class PostgresRegistry: Sendable {
     public func unregister(_ keys: [DeviceKey]) async throws(CommandError) -> (deleted: Int, missing: [Int]) {
         let r = try await run(write: true) { s in
             let r = try s.unregister(keys)
-            return Registry.UnregisterResult(deleted: r.deleted, missing: r.missing)
+            return UnregisterResult(deleted: r.deleted, missing: r.missing)
         }
         return (r.deleted, r.missing)
     }
@@ -89,15 +89,15 @@ public final class PostgresRegistry: Sendable {
         try await run(write: false) { s in try s.devices(f) }
     }
 
-    public func page(_ parts: [DeviceFilter], from cursor: Registry.PageCursor, limit: Int) async throws(CommandError) -> ([Device], Registry.PageCursor?) {
+    public func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Device], PageCursor?) {
         let r = try await run(write: false) { s in
             let (devices, next) = try s.page(parts, from: cursor, limit: limit)
-            return Registry.PageResult(devices: devices, next: next)
+            return PageResult(devices: devices, next: next)
         }
         return (r.devices, r.next)
     }
 
-    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [Registry.Group] {
+    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup] {
         var all = f
         all.afterId = nil
         all.limit = nil
@@ -117,11 +117,11 @@ public final class PostgresRegistry: Sendable {
         try await run(write: true) { s in try s.prune(inactiveBefore: inactiveBefore) }
     }
 
-    public func stats() async throws(CommandError) -> Registry.Stats {
+    public func stats() async throws(CommandError) -> RegistryStats {
         try await run(write: false) { s in try s.stats() }
     }
 
-    public func deactivate(_ list: [Registry.Deactivation]) async -> Set<Int64> {
+    public func deactivate(_ list: [Deactivation]) async -> Set<Int64> {
         do {
             return try await run(write: true) { s in try s.deactivate(list) }
         } catch {
