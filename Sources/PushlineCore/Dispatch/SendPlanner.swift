@@ -202,32 +202,12 @@ extension Dispatcher {
     /// reads together), in order; the first failure fails them all.
     func resolveEach(_ targets: [Target]) async throws(CommandError) -> [Resolved] {
         if targets.count <= 1 { return try await targets.isEmpty ? [] : [resolve(targets[0])] }
-        // The group's state lives in its closure and is returned (no outer variable is captured).
-        let out = await withTaskGroup(of: (Int, Result<Resolved, CommandError>).self, returning: Result<[Resolved], CommandError>.self) {
-            group in
-            var done = [Resolved](repeating: Resolved(), count: targets.count)
-            var failure: (index: Int, error: CommandError)?
-            var next = 0
-            var running = 0
-            while true {
-                while next < targets.count && running < Self.resolveWidth && failure == nil {
-                    let i = next
-                    let t = targets[i]
-                    group.addTask { (i, await self.resolveResult(t)) }
-                    next += 1
-                    running += 1
-                }
-                guard running > 0, let (i, r) = await group.next() else { break }
-                running -= 1
-                switch r {
-                case .success(let x): done[i] = x
-                case .failure(let e): if i < failure?.index ?? Int.max { failure = (i, e) }
-                }
-            }
-            if let failure { return .failure(failure.error) }
-            return .success(done)
-        }
-        return try out.get()
+        // The one bounded fan-out (Batches.map); the first failure in target order fails them all.
+        let results = await Batches.map(targets, width: Self.resolveWidth) { t in await self.resolveResult(t) }
+        var done: [Resolved] = []
+        done.reserveCapacity(results.count)
+        for r in results { done.append(try r.get()) }
+        return done
     }
 
     func resolveResult(_ t: Target) async -> Result<Resolved, CommandError> {
