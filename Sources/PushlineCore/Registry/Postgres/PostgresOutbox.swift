@@ -35,7 +35,8 @@ public final class PostgresOutbox: Outbox {
     struct InFlight {
         var owner = ""
         var leaseMs: Int64 = 30_000
-        var rows: Set<Lease> = []
+        /// Claimed rows not completed yet, with when they were claimed.
+        var rows: [Lease: Int64] = [:]
     }
     let inFlight = Mutex(InFlight())
     /// Jobs this daemon was handed to resolve, with the cursor it was handed (job id -> (seq, cursor)).
@@ -51,12 +52,22 @@ public final class PostgresOutbox: Outbox {
     /// Starts the heartbeat (every third of the lease, the leases of claimed rows not yet completed).
     public func start() {
         let t = Task { [self] in
+            var last = nowMillis()
             while !Task.isCancelled {
-                let (owner, leaseMs, rows) = inFlight.withLock { ($0.owner, $0.leaseMs, Array($0.rows)) }
-                do { try await Task.sleep(for: .milliseconds(max(100, leaseMs / 3))) } catch { return }
+                // Short steps: the lease is only known from the first claim (`lease_ms`).
+                do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
+                let now = nowMillis()
+                // A row the worker never completed (whatever the reason) is let go after
+                // `maxHoldMs`, so its lease expires and another claim sends it, as without a heartbeat.
+                let (owner, leaseMs, rows) = inFlight.withLock { f in
+                    f.rows = f.rows.filter { now - $0.value < Self.maxHoldMs }
+                    return (f.owner, f.leaseMs, Array(f.rows.keys))
+                }
+                guard now - last >= leaseMs / 3 else { continue }
+                last = now
                 guard !rows.isEmpty else { continue }
                 do throws(CommandError) {
-                    try await extend(owner: owner, rows: rows, until: nowMillis() + leaseMs)
+                    try await extend(owner: owner, rows: rows, until: now + leaseMs)
                 } catch {
                     logger?.warning("outbox: heartbeat failed", metadata: ["error": "\(error.message)"])
                 }
@@ -65,17 +76,26 @@ public final class PostgresOutbox: Outbox {
         heartbeat.withLock { $0 = t }
     }
 
+    /// How long the heartbeat keeps a claimed row at most (well beyond a provider request's timeout).
+    static let maxHoldMs: Int64 = 120_000
+
     public func stop() { heartbeat.withLock { $0?.cancel() } }
 
     func leaseOwner(_ owner: String) -> String { instance + "/" + owner }
 
+    /// Never waits for a row lock (SKIP LOCKED: a row locked now is being completed), so the
+    /// heartbeat cannot deadlock with a completion or a cancel.
     func extend(owner: String, rows: [Lease], until: Int64) async throws(CommandError) {
         _ = try await registry.run(write: true) { s in
             try s.c.query(
                 """
-                UPDATE outbox_deliveries d SET lease_until = $1
-                FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(job, n, fence)
-                WHERE d.job = u.job AND d.n = u.n AND d.fence = u.fence AND d.state = 0 AND d.lease_owner = $5
+                WITH t AS (
+                    SELECT d.job, d.n FROM outbox_deliveries d
+                    JOIN unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(job, n, fence)
+                      ON d.job = u.job AND d.n = u.n AND d.fence = u.fence
+                    WHERE d.state = 0 AND d.lease_owner = $5
+                    ORDER BY d.job, d.n FOR UPDATE OF d SKIP LOCKED)
+                UPDATE outbox_deliveries d SET lease_until = $1 FROM t WHERE d.job = t.job AND d.n = t.n
                 """,
                 [.int(until), PGConnection.array(rows.map(\.job)), PGConnection.array(rows.map(\.n)),
                  PGConnection.array(rows.map(\.fence)), .text(owner)]).affected
@@ -107,6 +127,12 @@ public final class PostgresOutbox: Outbox {
         FROM outbox_jobs WHERE state IN ('queued', 'running')
         """
 
+    /// An answered accept, a recorded result or a cancel survives a crash of the server even
+    /// where the cluster runs with `synchronous_commit = off` (as SQLiteOutbox's `durable`).
+    static func durable(_ c: PGConnection) throws {
+        try c.exec("SET LOCAL synchronous_commit = on")
+    }
+
     static func notifyWork(_ c: PGConnection) throws {
         try c.query("SELECT pg_notify('pushline_outbox', '')")
     }
@@ -114,6 +140,7 @@ public final class PostgresOutbox: Outbox {
     public func accept(_ spec: OutboxJobSpec, maxQueued: Int, idempotencyWindowMs: Int64) async throws(CommandError) -> (job: OutboxJob, duplicate: Bool) {
         try await registry.run(write: true) { s in
             let c = s.c
+            try Self.durable(c)
             if let key = spec.idempotencyKey {
                 // Two daemons accepting the same (app, key) at once: the second waits for the
                 // first's commit here, then finds its job below.
@@ -314,7 +341,7 @@ public final class PostgresOutbox: Outbox {
             inFlight.withLock { f in
                 for cl in out {
                     guard let seq = seqs[cl.job.id] else { continue }
-                    for d in cl.deliveries { f.rows.insert(Lease(job: seq, n: d.n, fence: d.fence)) }
+                    for d in cl.deliveries { f.rows[Lease(job: seq, n: d.n, fence: d.fence)] = now }
                 }
             }
         }
@@ -342,10 +369,11 @@ public final class PostgresOutbox: Outbox {
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
         // Whatever happens below, these rows are no longer this daemon's to keep alive.
         if let seq = seqCache.withLock({ $0[job] }) {
-            inFlight.withLock { f in for o in outcomes { f.rows.remove(Lease(job: seq, n: o.n, fence: o.fence)) } }
+            inFlight.withLock { f in for o in outcomes { f.rows[Lease(job: seq, n: o.n, fence: o.fence)] = nil } }
         }
         let (applied, wrote): (Int, Bool) = try await registry.run(write: true) { s in
             let c = s.c
+            try Self.durable(c)
             guard let (seq, _) = try Self.load(c, id: job) else { return (0, false) }
             guard !outcomes.isEmpty else { return (0, try Self.finishIfDone(s, seq: seq, id: job, now: now)) }
             let cur = try c.query(
@@ -400,6 +428,7 @@ public final class PostgresOutbox: Outbox {
     public func cancel(job: String, now: Int64) async throws(CommandError) -> OutboxJob? {
         let (result, wrote): (OutboxJob?, Bool) = try await registry.run(write: true) { s in
             let c = s.c
+            try Self.durable(c)
             // No lock on the job row first: rows are locked before the job row everywhere (as complete does).
             guard let (seq, j) = try Self.load(c, id: job) else { return (nil, false) }
             guard j.stored == .queued || j.stored == .running else { return (j, false) }
