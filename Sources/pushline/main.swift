@@ -416,7 +416,7 @@ struct SendTest: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send-test", abstract: "Send a test message to one device (the admin panel's 'send test message').")
     @OptionGroup var socket: SocketOptions
-    @Argument(help: "Registry id of the device.") var device: Int64
+    @Argument(help: "SQLiteRegistry id of the device.") var device: Int64
     @Option(help: "Message text.") var message = "Test message from Pushline"
     @Flag(help: "Build and check, send nothing.") var dryRun = false
     @Flag(help: "Print the send response as JSON.") var json = false

@@ -2,9 +2,9 @@ import Testing
 @testable import PushlineCore
 
 /// Parses a JSON notification as a client would send it.
-func apnsTestNote(_ json: String) throws -> Notification {
+func apnsTestNote(_ json: String) throws -> PushNotification {
     let v = try JSONValue.parse(json)
-    return try Notification(parsing: try #require(v.objectValue))
+    return try PushNotification(parsing: try #require(v.objectValue))
 }
 
 private func build(_ json: String, topic: String? = "com.example.app", requireTopic: Bool = true) throws -> APNsMessage {

@@ -9,7 +9,7 @@ import Testing
 /// A dispatcher with an APNs app `default` whose provider sends through `client`.
 struct DispatchHarness {
     let dispatcher: Dispatcher
-    let registry: Registry
+    let registry: SQLiteRegistry
     let dir: String
 
     init(client: any HTTPClient) throws {
@@ -22,7 +22,7 @@ struct DispatchHarness {
               "team_id": "TEAM123456", "topic": "com.example.app", "endpoint": "https://apns.invalid"}}}}
             """
         let config = try PushlineConfig(json: try JSONValue.parse(Array(json.utf8)))
-        registry = try Registry(path: dir + "/registry.db")
+        registry = try SQLiteRegistry(path: dir + "/registry.db")
         let logger = Logger(label: "test.dispatch")
         let providers = try ProviderSet(config: config, context: ProviderContext(transport: client, store: registry, logger: logger))
         dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger)

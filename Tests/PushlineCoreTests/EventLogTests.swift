@@ -3,11 +3,11 @@ import Testing
 
 @testable import PushlineCore
 
-/// The store part of the `events` feed: what `Registry` (SQLite) does as an `EventLog`.
+/// The store part of the `events` feed: what `SQLiteRegistry` (SQLite) does as an `EventLog`.
 @Suite struct EventLogTests {
-    func registry(_ dir: TempDir) throws -> Registry { try Registry(path: dir.db) }
+    func registry(_ dir: TempDir) throws -> SQLiteRegistry { try SQLiteRegistry(path: dir.db) }
 
-    func registerFCM(_ reg: Registry, _ n: Int) async throws -> [Int64] {
+    func registerFCM(_ reg: SQLiteRegistry, _ n: Int) async throws -> [Int64] {
         let inputs = try (1...n).map { i throws(CommandError) in try fcm("tok-\(i)") }
         return try await reg.register(inputs, updateOnDuplicate: false).map(\.device.id)
     }
@@ -90,7 +90,7 @@ import Testing
         defer { dir.remove() }
         let reg = try registry(dir)
         defer { reg.close() }
-        let n = RegistryStore.eventPruneSlice * 2 + 7
+        let n = SQLiteRegistryStore.eventPruneSlice * 2 + 7
         try await reg.run(write: true) { s in
             try s.appendEvents((0..<n).map { i in PushEvent(.jobDone, at: Int64(i), [:]) })
         }

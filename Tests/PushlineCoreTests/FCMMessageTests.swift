@@ -6,7 +6,7 @@ import Testing
 /// blocks, and the checks `validate` makes before anything is sent.
 @Suite struct FCMMessageTests {
     func build(_ o: JSONObject, now: Int64 = 1_700_000_000) throws -> JSONObject {
-        try FCMMessageBuilder.build(try Notification(parsing: o), nowSeconds: now)
+        try FCMMessageBuilder.build(try PushNotification(parsing: o), nowSeconds: now)
     }
 
     @Test func notificationMessageByDefault() throws {
@@ -160,7 +160,7 @@ import Testing
     }
 
     @Test func preparedBodySplicesTarget() throws {
-        let n = try Notification(parsing: ["message": "Hi", "dry_run": true])
+        let n = try PushNotification(parsing: ["message": "Hi", "dry_run": true])
         let p = try PreparedMessage(n)
         let body = p.body(target: "token", "tok\"1")
         let v = try JSONValue.parse(body)
@@ -168,7 +168,7 @@ import Testing
         #expect(v["message"]?["notification"]?["body"] == "Hi")
         #expect(v["validate_only"] == true)
 
-        let empty = try PreparedMessage(try Notification(parsing: [:]))
+        let empty = try PreparedMessage(try PushNotification(parsing: [:]))
         let v2 = try JSONValue.parse(empty.body(target: "topic", "news"))
         #expect(v2 == ["message": ["topic": "news"]])
     }

@@ -126,7 +126,7 @@ func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {
             context: ProviderContext(transport: transport, store: FCMTestStore(), logger: Logger(label: "test")))
     }
 
-    func note(_ o: JSONObject) throws -> PushlineCore.Notification { try Notification(parsing: o) }
+    func note(_ o: JSONObject) throws -> PushlineCore.PushNotification { try PushNotification(parsing: o) }
 
     @Test func sendsOneRequestPerTokenWithStringData() async throws {
         let fake = try FakeFCMServer()

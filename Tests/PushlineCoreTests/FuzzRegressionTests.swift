@@ -5,9 +5,9 @@ import Testing
 /// Inputs the libFuzzer targets (Tests/fuzz/) crashed on, as named tests. The raw inputs are
 /// also committed under Tests/fuzz/corpus/<target>/crash-* and replayed by `make test`.
 @Suite struct FuzzRegressionTests {
-    func notification(_ json: String) throws -> Notification {
+    func notification(_ json: String) throws -> PushNotification {
         guard case .object(let o) = try JSONValue.parse(json) else { throw CommandError(.badJSON, "not an object") }
-        return try Notification(parsing: o)
+        return try PushNotification(parsing: o)
     }
 
     func field(_ body: () throws -> Void) -> String? {

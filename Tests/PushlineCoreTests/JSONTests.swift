@@ -96,7 +96,7 @@ import Testing
 
 @Suite struct NotificationTests {
     @Test func parsesCommonFields() throws {
-        let n = try Notification(parsing: [
+        let n = try PushNotification(parsing: [
             "message": "Hello", "badge": 3, "priority": "high", "extra": ["k": "v"], "content_available": true,
             "time_to_live": 60,
         ])
@@ -109,7 +109,7 @@ import Testing
     }
 
     @Test func alertObjectGivesTitleAndBody() throws {
-        let n = try Notification(parsing: ["message": ["title": "T", "body": "B"]])
+        let n = try PushNotification(parsing: ["message": ["title": "T", "body": "B"]])
         #expect(n.titleText == "T")
         #expect(n.bodyText == "B")
     }
@@ -120,7 +120,7 @@ import Testing
     ] as [(String, JSONValue)])
     func rejectsBadFieldNamingIt(_ key: String, _ value: JSONValue) {
         do {
-            _ = try Notification(parsing: JSONObject([(key, value)]))
+            _ = try PushNotification(parsing: JSONObject([(key, value)]))
             Issue.record("accepted \(key)=\(value)")
         } catch {
             #expect(error.code == .invalidArgument)

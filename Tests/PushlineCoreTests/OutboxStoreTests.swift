@@ -16,10 +16,10 @@ import Testing
         ids.map { OutboxNewDelivery(message: nil, deviceId: $0, raw: nil, rejected: nil) }
     }
 
-    func withStore(_ body: (Registry, SQLiteOutbox) async throws -> Void) async throws {
+    func withStore(_ body: (SQLiteRegistry, SQLiteOutbox) async throws -> Void) async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let reg = try Registry(path: dir.db)
+        let reg = try SQLiteRegistry(path: dir.db)
         defer { reg.close() }
         try await body(reg, SQLiteOutbox(registry: reg))
     }

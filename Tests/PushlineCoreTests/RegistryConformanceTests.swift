@@ -225,7 +225,7 @@ import Testing
         clear.active = false
         d = try await reg.update(.token(app: "default", platform: .fcm, registrationId: "f1"), clear)
         #expect(d.name == nil && d.user == "7" && !d.active)
-        #expect(d.inactiveReason == Registry.clientDeactivationReason && d.inactiveAt != nil)
+        #expect(d.inactiveReason == SQLiteRegistry.clientDeactivationReason && d.inactiveAt != nil)
         var on = DeviceUpdate()
         on.active = true
         d = try await reg.update(.id(ids[1]), on)
@@ -314,7 +314,7 @@ import Testing
         f.limit = 1
         f.afterId = 3
         let groups = try await registry.groups(f).sorted { $0.app < $1.app }
-        #expect(groups == [Registry.Group(app: "default", platform: .fcm, count: 5), Registry.Group(app: "shop", platform: .fcm, count: 2)])
+        #expect(groups == [DeviceGroup(app: "default", platform: .fcm, count: 5), DeviceGroup(app: "shop", platform: .fcm, count: 2)])
         f.user = "nobody"
         #expect(try await registry.groups(f).isEmpty)
     }

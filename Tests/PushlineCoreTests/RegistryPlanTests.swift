@@ -12,8 +12,8 @@ import Testing
         try db.query("EXPLAIN QUERY PLAN " + sql, args) { $0.text(3) ?? "" }.joined(separator: " | ")
     }
 
-    static func store(_ dir: TempDir) throws -> RegistryStore {
-        let s = try RegistryStore(path: dir.db)
+    static func store(_ dir: TempDir) throws -> SQLiteRegistryStore {
+        let s = try SQLiteRegistryStore(path: dir.db)
         try s.db.exec("BEGIN")
         var inputs: [DeviceInput] = []
         for i in 0..<60 {
@@ -63,7 +63,7 @@ import Testing
         var filter = DeviceFilter()
         filter.platform = .apns
         filter.active = true
-        let groups = [Registry.Group(app: "default", platform: .apns, count: 1), Registry.Group(app: "other", platform: .apns, count: 1)]
+        let groups = [DeviceGroup(app: "default", platform: .apns, count: 1), DeviceGroup(app: "other", platform: .apns, count: 1)]
         let gparts = Dispatcher.pageParts(filter, groups: groups)
         #expect(gparts.map(\.app) == ["default", "other"] && gparts.allSatisfy { $0.platform == .apns && $0.active == true })
     }
@@ -116,7 +116,7 @@ import Testing
         defer { dir.remove() }
         let s = try Self.store(dir)
         // stats and a filter's group counts read device_counts, never the devices.
-        let stats = try Self.plan(s.db, RegistryStore.statsSQL, [])
+        let stats = try Self.plan(s.db, SQLiteRegistryStore.statsSQL, [])
         #expect(!stats.contains("devices ") && !stats.contains("TEMP B-TREE"), "plan: \(stats)")
         // prune reads only the inactive devices (a partial index), with or without a date.
         Self.expectSearch(try Self.plan(s.db, "DELETE FROM devices WHERE active = 0 AND inactive_at < ?", [.int(5)]),
@@ -126,12 +126,12 @@ import Testing
         // A topic's subscribers come in device order from the (topic, device_id) index.
         let sub = try Self.plan(
             s.db,
-            RegistryStore.subscribersSQL,
+            SQLiteRegistryStore.subscribersSQL,
             [.text("news"), .text("default")])
         #expect(sub.contains("SEARCH t USING COVERING INDEX topic_subscriptions_topic_device (topic=?)")
                 && sub.contains("SEARCH d USING INTEGER PRIMARY KEY (rowid=?)") && !sub.contains("TEMP B-TREE"), "plan: \(sub)")
         // Token lookups (registration_ids), deactivations and unregisters by id.
-        Self.expectSearch(try Self.plan(s.db, "SELECT \(RegistryStore.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?",
+        Self.expectSearch(try Self.plan(s.db, "SELECT \(SQLiteRegistryStore.columns) FROM devices WHERE app = ? AND platform = ? AND registration_id = ?",
                                         [.text("default"), .text("fcm"), .text("f-1")]),
                           "INDEX sqlite_autoindex_devices_1 (app=? AND platform=? AND registration_id=?)")
         Self.expectSearch(try Self.plan(s.db, "UPDATE devices SET active = 0, inactive_reason = ?1, inactive_at = ?2 WHERE id = ?3 AND active = 1 AND (?4 IS NULL OR updated_at <= ?4) RETURNING id",
@@ -160,7 +160,7 @@ import Testing
                 VALUES ('fcm', 'default', 'a', 1, 1, 1, NULL), ('fcm', 'default', 'b', 0, 1, 1, 1), ('apns', 'x', 'c', 1, 1, 1, NULL)
                 """)
         }
-        let reg = try Registry(path: dir.db)
+        let reg = try SQLiteRegistry(path: dir.db)
         defer { reg.close() }
         func counts() async throws -> [String] {
             try await reg.stats().rows.map { "\($0.app)/\($0.platform.rawValue)/\($0.active ? 1 : 0)=\($0.count)" }
@@ -193,14 +193,14 @@ import Testing
         var f = DeviceFilter()
         f.platform = .fcm
         f.active = true
-        #expect(try await reg.groups(f) == [Registry.Group(app: "default", platform: .fcm, count: 3)])
+        #expect(try await reg.groups(f) == [DeviceGroup(app: "default", platform: .fcm, count: 3)])
     }
 
     /// `page` walks its parts one after another, a limit at a time, and ends with a nil cursor.
     @Test func pageWalksPartsInOrder() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let reg = try Registry(path: dir.db)
+        let reg = try SQLiteRegistry(path: dir.db)
         defer { reg.close() }
         let made = try await reg.register((0..<7).map { i in try fcm("p\(i)", user: "u\(i % 3)") }, updateOnDuplicate: false)
         var u = DeviceUpdate()
@@ -210,7 +210,7 @@ import Testing
         base.users = ["u2", "u0", "nobody", "u0"]
         base.active = true
         let parts = Dispatcher.pageParts(base, groups: [])
-        var cursor: Registry.PageCursor? = Registry.PageCursor()
+        var cursor: PageCursor? = PageCursor()
         var pages: [[Int64]] = []
         while let c = cursor {
             let (devices, next) = try await reg.page(parts, from: c, limit: 2)

@@ -59,14 +59,14 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
         defer { dir.remove() }
         var ids: [Int64] = []
         do {
-            let reg = try Registry(path: dir.db)
+            let reg = try SQLiteRegistry(path: dir.db)
             ids = try await reg.register((0..<5).map { i in try fcm("tok-\(i)") }, updateOnDuplicate: false).map(\.device.id)
             await reg.kvSet("apns.jwt", "abc")
             reg.close()
             await expectError(.shuttingDown) { () async throws(CommandError) in _ = try await reg.stats() }
             reg.close()  // twice is harmless
         }
-        let reg = try Registry(path: dir.db)
+        let reg = try SQLiteRegistry(path: dir.db)
         #expect(try await reg.devices(DeviceFilter()).map(\.id) == ids)
         #expect(await reg.kvGet("apns.jwt") == "abc")
         reg.close()
@@ -87,8 +87,8 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
             let db = try Database(path: dir.db)
             try db.exec("PRAGMA user_version = \(Migrations.latest + 1)")
         }
-        #expect(throws: CommandError.self) { try Registry(path: dir.db) }
-        #expect(throws: CommandError.self) { try Registry(path: dir.path + "/missing-dir/registry.db") }
+        #expect(throws: CommandError.self) { try SQLiteRegistry(path: dir.db) }
+        #expect(throws: CommandError.self) { try SQLiteRegistry(path: dir.path + "/missing-dir/registry.db") }
     }
 
     @Test func databaseErrorsCarrySQLAndMessage() throws {

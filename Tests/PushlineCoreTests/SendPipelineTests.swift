@@ -23,9 +23,9 @@ final class RecordingProvider: PushProvider {
         self.gateTimeoutMs = gateTimeoutMs
     }
 
-    func validate(_ notification: PushlineCore.Notification) throws(CommandError) {}
+    func validate(_ notification: PushlineCore.PushNotification) throws(CommandError) {}
 
-    func send(_ notification: PushlineCore.Notification, to devices: [Device]) async -> [DeliveryResult] {
+    func send(_ notification: PushlineCore.PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         let here = state.withLock { s -> Int in
             s.now += 1
             s.max = Swift.max(s.max, s.now)
@@ -51,13 +51,13 @@ final class RecordingProvider: PushProvider {
 @Suite struct SendPipelineTests {
     struct Env {
         let dir = TempDir()
-        let registry: Registry
+        let registry: SQLiteRegistry
         let provider: RecordingProvider
         let dispatcher: Dispatcher
         let devices: [Device]
 
         init(count: Int, provider: RecordingProvider) async throws {
-            registry = try Registry(path: dir.db)
+            registry = try SQLiteRegistry(path: dir.db)
             self.provider = provider
             let inputs = try (1...count).map { i throws(CommandError) in
                 try DeviceInput(parsing: ["platform": "apns", "registration_id": .string(apnsToken(i))])
@@ -85,7 +85,7 @@ final class RecordingProvider: PushProvider {
         let provider = RecordingProvider(dead: [apnsToken(3).lowercased()])
         let env = try await Env(count: 5, provider: provider)
         defer { env.close() }
-        let n = try PushlineCore.Notification(parsing: ["message": "hi"])
+        let n = try PushlineCore.PushNotification(parsing: ["message": "hi"])
         let chunks: [[Device]] = [Array(env.devices[0..<2]), Array(env.devices[2..<4])]
         var k = 0
         var thrown: CommandError?

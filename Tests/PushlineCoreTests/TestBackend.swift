@@ -46,7 +46,7 @@ enum TestBackend: String, Sendable, CustomStringConvertible, CaseIterable {
         switch self {
         case .sqlite:
             let dir = TempDir()
-            return TestRegistry(reg: try Registry(path: dir.db), remove: { dir.remove() })
+            return TestRegistry(reg: try SQLiteRegistry(path: dir.db), remove: { dir.remove() })
         case .postgres:
             let name = try Self.createDatabase()
             return TestRegistry(reg: try PostgresRegistry(conninfo: try Self.pgURI(name), poolSize: 4), remove: { Self.dropDatabase(name) })

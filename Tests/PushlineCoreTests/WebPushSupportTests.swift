@@ -42,8 +42,8 @@ enum WW {
         return c
     }
 
-    static func notification(_ o: JSONObject) throws(CommandError) -> PushlineCore.Notification {
-        try PushlineCore.Notification(parsing: o)
+    static func notification(_ o: JSONObject) throws(CommandError) -> PushlineCore.PushNotification {
+        try PushlineCore.PushNotification(parsing: o)
     }
 
     static var repoRoot: String {

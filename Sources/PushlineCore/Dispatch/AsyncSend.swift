@@ -39,7 +39,7 @@ extension Dispatcher {
         // The stored messages are the request as sent, without the async keys; the worker parses
         // them again with the same code.
         var messages: [JSONObject] = []
-        var jobs: [Job] = []
+        var jobs: [PlannedMessage] = []
         var indexed = false
         if bulk, a.has("messages") {
             guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }
@@ -100,7 +100,7 @@ extension Dispatcher {
     /// Checks one message as a synchronous send would (provider configured, notification valid
     /// for every configured (app, platform) it reaches); returns how many notifications it
     /// holds (for `max_queued`) and its app if there is one.
-    func planAsync(_ j: Job) async throws(CommandError) -> (Int, String?) {
+    func planAsync(_ j: PlannedMessage) async throws(CommandError) -> (Int, String?) {
         switch j.target {
         case .tokens(let app, let platform, let tokens):
             guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
@@ -135,7 +135,7 @@ extension Dispatcher {
 
     /// When an async notification stops being worth sending (Unix ms): its `expiration`, else
     /// `send_at` + `time_to_live`, else `send_at` + `max_delivery_delay`.
-    static func deadline(_ n: Notification, sendAt: Int64, maxDelay: Int64) -> Int64 {
+    static func deadline(_ n: PushNotification, sendAt: Int64, maxDelay: Int64) -> Int64 {
         if let e = n.expiration, e > 0 { return e * 1000 }
         if let t = n.timeToLive { return sendAt + t * 1000 }
         return sendAt + maxDelay * 1000

@@ -1,22 +1,22 @@
 import Logging
 
 extension Dispatcher {
-    struct Job {
+    struct PlannedMessage {
         var target: Target
-        var notification: Notification
+        var notification: PushNotification
     }
 
     static let sendOnlyKeys: Set<String> = ["cmd", "messages"]
 
-    func parseJob(_ a: inout Arguments) throws(CommandError) -> Job {
+    func parseJob(_ a: inout Arguments) throws(CommandError) -> PlannedMessage {
         let target = try Target.parse(&a)
         var fields = JSONObject()
         for k in a.unread {
-            guard Notification.allKeys.contains(k) else { throw .invalid(a.path(k), "unknown argument '\(k)'") }
+            guard PushNotification.allKeys.contains(k) else { throw .invalid(a.path(k), "unknown argument '\(k)'") }
             if let v = a.value(k) { fields[k] = v }
         }
         do throws(CommandError) {
-            return Job(target: target, notification: try Notification(parsing: fields))
+            return PlannedMessage(target: target, notification: try PushNotification(parsing: fields))
         } catch {
             throw a.root.isEmpty ? error : error.prefixed(a.root)
         }
@@ -24,7 +24,7 @@ extension Dispatcher {
 
     func send(_ a: inout Arguments, bulk: Bool) async throws(CommandError) -> JSONObject {
         let started = monotonicNanos()
-        var jobs: [Job] = []
+        var jobs: [PlannedMessage] = []
         var indexed = false
         if bulk, a.has("messages") {
             guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }

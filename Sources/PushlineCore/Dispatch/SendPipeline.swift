@@ -11,14 +11,14 @@ extension Dispatcher {
     struct Chunk: Sendable {
         struct Part: Sendable {
             var resolved: Resolved
-            var notification: Notification
+            var notification: PushNotification
             var message: Int?
         }
         var parts: [Part]
 
         init(parts: [Part]) { self.parts = parts }
 
-        init(resolved: Resolved, notification: Notification, message: Int?) {
+        init(resolved: Resolved, notification: PushNotification, message: Int?) {
             parts = [Part(resolved: resolved, notification: notification, message: message)]
         }
     }
@@ -217,7 +217,7 @@ extension Dispatcher {
     }
 
     /// Sends to devices grouped by (app, platform), groups concurrently; results keep the devices' order.
-    func deliver(_ n: Notification, to devices: [Device]) async -> [DeliveryResult] {
+    func deliver(_ n: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         // One (app, platform), the usual case: hand the list over as it is, no index or copy.
         if let first = devices.first, devices.allSatisfy({ $0.app == first.app && $0.platform == first.platform }) {
             guard let p = providers.provider(app: first.app, platform: first.platform) else {

@@ -243,7 +243,7 @@ extension Dispatcher {
     /// A large send to tokens of one (app, platform): the provider is checked first, then the
     /// tokens go through the pipeline a chunk at a time.
     func sendTokensPipelined(
-        _ n: Notification, app: String, platform: Platform, tokens: [String], started: UInt64, bulk: Bool
+        _ n: PushNotification, app: String, platform: Platform, tokens: [String], started: UInt64, bulk: Bool
     ) async throws(CommandError) -> JSONObject {
         guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
         try validate(n, groups: [(app, platform)])
@@ -254,7 +254,7 @@ extension Dispatcher {
 
     /// A large send to device ids: their active devices' (app, platform) groups are counted and
     /// checked first (as for a filter), then the ids go through the pipeline a chunk at a time.
-    func sendIdsPipelined(_ n: Notification, ids: [Int64], started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
+    func sendIdsPipelined(_ n: PushNotification, ids: [Int64], started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
         var f = DeviceFilter()
         f.ids = ids
         f.active = true
@@ -265,7 +265,7 @@ extension Dispatcher {
     /// Sends to a long list of targets a chunk at a time: `target(range)` is the chunk of the
     /// list to resolve; unknown and inactive entries are reported chunk by chunk.
     func sendListPipelined(
-        _ n: Notification, count: Int, reserving total: Int, started: UInt64, bulk: Bool,
+        _ n: PushNotification, count: Int, reserving total: Int, started: UInt64, bulk: Bool,
         target: @escaping (Range<Int>) -> Target
     ) async throws(CommandError) -> JSONObject {
         try reserve(total)
@@ -286,12 +286,12 @@ extension Dispatcher {
     /// Counts the devices of a filter per (app, platform), checks the notification with every
     /// configured provider, and returns how many devices match; `provider_not_configured` if
     /// none of the groups has credentials.
-    func checkGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> Int {
+    func checkGroups(_ n: PushNotification, _ f: DeviceFilter) async throws(CommandError) -> Int {
         try await checkedGroups(n, f).reduce(0) { $0 + $1.count }
     }
 
     /// `checkGroups`, returning the groups (sorted by app, platform).
-    func checkedGroups(_ n: Notification, _ f: DeviceFilter) async throws(CommandError) -> [Registry.Group] {
+    func checkedGroups(_ n: PushNotification, _ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup] {
         let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
         let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
         if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
@@ -300,10 +300,10 @@ extension Dispatcher {
     }
 
     /// The parts a send to users or a filter reads, each an index search in id order (see
-    /// `Registry.page`): one per user (sorted, once each), or one per (app, platform) group of a
+    /// `SQLiteRegistry.page`): one per user (sorted, once each), or one per (app, platform) group of a
     /// filter without a user. Paging the whole filter by id instead would have each page read and
     /// sort every remaining match when no index gives id order (`users`, `app` alone).
-    static func pageParts(_ f: DeviceFilter, groups: [Registry.Group]) -> [DeviceFilter] {
+    static func pageParts(_ f: DeviceFilter, groups: [DeviceGroup]) -> [DeviceFilter] {
         if let users = f.users {
             return Array(Set(users)).sorted().map { u in
                 var p = f
@@ -323,7 +323,7 @@ extension Dispatcher {
 
     /// A send to users or a filter: the (app, platform) groups are counted and checked first,
     /// then the devices are read page by page (by id) through the pipeline.
-    func sendFilterPipelined(_ n: Notification, target: Target, started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
+    func sendFilterPipelined(_ n: PushNotification, target: Target, started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
         var f = DeviceFilter()
         f.active = true
         switch target {
@@ -343,7 +343,7 @@ extension Dispatcher {
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }
         let parts = Self.pageParts(f, groups: groups)
-        var cursor: Registry.PageCursor? = Registry.PageCursor()
+        var cursor: PageCursor? = PageCursor()
         return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
             while let at = cursor {
                 let (devices, next) = try await self.registry.page(parts, from: at, limit: Self.chunkSize)
@@ -355,7 +355,7 @@ extension Dispatcher {
     }
 
     /// Checks the notification with each (app, platform) provider before anything is sent.
-    func validate(_ n: Notification, groups: [(String, Platform)]) throws(CommandError) {
+    func validate(_ n: PushNotification, groups: [(String, Platform)]) throws(CommandError) {
         for (app, platform) in groups {
             guard let p = providers.provider(app: app, platform: platform) else { continue }
             do throws(CommandError) {

@@ -93,9 +93,9 @@ extension Dispatcher {
         var appOf: [Int64: String] = [:]
         for d in devices { appOf[d.id] = d.app }
         let now = nowMillis()
-        let list = results.compactMap { r -> Registry.Deactivation? in
+        let list = results.compactMap { r -> Deactivation? in
             guard r.deactivate, let id = r.deviceId, id > 0 else { return nil }
-            return Registry.Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
+            return Deactivation(id: id, reason: r.reason ?? "invalid", at: now, invalidSince: r.invalidSince)
         }
         let done: Set<Int64> = list.isEmpty ? [] : await registry.deactivate(list)
         if !done.isEmpty {

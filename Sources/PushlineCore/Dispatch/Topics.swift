@@ -20,10 +20,10 @@ extension Dispatcher {
         if let condition { try FCMTopicName.checkCondition(condition) }
         var fields = JSONObject()
         for k in a.unread {
-            guard Notification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }
+            guard PushNotification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }
             if let v = a.value(k) { fields[k] = v }
         }
-        let n = try Notification(parsing: fields)
+        let n = try PushNotification(parsing: fields)
         // APNs, WebPush and WNS subscribers recorded in the registry get the notification by
         // fan-out through the send pipeline (1.1); FCM devices through Google's topic API.
         var f = DeviceFilter()
@@ -71,7 +71,7 @@ extension Dispatcher {
 
     /// Sends to every device of a registry filter, read page by page (by id) through the send
     /// pipeline: memory stays bounded by two chunks whatever the number of subscribers.
-    func fanOut(_ n: Notification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
+    func fanOut(_ n: PushNotification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
         let total = try await checkGroups(n, f)
         try reserve(total)
         defer { pending.subtract(total, ordering: .relaxed) }

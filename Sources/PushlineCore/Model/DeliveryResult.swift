@@ -2,7 +2,7 @@
 public struct DeliveryResult: Sendable {
     public enum Status: String, Sendable { case sent, failed }
 
-    /// Registry id of the device, nil for a device not in the registry (e.g. FCM topic sends).
+    /// SQLiteRegistry id of the device, nil for a device not in the registry (e.g. FCM topic sends).
     public var deviceId: Int64?
     public var platform: Platform
     public var registrationId: String

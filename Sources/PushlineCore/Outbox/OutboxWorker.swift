@@ -76,7 +76,7 @@ public final class OutboxWorker: Sendable {
             logger.error("outbox: recovery failed", metadata: ["error": "\(error.message)"])
         }
         var lastHousekeeping: Int64 = 0
-        var notifications: [String: [Notification?]] = [:]
+        var notifications: [String: [PushNotification?]] = [:]
         // Child tasks return true for a delivered batch, false for the waker: a task that ends
         // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
         // job is resolved and claimed at once instead of after the next batch ends.
@@ -108,7 +108,7 @@ public final class OutboxWorker: Sendable {
                         claims = []
                     }
                     if !claims.isEmpty {
-                        var ns: [String: [Notification?]] = [:]
+                        var ns: [String: [PushNotification?]] = [:]
                         for c in claims {
                             if notifications[c.job.id] == nil { notifications[c.job.id] = Self.parse(c.job, d) }
                             ns[c.job.id] = notifications[c.job.id] ?? []
@@ -176,7 +176,7 @@ public final class OutboxWorker: Sendable {
         }
     }
 
-    static func parse(_ job: OutboxJob, _ d: Dispatcher) -> [Notification?] {
+    static func parse(_ job: OutboxJob, _ d: Dispatcher) -> [PushNotification?] {
         job.messages.enumerated().map { i, m in
             var a = Arguments(m, prefix: job.indexed ? "messages[\(i)]" : "")
             return try? d.parseJob(&a).notification
@@ -270,7 +270,7 @@ public final class OutboxWorker: Sendable {
                 c.o = end
                 done = end == devices.count
             case .users, .filter:
-                var f = Registry.DeviceFilter()
+                var f = DeviceFilter()
                 f.active = true
                 if case .users(let users, let app, let platform) = target {
                     f.users = users
@@ -283,7 +283,7 @@ public final class OutboxWorker: Sendable {
                 }
                 let groups = try await d.registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
                 let parts = Dispatcher.pageParts(f, groups: groups)
-                var at = Registry.PageCursor()
+                var at = PageCursor()
                 at.part = c.p
                 at.afterId = c.a
                 if parts.isEmpty {
@@ -316,7 +316,7 @@ public final class OutboxWorker: Sendable {
     /// `Addressed` of one `deliver` call (each provider gets all its messages at once, as a
     /// `bulk` does), deactivations are applied once, and each job's results are committed
     /// concurrently (the registry's group commit makes them one transaction).
-    func deliver(_ claims: [OutboxClaim], notifications: [String: [Notification?]], _ d: Dispatcher) async {
+    func deliver(_ claims: [OutboxClaim], notifications: [String: [PushNotification?]], _ d: Dispatcher) async {
         struct Part {
             var claim: Int
             var message: Int

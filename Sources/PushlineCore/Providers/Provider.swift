@@ -10,12 +10,12 @@ public protocol PushProvider: Sendable {
 
     /// Checks the notification before anything is sent (e.g. `payload_too_large`,
     /// a bad provider-specific field). Throwing here fails the whole command.
-    func validate(_ notification: Notification) throws(CommandError)
+    func validate(_ notification: PushNotification) throws(CommandError)
 
     /// Sends `notification` to each device (all of this provider's platform and app).
     /// Returns exactly one result per device, in the same order. With
     /// `notification.dryRun`, builds and checks every request without sending.
-    func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult]
+    func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult]
 
     /// Sends several notifications, each to its own devices (a `bulk` of personalized
     /// messages): one result list per message, each exactly one result per device in order.
@@ -26,9 +26,9 @@ public protocol PushProvider: Sendable {
 
 /// One notification and the devices it goes to, in a multi-message send.
 public struct Addressed: Sendable {
-    public var notification: Notification
+    public var notification: PushNotification
     public var devices: [Device]
-    public init(_ notification: Notification, to devices: [Device]) {
+    public init(_ notification: PushNotification, to devices: [Device]) {
         self.notification = notification
         self.devices = devices
     }
@@ -75,7 +75,7 @@ import Logging
 public protocol TopicProvider: PushProvider {
     /// Sends to a topic or a `condition`; exactly one is non-nil.
     /// The result's `registrationId` is `/topics/<name>` or the condition, `deviceId` nil.
-    func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult
+    func sendToTopic(_ notification: PushNotification, topic: TopicName?, condition: String?) async -> DeliveryResult
     /// Subscribes devices to a topic; one result per device, in order (`sent` = subscribed).
     func subscribe(_ devices: [Device], topic: TopicName) async -> [DeliveryResult]
     /// Unsubscribes devices from a topic; one result per device, in order.

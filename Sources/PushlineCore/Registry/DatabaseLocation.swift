@@ -80,7 +80,7 @@ public enum DatabaseLocation: Sendable, Equatable {
     /// NOTIFY arrives (behind PgBouncer in transaction mode none does).
     public func open(poolSize: Int, pollMs: Int = 1000, logger: Logger?) throws(CommandError) -> any DeviceRegistry {
         switch self {
-        case .sqlite(let path): return try Registry(path: path, logger: logger)
+        case .sqlite(let path): return try SQLiteRegistry(path: path, logger: logger)
         case .postgres(let conninfo): return try PostgresRegistry(conninfo: conninfo, poolSize: poolSize, pollMs: pollMs, logger: logger)
         }
     }

@@ -287,7 +287,7 @@ extension CommandError {
     }
 }
 
-extension Registry.DeviceKey {
+extension DeviceKey {
     /// Parses a device reference: `{"id": 12}` or `{"platform": "apns", "registration_id": "...", "app": "..."}`
     /// (`app` defaults to `defaultApp`). Tokens are canonicalised as `register` stores them.
     public init(parsing o: JSONObject, defaultApp: String = "default") throws(CommandError) {

@@ -1,17 +1,17 @@
 /// The device registry as the dispatcher and the providers see it: storage behind a protocol.
 ///
-/// `Registry` (SQLite on its own thread, group commit) is today's implementation; a
+/// `SQLiteRegistry` (SQLite on its own thread, group commit) is today's implementation; a
 /// PostgreSQL one will implement the same protocol, and one conformance suite will run on
 /// both. Every method is all-or-nothing; failures are `CommandError`s the protocol can answer
 /// with, never a backend's raw codes. The key-value part (`KeyValueStore`) holds provider
 /// state such as the APNs JWT.
 ///
 /// ```swift
-/// let registry: any DeviceRegistry = try Registry(path: "/var/lib/pushline/registry.db")
+/// let registry: any DeviceRegistry = try SQLiteRegistry(path: "/var/lib/pushline/registry.db")
 /// let page = try await registry.devices(filter)       // ordered by id, paged with afterId/limit
 /// ```
 public protocol DeviceRegistry: KeyValueStore {
-    /// Registers devices, all or nothing (see `Registry.register`).
+    /// Registers devices, all or nothing (see `SQLiteRegistry.register`).
     func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool) async throws(CommandError) -> [RegisterOutcome]
     /// Deletes devices and their subscriptions; `missing` lists the indexes of keys not found.
     func unregister(_ keys: [DeviceKey]) async throws(CommandError) -> (deleted: Int, missing: [Int])
@@ -20,9 +20,9 @@ public protocol DeviceRegistry: KeyValueStore {
     func devices(_ f: DeviceFilter) async throws(CommandError) -> [Device]
     /// Up to `limit` devices of `parts` (each one user, or one app, platform and active state),
     /// walked one after another in id order from `cursor`; the next cursor, nil after the last.
-    func page(_ parts: [DeviceFilter], from cursor: Registry.PageCursor, limit: Int) async throws(CommandError) -> ([Device], Registry.PageCursor?)
+    func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Device], PageCursor?)
     /// The (app, platform) groups a filter selects, with their sizes.
-    func groups(_ f: DeviceFilter) async throws(CommandError) -> [Registry.Group]
+    func groups(_ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup]
     /// One device, or nil.
     func device(_ key: DeviceKey) async throws(CommandError) -> Device?
     /// Updates one device and returns it; `not_found` if missing.
@@ -30,9 +30,9 @@ public protocol DeviceRegistry: KeyValueStore {
     /// Deletes inactive devices (gone inactive before `inactiveBefore`, Unix ms, if given).
     func prune(inactiveBefore: Int64?) async throws(CommandError) -> Int
     /// Device counts by app, platform and active state (exact, and cheap at any registry size).
-    func stats() async throws(CommandError) -> Registry.Stats
+    func stats() async throws(CommandError) -> RegistryStats
     /// Marks devices inactive in one transaction; the ids actually deactivated.
-    func deactivate(_ list: [Registry.Deactivation]) async -> Set<Int64>
+    func deactivate(_ list: [Deactivation]) async -> Set<Int64>
     /// Looks tokens up; the result is parallel to `tokens`.
     func resolveTokens(app: String, platform: Platform, _ tokens: [String]) async throws(CommandError) -> [Device?]
     /// Subscribes devices to a topic (idempotent); nothing is written if a device is missing.
@@ -50,4 +50,4 @@ public protocol DeviceRegistry: KeyValueStore {
     func close()
 }
 
-extension Registry: DeviceRegistry {}
+extension SQLiteRegistry: DeviceRegistry {}

@@ -69,7 +69,7 @@ public enum Daemon {
         }
         // The outbox and the events feed live in the registry's database: SQLite's file, or the
         // PostgreSQL database a fleet of daemons shares.
-        let sqlite = registry as? Registry
+        let sqlite = registry as? SQLiteRegistry
         let postgres = registry as? PostgresRegistry
         if let pages = config.databaseMaxPages {
             guard let sqlite else {
@@ -181,7 +181,7 @@ public enum Daemon {
     }
 
     /// Sets SQLite's `max_page_count` from a non-async context (startup, before serving).
-    static func await_(_ registry: Registry, _ pages: Int) throws(CommandError) {
+    static func await_(_ registry: SQLiteRegistry, _ pages: Int) throws(CommandError) {
         let done = Atomic<Int>(0)
         let failure = Mutex<CommandError?>(nil)
         Task.detached {

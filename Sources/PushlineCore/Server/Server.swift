@@ -108,7 +108,7 @@ public final class Server: @unchecked Sendable {
         static let coalesceBelow = 64 * 1024
     }
 
-    typealias Job = @Sendable (Server) -> Void
+    typealias LoopTask = @Sendable (Server) -> Void
 
     public let path: String
     private let listenFD: Int32
@@ -122,7 +122,7 @@ public final class Server: @unchecked Sendable {
     private let logger: Logger
     private var connections: [Int32: Connection] = [:]
     private var nextConnID: UInt64 = 1
-    private let inbox = Mutex<[Job]>([])
+    private let inbox = Mutex<[LoopTask]>([])
     private var stopping = false
     /// accept failed for want of descriptors or memory: the listening socket is not watched
     /// (it would wake the loop without end) until a connection closes or a second passes.
@@ -290,7 +290,7 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Runs `job` on the loop thread. Safe from any thread.
-    func post(_ job: @escaping Job) {
+    func post(_ job: @escaping LoopTask) {
         inbox.withLock { $0.append(job) }
         pl_eventfd_signal(wakeFD)
     }

@@ -182,7 +182,7 @@ public final class HTTPTransport: Sendable {
             // Jobs are spread over the loops round-robin and handed to each loop under one lock
             // (a lock per request made the loops and the caller contend on every request).
             let first = Int(UInt(bitPattern: next.wrappingAdd(requests.count, ordering: .relaxed).oldValue) % UInt(loops.count))
-            var perLoop = [[Job]](repeating: [], count: loops.count)
+            var perLoop = [[TransportJob]](repeating: [], count: loops.count)
             for k in perLoop.indices { perLoop[k].reserveCapacity(requests.count / loops.count + 1) }
             var lastOrigin = ""
             var lastHash = 0
@@ -209,7 +209,7 @@ public final class HTTPTransport: Sendable {
                 let deadline = now &+ UInt64(max(1, r.timeoutMs)) &* 1_000_000
                 let (loop, limit) = route(origin: origin, originHash: lastHash, maxConnections: r.maxConnections, counter: first + i)
                 perLoop[loop].append(
-                    Job(request: r, origin: origin, streamLimit: limit, deadline: deadline, complete: complete))
+                    TransportJob(request: r, origin: origin, streamLimit: limit, deadline: deadline, complete: complete))
             }
             for (origin, n) in started { Metrics.shared.providerRequestsStarted(origin: origin, count: n) }
             for (k, jobs) in perLoop.enumerated() where !jobs.isEmpty {
@@ -235,7 +235,7 @@ public final class HTTPTransport: Sendable {
             Self.observe(origin: origin, startNs: now, $0)
             complete($0)
         }
-        let job = Job(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: metered)
+        let job = TransportJob(request: request, origin: origin, streamLimit: limit, deadline: deadline, complete: metered)
         loops[loop].enqueue([job])
     }
 

@@ -23,7 +23,7 @@ final class Transfer {
     fileprivate var reuseForbidden = false
 
     /// The job being served, its origin queue and its index in the loop's active list.
-    var job: Job?
+    var job: TransportJob?
     var queue: OriginQueue?
     var slot = -1
 
@@ -75,7 +75,7 @@ final class Transfer {
     /// A handle last used with the same method and TLS options keeps its options (and its header
     /// list if the headers are equal): only URL, deadline and body are set again. Otherwise it is
     /// reset (curl_easy_reset) and fully configured. After a failed `prepare` the next one resets.
-    func prepare(_ job: Job, remainingMs: Int, options: TransportOptions) throws(TransportError) {
+    func prepare(_ job: TransportJob, remainingMs: Int, options: TransportOptions) throws(TransportError) {
         errorBuffer[0] = 0
         self.job = job
         maxResponseBytes = options.maxResponseBytes
@@ -290,7 +290,7 @@ final class Transfer {
     }
 
     /// The TransportError for a failed transfer.
-    func error(for code: CURLcode, job: Job) -> TransportError {
+    func error(for code: CURLcode, job: TransportJob) -> TransportError {
         if tooLarge {
             return TransportError(.other, "response body larger than \(maxResponseBytes) bytes")
         }

@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// A class (immutable, so Sendable) rather than a struct: it is handed through several queues,
 /// and copying one reference is cheaper than copying the request's many fields.
-final class Job: Sendable {
+final class TransportJob: Sendable {
     let request: HTTPRequest
     /// `https://host[:port]`: the unit of the per-loop stream limit.
     let origin: String
@@ -34,8 +34,8 @@ final class Job: Sendable {
     }
 
     /// The same request for its next attempt.
-    func retry() -> Job {
-        Job(
+    func retry() -> TransportJob {
+        TransportJob(
             request: request, origin: origin, streamLimit: streamLimit, deadline: deadline, complete: complete,
             attempts: attempts + 1)
     }
@@ -53,7 +53,7 @@ struct WakeHandle: @unchecked Sendable {
 
 /// State shared between callers and one loop thread, always accessed under the mutex.
 struct LoopShared {
-    var queue: [Job] = []
+    var queue: [TransportJob] = []
     var closed = false
     var closedReason = "transport shut down"
     /// The loop is (about to be) blocked in curl_multi_poll and needs a wakeup to see `queue`.
@@ -87,8 +87,8 @@ final class LoopHandle: Sendable {
     /// Queues jobs for the loop under one lock (a whole `HTTPTransport.performAll` batch, or
     /// one request); those over the outstanding limit, or all of them if the loop is closed,
     /// fail at once with `.unavailable`.
-    func enqueue(_ jobs: [Job]) {
-        var refused: [Job] = []
+    func enqueue(_ jobs: [TransportJob]) {
+        var refused: [TransportJob] = []
         var reason = ""
         state.withLock { s in
             if s.closed {
@@ -140,7 +140,7 @@ final class LoopHandle: Sendable {
 
     /// The loop could not start: refuses new jobs and fails the queued ones with `reason`.
     func markDead(_ reason: String) {
-        let jobs = state.withLock { s -> [Job] in
+        let jobs = state.withLock { s -> [TransportJob] in
             s.closed = true
             s.closedReason = reason
             let q = s.queue
@@ -161,15 +161,15 @@ final class OriginQueue {
     /// Most transfers in flight: the `streamLimit` of the latest job queued.
     var limit = 1
     /// Sent again after `.connectionLost`: served before `jobs`.
-    var retried: [Job] = []
-    var jobs: [Job?] = []
+    var retried: [TransportJob] = []
+    var jobs: [TransportJob?] = []
     var head = 0
 
     var count: Int { jobs.count - head + retried.count }
 
-    func push(_ job: Job) { jobs.append(job) }
+    func push(_ job: TransportJob) { jobs.append(job) }
 
-    func pop() -> Job? {
+    func pop() -> TransportJob? {
         if let job = retried.popLast() { return job }
         guard head < jobs.count else { return nil }
         let job = jobs[head]
@@ -186,8 +186,8 @@ final class OriginQueue {
     }
 
     /// Removes and returns the jobs whose deadline is at or before `now`.
-    func takeExpired(now: UInt64) -> [Job] {
-        var expired: [Job] = []
+    func takeExpired(now: UInt64) -> [TransportJob] {
+        var expired: [TransportJob] = []
         retried.removeAll { job in
             if job.deadline <= now { expired.append(job); return true }
             return false
@@ -256,7 +256,7 @@ final class EventLoop {
     /// Jobs waiting in `origins`.
     private var queued = 0
     private var nextScan: UInt64 = 0
-    private var incoming: [Job] = []
+    private var incoming: [TransportJob] = []
     /// Finished transfers of one pass (reused buffer).
     private var done: [(UnsafeMutableRawPointer, CURLcode)] = []
 
@@ -359,7 +359,7 @@ final class EventLoop {
         }
     }
 
-    private func enqueueLocal(_ job: Job) {
+    private func enqueueLocal(_ job: TransportJob) {
         let q: OriginQueue
         if let existing = origins[job.origin] {
             q = existing
@@ -382,7 +382,7 @@ final class EventLoop {
         }
     }
 
-    private func start(_ job: Job, _ q: OriginQueue) {
+    private func start(_ job: TransportJob, _ q: OriginQueue) {
         let now = monotonicNanos()
         guard now < job.deadline else {
             fail(job, TransportError(.timeout, "deadline of \(job.request.timeoutMs) ms passed while queued"))
@@ -448,7 +448,7 @@ final class EventLoop {
     }
 
     /// Removes `transfer` from the multi handle and from `active`, returning its job.
-    private func detach(_ transfer: Transfer) -> Job? {
+    private func detach(_ transfer: Transfer) -> TransportJob? {
         // Only fails for a handle not in this multi, which an active transfer always is.
         _ = curl_multi_remove_handle(multi.raw, transfer.easy)
         var connects = 0
@@ -508,7 +508,7 @@ final class EventLoop {
         fail(job, error)
     }
 
-    private func fail(_ job: Job, _ error: TransportError) {
+    private func fail(_ job: TransportJob, _ error: TransportError) {
         handle.failed.add(1, ordering: .relaxed)
         handle.outstanding.subtract(1, ordering: .relaxed)
         job.complete(.failure(error))
@@ -522,7 +522,7 @@ final class EventLoop {
     }
 
     /// Like `detach` but leaves `active` to the caller (which clears it).
-    private func detachForFailure(_ transfer: Transfer) -> Job? {
+    private func detachForFailure(_ transfer: Transfer) -> TransportJob? {
         _ = curl_multi_remove_handle(multi.raw, transfer.easy)
         transfer.queue?.inFlight -= 1
         transfer.queue = nil
@@ -546,7 +546,7 @@ final class EventLoop {
 
     /// Fails every job (queued, local or in flight) with `.unavailable` and forgets the multi handle's address.
     private func teardown() {
-        let (left, reason) = handle.state.withLock { s -> ([Job], String) in
+        let (left, reason) = handle.state.withLock { s -> ([TransportJob], String) in
             s.closed = true
             s.wake = nil
             let q = s.queue

@@ -1,5 +1,5 @@
 // libFuzzer target: APNs payload building (Sources/PushlineCore/Providers/APNs/APNsPayload.swift).
-// A notification object goes through Notification(parsing:) and APNsMessage as a send does;
+// A notification object goes through PushNotification(parsing:) and APNsMessage as a send does;
 // it must either be refused with a clear error or give headers libcurl can send as they are
 // and a payload that is JSON, within Apple's limit once checkSize passed.
 @testable import PushlineCore
@@ -8,7 +8,7 @@
 public func fuzzAPNs(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard let fields = fuzzObject(UnsafeBufferPointer(start: data, count: size)) else { return 0 }
     do throws(CommandError) {
-        let n = try Notification(parsing: fields)
+        let n = try PushNotification(parsing: fields)
         // Token auth needs a topic; certificate auth does not: alternate with the input.
         let token = size % 2 == 0
         let m = try APNsMessage(n, defaultTopic: token ? "com.example.app" : nil, requireTopic: token, nowSeconds: fuzzNow)

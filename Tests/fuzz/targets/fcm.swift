@@ -7,7 +7,7 @@
 public func fuzzFCM(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard let fields = fuzzObject(UnsafeBufferPointer(start: data, count: size)) else { return 0 }
     do throws(CommandError) {
-        let n = try Notification(parsing: fields)
+        let n = try PushNotification(parsing: fields)
         let built = try FCMMessageBuilder.build(n, nowSeconds: fuzzNow)
         let prepared = try PreparedMessage(n)
         let token = "fuzz-token-\"\\\u{1}é"

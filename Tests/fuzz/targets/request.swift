@@ -17,7 +17,7 @@ let dispatcher: Dispatcher = {
     fuzzTempDir = dir
     atexit { system("rm -rf '\(fuzzTempDir)'") }
     do {
-        let registry = try Registry(path: dir + "/fuzz.db")
+        let registry = try SQLiteRegistry(path: dir + "/fuzz.db")
         return Dispatcher(config: PushlineConfig(), registry: registry, providers: ProviderSet(), logger: Logger(label: "fuzz"))
     } catch {
         fatalError("cannot open the fuzz registry: \(error)")
@@ -119,10 +119,10 @@ func parse(_ request: JSONObject) throws(CommandError) {
         if let c = try a.string("condition"), !c.isEmpty, c.utf8.count <= 1000 { _ = try FCMTopicName.checkCondition(c) }
         var fields = JSONObject()
         for k in a.unread {
-            guard Notification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }
+            guard PushNotification.allKeys.contains(k), k != "topic" else { throw .invalid(k, "unknown argument '\(k)'") }
             if let v = a.value(k) { fields[k] = v }
         }
-        _ = try Notification(parsing: fields)
+        _ = try PushNotification(parsing: fields)
     case "subscribe", "unsubscribe", "topics", "subscribers":
         if let raw = try a.string("topic") { _ = try TopicName(parsing: raw, field: "topic") }
         _ = try Target.parse(&a)

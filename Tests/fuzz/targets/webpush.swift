@@ -43,7 +43,7 @@ public func fuzzWebPush(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     }
     guard let fields = fuzzObject(rest) else { return 0 }
     do throws(CommandError) {
-        let n = try Notification(parsing: fields)
+        let n = try PushNotification(parsing: fields)
         let plaintext = try WebPushProvider.payload(n)
         let headers = try WebPushProvider.headers(n, defaultTTL: 2_419_200, now: fuzzNow)
         checkHeaders(headers, "webpush")

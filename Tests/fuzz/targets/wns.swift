@@ -7,7 +7,7 @@
 public func fuzzWNS(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard let fields = fuzzObject(UnsafeBufferPointer(start: data, count: size)) else { return 0 }
     do throws(CommandError) {
-        let n = try Notification(parsing: fields)
+        let n = try PushNotification(parsing: fields)
         let m = try WNSProvider.buildMessage(n)
         checkHeaders(m.headers, "wns", lowercase: false)
         checkHeaders([("x-wns-type", m.type), ("content-type", m.contentType)], "wns", lowercase: false)

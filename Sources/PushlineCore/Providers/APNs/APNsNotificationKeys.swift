@@ -1,4 +1,4 @@
-/// Notification keys only the APNs provider reads (beyond `Notification.commonKeys`).
+/// PushNotification keys only the APNs provider reads (beyond `PushNotification.commonKeys`).
 public enum APNsNotificationKeys {
     public static let keys: Set<String> = [
         "subtitle", "launch_image", "title_loc_key", "title_loc_args", "subtitle_loc_key", "subtitle_loc_args",

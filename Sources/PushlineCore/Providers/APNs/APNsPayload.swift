@@ -56,7 +56,7 @@ public struct APNsMessage: Sendable {
     ///   - requireTopic: token auth needs `apns-topic` (certificate auth lets Apple take it from the certificate).
     ///   - nowSeconds: Unix time used for `time_to_live` → `apns-expiration`.
     public init(
-        _ n: Notification, defaultTopic: String?, requireTopic: Bool, nowSeconds: Int64
+        _ n: PushNotification, defaultTopic: String?, requireTopic: Bool, nowSeconds: Int64
     ) throws(CommandError) {
         let f = n.fields
         var aps = JSONObject()
@@ -273,7 +273,7 @@ public struct APNsMessage: Sendable {
     }
 
     /// Apple's alert: a string, or a dictionary with kebab-case keys.
-    static func alert(_ n: Notification) throws(CommandError) -> JSONValue? {
+    static func alert(_ n: PushNotification) throws(CommandError) -> JSONValue? {
         let f = n.fields
         var dict = JSONObject()
         var bodyString: String?

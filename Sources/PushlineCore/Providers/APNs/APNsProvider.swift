@@ -104,15 +104,15 @@ public final class APNsProvider: PushProvider {
     }
 
     /// Builds the message for a notification (headers and payload), without the size check.
-    public func message(_ n: Notification) throws(CommandError) -> APNsMessage {
+    public func message(_ n: PushNotification) throws(CommandError) -> APNsMessage {
         try APNsMessage(n, defaultTopic: config.topic, requireTopic: credentials != nil, nowSeconds: nowMillis() / 1000)
     }
 
-    public func validate(_ notification: Notification) throws(CommandError) {
+    public func validate(_ notification: PushNotification) throws(CommandError) {
         try message(notification).checkSize()
     }
 
-    public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
+    public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         guard !devices.isEmpty else { return [] }
         let msg: APNsMessage
         do {

@@ -15,7 +15,7 @@
 ///   are deep-merged over what was built; a `null` member removes a built one.
 ///
 /// ```swift
-/// let m = try FCMMessageBuilder.build(try Notification(parsing: ["message": "Hi", "extra": ["n": 1]]))
+/// let m = try FCMMessageBuilder.build(try PushNotification(parsing: ["message": "Hi", "extra": ["n": 1]]))
 /// // {"notification": {"body": "Hi"}, "data": {"n": "1"}}
 /// ```
 enum FCMMessageBuilder {
@@ -29,9 +29,9 @@ enum FCMMessageBuilder {
     ]
 
     /// The message without `token`/`topic`/`condition`, checked as Google would check it.
-    static func build(_ n: Notification, nowSeconds: Int64 = nowMillis() / 1000) throws(CommandError) -> JSONObject {
+    static func build(_ n: PushNotification, nowSeconds: Int64 = nowMillis() / 1000) throws(CommandError) -> JSONObject {
         let f = n.fields
-        let useNotifications = try Notification.bool(f, "use_fcm_notifications") ?? true
+        let useNotifications = try PushNotification.bool(f, "use_fcm_notifications") ?? true
 
         var data = JSONObject()
         var extra = n.extra ?? JSONObject()
@@ -58,7 +58,7 @@ enum FCMMessageBuilder {
         var webpushHeaders = JSONObject()
 
         func str(_ k: String) throws(CommandError) -> String? {
-            if let s = try Notification.string(f, k) { return s }
+            if let s = try PushNotification.string(f, k) { return s }
             guard let v = lifted[k], !v.isNull else { return nil }
             return v.stringValue ?? stringify(v)
         }
@@ -161,7 +161,7 @@ enum FCMMessageBuilder {
         if !aps.isEmpty { apns["payload"] = ["aps": .object(aps)] }
         if !apns.isEmpty { message["apns"] = .object(apns) }
         if !webpushHeaders.isEmpty { message["webpush"] = ["headers": .object(webpushHeaders)] }
-        if let label = try Notification.string(f, "analytics_label") { message["fcm_options"] = ["analytics_label": .string(label)] }
+        if let label = try PushNotification.string(f, "analytics_label") { message["fcm_options"] = ["analytics_label": .string(label)] }
 
         // Raw blocks, deep-merged over what was built.
         for k in ["android", "apns", "webpush", "fcm_options"] {

@@ -1,4 +1,4 @@
-/// Notification keys only the FCM provider reads (beyond `Notification.commonKeys`).
+/// PushNotification keys only the FCM provider reads (beyond `PushNotification.commonKeys`).
 public enum FCMNotificationKeys {
     public static let keys: Set<String> = [
         "use_fcm_notifications", "image", "icon", "color", "tag", "click_action", "body_loc_key", "body_loc_args",

@@ -73,11 +73,11 @@ public final class FCMProvider: TopicProvider {
     /// Token requests made for this provider's service account (tests).
     public var tokenRequestCount: Int { get async { await tokens.requestCount } }
 
-    public func validate(_ notification: Notification) throws(CommandError) {
+    public func validate(_ notification: PushNotification) throws(CommandError) {
         _ = try FCMMessageBuilder.build(notification)
     }
 
-    public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
+    public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         guard !devices.isEmpty else { return [] }
         let prepared: PreparedMessage
         do { prepared = try PreparedMessage(notification) } catch {
@@ -252,7 +252,7 @@ public final class FCMProvider: TopicProvider {
         }
     }
 
-    public func sendToTopic(_ notification: Notification, topic: TopicName?, condition: String?) async -> DeliveryResult {
+    public func sendToTopic(_ notification: PushNotification, topic: TopicName?, condition: String?) async -> DeliveryResult {
         let target: (String, String)
         var shown = condition ?? topic.map { "/topics/" + $0.name } ?? ""
         do throws(CommandError) {
@@ -469,7 +469,7 @@ struct PreparedMessage: Sendable {
     let end: [UInt8]
     let dryRun: Bool
 
-    init(_ n: Notification) throws(CommandError) {
+    init(_ n: PushNotification) throws(CommandError) {
         let m = try FCMMessageBuilder.build(n)
         let bytes = JSONValue.object(m).serialized()
         // `{...}` without its "{": spliced after the target member.

@@ -1,4 +1,4 @@
-/// Notification keys only the WNS provider reads (beyond `Notification.commonKeys`).
+/// PushNotification keys only the WNS provider reads (beyond `PushNotification.commonKeys`).
 ///
 /// - `wns_type`: `toast` (default), `tile`, `badge` or `raw`.
 /// - `wns_payload`: the XML (toast, tile, badge) or raw body to send as is.

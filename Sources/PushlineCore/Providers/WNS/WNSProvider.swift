@@ -52,11 +52,11 @@ public final class WNSProvider: PushProvider {
             clientSecret: config.clientSecret, tls: tls, timeoutMs: config.connection.requestTimeoutMs)
     }
 
-    public func validate(_ notification: Notification) throws(CommandError) {
+    public func validate(_ notification: PushNotification) throws(CommandError) {
         _ = try Self.buildMessage(notification)
     }
 
-    public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
+    public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         let message: WNSMessage
         do { message = try Self.buildMessage(notification) } catch {
             return devices.map { .failed($0, reason: error.message) }
@@ -92,7 +92,7 @@ public final class WNSProvider: PushProvider {
     /// ```xml
     /// <toast><visual><binding template="ToastGeneric"><text>Title</text><text>Body</text></binding></visual></toast>
     /// ```
-    static func buildMessage(_ n: Notification) throws(CommandError) -> WNSMessage {
+    static func buildMessage(_ n: PushNotification) throws(CommandError) -> WNSMessage {
         let f = n.fields
         var kind = "toast"
         if let t = f["wns_type"], !t.isNull {
@@ -205,7 +205,7 @@ public final class WNSProvider: PushProvider {
     }
 
     /// The toast, tile or badge XML for a notification without `wns_payload`.
-    static func defaultXML(_ kind: String, _ n: Notification) throws(CommandError) -> String {
+    static func defaultXML(_ kind: String, _ n: PushNotification) throws(CommandError) -> String {
         switch kind {
         case "badge":
             guard let b = n.badge else {
@@ -241,7 +241,7 @@ public final class WNSProvider: PushProvider {
     }
 
     /// The JSON body of a raw notification without `wns_payload`: title, message and extra fields.
-    static func rawJSON(_ n: Notification) -> JSONObject {
+    static func rawJSON(_ n: PushNotification) -> JSONObject {
         var o = JSONObject()
         if let t = n.titleText { o["title"] = .string(t) }
         if let b = n.bodyText { o["message"] = .string(b) }

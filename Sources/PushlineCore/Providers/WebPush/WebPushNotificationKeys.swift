@@ -1,4 +1,4 @@
-/// Notification keys only the WebPush provider reads (beyond `Notification.commonKeys`).
+/// PushNotification keys only the WebPush provider reads (beyond `PushNotification.commonKeys`).
 ///
 /// - `tag`, `icon`, `image`, `url`: copied into the JSON payload the service worker reads.
 /// - `urgency`: `very-low`, `low`, `normal` or `high` (the `Urgency` header; else from `priority`).

@@ -94,11 +94,11 @@ public final class WebPushProvider: PushProvider {
         var headers: [(String, String)]
     }
 
-    public func validate(_ notification: Notification) throws(CommandError) {
+    public func validate(_ notification: PushNotification) throws(CommandError) {
         _ = try prepare(notification)
     }
 
-    func prepare(_ n: Notification) throws(CommandError) -> Prepared {
+    func prepare(_ n: PushNotification) throws(CommandError) -> Prepared {
         let plaintext = try Self.payload(n)
         let size = plaintext.count + Self.encryptionOverhead
         guard size <= Self.maxBodyBytes else {
@@ -115,7 +115,7 @@ public final class WebPushProvider: PushProvider {
     /// // {"message": "Hi", "title": "T", "extra": {"k": 1}, "tag": "t1"}
     /// // -> {"title":"T","message":"Hi","body":"Hi","tag":"t1","k":1}
     /// ```
-    static func payload(_ n: Notification) throws(CommandError) -> [UInt8] {
+    static func payload(_ n: PushNotification) throws(CommandError) -> [UInt8] {
         let f = n.fields
         if let p = f["payload"], !p.isNull {
             switch p {
@@ -155,7 +155,7 @@ public final class WebPushProvider: PushProvider {
     }
 
     /// TTL, Urgency and Topic headers (and `webpush.headers`), `now` in Unix seconds.
-    static func headers(_ n: Notification, defaultTTL: Int, now: Int64) throws(CommandError) -> [(String, String)] {
+    static func headers(_ n: PushNotification, defaultTTL: Int, now: Int64) throws(CommandError) -> [(String, String)] {
         let f = n.fields
         var h: [(String, String)] = []
         let ttl: Int64
@@ -280,7 +280,7 @@ public final class WebPushProvider: PushProvider {
 
     // MARK: - Sending
 
-    public func send(_ notification: Notification, to devices: [Device]) async -> [DeliveryResult] {
+    public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         let prepared: Prepared
         do { prepared = try prepare(notification) } catch {
             return devices.map { .failed($0, reason: error.message) }

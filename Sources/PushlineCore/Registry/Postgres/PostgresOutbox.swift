@@ -318,7 +318,7 @@ public final class PostgresOutbox: Outbox {
                 var devices: [Int64: Device] = [:]
                 let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
                 if !ids.isEmpty {
-                    var f = Registry.DeviceFilter()
+                    var f = DeviceFilter()
                     f.ids = ids
                     for d in try s.devices(f) { devices[d.id] = d }
                 }

@@ -95,7 +95,7 @@ public final class PostgresRegistry: Sendable {
     public func unregister(_ keys: [DeviceKey]) async throws(CommandError) -> (deleted: Int, missing: [Int]) {
         let r = try await run(write: true) { s in
             let r = try s.unregister(keys)
-            return Registry.UnregisterResult(deleted: r.deleted, missing: r.missing)
+            return UnregisterResult(deleted: r.deleted, missing: r.missing)
         }
         return (r.deleted, r.missing)
     }
@@ -104,15 +104,15 @@ public final class PostgresRegistry: Sendable {
         try await run(write: false) { s in try s.devices(f) }
     }
 
-    public func page(_ parts: [DeviceFilter], from cursor: Registry.PageCursor, limit: Int) async throws(CommandError) -> ([Device], Registry.PageCursor?) {
+    public func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Device], PageCursor?) {
         let r = try await run(write: false) { s in
             let (devices, next) = try s.page(parts, from: cursor, limit: limit)
-            return Registry.PageResult(devices: devices, next: next)
+            return PageResult(devices: devices, next: next)
         }
         return (r.devices, r.next)
     }
 
-    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [Registry.Group] {
+    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup] {
         var all = f
         all.afterId = nil
         all.limit = nil
@@ -132,11 +132,11 @@ public final class PostgresRegistry: Sendable {
         try await run(write: true) { s in try s.prune(inactiveBefore: inactiveBefore) }
     }
 
-    public func stats() async throws(CommandError) -> Registry.Stats {
+    public func stats() async throws(CommandError) -> RegistryStats {
         try await run(write: false) { s in try s.stats() }
     }
 
-    public func deactivate(_ list: [Registry.Deactivation]) async -> Set<Int64> {
+    public func deactivate(_ list: [Deactivation]) async -> Set<Int64> {
         do {
             let done = try await run(write: true) { s in try s.deactivate(list) }
             if !done.isEmpty { eventSignal.notify() }
@@ -203,9 +203,9 @@ extension PostgresRegistry: EventLog {
     public func pruneEvents(before: Int64) async throws(CommandError) -> Int {
         var total = 0
         while true {
-            let n = try await run(write: true) { s in try s.pruneEvents(before: before, max: RegistryStore.eventPruneSlice) }
+            let n = try await run(write: true) { s in try s.pruneEvents(before: before, max: SQLiteRegistryStore.eventPruneSlice) }
             total += n
-            if n < RegistryStore.eventPruneSlice { return total }
+            if n < SQLiteRegistryStore.eventPruneSlice { return total }
         }
     }
 }

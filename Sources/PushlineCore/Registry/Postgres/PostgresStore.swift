@@ -1,5 +1,5 @@
 /// The registry's operations on one PostgreSQL connection: the PostgreSQL twin of
-/// `RegistryStore`, with the same results and errors (the conformance suite runs both).
+/// `SQLiteRegistryStore`, with the same results and errors (the conformance suite runs both).
 ///
 /// The pool runs each call inside the transaction it opened for a write, so nothing here begins
 /// or commits. Lists travel as one array parameter (`= ANY($1::bigint[])`, `unnest`), so a batch
@@ -7,7 +7,7 @@
 struct PostgresStore {
     let c: PGConnection
 
-    static let columns = RegistryStore.columns
+    static let columns = SQLiteRegistryStore.columns
     /// `devices` columns prefixed with `d.`.
     static let dColumns = columns.split(separator: ",").map { "d." + $0.filter { $0 != " " } }.joined(separator: ", ")
 
@@ -78,7 +78,7 @@ struct PostgresStore {
                 RETURNING id, app, platform, registration_id
                 """,
                 Self.columnsOf(considered) + [
-                    .int(now), .text(Registry.clientDeactivationReason),
+                    .int(now), .text(SQLiteRegistry.clientDeactivationReason),
                     .text("{" + considered.map { $0.createdAt.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"),
                 ])
             // RETURNING lists the inserted rows in insertion order (the SELECT's ORDER BY ord): walk
@@ -132,7 +132,7 @@ struct PostgresStore {
                 WHERE d.app = t.app AND d.platform = t.platform AND d.registration_id = t.registration_id
                 RETURNING \(Self.dColumns)
                 """,
-                Self.columnsOf(rows) + [.int(now), .text(Registry.clientDeactivationReason)])
+                Self.columnsOf(rows) + [.int(now), .text(SQLiteRegistry.clientDeactivationReason)])
             for dev in try Self.devices(r) {
                 updated[TokenKey(app: dev.app, platform: dev.platform.rawValue, token: dev.registrationId)] = dev
             }
@@ -141,7 +141,7 @@ struct PostgresStore {
         out.reserveCapacity(inputs.count)
         for (i, d) in inputs.enumerated() {
             if let id = insertedIds[i] {
-                let reason: String? = d.active ? nil : Registry.clientDeactivationReason
+                let reason: String? = d.active ? nil : SQLiteRegistry.clientDeactivationReason
                 let dev = Device(
                     id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
                     user: d.user, deviceId: d.deviceId, active: d.active, createdAt: d.createdAt ?? now, updatedAt: now, p256dh: d.p256dh,
@@ -223,7 +223,7 @@ struct PostgresStore {
         return try Self.devices(c.query(sql, p.values))
     }
 
-    func page(_ parts: [DeviceFilter], from cursor: Registry.PageCursor, limit: Int) throws -> ([Device], Registry.PageCursor?) {
+    func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) throws -> ([Device], PageCursor?) {
         var out: [Device] = []
         var cur = cursor
         while cur.part < parts.count && out.count < limit {
@@ -243,7 +243,7 @@ struct PostgresStore {
         return (out, cur.part < parts.count ? cur : nil)
     }
 
-    func groups(_ f: DeviceFilter) throws -> [Registry.Group] {
+    func groups(_ f: DeviceFilter) throws -> [DeviceGroup] {
         var p = Params()
         let sql: String
         if f.ids == nil && f.user == nil && f.users == nil && f.registrationId == nil && f.afterId == nil
@@ -258,19 +258,19 @@ struct PostgresStore {
             sql = "SELECT app, platform, count(*) FROM devices\(whereFilter(f, &p)) GROUP BY app, platform"
         }
         let r = try c.query(sql, p.values)
-        var out: [Registry.Group] = []
+        var out: [DeviceGroup] = []
         for i in 0..<r.rows {
             let pl = r.text(i, 1) ?? ""
             guard let platform = Platform(rawValue: pl) else {
                 throw PGError(context: sql, sqlstate: nil, message: "unknown platform '\(pl)'", connectionLost: false)
             }
-            out.append(Registry.Group(app: r.text(i, 0) ?? "", platform: platform, count: Int(r.int(i, 2))))
+            out.append(DeviceGroup(app: r.text(i, 0) ?? "", platform: platform, count: Int(r.int(i, 2))))
         }
         return out
     }
 
     func update(_ key: DeviceKey, _ u: DeviceUpdate, now: Int64) throws -> Device {
-        guard let existing = try device(key) else { throw CommandError(.notFound, "\(RegistryStore.describe(key)) not found") }
+        guard let existing = try device(key) else { throw CommandError(.notFound, "\(SQLiteRegistryStore.describe(key)) not found") }
         var p = Params()
         var sets: [String] = ["updated_at = \(p.add(.int(now)))"]
         if let name = u.name {
@@ -313,13 +313,13 @@ struct PostgresStore {
             if active {
                 sets.append("inactive_reason = NULL, inactive_at = NULL")
             } else if existing.active {
-                sets.append("inactive_reason = \(p.add(.text(Registry.clientDeactivationReason))), inactive_at = \(p.add(.int(now)))")
+                sets.append("inactive_reason = \(p.add(.text(SQLiteRegistry.clientDeactivationReason))), inactive_at = \(p.add(.int(now)))")
             }
         }
         let idParam = p.add(.int(existing.id))
         let rows = try Self.devices(c.query(
             "UPDATE devices SET \(sets.joined(separator: ", ")) WHERE id = \(idParam) RETURNING \(Self.columns)", p.values))
-        guard let d = rows.first else { throw CommandError(.notFound, "\(RegistryStore.describe(key)) not found") }
+        guard let d = rows.first else { throw CommandError(.notFound, "\(SQLiteRegistryStore.describe(key)) not found") }
         return d
     }
 
@@ -330,7 +330,7 @@ struct PostgresStore {
         return try c.query("DELETE FROM devices WHERE NOT active").affected
     }
 
-    func stats() throws -> Registry.Stats {
+    func stats() throws -> RegistryStats {
         let r = try c.query("SELECT app, platform, active, n FROM device_counts WHERE n > 0")
         var rows: [(app: String, platform: Platform, active: Bool, count: Int)] = []
         for i in 0..<r.rows {
@@ -340,12 +340,12 @@ struct PostgresStore {
             }
             rows.append((app: r.text(i, 0) ?? "", platform: platform, active: r.bool(i, 2), count: Int(r.int(i, 3))))
         }
-        // Sorted here exactly as RegistryStore.stats sorts (not by the database's collation), active first.
+        // Sorted here exactly as SQLiteRegistryStore.stats sorts (not by the database's collation), active first.
         let ordered = rows.sorted { a, b in (a.app, a.platform.rawValue, a.active ? 0 : 1) < (b.app, b.platform.rawValue, b.active ? 0 : 1) }
-        return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
+        return RegistryStats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
     }
 
-    func deactivate(_ list: [Registry.Deactivation]) throws -> Set<Int64> {
+    func deactivate(_ list: [Deactivation]) throws -> Set<Int64> {
         guard !list.isEmpty else { return [] }
         let r = try c.query(
             """
@@ -363,7 +363,7 @@ struct PostgresStore {
             ])
         var done = Set<Int64>()
         for i in 0..<r.rows { done.insert(r.int(i, 0)) }
-        // One event per device actually deactivated, in `list` order (as RegistryStore.deactivate).
+        // One event per device actually deactivated, in `list` order (as SQLiteRegistryStore.deactivate).
         var byId: [Int64: (String, String, String)] = [:]
         for i in 0..<r.rows { byId[r.int(i, 0)] = (r.text(i, 1) ?? "", r.text(i, 2) ?? "", r.text(i, 3) ?? "") }
         var events: [PushEvent] = []

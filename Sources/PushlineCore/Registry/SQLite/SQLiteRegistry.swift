@@ -14,13 +14,13 @@ import Glibc
 /// after COMMIT. Every multi-row operation is all-or-nothing.
 ///
 /// ```swift
-/// let reg = try Registry(path: "/var/lib/pushline/registry.db")
+/// let reg = try SQLiteRegistry(path: "/var/lib/pushline/registry.db")
 /// let d = try DeviceInput(parsing: ["platform": "fcm", "registration_id": "tok", "user": 7])
 /// let out = try await reg.register([d], updateOnDuplicate: false)
 /// out[0].device.id   // 1
 /// reg.close()
 /// ```
-public final class Registry: Sendable {
+public final class SQLiteRegistry: Sendable {
     /// The reason recorded when a client deactivates a device.
     public static let clientDeactivationReason = "deactivated by client"
 
@@ -34,9 +34,9 @@ public final class Registry: Sendable {
     /// The parent directory must exist. Failures are `internal_error` with SQLite's message.
     public init(path: String, logger: Logger? = nil) throws(CommandError) {
         self.logger = logger
-        let store: RegistryStore
+        let store: SQLiteRegistryStore
         do {
-            store = try RegistryStore(path: path)
+            store = try SQLiteRegistryStore(path: path)
         } catch {
             throw CommandError(.internalError, "cannot open the registry: \(error.description)")
         }
@@ -74,7 +74,7 @@ public final class Registry: Sendable {
     ///
     /// `durable`: the batch that carries it commits with `synchronous=FULL` (the outbox's
     /// writes survive power loss; other batches keep WAL's `NORMAL`).
-    func run<T: Sendable>(write: Bool, durable: Bool = false, _ body: @escaping @Sendable (RegistryStore) throws -> T) async throws(CommandError) -> T {
+    func run<T: Sendable>(write: Bool, durable: Bool = false, _ body: @escaping @Sendable (SQLiteRegistryStore) throws -> T) async throws(CommandError) -> T {
         let result: Result<T, CommandError> = await withCheckedContinuation { c in
             var job = RegistryJob(
                 write: write,
@@ -114,20 +114,6 @@ public final class Registry: Sendable {
         try await run(write: false) { s in _ = try s.db.query("PRAGMA max_page_count = \(pages)") { $0.int(0) } }
     }
 
-    /// The outcome of registering one device.
-    public struct RegisterOutcome: Sendable {
-        public var device: Device
-        /// A new row was inserted.
-        public var created: Bool
-        /// An existing row (same app, platform and token) was updated (`update_on_duplicate`).
-        public var updated: Bool
-        public init(device: Device, created: Bool, updated: Bool) {
-            self.device = device
-            self.created = created
-            self.updated = updated
-        }
-    }
-
     /// Registers devices, all or nothing, in one transaction.
     ///
     /// A token already registered (same app and platform) fails with
@@ -139,15 +125,6 @@ public final class Registry: Sendable {
         try await run(write: true) { s in try s.register(inputs, updateOnDuplicate: updateOnDuplicate, now: nowMillis()) }
     }
 
-    /// Identifies one device: by registry id or by token.
-    public enum DeviceKey: Sendable, Equatable {
-        case id(Int64)
-        case token(app: String, platform: Platform, registrationId: String)
-
-        /// Whether the device is named by its registry id.
-        public var isId: Bool { if case .id = self { return true } else { return false } }
-    }
-
     /// Deletes devices (and their topic subscriptions); `missing` lists the indexes of keys not found.
     public func unregister(_ keys: [DeviceKey]) async throws(CommandError) -> (deleted: Int, missing: [Int]) {
         let r = try await run(write: true) { s in
@@ -156,38 +133,10 @@ public final class Registry: Sendable {
         }
         return (r.deleted, r.missing)
     }
-    struct UnregisterResult: Sendable { var deleted: Int; var missing: [Int] }
-
-    /// Which devices `devices(_:)` returns: every set field must match.
-    public struct DeviceFilter: Sendable {
-        public var ids: [Int64]?
-        public var app: String?
-        public var platform: Platform?
-        public var user: String?
-        public var users: [String]?
-        public var active: Bool?
-        public var registrationId: String?
-        /// Only devices with an id greater than this (paging).
-        public var afterId: Int64?
-        /// At most this many (nil: no limit).
-        public var limit: Int?
-        /// Devices of any platform but this one.
-        public var notPlatform: Platform?
-        /// Devices whose recorded topics satisfy this (a topic, or an FCM-style condition).
-        public var topics: TopicCondition?
-        public init() {}
-    }
 
     /// Devices matching `f`, ordered by id ascending.
     public func devices(_ f: DeviceFilter) async throws(CommandError) -> [Device] {
         try await run(write: false) { s in try s.devices(f) }
-    }
-
-    /// Where `page(_:from:limit:)` resumes: the part, and the last id returned in it.
-    public struct PageCursor: Sendable, Equatable {
-        public var part = 0
-        public var afterId: Int64 = 0
-        public init() {}
     }
 
     /// Up to `limit` devices of `parts` (filters read one after another, each by id), from
@@ -202,17 +151,9 @@ public final class Registry: Sendable {
         }
         return (r.devices, r.next)
     }
-    struct PageResult: Sendable { var devices: [Device]; var next: PageCursor? }
-
-    /// How many devices of each (app, platform) a filter selects (`afterId`/`limit` ignored).
-    public struct Group: Sendable, Equatable {
-        public var app: String
-        public var platform: Platform
-        public var count: Int
-    }
 
     /// The (app, platform) groups a filter selects, with their sizes.
-    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [Group] {
+    public func groups(_ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup] {
         var all = f
         all.afterId = nil
         all.limit = nil
@@ -223,20 +164,6 @@ public final class Registry: Sendable {
     /// One device, or nil.
     public func device(_ key: DeviceKey) async throws(CommandError) -> Device? {
         try await run(write: false) { s in try s.device(key) }
-    }
-
-    /// Changes to one device; nil leaves a field as it is, `.some(nil)` clears it.
-    public struct DeviceUpdate: Sendable {
-        public var name: String??
-        public var user: String??
-        public var deviceId: String??
-        public var active: Bool?
-        /// A new token (validated for the device's platform); the id and topic subscriptions stay.
-        public var registrationId: String?
-        /// New WebPush subscription keys (WebPush devices only).
-        public var p256dh: String?
-        public var auth: String?
-        public init() {}
     }
 
     /// Updates one device and returns it; `not_found` if missing.
@@ -252,35 +179,8 @@ public final class Registry: Sendable {
         try await run(write: true) { s in try s.prune(inactiveBefore: inactiveBefore) }
     }
 
-    /// Device counts.
-    public struct Stats: Sendable {
-        public var total: Int
-        /// One row per (app, platform, active) with at least one device, ordered by app, platform, active first.
-        public var rows: [(app: String, platform: Platform, active: Bool, count: Int)]
-        public init(total: Int, rows: [(app: String, platform: Platform, active: Bool, count: Int)]) {
-            self.total = total
-            self.rows = rows
-        }
-    }
-
-    public func stats() async throws(CommandError) -> Stats {
+    public func stats() async throws(CommandError) -> RegistryStats {
         try await run(write: false) { s in try s.stats() }
-    }
-
-    /// A provider's verdict that a device is gone.
-    public struct Deactivation: Sendable {
-        public var id: Int64
-        public var reason: String
-        /// When (Unix ms).
-        public var at: Int64
-        /// Since when the provider considers the token invalid (Apple's 410 `timestamp`, Unix ms).
-        public var invalidSince: Int64?
-        public init(id: Int64, reason: String, at: Int64, invalidSince: Int64? = nil) {
-            self.id = id
-            self.reason = reason
-            self.at = at
-            self.invalidSince = invalidSince
-        }
     }
 
     /// Marks devices inactive in one transaction; returns the ids actually deactivated.
@@ -348,15 +248,11 @@ public final class Registry: Sendable {
     }
 }
 
-extension Registry: KeyValueStore {
+extension SQLiteRegistry: KeyValueStore {
     public func get(_ key: String) async -> String? { await kvGet(key) }
     public func set(_ key: String, _ value: String) async { await kvSet(key, value) }
 }
 
-public typealias DeviceKey = Registry.DeviceKey
-public typealias DeviceFilter = Registry.DeviceFilter
-public typealias DeviceUpdate = Registry.DeviceUpdate
-public typealias RegisterOutcome = Registry.RegisterOutcome
 
 // MARK: - the database thread
 
@@ -367,7 +263,7 @@ struct RegistryJob: Sendable {
     /// Runs on the database thread inside the batch transaction. Returns whether it
     /// succeeded (its savepoint is kept) and a function delivering its result once
     /// the batch is committed (`nil`) or failed to commit (the error).
-    let run: @Sendable (RegistryStore) -> (ok: Bool, finish: @Sendable (CommandError?) -> Void)
+    let run: @Sendable (SQLiteRegistryStore) -> (ok: Bool, finish: @Sendable (CommandError?) -> Void)
     /// Fails the job without running it (or discards its result).
     let abort: @Sendable (CommandError) -> Void
     /// Its batch commits with `synchronous=FULL`.
@@ -448,7 +344,7 @@ final class RegistryJobQueue: @unchecked Sendable {
         }
         guard let t else { return }
         if pthread_equal(t, pthread_self()) != 0 {
-            // Closing from the database thread itself (no job captures the Registry, so
+            // Closing from the database thread itself (no job captures the SQLiteRegistry, so
             // this should not happen): detach instead of deadlocking.
             _ = pthread_detach(t)
             return
@@ -499,7 +395,7 @@ enum RegistryThread {
 enum RegistryJobRunner {
     /// Returns whether the batch's transaction committed (false: nothing of it was kept).
     @discardableResult
-    static func run(_ jobs: [RegistryJob], store: RegistryStore, logger: Logger?) -> Bool {
+    static func run(_ jobs: [RegistryJob], store: SQLiteRegistryStore, logger: Logger?) -> Bool {
         let db = store.db
         let anyWrite = jobs.contains { $0.write }
         let useSavepoints = jobs.count > 1

@@ -1,9 +1,9 @@
 /// The registry's operations on one `Database`, synchronous and thread-confined.
 ///
-/// `Registry` runs these on its database thread, inside a transaction it opens
+/// `SQLiteRegistry` runs these on its database thread, inside a transaction it opens
 /// (group commit), so nothing here begins or commits a transaction. Errors are
 /// `CommandError`s for the client or `DatabaseError`s (mapped to `internal_error`).
-final class RegistryStore {
+final class SQLiteRegistryStore {
     let db: Database
 
     init(path: String) throws(DatabaseError) {
@@ -44,7 +44,7 @@ final class RegistryStore {
 
     // MARK: register
 
-    func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool, now: Int64) throws -> [Registry.RegisterOutcome] {
+    func register(_ inputs: [DeviceInput], updateOnDuplicate: Bool, now: Int64) throws -> [RegisterOutcome] {
         let insert = try db.statement(
             """
             INSERT INTO devices (platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at,
@@ -52,7 +52,7 @@ final class RegistryStore {
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (app, platform, registration_id) DO NOTHING
             """)
-        var out: [Registry.RegisterOutcome] = []
+        var out: [RegisterOutcome] = []
         out.reserveCapacity(inputs.count)
         // Duplicates inside the batch are found through the UNIQUE index rather than by
         // hashing every token: a conflicting row that this call inserted (rowids only grow
@@ -68,7 +68,7 @@ final class RegistryStore {
                 details: ["index": .int(Int64(i))])
         }
         for (i, d) in inputs.enumerated() {
-            let reason: String? = d.active ? nil : Registry.clientDeactivationReason
+            let reason: String? = d.active ? nil : SQLiteRegistry.clientDeactivationReason
             let at: Int64? = d.active ? nil : now
             try insert.bind([
                 .text(d.platform.rawValue), .text(d.app), .text(d.registrationId), .from(d.name), .from(d.user),
@@ -156,7 +156,7 @@ final class RegistryStore {
         /// The table itself from `afterId` on, in id order, other conditions checked per row.
         case table
 
-        init(_ f: Registry.DeviceFilter) {
+        init(_ f: DeviceFilter) {
             if f.ids != nil {
                 self = .ids
             } else if f.user != nil {
@@ -181,7 +181,7 @@ final class RegistryStore {
     /// on `(app, platform, active)`) would make every page read and sort every matching device,
     /// quadratic over a paging. So every page is a search that starts at `afterId` and stops at
     /// `limit` (tests assert the plans: RegistryPlanTests).
-    func whereFilter(_ f: Registry.DeviceFilter, ordered: Bool = false) -> (String, [SQLValue]) {
+    func whereFilter(_ f: DeviceFilter, ordered: Bool = false) -> (String, [SQLValue]) {
         var conds: [String] = []
         var args: [SQLValue] = []
         let access = Access(f)
@@ -215,14 +215,14 @@ final class RegistryStore {
     }
 
     /// The listing query of a filter: the SQL and its arguments.
-    func devicesQuery(_ f: Registry.DeviceFilter) -> (String, [SQLValue]) {
+    func devicesQuery(_ f: DeviceFilter) -> (String, [SQLValue]) {
         var (w, args) = whereFilter(f, ordered: true)
         var sql = "SELECT \(Self.columns) FROM devices\(w) ORDER BY id"
         if let limit = f.limit { sql += " LIMIT ?"; args.append(.int(Int64(max(0, limit)))) }
         return (sql, args)
     }
 
-    func devices(_ f: Registry.DeviceFilter) throws -> [Device] {
+    func devices(_ f: DeviceFilter) throws -> [Device] {
         let (sql, args) = devicesQuery(f)
         return try db.query(sql, args, Self.device)
     }
@@ -232,7 +232,7 @@ final class RegistryStore {
     ///
     /// Each part is a filter whose listing is a search (one user; or app, platform and active):
     /// a page costs what it returns, however large the registry (a send's paging).
-    func page(_ parts: [Registry.DeviceFilter], from cursor: Registry.PageCursor, limit: Int) throws -> ([Device], Registry.PageCursor?) {
+    func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) throws -> ([Device], PageCursor?) {
         var out: [Device] = []
         var c = cursor
         while c.part < parts.count && out.count < limit {
@@ -260,7 +260,7 @@ final class RegistryStore {
     ///
     /// A filter on app, platform and active only is answered from `device_counts` (a few rows);
     /// others read the matching devices through their index once.
-    func groups(_ f: Registry.DeviceFilter) throws -> [Registry.Group] {
+    func groups(_ f: DeviceFilter) throws -> [DeviceGroup] {
         // Only app, platform and active: the maintained counts answer. Any other condition
         // (ids, users, a topic condition, a platform excluded...) counts the matching rows.
         if f.ids == nil && f.user == nil && f.users == nil && f.registrationId == nil && f.afterId == nil
@@ -276,7 +276,7 @@ final class RegistryStore {
                 args)
         }
         if let ids = f.ids, ids.count > Self.groupIdSlice {
-            var sums: [Registry.Group] = []
+            var sums: [DeviceGroup] = []
             var start = 0
             while start < ids.count {
                 var slice = f
@@ -296,17 +296,17 @@ final class RegistryStore {
         return try groupRows("SELECT app, platform, COUNT(*) FROM devices\(w) GROUP BY app, platform", args)
     }
 
-    private func groupRows(_ sql: String, _ args: [SQLValue]) throws(DatabaseError) -> [Registry.Group] {
+    private func groupRows(_ sql: String, _ args: [SQLValue]) throws(DatabaseError) -> [DeviceGroup] {
         try db.query(sql, args) { s throws(DatabaseError) in
             let p = s.text(1) ?? ""
             guard let platform = Platform(rawValue: p) else {
                 throw DatabaseError(code: 1, message: "unknown platform '\(p)'", sql: s.sql)
             }
-            return Registry.Group(app: s.text(0) ?? "", platform: platform, count: Int(s.int(2)))
+            return DeviceGroup(app: s.text(0) ?? "", platform: platform, count: Int(s.int(2)))
         }
     }
 
-    func update(_ key: DeviceKey, _ u: Registry.DeviceUpdate, now: Int64) throws -> Device {
+    func update(_ key: DeviceKey, _ u: DeviceUpdate, now: Int64) throws -> Device {
         guard let existing = try device(key) else { throw CommandError(.notFound, "\(Self.describe(key)) not found") }
         var sets: [String] = ["updated_at = ?"]
         var args: [SQLValue] = [.int(now)]
@@ -351,7 +351,7 @@ final class RegistryStore {
                 sets.append("inactive_reason = NULL, inactive_at = NULL")
             } else if existing.active {
                 sets.append("inactive_reason = ?, inactive_at = ?")
-                args.append(.text(Registry.clientDeactivationReason)); args.append(.int(now))
+                args.append(.text(SQLiteRegistry.clientDeactivationReason)); args.append(.int(now))
             }
         }
         args.append(.int(existing.id))
@@ -372,7 +372,7 @@ final class RegistryStore {
 
     static let statsSQL = "SELECT app, platform, active, n FROM device_counts WHERE n > 0 ORDER BY app, platform, active"
 
-    func stats() throws -> Registry.Stats {
+    func stats() throws -> RegistryStats {
         // Maintained by triggers (migration v2): exact, and a few rows to read at any registry size.
         let rows = try db.query(Self.statsSQL) { s throws(DatabaseError) -> (app: String, platform: Platform, active: Bool, count: Int) in
             let p = s.text(1) ?? ""
@@ -383,13 +383,13 @@ final class RegistryStore {
         }
         // Active first within each (app, platform): a sort of a handful of rows here, not in SQL.
         let ordered = rows.sorted { a, b in (a.app, a.platform.rawValue, a.active ? 0 : 1) < (b.app, b.platform.rawValue, b.active ? 0 : 1) }
-        return Registry.Stats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
+        return RegistryStats(total: rows.reduce(0) { $0 + $1.count }, rows: ordered)
     }
 
     /// Marks devices inactive and appends one `device_deactivated` event per device actually
     /// deactivated (in `list` order), in the caller's transaction: a device already inactive,
     /// missing, or listed twice gives no second event.
-    func deactivate(_ list: [Registry.Deactivation]) throws -> Set<Int64> {
+    func deactivate(_ list: [Deactivation]) throws -> Set<Int64> {
         var done = Set<Int64>()
         var events: [PushEvent] = []
         for d in list {

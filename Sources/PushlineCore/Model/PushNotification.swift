@@ -6,10 +6,10 @@
 /// in `init(parsing:)`; each provider validates its own keys in `PushProvider.validate`.
 ///
 /// ```swift
-/// let n = try Notification(parsing: ["message": "Hello", "badge": 3])
+/// let n = try PushNotification(parsing: ["message": "Hello", "badge": 3])
 /// n.badge // 3
 /// ```
-public struct Notification: Sendable {
+public struct PushNotification: Sendable {
     public enum Priority: Sendable, Equatable {
         case high, normal
         /// APNs only: 10, 5 or 1.

@@ -1,15 +1,15 @@
 import Synchronization
 
-/// The outbox in the registry's SQLite database, run on its thread through `Registry.run`:
+/// The outbox in the registry's SQLite database, run on its thread through `SQLiteRegistry.run`:
 /// accepts from many connections share one transaction (group commit), and every outbox write
 /// commits with `synchronous=FULL` (`durable`), so an answered accept survives power loss.
 public final class SQLiteOutbox: Outbox {
-    let registry: Registry
+    let registry: SQLiteRegistry
 
     /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
     let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
 
-    public init(registry: Registry) { self.registry = registry }
+    public init(registry: SQLiteRegistry) { self.registry = registry }
 
     static let jobColumns =
         "seq, id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, devices, sent, failed, canceled, resolved, cursor, created_at, started_at, finished_at"
@@ -128,7 +128,7 @@ public final class SQLiteOutbox: Outbox {
     }
 
     /// Marks a resolved job with nothing pending `done` and writes its `job_done` event.
-    static func finishIfDone(_ store: RegistryStore, seq: Int64, id: String, now: Int64) throws {
+    static func finishIfDone(_ store: SQLiteRegistryStore, seq: Int64, id: String, now: Int64) throws {
         let db = store.db
         let pending = try db.query("SELECT 1 FROM outbox_deliveries WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]) { $0.int(0) }
         guard pending.isEmpty else { return }
@@ -177,7 +177,7 @@ public final class SQLiteOutbox: Outbox {
                 var devices: [Int64: Device] = [:]
                 let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
                 if !ids.isEmpty {
-                    var f = Registry.DeviceFilter()
+                    var f = DeviceFilter()
                     f.ids = ids
                     for d in try store.devices(f) { devices[d.id] = d }
                 }
