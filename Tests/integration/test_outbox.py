@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from harness import postgres_backend
 from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
 from test_apns import by_token, cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
 
@@ -302,6 +303,8 @@ def test_fairness_small_job_during_a_large_one(start_daemon, fake):
     d.call({"cmd": "cancel", "job": a["job"]["id"]})
 
 
+@pytest.mark.skipif(postgres_backend() is not None,
+                    reason="database_max_pages is SQLite's; on PostgreSQL test_fleet.py stops the server instead")
 def test_full_database_is_unavailable_nothing_lost_and_serving_continues(start_daemon, fake):
     config = cfg(fake)
     config["database_max_pages"] = 400

@@ -28,6 +28,9 @@ public struct PushlineConfig: Sendable {
     public var shutdownTimeoutMs: Int = 10_000
     /// How long a claimed delivery stays leased to this daemon (ms).
     public var leaseMs: Int = 30_000
+    /// PostgreSQL: how often a daemon looks for new events and outbox work when no NOTIFY
+    /// arrives (PgBouncer in transaction mode) (ms).
+    public var pollMs: Int = 1000
     /// Caps the database file at this many pages (SQLite `max_page_count`), nil: no cap.
     /// Meant for tests of a full disk.
     public var databaseMaxPages: Int?
@@ -140,6 +143,7 @@ public struct PushlineConfig: Sendable {
         }
         shutdownTimeoutMs = try r.int("shutdown_timeout_ms", range: 0...600_000) ?? shutdownTimeoutMs
         leaseMs = try r.int("lease_ms", range: 1000...3_600_000) ?? leaseMs
+        pollMs = try r.int("poll_ms", range: 10...60_000) ?? pollMs
         databaseMaxPages = try r.int("database_max_pages", range: 16...Int(Int32.max))
         serverLimits.maxConnections = try r.int("max_connections", range: 1...1_000_000) ?? serverLimits.maxConnections
         serverLimits.maxReplyBufferBytes =

@@ -76,10 +76,12 @@ public enum DatabaseLocation: Sendable, Equatable {
     }
 
     /// Opens the registry this location names.
-    public func open(poolSize: Int, logger: Logger?) throws(CommandError) -> any DeviceRegistry {
+    /// `pollMs`: PostgreSQL only, how often the feed and the outbox are looked at when no
+    /// NOTIFY arrives (behind PgBouncer in transaction mode none does).
+    public func open(poolSize: Int, pollMs: Int = 1000, logger: Logger?) throws(CommandError) -> any DeviceRegistry {
         switch self {
         case .sqlite(let path): return try SQLiteRegistry(path: path, logger: logger)
-        case .postgres(let conninfo): return try PostgresRegistry(conninfo: conninfo, poolSize: poolSize, logger: logger)
+        case .postgres(let conninfo): return try PostgresRegistry(conninfo: conninfo, poolSize: poolSize, pollMs: pollMs, logger: logger)
         }
     }
 }

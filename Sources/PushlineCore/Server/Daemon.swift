@@ -48,7 +48,7 @@ public enum Daemon {
         }
         let registry: any DeviceRegistry
         do {
-            registry = try location.open(poolSize: config.databasePool, logger: logger)
+            registry = try location.open(poolSize: config.databasePool, pollMs: config.pollMs, logger: logger)
         } catch {
             logger.critical("cannot open database", metadata: ["database": "\(location.description)", "error": "\(error.message)"])
             return 1
@@ -67,9 +67,10 @@ public enum Daemon {
                 return 1
             }
         }
-        // The outbox and the events feed live in the SQLite registry's database for now; the
-        // PostgreSQL backend implements the registry only (issue 14's fleet part is next).
+        // The outbox and the events feed live in the registry's database: SQLite's file, or the
+        // PostgreSQL database a fleet of daemons shares.
         let sqlite = registry as? SQLiteRegistry
+        let postgres = registry as? PostgresRegistry
         if let pages = config.databaseMaxPages {
             guard let sqlite else {
                 logger.critical("database_max_pages only applies to a SQLite database")
@@ -82,7 +83,20 @@ public enum Daemon {
             }
         }
         let holder = ConnectionCounter()
-        let outbox = sqlite.map { OutboxContext(store: SQLiteOutbox(registry: $0)) }
+        var outbox = sqlite.map { OutboxContext(store: SQLiteOutbox(registry: $0)) }
+        var pgOutbox: PostgresOutbox?
+        if let postgres {
+            // This daemon in the fleet: its host and socket (a restart of it takes back its own leases at once).
+            var host = [CChar](repeating: 0, count: 256)
+            _ = gethostname(&host, host.count - 1)
+            let instance = String(cString: host) + ":" + (activation?.socketPath ?? config.socket)
+            let store = PostgresOutbox(registry: postgres, instance: instance, logger: logger)
+            let context = OutboxContext(store: store)
+            // Another daemon's commit (NOTIFY pushline_outbox) or the poll_ms tick wakes this one's worker.
+            postgres.onOutboxWork { context.wake() }
+            pgOutbox = store
+            outbox = context
+        }
         let dispatcher = Dispatcher(config: config, registry: registry, providers: providers, logger: logger,
                                     connectionCount: { holder.count() }, outbox: outbox)
         let handler = DaemonHandler(dispatcher: dispatcher, registry: registry, transport: transport, source: source, notifier: notifier,
@@ -147,6 +161,7 @@ public enum Daemon {
         ])
         metricsServer?.start()
         let eventPruner = eventLog.map { EventPruner.start(log: $0, logger: logger) { handler.dispatcher.config.eventRetentionSeconds } }
+        pgOutbox?.start()
         worker?.start()
         notifier.ready(status: "serving \(server.path), providers: \(configured.isEmpty ? "none" : configured)")
         server.run()
@@ -155,6 +170,7 @@ public enum Daemon {
             logger.warning("outbox deliveries still in flight at shutdown_timeout_ms; their leases are taken over at the next start",
                            metadata: ["shutdown_timeout_ms": "\(config.shutdownTimeoutMs)"])
         }
+        pgOutbox?.stop()
         watchdog?.stop()
         metricsServer?.stop()
         handler.transport?.shutdown()

@@ -101,6 +101,24 @@ final class PGConnection {
         return s == PQTRANS_INTRANS || s == PQTRANS_INERROR
     }
 
+    /// The connection's socket (for poll(2) while waiting for notifications).
+    var socket: Int32 { PQsocket(conn) }
+
+    /// Reads what the server sent (without blocking) and returns the channels of the
+    /// notifications received (LISTEN/NOTIFY), in order.
+    func notifications() throws(PGError) -> [String] {
+        guard PQconsumeInput(conn) == 1 else {
+            throw PGError(context: "LISTEN", sqlstate: nil, message: Self.trim(String(cString: PQerrorMessage(conn))),
+                          connectionLost: PQstatus(conn) != CONNECTION_OK)
+        }
+        var out: [String] = []
+        while let n = PQnotifies(conn) {
+            out.append(String(cString: n.pointee.relname))
+            PQfreemem(n)
+        }
+        return out
+    }
+
     static func trim(_ s: String) -> String {
         var t = Substring(s)
         while let last = t.last, last == "\n" || last == " " { t = t.dropLast() }

@@ -10,7 +10,7 @@ enum PostgresMigrations {
     /// The advisory lock's key ("pushline" as ASCII, packed into 63 bits): shared by every daemon.
     static let lockKey: Int64 = 0x70_7573_686C_696E
 
-    static let all: [(name: String, sql: String)] = [("registry", v1)]
+    static let all: [(name: String, sql: String)] = [("registry", v1), ("outbox and event order", outbox)]
 
     /// v1: the registry as SQLite's migrations v1-v4 left it (devices with `user_id`, kv, topic
     /// subscriptions, maintained device counts, the inactive index) and the `events` feed table
@@ -100,6 +100,72 @@ enum PostgresMigrations {
             body text NOT NULL
         );
         CREATE INDEX events_at ON events (at);
+        """
+
+    /// The outbox (SQLite's outbox migration, same tables and columns, PostgreSQL types) and the
+    /// events feed's order counter.
+    ///
+    /// `pushline_event_counter` is one row holding the highest `seq` handed out. A transaction that
+    /// appends events takes its seqs by updating that row, whose lock it holds until it commits:
+    /// event writers of the whole fleet commit one after another in seq order, so a reader that
+    /// has seen seq n can never later find an event n-1 committed behind it (a `bigserial` alone
+    /// hands out 5 to T1 and 6 to T2, T2 commits first, a reader moves its cursor to 6 and skips 5
+    /// for ever). The committed row is also the high-water mark `latestEventSeq` (never lowered by
+    /// pruning; a rolled-back writer's seqs were never visible and are given again).
+    ///
+    /// `outbox_jobs.resolver`/`resolve_until`: which daemon resolves a job's target (a lease like
+    /// the deliveries'), so two daemons never append the same chunk.
+    static let outbox = """
+        CREATE TABLE pushline_event_counter (
+            id integer PRIMARY KEY CHECK (id = 1),
+            last bigint NOT NULL
+        );
+        INSERT INTO pushline_event_counter (id, last) SELECT 1, coalesce((SELECT max(seq) FROM events), 0);
+        CREATE TABLE outbox_jobs (
+            seq bigserial PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            app text NOT NULL,
+            messages text NOT NULL,
+            indexed boolean NOT NULL,
+            state text NOT NULL,
+            send_at bigint NOT NULL,
+            deadline bigint NOT NULL,
+            idem_key text,
+            estimate bigint NOT NULL,
+            devices bigint NOT NULL DEFAULT 0,
+            sent bigint NOT NULL DEFAULT 0,
+            failed bigint NOT NULL DEFAULT 0,
+            canceled bigint NOT NULL DEFAULT 0,
+            resolved boolean NOT NULL DEFAULT false,
+            cursor text,
+            served bigint NOT NULL DEFAULT 0,
+            created_at bigint NOT NULL,
+            started_at bigint,
+            finished_at bigint,
+            resolver text,
+            resolve_until bigint
+        );
+        CREATE INDEX outbox_jobs_live ON outbox_jobs (state, seq);
+        CREATE INDEX outbox_jobs_served ON outbox_jobs (state, served, seq);
+        CREATE INDEX outbox_jobs_unresolved ON outbox_jobs (send_at, seq) WHERE NOT resolved AND state IN ('queued', 'running');
+        CREATE INDEX outbox_jobs_idem ON outbox_jobs (app, idem_key, created_at) WHERE idem_key IS NOT NULL;
+        CREATE INDEX outbox_jobs_finished ON outbox_jobs (finished_at) WHERE finished_at IS NOT NULL;
+        CREATE TABLE outbox_deliveries (
+            job bigint NOT NULL,
+            n bigint NOT NULL,
+            message integer,
+            device_id bigint,
+            raw text,
+            state smallint NOT NULL,
+            next_at bigint NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            lease_owner text,
+            lease_until bigint,
+            fence bigint NOT NULL DEFAULT 0,
+            result text,
+            PRIMARY KEY (job, n)
+        );
+        CREATE INDEX outbox_deliveries_due ON outbox_deliveries (job, next_at, n) WHERE state = 0;
         """
 
     static var latest: Int { all.count }

@@ -30,10 +30,15 @@ public final class PostgresRegistry: Sendable {
     let logger: Logger?
     /// What logs may show: the connection string without its password.
     public let redactedLocation: String
+    /// Wakes this daemon's `events` readers (see `EventLog`): after a local commit that wrote
+    /// events, and from the listener when another daemon's commit did.
+    public let eventSignal = EventSignal()
+    /// LISTEN/NOTIFY on a connection of its own, with a `pollMs` fallback.
+    let listener: PGListener
 
     /// Connects once, migrates (under the advisory lock) and starts `poolSize` threads.
     /// Fails with `unavailable` when the database cannot be reached, `internal_error` otherwise.
-    public init(conninfo: String, poolSize: Int = 4, logger: Logger? = nil) throws(CommandError) {
+    public init(conninfo: String, poolSize: Int = 4, pollMs: Int = 1000, logger: Logger? = nil) throws(CommandError) {
         self.logger = logger
         redactedLocation = DatabaseLocation.redact(conninfo)
         do {
@@ -45,10 +50,13 @@ public final class PostgresRegistry: Sendable {
             throw e
         }
         pool = PGPool(conninfo: conninfo, logger: logger)
+        listener = PGListener(conninfo: conninfo, pollMs: max(10, pollMs), signal: eventSignal, logger: logger)
         do {
             for i in 0..<max(1, poolSize) { try pool.startWorker(index: i) }
+            try listener.start()
         } catch {
             pool.closeAndJoin()
+            listener.closeAndJoin()
             throw CommandError(.internalError, "cannot start the registry threads: \(error)")
         }
     }
@@ -56,7 +64,14 @@ public final class PostgresRegistry: Sendable {
     deinit { close() }
 
     /// Finishes the queued jobs, closes the connections and joins the threads (idempotent).
-    public func close() { pool.closeAndJoin() }
+    public func close() {
+        listener.closeAndJoin()
+        pool.closeAndJoin()
+    }
+
+    /// Called (on the listener's thread) when another daemon may have queued outbox work:
+    /// a `pushline_outbox` NOTIFY, or every `pollMs`.
+    public func onOutboxWork(_ body: @escaping @Sendable () -> Void) { listener.outboxWake.withLock { $0 = body } }
 
     /// Runs `body` on a pool connection (in a transaction for a write) and returns its result after COMMIT.
     func run<T: Sendable>(write: Bool, _ body: @escaping @Sendable (PostgresStore) throws -> T) async throws(CommandError) -> T {
@@ -123,7 +138,9 @@ public final class PostgresRegistry: Sendable {
 
     public func deactivate(_ list: [Deactivation]) async -> Set<Int64> {
         do {
-            return try await run(write: true) { s in try s.deactivate(list) }
+            let done = try await run(write: true) { s in try s.deactivate(list) }
+            if !done.isEmpty { eventSignal.notify() }
+            return done
         } catch {
             logger?.error("registry: deactivate failed: \(error.description)")
             return []
@@ -173,6 +190,135 @@ public final class PostgresRegistry: Sendable {
 }
 
 extension PostgresRegistry: DeviceRegistry {}
+
+extension PostgresRegistry: EventLog {
+    public func events(after: Int64, limit: Int) async throws(CommandError) -> [FeedEvent] {
+        try await run(write: false) { s in try s.events(after: after, limit: limit) }
+    }
+
+    public func latestEventSeq() async throws(CommandError) -> Int64 {
+        try await run(write: false) { s in try s.latestEventSeq() }
+    }
+
+    public func pruneEvents(before: Int64) async throws(CommandError) -> Int {
+        var total = 0
+        while true {
+            let n = try await run(write: true) { s in try s.pruneEvents(before: before, max: SQLiteRegistryStore.eventPruneSlice) }
+            total += n
+            if n < SQLiteRegistryStore.eventPruneSlice { return total }
+        }
+    }
+}
+
+/// A thread with a connection of its own that LISTENs on `pushline_events` and
+/// `pushline_outbox` and wakes this daemon's events readers and outbox worker when another
+/// daemon commits. Every `pollMs` (and while it cannot listen) it also looks at the events
+/// counter and wakes the outbox worker, so everything still works where NOTIFY never comes
+/// (PgBouncer in transaction mode), only later.
+///
+/// `@unchecked Sendable`: `closed` is an atomic; the connection lives on the thread only.
+final class PGListener: @unchecked Sendable {
+    let conninfo: String
+    let pollMs: Int
+    let signal: EventSignal
+    let logger: Logger?
+    let outboxWake = Mutex<(@Sendable () -> Void)?>(nil)
+    private let closed = Atomic<Bool>(false)
+    private let thread = Mutex<pthread_t?>(nil)
+
+    init(conninfo: String, pollMs: Int, signal: EventSignal, logger: Logger?) {
+        self.conninfo = conninfo
+        self.pollMs = pollMs
+        self.signal = signal
+        self.logger = logger
+    }
+
+    func start() throws(PGPool.StartError) {
+        let box = Unmanaged.passRetained(PGPool.Box { [self] in
+            pl_set_thread_name("pushline-pglisten")
+            self.work()
+        }).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { p in
+            // `p` is the retained Box passed below; it is never nil.
+            guard let p else { return nil }
+            Unmanaged<PGPool.Box>.fromOpaque(p).takeRetainedValue().body()
+            return nil
+        }, box)
+        guard rc == 0 else {
+            Unmanaged<PGPool.Box>.fromOpaque(box).release()
+            throw PGPool.StartError(rc: rc)
+        }
+        thread.withLock { $0 = tid }
+    }
+
+    func closeAndJoin() {
+        closed.store(true, ordering: .releasing)
+        guard let t = thread.withLock({ t -> pthread_t? in defer { t = nil }; return t }) else { return }
+        if pthread_equal(t, pthread_self()) != 0 { _ = pthread_detach(t); return }
+        _ = pthread_join(t, nil)
+    }
+
+    private func wakeOutbox() { outboxWake.withLock { $0 }?() }
+
+    private func work() {
+        var conn: PGConnection?
+        var lastSeq: Int64 = -1
+        var nextPoll = monotonicNanos()
+        var nextConnect: UInt64 = 0
+        while !closed.load(ordering: .acquiring) {
+            let now = monotonicNanos()
+            if conn == nil && now >= nextConnect {
+                do {
+                    let c = try PGConnection(conninfo: conninfo)
+                    try c.exec("LISTEN pushline_events; LISTEN pushline_outbox")
+                    conn = c
+                    // Whatever was committed while we were not listening.
+                    signal.notify()
+                    wakeOutbox()
+                } catch {
+                    nextConnect = now + UInt64(PostgresRegistry.retryAfterMs) * 1_000_000
+                }
+            }
+            if now >= nextPoll {
+                nextPoll = now + UInt64(pollMs) * 1_000_000
+                // The fallback: a feed that moved on without a NOTIFY reaching us.
+                if let c = conn, let r = try? c.query("SELECT last FROM pushline_event_counter WHERE id = 1"), r.rows == 1 {
+                    let seq = r.int(0, 0)
+                    if seq != lastSeq {
+                        if lastSeq >= 0 { signal.notify() }
+                        lastSeq = seq
+                    }
+                } else {
+                    signal.notify()
+                }
+                wakeOutbox()
+            }
+            // Waits for the socket at most 100 ms at a time, so `close` is noticed quickly.
+            let waitMs = Int32(max(1, min(100, Int64(nextPoll > now ? (nextPoll - now) / 1_000_000 : 1))))
+            guard let c = conn, c.isOK else {
+                conn = nil
+                usleep(UInt32(waitMs) * 1000)
+                continue
+            }
+            var pfd = pollfd(fd: c.socket, events: Int16(POLLIN), revents: 0)
+            let rc = poll(&pfd, 1, waitMs)
+            if rc > 0 {
+                do {
+                    var events = false
+                    var outbox = false
+                    for ch in try c.notifications() {
+                        if ch == "pushline_events" { events = true } else if ch == "pushline_outbox" { outbox = true }
+                    }
+                    if events { signal.notify() }
+                    if outbox { wakeOutbox() }
+                } catch {
+                    conn = nil
+                }
+            }
+        }
+    }
+}
 
 /// One queued operation for a pool thread. `run` returns what delivers its result (called after
 /// COMMIT); it may run twice (a retry after a deadlock or a lost connection), never half-committed.

@@ -354,7 +354,7 @@ struct PostgresStore {
                   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS u(id, reason, at, since, ord)
                   ORDER BY id, ord) t
             WHERE d.id = t.id AND d.active AND (t.since IS NULL OR d.updated_at <= t.since)
-            RETURNING d.id
+            RETURNING d.id, d.app, d.platform, d.registration_id
             """,
             [
                 PGConnection.array(list.map { $0.id }), PGConnection.array(list.map { Optional($0.reason) }),
@@ -363,7 +363,71 @@ struct PostgresStore {
             ])
         var done = Set<Int64>()
         for i in 0..<r.rows { done.insert(r.int(i, 0)) }
+        // One event per device actually deactivated, in `list` order (as SQLiteRegistryStore.deactivate).
+        var byId: [Int64: (String, String, String)] = [:]
+        for i in 0..<r.rows { byId[r.int(i, 0)] = (r.text(i, 1) ?? "", r.text(i, 2) ?? "", r.text(i, 3) ?? "") }
+        var events: [PushEvent] = []
+        for d in list {
+            guard let (app, platform, token) = byId.removeValue(forKey: d.id) else { continue }
+            events.append(PushEvent(.deviceDeactivated, at: d.at, [
+                "device": .int(d.id), "app": .string(app), "platform": .string(platform),
+                "registration_id": .string(token), "reason": .string(d.reason),
+            ]))
+        }
+        try appendEvents(events)
         return done
+    }
+
+    // MARK: events
+
+    /// Appends events in the caller's transaction. Their seqs come from the single row of
+    /// `pushline_event_counter`, locked until this transaction ends: event writers commit in
+    /// seq order across the fleet (see `PostgresMigrations.outbox`). Take it last in a
+    /// transaction (every writer does), so no writer waits for it while holding what another
+    /// holder wants. `NOTIFY pushline_events` is delivered at COMMIT (and not at all on
+    /// ROLLBACK): every daemon's listener wakes its waiting readers.
+    func appendEvents(_ events: [PushEvent]) throws {
+        guard !events.isEmpty else { return }
+        let last = try c.query("UPDATE pushline_event_counter SET last = last + $1 WHERE id = 1 RETURNING last", [.int(Int64(events.count))])
+        guard last.rows == 1 else {
+            throw PGError(context: "events", sqlstate: nil, message: "pushline_event_counter has no row", connectionLost: false)
+        }
+        let first = last.int(0, 0) - Int64(events.count) + 1
+        try c.query(
+            """
+            INSERT INTO events (seq, type, at, body)
+            SELECT $1::bigint + u.ord - 1, u.type, u.at, u.body
+            FROM unnest($2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS u(type, at, body, ord)
+            """,
+            [.int(first), PGConnection.array(events.map { Optional($0.kind.rawValue) }), PGConnection.array(events.map { $0.at }),
+             PGConnection.array(events.map { Optional(JSONValue.object($0.fields).jsonString) })])
+        try c.query("SELECT pg_notify('pushline_events', '')")
+    }
+
+    func events(after: Int64, limit: Int) throws -> [FeedEvent] {
+        let r = try c.query("SELECT seq, type, at, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", [.int(after), .int(Int64(max(0, limit)))])
+        var out: [FeedEvent] = []
+        out.reserveCapacity(r.rows)
+        for i in 0..<r.rows {
+            let seq = r.int(i, 0)
+            guard let fields = (try? JSONValue.parse(r.text(i, 3) ?? "{}"))?.objectValue else {
+                throw PGError(context: "events", sqlstate: nil, message: "event \(seq) has a body that is not a JSON object", connectionLost: false)
+            }
+            out.append(FeedEvent(seq: seq, type: r.text(i, 1) ?? "", at: r.int(i, 2), fields: fields))
+        }
+        return out
+    }
+
+    /// The committed high-water mark (the counter row, which pruning does not lower).
+    func latestEventSeq() throws -> Int64 {
+        let r = try c.query("SELECT last FROM pushline_event_counter WHERE id = 1")
+        return r.rows == 1 ? r.int(0, 0) : 0
+    }
+
+    func pruneEvents(before: Int64, max: Int) throws -> Int {
+        try c.query(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < $1 ORDER BY at LIMIT $2)",
+            [.int(before), .int(Int64(max))]).affected
     }
 
     func resolveTokens(app: String, platform: Platform, _ tokens: [String]) throws -> [Device?] {

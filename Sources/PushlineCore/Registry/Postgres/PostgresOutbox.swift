@@ -1,0 +1,548 @@
+import Logging
+import Synchronization
+
+/// The outbox on PostgreSQL, shared by every daemon of a fleet: `SQLiteOutbox`'s semantics
+/// (protocol.md, `async`; `Outbox`) with the tables of `PostgresMigrations.outbox`.
+///
+/// What a fleet adds:
+/// - Claims take due rows with `FOR UPDATE SKIP LOCKED` in a CTE, so daemons claiming at once
+///   get disjoint rows without waiting; each claim sets the lease (owner, `lease_until`) and
+///   bumps `fence`, the fencing token `complete` checks (a stale owner's results are dropped).
+/// - A heartbeat extends the leases of the rows this daemon has claimed and not completed, every
+///   third of the lease; a daemon killed with -9 stops beating, and the others claim its rows
+///   once `lease_until` passes.
+/// - A job's target is resolved by one daemon at a time: `startable` leases the job
+///   (`resolver`, `resolve_until`) and `appendDeliveries` applies only for the resolver and the
+///   cursor it was handed, so no chunk is appended twice.
+/// - Idempotency keys: a transaction-level advisory lock on (app, key) orders two daemons that
+///   accept the same key at once; the second sees the first's job.
+/// - After a commit that made work claimable, `NOTIFY pushline_outbox` (at most one per
+///   transaction: PostgreSQL folds duplicates) wakes the idle daemons; their listener also
+///   wakes them every `poll_ms`.
+/// - Lease owners are `<instance>/<worker owner>`: a daemon restarted with the same instance
+///   (host and socket) takes back its previous process's leases at once (`recover`); another
+///   daemon's leases are only taken when they expire.
+public final class PostgresOutbox: Outbox {
+    let registry: PostgresRegistry
+    /// This daemon in the fleet (host and socket path).
+    let instance: String
+    let logger: Logger?
+
+    /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
+    let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
+
+    struct Lease: Hashable { var job: Int64; var n: Int64; var fence: Int64 }
+    struct InFlight {
+        var owner = ""
+        var leaseMs: Int64 = 30_000
+        /// Claimed rows not completed yet, with when they were claimed.
+        var rows: [Lease: Int64] = [:]
+    }
+    let inFlight = Mutex(InFlight())
+    /// Jobs this daemon was handed to resolve, with the cursor it was handed (job id -> (seq, cursor)).
+    let resolving = Mutex<[String: (seq: Int64, cursor: String?)]>([:])
+    private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+
+    public init(registry: PostgresRegistry, instance: String, logger: Logger? = nil) {
+        self.registry = registry
+        self.instance = instance
+        self.logger = logger
+    }
+
+    /// Starts the heartbeat (every third of the lease, the leases of claimed rows not yet completed).
+    public func start() {
+        let t = Task { [self] in
+            var last = nowMillis()
+            while !Task.isCancelled {
+                // Short steps: the lease is only known from the first claim (`lease_ms`).
+                do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
+                let now = nowMillis()
+                // A row the worker never completed (whatever the reason) is let go after
+                // `maxHoldMs`, so its lease expires and another claim sends it, as without a heartbeat.
+                let (owner, leaseMs, rows) = inFlight.withLock { f in
+                    f.rows = f.rows.filter { now - $0.value < Self.maxHoldMs }
+                    return (f.owner, f.leaseMs, Array(f.rows.keys))
+                }
+                guard now - last >= leaseMs / 3 else { continue }
+                last = now
+                guard !rows.isEmpty else { continue }
+                do throws(CommandError) {
+                    try await extend(owner: owner, rows: rows, until: now + leaseMs)
+                } catch {
+                    logger?.warning("outbox: heartbeat failed", metadata: ["error": "\(error.message)"])
+                }
+            }
+        }
+        heartbeat.withLock { $0 = t }
+    }
+
+    /// How long the heartbeat keeps a claimed row at most (well beyond a provider request's timeout).
+    static let maxHoldMs: Int64 = 120_000
+
+    public func stop() { heartbeat.withLock { $0?.cancel() } }
+
+    func leaseOwner(_ owner: String) -> String { instance + "/" + owner }
+
+    /// Never waits for a row lock (SKIP LOCKED: a row locked now is being completed), so the
+    /// heartbeat cannot deadlock with a completion or a cancel.
+    func extend(owner: String, rows: [Lease], until: Int64) async throws(CommandError) {
+        _ = try await registry.run(write: true) { s in
+            try s.c.query(
+                """
+                WITH t AS (
+                    SELECT d.job, d.n FROM outbox_deliveries d
+                    JOIN unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(job, n, fence)
+                      ON d.job = u.job AND d.n = u.n AND d.fence = u.fence
+                    WHERE d.state = 0 AND d.lease_owner = $5
+                    ORDER BY d.job, d.n FOR UPDATE OF d SKIP LOCKED)
+                UPDATE outbox_deliveries d SET lease_until = $1 FROM t WHERE d.job = t.job AND d.n = t.n
+                """,
+                [.int(until), PGConnection.array(rows.map(\.job)), PGConnection.array(rows.map(\.n)),
+                 PGConnection.array(rows.map(\.fence)), .text(owner)]).affected
+        }
+    }
+
+    static let jobColumns =
+        "seq, id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, devices, sent, failed, canceled, resolved, cursor, created_at, started_at, finished_at"
+
+    static func job(_ r: PGResult, _ i: Int) -> OutboxJob {
+        let text = r.text(i, 3) ?? "[]"
+        let messages = (try? JSONValue.parse(text))?.arrayValue?.compactMap(\.objectValue) ?? []
+        return OutboxJob(
+            id: r.text(i, 1) ?? "", app: r.text(i, 2) ?? "", messages: messages, indexed: r.bool(i, 4),
+            stored: OutboxJobState(rawValue: r.text(i, 5) ?? "") ?? .queued, sendAt: r.int(i, 6), deadline: r.int(i, 7),
+            idempotencyKey: r.text(i, 8), estimate: Int(r.int(i, 9)), devices: Int(r.int(i, 10)), sent: Int(r.int(i, 11)),
+            failed: Int(r.int(i, 12)), canceled: Int(r.int(i, 13)), resolved: r.bool(i, 14), cursor: r.text(i, 15),
+            createdAt: r.int(i, 16), startedAt: r.optionalInt(i, 17), finishedAt: r.optionalInt(i, 18))
+    }
+
+    static func load(_ c: PGConnection, id: String, lock: Bool = false) throws -> (seq: Int64, job: OutboxJob)? {
+        let r = try c.query("SELECT \(jobColumns) FROM outbox_jobs WHERE id = $1" + (lock ? " FOR UPDATE" : ""), [.text(id)])
+        return r.rows == 0 ? nil : (r.int(0, 0), job(r, 0))
+    }
+
+    static let queuedSQL = """
+        SELECT coalesce(sum(greatest(CASE WHEN resolved THEN devices ELSE greatest(devices, estimate) END - sent - failed - canceled, 0)), 0),
+               min(created_at), count(*)
+        FROM outbox_jobs WHERE state IN ('queued', 'running')
+        """
+
+    /// An answered accept, a recorded result or a cancel survives a crash of the server even
+    /// where the cluster runs with `synchronous_commit = off` (as SQLiteOutbox's `durable`).
+    static func durable(_ c: PGConnection) throws {
+        try c.exec("SET LOCAL synchronous_commit = on")
+    }
+
+    static func notifyWork(_ c: PGConnection) throws {
+        try c.query("SELECT pg_notify('pushline_outbox', '')")
+    }
+
+    public func accept(_ spec: OutboxJobSpec, maxQueued: Int, idempotencyWindowMs: Int64) async throws(CommandError) -> (job: OutboxJob, duplicate: Bool) {
+        try await registry.run(write: true) { s in
+            let c = s.c
+            try Self.durable(c)
+            if let key = spec.idempotencyKey {
+                // Two daemons accepting the same (app, key) at once: the second waits for the
+                // first's commit here, then finds its job below.
+                try c.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [.int(0x706C_6964), .text(spec.app + "\u{0}" + key)])
+                let r = try c.query(
+                    "SELECT id FROM outbox_jobs WHERE app = $1 AND idem_key = $2 AND created_at > $3 ORDER BY seq DESC LIMIT 1",
+                    [.text(spec.app), .text(key), .int(spec.createdAt - idempotencyWindowMs)])
+                if r.rows > 0, let id = r.text(0, 0), let j = try Self.load(c, id: id) { return (j.job, true) }
+            }
+            // The sum over live jobs is read at most once a second; accepts in between add to it.
+            let queued = try self.queuedCache.withLock { q throws -> Int in
+                if spec.createdAt - q.at > 1000 || spec.createdAt < q.at {
+                    q = (Int(try c.query(Self.queuedSQL).int(0, 0)), spec.createdAt)
+                }
+                return q.value
+            }
+            if queued + spec.estimate > maxQueued && queued > 0 {
+                throw CommandError(
+                    .busy, "the outbox holds \(queued) notifications, over max_queued \(maxQueued); retry later",
+                    details: ["retry_after_ms": .int(Int64(max(1000, min(60_000, (queued + spec.estimate - maxQueued) / 20))))])
+            }
+            self.queuedCache.withLock { $0.value += spec.estimate }
+            let messages = JSONValue.array(spec.messages.map { .object($0) }).jsonString
+            try c.query(
+                """
+                INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at)
+                VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)
+                """,
+                [.text(spec.id), .text(spec.app), .text(messages), .text(spec.indexed ? "t" : "f"), .int(spec.sendAt), .int(spec.deadline),
+                 spec.idempotencyKey.map { .text($0) } ?? .null, .int(Int64(spec.estimate)), .int(spec.createdAt)])
+            try Self.notifyWork(c)
+            let job = OutboxJob(
+                id: spec.id, app: spec.app, messages: spec.messages, indexed: spec.indexed, stored: .queued, sendAt: spec.sendAt,
+                deadline: spec.deadline, idempotencyKey: spec.idempotencyKey, estimate: spec.estimate, devices: 0, sent: 0,
+                failed: 0, canceled: 0, resolved: false, cursor: nil, createdAt: spec.createdAt, startedAt: nil, finishedAt: nil)
+            return (job, false)
+        }
+    }
+
+    /// Due unresolved jobs no other daemon is resolving; each is leased to this daemon for
+    /// resolution (`resolver`) until `resolve_until`.
+    public func startable(now: Int64, limit: Int) async throws(CommandError) -> [OutboxJob] {
+        let me = instance
+        let leaseMs = inFlight.withLock { $0.leaseMs }
+        let rows: [(Int64, OutboxJob)] = try await registry.run(write: true) { s in
+            let r = try s.c.query(
+                """
+                WITH j AS (
+                    SELECT seq FROM outbox_jobs
+                    WHERE NOT resolved AND state IN ('queued', 'running') AND send_at <= $1
+                      AND (resolver IS NULL OR resolver = $2 OR resolve_until < $1)
+                    ORDER BY send_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+                UPDATE outbox_jobs o SET resolver = $2, resolve_until = $1 + $4 FROM j WHERE o.seq = j.seq
+                RETURNING \(Self.jobColumns.split(separator: ",").map { "o." + $0.filter { $0 != " " } }.joined(separator: ", "))
+                """, [.int(now), .text(me), .int(Int64(limit)), .int(leaseMs)])
+            return (0..<r.rows).map { (r.int($0, 0), Self.job(r, $0)) }.sorted { ($0.1.sendAt, $0.0) < ($1.1.sendAt, $1.0) }
+        }
+        resolving.withLock { m in for (seq, j) in rows { m[j.id] = (seq, j.cursor) } }
+        return rows.map(\.1)
+    }
+
+    public func appendDeliveries(job: String, _ rows: [OutboxNewDelivery], cursor: String?, now: Int64) async throws(CommandError) -> Bool {
+        guard let handed = resolving.withLock({ $0.removeValue(forKey: job) }) else { return false }
+        let me = instance
+        let leaseMs = inFlight.withLock { $0.leaseMs }
+        return try await registry.run(write: true) { s in
+            let c = s.c
+            guard let (seq, j) = try Self.load(c, id: job, lock: true), j.stored == .queued || j.stored == .running, !j.resolved,
+                  seq == handed.seq, j.cursor == handed.cursor
+            else { return false }
+            // Another daemon took the resolution over (this one was too slow): its chunk wins.
+            let mine = try c.query("SELECT 1 FROM outbox_jobs WHERE seq = $1 AND resolver = $2", [.int(seq), .text(me)])
+            guard mine.rows == 1 else { return false }
+            var n = Int64(j.devices)
+            var failed = 0
+            var ns: [Int64] = [], messages: [String?] = [], ids: [String?] = [], raws: [String?] = [], states: [Int64] = [], results: [String?] = []
+            for r in rows {
+                var raw: String?
+                if let d = r.raw {
+                    var o: JSONObject = ["id": .int(d.id), "app": .string(d.app), "platform": .string(d.platform.rawValue),
+                                         "registration_id": .string(d.registrationId)]
+                    if let k = d.p256dh { o["p256dh"] = .string(k) }
+                    if let k = d.auth { o["auth"] = .string(k) }
+                    raw = JSONValue.object(o).jsonString
+                }
+                if r.rejected != nil { failed += 1 }
+                ns.append(n)
+                messages.append(r.message.map { String($0) })
+                ids.append(r.deviceId.map { String($0) })
+                raws.append(raw)
+                states.append(r.rejected == nil ? 0 : 2)
+                results.append(r.rejected.map { JSONValue.object($0).jsonString })
+                n += 1
+            }
+            if !rows.isEmpty {
+                try c.query(
+                    """
+                    INSERT INTO outbox_deliveries (job, n, message, device_id, raw, state, next_at, result)
+                    SELECT $1, u.n, u.message, u.device_id, u.raw, u.state, $2, u.result
+                    FROM unnest($3::bigint[], $4::integer[], $5::bigint[], $6::text[], $7::smallint[], $8::text[])
+                        AS u(n, message, device_id, raw, state, result)
+                    """,
+                    [.int(seq), .int(now), PGConnection.array(ns), PGConnection.array(messages), PGConnection.array(ids),
+                     PGConnection.array(raws), PGConnection.array(states), PGConnection.array(results)])
+            }
+            try c.query(
+                """
+                UPDATE outbox_jobs SET devices = $1, failed = failed + $2, cursor = $3, resolved = $4, state = 'running',
+                    started_at = coalesce(started_at, $5), resolve_until = $5 + $7 WHERE seq = $6
+                """,
+                [.int(n), .int(Int64(failed)), cursor.map { .text($0) } ?? .null, .text(cursor == nil ? "t" : "f"), .int(now), .int(seq),
+                 .int(leaseMs)])
+            if cursor == nil { try Self.finishIfDone(s, seq: seq, id: job, now: now) }
+            if !rows.isEmpty { try Self.notifyWork(c) }
+            return true
+        }
+    }
+
+    /// Marks a resolved job with nothing pending `done` and writes its `job_done` event.
+    @discardableResult
+    static func finishIfDone(_ s: PostgresStore, seq: Int64, id: String, now: Int64) throws -> Bool {
+        let c = s.c
+        let pending = try c.query("SELECT 1 FROM outbox_deliveries WHERE job = $1 AND state = 0 LIMIT 1", [.int(seq)])
+        guard pending.rows == 0 else { return false }
+        let r = try c.query(
+            """
+            UPDATE outbox_jobs SET state = 'done', finished_at = $1 WHERE seq = $2 AND state = 'running' AND resolved
+            RETURNING devices, sent, failed, canceled
+            """, [.int(now), .int(seq)])
+        guard r.rows == 1 else { return false }
+        try s.appendEvents([PushEvent(.jobDone, at: now, [
+            "job": .string(id), "devices": .int(r.int(0, 0)), "sent": .int(r.int(0, 1)), "failed": .int(r.int(0, 2)),
+            "canceled": .int(r.int(0, 3)),
+        ])])
+        return true
+    }
+
+    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
+        let lo = leaseOwner(owner)
+        inFlight.withLock {
+            $0.owner = lo
+            $0.leaseMs = leaseMs
+        }
+        let out: [OutboxClaim] = try await registry.run(write: true) { s in
+            let c = s.c
+            // Jobs with due work, least recently served first (fairness between large and small jobs).
+            let jr = try c.query(
+                """
+                SELECT \(Self.jobColumns) FROM outbox_jobs j
+                WHERE j.state = 'running' AND EXISTS (
+                    SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
+                      AND (d.lease_until IS NULL OR d.lease_until < $1))
+                ORDER BY j.served, j.seq LIMIT $2
+                """, [.int(now), .int(Int64(maxJobs))])
+            var out: [OutboxClaim] = []
+            var total = 0
+            for i in 0..<jr.rows where total < maxRows {
+                let seq = jr.int(i, 0)
+                let job = Self.job(jr, i)
+                let r = try c.query(
+                    """
+                    WITH due AS (
+                        SELECT job, n FROM outbox_deliveries
+                        WHERE job = $1 AND state = 0 AND next_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
+                        ORDER BY n LIMIT $3 FOR UPDATE SKIP LOCKED)
+                    UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
+                    FROM due WHERE d.job = due.job AND d.n = due.n
+                    RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
+                    """, [.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total))), .text(lo), .int(leaseMs)])
+                guard r.rows > 0 else { continue }
+                var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = (0..<r.rows).map { k in
+                    (r.int(k, 0), r.optionalInt(k, 1).map { Int($0) }, r.optionalInt(k, 2), r.text(k, 3), Int(r.int(k, 4)), r.int(k, 5))
+                }
+                rows.sort { $0.0 < $1.0 }
+                var devices: [Int64: Device] = [:]
+                let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
+                if !ids.isEmpty {
+                    var f = DeviceFilter()
+                    f.ids = ids
+                    for d in try s.devices(f) { devices[d.id] = d }
+                }
+                var list: [OutboxDelivery] = []
+                list.reserveCapacity(rows.count)
+                for (n, message, deviceId, raw, attempts, fence) in rows {
+                    var device: Device?
+                    if let raw { device = SQLiteOutbox.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
+                    list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
+                }
+                try c.query("UPDATE outbox_jobs SET served = $1 WHERE seq = $2", [.int(now), .int(seq)])
+                total += list.count
+                out.append(OutboxClaim(job: job, deliveries: list))
+            }
+            return out
+        }
+        // The job's seq is not in OutboxClaim: the heartbeat keys rows by (job seq, n, fence).
+        if !out.isEmpty {
+            let seqs = try await jobSeqs(out.map(\.job.id))
+            inFlight.withLock { f in
+                for cl in out {
+                    guard let seq = seqs[cl.job.id] else { continue }
+                    for d in cl.deliveries { f.rows[Lease(job: seq, n: d.n, fence: d.fence)] = now }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Job seqs by id, cached (a job's seq never changes).
+    let seqCache = Mutex<[String: Int64]>([:])
+    func jobSeqs(_ ids: [String]) async throws(CommandError) -> [String: Int64] {
+        var found = seqCache.withLock { c in Dictionary(uniqueKeysWithValues: Set(ids).compactMap { id in c[id].map { (id, $0) } }) }
+        let missing = Array(Set(ids).subtracting(found.keys))
+        if !missing.isEmpty {
+            let rows: [(String, Int64)] = try await registry.run(write: false) { s in
+                let r = try s.c.query("SELECT id, seq FROM outbox_jobs WHERE id = ANY($1::text[])", [PGConnection.array(missing.map { Optional($0) })])
+                return (0..<r.rows).map { (r.text($0, 0) ?? "", r.int($0, 1)) }
+            }
+            seqCache.withLock { c in
+                if c.count > 10_000 { c.removeAll() }
+                for (id, seq) in rows { c[id] = seq; found[id] = seq }
+            }
+        }
+        return found
+    }
+
+    public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
+        // Whatever happens below, these rows are no longer this daemon's to keep alive.
+        if let seq = seqCache.withLock({ $0[job] }) {
+            inFlight.withLock { f in for o in outcomes { f.rows[Lease(job: seq, n: o.n, fence: o.fence)] = nil } }
+        }
+        let (applied, wrote): (Int, Bool) = try await registry.run(write: true) { s in
+            let c = s.c
+            try Self.durable(c)
+            guard let (seq, _) = try Self.load(c, id: job) else { return (0, false) }
+            guard !outcomes.isEmpty else { return (0, try Self.finishIfDone(s, seq: seq, id: job, now: now)) }
+            let cur = try c.query(
+                "SELECT n, state, fence FROM outbox_deliveries WHERE job = $1 AND n = ANY($2::bigint[]) ORDER BY n FOR UPDATE",
+                [.int(seq), PGConnection.array(outcomes.map(\.n))])
+            var rows: [Int64: (Int64, Int64)] = [:]
+            for i in 0..<cur.rows { rows[cur.int(i, 0)] = (cur.int(i, 1), cur.int(i, 2)) }
+            var ns: [Int64] = [], states: [Int64] = [], nexts: [Int64] = [], results: [String?] = []
+            var (sent, failed, uncanceled) = (0, 0, 0)
+            var seen = Set<Int64>()
+            for o in outcomes {
+                // A stale claim (fence moved on), or a row already final: dropped.
+                guard let (state, fence) = rows[o.n], fence == o.fence, state == 0 || state == 3, seen.insert(o.n).inserted else { continue }
+                let newState: Int64
+                var nextAt = now
+                switch o.kind {
+                case .sent: newState = 1; sent += 1
+                case .failed: newState = 2; failed += 1
+                case .retry(let at):
+                    if state == 3 { continue }
+                    newState = 0
+                    nextAt = at
+                }
+                if state == 3 { uncanceled += 1 }
+                ns.append(o.n)
+                states.append(newState)
+                nexts.append(nextAt)
+                results.append(JSONValue.object(o.result).jsonString)
+            }
+            if !ns.isEmpty {
+                try c.query(
+                    """
+                    UPDATE outbox_deliveries d SET state = u.state, next_at = u.next_at, attempts = d.attempts + 1,
+                        lease_owner = NULL, lease_until = NULL, result = u.result
+                    FROM unnest($2::bigint[], $3::smallint[], $4::bigint[], $5::text[]) AS u(n, state, next_at, result)
+                    WHERE d.job = $1 AND d.n = u.n
+                    """,
+                    [.int(seq), PGConnection.array(ns), PGConnection.array(states), PGConnection.array(nexts), PGConnection.array(results)])
+            }
+            if sent + failed > 0 {
+                try c.query(
+                    "UPDATE outbox_jobs SET sent = sent + $1, failed = failed + $2, canceled = canceled - $3 WHERE seq = $4",
+                    [.int(Int64(sent)), .int(Int64(failed)), .int(Int64(uncanceled)), .int(seq)])
+            }
+            let done = try Self.finishIfDone(s, seq: seq, id: job, now: now)
+            return (ns.count, done)
+        }
+        if wrote { registry.eventSignal.notify() }
+        return applied
+    }
+
+    public func cancel(job: String, now: Int64) async throws(CommandError) -> OutboxJob? {
+        let (result, wrote): (OutboxJob?, Bool) = try await registry.run(write: true) { s in
+            let c = s.c
+            try Self.durable(c)
+            // No lock on the job row first: rows are locked before the job row everywhere (as complete does).
+            guard let (seq, j) = try Self.load(c, id: job) else { return (nil, false) }
+            guard j.stored == .queued || j.stored == .running else { return (j, false) }
+            let changed = try c.query("UPDATE outbox_deliveries SET state = 3 WHERE job = $1 AND state = 0", [.int(seq)]).affected
+            // Devices of the target not resolved yet are canceled too (counted by the plan's estimate).
+            let unresolved = j.resolved ? 0 : max(0, j.estimate - j.devices)
+            let n = changed + unresolved
+            try c.query(
+                """
+                UPDATE outbox_jobs SET state = 'canceled', canceled = canceled + $1, devices = devices + $2, resolved = true,
+                    finished_at = $3 WHERE seq = $4
+                """,
+                [.int(Int64(n)), .int(Int64(unresolved)), .int(now), .int(seq)])
+            guard let (_, after) = try Self.load(c, id: job) else { return (nil, false) }
+            try s.appendEvents([PushEvent(.jobCanceled, at: now, [
+                "job": .string(job), "devices": .int(Int64(after.devices)), "sent": .int(Int64(after.sent)),
+                "failed": .int(Int64(after.failed)), "canceled": .int(Int64(after.canceled)),
+            ])])
+            return (after, true)
+        }
+        if wrote { registry.eventSignal.notify() }
+        return result
+    }
+
+    public func job(_ id: String) async throws(CommandError) -> OutboxJob? {
+        try await registry.run(write: false) { s in try Self.load(s.c, id: id)?.job }
+    }
+
+    public func results(job: String, after: Int64, limit: Int) async throws(CommandError) -> [OutboxResultRow] {
+        try await registry.run(write: false) { s in
+            guard let (seq, _) = try Self.load(s.c, id: job) else { return [] }
+            let r = try s.c.query(
+                "SELECT n, state, attempts, result FROM outbox_deliveries WHERE job = $1 AND n > $2 ORDER BY n LIMIT $3",
+                [.int(seq), .int(after), .int(Int64(limit))])
+            let states = ["pending", "sent", "failed", "canceled"]
+            return (0..<r.rows).map { i in
+                let st = Int(r.int(i, 1))
+                return OutboxResultRow(
+                    n: r.int(i, 0), state: st < states.count ? states[st] : "pending", attempts: Int(r.int(i, 2)),
+                    result: r.text(i, 3).flatMap { (try? JSONValue.parse($0))?.objectValue })
+            }
+        }
+    }
+
+    public func jobs(state: OutboxJobState?, app: String?, after: String?, limit: Int) async throws(CommandError) -> [OutboxJob] {
+        try await registry.run(write: false) { s in
+            var seqBound = Int64.max
+            if let after {
+                guard let (seq, _) = try Self.load(s.c, id: after) else { throw CommandError.invalid("after", "no job '\(after)'") }
+                seqBound = seq
+            }
+            var p = PostgresStore.Params()
+            var sql = "SELECT \(Self.jobColumns) FROM outbox_jobs WHERE seq < \(p.add(.int(seqBound)))"
+            let now = nowMillis()
+            switch state {
+            case .scheduled?: sql += " AND state = 'queued' AND send_at > \(p.add(.int(now)))"
+            case .queued?: sql += " AND state = 'queued' AND send_at <= \(p.add(.int(now)))"
+            case let st?: sql += " AND state = \(p.add(.text(st.rawValue)))"
+            case nil: break
+            }
+            if let app { sql += " AND app = \(p.add(.text(app)))" }
+            sql += " ORDER BY seq DESC LIMIT \(p.add(.int(Int64(limit))))"
+            let r = try s.c.query(sql, p.values)
+            return (0..<r.rows).map { Self.job(r, $0) }
+        }
+    }
+
+    /// Takes back the leases (deliveries and resolutions) of this daemon's previous process
+    /// (same instance, another worker owner); other daemons' leases expire on their own.
+    public func recover(owner: String, now: Int64) async throws(CommandError) -> Int {
+        let lo = leaseOwner(owner)
+        let prefix = instance + "/"
+        let me = instance
+        return try await registry.run(write: true) { s in
+            let n = try s.c.query(
+                """
+                UPDATE outbox_deliveries SET lease_owner = NULL, lease_until = NULL
+                WHERE state = 0 AND lease_until IS NOT NULL AND left(lease_owner, $1) = $2 AND lease_owner <> $3
+                """, [.int(Int64(prefix.count)), .text(prefix), .text(lo)]).affected
+            try s.c.query("UPDATE outbox_jobs SET resolve_until = NULL WHERE resolver = $1 AND NOT resolved", [.text(me)])
+            return n
+        }
+    }
+
+    public func prune(finishedBefore before: Int64) async throws(CommandError) -> Int {
+        try await registry.run(write: true) { s in
+            let r = try s.c.query(
+                "SELECT seq FROM outbox_jobs WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT 100 FOR UPDATE SKIP LOCKED",
+                [.int(before)])
+            let seqs = (0..<r.rows).map { r.int($0, 0) }
+            guard !seqs.isEmpty else { return 0 }
+            try s.c.query("DELETE FROM outbox_deliveries WHERE job = ANY($1::bigint[])", [PGConnection.array(seqs)])
+            try s.c.query("DELETE FROM outbox_jobs WHERE seq = ANY($1::bigint[])", [PGConnection.array(seqs)])
+            return seqs.count
+        }
+    }
+
+    public func depth() async throws(CommandError) -> OutboxDepth {
+        try await registry.run(write: false) { s in
+            let r = try s.c.query(Self.queuedSQL)
+            return OutboxDepth(queued: Int(r.int(0, 0)), oldestQueuedAt: r.optionalInt(0, 1), liveJobs: Int(r.int(0, 2)))
+        }
+    }
+
+    public func nextDue() async throws(CommandError) -> Int64? {
+        try await registry.run(write: false) { s in
+            let a = try s.c.query("SELECT min(send_at) FROM outbox_jobs WHERE NOT resolved AND state IN ('queued', 'running')").optionalInt(0, 0)
+            // Leased rows become due again when their lease ends (another daemon's, after a crash).
+            let b = try s.c.query(
+                """
+                SELECT min(greatest(d.next_at, coalesce(d.lease_until + 1, 0))) FROM outbox_jobs j
+                JOIN outbox_deliveries d ON d.job = j.seq AND d.state = 0 WHERE j.state = 'running'
+                """).optionalInt(0, 0)
+            return [a, b].compactMap { $0 }.min()
+        }
+    }
+}
