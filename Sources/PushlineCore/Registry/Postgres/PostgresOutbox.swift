@@ -430,9 +430,19 @@ public final class PostgresOutbox: Outbox {
             let c = s.c
             try Self.durable(c)
             // No lock on the job row first: rows are locked before the job row everywhere (as complete does).
-            guard let (seq, j) = try Self.load(c, id: job) else { return (nil, false) }
+            guard let (seq, j0) = try Self.load(c, id: job) else { return (nil, false) }
+            guard j0.stored == .queued || j0.stored == .running else { return (j0, false) }
+            let cancelPending = "UPDATE outbox_deliveries SET state = 3 WHERE job = $1 AND state = 0"
+            var changed = try c.query(cancelPending, [.int(seq)]).affected
+            // Then the job row, locked (rows before the job row, as complete does). A resolver
+            // appends a chunk while it holds this lock, so once we have it every appended chunk
+            // has committed (or will see the job canceled and append nothing): cancel what the
+            // first statement's snapshot missed, and count the unresolved rest from the fresh row
+            // (counting it from the first read made `devices` 25,000 of a 20,000-device job when
+            // a chunk landed in between; test_outbox.py::test_cancel_half_way on PostgreSQL).
+            guard let (_, j) = try Self.load(c, id: job, lock: true) else { return (nil, false) }
             guard j.stored == .queued || j.stored == .running else { return (j, false) }
-            let changed = try c.query("UPDATE outbox_deliveries SET state = 3 WHERE job = $1 AND state = 0", [.int(seq)]).affected
+            changed += try c.query(cancelPending, [.int(seq)]).affected
             // Devices of the target not resolved yet are canceled too (counted by the plan's estimate).
             let unresolved = j.resolved ? 0 : max(0, j.estimate - j.devices)
             let n = changed + unresolved
