@@ -263,6 +263,28 @@ struct TransportTests {
         #expect(stats.connections >= 6)
     }
 
+    @Test("a request libcurl parks waiting for a connection still ends at its own timeout")
+    func requestWaitingForAConnectionEndsAtItsTimeout() async throws {
+        // One connection per loop, and the server allows one stream on it: while the first
+        // request is held (60 s), libcurl 7.88 parks the second in its PENDING state, where it
+        // does not check CURLOPT_TIMEOUT_MS; before the loop's own deadline watch the second
+        // request waited for the first to end (60 s) instead of failing after its 1 s.
+        let sink = try H2SinkProcess(["--max-streams", "1"])
+        let transport = HTTPTransport(
+            options: TransportOptions(threads: 1, maxConnectionsPerHost: 1, maxConcurrentStreams: 10))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        #expect(kind(await transport.perform(HTTPRequest(url: sink.base + "/warm", tls: tls))) == "status 200")
+        let held = Task { await transport.perform(HTTPRequest(url: sink.base + "/?delay_ms=60000", tls: tls, timeoutMs: 60_000)) }
+        try await Task.sleep(nanoseconds: 300_000_000)  // The held request owns the only stream.
+        let start = monotonicNanos()
+        let r = await transport.perform(HTTPRequest(url: sink.base + "/second", tls: tls, timeoutMs: 1000))
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        #expect(kind(r) == "timeout", "\(r)")
+        #expect(seconds < 20, "a 1 s request took \(seconds) s")
+        held.cancel()
+    }
+
     @Test("GOAWAY from a server that leaves the connection open: the rest go over a new one")
     func goawayWithLingeringConnection() async throws {
         let sink = try H2SinkProcess(["--goaway-after", "150", "--goaway-linger"])

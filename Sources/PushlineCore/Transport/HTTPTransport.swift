@@ -58,11 +58,15 @@ public struct TransportStats: Sendable, CustomStringConvertible {
     public var earlyResponses: Int = 0
     /// Connections libcurl opened (sum of `CURLINFO_NUM_CONNECTS` over transfers).
     public var connectionsOpened: Int = 0
+    /// Transfers restarted because libcurl left them waiting for a connection while nothing else
+    /// finished (`EventLoop.watchActive`), and transfers the loop ended itself at their deadline.
+    public var restarted: Int = 0
+    public var expiredInFlight: Int = 0
 
     public init() {}
 
     public var description: String {
-        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) early_responses=\(earlyResponses) connections=\(connectionsOpened)"
+        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) early_responses=\(earlyResponses) connections=\(connectionsOpened) restarted=\(restarted) expired_in_flight=\(expiredInFlight)"
     }
 }
 
@@ -294,6 +298,8 @@ public final class HTTPTransport: Sendable {
             s.retries += loop.retries.load(ordering: .relaxed)
             s.earlyResponses += loop.earlyResponses.load(ordering: .relaxed)
             s.connectionsOpened += loop.connections.load(ordering: .relaxed)
+            s.restarted += loop.restarted.load(ordering: .relaxed)
+            s.expiredInFlight += loop.expiredInFlight.load(ordering: .relaxed)
         }
         return s
     }

@@ -26,6 +26,9 @@ final class Transfer {
     var job: TransportJob?
     var queue: OriginQueue?
     var slot = -1
+    /// When the transfer was (last) added to the multi handle, and how often `EventLoop.watchActive` restarted it.
+    var attachedAt: UInt64 = 0
+    var restarts = 0
 
     /// Response so far.
     var status = 0
@@ -66,6 +69,7 @@ final class Transfer {
     func clear() {
         job = nil
         queue = nil
+        restarts = 0
         status = 0
         gotResponse = false
         headersDone = false
@@ -295,6 +299,27 @@ final class Transfer {
         let declared = HTTPResponse(status: status, rawHeaders: headers, body: []).header("content-length")
         if let declared, let length = Int(declared), length != body.count { return false }
         return true
+    }
+
+    /// Whether libcurl has neither resolved a host nor sent anything for this transfer: it is
+    /// waiting for a connection (libcurl's PENDING state, or just added).
+    var waitingForConnection: Bool {
+        var lookup = 0.0
+        var pretransfer = 0.0
+        guard pl_curl_easy_getinfo_double(easy, CURLINFO_NAMELOOKUP_TIME, &lookup) == CURLE_OK,
+            pl_curl_easy_getinfo_double(easy, CURLINFO_PRETRANSFER_TIME, &pretransfer) == CURLE_OK
+        else { return false }
+        return lookup == 0 && pretransfer == 0
+    }
+
+    /// Where libcurl had got with this transfer, for an error message.
+    var progressDescription: String {
+        var pretransfer = 0.0
+        var connect = 0.0
+        _ = pl_curl_easy_getinfo_double(easy, CURLINFO_PRETRANSFER_TIME, &pretransfer)  // 0 if it fails: said so below.
+        _ = pl_curl_easy_getinfo_double(easy, CURLINFO_CONNECT_TIME, &connect)
+        if pretransfer > 0 { return gotResponse ? "response incomplete" : "request sent, no response" }
+        return connect > 0 ? "connected, request not sent" : "never got a connection"
     }
 
     /// The TransportError for a failed transfer.

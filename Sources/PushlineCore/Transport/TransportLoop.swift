@@ -75,6 +75,9 @@ final class LoopHandle: Sendable {
     /// Complete responses the server followed with RST_STREAM(NO_ERROR) before the request body was sent.
     let earlyResponses = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
+    /// See `TransportStats.restarted` and `TransportStats.expiredInFlight`.
+    let restarted = Atomic<Int>(0)
+    let expiredInFlight = Atomic<Int>(0)
     /// Connections open now, by origin (`ConnectionLedger`).
     let openConnections = Mutex<[String: Int]>([:])
     /// Transfers attached to the multi handle now (HTTP/2 streams open or opening), by origin;
@@ -280,6 +283,15 @@ final class EventLoop {
     private static let quietNanos: UInt64 = 2_000_000_000
     /// When the loop last had transfers in flight or queued.
     private var lastBusy: UInt64 = 0
+    /// When a transfer last finished, and when `watchActive` runs next.
+    private var lastFinish: UInt64 = 0
+    private var nextWatch: UInt64 = 0
+    /// How often transfers in flight are checked (`watchActive`).
+    private static let watchIntervalNanos: UInt64 = 250_000_000
+    /// How long nothing must have finished before a transfer still waiting for a connection is restarted.
+    static let stallNanos: UInt64 = 2_000_000_000
+    /// How long after its deadline the loop ends a transfer libcurl has not ended.
+    static let deadlineGraceNanos: UInt64 = 1_000_000_000
 
     init(handle: LoopHandle, options: TransportOptions) throws(TransportError) {
         self.handle = handle
@@ -319,6 +331,11 @@ final class EventLoop {
             let finishedAny = readMessages()
 
             let now = monotonicNanos()
+            if finishedAny { lastFinish = now }
+            if !active.isEmpty, now >= nextWatch {
+                watchActive(now: now)
+                nextWatch = now &+ Self.watchIntervalNanos
+            }
             if queued > 0, now >= nextScan {
                 expireQueued(now: now)
                 nextScan = now &+ Self.scanIntervalNanos
@@ -446,6 +463,7 @@ final class EventLoop {
             _ = transfer.forbidReuse()  // Late request of a retired pool: its connection closes after it.
         }
         transfer.queue = q
+        transfer.attachedAt = now
         transfer.slot = active.count
         active.append(transfer)
         q.inFlight += 1
@@ -535,6 +553,71 @@ final class EventLoop {
             return
         }
         fail(job, error)
+    }
+
+    /// Makes sure no transfer in flight outlives its deadline, and restarts transfers libcurl
+    /// forgot while they waited for a connection.
+    ///
+    /// libcurl 7.88 parks a transfer that finds no usable connection (CURLMOPT_MAX_HOST_CONNECTIONS
+    /// reached and the connection full, or marked for closing after a GOAWAY while it still
+    /// finishes its streams) in its PENDING state, and does not check CURLOPT_TIMEOUT_MS there:
+    /// measured, a 1 s request parked behind a held stream ended only when that one did, after
+    /// 60 s (TransportTests `requestWaitingForAConnectionEndsAtItsTimeout`). A parked transfer is
+    /// moved on only when another transfer of the multi handle ends (multi.c
+    /// `process_pending_handles`, one per ending transfer, called from `multi_done` before the
+    /// ending transfer leaves its connection); if that wakeup finds no room and nothing else ends,
+    /// nothing wakes it again (the likely stall after GOAWAY; not caught in the act). So here:
+    /// a transfer that has neither resolved a host nor sent anything while no transfer of the
+    /// loop finished for `stallNanos` is removed and added again (it then looks for a connection
+    /// afresh), and any transfer still in flight `deadlineGraceNanos` after its deadline is ended
+    /// with `.timeout`.
+    private func watchActive(now: UInt64) {
+        let stalled = now &- lastFinish >= Self.stallNanos
+        var i = 0
+        while i < active.count {
+            let transfer = active[i]
+            guard let job = transfer.job else {
+                i += 1
+                continue
+            }
+            if now >= job.deadline &+ Self.deadlineGraceNanos {
+                let progress = transfer.progressDescription
+                _ = detach(transfer)  // Moves the last transfer into slot i.
+                transfer.clear()
+                idle.append(transfer)
+                handle.expiredInFlight.add(1, ordering: .relaxed)
+                fail(job, TransportError(.timeout, "no response within \(job.request.timeoutMs) ms (libcurl had not ended the transfer: \(progress))"))
+                continue
+            }
+            if stalled, now &- transfer.attachedAt >= Self.stallNanos << UInt64(min(transfer.restarts, 4)),
+                transfer.waitingForConnection
+            {
+                if !restart(transfer, job, now: now) { continue }
+            }
+            i += 1
+        }
+    }
+
+    /// Removes `transfer` from the multi handle and adds it again; returns false if that failed
+    /// (the job has then failed and the transfer left `active`).
+    private func restart(_ transfer: Transfer, _ job: TransportJob, now: UInt64) -> Bool {
+        _ = curl_multi_remove_handle(multi.raw, transfer.easy)  // Only fails for a handle not in the multi.
+        let remainingMs = Int((job.deadline &- now + 999_999) / 1_000_000)
+        var rc = CURLM_OK
+        let src = pl_curl_easy_setopt_long(transfer.easy, CURLOPT_TIMEOUT_MS, max(1, remainingMs))
+        if src == CURLE_OK { rc = curl_multi_add_handle(multi.raw, transfer.easy) }
+        guard src == CURLE_OK, rc == CURLM_OK else {
+            _ = detach(transfer)
+            transfer.clear()
+            idle.append(transfer)
+            let why = src != CURLE_OK ? "curl_easy_setopt(CURLOPT_TIMEOUT_MS) failed: \(curlMessage(src))" : "curl_multi_add_handle failed: \(multiMessage(rc))"
+            fail(job, TransportError(.other, why))
+            return false
+        }
+        transfer.restarts += 1
+        transfer.attachedAt = now
+        handle.restarted.add(1, ordering: .relaxed)
+        return true
     }
 
     private func fail(_ job: TransportJob, _ error: TransportError) {
