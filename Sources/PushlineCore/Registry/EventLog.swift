@@ -145,3 +145,19 @@ public final class EventSignal: Sendable {
         c?.resume()
     }
 }
+
+/// Event pruning in slices, one transaction each, so a large backlog never holds a database
+/// connection in one long delete (both backends).
+enum EventPruning {
+    static let slice = 10_000
+
+    /// Calls `deleteSlice(max)` until a slice deletes fewer than `slice` rows; the total deleted.
+    static func run(_ deleteSlice: (Int) async throws(CommandError) -> Int) async throws(CommandError) -> Int {
+        var total = 0
+        while true {
+            let n = try await deleteSlice(slice)
+            total += n
+            if n < slice { return total }
+        }
+    }
+}

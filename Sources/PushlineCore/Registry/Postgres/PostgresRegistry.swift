@@ -201,11 +201,8 @@ extension PostgresRegistry: EventLog {
     }
 
     public func pruneEvents(before: Int64) async throws(CommandError) -> Int {
-        var total = 0
-        while true {
-            let n = try await run(write: true) { s in try s.pruneEvents(before: before, max: SQLiteRegistryStore.eventPruneSlice) }
-            total += n
-            if n < SQLiteRegistryStore.eventPruneSlice { return total }
+        try await EventPruning.run { max throws(CommandError) in
+            try await run(write: true) { s in try s.pruneEvents(before: before, max: max) }
         }
     }
 }

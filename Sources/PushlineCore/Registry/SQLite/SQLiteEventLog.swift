@@ -9,21 +9,18 @@ extension SQLiteRegistry: EventLog {
         try await run(write: false) { s in try s.latestEventSeq() }
     }
 
-    /// Deletes in slices of `SQLiteRegistryStore.eventPruneSlice`, each its own job, so a large
+    /// Deletes in slices of `EventPruning.slice`, each its own job, so a large
     /// backlog does not hold the database thread in one long transaction.
     public func pruneEvents(before: Int64) async throws(CommandError) -> Int {
-        var total = 0
-        while true {
-            let n = try await run(write: true) { s in try s.pruneEvents(before: before, max: SQLiteRegistryStore.eventPruneSlice) }
-            total += n
-            if n < SQLiteRegistryStore.eventPruneSlice { return total }
+        try await EventPruning.run { max throws(CommandError) in
+            try await run(write: true) { s in try s.pruneEvents(before: before, max: max) }
         }
     }
 }
 
 extension SQLiteRegistryStore {
     /// Events deleted per pruning transaction.
-    static let eventPruneSlice = 10_000
+    static let eventPruneSlice = EventPruning.slice
 
     func events(after: Int64, limit: Int) throws -> [FeedEvent] {
         try db.query(
