@@ -11,6 +11,13 @@ final class SQLiteRegistryStore {
         try Migrations.migrate(db)
     }
 
+    /// A store on a connection that only reads (`SQLiteDirectReads`): the database is already
+    /// migrated by the registry's own connection, and `query_only` refuses any write.
+    init(readerOf path: String) throws(DatabaseError) {
+        db = try Database(path: path)
+        try db.exec("PRAGMA query_only = ON")
+    }
+
     static let columns =
         "id, platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at, p256dh, auth, browser, inactive_reason, inactive_at"
 
