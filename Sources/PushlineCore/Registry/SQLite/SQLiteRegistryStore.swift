@@ -12,10 +12,14 @@ final class SQLiteRegistryStore {
     }
 
     /// A store on a connection that only reads (`SQLiteDirectReads`): the database is already
-    /// migrated by the registry's own connection, and `query_only` refuses any write.
+    /// migrated by the registry's own connection, and `query_only` refuses any write. There is
+    /// one such connection per thread, each reading a few devices at a time: a 1 MB page cache
+    /// (the registry's own connection has 8 MB) holds the indexes' inner pages. A WAL reader is
+    /// rarely kept waiting (recovery after a crash); it waits at most 100 ms, and a read that
+    /// fails is answered by the database thread instead.
     init(readerOf path: String) throws(DatabaseError) {
         db = try Database(path: path)
-        try db.exec("PRAGMA query_only = ON")
+        try db.exec("PRAGMA query_only = ON; PRAGMA cache_size = -1024; PRAGMA busy_timeout = 100;")
     }
 
     static let columns =
