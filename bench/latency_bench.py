@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from benchlib import (ROOT, Conn, apns_key, concurrent_calls, cpu_s, thread_cpu_line, thread_cpu_s, h2load_run, percentile, start_daemon,  # noqa: E402
+from benchlib import (ROOT, Conn, apns_key, concurrent_calls, cpu_s, ctx_switches, per_send_line, thread_cpu_line, thread_wakeups, thread_wakeups_line, thread_cpu_s, h2load_run, percentile, start_daemon,  # noqa: E402
                       start_sink, stop_daemon, stop_sink)  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def part1(args):
         for _ in range(50):  # warm: connection, provider token
             c.call(one)
         lat, failed = [], 0
-        cpu0 = cpu_s(proc.pid)
+        cpu0, ctx0 = cpu_s(proc.pid), ctx_switches(proc.pid)
         t_all = time.perf_counter()
         for _ in range(args.sequential):
             t0 = time.perf_counter()
@@ -96,24 +96,26 @@ def part1(args):
             lat.append((time.perf_counter() - t0) * 1000)
             failed += failures_of([r])[0]
         t_all = time.perf_counter() - t_all
+        seq_line = per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), args.sequential)
         lat.sort()
         print(f"one client, {args.sequential} sequential sends: p50 {percentile(lat, 50):.3f} ms, p90 "
               f"{percentile(lat, 90):.3f} ms, p99 {percentile(lat, 99):.3f} ms, max {lat[-1]:.3f} ms, "
-              f"{args.sequential / t_all:,.0f} sends/s, failed {failed}, daemon CPU "
-              f"{(cpu_s(proc.pid) - cpu0) / args.sequential * 1e6:.0f} us/send", flush=True)
+              f"{args.sequential / t_all:,.0f} sends/s, failed {failed}; daemon {seq_line}", flush=True)
 
         reqs = [dict(one, registration_ids=[token(1 + i % 64)]) for i in range(args.concurrent_sends)]
-        cpu0 = cpu_s(proc.pid)
-        threads0 = thread_cpu_s(proc.pid)
+        cpu0, ctx0 = cpu_s(proc.pid), ctx_switches(proc.pid)
+        threads0, wakeups0 = thread_cpu_s(proc.pid), thread_wakeups(proc.pid)
         dt, out = concurrent_calls(sock, 32, reqs)
-        cpu = cpu_s(proc.pid) - cpu0
+        conc_line = per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), len(out))
         threads = thread_cpu_line(threads0, thread_cpu_s(proc.pid), len(out))
+        wakeups = thread_wakeups_line(wakeups0, thread_wakeups(proc.pid), len(out))
         failed, reasons = failures_of(out)
         conc_rate = len(out) / dt
-        print(f"32 clients, {len(out)} single sends: {dt:.2f} s, {conc_rate:,.0f} sends/s, daemon CPU "
-              f"{cpu / len(out) * 1e6:.0f} us/send, failed {failed}"
+        print(f"32 clients, {len(out)} single sends: {dt:.2f} s, {conc_rate:,.0f} sends/s, failed {failed}; "
+              f"daemon {conc_line}"
               + (f" {reasons}" if reasons else ""), flush=True)
         print(f"    daemon CPU per send by thread: {threads}", flush=True)
+        print(f"    daemon wake-ups per send by thread: {wakeups}", flush=True)
     finally:
         stop_daemon(proc)
     url, body, headers = ceiling_request(work, port)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import Conn, concurrent_calls, cpu_s, percentile, start_daemon, start_sink, stop_daemon, stop_sink, thread_cpu_line, thread_cpu_s  # noqa: E402
+from benchlib import Conn, concurrent_calls, cpu_s, ctx_switches, per_send_line, thread_wakeups, thread_wakeups_line, percentile, start_daemon, start_sink, stop_daemon, stop_sink, thread_cpu_line, thread_cpu_s  # noqa: E402
 from latency_bench import apns_config, failures_of, register, token  # noqa: E402
 
 
@@ -28,13 +28,14 @@ def one(binary, port, ca, args, label, perf_dir):
         for _ in range(100):
             c.call(req)
         lat, failed = [], 0
-        cpu0 = cpu_s(proc.pid)
+        cpu0, ctx0, wk0 = cpu_s(proc.pid), ctx_switches(proc.pid), thread_wakeups(proc.pid)
         for _ in range(args.sequential):
             t0 = time.perf_counter()
             r = c.call(req)
             lat.append((time.perf_counter() - t0) * 1000)
             failed += failures_of([r])[0]
-        seq_cpu = (cpu_s(proc.pid) - cpu0) / args.sequential * 1e6
+        seq_line = per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), args.sequential)
+        seq_wk = thread_wakeups_line(wk0, thread_wakeups(proc.pid), args.sequential)
         lat.sort()
         reqs = [dict(req, registration_ids=[token(1 + i % 64)]) for i in range(args.concurrent)]
         perf = None
@@ -49,9 +50,10 @@ def one(binary, port, ca, args, label, perf_dir):
                                      f"/tmp/perf-syscalls-{label.replace(' ', '_')}.txt"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-        cpu0, th0 = cpu_s(proc.pid), thread_cpu_s(proc.pid)
+        cpu0, ctx0, th0, wk0 = cpu_s(proc.pid), ctx_switches(proc.pid), thread_cpu_s(proc.pid), thread_wakeups(proc.pid)
         dt, out = concurrent_calls(sock, 32, reqs)
-        cpu = (cpu_s(proc.pid) - cpu0) / len(out) * 1e6
+        conc_line = per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), len(out))
+        conc_wk = thread_wakeups_line(wk0, thread_wakeups(proc.pid), len(out))
         th = thread_cpu_line(th0, thread_cpu_s(proc.pid), len(out))
         if perf:
             perf.send_signal(2)
@@ -65,8 +67,9 @@ def one(binary, port, ca, args, label, perf_dir):
             print(f"    {args.syscall_threads} syscalls per send: " + ", ".join(f"{k} {v / len(out):.2f}" for k, v in per.items()))
         f2, reasons = failures_of(out)
         load = open("/proc/loadavg").read().split()[0]
-        print(f"{label}: seq p50 {percentile(lat, 50):.3f} p99 {percentile(lat, 99):.3f} ms, {seq_cpu:.0f} us/send; "
-              f"32 clients {len(out) / dt:,.0f}/s, {cpu:.0f} us/send ({th}); failed {failed + f2}"
+        print(f"{label}: seq p50 {percentile(lat, 50):.3f} p99 {percentile(lat, 99):.3f} ms, {seq_line}; "
+              f"[wake-ups by thread: {seq_wk}]; "
+              f"32 clients {len(out) / dt:,.0f}/s, {conc_line} ({th}) [wake-ups by thread: {conc_wk}]; failed {failed + f2}"
               f"{' ' + str(reasons) if reasons else ''}; load {load}", flush=True)
     finally:
         stop_daemon(proc)

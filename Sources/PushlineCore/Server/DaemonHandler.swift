@@ -53,6 +53,11 @@ public final class DaemonHandler: RequestHandler {
         "unsubscribe", "topics", "subscribers", "metrics", "health", "reload", "job", "jobs", "cancel", "events",
     ]
 
+    /// `command="<cmd>"` of each known command (`Metrics.labelString`), and of the rest.
+    static let commandLabels: [String: String] = Dictionary(
+        uniqueKeysWithValues: commands.map { ($0, Metrics.labelString([("command", $0)])) })
+    static let unknownCommandLabels = Metrics.labelString([("command", "unknown")])
+
     public init(dispatcher: Dispatcher, registry: any DeviceRegistry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
                 logger: Logger, connectionCount: @escaping @Sendable () -> Int) {
         self.registry = registry
@@ -88,14 +93,16 @@ public final class DaemonHandler: RequestHandler {
             let d = dispatcher
             do throws(CommandError) { result = .success(try await d.handle(request)) } catch { result = .failure(error) }
         }
-        let label = Self.commands.contains(cmd) ? cmd : "unknown"
+        // Label sets rendered once per command (two per request were rendered here before).
+        let labels = Self.commandLabels[cmd] ?? Self.unknownCommandLabels
         let outcome: String
         switch result {
         case .success: outcome = "ok"
         case .failure(let e): outcome = e.code.rawValue
         }
-        Metrics.shared.inc(.requests, ["command": label, "outcome": outcome])
-        Metrics.shared.observe(.requestDuration, ["command": label], seconds: Double(monotonicNanos() - start) / 1e9)
+        // Outcomes are "ok" or an error code (lower-case words): nothing to escape.
+        Metrics.shared.inc(.requests, renderedLabels: labels + ",outcome=\"" + outcome + "\"")
+        Metrics.shared.observe(.requestDuration, renderedLabels: labels, seconds: Double(monotonicNanos() - start) / 1e9)
         return try result.get()
     }
 

@@ -101,6 +101,12 @@ public final class Metrics: Sendable {
         var counts: [UInt64]
         var sum: Double = 0
         var count: UInt64 = 0
+
+        mutating func add(bucket: Int, seconds: Double) {
+            counts[bucket] += 1
+            sum += seconds
+            count += 1
+        }
     }
 
     struct State {
@@ -133,13 +139,14 @@ public final class Metrics: Sendable {
 
     public func observe(_ f: Family, renderedLabels key: String, seconds: Double) {
         let bucket = f.buckets.firstIndex { seconds <= $0 } ?? f.buckets.count
-        state.withLock { s in
-            var h = s.histograms[f.name, default: [:]][key] ?? Histogram(counts: [UInt64](repeating: 0, count: f.buckets.count + 1))
-            h.counts[bucket] += 1
-            h.sum += seconds
-            h.count += 1
-            s.histograms[f.name, default: [:]][key] = h
-        }
+        state.withLock { s in Self.record(&s, f, key, bucket: bucket, seconds: seconds) }
+    }
+
+    /// Adds one observation to a histogram in place (a copy taken out and stored back copied
+    /// its bucket array on every observation).
+    private static func record(_ s: inout State, _ f: Family, _ key: String, bucket: Int, seconds: Double) {
+        s.histograms[f.name, default: [:]][key, default: Histogram(counts: [UInt64](repeating: 0, count: f.buckets.count + 1))]
+            .add(bucket: bucket, seconds: seconds)
     }
 
     /// Provider HTTP requests handed to the transport (`HTTPTransport.perform`/`performAll`).
@@ -169,11 +176,7 @@ public final class Metrics: Sendable {
             let statusKey = originKey + ",status=\"" + status + "\""
             s.values[Family.providerInFlight.name, default: [:]][originKey, default: 0] -= 1
             s.values[Family.providerResponses.name, default: [:]][statusKey, default: 0] += 1
-            var h = s.histograms[f.name, default: [:]][originKey] ?? Histogram(counts: [UInt64](repeating: 0, count: f.buckets.count + 1))
-            h.counts[bucket] += 1
-            h.sum += seconds
-            h.count += 1
-            s.histograms[f.name, default: [:]][originKey] = h
+            Self.record(&s, f, originKey, bucket: bucket, seconds: seconds)
         }
     }
 
@@ -240,10 +243,18 @@ public final class Metrics: Sendable {
 
     public static func labelString(_ labels: [(String, String)]) -> String {
         var s = ""
+        s.reserveCapacity(labels.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 })
         for (i, (k, v)) in labels.enumerated() {
             if i > 0 { s += "," }
             s += k
             s += "=\""
+            // Nearly every value (commands, outcomes, apps, platforms, codes) needs no escape:
+            // appended whole instead of scalar by scalar (this runs several times per request).
+            if !v.utf8.contains(where: { $0 == 0x5C || $0 == 0x22 || $0 == 0x0A }) {
+                s += v
+                s += "\""
+                continue
+            }
             for c in v.unicodeScalars {
                 switch c {
                 case "\\": s += "\\\\"

@@ -165,7 +165,9 @@ public final class HTTPTransport: Sendable {
     /// `.connectionLost` before any response is retried up to `maxRetries` times within the
     /// same deadline. After `shutdown()` every call returns `.unavailable`.
     public func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportError> {
-        await withCheckedContinuation { continuation in
+        // Unchecked (no per-call canary object, this is every single send's path): `submit`
+        // calls its completion exactly once, on refusal or from the loop (see `TransportJob.complete`).
+        await withUnsafeContinuation { continuation in
             submit(request) { continuation.resume(returning: $0) }
         }
     }

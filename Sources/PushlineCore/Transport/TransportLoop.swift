@@ -105,6 +105,7 @@ final class LoopHandle: Sendable {
     func enqueue(_ jobs: [TransportJob]) {
         var refused: [TransportJob] = []
         var reason = ""
+        var mustWake = false
         state.withLock { s in
             if s.closed {
                 refused = jobs
@@ -121,14 +122,16 @@ final class LoopHandle: Sendable {
             outstanding.add(taken, ordering: .relaxed)
             s.queue.append(contentsOf: jobs[..<taken])
             if s.sleeping, !s.wakeSent {
-                // Written under the lock: the loop, which clears `wakeSent` under it, then always
-                // finds the eventfd readable in its next poll and drains it. (Written after the
-                // lock, a write could land after the loop had taken the queue and cost it a
-                // spurious pass: +7 syscalls per single send, measured on branch single-pre-rebase.)
                 s.wakeSent = true
-                wake()
+                mustWake = true
             }
         }
+        // Written after the lock: written under it, the woken loop (and any other submitter)
+        // found the lock held through the write syscall and spun on it (Mutex.lockSlow was 4.6%
+        // of the daemon's CPU in 32-client single sends). A write landing after the loop has
+        // already taken the queue only makes its poll return once more, which the loop answers
+        // without a pass (see `EventLoop.pollUntilWork`).
+        if mustWake { wake() }
         submitted.add(jobs.count - refused.count, ordering: .relaxed)
         for job in refused { job.complete(.failure(TransportError(.unavailable, reason))) }
     }
@@ -363,16 +366,38 @@ final class EventLoop {
                 }
                 return false
             }
-            if mustPoll {
-                var fds: Int32 = 0
-                var wake = curl_waitfd(fd: handle.wakeFD, events: Int16(CURL_WAIT_POLLIN), revents: 0)
-                let prc = curl_multi_poll(multi.raw, &wake, 1, timeout, &fds)
-                if wake.revents != 0 { pl_eventfd_drain(handle.wakeFD) }
-                if prc != CURLM_OK {
-                    failAllActive(TransportError(.other, "curl_multi_poll failed: \(multiMessage(prc))"))
-                    usleep(1000)  // Do not spin if polling keeps failing.
-                }
+            if mustPoll { pollUntilWork(timeout: timeout) }
+        }
+    }
+
+    /// Polls libcurl's sockets and the wake-up eventfd until something needs a pass: a socket
+    /// event, libcurl's timer or the poll timeout, or a wake-up that finds work queued.
+    ///
+    /// Submitters write the eventfd after releasing the queue lock, so a write can land after
+    /// the loop has taken the queue it announced: the poll then returns for the eventfd alone
+    /// with nothing queued. Such a wake-up is drained and the loop polls again, without a pass
+    /// of curl_multi_perform over every transfer. `wakeSent` is cleared there, under the lock,
+    /// only when the queue is empty, so a job queued meanwhile is never left without a wake-up.
+    /// (Skipping curl_multi_perform is safe: had libcurl's own timer expired too, the next
+    /// curl_multi_poll, whose timeout it bounds, returns at once without the eventfd.)
+    private func pollUntilWork(timeout: Int32) {
+        while true {
+            var fds: Int32 = 0
+            var wake = curl_waitfd(fd: handle.wakeFD, events: Int16(CURL_WAIT_POLLIN), revents: 0)
+            let prc = curl_multi_poll(multi.raw, &wake, 1, timeout, &fds)
+            if wake.revents != 0 { pl_eventfd_drain(handle.wakeFD) }
+            if prc != CURLM_OK {
+                failAllActive(TransportError(.other, "curl_multi_poll failed: \(multiMessage(prc))"))
+                usleep(1000)  // Do not spin if polling keeps failing.
+                return
             }
+            guard wake.revents != 0 && fds == 1 else { return }
+            let nothingNew = handle.state.withLock { s -> Bool in
+                guard s.queue.isEmpty && !s.closed && s.retired.isEmpty else { return false }
+                s.wakeSent = false  // Still `sleeping`: the next submitter writes again.
+                return true
+            }
+            if !nothingNew { return }
         }
     }
 

@@ -26,6 +26,8 @@ public final class SQLiteRegistry: Sendable {
 
     let queue: RegistryJobQueue
     let logger: Logger?
+    /// Small reads on the caller's thread (see `SQLiteDirectReads`); nil for in-memory databases.
+    let direct: SQLiteDirectReads?
     /// Wakes `events` readers after a batch that appended events has committed (see `EventLog`).
     public let eventSignal = EventSignal()
 
@@ -41,6 +43,7 @@ public final class SQLiteRegistry: Sendable {
             throw CommandError(.internalError, "cannot open the registry: \(error.description)")
         }
         queue = RegistryJobQueue()
+        direct = SQLiteDirectReads(path: path)
         let q = queue
         let log = logger
         let signal = eventSignal
@@ -67,6 +70,7 @@ public final class SQLiteRegistry: Sendable {
     ///
     /// Later calls of any method fail with `shutting_down`. Calling it twice is harmless.
     public func close() {
+        direct?.close()
         queue.closeAndJoin()
     }
 
@@ -136,7 +140,13 @@ public final class SQLiteRegistry: Sendable {
 
     /// Devices matching `f`, ordered by id ascending.
     public func devices(_ f: DeviceFilter) async throws(CommandError) -> [Device] {
-        try await run(write: false) { s in try s.devices(f) }
+        // A few ids (a send to `ids`): read on this thread.
+        if let ids = f.ids, ids.count <= SQLiteDirectReads.maxKeys, let direct,
+            let found = direct.read({ s in try s.devices(f) })
+        {
+            return found
+        }
+        return try await run(write: false) { s in try s.devices(f) }
     }
 
     /// Up to `limit` devices of `parts` (filters read one after another, each by id), from
@@ -199,7 +209,13 @@ public final class SQLiteRegistry: Sendable {
 
     /// Looks tokens up (normalised as `register` does); the result is parallel to `tokens`.
     public func resolveTokens(app: String, platform: Platform, _ tokens: [String]) async throws(CommandError) -> [Device?] {
-        try await run(write: false) { s in try s.resolveTokens(app: app, platform: platform, tokens) }
+        // A few tokens (a single send): read on this thread.
+        if tokens.count <= SQLiteDirectReads.maxKeys, let direct,
+            let found = direct.read({ s in try s.resolveTokens(app: app, platform: platform, tokens) })
+        {
+            return found
+        }
+        return try await run(write: false) { s in try s.resolveTokens(app: app, platform: platform, tokens) }
     }
 
     /// A provider-state value, or nil (also on error, which is logged).
