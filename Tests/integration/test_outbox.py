@@ -392,3 +392,38 @@ def test_queue_depth_and_oldest_age_in_metrics(start_daemon, fake):
     d.call({"cmd": "cancel", "job": r["job"]["id"]})
     text = d.call({"cmd": "metrics"})["text"]
     assert metric(text, "pushline_outbox_queued_notifications") == 0
+
+
+def test_a_round_longer_than_the_lease_sends_each_device_once(start_daemon, fake):
+    """A batch still on the wire when its lease (`lease_ms`) runs out is not claimed again by
+    the same daemon: the fake answers the slow job's devices after 4x the lease while other
+    accepts keep waking the worker (each wake-up claims); every device reaches the fake once."""
+    config = cfg(fake)
+    config["lease_ms"] = 1000
+    d = start_daemon(config)
+    slow = register_many(d, 20)
+    fast = register_many(d, 30, start=1001)
+    fake.control({"slow": [{"token": tok(i), "delay_ms": 4000} for i in range(1, 21)]})
+    a = d.call({"cmd": "send", "ids": slow, "message": "slow", "async": True})
+    assert a["ok"], a
+    deadline = time.time() + 60
+    while time.time() < deadline and d.call({"cmd": "job", "job": a["job"]["id"]})["job"]["state"] != "running":
+        time.sleep(0.05)
+    time.sleep(0.3)
+    # While the slow batch waits for its answers, small jobs keep the worker claiming.
+    small = []
+    for k in range(10):
+        r = d.call({"cmd": "send", "ids": fast[3 * k:3 * k + 3], "message": f"fast {k}", "async": True})
+        assert r["ok"], r
+        small.append(r["job"]["id"])
+        time.sleep(0.4)
+    job = wait_job(d, a["job"]["id"], timeout=120)
+    assert (job["devices"], job["sent"], job["failed"], job["pending"], job["canceled"]) == (20, 20, 0, 0, 0), job
+    for j in small:
+        s = wait_job(d, j, timeout=60)
+        assert (s["devices"], s["sent"], s["failed"]) == (3, 3, 0), s
+    got = by_token(fake.received())
+    twice = {t: len(v) for t, v in got.items() if len(v) != 1}
+    assert not twice, f"sent more than once: {twice}"
+    assert sorted(got) == sorted([tok(i) for i in range(1, 21)] + [tok(i) for i in range(1001, 1031)])
+    assert all(x["status"] == "sent" and x["attempts"] == 1 for x in all_results(d, a["job"]["id"]))

@@ -485,6 +485,14 @@ public final class OutboxWorker: Sendable {
                 }
                 outcomes[p.claim].append(OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: o))
             }
+            // Every claimed row gets an outcome (a provider that answered fewer results than it
+            // was given devices): pending again at once, so its claim is let go and not held.
+            for x in p.rows.dropFirst(results[k].count) {
+                outcomes[p.claim].append(OutboxOutcome(n: x.n, fence: x.fence, kind: .retry(nextAt: now), result: [
+                    "id": x.deviceId.map { .int($0) } ?? .null, "status": "failed", "reason": "internal: no result for this device",
+                    "retryable": true, "attempts": .int(Int64(x.attempts + 1)),
+                ]))
+            }
         }
         d.sentCount.add(sent, ordering: .relaxed)
         d.failedCount.add(failed, ordering: .relaxed)
