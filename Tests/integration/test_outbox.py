@@ -220,11 +220,12 @@ def test_kill_9_at_five_points_every_device_delivered_once_or_on_the_wire(start_
     assert sorted(got) == sorted(tok(i) for i in range(1, n + 1))
     dups = {t: v for t, v in got.items() if len(v) > 1}
     # A duplicate is a request that was on the wire at a kill: its first copy reached the fake
-    # shortly before a kill (the fake stamps a request when it answers it, 150 ms later or more while it works through
-    # a backlog of thousands, hence up to 5 s after the kill) (at most 4 batches of 1,000 are in flight, a batch under 150 ms
-    # answers takes well under 30 s), and at most that many per kill.
+    # shortly before a kill (`arrived`: when the fake read it, which lags while it works
+    # through a backlog, hence up to 5 s after the kill; it answers even later, so `time` is
+    # no measure of this) (a batch under 150 ms answers takes well under 30 s), and at most
+    # that many per kill.
     for t, v in dups.items():
-        first = min(x["time"] for x in v)
+        first = min(x["arrived"] for x in v)
         assert any(-5 <= k - first < 30 for k, _ in kills), (t, [(x["time"], x["status"], x.get("reason")) for x in v], kills)
         assert len(v) <= len(kills) + 1
         # The re-send carries the first attempt's apns-id.
@@ -273,33 +274,44 @@ def test_provider_drops_connections_then_full_delivery(start_daemon, fake):
 
 
 def test_fairness_small_job_during_a_large_one(start_daemon, fake):
+    """Issue 13: a 10-device job accepted during a 200,000-device job is done within 1 s.
+
+    The fake must not be what the small job waits for: it answers the large job after 2 s
+    (so that job keeps the connection busy without saturating the Python fake, which answers
+    about 1,000 requests/s on this machine) and the small job's devices at once. What is left
+    is the daemon's part: waking, claiming, the transport's queue, committing the results."""
     config = cfg(fake)
     config["max_line_bytes"] = 16 << 20
     d = start_daemon(config)
     big = register_many(d, 200000)
     small = big[:10]
-    fake.control({"delay_ms": 50})
+    fake.control({"delay_ms": 2000, "slow": [{"token": tok(i), "delay_ms": 0} for i in range(1, 11)]})
     a = d.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
     assert a["ok"], a
     deadline = time.time() + 120
-    while time.time() < deadline and len(fake.received()) < 5000:
+    while time.time() < deadline and len(fake.received()) < 3000:
         time.sleep(0.05)
     t0 = time.monotonic()
     w0 = time.time()
     b = d.call({"cmd": "send", "ids": small, "message": "urgent", "async": True})
     job = wait_job(d, b["job"]["id"], timeout=60)
     took = time.monotonic() - t0
-    urgent = [x["time"] - w0 for x in fake.received() if x["payload"]["aps"].get("alert") == "urgent"]
-    print(f"urgent answered by the fake {min(urgent):.2f}-{max(urgent):.2f} s after accept")
+    got = fake.received()
+    urgent = [x for x in got if x["payload"]["aps"].get("alert") == "urgent"]
+    last = max(x["arrived"] for x in urgent)
+    ahead = [x for x in got if x["payload"]["aps"].get("alert") != "urgent" and w0 <= x["arrived"] <= last]
+    print(f"10-device job done {took:.2f} s after accept, during a 200,000-device job; its requests reached the "
+          f"fake {min(x['arrived'] for x in urgent) - w0:.2f}-{last - w0:.2f} s after accept, "
+          f"{len(ahead)} of the large job's requests sent after the accept reached it first")
     big_job = d.call({"cmd": "job", "job": a["job"]["id"]})["job"]
-    assert job["sent"] == 10
+    assert (job["devices"], job["sent"], job["failed"]) == (10, 10, 0), job
     assert big_job["state"] == "running" and big_job["pending"] > 100000, big_job
-    # Issue 13 asks for 1 s on a quiet machine. Here the Python fake answers the 4,000 requests
-    # on the wire before it (about 4 s on this loaded 2-core machine): the bound that cannot
-    # flake is 30 s, while the big job behind would take minutes (the check above: it still has
-    # over 100,000 devices pending when the small one is done).
-    print(f"10-device job done {took:.2f} s after accept, during a 200,000-device job")
-    assert took < 30, took
+    # Not behind the large job's backlog: at most a claim's worth of its requests went out
+    # between the accept and the small job's last request (the daemon kept thousands waiting
+    # in its transport queue before: 1,500-3,000 went first, and the job took 4-8 s).
+    assert len(ahead) < 1000, len(ahead)
+    # A healthy run takes well under a second (a bound with 10x headroom: timing is noisy here).
+    assert took < 10, took
     d.call({"cmd": "cancel", "job": a["job"]["id"]})
 
 

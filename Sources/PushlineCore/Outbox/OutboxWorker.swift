@@ -26,8 +26,13 @@ public final class OutboxWorker: Sendable {
     let inFlight = Atomic<Int>(0)
     let leaseMs: Int64
 
-    /// Deliveries claimed per job per round.
-    static let batch = 1000
+    /// Deliveries claimed per job per round. With `maxInFlight` batches on the wire, the
+    /// outbox hands the transport at most 1,000 requests at once: what one provider
+    /// connection carries (APNs: one connection per app, 1,000 streams), so they do not wait
+    /// in the transport's queue, where a job accepted later (and synchronous sends) would
+    /// queue behind them. (With 1,000 per batch, 3,000 sat in that queue: a 10-device job
+    /// accepted during a large one waited for them, 4-5 s against a provider answering 500/s.)
+    static let batch = Int(String(cString: getenv("PL_EXP_BATCH") ?? strdup("250"))) ?? 250
     /// Jobs served per round.
     static let jobsPerRound = 1000
     /// Jobs whose targets are resolved (a chunk each) per round.
@@ -112,6 +117,9 @@ public final class OutboxWorker: Sendable {
                         claims = []
                     }
                     if !claims.isEmpty {
+                        logger.debug("outbox: claimed", metadata: [
+                            "jobs": "\(claims.map { "\($0.job.id.prefix(8)):\($0.deliveries.count)" }.joined(separator: ","))",
+                            "running": "\(running)"])
                         var ns: [String: [PushNotification?]] = [:]
                         for c in claims {
                             if notifications[c.job.id] == nil { notifications[c.job.id] = Self.parse(c.job, d) }
@@ -168,7 +176,7 @@ public final class OutboxWorker: Sendable {
     }
 
     /// Batches on the wire at once.
-    static let maxInFlight = 4
+    static let maxInFlight = Int(String(cString: getenv("PL_EXP_INFLIGHT") ?? strdup("4"))) ?? 4
 
     func housekeeping(_ d: Dispatcher, now: Int64) async {
         if let depth = try? await store.depth() { context.lastDepth.withLock { $0 = depth } }
@@ -377,11 +385,26 @@ public final class OutboxWorker: Sendable {
 
     // MARK: delivering
 
-    /// Delivers one round's claims (one job each) together: every (job, message) is one
-    /// `Addressed` of one `deliver` call (each provider gets all its messages at once, as a
-    /// `bulk` does), deactivations are applied once, and each job's results are committed
-    /// concurrently (the registry's group commit makes them one transaction).
+    /// Delivers one round's claims (one job each), each job on its own and concurrently: a
+    /// job's results are committed as soon as its own devices are answered, so a small job
+    /// claimed with a large one's batch is not kept waiting for that batch (fairness); the
+    /// registry's group commit still makes concurrent completions one transaction.
     func deliver(_ claims: [OutboxClaim], notifications: [String: [PushNotification?]], _ d: Dispatcher) async {
+        if claims.count == 1 {
+            await deliverTogether(claims, notifications: notifications, d)
+            return
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for c in claims {
+                group.addTask { await self.deliverTogether([c], notifications: notifications, d) }
+            }
+        }
+    }
+
+    /// Delivers claims together: every (job, message) is one `Addressed` of one `deliver`
+    /// call (each provider gets all its messages at once, as a `bulk` does), deactivations are
+    /// applied once, and each job's results are committed concurrently.
+    func deliverTogether(_ claims: [OutboxClaim], notifications: [String: [PushNotification?]], _ d: Dispatcher) async {
         struct Part {
             var claim: Int
             var message: Int
@@ -445,6 +468,9 @@ public final class OutboxWorker: Sendable {
         } else {
             deviceResults = addressed.isEmpty ? [] : await d.deliver(addressed)
         }
+        logger.debug("outbox: batch answered", metadata: [
+            "jobs": "\(claims.map { "\($0.job.id.prefix(8)):\($0.deliveries.count)" }.joined(separator: ","))",
+            "ms": "\(nowMillis() - now0)"])
         var results = [[DeliveryResult]](repeating: [], count: parts.count)
         for (k, r) in zip(devicePart, deviceResults) { results[k] = r }
         for (k, r) in await topicResults { results[k] = [r] }

@@ -13,8 +13,8 @@ public final class SQLiteOutbox: Outbox {
 
     /// A delivery this process claimed and has not completed yet (a batch on the wire).
     struct HeldKey: Hashable { var job: String; var n: Int64 }
-    struct Held { var fence: Int64; var until: Int64; var since: Int64 }
-    /// This process's claims not completed yet, with their fence, lease end and claim time.
+    struct Held { var owner: String; var fence: Int64; var until: Int64; var since: Int64 }
+    /// This process's claims not completed yet, with their owner, fence, lease end and claim time.
     ///
     /// SQLite has one daemon per database file, so the only claim that can take a delivery
     /// whose lease ran out is this process's own: a round longer than `lease_ms` (a slow
@@ -23,7 +23,8 @@ public final class SQLiteOutbox: Outbox {
     /// first extends the leases of these rows that run out within half a lease (a heartbeat
     /// that needs no timer: nothing but a claim reads leases). A completion, applied or failed,
     /// lets its rows go: a failed one's rows are claimed again when their lease ends
-    /// (at-least-once), and the fence still drops a stale completion.
+    /// (at-least-once), and the fence still drops a stale completion. Only the claims of the
+    /// same owner (the worker) keep its rows: another owner takes them once the lease ends.
     let held = Mutex<[HeldKey: Held]>([:])
     /// How long a claimed row is kept alive at most, should its completion never come: beyond
     /// any round (request timeouts, and providers honour a Retry-After of up to an hour twice).
@@ -167,7 +168,7 @@ public final class SQLiteOutbox: Outbox {
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
         let (out, extended): ([OutboxClaim], [(HeldKey, Int64)]) = try await registry.run(write: true) { store in
             let db = store.db
-            let extended = try self.keepHeldLeases(db, now: now, leaseMs: leaseMs)
+            let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
             // Jobs with due work, least recently served first (fairness between large and small jobs).
             let jobs = try db.query(
                 """
@@ -223,25 +224,30 @@ public final class SQLiteOutbox: Outbox {
         held.withLock { h in
             for (k, fence) in extended where h[k]?.fence == fence { h[k]?.until = now + leaseMs }
             for c in out {
-                for x in c.deliveries { h[HeldKey(job: c.job.id, n: x.n)] = Held(fence: x.fence, until: now + leaseMs, since: now) }
+                for x in c.deliveries {
+                    h[HeldKey(job: c.job.id, n: x.n)] = Held(owner: owner, fence: x.fence, until: now + leaseMs, since: now)
+                }
             }
         }
         return out
     }
 
-    /// Extends the leases of this process's claims still on the wire that end within half a
-    /// lease (see `held`); rows held past `maxHoldMs` are let go. Returns the rows extended
+    /// Extends the leases of `owner`'s claims still on the wire that end within half a lease
+    /// (see `held`); rows held past `maxHoldMs` are let go. Returns the rows extended
     /// (recorded in `held` once the claim commits).
-    func keepHeldLeases(_ db: Database, now: Int64, leaseMs: Int64) throws -> [(HeldKey, Int64)] {
+    func keepHeldLeases(_ db: Database, owner: String, now: Int64, leaseMs: Int64) throws -> [(HeldKey, Int64)] {
         let due: [(HeldKey, Int64)] = held.withLock { h in
             h = h.filter { now - $0.value.since < Self.maxHoldMs }
-            return h.compactMap { k, v in v.until - now < leaseMs / 2 ? (k, v.fence) : nil }
+            return h.compactMap { k, v in v.owner == owner && v.until - now < leaseMs / 2 ? (k, v.fence) : nil }
         }
         guard !due.isEmpty else { return [] }
         let extend = try db.statement(
-            "UPDATE outbox_deliveries SET lease_until = ? WHERE job = (SELECT seq FROM outbox_jobs WHERE id = ?) AND n = ? AND fence = ? AND state = 0")
+            """
+            UPDATE outbox_deliveries SET lease_until = ?
+            WHERE job = (SELECT seq FROM outbox_jobs WHERE id = ?) AND n = ? AND fence = ? AND state = 0 AND lease_owner = ?
+            """)
         for (k, fence) in due {
-            try extend.bind([.int(now + leaseMs), .text(k.job), .int(k.n), .int(fence)])
+            try extend.bind([.int(now + leaseMs), .text(k.job), .int(k.n), .int(fence), .text(owner)])
             defer { extend.reset() }
             _ = try extend.step()
         }
