@@ -26,13 +26,8 @@ public final class OutboxWorker: Sendable {
     let inFlight = Atomic<Int>(0)
     let leaseMs: Int64
 
-    /// Deliveries claimed per job per round. With `maxInFlight` batches on the wire, the
-    /// outbox hands the transport at most 1,000 requests at once: what one provider
-    /// connection carries (APNs: one connection per app, 1,000 streams), so they do not wait
-    /// in the transport's queue, where a job accepted later (and synchronous sends) would
-    /// queue behind them. (With 1,000 per batch, 3,000 sat in that queue: a 10-device job
-    /// accepted during a large one waited for them, 4-5 s against a provider answering 500/s.)
-    static let batch = Int(String(cString: getenv("PL_EXP_BATCH") ?? strdup("250"))) ?? 250
+    /// Deliveries claimed per job per round.
+    static let batch = 1000
     /// Jobs served per round.
     static let jobsPerRound = 1000
     /// Jobs whose targets are resolved (a chunk each) per round.
@@ -176,7 +171,7 @@ public final class OutboxWorker: Sendable {
     }
 
     /// Batches on the wire at once.
-    static let maxInFlight = Int(String(cString: getenv("PL_EXP_INFLIGHT") ?? strdup("4"))) ?? 4
+    static let maxInFlight = 4
 
     func housekeeping(_ d: Dispatcher, now: Int64) async {
         if let depth = try? await store.depth() { context.lastDepth.withLock { $0 = depth } }
@@ -385,21 +380,35 @@ public final class OutboxWorker: Sendable {
 
     // MARK: delivering
 
-    /// Delivers one round's claims (one job each), each job on its own and concurrently: a
-    /// job's results are committed as soon as its own devices are answered, so a small job
-    /// claimed with a large one's batch is not kept waiting for that batch (fairness); the
-    /// registry's group commit still makes concurrent completions one transaction.
+    /// Delivers one round's claims (one job each): the small claims together (one `deliver`
+    /// for many one-device jobs), each larger one on its own, concurrently (fairness):
+    /// - A job's results are committed as soon as its part is answered: a small job claimed
+    ///   with a large one's batch does not wait for that batch (the registry's group commit
+    ///   still makes concurrent completions one transaction).
+    /// - A large claim's requests are background requests (`TransportPriority`): the up to
+    ///   `maxInFlight` × `batch` requests the worker keeps outstanding to feed the provider
+    ///   connections wait in the transport's queue behind any other request, so a small job's
+    ///   requests (and synchronous sends) take the next free stream instead of waiting for
+    ///   thousands of a large job's. (Before: a 10-device job accepted during a 200,000-device
+    ///   one waited 4-12 s in the integration test, behind 1,500-3,400 queued requests.)
     func deliver(_ claims: [OutboxClaim], notifications: [String: [PushNotification?]], _ d: Dispatcher) async {
-        if claims.count == 1 {
-            await deliverTogether(claims, notifications: notifications, d)
-            return
-        }
+        let small = claims.filter { $0.deliveries.count <= Self.smallClaim }
+        var parts = claims.filter { $0.deliveries.count > Self.smallClaim }.map { [$0] }
+        if !small.isEmpty { parts.insert(small, at: 0) }
         await withTaskGroup(of: Void.self) { group in
-            for c in claims {
-                group.addTask { await self.deliverTogether([c], notifications: notifications, d) }
+            for p in parts {
+                let background = p.count == 1 && p[0].deliveries.count > Self.smallClaim
+                group.addTask {
+                    await TransportPriority.$background.withValue(background) {
+                        await self.deliverTogether(p, notifications: notifications, d)
+                    }
+                }
             }
         }
     }
+
+    /// Claims of at most this many deliveries are sent together (see `deliver`).
+    static let smallClaim = 50
 
     /// Delivers claims together: every (job, message) is one `Addressed` of one `deliver`
     /// call (each provider gets all its messages at once, as a `bulk` does), deactivations are
