@@ -306,10 +306,11 @@ def test_fairness_small_job_during_a_large_one(start_daemon, fake):
     big_job = d.call({"cmd": "job", "job": a["job"]["id"]})["job"]
     assert (job["devices"], job["sent"], job["failed"]) == (10, 10, 0), job
     assert big_job["state"] == "running" and big_job["pending"] > 100000, big_job
-    # Not behind the large job's backlog: at most a claim's worth of its requests went out
-    # between the accept and the small job's last request (the daemon kept thousands waiting
-    # in its transport queue before: 1,500-3,000 went first, and the job took 4-8 s).
-    assert len(ahead) < 1000, len(ahead)
+    # Not behind the large job's backlog: at most one claim of it (1,000 deliveries, claimed
+    # before the small job's) went out between the accept and the small job's last request
+    # (the daemon kept thousands waiting in its transport queue before: 1,500-3,400 went first,
+    # and the job took 4-12 s).
+    assert len(ahead) <= 1000, len(ahead)
     # A healthy run takes well under a second (a bound with 10x headroom: timing is noisy here).
     assert took < 10, took
     d.call({"cmd": "cancel", "job": a["job"]["id"]})
