@@ -248,9 +248,10 @@ def h2load_run(url, n, conns, streams, body_path, headers=()):
     return (float(m.group(1)) if m else None), (ms(t.group(3)) if t else None), (int(ok.group(1)) if ok else 0)
 
 
-def concurrent_calls(path, clients, requests):
-    """`clients` socket connections, each sending the next of `requests` as soon as its previous
-    answer arrived (one request in flight per client, as many web workers would). One process, one
+def concurrent_calls(path, clients, requests, window=1):
+    """`clients` socket connections, each sending the next of `requests` as soon as an answer
+    arrived, with up to `window` requests written ahead of their answers (1: one request in
+    flight per client, as many web workers would; more: a pipelining client). One process, one
     selector, so the client costs little. Returns (seconds, responses in order of completion)."""
     import selectors
     sel = selectors.DefaultSelector()
@@ -262,10 +263,11 @@ def concurrent_calls(path, clients, requests):
     for _ in range(min(clients, len(lines))):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(path)
-        state = {"sock": s, "buf": b""}
+        n = max(1, min(window, (len(lines) - nxt) // max(1, clients - len(conns))))
+        state = {"sock": s, "buf": b"", "inflight": n}
         conns.append(state)
-        s.sendall(lines[nxt])
-        nxt += 1
+        s.sendall(b"".join(lines[nxt:nxt + n]))
+        nxt += n
         sel.register(s, selectors.EVENT_READ, state)
     pending = len(conns)
     while pending:
@@ -275,15 +277,20 @@ def concurrent_calls(path, clients, requests):
             if not chunk:
                 raise ConnectionError("daemon closed a connection")
             st["buf"] += chunk
+            more = []
             while b"\n" in st["buf"]:
                 line, st["buf"] = st["buf"].split(b"\n", 1)
                 out.append(json.loads(line))
+                st["inflight"] -= 1
                 if nxt < len(lines):
-                    st["sock"].sendall(lines[nxt])
+                    more.append(lines[nxt])
                     nxt += 1
-                else:
-                    sel.unregister(st["sock"])
-                    pending -= 1
+                    st["inflight"] += 1
+            if more:
+                st["sock"].sendall(b"".join(more))
+            if st["inflight"] == 0:
+                sel.unregister(st["sock"])
+                pending -= 1
     dt = time.time() - t0
     for st in conns:
         st["sock"].close()

@@ -13,69 +13,21 @@ release daemon, in one run:
 3. background delivery of that job (accept to `done`) vs a synchronous `send` to the same
    100,000 devices through the same daemon and sink: notifications/s and the ratio.
 4. RSS with many notifications queued: `--queued` notifications accepted as scheduled jobs
-   (100,000 devices each) and the daemon's RSS then, and its peak RSS while a 100,000-device
-   job's rows are resolved and delivered.
+   (100,000 devices each) by a fresh daemon (so the figure is the queue's, not what an
+   earlier synchronous send left), its RSS then and its peak.
 
-    bench/outbox_bench.py --bin .build/release/pushline [--port 21000] [--devices 100000]
+    bench/outbox_bench.py --bin .build/release/pushline [--port 21000] [--devices 100000] [--parts accept,deliver,rss]
 
 Figures on a loaded 2-core machine are indicative only.
 """
 import argparse
-import json
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Conn, apns_key, proc_status, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
-
-
-def pipelined(path, conns, window, requests):
-    """`conns` connections, each keeping up to `window` requests written ahead of its answers.
-    Returns (seconds, answers)."""
-    import selectors
-    sel = selectors.DefaultSelector()
-    lines = [json.dumps(r).encode() + b"\n" for r in requests]
-    per = [lines[i::conns] for i in range(conns)]
-    states = []
-    t0 = time.time()
-    for k in range(conns):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        st = {"sock": s, "lines": per[k], "next": 0, "got": 0, "buf": b""}
-        n = min(window, len(st["lines"]))
-        s.sendall(b"".join(st["lines"][:n]))
-        st["next"] = n
-        states.append(st)
-        sel.register(s, selectors.EVENT_READ, st)
-    out = []
-    pending = len(states)
-    while pending:
-        for key, _ in sel.select():
-            st = key.data
-            chunk = st["sock"].recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("daemon closed a connection")
-            st["buf"] += chunk
-            more = []
-            while b"\n" in st["buf"]:
-                line, st["buf"] = st["buf"].split(b"\n", 1)
-                out.append(json.loads(line))
-                st["got"] += 1
-                if st["next"] < len(st["lines"]):
-                    more.append(st["lines"][st["next"]])
-                    st["next"] += 1
-            if more:
-                st["sock"].sendall(b"".join(more))
-            if st["got"] == len(st["lines"]):
-                sel.unregister(st["sock"])
-                pending -= 1
-    dt = time.time() - t0
-    for st in states:
-        st["sock"].close()
-    return dt, out
+from benchlib import Conn, apns_key, concurrent_calls, proc_status, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
 
 
 def wait_done(c, job_id, timeout=600):
@@ -120,69 +72,90 @@ def main():
     ap.add_argument("--accepts", type=int, default=40_000)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--queued", type=int, default=10_000_000)
+    ap.add_argument("--parts", default="accept,deliver,rss", help="which of accept, deliver, rss to run")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     port, ca, sink_dir = start_sink(args.port)
     try:
-        # 1. accepts (scheduled an hour ahead: the accept path alone).
-        proc, sock, c, ids = fresh_daemon(args, port, ca, "accept")
-        later = int(time.time()) + 3600
-        reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True, "send_at": later}
-                for i in range(args.accepts)]
-        dt, out = pipelined(sock, 4, args.window, reqs)
-        ok = sum(1 for r in out if r.get("ok"))
-        print(f"async single sends accepted (scheduled, 4 connections, window {args.window}): {ok / dt:,.0f}/s "
-              f"({ok} of {len(reqs)} ok in {dt:.2f} s)")
-        stop_daemon(proc)
-        proc, sock, c, ids = fresh_daemon(args, port, ca, "accept-deliver")
-        reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True} for i in range(args.accepts)]
-        t_start = time.time()
-        dt, out = pipelined(sock, 4, args.window, reqs)
-        ok = sum(1 for r in out if r.get("ok"))
-        print(f"async single sends accepted (delivered meanwhile): {ok / dt:,.0f}/s ({ok} ok in {dt:.2f} s)")
-        last = [r["job"]["id"] for r in out if r.get("ok")][-1]
-        _, t_done = wait_done(c, last)
-        print(f"  the last of them done {t_done - t_start:.2f} s after the first request: "
-              f"{ok / (t_done - t_start):,.0f} jobs/s accepted and delivered")
-        stop_daemon(proc)
-
-        # 2 and 3. a 100,000-device job: accept time, background delivery vs sync.
-        proc, sock, c, ids = fresh_daemon(args, port, ca, "deliver")
-        n = len(ids)
-        warm = c.call({"cmd": "send", "ids": ids[:10], "message": "warm"})
-        assert warm["ok"], warm
-        t0 = time.time()
-        r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
-        accept_s = c.received_at - t0
-        assert r["ok"], r
-        job, t_done = wait_done(c, r["job"]["id"])
-        bg_rate = n / (t_done - t0)
-        print(f"async send to {n:,} devices (filter): accepted in {accept_s * 1000:.1f} ms")
-        print(f"  background delivery: {job['sent']:,} sent in {t_done - t0:.2f} s = {bg_rate:,.0f}/s")
-        t0 = time.time()
-        r2 = c.call({"cmd": "send", "ids": ids, "message": "everyone", "async": True})
-        print(f"async send to {n:,} devices (an ids list of {n:,}): accepted in {(c.received_at - t0) * 1000:.1f} ms")
-        wait_done(c, r2["job"]["id"])
-        t0 = time.time()
-        s = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "results": "none"})
-        sync_s = c.received_at - t0
-        assert s["ok"] and s["sent"] == n, {k: s.get(k) for k in ("ok", "sent", "failed", "error")}
-        print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; background / sync = {bg_rate / (n / sync_s):.2f}")
-        print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
-
-        # 4. RSS with many notifications queued (scheduled jobs of 100,000 devices each).
-        later = int(time.time()) + 3600
-        jobs = max(1, args.queued // n)
-        t0 = time.time()
-        for _ in range(jobs):
-            r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "later", "async": True, "send_at": later})
-            assert r["ok"], r
-        depth = c.call({"cmd": "metrics"})["text"]
-        queued = [line for line in depth.splitlines() if line.startswith("pushline_outbox_queued_notifications")]
-        print(f"{jobs} scheduled jobs of {n:,} accepted in {time.time() - t0:.1f} s; {queued[0] if queued else ''}; "
-              f"RSS {rss_mb(proc.pid):.1f} MB (peak {rss_mb(proc.pid, 'VmHWM'):.1f} MB)")
-        stop_daemon(proc)
+        if "accept" in parts:
+            accepts(args, port, ca)
+        if "deliver" in parts:
+            deliver(args, port, ca)
+        if "rss" in parts:
+            queued_rss(args, port, ca)
     finally:
         stop_sink(sink_dir)
+
+
+def accepts(args, port, ca):
+    # 1. accepts (scheduled an hour ahead: the accept path alone).
+    proc, sock, c, ids = fresh_daemon(args, port, ca, "accept")
+    later = int(time.time()) + 3600
+    reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True, "send_at": later}
+            for i in range(args.accepts)]
+    dt, out = concurrent_calls(sock, 4, reqs, window=args.window)
+    ok = sum(1 for r in out if r.get("ok"))
+    print(f"async single sends accepted (scheduled, 4 connections, window {args.window}): {ok / dt:,.0f}/s "
+          f"({ok} of {len(reqs)} ok in {dt:.2f} s)")
+    stop_daemon(proc)
+    proc, sock, c, ids = fresh_daemon(args, port, ca, "accept-deliver")
+    reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True} for i in range(args.accepts)]
+    t_start = time.time()
+    dt, out = concurrent_calls(sock, 4, reqs, window=args.window)
+    ok = sum(1 for r in out if r.get("ok"))
+    print(f"async single sends accepted (delivered meanwhile): {ok / dt:,.0f}/s ({ok} ok in {dt:.2f} s)")
+    last = [r["job"]["id"] for r in out if r.get("ok")][-1]
+    _, t_done = wait_done(c, last)
+    print(f"  the last of them done {t_done - t_start:.2f} s after the first request: "
+          f"{ok / (t_done - t_start):,.0f} jobs/s accepted and delivered")
+    stop_daemon(proc)
+
+
+def deliver(args, port, ca):
+    # 2 and 3. a 100,000-device job: accept time, background delivery vs sync.
+    proc, sock, c, ids = fresh_daemon(args, port, ca, "deliver")
+    n = len(ids)
+    warm = c.call({"cmd": "send", "ids": ids[:10], "message": "warm"})
+    assert warm["ok"], warm
+    t0 = time.time()
+    r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
+    accept_s = c.received_at - t0
+    assert r["ok"], r
+    job, t_done = wait_done(c, r["job"]["id"])
+    bg_rate = n / (t_done - t0)
+    print(f"async send to {n:,} devices (filter): accepted in {accept_s * 1000:.1f} ms")
+    print(f"  background delivery: {job['sent']:,} sent in {t_done - t0:.2f} s = {bg_rate:,.0f}/s")
+    t0 = time.time()
+    r2 = c.call({"cmd": "send", "ids": ids, "message": "everyone", "async": True})
+    print(f"async send to {n:,} devices (an ids list of {n:,}): accepted in {(c.received_at - t0) * 1000:.1f} ms")
+    wait_done(c, r2["job"]["id"])
+    t0 = time.time()
+    s = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "results": "none"})
+    sync_s = c.received_at - t0
+    assert s["ok"] and s["sent"] == n, {k: s.get(k) for k in ("ok", "sent", "failed", "error")}
+    print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; background / sync = {bg_rate / (n / sync_s):.2f}")
+    print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
+    stop_daemon(proc)
+
+
+def queued_rss(args, port, ca):
+    # 4. RSS with many notifications queued (scheduled jobs of 100,000 devices each).
+    proc, sock, c, ids = fresh_daemon(args, port, ca, "rss")
+    n = len(ids)
+    print(f"fresh daemon with {n:,} devices: RSS {rss_mb(proc.pid):.1f} MB")
+    later = int(time.time()) + 3600
+    jobs = max(1, args.queued // n)
+    t0 = time.time()
+    for _ in range(jobs):
+        r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "later", "async": True, "send_at": later})
+        assert r["ok"], r
+    depth = c.call({"cmd": "metrics"})["text"]
+    queued = [line for line in depth.splitlines() if line.startswith("pushline_outbox_queued_notifications")]
+    print(f"{jobs} scheduled jobs of {n:,} accepted in {time.time() - t0:.1f} s; {queued[0] if queued else ''}; "
+          f"RSS {rss_mb(proc.pid):.1f} MB (peak {rss_mb(proc.pid, 'VmHWM'):.1f} MB)")
+    time.sleep(3)  # the daemon gives burst memory back after 2 quiet seconds
+    print(f"  RSS 3 s later: {rss_mb(proc.pid):.1f} MB")
+    stop_daemon(proc)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,23 @@ import Testing
         #expect(s.isClosed && s.waiting == 0)
     }
 
+    @Test func signalWaitEndsWhenItsTaskIsCanceled() async {
+        let s = EventSignal()
+        let t0 = ContinuousClock.now
+        let waiter = Task { await s.wait(seen: s.generation, until: .now + .seconds(600)) }
+        while s.waiting == 0 { try? await Task.sleep(for: .milliseconds(5)) }
+        waiter.cancel()
+        await waiter.value
+        #expect(ContinuousClock.now - t0 < .seconds(300) && s.waiting == 0)
+        // Canceled before it suspends: returns at once.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            await s.wait(seen: s.generation, until: .now + .seconds(600))
+        }
+        await early.value
+        #expect(ContinuousClock.now - t0 < .seconds(300) && s.waiting == 0)
+    }
+
     @Test func eventsCommandArgumentsAndWaiting() async throws {
         let dir = TempDir()
         defer { dir.remove() }

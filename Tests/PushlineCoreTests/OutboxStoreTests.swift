@@ -121,6 +121,31 @@ import Testing
         }
     }
 
+    @Test func aClaimDoesNotTakeBackItsOwnOwnersRowsStillOnTheWire() async throws {
+        try await withStore { reg, o in
+            _ = try await reg.register([try DeviceInput(parsing: ["platform": "fcm", "registration_id": "t1"]),
+                                        try DeviceInput(parsing: ["platform": "fcm", "registration_id": "t2"])],
+                                       updateOnDuplicate: false)
+            _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows([1, 2]), cursor: nil, now: 1000))
+            let c1 = try await o.claim(owner: "w", now: 1000, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c1.first?.deliveries.count == 2)
+            // Long after the lease: the same owner (this process, its batch still on the wire)
+            // does not claim them again, and their lease was extended, so no one else does.
+            #expect(try await o.claim(owner: "w", now: 5000, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
+            let other = SQLiteOutbox(registry: reg)
+            #expect(try await other.claim(owner: "x", now: 5050, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
+            // Completed (one sent, one retried at once): only the retried row is claimed again.
+            let d = try #require(c1.first?.deliveries)
+            #expect(try await o.complete(job: "j1", [
+                OutboxOutcome(n: d[0].n, fence: d[0].fence, kind: .sent, result: ["status": "sent"]),
+                OutboxOutcome(n: d[1].n, fence: d[1].fence, kind: .retry(nextAt: 5000), result: ["status": "failed"]),
+            ], now: 5060) == 2)
+            let c2 = try await o.claim(owner: "w", now: 5070, leaseMs: 100, perJob: 10, maxJobs: 10, maxRows: 10)
+            #expect(c2.first?.deliveries.map(\.n) == [d[1].n] && c2.first?.deliveries.first?.fence == d[1].fence + 1)
+        }
+    }
+
     @Test func recoverReleasesOtherOwnersLeasesAndPruneDeletesOldJobs() async throws {
         try await withStore { _, o in
             _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)

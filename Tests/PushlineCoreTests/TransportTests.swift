@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import PushlineCore
@@ -215,6 +216,30 @@ struct TransportTests {
         // the bound has 10x headroom. Waiting in the queue without a deadline shows in the
         // counts above (the queued requests would succeed one after another, after 1.6 s).
         #expect(elapsed < .seconds(6))
+    }
+
+    @Test("background requests (TransportPriority) wait in their origin's queue behind any other request")
+    func backgroundRequestsWaitBehindOthers() async throws {
+        let sink = try H2SinkProcess()
+        // One stream: the others wait in the transport's own queue.
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1, maxConcurrentStreams: 1))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let order = Mutex<[String]>([])
+        let background = Task {
+            await TransportPriority.$background.withValue(true) {
+                let rs = await transport.performAll((0..<6).map { _ in HTTPRequest(url: sink.base + "/?delay_ms=150", tls: tls, timeoutMs: 60_000) })
+                order.withLock { $0.append("background") }
+                return rs
+            }
+        }
+        while transport.stats.submitted < 6 { try await Task.sleep(for: .milliseconds(5)) }
+        let r = await transport.perform(HTTPRequest(url: sink.base + "/?delay_ms=150", tls: tls, timeoutMs: 60_000))
+        order.withLock { $0.append("foreground") }
+        let rs = await background.value
+        #expect(kind(r) == "status 200" && rs.allSatisfy { kind($0) == "status 200" })
+        // Served after at most the one background request already on the wire, not after all six.
+        #expect(order.withLock { $0 } == ["foreground", "background"])
     }
 
     @Test func refusedConnectionIsConnectError() async throws {

@@ -27,7 +27,7 @@ On start it prints one line: `READY <port> <ca_path> <admin_port> <workdir>`.
 The admin port speaks plain HTTP/1.1 on loopback:
 
 * `GET /state`, `GET /received` (every request: headers, parsed payload,
-  answer), `POST /clear`;
+  answer; `arrived`: when its last frame came, `time`: when it was answered), `POST /clear`;
 * `POST /control` with a JSON object of any of:
   `{"unregister": [{"token": T, "timestamp": ms, "reason": "Unregistered"}]}`,
   `{"fail": [{"token": T or "*", "status": 503, "reason": "ServiceUnavailable", "count": 2}]}` (count -1: forever),
@@ -448,6 +448,7 @@ class H2Protocol(asyncio.Protocol):
 
     def stream_ended(self, sid, s):
         st = self.state
+        s["arrived"] = time.time()
         if self.goaway_last is not None and sid > self.goaway_last:
             return  # after our GOAWAY: not processed, the client must retry elsewhere
         self.stream_count += 1
@@ -487,6 +488,7 @@ class H2Protocol(asyncio.Protocol):
             "conn": self.id, "stream": sid, "method": pseudo.get(":method"), "path": pseudo.get(":path"),
             "token": pseudo.get(":path", "").rsplit("/", 1)[-1], "headers": h, "payload": payload,
             "size": len(body), "status": status, "reason": reason, "apns_id": apns_id, "time": time.time(),
+            "arrived": s.get("arrived"),
         })
         self.pending -= 1
         if self.closed:

@@ -205,6 +205,63 @@ def test_waiting_call_ends_promptly_on_shutdown(start_daemon):
     assert time.monotonic() - t0 < 20  # not the 60 s wait
 
 
+def waiting_calls(d):
+    for line in d.call({"cmd": "metrics"})["text"].splitlines():
+        if line.startswith("pushline_events_waiting "):
+            return float(line.split()[1])
+    raise AssertionError("pushline_events_waiting not in metrics")
+
+
+def open_fds(d):
+    import os
+    return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+
+
+def test_waiting_calls_of_clients_that_hang_up_end_at_once(start_daemon):
+    d = start_daemon()
+    assert waiting_calls(d) == 0
+    fds0 = open_fds(d)
+    conns = [d.connect(timeout=60) for _ in range(60)]
+    for c in conns:
+        c.send({"cmd": "events", "wait_ms": 60_000})
+    # A padded line (longer than what the I/O thread parses itself) waits the same way.
+    padded = d.connect(timeout=60)
+    padded.send_raw(b'{"cmd": "events", "wait_ms": 60000' + b" " * 6000 + b"}\n")
+    deadline = time.monotonic() + 30
+    while waiting_calls(d) < 61 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert waiting_calls(d) == 61
+    t0 = time.monotonic()
+    for c in conns + [padded]:
+        c.close()
+    deadline = time.monotonic() + 30
+    while waiting_calls(d) > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    took = time.monotonic() - t0
+    print(f"61 waiting calls of clients that hung up ended {took:.2f} s after the hang-up (their wait_ms: 60 s)")
+    assert waiting_calls(d) == 0, d.logs()[-2000:]
+    assert took < 20, took  # a healthy run: well under a second; the calls' own wait is 60 s
+    assert open_fds(d) <= fds0 + 1  # + the metrics connection at most
+    # A client that only closed its writing side still reads its answer.
+    h = d.connect(timeout=60)
+    h.send({"id": "half", "cmd": "events", "wait_ms": 1500})
+    import socket
+    h.sock.shutdown(socket.SHUT_WR)
+    t1 = time.monotonic()
+    r = h.recv()
+    assert r["id"] == "half" and r["ok"] and r["events"] == [], r
+    assert time.monotonic() - t1 >= 1.4
+    h.close()
+    # More hang-ups, then SIGTERM at once: the stop is not held up by them.
+    for _ in range(30):
+        c = d.connect(timeout=60)
+        c.send({"cmd": "events", "wait_ms": 60_000})
+        c.close()
+    t2 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t2 < 20
+
+
 def test_retention_prunes_old_events_and_cursors_stay_valid(start_daemon, fake):
     config = cfg(fake)
     config["event_retention"] = "1s"

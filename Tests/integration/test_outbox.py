@@ -220,11 +220,12 @@ def test_kill_9_at_five_points_every_device_delivered_once_or_on_the_wire(start_
     assert sorted(got) == sorted(tok(i) for i in range(1, n + 1))
     dups = {t: v for t, v in got.items() if len(v) > 1}
     # A duplicate is a request that was on the wire at a kill: its first copy reached the fake
-    # shortly before a kill (the fake stamps a request when it answers it, 150 ms later or more while it works through
-    # a backlog of thousands, hence up to 5 s after the kill) (at most 4 batches of 1,000 are in flight, a batch under 150 ms
-    # answers takes well under 30 s), and at most that many per kill.
+    # shortly before a kill (`arrived`: when the fake read it, which lags while it works
+    # through a backlog, hence up to 5 s after the kill; it answers even later, so `time` is
+    # no measure of this) (a batch under 150 ms answers takes well under 30 s), and at most
+    # that many per kill.
     for t, v in dups.items():
-        first = min(x["time"] for x in v)
+        first = min(x["arrived"] for x in v)
         assert any(-5 <= k - first < 30 for k, _ in kills), (t, [(x["time"], x["status"], x.get("reason")) for x in v], kills)
         assert len(v) <= len(kills) + 1
         # The re-send carries the first attempt's apns-id.
@@ -273,33 +274,45 @@ def test_provider_drops_connections_then_full_delivery(start_daemon, fake):
 
 
 def test_fairness_small_job_during_a_large_one(start_daemon, fake):
+    """Issue 13: a 10-device job accepted during a 200,000-device job is done within 1 s.
+
+    The fake must not be what the small job waits for: it answers the large job after 2 s
+    (so that job keeps the connection busy without saturating the Python fake, which answers
+    about 1,000 requests/s on this machine) and the small job's devices at once. What is left
+    is the daemon's part: waking, claiming, the transport's queue, committing the results."""
     config = cfg(fake)
     config["max_line_bytes"] = 16 << 20
     d = start_daemon(config)
     big = register_many(d, 200000)
     small = big[:10]
-    fake.control({"delay_ms": 50})
+    fake.control({"delay_ms": 2000, "slow": [{"token": tok(i), "delay_ms": 0} for i in range(1, 11)]})
     a = d.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
     assert a["ok"], a
     deadline = time.time() + 120
-    while time.time() < deadline and len(fake.received()) < 5000:
+    while time.time() < deadline and len(fake.received()) < 3000:
         time.sleep(0.05)
     t0 = time.monotonic()
     w0 = time.time()
     b = d.call({"cmd": "send", "ids": small, "message": "urgent", "async": True})
     job = wait_job(d, b["job"]["id"], timeout=60)
     took = time.monotonic() - t0
-    urgent = [x["time"] - w0 for x in fake.received() if x["payload"]["aps"].get("alert") == "urgent"]
-    print(f"urgent answered by the fake {min(urgent):.2f}-{max(urgent):.2f} s after accept")
+    got = fake.received()
+    urgent = [x for x in got if x["payload"]["aps"].get("alert") == "urgent"]
+    last = max(x["arrived"] for x in urgent)
+    ahead = [x for x in got if x["payload"]["aps"].get("alert") != "urgent" and w0 <= x["arrived"] <= last]
+    print(f"10-device job done {took:.2f} s after accept, during a 200,000-device job; its requests reached the "
+          f"fake {min(x['arrived'] for x in urgent) - w0:.2f}-{last - w0:.2f} s after accept, "
+          f"{len(ahead)} of the large job's requests sent after the accept reached it first")
     big_job = d.call({"cmd": "job", "job": a["job"]["id"]})["job"]
-    assert job["sent"] == 10
+    assert (job["devices"], job["sent"], job["failed"]) == (10, 10, 0), job
     assert big_job["state"] == "running" and big_job["pending"] > 100000, big_job
-    # Issue 13 asks for 1 s on a quiet machine. Here the Python fake answers the 4,000 requests
-    # on the wire before it (about 4 s on this loaded 2-core machine): the bound that cannot
-    # flake is 30 s, while the big job behind would take minutes (the check above: it still has
-    # over 100,000 devices pending when the small one is done).
-    print(f"10-device job done {took:.2f} s after accept, during a 200,000-device job")
-    assert took < 30, took
+    # Not behind the large job's backlog: at most one claim of it (1,000 deliveries, claimed
+    # before the small job's) went out between the accept and the small job's last request
+    # (the daemon kept thousands waiting in its transport queue before: 1,500-3,400 went first,
+    # and the job took 4-12 s).
+    assert len(ahead) <= 1000, len(ahead)
+    # A healthy run takes well under a second (a bound with 10x headroom: timing is noisy here).
+    assert took < 10, took
     d.call({"cmd": "cancel", "job": a["job"]["id"]})
 
 
@@ -392,3 +405,38 @@ def test_queue_depth_and_oldest_age_in_metrics(start_daemon, fake):
     d.call({"cmd": "cancel", "job": r["job"]["id"]})
     text = d.call({"cmd": "metrics"})["text"]
     assert metric(text, "pushline_outbox_queued_notifications") == 0
+
+
+def test_a_round_longer_than_the_lease_sends_each_device_once(start_daemon, fake):
+    """A batch still on the wire when its lease (`lease_ms`) runs out is not claimed again by
+    the same daemon: the fake answers the slow job's devices after 4x the lease while other
+    accepts keep waking the worker (each wake-up claims); every device reaches the fake once."""
+    config = cfg(fake)
+    config["lease_ms"] = 1000
+    d = start_daemon(config)
+    slow = register_many(d, 20)
+    fast = register_many(d, 30, start=1001)
+    fake.control({"slow": [{"token": tok(i), "delay_ms": 4000} for i in range(1, 21)]})
+    a = d.call({"cmd": "send", "ids": slow, "message": "slow", "async": True})
+    assert a["ok"], a
+    deadline = time.time() + 60
+    while time.time() < deadline and d.call({"cmd": "job", "job": a["job"]["id"]})["job"]["state"] != "running":
+        time.sleep(0.05)
+    time.sleep(0.3)
+    # While the slow batch waits for its answers, small jobs keep the worker claiming.
+    small = []
+    for k in range(10):
+        r = d.call({"cmd": "send", "ids": fast[3 * k:3 * k + 3], "message": f"fast {k}", "async": True})
+        assert r["ok"], r
+        small.append(r["job"]["id"])
+        time.sleep(0.4)
+    job = wait_job(d, a["job"]["id"], timeout=120)
+    assert (job["devices"], job["sent"], job["failed"], job["pending"], job["canceled"]) == (20, 20, 0, 0, 0), job
+    for j in small:
+        s = wait_job(d, j, timeout=60)
+        assert (s["devices"], s["sent"], s["failed"]) == (3, 3, 0), s
+    got = by_token(fake.received())
+    twice = {t: len(v) for t, v in got.items() if len(v) != 1}
+    assert not twice, f"sent more than once: {twice}"
+    assert sorted(got) == sorted([tok(i) for i in range(1, 21)] + [tok(i) for i in range(1001, 1031)])
+    assert all(x["status"] == "sent" and x["attempts"] == 1 for x in all_results(d, a["job"]["id"]))

@@ -41,7 +41,8 @@ extension Dispatcher {
                 }
                 checkedCursor = true
             }
-            if waitMs == 0 || signal.isClosed || ContinuousClock.now >= deadline {
+            // Canceled: the client hung up (the server drops the answer).
+            if waitMs == 0 || signal.isClosed || Task.isCancelled || ContinuousClock.now >= deadline {
                 return ["events": .array([]), "next": .int(after)]
             }
             await signal.wait(seen: seen, until: deadline)

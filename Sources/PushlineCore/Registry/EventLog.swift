@@ -109,7 +109,8 @@ public final class EventSignal: Sendable {
         for c in woken { c.resume() }
     }
 
-    /// Suspends until `generation` differs from `seen`, `close()`, or `deadline`, whichever is first.
+    /// Suspends until `generation` differs from `seen`, `close()`, `deadline`, or the task is
+    /// canceled (its client hung up), whichever is first.
     public func wait(seen: UInt64, until deadline: ContinuousClock.Instant) async {
         let id: UInt64 = state.withLock { s in
             s.nextID &+= 1
@@ -120,13 +121,18 @@ public final class EventSignal: Sendable {
             do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
             expire(id)
         }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now: Bool = state.withLock { s in
-                if s.closed || s.generation != seen || s.expired.contains(id) { return true }
-                s.waiters[id] = c
-                return false
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now: Bool = state.withLock { s in
+                    if s.closed || s.generation != seen || s.expired.contains(id) { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
             }
-            if now { c.resume() }
+        } onCancel: {
+            // As the deadline: resumes the waiter, or makes it return at once if not yet suspended.
+            expire(id)
         }
         timer.cancel()
         state.withLock { s in

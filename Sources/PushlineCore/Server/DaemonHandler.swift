@@ -126,6 +126,9 @@ public final class DaemonHandler: RequestHandler {
             let age = depth.oldestQueuedAt.map { max(0, Double(nowMillis() - $0) / 1000) } ?? 0
             gauges.append(.init(.outboxOldestAge, [], age))
         }
+        if let log = dispatcher.eventLog {
+            gauges.append(.init(.eventsWaiting, [], Double(log.eventSignal.waiting)))
+        }
         if let t = transport {
             let s = t.stats
             gauges.append(.init(.transportRetries, [], Double(s.retries)))

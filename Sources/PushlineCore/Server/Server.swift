@@ -72,6 +72,10 @@ public final class Server: @unchecked Sendable {
         var peerGone = false
         /// Reply bytes produced and not yet written: `writeQueue` (less `writeOffset`) and `ready`.
         var unsentBytes = 0
+        /// Requests that only wait for something to answer (`events` with `wait_ms`), by seq:
+        /// canceled when the peer is gone, so a client that hung up holds nothing until its
+        /// wait ends. Other requests run to their end (a send is not cut off half-way).
+        var cancelOnGone: [UInt64: Task<Void, Never>] = [:]
         /// The peer's credentials (SO_PEERCRED), for logs.
         let pid: Int32
         let uid: UInt32
@@ -549,6 +553,7 @@ public final class Server: @unchecked Sendable {
             // Closing the fd removes it from the epoll set anyway.
             logger.debug("epoll_ctl DEL failed", metadata: ["error": "\(error)"])
         }
+        cancelWaits(c)
         close(c.fd)
         connections[c.fd] = nil
         activeConnections.subtract(1, ordering: .relaxed)
@@ -571,11 +576,24 @@ public final class Server: @unchecked Sendable {
             c.wantWrite = false
             c.readingPaused = false
         }
+        cancelWaits(c)
         if c.readClosed {
             closeConnection(c)
         } else {
             updateInterest(c)
         }
+    }
+
+    /// Ends the connection's waiting requests (see `Connection.cancelOnGone`).
+    private func cancelWaits(_ c: Connection) {
+        guard !c.cancelOnGone.isEmpty else { return }
+        for t in c.cancelOnGone.values { t.cancel() }
+        c.cancelOnGone.removeAll()
+    }
+
+    /// Whether a request only waits (canceled when its client hangs up).
+    static func cancelableOnGone(_ request: JSONObject) -> Bool {
+        request["cmd"]?.stringValue == "events"
     }
 
     private func updateInterest(_ c: Connection) {
@@ -727,16 +745,24 @@ public final class Server: @unchecked Sendable {
             let stopping = refusing
             pendingTasks += 1
             heapDirty = true
-            Task {
+            // Canceled if the peer goes; only a waiting request sees it (others run in a task
+            // of their own, which a cancellation does not reach).
+            c.cancelOnGone[seq] = Task {
                 let prepared = bytes.withUnsafeBufferPointer { Server.prepare($0, stopping: stopping) }
                 let segments: [JSONSegment]
                 switch prepared {
                 case .reply(let r): segments = r
-                case .request(let id, let request): segments = await Server.run(handler, request, id: id)
+                case .request(let id, let request):
+                    if Server.cancelableOnGone(request) {
+                        segments = await Server.run(handler, request, id: id)
+                    } else {
+                        segments = await Task { await Server.run(handler, request, id: id) }.value
+                    }
                 }
                 self.post { s in
                     s.pendingTasks -= 1
                     guard let c = s.connections[fd], c.id == connID else { return }
+                    c.cancelOnGone[seq] = nil
                     s.complete(c, seq: seq, segments: segments)
                 }
             }
@@ -748,14 +774,17 @@ public final class Server: @unchecked Sendable {
         case .request(let id, let request):
             pendingTasks += 1
             heapDirty = true
-            Task {
+            let waits = Self.cancelableOnGone(request)
+            let task = Task {
                 let segments = await Server.run(handler, request, id: id)
                 self.post { s in
                     s.pendingTasks -= 1
                     guard let c = s.connections[fd], c.id == connID else { return }
+                    if waits { c.cancelOnGone[seq] = nil }
                     s.complete(c, seq: seq, segments: segments)
                 }
             }
+            if waits { c.cancelOnGone[seq] = task }
         }
     }
 

@@ -81,6 +81,8 @@ public final class Metrics: Sendable {
             "pushline_outbox_oldest_queued_age_seconds", .gauge, "Age of the oldest unfinished outbox job (0 when none).")
         public static let outboxJobs = Family(
             "pushline_outbox_live_jobs", .gauge, "Outbox jobs queued, scheduled or running.")
+        public static let eventsWaiting = Family(
+            "pushline_events_waiting", .gauge, "`events` calls waiting for newer events (wait_ms); a client that hangs up ends its call.")
         public static let reloads = Family(
             "pushline_config_reloads_total", .counter, "Config reloads by outcome (ok, error).")
         public static let buildInfo = Family(
@@ -93,7 +95,7 @@ public final class Metrics: Sendable {
             buildInfo, startTime, requests, requestDuration, notifications, notificationFailures, retryableFailures,
             deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerRetries,
             providerConnections, providerOpenConnections, providerStreams,
-            socketConnections, pending, registryDevices, outboxQueued, outboxOldestAge, outboxJobs, reloads,
+            socketConnections, pending, registryDevices, outboxQueued, outboxOldestAge, outboxJobs, eventsWaiting, reloads,
         ]
     }
 

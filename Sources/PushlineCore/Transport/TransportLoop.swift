@@ -20,10 +20,13 @@ final class TransportJob: Sendable {
     let complete: @Sendable (Result<HTTPResponse, TransportError>) -> Void
     /// Times this request was sent again after `.connectionLost`.
     let attempts: Int
+    /// Sent only when no other request of its origin waits (see `TransportPriority`).
+    let background: Bool
 
     init(
         request: HTTPRequest, origin: String, streamLimit: Int, deadline: UInt64,
-        complete: @escaping @Sendable (Result<HTTPResponse, TransportError>) -> Void, attempts: Int = 0
+        complete: @escaping @Sendable (Result<HTTPResponse, TransportError>) -> Void, attempts: Int = 0,
+        background: Bool = TransportPriority.background
     ) {
         self.request = request
         self.origin = origin
@@ -31,14 +34,24 @@ final class TransportJob: Sendable {
         self.deadline = deadline
         self.complete = complete
         self.attempts = attempts
+        self.background = background
     }
 
     /// The same request for its next attempt.
     func retry() -> TransportJob {
         TransportJob(
             request: request, origin: origin, streamLimit: streamLimit, deadline: deadline, complete: complete,
-            attempts: attempts + 1)
+            attempts: attempts + 1, background: background)
     }
+}
+
+/// Requests made in `TransportPriority.$background.withValue(true) { ... }` (the outbox's large
+/// batches) wait in their origin's queue behind every other request: a synchronous send, or a
+/// small job accepted while a million-device job keeps thousands queued, takes the next free
+/// stream instead of waiting for that backlog. (Read where the request is queued, in the
+/// caller's task.)
+public enum TransportPriority {
+    @TaskLocal public static var background = false
 }
 
 /// State shared between callers and one loop thread, always accessed under the mutex.
@@ -176,27 +189,19 @@ final class OriginQueue {
     var limit = 1
     /// Sent again after `.connectionLost`: served before `jobs`.
     var retried: [TransportJob] = []
-    var jobs: [TransportJob?] = []
-    var head = 0
+    var jobs = Lane()
+    /// Background requests (`TransportPriority`): served after `jobs`.
+    var background = Lane()
 
-    var count: Int { jobs.count - head + retried.count }
+    var count: Int { jobs.count + background.count + retried.count }
 
-    func push(_ job: TransportJob) { jobs.append(job) }
+    func push(_ job: TransportJob) {
+        if job.background { background.push(job) } else { jobs.push(job) }
+    }
 
     func pop() -> TransportJob? {
         if let job = retried.popLast() { return job }
-        guard head < jobs.count else { return nil }
-        let job = jobs[head]
-        jobs[head] = nil
-        head += 1
-        if head == jobs.count {
-            jobs.removeAll(keepingCapacity: jobs.count <= 4096)
-            head = 0
-        } else if head >= 1024, head * 2 >= jobs.count {
-            jobs.removeFirst(head)
-            head = 0
-        }
-        return job
+        return jobs.pop() ?? background.pop()
     }
 
     /// Removes and returns the jobs whose deadline is at or before `now`.
@@ -206,19 +211,50 @@ final class OriginQueue {
             if job.deadline <= now { expired.append(job); return true }
             return false
         }
-        var i = head
-        while i < jobs.count {
-            if let job = jobs[i], job.deadline <= now {
-                expired.append(job)
-                jobs[i] = nil
-            }
-            i += 1
-        }
-        if !expired.isEmpty {
-            jobs = jobs[head...].filter { $0 != nil }
-            head = 0
-        }
+        jobs.takeExpired(now: now, into: &expired)
+        background.takeExpired(now: now, into: &expired)
         return expired
+    }
+
+    /// Jobs in the order they were queued.
+    struct Lane {
+        var jobs: [TransportJob?] = []
+        var head = 0
+
+        var count: Int { jobs.count - head }
+
+        mutating func push(_ job: TransportJob) { jobs.append(job) }
+
+        mutating func pop() -> TransportJob? {
+            guard head < jobs.count else { return nil }
+            let job = jobs[head]
+            jobs[head] = nil
+            head += 1
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: jobs.count <= 4096)
+                head = 0
+            } else if head >= 1024, head * 2 >= jobs.count {
+                jobs.removeFirst(head)
+                head = 0
+            }
+            return job
+        }
+
+        mutating func takeExpired(now: UInt64, into expired: inout [TransportJob]) {
+            let before = expired.count
+            var i = head
+            while i < jobs.count {
+                if let job = jobs[i], job.deadline <= now {
+                    expired.append(job)
+                    jobs[i] = nil
+                }
+                i += 1
+            }
+            if expired.count > before {
+                jobs = jobs[head...].filter { $0 != nil }
+                head = 0
+            }
+        }
     }
 }
 

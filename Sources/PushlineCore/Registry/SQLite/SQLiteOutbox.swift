@@ -11,6 +11,25 @@ public final class SQLiteOutbox: Outbox {
 
     public init(registry: SQLiteRegistry) { self.registry = registry }
 
+    /// A delivery this process claimed and has not completed yet (a batch on the wire).
+    struct HeldKey: Hashable { var job: String; var n: Int64 }
+    struct Held { var owner: String; var fence: Int64; var until: Int64; var since: Int64 }
+    /// This process's claims not completed yet, with their owner, fence, lease end and claim time.
+    ///
+    /// SQLite has one daemon per database file, so the only claim that can take a delivery
+    /// whose lease ran out is this process's own: a round longer than `lease_ms` (a slow
+    /// provider, retries waiting for Retry-After) would otherwise be claimed and sent again
+    /// while it is still on the wire, and its first completion dropped as stale. So each claim
+    /// first extends the leases of these rows that run out within half a lease (a heartbeat
+    /// that needs no timer: nothing but a claim reads leases). A completion, applied or failed,
+    /// lets its rows go: a failed one's rows are claimed again when their lease ends
+    /// (at-least-once), and the fence still drops a stale completion. Only the claims of the
+    /// same owner (the worker) keep its rows: another owner takes them once the lease ends.
+    let held = Mutex<[HeldKey: Held]>([:])
+    /// How long a claimed row is kept alive at most, should its completion never come: beyond
+    /// any round (request timeouts, and providers honour a Retry-After of up to an hour twice).
+    static let maxHoldMs: Int64 = 3 * 3_600_000
+
     static let jobColumns =
         "seq, id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, devices, sent, failed, canceled, resolved, cursor, created_at, started_at, finished_at"
 
@@ -147,8 +166,9 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
-        try await registry.run(write: true) { store in
+        let (out, extended): ([OutboxClaim], [(HeldKey, Int64)]) = try await registry.run(write: true) { store in
             let db = store.db
+            let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
             // Jobs with due work, least recently served first (fairness between large and small jobs).
             let jobs = try db.query(
                 """
@@ -198,8 +218,40 @@ public final class SQLiteOutbox: Outbox {
                 total += list.count
                 if !list.isEmpty { out.append(OutboxClaim(job: job, deliveries: list)) }
             }
-            return out
+            return (out, extended)
         }
+        // Committed: the new leases and the extended ones are this process's to keep alive.
+        held.withLock { h in
+            for (k, fence) in extended where h[k]?.fence == fence { h[k]?.until = now + leaseMs }
+            for c in out {
+                for x in c.deliveries {
+                    h[HeldKey(job: c.job.id, n: x.n)] = Held(owner: owner, fence: x.fence, until: now + leaseMs, since: now)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Extends the leases of `owner`'s claims still on the wire that end within half a lease
+    /// (see `held`); rows held past `maxHoldMs` are let go. Returns the rows extended
+    /// (recorded in `held` once the claim commits).
+    func keepHeldLeases(_ db: Database, owner: String, now: Int64, leaseMs: Int64) throws -> [(HeldKey, Int64)] {
+        let due: [(HeldKey, Int64)] = held.withLock { h in
+            h = h.filter { now - $0.value.since < Self.maxHoldMs }
+            return h.compactMap { k, v in v.owner == owner && v.until - now < leaseMs / 2 ? (k, v.fence) : nil }
+        }
+        guard !due.isEmpty else { return [] }
+        let extend = try db.statement(
+            """
+            UPDATE outbox_deliveries SET lease_until = ?
+            WHERE job = (SELECT seq FROM outbox_jobs WHERE id = ?) AND n = ? AND fence = ? AND state = 0 AND lease_owner = ?
+            """)
+        for (k, fence) in due {
+            try extend.bind([.int(now + leaseMs), .text(k.job), .int(k.n), .int(fence), .text(owner)])
+            defer { extend.reset() }
+            _ = try extend.step()
+        }
+        return due
     }
 
     static func rawDevice(_ text: String) -> Device? {
@@ -212,7 +264,13 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
-        try await registry.run(write: true, durable: true) { store in
+        // Applied or not, these rows are no longer on the wire (see `held`).
+        defer {
+            held.withLock { h in
+                for o in outcomes where h[HeldKey(job: job, n: o.n)]?.fence == o.fence { h[HeldKey(job: job, n: o.n)] = nil }
+            }
+        }
+        return try await registry.run(write: true, durable: true) { store in
             let db = store.db
             guard let (seq, _) = try Self.load(db, id: job) else { return 0 }
             let read = try db.statement("SELECT state, fence FROM outbox_deliveries WHERE job = ? AND n = ?")
