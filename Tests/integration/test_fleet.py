@@ -46,6 +46,63 @@ def test_register_on_a_list_and_send_on_b_async_on_c(pg_cluster, start_daemon, f
     assert c.call({"cmd": "job", "job": s["job"]["id"]})["job"]["state"] == "canceled"
 
 
+def all_at_once(daemons, request):
+    """Sends `request` through every daemon at the same moment (one client thread each)."""
+    conns = [d.connect(timeout=120) for d in daemons]
+    barrier = threading.Barrier(len(daemons))
+    out = [None] * len(daemons)
+
+    def one(k):
+        barrier.wait()
+        out[k] = conns[k].call(dict(request, message=f"{request.get('message', 'x')} via {k}"))
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(daemons))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for c in conns:
+        c.close()
+    return out
+
+
+def test_one_apns_jwt_for_the_fleet_when_every_daemon_sends_at_once(pg_cluster, start_daemon, fake):
+    # Apple (and the fake, --min-token-refresh-s 1200) accepts one new provider token per team
+    # per 20 minutes: a daemon minting its own beside the fleet's would get 429
+    # TooManyProviderTokenUpdates for 20 minutes. The three daemons are fresh (no token yet) and
+    # all send at once: one JWT for the fleet, no 429.
+    _, daemons = fleet(start_daemon, pg_cluster, fake)
+    ids = register(daemons[0], [tok(i) for i in range(1, 41)])
+    out = all_at_once(daemons, {"cmd": "send", "ids": ids, "message": "start"})
+    failures = [x.get("reason") for r in out for x in r.get("results", []) if x["status"] != "sent"]
+    assert all(r["ok"] and r["sent"] == len(ids) for r in out), failures[:3]
+    got = fake.received()
+    assert not [x for x in got if x["status"] == 429]
+    st = fake.state()
+    assert len(st["teams"][TEAM]["jwts"]) == 1 and st["teams"][TEAM]["rejected_updates"] == 0, st["teams"]
+    [first] = {x["headers"]["authorization"] for x in got}
+
+    # Apple calls the fleet's token expired: one daemon replaces it, the others adopt the
+    # replacement (from the database) instead of minting tokens of their own.
+    fake.clear()
+    fake.control({"expire_current": True})
+    out = all_at_once(daemons, {"cmd": "send", "ids": ids, "message": "after expiry"})
+    failures = [x.get("reason") for r in out for x in r.get("results", []) if x["status"] != "sent"]
+    assert all(r["ok"] and r["sent"] == len(ids) for r in out), failures[:3]
+    got = fake.received()
+    assert not [x for x in got if x["status"] == 429]
+    ok = {x["headers"]["authorization"] for x in got if x["status"] == 200}
+    assert len(ok) == 1 and first not in ok
+    st = fake.state()
+    assert st["teams"][TEAM]["updates"] == 1 and st["teams"][TEAM]["rejected_updates"] == 0, st["teams"]
+    assert len(st["teams"][TEAM]["jwts"]) == 2 and st["conn_rejected_updates"] == 0
+    # Later sends through any daemon: the same token.
+    fake.clear()
+    out = all_at_once(daemons, {"cmd": "send", "ids": ids[:5], "message": "later"})
+    assert all(r["sent"] == 5 for r in out)
+    assert {x["headers"]["authorization"] for x in fake.received()} == ok
+
+
 @pytest.mark.skipif(os.environ.get("PUSHLINE_TEST_FLEET_KILL") != "1",
                     reason="known flaky (1 run in 3): after the kill a few rows are re-sent every few seconds by B/C "
                            "(their completion does not apply before the lease ends); run with PUSHLINE_TEST_FLEET_KILL=1")

@@ -184,6 +184,16 @@ public final class PostgresRegistry: Sendable {
         }
     }
 
+    /// Swaps a provider-state value if it is still `expected` (see `KeyValueStore`); `.unavailable` (logged) on error.
+    public func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap {
+        do {
+            return try await run(write: true) { s in try s.kvCompareAndSet(key, expected: expected, new: new) }
+        } catch {
+            logger?.error("registry: kv compare-and-set failed: \(error.description)")
+            return .unavailable
+        }
+    }
+
     public func probeWritable() async throws(CommandError) {
         try await run(write: true) { s in try s.kvSet("pushline.probe", String(nowMillis())) }
     }
