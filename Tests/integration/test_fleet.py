@@ -12,6 +12,8 @@ from harness import create_pg_database
 from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
 from test_apns import by_token, cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
 from test_outbox import all_results, register_many, wait_job
+from fcm_fake import FakeFCMProcess
+from webwns_helpers import register_channels, wns_block, wns_fake  # noqa: F401  (fixtures)
 
 
 def fleet(start_daemon, pg_cluster, fake, n=3, **extra):
@@ -101,6 +103,38 @@ def test_one_apns_jwt_for_the_fleet_when_every_daemon_sends_at_once(pg_cluster, 
     out = all_at_once(daemons, {"cmd": "send", "ids": ids[:5], "message": "later"})
     assert all(r["sent"] == 5 for r in out)
     assert {x["headers"]["authorization"] for x in fake.received()} == ok
+
+
+def test_one_fcm_and_one_wns_access_token_for_the_fleet(pg_cluster, start_daemon, tmp_path, wns_fake):
+    # Each service account (FCM) and client (WNS) has one OAuth access token for the whole fleet:
+    # one daemon fetches it, the others use the one it stored, even when all three need it at once.
+    fcm = FakeFCMProcess(tmp_path / "fcm", projects=["proj-a"])
+    try:
+        db = create_pg_database(pg_cluster.host)
+        config = {"apps": {"default": {"fcm": fcm.fcm_block("proj-a"), "wns": wns_block(wns_fake)}}}
+        daemons = [start_daemon(config, database=db) for _ in range(3)]
+        r = daemons[0].call({"cmd": "register", "devices": [
+            {"platform": "fcm", "registration_id": f"fcm-{i:05d}-" + "x" * 120} for i in range(20)]})
+        assert r["ok"], r
+        ids = [x["id"] for x in r["devices"]] + [dev["id"] for _, dev in register_channels(daemons[0], wns_fake, 5)]
+        # A slow token endpoint: every daemon needs a token while the first request is in flight.
+        fcm.control(op="token_delay_ms", ms=300)
+        for round_, expected in (("start", 1), ("after revocation", 2)):
+            if expected == 2:
+                # Every access token revoked: the 401s of the three daemons lead to one new token each.
+                fcm.control(op="expire_tokens")
+                wns_fake.control("POST", "/revoke", {})
+            out = all_at_once(daemons, {"cmd": "send", "ids": ids, "message": round_})
+            failures = [x.get("reason") for r in out for x in r.get("results", []) if x["status"] != "sent"]
+            assert all(r["ok"] and r["sent"] == len(ids) for r in out), failures[:3]
+            assert fcm.stats()["token_requests"] == expected, (round_, fcm.stats())
+            assert wns_fake.control("GET", "/stats")["token_requests"] == expected, round_
+        # A daemon started later uses the stored tokens too.
+        late = start_daemon(config, database=db)
+        assert late.call({"cmd": "send", "ids": ids, "message": "late"})["sent"] == len(ids)
+        assert fcm.stats()["token_requests"] == 2 and wns_fake.control("GET", "/stats")["token_requests"] == 2
+    finally:
+        fcm.stop()
 
 
 @pytest.mark.skipif(os.environ.get("PUSHLINE_TEST_FLEET_KILL") != "1",
