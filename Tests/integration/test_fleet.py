@@ -2,7 +2,6 @@
 conftest.pg_cluster), each beside its own app server, sharing the registry, the outbox and the
 events feed. Against the APNs fake (HTTP/2 + TLS, real JWT checks) and the real binary. Time
 bounds are generous (10x or more what a healthy run takes)."""
-import os
 import threading
 import time
 
@@ -137,9 +136,6 @@ def test_one_fcm_and_one_wns_access_token_for_the_fleet(pg_cluster, start_daemon
         fcm.stop()
 
 
-@pytest.mark.skipif(os.environ.get("PUSHLINE_TEST_FLEET_KILL") != "1",
-                    reason="known flaky (1 run in 3): after the kill a few rows are re-sent every few seconds by B/C "
-                           "(their completion does not apply before the lease ends); run with PUSHLINE_TEST_FLEET_KILL=1")
 def test_kill_9_of_one_daemon_half_way_the_others_finish_its_leases(pg_cluster, start_daemon, fake):
     # A short lease so that B and C take over A's rows in seconds, not 30 s.
     _, (a, b, c) = fleet(start_daemon, pg_cluster, fake, lease_ms=2000)

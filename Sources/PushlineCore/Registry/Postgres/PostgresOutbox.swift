@@ -8,9 +8,15 @@ import Synchronization
 /// - Claims take due rows with `FOR UPDATE SKIP LOCKED` in a CTE, so daemons claiming at once
 ///   get disjoint rows without waiting; each claim sets the lease (owner, `lease_until`) and
 ///   bumps `fence`, the fencing token `complete` checks (a stale owner's results are dropped).
-/// - A heartbeat extends the leases of the rows this daemon has claimed and not completed, every
-///   third of the lease; a daemon killed with -9 stops beating, and the others claim its rows
-///   once `lease_until` passes.
+/// - A leased row stays its owner's while the owner is alive: every third of the lease the
+///   heartbeat renews the daemon's row in `outbox_owners` (`alive_until`), one row however many
+///   deliveries it holds. A daemon killed with -9 stops beating, and the others claim its rows
+///   once both its `alive_until` and the rows' `lease_until` have passed. A row its owner never
+///   completes is let go `maxHoldMs` after its lease, alive or not. (The heartbeat used to
+///   extend every held row's `lease_until`: thousands of row updates a beat, which under load
+///   took longer than a 2 s lease, so live daemons' rows were taken over and sent again.)
+///   Rows leased by a daemon without an `outbox_owners` row (a version before it) are taken
+///   once their `lease_until` passes, as then.
 /// - A job's target is resolved by one daemon at a time: `startable` leases the job
 ///   (`resolver`, `resolve_until`) and `appendDeliveries` applies only for the resolver and the
 ///   cursor it was handed, so no chunk is appended twice.
@@ -31,12 +37,10 @@ public final class PostgresOutbox: Outbox {
     /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
     let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
 
-    struct Lease: Hashable { var job: Int64; var n: Int64; var fence: Int64 }
     struct InFlight {
+        /// The lease owner, once this daemon claimed anything (the heartbeat beats from then on).
         var owner = ""
         var leaseMs: Int64 = 30_000
-        /// Claimed rows not completed yet, with when they were claimed.
-        var rows: [Lease: Int64] = [:]
     }
     let inFlight = Mutex(InFlight())
     /// Jobs this daemon was handed to resolve, with the cursor it was handed (job id -> (seq, cursor)).
@@ -49,7 +53,7 @@ public final class PostgresOutbox: Outbox {
         self.logger = logger
     }
 
-    /// Starts the heartbeat (every third of the lease, the leases of claimed rows not yet completed).
+    /// Starts the heartbeat: every third of the lease, this daemon's `alive_until`.
     public func start() {
         let t = Task { [self] in
             var last = nowMillis()
@@ -57,17 +61,11 @@ public final class PostgresOutbox: Outbox {
                 // Short steps: the lease is only known from the first claim (`lease_ms`).
                 do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
                 let now = nowMillis()
-                // A row the worker never completed (whatever the reason) is let go after
-                // `maxHoldMs`, so its lease expires and another claim sends it, as without a heartbeat.
-                let (owner, leaseMs, rows) = inFlight.withLock { f in
-                    f.rows = f.rows.filter { now - $0.value < Self.maxHoldMs }
-                    return (f.owner, f.leaseMs, Array(f.rows.keys))
-                }
-                guard now - last >= leaseMs / 3 else { continue }
+                let (owner, leaseMs) = inFlight.withLock { ($0.owner, $0.leaseMs) }
+                guard now - last >= leaseMs / 3, !owner.isEmpty else { continue }
                 last = now
-                guard !rows.isEmpty else { continue }
                 do throws(CommandError) {
-                    try await extend(owner: owner, rows: rows, until: now + leaseMs)
+                    try await beat(owner: owner, leaseMs: leaseMs)
                 } catch {
                     logger?.warning("outbox: heartbeat failed", metadata: ["error": "\(error.message)"])
                 }
@@ -76,30 +74,36 @@ public final class PostgresOutbox: Outbox {
         heartbeat.withLock { $0 = t }
     }
 
-    /// How long the heartbeat keeps a claimed row at most (well beyond a provider request's timeout).
+    /// How long a row stays leased past its `lease_until` while its owner is alive but does not
+    /// complete it (well beyond a provider request's timeout): then another claim sends it.
     static let maxHoldMs: Int64 = 120_000
 
     public func stop() { heartbeat.withLock { $0?.cancel() } }
 
     func leaseOwner(_ owner: String) -> String { instance + "/" + owner }
 
-    /// Never waits for a row lock (SKIP LOCKED: a row locked now is being completed), so the
-    /// heartbeat cannot deadlock with a completion or a cancel.
-    func extend(owner: String, rows: [Lease], until: Int64) async throws(CommandError) {
-        _ = try await registry.run(write: true) { s in
-            try s.c.query(
-                """
-                WITH t AS (
-                    SELECT d.job, d.n FROM outbox_deliveries d
-                    JOIN unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(job, n, fence)
-                      ON d.job = u.job AND d.n = u.n AND d.fence = u.fence
-                    WHERE d.state = 0 AND d.lease_owner = $5
-                    ORDER BY d.job, d.n FOR UPDATE OF d SKIP LOCKED)
-                UPDATE outbox_deliveries d SET lease_until = $1 FROM t WHERE d.job = t.job AND d.n = t.n
-                """,
-                [.int(until), PGConnection.array(rows.map(\.job)), PGConnection.array(rows.map(\.n)),
-                 PGConnection.array(rows.map(\.fence)), .text(owner)]).affected
-        }
+    /// Renews `owner`'s `alive_until`, ahead of the queued work (a beat waiting behind a backlog
+    /// could let the lease lapse), from when it runs.
+    func beat(owner: String, leaseMs: Int64) async throws(CommandError) {
+        try await registry.run(write: true, urgent: true) { s in try Self.markAlive(s.c, owner: owner, until: nowMillis() + leaseMs) }
+    }
+
+    static func markAlive(_ c: PGConnection, owner: String, until: Int64) throws {
+        try c.query(
+            """
+            INSERT INTO outbox_owners (owner, alive_until) VALUES ($1, $2)
+            ON CONFLICT (owner) DO UPDATE SET alive_until = greatest(outbox_owners.alive_until, excluded.alive_until)
+            """, [.text(owner), .int(until)])
+    }
+
+    /// SQL: delivery `d` (state 0) may be claimed at `now` (a parameter such as `$1`): not
+    /// leased, or its lease passed and its owner is dead (or never beat: an older version), or
+    /// its owner held it `maxHoldMs` past the lease.
+    static func claimable(now: String) -> String {
+        """
+        (d.lease_until IS NULL OR d.lease_until < \(now) AND (d.lease_until < \(now) - \(maxHoldMs) OR NOT EXISTS (
+            SELECT 1 FROM outbox_owners o WHERE o.owner = d.lease_owner AND o.alive_until >= \(now))))
+        """
     }
 
     static let jobColumns =
@@ -286,13 +290,17 @@ public final class PostgresOutbox: Outbox {
         }
         let out: [OutboxClaim] = try await registry.run(write: true) { s in
             let c = s.c
+            // The lease runs from when this transaction runs, not from when it was queued.
+            let now = max(now, nowMillis())
+            // Alive before holding anything (the heartbeat keeps it so).
+            try Self.markAlive(c, owner: lo, until: now + leaseMs)
             // Jobs with due work, least recently served first (fairness between large and small jobs).
             let jr = try c.query(
                 """
                 SELECT \(Self.jobColumns) FROM outbox_jobs j
                 WHERE j.state = 'running' AND EXISTS (
                     SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
-                      AND (d.lease_until IS NULL OR d.lease_until < $1))
+                      AND \(Self.claimable(now: "$1")))
                 ORDER BY j.served, j.seq LIMIT $2
                 """, [.int(now), .int(Int64(maxJobs))])
             var out: [OutboxClaim] = []
@@ -303,9 +311,9 @@ public final class PostgresOutbox: Outbox {
                 let r = try c.query(
                     """
                     WITH due AS (
-                        SELECT job, n FROM outbox_deliveries
-                        WHERE job = $1 AND state = 0 AND next_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
-                        ORDER BY n LIMIT $3 FOR UPDATE SKIP LOCKED)
+                        SELECT d.job, d.n FROM outbox_deliveries d
+                        WHERE d.job = $1 AND d.state = 0 AND d.next_at <= $2 AND \(Self.claimable(now: "$2"))
+                        ORDER BY d.n LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
                     UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
                     FROM due WHERE d.job = due.job AND d.n = due.n
                     RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
@@ -335,16 +343,6 @@ public final class PostgresOutbox: Outbox {
             }
             return out
         }
-        // The job's seq is not in OutboxClaim: the heartbeat keys rows by (job seq, n, fence).
-        if !out.isEmpty {
-            let seqs = try await jobSeqs(out.map(\.job.id))
-            inFlight.withLock { f in
-                for cl in out {
-                    guard let seq = seqs[cl.job.id] else { continue }
-                    for d in cl.deliveries { f.rows[Lease(job: seq, n: d.n, fence: d.fence)] = now }
-                }
-            }
-        }
         return out
     }
 
@@ -367,10 +365,6 @@ public final class PostgresOutbox: Outbox {
     }
 
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
-        // Whatever happens below, these rows are no longer this daemon's to keep alive.
-        if let seq = seqCache.withLock({ $0[job] }) {
-            inFlight.withLock { f in for o in outcomes { f.rows[Lease(job: seq, n: o.n, fence: o.fence)] = nil } }
-        }
         let (applied, wrote): (Int, Bool) = try await registry.run(write: true) { s in
             let c = s.c
             try Self.durable(c)
@@ -546,12 +540,16 @@ public final class PostgresOutbox: Outbox {
     public func nextDue() async throws(CommandError) -> Int64? {
         try await registry.run(write: false) { s in
             let a = try s.c.query("SELECT min(send_at) FROM outbox_jobs WHERE NOT resolved AND state IN ('queued', 'running')").optionalInt(0, 0)
-            // Leased rows become due again when their lease ends (another daemon's, after a crash).
+            // Leased rows become due again when their lease ends and their owner is dead (another
+            // daemon's, after a crash), or `maxHoldMs` after their lease.
             let b = try s.c.query(
                 """
-                SELECT min(greatest(d.next_at, coalesce(d.lease_until + 1, 0))) FROM outbox_jobs j
-                JOIN outbox_deliveries d ON d.job = j.seq AND d.state = 0 WHERE j.state = 'running'
-                """).optionalInt(0, 0)
+                SELECT min(greatest(d.next_at, CASE WHEN d.lease_until IS NULL THEN 0
+                    ELSE least(d.lease_until + $1, greatest(d.lease_until, coalesce(o.alive_until, 0))) + 1 END))
+                FROM outbox_jobs j JOIN outbox_deliveries d ON d.job = j.seq AND d.state = 0
+                LEFT JOIN outbox_owners o ON o.owner = d.lease_owner
+                WHERE j.state = 'running'
+                """, [.int(Self.maxHoldMs)]).optionalInt(0, 0)
             return [a, b].compactMap { $0 }.min()
         }
     }
