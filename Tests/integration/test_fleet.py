@@ -5,8 +5,6 @@ bounds are generous (10x or more what a healthy run takes)."""
 import threading
 import time
 
-import pytest
-
 from harness import create_pg_database
 from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
 from test_apns import by_token, cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
