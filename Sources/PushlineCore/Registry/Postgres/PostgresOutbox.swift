@@ -357,24 +357,6 @@ public final class PostgresOutbox: Outbox {
         return out
     }
 
-    /// Job seqs by id, cached (a job's seq never changes).
-    let seqCache = Mutex<[String: Int64]>([:])
-    func jobSeqs(_ ids: [String]) async throws(CommandError) -> [String: Int64] {
-        var found = seqCache.withLock { c in Dictionary(uniqueKeysWithValues: Set(ids).compactMap { id in c[id].map { (id, $0) } }) }
-        let missing = Array(Set(ids).subtracting(found.keys))
-        if !missing.isEmpty {
-            let rows: [(String, Int64)] = try await registry.run(write: false) { s in
-                let r = try s.c.query("SELECT id, seq FROM outbox_jobs WHERE id = ANY($1::text[])", [PGConnection.array(missing.map { Optional($0) })])
-                return (0..<r.rows).map { (r.text($0, 0) ?? "", r.int($0, 1)) }
-            }
-            seqCache.withLock { c in
-                if c.count > 10_000 { c.removeAll() }
-                for (id, seq) in rows { c[id] = seq; found[id] = seq }
-            }
-        }
-        return found
-    }
-
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
         let (applied, wrote): (Int, Bool) = try await registry.run(write: true) { s in
             let c = s.c
