@@ -13,8 +13,15 @@ import Synchronization
 ///
 /// - A token is minted at most once per 50 minutes per team and key (`refreshAfter`: in Apple's
 ///   20-60 minute window, 10 minutes before Apple's one-hour expiry), persisted in the registry's
-///   key-value store (`apns.jwt.<team>.<keyid>` = `"<iat>:<jwt>"`) and reused after a restart
-///   while it is younger than 50 minutes.
+///   key-value store (`apns.jwt.<team>.<keyid>` = `"<iat>:<jwt>"`, `"R<iat>:<jwt>"` when it
+///   replaced another) and reused after a restart while it is younger than 50 minutes.
+/// - The stored token is the fleet's (daemons on one PostgreSQL database; Apple counts the 20
+///   minutes per team, so a daemon with a token of its own gets 429 for 20 minutes): before
+///   minting, the cache reads the store and adopts a fresh token another daemon stored (also as
+///   the replacement of a token Apple called expired); a minted token is stored with
+///   `compareAndSet` against the value read, and a daemon that loses that race adopts the
+///   winner's token and never sends its own. The "replaced" mark travels with the stored value,
+///   so the 20-minute floor below holds for the fleet.
 /// - `ExpiredProviderToken` for the current token (`rejected`) replaces it: Apple refuses that
 ///   token on every connection, so keeping it can only fail. But a token that itself replaced
 ///   another is kept for at least `minRefreshInterval` (20 minutes) even then: Apple calling a
@@ -22,8 +29,8 @@ import Synchronization
 ///   40 minutes, a new token (signed with the same clock) cannot fix that, and minting on every
 ///   rejection would break Apple's 20-minute rule for every server of the team. The caller gets
 ///   `TokenError.refreshTooSoon` and reports a configuration error naming the clock. The first
-///   token of a process (minted with nothing to replace, or read back from the store) may be
-///   replaced at once: the process cannot know when it replaced its predecessor.
+///   token of a key (minted with nothing to replace, or stored without the mark by an older
+///   version) may be replaced at once.
 ///   So a key's token changes at most once per 20 minutes, apart from that first replacement.
 /// - Every token has its own connection pool (`Lease.pool`, an `HTTPRequest.connectionPool`):
 ///   a new token always goes out on new connections, never on one that carried the previous
