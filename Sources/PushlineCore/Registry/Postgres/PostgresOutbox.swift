@@ -37,13 +37,39 @@ public final class PostgresOutbox: Outbox {
     /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
     let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
 
+    /// What this daemon holds. Claims are made under `<instance>/<worker owner>#<epoch>`; a
+    /// database error in a claim or a completion (a claim may have committed unseen, a result
+    /// could not be recorded) starts a new epoch, and the previous name is kept alive only while
+    /// rows this daemon knows it claimed under it are still being sent: then the rows it lost
+    /// track of are let go a lease later, as a dead daemon's are, instead of being held while the
+    /// daemon lives (a 1-device job stayed pending 120 s after PostgreSQL came back).
     struct InFlight {
-        /// The lease owner, once this daemon claimed anything (the heartbeat beats from then on).
-        var owner = ""
+        /// `<instance>/<worker owner>`, once this daemon claimed anything.
+        var base = ""
+        var epoch = 0
         var leaseMs: Int64 = 30_000
-        /// The `alive_until` this daemon last wrote (Unix ms).
+        /// The `alive_until` last written for the current name (Unix ms).
         var aliveUntil: Int64 = 0
+        /// Rows claimed and not completed, by the name they were claimed under.
+        var rows: [RowKey: String] = [:]
+        var held: [String: Int] = [:]
+
+        var current: String { base + "#" + String(epoch) }
+        /// The names to keep alive: the current one, and earlier ones still holding rows.
+        var alive: [String] { base.isEmpty ? [] : Array(Set(held.keys).union([current])) }
+
+        mutating func newEpoch() {
+            epoch += 1
+            aliveUntil = 0
+        }
+
+        mutating func release(_ key: RowKey) {
+            guard let name = rows.removeValue(forKey: key) else { return }
+            let left = (held[name] ?? 1) - 1
+            held[name] = left > 0 ? left : nil
+        }
     }
+    struct RowKey: Hashable { var job: String; var n: Int64; var fence: Int64 }
     let inFlight = Mutex(InFlight())
     /// Jobs this daemon was handed to resolve, with the cursor it was handed (job id -> (seq, cursor)).
     let resolving = Mutex<[String: (seq: Int64, cursor: String?)]>([:])
@@ -63,11 +89,11 @@ public final class PostgresOutbox: Outbox {
                 // Short steps: the lease is only known from the first claim (`lease_ms`).
                 do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
                 let now = nowMillis()
-                let (owner, leaseMs) = inFlight.withLock { ($0.owner, $0.leaseMs) }
-                guard now - last >= leaseMs / 3, !owner.isEmpty else { continue }
+                let (names, leaseMs) = inFlight.withLock { ($0.alive, $0.leaseMs) }
+                guard now - last >= leaseMs / 3, !names.isEmpty else { continue }
                 last = now
                 do throws(CommandError) {
-                    try await beat(owner: owner, leaseMs: leaseMs)
+                    try await beat(names, leaseMs: leaseMs)
                 } catch {
                     logger?.warning("outbox: heartbeat failed", metadata: ["error": "\(error.message)"])
                 }
@@ -84,23 +110,23 @@ public final class PostgresOutbox: Outbox {
 
     func leaseOwner(_ owner: String) -> String { instance + "/" + owner }
 
-    /// Renews `owner`'s `alive_until`, ahead of the queued work (a beat waiting behind a backlog
-    /// could let the lease lapse), from when it runs.
-    func beat(owner: String, leaseMs: Int64) async throws(CommandError) {
+    /// Renews the `alive_until` of `names`, ahead of the queued work (a beat waiting behind a
+    /// backlog could let the lease lapse), from when it runs.
+    func beat(_ names: [String], leaseMs: Int64) async throws(CommandError) {
         let until = try await registry.run(write: true, urgent: true) { s in
             let until = nowMillis() + leaseMs
-            try Self.markAlive(s.c, owner: owner, until: until)
+            try Self.markAlive(s.c, names, until: until)
             return until
         }
-        inFlight.withLock { $0.aliveUntil = max($0.aliveUntil, until) }
+        inFlight.withLock { f in if names.contains(f.current) { f.aliveUntil = max(f.aliveUntil, until) } }
     }
 
-    static func markAlive(_ c: PGConnection, owner: String, until: Int64) throws {
+    static func markAlive(_ c: PGConnection, _ names: [String], until: Int64) throws {
         try c.query(
             """
-            INSERT INTO outbox_owners (owner, alive_until) VALUES ($1, $2)
+            INSERT INTO outbox_owners (owner, alive_until) SELECT unnest($1::text[]), $2
             ON CONFLICT (owner) DO UPDATE SET alive_until = greatest(outbox_owners.alive_until, excluded.alive_until)
-            """, [.text(owner), .int(until)])
+            """, [PGConnection.array(names.map { Optional($0) }), .int(until)])
     }
 
     /// SQL: delivery `d` (state 0) may be claimed at `now` (a parameter such as `$1`): not
@@ -290,74 +316,96 @@ public final class PostgresOutbox: Outbox {
     }
 
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
-        let lo = leaseOwner(owner)
         // Marked alive in the claim only when the heartbeat has not done so lately (the first
-        // claim, or a heartbeat that failed): not a write on every claim.
-        let markAlive = inFlight.withLock { f in
-            f.owner = lo
+        // claim, a new epoch, or a heartbeat that failed): not a write on every claim.
+        let (lo, markAlive) = inFlight.withLock { f in
+            f.base = leaseOwner(owner)
             f.leaseMs = leaseMs
-            return f.aliveUntil - now < leaseMs * 2 / 3
+            return (f.current, f.aliveUntil - now < leaseMs * 2 / 3)
         }
-        let out: [OutboxClaim] = try await registry.run(write: true) { s in
-            let c = s.c
-            // The lease runs from when this transaction runs, not from when it was queued.
-            let now = max(now, nowMillis())
-            // Alive before holding anything (the heartbeat keeps it so).
-            if markAlive { try Self.markAlive(c, owner: lo, until: now + leaseMs) }
-            // Jobs with due work, least recently served first (fairness between large and small jobs).
-            let jr = try c.query(
-                """
-                SELECT \(Self.jobColumns) FROM outbox_jobs j
-                WHERE j.state = 'running' AND EXISTS (
-                    SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
-                      AND \(Self.claimable(now: "$1")))
-                ORDER BY j.served, j.seq LIMIT $2
-                """, [.int(now), .int(Int64(maxJobs))])
-            var out: [OutboxClaim] = []
-            var total = 0
-            for i in 0..<jr.rows where total < maxRows {
-                let seq = jr.int(i, 0)
-                let job = Self.job(jr, i)
-                let r = try c.query(
+        let out: [OutboxClaim]
+        do throws(CommandError) {
+            out = try await registry.run(write: true) { s in
+                let c = s.c
+                // The lease runs from when this transaction runs, not from when it was queued.
+                let now = max(now, nowMillis())
+                // Alive before holding anything (the heartbeat keeps it so).
+                if markAlive { try Self.markAlive(c, [lo], until: now + leaseMs) }
+                // Jobs with due work, least recently served first (fairness between large and small jobs).
+                let jr = try c.query(
                     """
-                    WITH due AS (
-                        SELECT d.job, d.n FROM outbox_deliveries d
-                        WHERE d.job = $1 AND d.state = 0 AND d.next_at <= $2 AND \(Self.claimable(now: "$2"))
-                        ORDER BY d.n LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
-                    UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
-                    FROM due WHERE d.job = due.job AND d.n = due.n
-                    RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
-                    """, [.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total))), .text(lo), .int(leaseMs)])
-                guard r.rows > 0 else { continue }
-                var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = (0..<r.rows).map { k in
-                    (r.int(k, 0), r.optionalInt(k, 1).map { Int($0) }, r.optionalInt(k, 2), r.text(k, 3), Int(r.int(k, 4)), r.int(k, 5))
+                    SELECT \(Self.jobColumns) FROM outbox_jobs j
+                    WHERE j.state = 'running' AND EXISTS (
+                        SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
+                          AND \(Self.claimable(now: "$1")))
+                    ORDER BY j.served, j.seq LIMIT $2
+                    """, [.int(now), .int(Int64(maxJobs))])
+                var out: [OutboxClaim] = []
+                var total = 0
+                for i in 0..<jr.rows where total < maxRows {
+                    let seq = jr.int(i, 0)
+                    let job = Self.job(jr, i)
+                    let r = try c.query(
+                        """
+                        WITH due AS (
+                            SELECT d.job, d.n FROM outbox_deliveries d
+                            WHERE d.job = $1 AND d.state = 0 AND d.next_at <= $2 AND \(Self.claimable(now: "$2"))
+                            ORDER BY d.n LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
+                        UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
+                        FROM due WHERE d.job = due.job AND d.n = due.n
+                        RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
+                        """, [.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total))), .text(lo), .int(leaseMs)])
+                    guard r.rows > 0 else { continue }
+                    var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = (0..<r.rows).map { k in
+                        (r.int(k, 0), r.optionalInt(k, 1).map { Int($0) }, r.optionalInt(k, 2), r.text(k, 3), Int(r.int(k, 4)), r.int(k, 5))
+                    }
+                    rows.sort { $0.0 < $1.0 }
+                    var devices: [Int64: Device] = [:]
+                    let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
+                    if !ids.isEmpty {
+                        var f = DeviceFilter()
+                        f.ids = ids
+                        for d in try s.devices(f) { devices[d.id] = d }
+                    }
+                    var list: [OutboxDelivery] = []
+                    list.reserveCapacity(rows.count)
+                    for (n, message, deviceId, raw, attempts, fence) in rows {
+                        var device: Device?
+                        if let raw { device = SQLiteOutbox.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
+                        list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
+                    }
+                    try c.query("UPDATE outbox_jobs SET served = $1 WHERE seq = $2", [.int(now), .int(seq)])
+                    total += list.count
+                    out.append(OutboxClaim(job: job, deliveries: list))
                 }
-                rows.sort { $0.0 < $1.0 }
-                var devices: [Int64: Device] = [:]
-                let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
-                if !ids.isEmpty {
-                    var f = DeviceFilter()
-                    f.ids = ids
-                    for d in try s.devices(f) { devices[d.id] = d }
-                }
-                var list: [OutboxDelivery] = []
-                list.reserveCapacity(rows.count)
-                for (n, message, deviceId, raw, attempts, fence) in rows {
-                    var device: Device?
-                    if let raw { device = SQLiteOutbox.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
-                    list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
-                }
-                try c.query("UPDATE outbox_jobs SET served = $1 WHERE seq = $2", [.int(now), .int(seq)])
-                total += list.count
-                out.append(OutboxClaim(job: job, deliveries: list))
+                return out
             }
-            return out
+        } catch {
+            // It may have committed unseen: what it leased is let go once the rows this daemon
+            // knows of under the current name are done.
+            inFlight.withLock { $0.newEpoch() }
+            throw error
         }
-        if markAlive { inFlight.withLock { $0.aliveUntil = max($0.aliveUntil, now + leaseMs) } }
+        inFlight.withLock { f in
+            if markAlive && f.current == lo { f.aliveUntil = max(f.aliveUntil, now + leaseMs) }
+            for cl in out {
+                for d in cl.deliveries { f.rows[RowKey(job: cl.job.id, n: d.n, fence: d.fence)] = lo }
+                f.held[lo, default: 0] += cl.deliveries.count
+            }
+        }
         return out
     }
 
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
+        // These rows are no longer this daemon's to keep alive, whatever happens. If their
+        // results cannot be recorded, a new epoch begins, so that their lease name is let go.
+        var failed = true
+        defer {
+            inFlight.withLock { f in
+                for o in outcomes { f.release(RowKey(job: job, n: o.n, fence: o.fence)) }
+                if failed { f.newEpoch() }
+            }
+        }
         let (applied, wrote): (Int, Bool) = try await registry.run(write: true) { s in
             let c = s.c
             try Self.durable(c)
@@ -408,6 +456,7 @@ public final class PostgresOutbox: Outbox {
             let done = try Self.finishIfDone(s, seq: seq, id: job, now: now)
             return (ns.count, done)
         }
+        failed = false
         if wrote { registry.eventSignal.notify() }
         return applied
     }
