@@ -18,7 +18,7 @@ BUILD_PKGS := libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev pkg-confi
 APT_PKGS   += postgresql postgresql-client
 # Integration tests run on PostgreSQL too (a second pass of these files, PUSHLINE_TEST_BACKEND=postgres).
 PG_INTEGRATION := test_foundation.py test_scale.py test_bulk.py test_topics_all_platforms.py test_protocol_1_1.py \
-                  test_apns.py test_outbox.py test_events.py
+                  test_apns.py test_outbox.py test_events.py test_apns_token_refresh.py test_fcm.py test_wns.py
 # Operations tests: promtool and a real Prometheus (metrics), dpkg-deb is in dpkg.
 APT_PKGS   += prometheus
 # The Rails example's controller test (clients/ruby/test/rails_controller_test.rb).

@@ -227,6 +227,7 @@ enum ConfigCheck {
 struct NullStore: KeyValueStore {
     func get(_ key: String) async -> String? { nil }
     func set(_ key: String, _ value: String) async {}
+    func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap { .unavailable }
 }
 
 /// Where the client commands connect: --socket, $PUSHLINE_SOCKET, the config's socket, the default.

@@ -2,14 +2,27 @@ import Synchronization
 import Testing
 @testable import PushlineCore
 
-/// A KeyValueStore in memory, counting writes.
+/// A KeyValueStore in memory, counting writes. Several `APNsTokenCache`s on one store are the
+/// daemons of a fleet on one database; `beforeNextSwap` runs (once) just before the next
+/// compare-and-set, so a test can let "another daemon" store its token between a cache's read
+/// and its write.
 final class APNsTestStore: KeyValueStore {
     let values = Mutex<[String: String]>([:])
     let writes = Mutex(0)
+    let beforeNextSwap = Mutex<(@Sendable () async -> Void)?>(nil)
     func get(_ key: String) async -> String? { values.withLock { $0[key] } }
     func set(_ key: String, _ value: String) async {
         values.withLock { $0[key] = value }
         writes.withLock { $0 += 1 }
+    }
+    func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap {
+        if let hook = beforeNextSwap.withLock({ h in defer { h = nil }; return h }) { await hook() }
+        return values.withLock { v in
+            guard v[key] == expected else { return .conflict(current: v[key]) }
+            v[key] = new
+            writes.withLock { $0 += 1 }
+            return .swapped
+        }
     }
 }
 
@@ -234,6 +247,83 @@ struct APNsTokenCacheTests {
         #expect(leases.allSatisfy { !$0.0 || $0.1.jwt == current.jwt })
         // Plain callers may have got the old token before the mint (still fresh for them).
         #expect(leases.allSatisfy { $0.1.jwt == a.jwt || $0.1.jwt == current.jwt })
+    }
+
+    // MARK: A fleet: several processes (caches) on one store (issue 14).
+
+    @Test("a second process adopts the stored token instead of minting one")
+    func secondProcessAdopts() async throws {
+        let store = APNsTestStore()
+        let a = try await APNsTokenCache().lease(for: creds, store: store, nowSeconds: Self.t0)
+        let b = try await APNsTokenCache().lease(for: creds, store: store, nowSeconds: Self.t0 + 5)
+        #expect(b.jwt == a.jwt)
+        #expect(store.writes.withLock { $0 } == 1)
+    }
+
+    @Test("losing the race to store a token: the winner's token is used, ours is never handed out")
+    func lostRaceAdoptsWinner() async throws {
+        let store = APNsTestStore()
+        let other = APNsTokenCache()
+        let c = creds
+        let theirs = Mutex<String?>(nil)
+        // The other process stores its token between our (empty) read and our write.
+        store.beforeNextSwap.withLock {
+            $0 = { let l = try? await other.lease(for: c, store: store, nowSeconds: Self.t0); theirs.withLock { $0 = l?.jwt } }
+        }
+        let cache = APNsTokenCache()
+        let ours = try await cache.lease(for: creds, store: store, nowSeconds: Self.t0)
+        let winner = try #require(theirs.withLock { $0 })
+        #expect(ours.jwt == winner)
+        #expect(cache.entry(creds)?.jwt == winner)
+        #expect(store.writes.withLock { $0 } == 1)
+        #expect(await store.get(c.cacheKey) == "\(Self.t0):\(winner)")
+    }
+
+    @Test("ExpiredProviderToken for a token another process already replaced: its replacement is adopted")
+    func rejectedAlreadyReplacedElsewhere() async throws {
+        let store = APNsTestStore()
+        let (a, b) = (APNsTokenCache(), APNsTokenCache())
+        let first = try await a.lease(for: creds, store: store, nowSeconds: Self.t0)
+        #expect(try await b.lease(for: creds, store: store, nowSeconds: Self.t0).jwt == first.jwt)
+        let replacement = try await a.lease(for: creds, store: store, nowSeconds: Self.t0 + 60, rejected: first.jwt)
+        #expect(replacement.jwt != first.jwt)
+        let adopted = try await b.lease(for: creds, store: store, nowSeconds: Self.t0 + 61, rejected: first.jwt)
+        #expect(adopted.jwt == replacement.jwt && adopted.retiredPool != nil)
+        #expect(store.writes.withLock { $0 } == 2)
+        // The replacement's 20 minutes hold for the whole fleet: B (which only adopted it) refuses
+        // to replace it too when Apple calls it expired minutes later.
+        await #expect(throws: APNsTokenCache.TokenError.self) {
+            _ = try await b.lease(for: creds, store: store, nowSeconds: Self.t0 + 5 * Self.minute, rejected: replacement.jwt)
+        }
+        #expect(store.writes.withLock { $0 } == 2)
+    }
+
+    @Test("the scheduled refresh: the process that comes second adopts the first's new token")
+    func scheduledRefreshOnce() async throws {
+        let store = APNsTestStore()
+        let (a, b) = (APNsTokenCache(), APNsTokenCache())
+        let first = try await a.lease(for: creds, store: store, nowSeconds: Self.t0)
+        _ = try await b.lease(for: creds, store: store, nowSeconds: Self.t0)
+        let x = try await a.lease(for: creds, store: store, nowSeconds: Self.t0 + 50 * Self.minute)
+        let y = try await b.lease(for: creds, store: store, nowSeconds: Self.t0 + 50 * Self.minute + 3)
+        #expect(x.jwt != first.jwt && y.jwt == x.jwt)
+        #expect(store.writes.withLock { $0 } == 2)
+    }
+
+    @Test("TooManyProviderTokenUpdates with a token of our own: the fleet's stored token is adopted")
+    func adoptSharedOn429() async throws {
+        let store = APNsTestStore()
+        let fleet = try await APNsTokenCache().lease(for: creds, store: store, nowSeconds: Self.t0)
+        // This process minted its own while the database was out of reach.
+        let lone = APNsTokenCache()
+        let mine = try await lone.lease(for: creds, store: APNsTestStore(), nowSeconds: Self.t0 + 1)
+        #expect(mine.jwt != fleet.jwt)
+        let adopted = try #require(await lone.adoptShared(for: creds, store: store, nowSeconds: Self.t0 + 2, refused: mine.jwt))
+        #expect(adopted.jwt == fleet.jwt && adopted.retiredPool == mine.pool && adopted.pool != mine.pool)
+        // Later refusals of the old token: the current lease, no store read needed.
+        #expect(await lone.adoptShared(for: creds, store: store, nowSeconds: Self.t0 + 3, refused: mine.jwt) == plain(adopted))
+        // The store holds the refused token itself: nothing to adopt.
+        #expect(await APNsTokenCache().adoptShared(for: creds, store: store, nowSeconds: Self.t0 + 3, refused: fleet.jwt) == nil)
     }
 
     @Test("a corrupt persisted value is ignored")

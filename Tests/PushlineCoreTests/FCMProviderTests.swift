@@ -110,6 +110,11 @@ actor FCMTestStore: KeyValueStore {
     var m: [String: String] = [:]
     func get(_ key: String) async -> String? { m[key] }
     func set(_ key: String, _ value: String) async { m[key] = value }
+    func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap {
+        guard m[key] == expected else { return .conflict(current: m[key]) }
+        m[key] = new
+        return .swapped
+    }
 }
 
 func fcmDevices(_ tokens: [String], app: String = "test") -> [Device] {

@@ -203,6 +203,40 @@ import Testing
         #expect(await store.get("k") == "v2")
     }
 
+    @Test(arguments: TestBackend.all) func keyValueCompareAndSet(_ backend: TestBackend) async throws {
+        let fixture = try backend.open()
+        defer { fixture.remove() }
+        let store: any KeyValueStore = fixture.reg
+        // Insert if absent.
+        #expect(await store.compareAndSet("tok", expected: nil, new: "a") == .swapped)
+        #expect(await store.compareAndSet("tok", expected: nil, new: "b") == .conflict(current: "a"))
+        #expect(await store.get("tok") == "a")
+        // Conditional update.
+        #expect(await store.compareAndSet("tok", expected: "x", new: "c") == .conflict(current: "a"))
+        #expect(await store.compareAndSet("tok", expected: "a", new: "c") == .swapped)
+        #expect(await store.get("tok") == "c")
+        #expect(await store.compareAndSet("absent", expected: "a", new: "z") == .conflict(current: nil))
+        #expect(await store.get("absent") == nil)
+        // Many swappers from the same value at once (on PostgreSQL over the pool's 4 connections,
+        // as daemons of a fleet): exactly one wins, every loser is told the winner's value.
+        for expected in [String?.none, "c"] {
+            let key = expected == nil ? "race" : "tok"
+            let outcomes = await withTaskGroup(of: (String, KVSwap).self, returning: [(String, KVSwap)].self) { g in
+                for i in 0..<24 {
+                    g.addTask { ("v\(i)", await store.compareAndSet(key, expected: expected, new: "v\(i)")) }
+                }
+                var out: [(String, KVSwap)] = []
+                for await o in g { out.append(o) }
+                return out
+            }
+            let winners = outcomes.filter { $0.1 == .swapped }.map(\.0)
+            #expect(winners.count == 1, "\(outcomes)")
+            let stored = await store.get(key)
+            #expect(stored == winners.first)
+            #expect(outcomes.allSatisfy { $0.1 == .swapped || $0.1 == .conflict(current: stored) }, "\(outcomes)")
+        }
+    }
+
     @Test(arguments: TestBackend.all) func unregisterUpdateAndResolve(_ backend: TestBackend) async throws {
         let fixture = try backend.open()
         defer { fixture.remove() }

@@ -9,6 +9,11 @@ actor MemoryStore: KeyValueStore {
     var values: [String: String] = [:]
     func get(_ key: String) async -> String? { values[key] }
     func set(_ key: String, _ value: String) async { values[key] = value }
+    func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap {
+        guard values[key] == expected else { return .conflict(current: values[key]) }
+        values[key] = new
+        return .swapped
+    }
 }
 
 enum WW {

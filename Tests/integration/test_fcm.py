@@ -340,9 +340,15 @@ def test_subscribe_many_is_batched_by_1000(d, fake):
     assert len(fake.subscriptions()["big"]) == 2500
 
 
-def test_restart_fetches_a_new_token_and_keeps_sending(d, fake):
+def test_restart_reuses_the_stored_token_and_keeps_sending(d, fake):
+    # The access token is kept in the database (shared by a fleet): a restart uses it while it is
+    # good, and fetches a new one once Google refuses it.
     ids = register(d, [tok(1)])
     assert d.call({"cmd": "send", "ids": ids, "message": "x"})["sent"] == 1
+    d.restart()
+    assert d.call({"cmd": "send", "ids": ids, "message": "x"})["sent"] == 1
+    assert fake.stats()["token_requests"] == 1
+    fake.control(op="expire_tokens")
     d.restart()
     assert d.call({"cmd": "send", "ids": ids, "message": "x"})["sent"] == 1
     assert fake.stats()["token_requests"] == 2

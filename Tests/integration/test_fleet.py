@@ -2,16 +2,15 @@
 conftest.pg_cluster), each beside its own app server, sharing the registry, the outbox and the
 events feed. Against the APNs fake (HTTP/2 + TLS, real JWT checks) and the real binary. Time
 bounds are generous (10x or more what a healthy run takes)."""
-import os
 import threading
 import time
-
-import pytest
 
 from harness import create_pg_database
 from apns_fake import KEY_ID, TEAM, TOPIC, FakeAPNs  # noqa: F401
 from test_apns import by_token, cfg, fake, register, start_fake, tok  # noqa: F401  (fixtures)
 from test_outbox import all_results, register_many, wait_job
+from fcm_fake import FakeFCMProcess
+from webwns_helpers import register_channels, wns_block, wns_fake  # noqa: F401  (fixtures)
 
 
 def fleet(start_daemon, pg_cluster, fake, n=3, **extra):
@@ -46,9 +45,95 @@ def test_register_on_a_list_and_send_on_b_async_on_c(pg_cluster, start_daemon, f
     assert c.call({"cmd": "job", "job": s["job"]["id"]})["job"]["state"] == "canceled"
 
 
-@pytest.mark.skipif(os.environ.get("PUSHLINE_TEST_FLEET_KILL") != "1",
-                    reason="known flaky (1 run in 3): after the kill a few rows are re-sent every few seconds by B/C "
-                           "(their completion does not apply before the lease ends); run with PUSHLINE_TEST_FLEET_KILL=1")
+def all_at_once(daemons, request):
+    """Sends `request` through every daemon at the same moment (one client thread each)."""
+    conns = [d.connect(timeout=120) for d in daemons]
+    barrier = threading.Barrier(len(daemons))
+    out = [None] * len(daemons)
+
+    def one(k):
+        barrier.wait()
+        out[k] = conns[k].call(dict(request, message=f"{request.get('message', 'x')} via {k}"))
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(daemons))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for c in conns:
+        c.close()
+    return out
+
+
+def test_one_apns_jwt_for_the_fleet_when_every_daemon_sends_at_once(pg_cluster, start_daemon, fake):
+    # Apple (and the fake, --min-token-refresh-s 1200) accepts one new provider token per team
+    # per 20 minutes: a daemon minting its own beside the fleet's would get 429
+    # TooManyProviderTokenUpdates for 20 minutes. The three daemons are fresh (no token yet) and
+    # all send at once: one JWT for the fleet, no 429.
+    _, daemons = fleet(start_daemon, pg_cluster, fake)
+    ids = register(daemons[0], [tok(i) for i in range(1, 41)])
+    out = all_at_once(daemons, {"cmd": "send", "ids": ids, "message": "start"})
+    failures = [x.get("reason") for r in out for x in r.get("results", []) if x["status"] != "sent"]
+    assert all(r["ok"] and r["sent"] == len(ids) for r in out), failures[:3]
+    got = fake.received()
+    assert not [x for x in got if x["status"] == 429]
+    st = fake.state()
+    assert len(st["teams"][TEAM]["jwts"]) == 1 and st["teams"][TEAM]["rejected_updates"] == 0, st["teams"]
+    [first] = {x["headers"]["authorization"] for x in got}
+
+    # Apple calls the fleet's token expired: one daemon replaces it, the others adopt the
+    # replacement (from the database) instead of minting tokens of their own.
+    fake.clear()
+    fake.control({"expire_current": True})
+    out = all_at_once(daemons, {"cmd": "send", "ids": ids, "message": "after expiry"})
+    failures = [x.get("reason") for r in out for x in r.get("results", []) if x["status"] != "sent"]
+    assert all(r["ok"] and r["sent"] == len(ids) for r in out), failures[:3]
+    got = fake.received()
+    assert not [x for x in got if x["status"] == 429]
+    ok = {x["headers"]["authorization"] for x in got if x["status"] == 200}
+    assert len(ok) == 1 and first not in ok
+    st = fake.state()
+    assert st["teams"][TEAM]["updates"] == 1 and st["teams"][TEAM]["rejected_updates"] == 0, st["teams"]
+    assert len(st["teams"][TEAM]["jwts"]) == 2 and st["conn_rejected_updates"] == 0
+    # Later sends through any daemon: the same token.
+    fake.clear()
+    out = all_at_once(daemons, {"cmd": "send", "ids": ids[:5], "message": "later"})
+    assert all(r["sent"] == 5 for r in out)
+    assert {x["headers"]["authorization"] for x in fake.received()} == ok
+
+
+def test_one_fcm_and_one_wns_access_token_for_the_fleet(pg_cluster, start_daemon, tmp_path, wns_fake):
+    # Each service account (FCM) and client (WNS) has one OAuth access token for the whole fleet:
+    # one daemon fetches it, the others use the one it stored, even when all three need it at once.
+    fcm = FakeFCMProcess(tmp_path / "fcm", projects=["proj-a"])
+    try:
+        db = create_pg_database(pg_cluster.host)
+        config = {"apps": {"default": {"fcm": fcm.fcm_block("proj-a"), "wns": wns_block(wns_fake)}}}
+        daemons = [start_daemon(config, database=db) for _ in range(3)]
+        r = daemons[0].call({"cmd": "register", "devices": [
+            {"platform": "fcm", "registration_id": f"fcm-{i:05d}-" + "x" * 120} for i in range(20)]})
+        assert r["ok"], r
+        ids = [x["id"] for x in r["devices"]] + [dev["id"] for _, dev in register_channels(daemons[0], wns_fake, 5)]
+        # A slow token endpoint: every daemon needs a token while the first request is in flight.
+        fcm.control(op="token_delay_ms", ms=300)
+        for round_, expected in (("start", 1), ("after revocation", 2)):
+            if expected == 2:
+                # Every access token revoked: the 401s of the three daemons lead to one new token each.
+                fcm.control(op="expire_tokens")
+                wns_fake.control("POST", "/revoke", {})
+            out = all_at_once(daemons, {"cmd": "send", "ids": ids, "message": round_})
+            failures = [x.get("reason") for r in out for x in r.get("results", []) if x["status"] != "sent"]
+            assert all(r["ok"] and r["sent"] == len(ids) for r in out), failures[:3]
+            assert fcm.stats()["token_requests"] == expected, (round_, fcm.stats())
+            assert wns_fake.control("GET", "/stats")["token_requests"] == expected, round_
+        # A daemon started later uses the stored tokens too.
+        late = start_daemon(config, database=db)
+        assert late.call({"cmd": "send", "ids": ids, "message": "late"})["sent"] == len(ids)
+        assert fcm.stats()["token_requests"] == 2 and wns_fake.control("GET", "/stats")["token_requests"] == 2
+    finally:
+        fcm.stop()
+
+
 def test_kill_9_of_one_daemon_half_way_the_others_finish_its_leases(pg_cluster, start_daemon, fake):
     # A short lease so that B and C take over A's rows in seconds, not 30 s.
     _, (a, b, c) = fleet(start_daemon, pg_cluster, fake, lease_ms=2000)

@@ -63,10 +63,25 @@ public struct ProviderContext: Sendable {
     }
 }
 
-/// Persistent string values kept in the registry database, for provider state that must survive a restart.
+/// Persistent string values kept in the registry database, for provider state that must survive a
+/// restart and that a fleet of daemons on one PostgreSQL database shares (provider tokens).
 public protocol KeyValueStore: Sendable {
     func get(_ key: String) async -> String?
     func set(_ key: String, _ value: String) async
+    /// Atomically stores `new` under `key` if the stored value is `expected` (nil: no value stored),
+    /// and tells who won: of several daemons (or tasks) swapping from the same value at once,
+    /// exactly one gets `.swapped`, the others `.conflict` with the value the winner stored.
+    func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap
+}
+
+/// What `KeyValueStore.compareAndSet` did.
+public enum KVSwap: Sendable, Equatable {
+    /// `new` is stored.
+    case swapped
+    /// The stored value was not `expected`: it is `current` (nil: none), and nothing was written.
+    case conflict(current: String?)
+    /// The database could not be asked (logged): nothing is known, nothing was written.
+    case unavailable
 }
 
 import Logging

@@ -299,6 +299,7 @@ public final class APNsProvider: PushProvider {
         var pending = first
         var refreshedToken = false
         var movedPool = false
+        var adoptedShared = false
         var attempt = 0
         while true {
             attempt += 1
@@ -358,6 +359,26 @@ public final class APNsProvider: PushProvider {
                 }
                 attempt -= 1
                 continue
+            }
+            // Another daemon of the fleet holds the team's token (Apple allows one per team per
+            // 20 minutes): adopt it, once per device.
+            if err == .tooManyProviderTokenUpdates, let c = credentials, let old = jwt, !adoptedShared {
+                adoptedShared = true
+                if let shared = await tokenCache.adoptShared(
+                    for: c, store: context.store, nowSeconds: nowMillis() / 1000, refused: old), shared.jwt != old
+                {
+                    if shared.retiredPool != nil {
+                        context.logger.notice(
+                            "APNs key id \(c.keyId), team \(c.teamId): TooManyProviderTokenUpdates, adopted the fleet's provider token")
+                    }
+                    retire(shared)
+                    jwt = shared.jwt
+                    pool = shared.pool
+                    headers[authIndex] = ("authorization", "bearer \(shared.jwt)")
+                    Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
+                    attempt -= 1
+                    continue
+                }
             }
             // The connection refused our token because it saw another one lately (Apple ties the
             // 20-minute rule to the connection): the token moves to new connections, once per token.

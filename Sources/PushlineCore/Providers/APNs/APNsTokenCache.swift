@@ -13,8 +13,15 @@ import Synchronization
 ///
 /// - A token is minted at most once per 50 minutes per team and key (`refreshAfter`: in Apple's
 ///   20-60 minute window, 10 minutes before Apple's one-hour expiry), persisted in the registry's
-///   key-value store (`apns.jwt.<team>.<keyid>` = `"<iat>:<jwt>"`) and reused after a restart
-///   while it is younger than 50 minutes.
+///   key-value store (`apns.jwt.<team>.<keyid>` = `"<iat>:<jwt>"`, `"R<iat>:<jwt>"` when it
+///   replaced another) and reused after a restart while it is younger than 50 minutes.
+/// - The stored token is the fleet's (daemons on one PostgreSQL database; Apple counts the 20
+///   minutes per team, so a daemon with a token of its own gets 429 for 20 minutes): before
+///   minting, the cache reads the store and adopts a fresh token another daemon stored (also as
+///   the replacement of a token Apple called expired); a minted token is stored with
+///   `compareAndSet` against the value read, and a daemon that loses that race adopts the
+///   winner's token and never sends its own. The "replaced" mark travels with the stored value,
+///   so the 20-minute floor below holds for the fleet.
 /// - `ExpiredProviderToken` for the current token (`rejected`) replaces it: Apple refuses that
 ///   token on every connection, so keeping it can only fail. But a token that itself replaced
 ///   another is kept for at least `minRefreshInterval` (20 minutes) even then: Apple calling a
@@ -22,8 +29,8 @@ import Synchronization
 ///   40 minutes, a new token (signed with the same clock) cannot fix that, and minting on every
 ///   rejection would break Apple's 20-minute rule for every server of the team. The caller gets
 ///   `TokenError.refreshTooSoon` and reports a configuration error naming the clock. The first
-///   token of a process (minted with nothing to replace, or read back from the store) may be
-///   replaced at once: the process cannot know when it replaced its predecessor.
+///   token of a key (minted with nothing to replace, or stored without the mark by an older
+///   version) may be replaced at once.
 ///   So a key's token changes at most once per 20 minutes, apart from that first replacement.
 /// - Every token has its own connection pool (`Lease.pool`, an `HTTPRequest.connectionPool`):
 ///   a new token always goes out on new connections, never on one that carried the previous
@@ -99,6 +106,8 @@ public final class APNsTokenCache: Sendable {
 
     private let entries = Mutex<[String: Entry]>([:])
     private let minter = Minter()
+    /// When `adoptShared` last read the store, per key (monotonic ns).
+    private let lastSharedCheck = Mutex<[String: UInt64]>([:])
     /// The last connection pool handed out (process-wide, so pools of different caches differ too).
     private static let lastPool = Atomic<UInt32>(0)
 
@@ -164,6 +173,33 @@ public final class APNsTokenCache: Sendable {
         }
     }
 
+    /// After `TooManyProviderTokenUpdates` for `refused`: the fleet's token if another daemon
+    /// stored a different, fresh one (this process minted its own while the database was out of
+    /// reach, say, and Apple allows one token per team), adopted on a pool of its own; the current
+    /// lease if this process already switched; nil if the store has nothing better (then
+    /// `movePool`). The store is read at most once a second per key, however many requests wait.
+    public func adoptShared(for c: Credentials, store: KeyValueStore, nowSeconds now: Int64, refused: String) async -> Lease? {
+        let mono = monotonicNanos()
+        let current = entries.withLock { $0[c.cacheKey] }
+        if let cur = current, cur.jwt != refused, Self.isFresh(cur, now: now) { return Lease(jwt: cur.jwt, pool: cur.pool) }
+        let due = lastSharedCheck.withLock { m -> Bool in
+            if let t = m[c.cacheKey], mono &- t < 1_000_000_000 { return false }
+            m[c.cacheKey] = mono
+            return true
+        }
+        guard due, let saved = await store.get(c.cacheKey), let s = Self.parse(saved), s.jwt != refused,
+            Self.isFresh(s, now: now)
+        else { return nil }
+        return entries.withLock { e in
+            let cur = e[c.cacheKey]
+            if let cur, cur.jwt == s.jwt { return Lease(jwt: cur.jwt, pool: cur.pool) }
+            var x = s
+            x.pool = Self.newPool()
+            e[c.cacheKey] = x
+            return Lease(jwt: x.jwt, pool: x.pool, retiredPool: cur?.pool)
+        }
+    }
+
     /// The current entry of `c` (tests).
     func entry(_ c: Credentials) -> Entry? {
         entries.withLock { $0[c.cacheKey] }
@@ -182,45 +218,83 @@ public final class APNsTokenCache: Sendable {
         -> Result<Lease, TokenError>
     {
         let current = entries.withLock { $0[c.cacheKey] }
-        var replacing = current != nil || rejected != nil
-        if let cur = current {
-            if let rejected {
-                if cur.jwt != rejected && Self.isFresh(cur, now: now) { return .success(Lease(jwt: cur.jwt, pool: cur.pool)) }
-                let age = now - cur.iat
-                if cur.jwt == rejected && cur.replaced && age >= 0 && age < Self.minRefreshInterval {
-                    return .failure(.refreshTooSoon(ageSeconds: age))
-                }
-            } else if Self.isFresh(cur, now: now) {
-                return .success(Lease(jwt: cur.jwt, pool: cur.pool))
-            }
-        } else if rejected == nil, let saved = await store.get(c.cacheKey), var e = Self.parse(saved) {
-            if Self.isFresh(e, now: now) {
-                e.pool = Self.newPool()
-                entries.withLock { $0[c.cacheKey] = e }
-                return .success(Lease(jwt: e.jwt, pool: e.pool))
-            }
-            replacing = true
+        // Another caller of this process may have minted or adopted a token meanwhile.
+        if let cur = current, cur.jwt != rejected, Self.isFresh(cur, now: now) {
+            return .success(Lease(jwt: cur.jwt, pool: cur.pool))
         }
+        // The fleet's token: another daemon on the same database may have minted or replaced it.
+        var saved = await store.get(c.cacheKey)
+        for _ in 0..<Self.maxSwapAttempts {
+            let stored = saved.flatMap(Self.parse)
+            if let s = stored, s.jwt != rejected, Self.isFresh(s, now: now) {
+                return .success(adopt(s, c, current: current))
+            }
+            // The token to replace: the fleet's (or, with the database unreachable, ours).
+            let victim = stored ?? current
+            if let rejected, let v = victim, v.jwt == rejected, v.replaced {
+                let age = now - v.iat
+                if age >= 0 && age < Self.minRefreshInterval { return .failure(.refreshTooSoon(ageSeconds: age)) }
+            }
+            let jwt: String
+            do {
+                jwt = try JWT.es256(
+                    header: ["kid": .string(c.keyId)],
+                    claims: ["iss": .string(c.teamId), "iat": .int(now)],
+                    key: c.key)
+            } catch {
+                return .failure(.signing(error))
+            }
+            let e = Entry(iat: now, jwt: jwt, pool: Self.newPool(), replaced: victim != nil || rejected != nil)
+            switch await store.compareAndSet(c.cacheKey, expected: saved, new: Self.format(e)) {
+            case .swapped, .unavailable:
+                // Unavailable: the database is down; the token serves this process until it returns.
+                entries.withLock { $0[c.cacheKey] = e }
+                return .success(Lease(jwt: e.jwt, pool: e.pool, retiredPool: current?.pool))
+            case .conflict(let winner):
+                // Another daemon stored a token first: ours was never sent; look at theirs.
+                saved = winner
+            }
+        }
+        // The stored value kept changing under us (several refreshes at once, or a value this
+        // version cannot use): this process uses a token of its own rather than fail the send.
         let jwt: String
         do {
             jwt = try JWT.es256(
-                header: ["kid": .string(c.keyId)],
-                claims: ["iss": .string(c.teamId), "iat": .int(now)],
-                key: c.key)
+                header: ["kid": .string(c.keyId)], claims: ["iss": .string(c.teamId), "iat": .int(now)], key: c.key)
         } catch {
             return .failure(.signing(error))
         }
-        let e = Entry(iat: now, jwt: jwt, pool: Self.newPool(), replaced: replacing)
+        let e = Entry(iat: now, jwt: jwt, pool: Self.newPool(), replaced: true)
         entries.withLock { $0[c.cacheKey] = e }
-        await store.set(c.cacheKey, "\(now):\(jwt)")
         return .success(Lease(jwt: e.jwt, pool: e.pool, retiredPool: current?.pool))
     }
 
+    /// Compare-and-set rounds before giving up on the shared value.
+    static let maxSwapAttempts = 4
+
+    /// Makes `s` (read from the store) this process's token of `c`, on a pool of its own.
+    private func adopt(_ s: Entry, _ c: Credentials, current: Entry?) -> Lease {
+        if let cur = current, cur.jwt == s.jwt { return Lease(jwt: cur.jwt, pool: cur.pool) }
+        var e = s
+        e.pool = Self.newPool()
+        entries.withLock { $0[c.cacheKey] = e }
+        return Lease(jwt: e.jwt, pool: e.pool, retiredPool: current?.pool)
+    }
+
+    /// The stored form: `"<iat>:<jwt>"`, or `"R<iat>:<jwt>"` for a token that replaced another
+    /// (kept at least `minRefreshInterval`; versions before the fleet read that form as no token).
+    static func format(_ e: Entry) -> String {
+        (e.replaced ? "R" : "") + "\(e.iat):\(e.jwt)"
+    }
+
     static func parse(_ s: String) -> Entry? {
-        guard let colon = s.firstIndex(of: ":"), let iat = Int64(s[s.startIndex..<colon]) else { return nil }
-        let jwt = String(s[s.index(after: colon)...])
-        guard jwt.split(separator: ".").count == 3 else { return nil }
-        return Entry(iat: iat, jwt: jwt)
+        var body = Substring(s)
+        let replaced = body.first == "R"
+        if replaced { body = body.dropFirst() }
+        guard let colon = body.firstIndex(of: ":"), let iat = Int64(body[body.startIndex..<colon]) else { return nil }
+        let jwt = String(body[body.index(after: colon)...])
+        guard jwt.split(separator: ".", omittingEmptySubsequences: false).count == 3 else { return nil }
+        return Entry(iat: iat, jwt: jwt, replaced: replaced)
     }
 
     /// Serializes minting per key: concurrent requests for a stale token wait for one mint.

@@ -31,6 +31,11 @@ struct FCMAccessToken: Sendable {
 /// the next, so sends do not wait; only without a usable token (first use, expired, refused with
 /// 401) do callers wait for the request in flight.
 ///
+/// The token is shared through the registry's key-value store (`SharedAccessTokens`, key
+/// `fcm.oauth.<client_email>|<token_uri>`): a fleet of daemons on one database, or a restarted
+/// daemon, uses the account's stored token while it is good, and one daemon at a time fetches
+/// the next.
+///
 /// ```swift
 /// switch await source.token() { case .success(let t): ...; case .failure(let e): ... }
 /// // After a 401 with token t: fetch a new one unless another task already did.
@@ -44,6 +49,7 @@ actor FCMTokenSource {
     let transport: any HTTPClient
     let tls: TLSOptions
     let timeoutMs: Int
+    let store: (any KeyValueStore)?
     private var cached: FCMAccessToken? {
         didSet { published.withLock { $0 = cached } }
     }
@@ -55,7 +61,11 @@ actor FCMTokenSource {
     /// Token requests made so far (tests check single flight with it).
     private(set) var requestCount = 0
 
-    init(account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int) {
+    init(
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int,
+        store: (any KeyValueStore)? = nil
+    ) {
+        self.store = store
         self.account = account
         self.key = key
         self.transport = transport
@@ -80,28 +90,61 @@ actor FCMTokenSource {
             if now >= c.refreshAtNs && now >= retryRefreshAtNs { _ = startRefresh() }
             return .success(c.value)
         }
-        let r = await startRefresh().value
+        let r = await startRefresh(stale: stale).value
         return r.map(\.value)
     }
 
     /// The token request in flight, or a new one. Its result is published before any waiter resumes.
-    private func startRefresh() -> Task<Result<FCMAccessToken, FCMAuthError>, Never> {
+    private func startRefresh(stale: String? = nil) -> Task<Result<FCMAccessToken, FCMAuthError>, Never> {
         if let t = inflight { return t }
-        requestCount += 1
-        let (account, key, transport, tls, timeoutMs) = (account, key, transport, tls, timeoutMs)
+        let (account, key, transport, tls, timeoutMs, store) = (account, key, transport, tls, timeoutMs, store)
         let task = Task {
-            let r = await Self.fetch(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
-            self.finishRefresh(r)  // this task runs on the actor (created in an actor method)
-            return r
+            let fetch = { @Sendable () async -> Result<SharedAccessToken, FCMAuthError> in
+                await self.countRequest()
+                return await Self.fetch(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            }
+            let r: Result<SharedAccessToken, FCMAuthError>
+            if let store {
+                // Fetch with retries: up to 3 requests of timeoutMs and 2 s of backoff.
+                r = await SharedAccessTokens.obtain(
+                    store: store, key: "fcm.oauth.\(account.clientEmail)|\(account.tokenURI)", stale: stale,
+                    claimMs: 3 * timeoutMs + 5000,
+                    fresh: { t, now in now < Self.local(t, nowMs: now).refreshAtMs },
+                    valid: { t, now in now < Self.local(t, nowMs: now).stopAtMs }, fetch: fetch
+                ).result
+            } else {
+                r = await fetch()
+            }
+            let local = r.map { Self.local($0, nowMs: nowMillis()).token }
+            self.finishRefresh(local)  // this task runs on the actor (created in an actor method)
+            return local
         }
         inflight = task
         return task
     }
 
+    private func countRequest() { requestCount += 1 }
+
+    /// When to refresh and when to stop using `t` (wall ms), and the token with those times on
+    /// this process's monotonic clock. Refresh 5 minutes early (halfway through a token
+    /// shorter-lived than 10 minutes); stop using it 30 s early (a quarter of its life when
+    /// shorter), clocks and flight time included.
+    static func local(_ t: SharedAccessToken, nowMs: Int64) -> (token: FCMAccessToken, refreshAtMs: Int64, stopAtMs: Int64) {
+        let life = max(1, t.expiresAtMs - t.issuedAtMs)
+        let refreshAt = t.expiresAtMs - min(300_000, life / 2)
+        let stopAt = t.expiresAtMs - min(30_000, life / 4)
+        let mono = monotonicNanos()
+        func onMono(_ ms: Int64) -> UInt64 { ms <= nowMs ? mono : mono + UInt64(ms - nowMs) * 1_000_000 }
+        return (FCMAccessToken(value: t.value, refreshAtNs: onMono(refreshAt), expiresAtNs: onMono(stopAt)), refreshAt, stopAt)
+    }
+
     private func finishRefresh(_ r: Result<FCMAccessToken, FCMAuthError>) {
         inflight = nil
         switch r {
-        case .success(let t): cached = t
+        case .success(let t):
+            cached = t
+            // Still due (another daemon is fetching the next one): look again in a second, not on every send.
+            if monotonicNanos() >= t.refreshAtNs { retryRefreshAtNs = monotonicNanos() + 1_000_000_000 }
         // While the cached token still works, try again in 10 s rather than on every send.
         case .failure: retryRefreshAtNs = monotonicNanos() + 10_000_000_000
         }
@@ -113,7 +156,7 @@ actor FCMTokenSource {
     /// One exchange of a freshly signed assertion at the token URI, retrying transient failures.
     static func fetch(
         account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int
-    ) async -> Result<FCMAccessToken, FCMAuthError> {
+    ) async -> Result<SharedAccessToken, FCMAuthError> {
         var last = FCMAuthError("no attempt", retryable: true)
         for attempt in 1...3 {
             let r = await fetchOnce(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
@@ -130,7 +173,7 @@ actor FCMTokenSource {
 
     static func fetchOnce(
         account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int
-    ) async -> Result<FCMAccessToken, FCMAuthError> {
+    ) async -> Result<SharedAccessToken, FCMAuthError> {
         let iat = nowMillis() / 1000
         var header: JSONObject = ["alg": "RS256", "typ": "JWT"]
         if let kid = account.privateKeyId { header["kid"] = .string(kid) }
@@ -144,7 +187,7 @@ actor FCMTokenSource {
         case .failure(let e): return .failure(e)
         }
         let body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + assertion
-        let started = monotonicNanos()
+        let started = nowMillis()
         let req = HTTPRequest(
             method: "POST", url: account.tokenURI,
             headers: [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")],
@@ -170,12 +213,8 @@ actor FCMTokenSource {
         guard let tok = json?["access_token"]?.stringValue, !tok.isEmpty else {
             return .failure(FCMAuthError("token endpoint \(account.tokenURI) answered without an access_token", retryable: true))
         }
-        let expiresIn = UInt64(max(1, json?["expires_in"]?.intValue ?? 3600)) * 1_000_000_000
-        // Refresh 5 minutes early (halfway through a token shorter-lived than 10 minutes); stop using
-        // it 30 s early (a quarter of its life when shorter), clocks and flight time included.
-        let refreshAt = started + expiresIn - min(300_000_000_000, expiresIn / 2)
-        let expiresAt = started + expiresIn - min(30_000_000_000, expiresIn / 4)
-        return .success(FCMAccessToken(value: tok, refreshAtNs: refreshAt, expiresAtNs: expiresAt))
+        let expiresIn = Int64(max(1, json?["expires_in"]?.intValue ?? 3600)) * 1000
+        return .success(SharedAccessToken(value: tok, issuedAtMs: started, expiresAtMs: started + expiresIn))
     }
 }
 
@@ -185,12 +224,13 @@ enum FCMTokenSources {
     private static let all = Mutex<[String: FCMTokenSource]>([:])
 
     static func source(
-        account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int
+        account: FCMServiceAccount, key: RSAPrivateKey, transport: any HTTPClient, tls: TLSOptions, timeoutMs: Int,
+        store: (any KeyValueStore)? = nil
     ) -> FCMTokenSource {
         let id = "\(account.clientEmail)|\(account.tokenURI)|\(tls.caFile ?? "")|\(ObjectIdentifier(transport).hashValue)"
         return all.withLock { m in
             if let s = m[id] { return s }
-            let s = FCMTokenSource(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs)
+            let s = FCMTokenSource(account: account, key: key, transport: transport, tls: tls, timeoutMs: timeoutMs, store: store)
             m[id] = s
             return s
         }

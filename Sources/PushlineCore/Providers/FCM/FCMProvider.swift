@@ -64,7 +64,8 @@ public final class FCMProvider: TopicProvider {
         log[metadataKey: "app"] = .string(app)
         log[metadataKey: "provider"] = "fcm"
         logger = log
-        tokens = FCMTokenSources.source(account: account, key: rsa, transport: context.transport, tls: tls, timeoutMs: timeoutMs)
+        tokens = FCMTokenSources.source(
+            account: account, key: rsa, transport: context.transport, tls: tls, timeoutMs: timeoutMs, store: context.store)
         topicManagement = IIDTopicManagement(
             baseURL: config.iidBaseURL, tokens: tokens, transport: context.transport, tls: tls, timeoutMs: timeoutMs,
             maxConnections: maxConnections)

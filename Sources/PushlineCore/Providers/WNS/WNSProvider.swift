@@ -49,7 +49,7 @@ public final class WNSProvider: PushProvider {
         tls = TLSOptions(caFile: config.connection.caFile, proxy: config.connection.proxy)
         tokens = WNSTokenCache(
             transport: context.transport, tokenURL: config.tokenURL, clientId: config.clientId,
-            clientSecret: config.clientSecret, tls: tls, timeoutMs: config.connection.requestTimeoutMs)
+            clientSecret: config.clientSecret, tls: tls, timeoutMs: config.connection.requestTimeoutMs, store: context.store)
     }
 
     public func validate(_ notification: PushNotification) throws(CommandError) {
@@ -368,10 +368,16 @@ struct WNSTokenFailure: Error, Sendable {
 
 /// The WNS OAuth access token: fetched with the client credentials, cached until a
 /// minute before it expires, one fetch at a time however many sends wait for it.
+///
+/// Shared through the registry's key-value store (`SharedAccessTokens`, key `wns.oauth.<first
+/// 16 hex digits of SHA-256(client id, token URL)>`, so no client id is written out): a fleet of
+/// daemons on one database, or a restarted daemon, uses the client's stored token while it has
+/// more than a minute left, and one daemon at a time fetches the next.
 actor WNSTokenCache {
     struct Token: Sendable {
         var value: String
         var expiresAtMs: Int64
+        var issuedAtMs: Int64 = nowMillis()
     }
     let transport: any HTTPClient
     let tokenURL: String
@@ -379,12 +385,19 @@ actor WNSTokenCache {
     let tls: TLSOptions
     let timeoutMs: Int
     let clientIdPrefix: String
+    let store: (any KeyValueStore)?
+    let storeKey: String
     private var current: Token?
     private var inflight: Task<Result<Token, WNSTokenFailure>, Never>?
     /// Token fetches made (tests).
     private(set) var fetches = 0
 
-    init(transport: any HTTPClient, tokenURL: String, clientId: String, clientSecret: String, tls: TLSOptions, timeoutMs: Int) {
+    init(
+        transport: any HTTPClient, tokenURL: String, clientId: String, clientSecret: String, tls: TLSOptions, timeoutMs: Int,
+        store: (any KeyValueStore)? = nil
+    ) {
+        self.store = store
+        storeKey = "wns.oauth." + Digest.sha256(Array("\(clientId)\n\(tokenURL)".utf8)).prefix(8).map { WebWNS.hex2($0) }.joined()
         self.transport = transport
         self.tokenURL = tokenURL
         form = Array(
@@ -401,12 +414,25 @@ actor WNSTokenCache {
         if let stale, current?.value == stale { current = nil }
         if let c = current, c.expiresAtMs - 60_000 > nowMillis() { return .success(c.value) }
         if let t = inflight { return await t.value.map(\.value) }
-        let t = Task { await self.fetch() }
+        let t = Task { await self.shared(stale: stale) }
         inflight = t
         let r = await t.value
         inflight = nil
         if case .success(let tok) = r { current = tok }
         return r.map(\.value)
+    }
+
+    /// The fleet's stored token if it has more than a minute left (and is not `stale`), else a fetched one.
+    private func shared(stale: String?) async -> Result<Token, WNSTokenFailure> {
+        guard let store else { return await fetch() }
+        let timeoutMs = timeoutMs
+        let r = await SharedAccessTokens.obtain(
+            store: store, key: storeKey, stale: stale, claimMs: 3 * timeoutMs + 5000,
+            fresh: { t, now in t.expiresAtMs - 60_000 > now }, valid: { t, now in t.expiresAtMs - 60_000 > now }
+        ) { () async -> Result<SharedAccessToken, WNSTokenFailure> in
+            await self.fetch().map { SharedAccessToken(value: $0.value, issuedAtMs: $0.issuedAtMs, expiresAtMs: $0.expiresAtMs) }
+        }
+        return r.result.map { Token(value: $0.value, expiresAtMs: $0.expiresAtMs, issuedAtMs: $0.issuedAtMs) }
     }
 
     private func fetch() async -> Result<Token, WNSTokenFailure> {

@@ -10,7 +10,19 @@ enum PostgresMigrations {
     /// The advisory lock's key ("pushline" as ASCII, packed into 63 bits): shared by every daemon.
     static let lockKey: Int64 = 0x70_7573_686C_696E
 
-    static let all: [(name: String, sql: String)] = [("registry", v1), ("outbox and event order", outbox)]
+    static let all: [(name: String, sql: String)] = [
+        ("registry", v1), ("outbox and event order", outbox), ("outbox lease owners", outboxOwners),
+    ]
+
+    /// The outbox's lease owners and how long each is alive (Unix ms): a daemon's heartbeat
+    /// renews its one row, instead of the lease of every delivery it holds (thousands of row
+    /// updates a beat, which under load took longer than a short lease: test_fleet.py's kill -9).
+    static let outboxOwners = """
+        CREATE TABLE outbox_owners (
+            owner text PRIMARY KEY,
+            alive_until bigint NOT NULL
+        );
+        """
 
     /// v1: the registry as SQLite's migrations v1-v4 left it (devices with `user_id`, kv, topic
     /// subscriptions, maintained device counts, the inactive index) and the `events` feed table

@@ -8,9 +8,15 @@ import Synchronization
 /// - Claims take due rows with `FOR UPDATE SKIP LOCKED` in a CTE, so daemons claiming at once
 ///   get disjoint rows without waiting; each claim sets the lease (owner, `lease_until`) and
 ///   bumps `fence`, the fencing token `complete` checks (a stale owner's results are dropped).
-/// - A heartbeat extends the leases of the rows this daemon has claimed and not completed, every
-///   third of the lease; a daemon killed with -9 stops beating, and the others claim its rows
-///   once `lease_until` passes.
+/// - A leased row stays its owner's while the owner is alive: every third of the lease the
+///   heartbeat renews the daemon's row in `outbox_owners` (`alive_until`), one row however many
+///   deliveries it holds. A daemon killed with -9 stops beating, and the others claim its rows
+///   once both its `alive_until` and the rows' `lease_until` have passed. A row its owner never
+///   completes is let go `maxHoldMs` after its lease, alive or not. (The heartbeat used to
+///   extend every held row's `lease_until`: thousands of row updates a beat, which under load
+///   took longer than a 2 s lease, so live daemons' rows were taken over and sent again.)
+///   Rows leased by a daemon without an `outbox_owners` row (a version before it) are taken
+///   once their `lease_until` passes, as then.
 /// - A job's target is resolved by one daemon at a time: `startable` leases the job
 ///   (`resolver`, `resolve_until`) and `appendDeliveries` applies only for the resolver and the
 ///   cursor it was handed, so no chunk is appended twice.
@@ -31,13 +37,39 @@ public final class PostgresOutbox: Outbox {
     /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
     let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
 
-    struct Lease: Hashable { var job: Int64; var n: Int64; var fence: Int64 }
+    /// What this daemon holds. Claims are made under `<instance>/<worker owner>#<epoch>`; a
+    /// database error in a claim or a completion (a claim may have committed unseen, a result
+    /// could not be recorded) starts a new epoch, and the previous name is kept alive only while
+    /// rows this daemon knows it claimed under it are still being sent: then the rows it lost
+    /// track of are let go a lease later, as a dead daemon's are, instead of being held while the
+    /// daemon lives (a 1-device job stayed pending 120 s after PostgreSQL came back).
     struct InFlight {
-        var owner = ""
+        /// `<instance>/<worker owner>`, once this daemon claimed anything.
+        var base = ""
+        var epoch = 0
         var leaseMs: Int64 = 30_000
-        /// Claimed rows not completed yet, with when they were claimed.
-        var rows: [Lease: Int64] = [:]
+        /// The `alive_until` last written for the current name (Unix ms).
+        var aliveUntil: Int64 = 0
+        /// Rows claimed and not completed, by the name they were claimed under.
+        var rows: [RowKey: String] = [:]
+        var held: [String: Int] = [:]
+
+        var current: String { base + "#" + String(epoch) }
+        /// The names to keep alive: the current one, and earlier ones still holding rows.
+        var alive: [String] { base.isEmpty ? [] : Array(Set(held.keys).union([current])) }
+
+        mutating func newEpoch() {
+            epoch += 1
+            aliveUntil = 0
+        }
+
+        mutating func release(_ key: RowKey) {
+            guard let name = rows.removeValue(forKey: key) else { return }
+            let left = (held[name] ?? 1) - 1
+            held[name] = left > 0 ? left : nil
+        }
     }
+    struct RowKey: Hashable { var job: String; var n: Int64; var fence: Int64 }
     let inFlight = Mutex(InFlight())
     /// Jobs this daemon was handed to resolve, with the cursor it was handed (job id -> (seq, cursor)).
     let resolving = Mutex<[String: (seq: Int64, cursor: String?)]>([:])
@@ -49,7 +81,7 @@ public final class PostgresOutbox: Outbox {
         self.logger = logger
     }
 
-    /// Starts the heartbeat (every third of the lease, the leases of claimed rows not yet completed).
+    /// Starts the heartbeat: every third of the lease, this daemon's `alive_until`.
     public func start() {
         let t = Task { [self] in
             var last = nowMillis()
@@ -57,17 +89,11 @@ public final class PostgresOutbox: Outbox {
                 // Short steps: the lease is only known from the first claim (`lease_ms`).
                 do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
                 let now = nowMillis()
-                // A row the worker never completed (whatever the reason) is let go after
-                // `maxHoldMs`, so its lease expires and another claim sends it, as without a heartbeat.
-                let (owner, leaseMs, rows) = inFlight.withLock { f in
-                    f.rows = f.rows.filter { now - $0.value < Self.maxHoldMs }
-                    return (f.owner, f.leaseMs, Array(f.rows.keys))
-                }
-                guard now - last >= leaseMs / 3 else { continue }
+                let (names, leaseMs) = inFlight.withLock { ($0.alive, $0.leaseMs) }
+                guard now - last >= leaseMs / 3, !names.isEmpty else { continue }
                 last = now
-                guard !rows.isEmpty else { continue }
                 do throws(CommandError) {
-                    try await extend(owner: owner, rows: rows, until: now + leaseMs)
+                    try await beat(names, leaseMs: leaseMs)
                 } catch {
                     logger?.warning("outbox: heartbeat failed", metadata: ["error": "\(error.message)"])
                 }
@@ -76,30 +102,41 @@ public final class PostgresOutbox: Outbox {
         heartbeat.withLock { $0 = t }
     }
 
-    /// How long the heartbeat keeps a claimed row at most (well beyond a provider request's timeout).
+    /// How long a row stays leased past its `lease_until` while its owner is alive but does not
+    /// complete it (well beyond a provider request's timeout): then another claim sends it.
     static let maxHoldMs: Int64 = 120_000
 
     public func stop() { heartbeat.withLock { $0?.cancel() } }
 
     func leaseOwner(_ owner: String) -> String { instance + "/" + owner }
 
-    /// Never waits for a row lock (SKIP LOCKED: a row locked now is being completed), so the
-    /// heartbeat cannot deadlock with a completion or a cancel.
-    func extend(owner: String, rows: [Lease], until: Int64) async throws(CommandError) {
-        _ = try await registry.run(write: true) { s in
-            try s.c.query(
-                """
-                WITH t AS (
-                    SELECT d.job, d.n FROM outbox_deliveries d
-                    JOIN unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(job, n, fence)
-                      ON d.job = u.job AND d.n = u.n AND d.fence = u.fence
-                    WHERE d.state = 0 AND d.lease_owner = $5
-                    ORDER BY d.job, d.n FOR UPDATE OF d SKIP LOCKED)
-                UPDATE outbox_deliveries d SET lease_until = $1 FROM t WHERE d.job = t.job AND d.n = t.n
-                """,
-                [.int(until), PGConnection.array(rows.map(\.job)), PGConnection.array(rows.map(\.n)),
-                 PGConnection.array(rows.map(\.fence)), .text(owner)]).affected
+    /// Renews the `alive_until` of `names`, ahead of the queued work (a beat waiting behind a
+    /// backlog could let the lease lapse), from when it runs.
+    func beat(_ names: [String], leaseMs: Int64) async throws(CommandError) {
+        let until = try await registry.run(write: true, urgent: true) { s in
+            let until = nowMillis() + leaseMs
+            try Self.markAlive(s.c, names, until: until)
+            return until
         }
+        inFlight.withLock { f in if names.contains(f.current) { f.aliveUntil = max(f.aliveUntil, until) } }
+    }
+
+    static func markAlive(_ c: PGConnection, _ names: [String], until: Int64) throws {
+        try c.query(
+            """
+            INSERT INTO outbox_owners (owner, alive_until) SELECT unnest($1::text[]), $2
+            ON CONFLICT (owner) DO UPDATE SET alive_until = greatest(outbox_owners.alive_until, excluded.alive_until)
+            """, [PGConnection.array(names.map { Optional($0) }), .int(until)])
+    }
+
+    /// SQL: delivery `d` (state 0) may be claimed at `now` (a parameter such as `$1`): not
+    /// leased, or its lease passed and its owner is dead (or never beat: an older version), or
+    /// its owner held it `maxHoldMs` past the lease.
+    static func claimable(now: String) -> String {
+        """
+        (d.lease_until IS NULL OR d.lease_until < \(now) AND (d.lease_until < \(now) - \(maxHoldMs) OR NOT EXISTS (
+            SELECT 1 FROM outbox_owners o WHERE o.owner = d.lease_owner AND o.alive_until >= \(now))))
+        """
     }
 
     static let jobColumns =
@@ -279,97 +316,95 @@ public final class PostgresOutbox: Outbox {
     }
 
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
-        let lo = leaseOwner(owner)
-        inFlight.withLock {
-            $0.owner = lo
-            $0.leaseMs = leaseMs
+        // Marked alive in the claim only when the heartbeat has not done so lately (the first
+        // claim, a new epoch, or a heartbeat that failed): not a write on every claim.
+        let (lo, markAlive) = inFlight.withLock { f in
+            f.base = leaseOwner(owner)
+            f.leaseMs = leaseMs
+            return (f.current, f.aliveUntil - now < leaseMs * 2 / 3)
         }
-        let out: [OutboxClaim] = try await registry.run(write: true) { s in
-            let c = s.c
-            // Jobs with due work, least recently served first (fairness between large and small jobs).
-            let jr = try c.query(
-                """
-                SELECT \(Self.jobColumns) FROM outbox_jobs j
-                WHERE j.state = 'running' AND EXISTS (
-                    SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
-                      AND (d.lease_until IS NULL OR d.lease_until < $1))
-                ORDER BY j.served, j.seq LIMIT $2
-                """, [.int(now), .int(Int64(maxJobs))])
-            var out: [OutboxClaim] = []
-            var total = 0
-            for i in 0..<jr.rows where total < maxRows {
-                let seq = jr.int(i, 0)
-                let job = Self.job(jr, i)
-                let r = try c.query(
+        let out: [OutboxClaim]
+        do throws(CommandError) {
+            out = try await registry.run(write: true) { s in
+                let c = s.c
+                // The lease runs from when this transaction runs, not from when it was queued.
+                let now = max(now, nowMillis())
+                // Alive before holding anything (the heartbeat keeps it so).
+                if markAlive { try Self.markAlive(c, [lo], until: now + leaseMs) }
+                // Jobs with due work, least recently served first (fairness between large and small jobs).
+                let jr = try c.query(
                     """
-                    WITH due AS (
-                        SELECT job, n FROM outbox_deliveries
-                        WHERE job = $1 AND state = 0 AND next_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
-                        ORDER BY n LIMIT $3 FOR UPDATE SKIP LOCKED)
-                    UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
-                    FROM due WHERE d.job = due.job AND d.n = due.n
-                    RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
-                    """, [.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total))), .text(lo), .int(leaseMs)])
-                guard r.rows > 0 else { continue }
-                var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = (0..<r.rows).map { k in
-                    (r.int(k, 0), r.optionalInt(k, 1).map { Int($0) }, r.optionalInt(k, 2), r.text(k, 3), Int(r.int(k, 4)), r.int(k, 5))
+                    SELECT \(Self.jobColumns) FROM outbox_jobs j
+                    WHERE j.state = 'running' AND EXISTS (
+                        SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
+                          AND \(Self.claimable(now: "$1")))
+                    ORDER BY j.served, j.seq LIMIT $2
+                    """, [.int(now), .int(Int64(maxJobs))])
+                var out: [OutboxClaim] = []
+                var total = 0
+                for i in 0..<jr.rows where total < maxRows {
+                    let seq = jr.int(i, 0)
+                    let job = Self.job(jr, i)
+                    let r = try c.query(
+                        """
+                        WITH due AS (
+                            SELECT d.job, d.n FROM outbox_deliveries d
+                            WHERE d.job = $1 AND d.state = 0 AND d.next_at <= $2 AND \(Self.claimable(now: "$2"))
+                            ORDER BY d.n LIMIT $3 FOR UPDATE OF d SKIP LOCKED)
+                        UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
+                        FROM due WHERE d.job = due.job AND d.n = due.n
+                        RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
+                        """, [.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total))), .text(lo), .int(leaseMs)])
+                    guard r.rows > 0 else { continue }
+                    var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = (0..<r.rows).map { k in
+                        (r.int(k, 0), r.optionalInt(k, 1).map { Int($0) }, r.optionalInt(k, 2), r.text(k, 3), Int(r.int(k, 4)), r.int(k, 5))
+                    }
+                    rows.sort { $0.0 < $1.0 }
+                    var devices: [Int64: Device] = [:]
+                    let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
+                    if !ids.isEmpty {
+                        var f = DeviceFilter()
+                        f.ids = ids
+                        for d in try s.devices(f) { devices[d.id] = d }
+                    }
+                    var list: [OutboxDelivery] = []
+                    list.reserveCapacity(rows.count)
+                    for (n, message, deviceId, raw, attempts, fence) in rows {
+                        var device: Device?
+                        if let raw { device = SQLiteOutbox.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
+                        list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
+                    }
+                    try c.query("UPDATE outbox_jobs SET served = $1 WHERE seq = $2", [.int(now), .int(seq)])
+                    total += list.count
+                    out.append(OutboxClaim(job: job, deliveries: list))
                 }
-                rows.sort { $0.0 < $1.0 }
-                var devices: [Int64: Device] = [:]
-                let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
-                if !ids.isEmpty {
-                    var f = DeviceFilter()
-                    f.ids = ids
-                    for d in try s.devices(f) { devices[d.id] = d }
-                }
-                var list: [OutboxDelivery] = []
-                list.reserveCapacity(rows.count)
-                for (n, message, deviceId, raw, attempts, fence) in rows {
-                    var device: Device?
-                    if let raw { device = SQLiteOutbox.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
-                    list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
-                }
-                try c.query("UPDATE outbox_jobs SET served = $1 WHERE seq = $2", [.int(now), .int(seq)])
-                total += list.count
-                out.append(OutboxClaim(job: job, deliveries: list))
+                return out
             }
-            return out
+        } catch {
+            // It may have committed unseen: what it leased is let go once the rows this daemon
+            // knows of under the current name are done.
+            inFlight.withLock { $0.newEpoch() }
+            throw error
         }
-        // The job's seq is not in OutboxClaim: the heartbeat keys rows by (job seq, n, fence).
-        if !out.isEmpty {
-            let seqs = try await jobSeqs(out.map(\.job.id))
-            inFlight.withLock { f in
-                for cl in out {
-                    guard let seq = seqs[cl.job.id] else { continue }
-                    for d in cl.deliveries { f.rows[Lease(job: seq, n: d.n, fence: d.fence)] = now }
-                }
+        inFlight.withLock { f in
+            if markAlive && f.current == lo { f.aliveUntil = max(f.aliveUntil, now + leaseMs) }
+            for cl in out {
+                for d in cl.deliveries { f.rows[RowKey(job: cl.job.id, n: d.n, fence: d.fence)] = lo }
+                f.held[lo, default: 0] += cl.deliveries.count
             }
         }
         return out
     }
 
-    /// Job seqs by id, cached (a job's seq never changes).
-    let seqCache = Mutex<[String: Int64]>([:])
-    func jobSeqs(_ ids: [String]) async throws(CommandError) -> [String: Int64] {
-        var found = seqCache.withLock { c in Dictionary(uniqueKeysWithValues: Set(ids).compactMap { id in c[id].map { (id, $0) } }) }
-        let missing = Array(Set(ids).subtracting(found.keys))
-        if !missing.isEmpty {
-            let rows: [(String, Int64)] = try await registry.run(write: false) { s in
-                let r = try s.c.query("SELECT id, seq FROM outbox_jobs WHERE id = ANY($1::text[])", [PGConnection.array(missing.map { Optional($0) })])
-                return (0..<r.rows).map { (r.text($0, 0) ?? "", r.int($0, 1)) }
-            }
-            seqCache.withLock { c in
-                if c.count > 10_000 { c.removeAll() }
-                for (id, seq) in rows { c[id] = seq; found[id] = seq }
-            }
-        }
-        return found
-    }
-
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
-        // Whatever happens below, these rows are no longer this daemon's to keep alive.
-        if let seq = seqCache.withLock({ $0[job] }) {
-            inFlight.withLock { f in for o in outcomes { f.rows[Lease(job: seq, n: o.n, fence: o.fence)] = nil } }
+        // These rows are no longer this daemon's to keep alive, whatever happens. If their
+        // results cannot be recorded, a new epoch begins, so that their lease name is let go.
+        var failed = true
+        defer {
+            inFlight.withLock { f in
+                for o in outcomes { f.release(RowKey(job: job, n: o.n, fence: o.fence)) }
+                if failed { f.newEpoch() }
+            }
         }
         let (applied, wrote): (Int, Bool) = try await registry.run(write: true) { s in
             let c = s.c
@@ -421,6 +456,7 @@ public final class PostgresOutbox: Outbox {
             let done = try Self.finishIfDone(s, seq: seq, id: job, now: now)
             return (ns.count, done)
         }
+        failed = false
         if wrote { registry.eventSignal.notify() }
         return applied
     }
@@ -546,12 +582,23 @@ public final class PostgresOutbox: Outbox {
     public func nextDue() async throws(CommandError) -> Int64? {
         try await registry.run(write: false) { s in
             let a = try s.c.query("SELECT min(send_at) FROM outbox_jobs WHERE NOT resolved AND state IN ('queued', 'running')").optionalInt(0, 0)
-            // Leased rows become due again when their lease ends (another daemon's, after a crash).
+            // The next unleased delivery of each running job, through `outbox_deliveries_due`
+            // (job, next_at, n): the scan per job passes the leased rows at the front of its
+            // order (the claimed ones: thousands at most) instead of aggregating every pending
+            // row (1M pending, 24,000 leased: median 267-524 ms before, 7-14 ms now, on a loaded
+            // 2-core machine; bench/pg_next_due.py). Leased rows come due when
+            // their owner dies: no sooner than the earliest live owner's `alive_until`. (Rows held
+            // `maxHoldMs`, or leased by an older version, are found by the worker's polling.)
+            let now = nowMillis()
             let b = try s.c.query(
                 """
-                SELECT min(greatest(d.next_at, coalesce(d.lease_until + 1, 0))) FROM outbox_jobs j
-                JOIN outbox_deliveries d ON d.job = j.seq AND d.state = 0 WHERE j.state = 'running'
-                """).optionalInt(0, 0)
+                SELECT least(
+                    (SELECT min(x.next_at) FROM outbox_jobs j CROSS JOIN LATERAL (
+                        SELECT d.next_at FROM outbox_deliveries d
+                        WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL ORDER BY d.next_at LIMIT 1) x
+                     WHERE j.state = 'running'),
+                    (SELECT min(alive_until) + 1 FROM outbox_owners WHERE alive_until >= $1))
+                """, [.int(now)]).optionalInt(0, 0)
             return [a, b].compactMap { $0 }.min()
         }
     }

@@ -74,7 +74,9 @@ public final class PostgresRegistry: Sendable {
     public func onOutboxWork(_ body: @escaping @Sendable () -> Void) { listener.outboxWake.withLock { $0 = body } }
 
     /// Runs `body` on a pool connection (in a transaction for a write) and returns its result after COMMIT.
-    func run<T: Sendable>(write: Bool, _ body: @escaping @Sendable (PostgresStore) throws -> T) async throws(CommandError) -> T {
+    /// `urgent` jobs go ahead of the queue (the outbox heartbeat: a lease must not lapse while
+    /// the heartbeat waits behind a backlog).
+    func run<T: Sendable>(write: Bool, urgent: Bool = false, _ body: @escaping @Sendable (PostgresStore) throws -> T) async throws(CommandError) -> T {
         let result: Result<T, CommandError> = await withCheckedContinuation { cont in
             let job = PGJob(
                 write: write,
@@ -83,7 +85,7 @@ public final class PostgresRegistry: Sendable {
                     return { cont.resume(returning: .success(value)) }
                 },
                 fail: { e in cont.resume(returning: .failure(e)) })
-            if !pool.push(job) { cont.resume(returning: .failure(CommandError(.shuttingDown, "the registry is closed"))) }
+            if !pool.push(job, urgent: urgent) { cont.resume(returning: .failure(CommandError(.shuttingDown, "the registry is closed"))) }
         }
         return try result.get()
     }
@@ -181,6 +183,16 @@ public final class PostgresRegistry: Sendable {
             try await run(write: true) { s in try s.kvSet(key, value) }
         } catch {
             logger?.error("registry: kv set failed: \(error.description)")
+        }
+    }
+
+    /// Swaps a provider-state value if it is still `expected` (see `KeyValueStore`); `.unavailable` (logged) on error.
+    public func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap {
+        do {
+            return try await run(write: true) { s in try s.kvCompareAndSet(key, expected: expected, new: new) }
+        } catch {
+            logger?.error("registry: kv compare-and-set failed: \(error.description)")
+            return .unavailable
         }
     }
 
@@ -365,10 +377,10 @@ final class PGPool: @unchecked Sendable {
         return body()
     }
 
-    func push(_ job: PGJob) -> Bool {
+    func push(_ job: PGJob, urgent: Bool = false) -> Bool {
         withLock {
             if closed { return false }
-            jobs.append(job)
+            if urgent { jobs.insert(job, at: head) } else { jobs.append(job) }
             pthread_cond_signal(cond)
             return true
         }

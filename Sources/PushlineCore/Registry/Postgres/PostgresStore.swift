@@ -460,6 +460,21 @@ struct PostgresStore {
             [.text(key), .text(value)])
     }
 
+    /// `KeyValueStore.compareAndSet`. Atomic under READ COMMITTED: the UPDATE re-checks
+    /// `value = expected` on the newest row version after waiting for a concurrent writer, and the
+    /// INSERT waits for a concurrent insert of the key; the winner's value is then read by a new
+    /// statement (a new snapshot, which sees that committed write).
+    func kvCompareAndSet(_ key: String, expected: String?, new: String) throws -> KVSwap {
+        let r: PGResult
+        if let expected {
+            r = try c.query("UPDATE kv SET value = $1 WHERE key = $2 AND value = $3", [.text(new), .text(key), .text(expected)])
+        } else {
+            r = try c.query("INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", [.text(key), .text(new)])
+        }
+        if r.affected == 1 { return .swapped }
+        return .conflict(current: try kvGet(key))
+    }
+
     // MARK: topics
 
     func subscribe(_ ids: [Int64], topic: TopicName, now: Int64) throws {

@@ -237,6 +237,16 @@ public final class SQLiteRegistry: Sendable {
         }
     }
 
+    /// Swaps a provider-state value if it is still `expected` (see `KeyValueStore`); `.unavailable` (logged) on error.
+    public func compareAndSet(_ key: String, expected: String?, new: String) async -> KVSwap {
+        do {
+            return try await run(write: true) { s in try s.kvCompareAndSet(key, expected: expected, new: new) }
+        } catch {
+            logger?.error("registry: kv compare-and-set failed: \(error.description)")
+            return .unavailable
+        }
+    }
+
     /// Writes a timestamp to the kv table and commits (the watchdog's and `health`'s check
     /// that the database is reachable and writable); throws the database's error.
     public func probeWritable() async throws(CommandError) {

@@ -450,6 +450,18 @@ final class SQLiteRegistryStore {
             [.text(key), .text(value)])
     }
 
+    /// `KeyValueStore.compareAndSet` inside the caller's write transaction (BEGIN IMMEDIATE: no
+    /// other writer between the conditional write and the read of the winner's value).
+    func kvCompareAndSet(_ key: String, expected: String?, new: String) throws -> KVSwap {
+        if let expected {
+            try db.execute("UPDATE kv SET value = ? WHERE key = ? AND value = ?", [.text(new), .text(key), .text(expected)])
+        } else {
+            try db.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [.text(key), .text(new)])
+        }
+        if db.changes == 1 { return .swapped }
+        return .conflict(current: try kvGet(key))
+    }
+
     // MARK: events
 
     /// Appends events to the feed inside the caller's transaction (they commit, or vanish,
