@@ -28,8 +28,8 @@ public final class PostgresOutbox: Outbox {
     let instance: String
     let logger: Logger?
 
-    /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
-    let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
+    /// Notifications without a final result (the `max_queued` admission).
+    let queued = OutboxQueuedCount()
 
     struct Lease: Hashable { var job: Int64; var n: Int64; var fence: Int64 }
     struct InFlight {
@@ -138,46 +138,195 @@ public final class PostgresOutbox: Outbox {
     }
 
     public func accept(_ spec: OutboxJobSpec, maxQueued: Int, idempotencyWindowMs: Int64) async throws(CommandError) -> (job: OutboxJob, duplicate: Bool) {
-        try await registry.run(write: true) { s in
-            let c = s.c
-            try Self.durable(c)
-            if let key = spec.idempotencyKey {
-                // Two daemons accepting the same (app, key) at once: the second waits for the
-                // first's commit here, then finds its job below.
-                try c.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [.int(0x706C_6964), .text(spec.app + "\u{0}" + key)])
-                let r = try c.query(
-                    "SELECT id FROM outbox_jobs WHERE app = $1 AND idem_key = $2 AND created_at > $3 ORDER BY seq DESC LIMIT 1",
-                    [.text(spec.app), .text(key), .int(spec.createdAt - idempotencyWindowMs)])
-                if r.rows > 0, let id = r.text(0, 0), let j = try Self.load(c, id: id) { return (j.job, true) }
+        let r: Result<AcceptResult, CommandError> = await withCheckedContinuation { cont in
+            let first = acceptQueue.withLock { q -> Bool in
+                q.pending.append(PendingAccept(spec: spec, maxQueued: maxQueued, windowMs: idempotencyWindowMs, cont: cont))
+                defer { q.scheduled = true }
+                return !q.scheduled
             }
-            // The sum over live jobs is read at most once a second; accepts in between add to it.
-            let queued = try self.queuedCache.withLock { q throws -> Int in
-                if spec.createdAt - q.at > 1000 || spec.createdAt < q.at {
-                    q = (Int(try c.query(Self.queuedSQL).int(0, 0)), spec.createdAt)
+            if first { scheduleAcceptBatch() }
+        }
+        let a = try r.get()
+        return (a.job, a.duplicate)
+    }
+
+    struct AcceptResult: Sendable { var job: OutboxJob; var duplicate: Bool }
+    struct PendingAccept: Sendable {
+        var spec: OutboxJobSpec
+        var maxQueued: Int
+        var windowMs: Int64
+        var cont: CheckedContinuation<Result<AcceptResult, CommandError>, Never>
+    }
+    /// Accepts waiting for a pool connection, and whether a batch job is queued in the pool to take them.
+    let acceptQueue = Mutex<(pending: [PendingAccept], scheduled: Bool)>(([], false))
+    /// Accepts per transaction at most.
+    static let maxAcceptBatch = 1000
+    /// Transactions that stored accepts (tests check that concurrent accepts share them).
+    let acceptTransactions = Atomic<Int>(0)
+
+    /// Queues one pool job that takes the accepts waiting when it starts (up to `maxAcceptBatch`)
+    /// and stores them in one transaction, one COMMIT with `synchronous_commit = on` and one
+    /// NOTIFY for all (group commit, as SQLiteOutbox's accepts share the registry's batches).
+    /// While it runs, new accepts queue the next batch job, which another pool connection may
+    /// run at the same time. Each accept is answered after the COMMIT of its batch.
+    private func scheduleAcceptBatch() {
+        let taken = Mutex<[PendingAccept]?>(nil)
+        let job = PGJob(
+            write: true,
+            run: { [self] s in
+                // A retry (deadlock, lost connection before COMMIT) runs the same accepts again.
+                let batch = taken.withLock { t in
+                    if t == nil { t = self.takeAccepts() }
+                    return t ?? []
                 }
-                return q.value
+                let results = try self.acceptBatch(s, batch)
+                return { for (p, r) in zip(batch, results) { p.cont.resume(returning: r) } }
+            },
+            fail: { [self] e in
+                let batch = taken.withLock { t in
+                    if t == nil { t = self.takeAccepts() }
+                    return t ?? []
+                }
+                for p in batch { p.cont.resume(returning: .failure(e)) }
+            })
+        if !registry.pool.push(job) {
+            let all = acceptQueue.withLock { q in
+                defer { q.pending = []; q.scheduled = false }
+                return q.pending
             }
-            if queued + spec.estimate > maxQueued && queued > 0 {
-                throw CommandError(
-                    .busy, "the outbox holds \(queued) notifications, over max_queued \(maxQueued); retry later",
-                    details: ["retry_after_ms": .int(Int64(max(1000, min(60_000, (queued + spec.estimate - maxQueued) / 20))))])
-            }
-            self.queuedCache.withLock { $0.value += spec.estimate }
-            let messages = JSONValue.array(spec.messages.map { .object($0) }).jsonString
+            for p in all { p.cont.resume(returning: .failure(CommandError(.shuttingDown, "the registry is closed"))) }
+        }
+    }
+
+    /// The accepts waiting now (up to `maxAcceptBatch`); more left waiting get a batch job of their own.
+    private func takeAccepts() -> [PendingAccept] {
+        let (batch, more) = acceptQueue.withLock { q -> ([PendingAccept], Bool) in
+            let n = min(q.pending.count, Self.maxAcceptBatch)
+            let batch = Array(q.pending.prefix(n))
+            q.pending.removeFirst(n)
+            q.scheduled = !q.pending.isEmpty
+            return (batch, !q.pending.isEmpty)
+        }
+        if more { scheduleAcceptBatch() }
+        return batch
+    }
+
+    /// Stores a batch of accepts in the caller's transaction and returns each one's answer, in
+    /// order. What concerns one accept alone (over `max_queued`, a duplicate idempotency key, a
+    /// row the database refuses) is that accept's answer and leaves the others alone; what
+    /// throws (the connection, a deadlock) fails the whole transaction, and so every accept of it.
+    func acceptBatch(_ s: PostgresStore, _ batch: [PendingAccept]) throws -> [Result<AcceptResult, CommandError>] {
+        let c = s.c
+        guard !batch.isEmpty else { return [] }
+        acceptTransactions.add(1, ordering: .relaxed)
+        try Self.durable(c)
+        var out = [Result<AcceptResult, CommandError>?](repeating: nil, count: batch.count)
+        // Idempotency keys: one transaction-level advisory lock per distinct (app, key), taken in
+        // hash order (so two batches sharing keys cannot deadlock): an accept of the same key on
+        // another connection or daemon waits for this commit, then finds this job. Then the live
+        // job of each key, if any, in one query.
+        let keyed = batch.indices.filter { batch[$0].spec.idempotencyKey != nil }
+        var existing: [Int: OutboxJob] = [:]
+        if !keyed.isEmpty {
+            // (The lock's key is a hash of app and key: a collision only makes two accepts wait for
+            // one another. Text parameters end at a NUL, so none is used as a separator.)
+            let apps = PGConnection.array(keyed.map { Optional(batch[$0].spec.app) })
+            let keys = PGConnection.array(keyed.map { batch[$0].spec.idempotencyKey })
             try c.query(
                 """
-                INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at)
-                VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)
+                SELECT pg_advisory_xact_lock($1, h) FROM (
+                    SELECT DISTINCT hashtext(a || '/' || k) AS h FROM unnest($2::text[], $3::text[]) AS u(a, k) ORDER BY 1) l
+                """, [.int(0x706C_6964), apps, keys])
+            let r = try c.query(
+                """
+                SELECT \(Self.jobColumns.split(separator: ",").map { "o." + $0.filter { $0 != " " } }.joined(separator: ", ")), u.ord
+                FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS u(app, key, since, ord)
+                CROSS JOIN LATERAL (
+                    SELECT * FROM outbox_jobs j WHERE j.app = u.app AND j.idem_key = u.key AND j.created_at > u.since
+                    ORDER BY j.seq DESC LIMIT 1) o
                 """,
-                [.text(spec.id), .text(spec.app), .text(messages), .text(spec.indexed ? "t" : "f"), .int(spec.sendAt), .int(spec.deadline),
-                 spec.idempotencyKey.map { .text($0) } ?? .null, .int(Int64(spec.estimate)), .int(spec.createdAt)])
-            try Self.notifyWork(c)
-            let job = OutboxJob(
-                id: spec.id, app: spec.app, messages: spec.messages, indexed: spec.indexed, stored: .queued, sendAt: spec.sendAt,
-                deadline: spec.deadline, idempotencyKey: spec.idempotencyKey, estimate: spec.estimate, devices: 0, sent: 0,
-                failed: 0, canceled: 0, resolved: false, cursor: nil, createdAt: spec.createdAt, startedAt: nil, finishedAt: nil)
-            return (job, false)
+                [apps, keys, PGConnection.array(keyed.map { batch[$0].spec.createdAt - batch[$0].windowMs })])
+            for row in 0..<r.rows {
+                let k = Int(r.int(row, 19)) - 1
+                if k >= 0 && k < keyed.count { existing[keyed[k]] = Self.job(r, row) }
+            }
         }
+        // In batch order, as one accept after another would be answered.
+        var firstOfKey: [String: Int] = [:]
+        var inserts: [Int] = []
+        for (i, p) in batch.enumerated() {
+            if let j = existing[i] {
+                out[i] = .success(AcceptResult(job: j, duplicate: true))
+                continue
+            }
+            if let key = p.spec.idempotencyKey {
+                let name = p.spec.app + "\u{0}" + key
+                if let f = firstOfKey[name], batch[f].spec.createdAt > p.spec.createdAt - p.windowMs {
+                    // Accepted earlier in this batch: answered as that job once it commits (or as
+                    // its failure, if the database refuses it below).
+                    continue
+                }
+                firstOfKey[name] = i
+            }
+            do {
+                try queued.admit(p.spec, maxQueued: p.maxQueued) { Int(try c.query(Self.queuedSQL).int(0, 0)) }
+            } catch let e as CommandError {
+                out[i] = .failure(e)
+                if let key = p.spec.idempotencyKey { firstOfKey[p.spec.app + "\u{0}" + key] = nil }
+                continue
+            }
+            inserts.append(i)
+        }
+        if !inserts.isEmpty {
+            // One INSERT for all; should the database refuse a row, each is inserted again under a
+            // savepoint of its own, so only that accept fails.
+            try c.exec("SAVEPOINT accepts")
+            do {
+                try insertJobs(c, inserts.map { batch[$0].spec })
+                for i in inserts { out[i] = .success(AcceptResult(job: OutboxJob(accepted: batch[i].spec), duplicate: false)) }
+            } catch let e as PGError where !e.connectionLost && c.isOK {
+                try c.exec("ROLLBACK TO SAVEPOINT accepts")
+                for i in inserts {
+                    try c.exec("SAVEPOINT one")
+                    do {
+                        try insertJobs(c, [batch[i].spec])
+                        try c.exec("RELEASE SAVEPOINT one")
+                        out[i] = .success(AcceptResult(job: OutboxJob(accepted: batch[i].spec), duplicate: false))
+                    } catch let e as PGError where !e.connectionLost && c.isOK {
+                        try c.exec("ROLLBACK TO SAVEPOINT one")
+                        out[i] = .failure(e.failure.commandError)
+                    }
+                }
+            }
+            if inserts.contains(where: { if case .success = out[$0] { return true } else { return false } }) {
+                try Self.notifyWork(c)
+            }
+        }
+        // A repeated key in the batch gets its first accept's answer.
+        return batch.enumerated().map { i, p in
+            if let r = out[i] { return r }
+            let first = p.spec.idempotencyKey.flatMap { firstOfKey[p.spec.app + "\u{0}" + $0] }
+            guard let f = first, let r = out[f] else {
+                return .failure(CommandError(.internalError, "accept \(i) of a batch was not answered"))
+            }
+            return r.map { AcceptResult(job: $0.job, duplicate: true) }
+        }
+    }
+
+    func insertJobs(_ c: PGConnection, _ specs: [OutboxJobSpec]) throws {
+        try c.query(
+            """
+            INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at)
+            SELECT id, app, messages, indexed, 'queued', send_at, deadline, idem_key, estimate, created_at
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[],
+                $9::bigint[]) WITH ORDINALITY AS u(id, app, messages, indexed, send_at, deadline, idem_key, estimate, created_at, ord)
+            ORDER BY ord
+            """,
+            [PGConnection.array(specs.map { Optional($0.id) }), PGConnection.array(specs.map { Optional($0.app) }),
+             PGConnection.array(specs.map { Optional(OutboxJob.messagesText($0)) }), PGConnection.array(specs.map(\.indexed)),
+             PGConnection.array(specs.map(\.sendAt)), PGConnection.array(specs.map(\.deadline)),
+             PGConnection.array(specs.map(\.idempotencyKey)), PGConnection.array(specs.map { Int64($0.estimate) }),
+             PGConnection.array(specs.map(\.createdAt))])
     }
 
     /// Due unresolved jobs no other daemon is resolving; each is leased to this daemon for
@@ -218,21 +367,13 @@ public final class PostgresOutbox: Outbox {
             var failed = 0
             var ns: [Int64] = [], messages: [String?] = [], ids: [String?] = [], raws: [String?] = [], states: [Int64] = [], results: [String?] = []
             for r in rows {
-                var raw: String?
-                if let d = r.raw {
-                    var o: JSONObject = ["id": .int(d.id), "app": .string(d.app), "platform": .string(d.platform.rawValue),
-                                         "registration_id": .string(d.registrationId)]
-                    if let k = d.p256dh { o["p256dh"] = .string(k) }
-                    if let k = d.auth { o["auth"] = .string(k) }
-                    raw = JSONValue.object(o).jsonString
-                }
                 if r.rejected != nil { failed += 1 }
                 ns.append(n)
                 messages.append(r.message.map { String($0) })
                 ids.append(r.deviceId.map { String($0) })
-                raws.append(raw)
+                raws.append(r.rawText)
                 states.append(r.rejected == nil ? 0 : 2)
-                results.append(r.rejected.map { JSONValue.object($0).jsonString })
+                results.append(r.rejectedText)
                 n += 1
             }
             if !rows.isEmpty {
@@ -271,10 +412,7 @@ public final class PostgresOutbox: Outbox {
             RETURNING devices, sent, failed, canceled
             """, [.int(now), .int(seq)])
         guard r.rows == 1 else { return false }
-        try s.appendEvents([PushEvent(.jobDone, at: now, [
-            "job": .string(id), "devices": .int(r.int(0, 0)), "sent": .int(r.int(0, 1)), "failed": .int(r.int(0, 2)),
-            "canceled": .int(r.int(0, 3)),
-        ])])
+        try s.appendEvents([.jobDone(id, at: now, devices: r.int(0, 0), sent: r.int(0, 1), failed: r.int(0, 2), canceled: r.int(0, 3))])
         return true
     }
 
