@@ -438,12 +438,16 @@ public final class PostgresOutbox: Outbox {
             for i in 0..<jr.rows where total < maxRows {
                 let seq = jr.int(i, 0)
                 let job = Self.job(jr, i)
+                // Due rows in (next_at, n) order, the order of `outbox_deliveries_due`: the scan starts at
+                // the job's first pending row. In `n` order the planner walked the primary key past every
+                // row already sent (150 ms a claim half way through a 300,000-device job, so a job's
+                // delivery slowed down as it went; issue 14's fleet benchmark, bench/pg_outbox_bench.py).
                 let r = try c.query(
                     """
                     WITH due AS (
                         SELECT job, n FROM outbox_deliveries
                         WHERE job = $1 AND state = 0 AND next_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
-                        ORDER BY n LIMIT $3 FOR UPDATE SKIP LOCKED)
+                        ORDER BY next_at, n LIMIT $3 FOR UPDATE SKIP LOCKED)
                     UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
                     FROM due WHERE d.job = due.job AND d.n = due.n
                     RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
