@@ -52,7 +52,7 @@ import Testing
         for i in 0..<200 { specs.append(spec("k\(i)", key: "key-\(i % 40)")) }
         for i in 0..<100 { specs.append(spec("n\(i)")) }
         specs.shuffle()
-        let before = pg?.acceptTransactions.load(ordering: .relaxed) ?? 0
+        let before = pg?.accepts.transactions.load(ordering: .relaxed) ?? 0
         let out = await acceptAll(o, specs)
         var byKey: [String: Set<String>] = [:]
         var created = 0
@@ -69,7 +69,7 @@ import Testing
         #expect(try await o.jobs(state: nil, app: nil, after: nil, limit: 1000).count == 140)
         if let pg {
             // Group commit: 300 accepts at once share far fewer transactions (one each before).
-            let transactions = pg.acceptTransactions.load(ordering: .relaxed) - before
+            let transactions = pg.accepts.transactions.load(ordering: .relaxed) - before
             #expect(transactions >= 1 && transactions < 150, "\(transactions) transactions for 300 accepts")
         }
     }
