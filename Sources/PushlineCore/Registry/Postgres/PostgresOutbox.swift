@@ -104,7 +104,7 @@ public final class PostgresOutbox: Outbox {
                       ON d.job = u.job AND d.n = u.n AND d.fence = u.fence
                     WHERE d.state = 0 AND d.lease_owner = $5
                     ORDER BY d.job, d.n FOR UPDATE OF d SKIP LOCKED)
-                UPDATE outbox_deliveries d SET lease_until = $1 FROM t WHERE d.job = t.job AND d.n = t.n
+                UPDATE outbox_deliveries d SET lease_until = $1, next_at = $1 FROM t WHERE d.job = t.job AND d.n = t.n
                 """,
                 [.int(until), PGConnection.array(rows.map(\.job)), PGConnection.array(rows.map(\.n)),
                  PGConnection.array(rows.map(\.fence)), .text(owner)]).affected
@@ -388,13 +388,16 @@ public final class PostgresOutbox: Outbox {
                 // the job's first pending row. In `n` order the planner walked the primary key past every
                 // row already sent (150 ms a claim half way through a 300,000-device job, so a job's
                 // delivery slowed down as it went; issue 14's fleet benchmark, bench/pg_outbox_bench.py).
+                // A claimed row's `next_at` moves to its lease's end (the heartbeat moves both): rows
+                // leased by any daemon of the fleet lie beyond `now` in that index, so neither this scan
+                // nor the job query above walks past the fleet's thousands of rows in flight.
                 let r = try c.query(
                     """
                     WITH due AS (
                         SELECT job, n FROM outbox_deliveries
                         WHERE job = $1 AND state = 0 AND next_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
                         ORDER BY next_at, n LIMIT $3 FOR UPDATE SKIP LOCKED)
-                    UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, fence = d.fence + 1
+                    UPDATE outbox_deliveries d SET lease_owner = $4, lease_until = $2 + $5, next_at = $2 + $5, fence = d.fence + 1
                     FROM due WHERE d.job = due.job AND d.n = due.n
                     RETURNING d.n, d.message, d.device_id, d.raw, d.attempts, d.fence
                     """, [.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total))), .text(lo), .int(leaseMs)])
@@ -638,9 +641,9 @@ public final class PostgresOutbox: Outbox {
         return try await registry.run(write: true) { s in
             let n = try s.c.query(
                 """
-                UPDATE outbox_deliveries SET lease_owner = NULL, lease_until = NULL
+                UPDATE outbox_deliveries SET lease_owner = NULL, lease_until = NULL, next_at = least(next_at, $4)
                 WHERE state = 0 AND lease_until IS NOT NULL AND left(lease_owner, $1) = $2 AND lease_owner <> $3
-                """, [.int(Int64(prefix.count)), .text(prefix), .text(lo)]).affected
+                """, [.int(Int64(prefix.count)), .text(prefix), .text(lo), .int(now)]).affected
             try s.c.query("UPDATE outbox_jobs SET resolve_until = NULL WHERE resolver = $1 AND NOT resolved", [.text(me)])
             return n
         }
