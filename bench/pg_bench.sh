@@ -3,8 +3,11 @@
 # and a synchronous send to every device (filter: platform apns) against the nginx HTTP/2 TLS sink
 # (bench/sink, APNs answers 200 with HEADERS only), then PostgreSQL's figures as a ratio of
 # SQLite's. Targets: register >= 50,000 devices/s on PostgreSQL; send >= 0.8x SQLite's rate.
+# Then bench/pg_outbox_bench.py on the same cluster: async single sends accepted (>= 10,000/s on
+# PostgreSQL, beside SQLite's rate) and 3 daemons vs 1 delivering a 300,000-device async job
+# (>= 0.9x). PG_OUTBOX=0 skips that part; PG_FLEET_DEVICES sets its job size.
 #
-#   bench/pg_bench.sh [size] [connections]     (defaults: 100000 2; PORT=23444)
+#   bench/pg_bench.sh [size] [connections]     (defaults: 100000 2; PORT=23044, the outbox part PORT+1)
 #
 # The throwaway cluster (Tests/pg/cluster.sh with PG_DURABLE=1: fsync on, synchronous_commit off,
 # comparable to SQLite's WAL + synchronous=NORMAL) listens on a Unix socket in a temp dir, on the
@@ -13,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size="${1:-100000}"
 conns="${2:-2}"
-port="${PORT:-23444}"
+port="${PORT:-23044}"
 
 if [ -z "${PUSHLINE_BIN:-}" ]; then
     swift build -c release --product pushline >/dev/null
@@ -45,4 +48,9 @@ print(f"  dry-run send:     {p['dry']:,.0f} vs {s['dry']:,.0f} /s = {p['dry'] / 
 print(f"  devices by user (median): {p['devices']:.2f} vs {s['devices']:.2f} ms; stats (median): {p['stats']:.2f} vs {s['stats']:.2f} ms")
 PY
 rm -rf "$out"
+if [ "${PG_OUTBOX:-1}" != 0 ]; then
+    echo "== outbox: PostgreSQL beside SQLite, and a fleet on one PostgreSQL database"
+    python3 bench/pg_outbox_bench.py --bin "$PUSHLINE_BIN" --pg-host "$sock" --port $((${PORT:-23044} + 1)) \
+        --devices "${PG_FLEET_DEVICES:-300000}"
+fi
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

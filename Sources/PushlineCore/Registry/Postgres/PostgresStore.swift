@@ -105,20 +105,8 @@ struct PostgresStore {
             }
         }
         let conflicts = considered.indices.filter { insertedIds[$0] == nil }
-        if !updateOnDuplicate, let i = conflicts.first {
-            let d = inputs[i]
-            throw CommandError(
-                .duplicateRegistration,
-                "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (set update_on_duplicate_reg_id in the config to update instead)",
-                details: ["index": .int(Int64(i))])
-        }
-        if let (i, j) = dup {
-            let d = inputs[i]
-            throw CommandError(
-                .duplicateRegistration,
-                "devices[\(i)]: same \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' in app '\(d.app)' as devices[\(j)] of this request",
-                details: ["index": .int(Int64(i))])
-        }
+        if !updateOnDuplicate, let i = conflicts.first { throw RegistryBookkeeping.alreadyRegistered(i, inputs[i]) }
+        if let (i, j) = dup { throw RegistryBookkeeping.sameInRequest(i, as: j, inputs[i]) }
         var updated: [TokenKey: Device] = [:]
         if !conflicts.isEmpty {
             let rows = conflicts.map { considered[$0] }
@@ -141,12 +129,7 @@ struct PostgresStore {
         out.reserveCapacity(inputs.count)
         for (i, d) in inputs.enumerated() {
             if let id = insertedIds[i] {
-                let reason: String? = d.active ? nil : SQLiteRegistry.clientDeactivationReason
-                let dev = Device(
-                    id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
-                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: d.createdAt ?? now, updatedAt: now, p256dh: d.p256dh,
-                    auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: d.active ? nil : now)
-                out.append(.init(device: dev, created: true, updated: false))
+                out.append(.init(device: RegistryBookkeeping.inserted(d, id: id, now: now), created: true, updated: false))
             } else if let dev = updated[TokenKey(app: d.app, platform: d.platform.rawValue, token: d.registrationId)] {
                 out.append(.init(device: dev, created: false, updated: true))
             } else {
@@ -271,51 +254,14 @@ struct PostgresStore {
 
     func update(_ key: DeviceKey, _ u: DeviceUpdate, now: Int64) throws -> Device {
         guard let existing = try device(key) else { throw CommandError(.notFound, "\(SQLiteRegistryStore.describe(key)) not found") }
+        let columns = try RegistryBookkeeping.updateColumns(u, of: existing, key: key, now: now) { token in
+            let taken = try c.query(
+                "SELECT id FROM devices WHERE app = $1 AND platform = $2 AND registration_id = $3 AND id <> $4",
+                [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)])
+            return taken.rows > 0 ? taken.int(0, 0) : nil
+        }
         var p = Params()
-        var sets: [String] = ["updated_at = \(p.add(.int(now)))"]
-        if let name = u.name {
-            if let n = name { _ = try DeviceInput.limited(n, "name", max: 255) }
-            sets.append("name = \(p.add(.from(name)))")
-        }
-        if let user = u.user {
-            if let n = user { _ = try DeviceInput.limited(n, "user", max: 255) }
-            sets.append("user_id = \(p.add(.from(user)))")
-        }
-        if let deviceId = u.deviceId {
-            let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }
-            sets.append("device_id = \(p.add(.from(v)))")
-        }
-        if let raw = u.registrationId {
-            let field = key.isId ? "registration_id" : "new_registration_id"
-            let token = try DeviceInput.normalizeToken(raw, platform: existing.platform, field: field)
-            if token != existing.registrationId {
-                let taken = try c.query(
-                    "SELECT id FROM devices WHERE app = $1 AND platform = $2 AND registration_id = $3 AND id <> $4",
-                    [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)])
-                if taken.rows > 0 {
-                    let other = taken.int(0, 0)
-                    throw CommandError(
-                        .duplicateRegistration,
-                        "\(existing.platform.rawValue) token '\(DeviceInput.redact(token))' is already registered in app '\(existing.app)' as device \(other)",
-                        details: ["field": .string(field), "device": .int(other)])
-                }
-                sets.append("registration_id = \(p.add(.text(token)))")
-            }
-        }
-        for (field, value, length, first) in [("p256dh", u.p256dh, 65, UInt8(0x04)), ("auth", u.auth, 16, nil)] {
-            guard let value else { continue }
-            guard existing.platform == .webpush else { throw CommandError.invalid(field, "only for webpush devices") }
-            let v = try DeviceInput.webPushKey(value, field: field, length: length, firstByte: first)
-            sets.append("\(field) = \(p.add(.text(v)))")
-        }
-        if let active = u.active {
-            sets.append("active = \(p.add(.from(active)))")
-            if active {
-                sets.append("inactive_reason = NULL, inactive_at = NULL")
-            } else if existing.active {
-                sets.append("inactive_reason = \(p.add(.text(SQLiteRegistry.clientDeactivationReason))), inactive_at = \(p.add(.int(now)))")
-            }
-        }
+        let sets = columns.map { "\($0.column) = \(p.add($0.value))" }
         let idParam = p.add(.int(existing.id))
         let rows = try Self.devices(c.query(
             "UPDATE devices SET \(sets.joined(separator: ", ")) WHERE id = \(idParam) RETURNING \(Self.columns)", p.values))

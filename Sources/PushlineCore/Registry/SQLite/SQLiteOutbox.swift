@@ -6,8 +6,8 @@ import Synchronization
 public final class SQLiteOutbox: Outbox {
     let registry: SQLiteRegistry
 
-    /// Notifications without a final result as last summed (`value`) and when (`at`, Unix ms).
-    let queuedCache = Mutex<(value: Int, at: Int64)>((0, Int64.min / 2))
+    /// Notifications without a final result (the `max_queued` admission).
+    let queued = OutboxQueuedCount()
 
     public init(registry: SQLiteRegistry) { self.registry = registry }
 
@@ -69,31 +69,15 @@ public final class SQLiteOutbox: Outbox {
                 ) { $0.text(0) ?? "" }
                 if let id = found.first, let j = try Self.load(db, id: id) { return (j.job, true) }
             }
-            // The sum over live jobs is read at most once a second; accepts in between add to it.
-            let queued = try self.queuedCache.withLock { c throws -> Int in
-                if spec.createdAt - c.at > 1000 || spec.createdAt < c.at {
-                    c = (try Self.queued(db), spec.createdAt)
-                }
-                return c.value
-            }
-            if queued + spec.estimate > maxQueued && queued > 0 {
-                throw CommandError(
-                    .busy, "the outbox holds \(queued) notifications, over max_queued \(maxQueued); retry later",
-                    details: ["retry_after_ms": .int(Int64(max(1000, min(60_000, (queued + spec.estimate - maxQueued) / 20))))])
-            }
-            self.queuedCache.withLock { $0.value += spec.estimate }
-            let messages = JSONValue.array(spec.messages.map { .object($0) }).jsonString
+            try self.queued.admit(spec, maxQueued: maxQueued) { try Self.queued(db) }
             try db.execute(
                 """
                 INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at)
                 VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)
                 """,
-                [.text(spec.id), .text(spec.app), .text(messages), .from(spec.indexed), .int(spec.sendAt), .int(spec.deadline),
-                 .from(spec.idempotencyKey), .int(Int64(spec.estimate)), .int(spec.createdAt)])
-            let job = OutboxJob(
-                id: spec.id, app: spec.app, messages: spec.messages, indexed: spec.indexed, stored: .queued, sendAt: spec.sendAt,
-                deadline: spec.deadline, idempotencyKey: spec.idempotencyKey, estimate: spec.estimate, devices: 0, sent: 0,
-                failed: 0, canceled: 0, resolved: false, cursor: nil, createdAt: spec.createdAt, startedAt: nil, finishedAt: nil)
+                [.text(spec.id), .text(spec.app), .text(OutboxJob.messagesText(spec)), .from(spec.indexed), .int(spec.sendAt),
+                 .int(spec.deadline), .from(spec.idempotencyKey), .int(Int64(spec.estimate)), .int(spec.createdAt)])
+            let job = OutboxJob(accepted: spec)
             return (job, false)
         }
     }
@@ -120,18 +104,10 @@ public final class SQLiteOutbox: Outbox {
             var n = Int64(j.devices)
             var failed = 0
             for r in rows {
-                var raw: SQLValue = .null
-                if let d = r.raw {
-                    var o: JSONObject = ["id": .int(d.id), "app": .string(d.app), "platform": .string(d.platform.rawValue),
-                                         "registration_id": .string(d.registrationId)]
-                    if let k = d.p256dh { o["p256dh"] = .string(k) }
-                    if let k = d.auth { o["auth"] = .string(k) }
-                    raw = .text(JSONValue.object(o).jsonString)
-                }
                 if r.rejected != nil { failed += 1 }
                 try insert.bind([
-                    .int(seq), .int(n), .from(r.message.map { Int64($0) }), .from(r.deviceId), raw, .int(r.rejected == nil ? 0 : 2),
-                    .int(now), r.rejected.map { .text(JSONValue.object($0).jsonString) } ?? .null,
+                    .int(seq), .int(n), .from(r.message.map { Int64($0) }), .from(r.deviceId), .from(r.rawText),
+                    .int(r.rejected == nil ? 0 : 2), .int(now), .from(r.rejectedText),
                 ])
                 defer { insert.reset() }
                 _ = try insert.step()
@@ -160,9 +136,7 @@ public final class SQLiteOutbox: Outbox {
             """, [.int(now), .int(seq)]
         ) { s in (s.int(0), s.int(1), s.int(2), s.int(3)) }
         guard let c = rows.first else { return }
-        try store.appendEvents([PushEvent(.jobDone, at: now, [
-            "job": .string(id), "devices": .int(c.0), "sent": .int(c.1), "failed": .int(c.2), "canceled": .int(c.3),
-        ])])
+        try store.appendEvents([.jobDone(id, at: now, devices: c.0, sent: c.1, failed: c.2, canceled: c.3)])
     }
 
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {

@@ -72,15 +72,10 @@ final class SQLiteRegistryStore {
         var updatedIds = Set<Int64>()
         func sameBatch(_ id: Int64, _ i: Int, _ d: DeviceInput) -> CommandError? {
             guard id >= firstInserted || updatedIds.contains(id) else { return nil }
-            let j = out.firstIndex(where: { $0.device.id == id }) ?? -1
-            return CommandError(
-                .duplicateRegistration,
-                "devices[\(i)]: same \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' in app '\(d.app)' as devices[\(j)] of this request",
-                details: ["index": .int(Int64(i))])
+            return RegistryBookkeeping.sameInRequest(i, as: out.firstIndex(where: { $0.device.id == id }) ?? -1, d)
         }
         for (i, d) in inputs.enumerated() {
-            let reason: String? = d.active ? nil : SQLiteRegistry.clientDeactivationReason
-            let at: Int64? = d.active ? nil : now
+            let (reason, at) = RegistryBookkeeping.inactive(d.active, now: now)
             try insert.bind([
                 .text(d.platform.rawValue), .text(d.app), .text(d.registrationId), .from(d.name), .from(d.user),
                 .from(d.deviceId), .from(d.active), .int(d.createdAt ?? now), .int(now), .from(d.p256dh), .from(d.auth), .from(d.browser),
@@ -91,11 +86,7 @@ final class SQLiteRegistryStore {
             if db.changes == 1 {
                 let id = db.lastInsertRowID
                 if firstInserted == .max { firstInserted = id }
-                let dev = Device(
-                    id: id, platform: d.platform, app: d.app, registrationId: d.registrationId, name: d.name,
-                    user: d.user, deviceId: d.deviceId, active: d.active, createdAt: d.createdAt ?? now, updatedAt: now, p256dh: d.p256dh,
-                    auth: d.auth, browser: d.browser, inactiveReason: reason, inactiveAt: at)
-                out.append(.init(device: dev, created: true, updated: false))
+                out.append(.init(device: RegistryBookkeeping.inserted(d, id: id, now: now), created: true, updated: false))
                 continue
             }
             guard updateOnDuplicate else {
@@ -104,10 +95,7 @@ final class SQLiteRegistryStore {
                     [.text(d.app), .text(d.platform.rawValue), .text(d.registrationId)]
                 ) { $0.int(0) }
                 if let id = existing.first, let e = sameBatch(id, i, d) { throw e }
-                throw CommandError(
-                    .duplicateRegistration,
-                    "devices[\(i)]: \(d.platform.rawValue) token '\(DeviceInput.redact(d.registrationId))' is already registered in app '\(d.app)' (set update_on_duplicate_reg_id in the config to update instead)",
-                    details: ["index": .int(Int64(i))])
+                throw RegistryBookkeeping.alreadyRegistered(i, d)
             }
             let rows = try db.query(
                 """
@@ -319,55 +307,17 @@ final class SQLiteRegistryStore {
 
     func update(_ key: DeviceKey, _ u: DeviceUpdate, now: Int64) throws -> Device {
         guard let existing = try device(key) else { throw CommandError(.notFound, "\(Self.describe(key)) not found") }
-        var sets: [String] = ["updated_at = ?"]
-        var args: [SQLValue] = [.int(now)]
-        if let name = u.name {
-            if let n = name { _ = try DeviceInput.limited(n, "name", max: 255) }
-            sets.append("name = ?"); args.append(.from(name))
+        let sets = try RegistryBookkeeping.updateColumns(u, of: existing, key: key, now: now) { token in
+            try db.query(
+                "SELECT id FROM devices WHERE app = ? AND platform = ? AND registration_id = ? AND id <> ?",
+                [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)]
+            ) { $0.int(0) }.first
         }
-        if let user = u.user {
-            if let n = user { _ = try DeviceInput.limited(n, "user", max: 255) }
-            sets.append("user_id = ?"); args.append(.from(user))
-        }
-        if let deviceId = u.deviceId {
-            let v = try deviceId.map { (s: String) throws(CommandError) in try DeviceInput.normalizeUUID(s) }
-            sets.append("device_id = ?"); args.append(.from(v))
-        }
-        if let raw = u.registrationId {
-            let field = key.isId ? "registration_id" : "new_registration_id"
-            let token = try DeviceInput.normalizeToken(raw, platform: existing.platform, field: field)
-            if token != existing.registrationId {
-                let taken = try db.query(
-                    "SELECT id FROM devices WHERE app = ? AND platform = ? AND registration_id = ? AND id <> ?",
-                    [.text(existing.app), .text(existing.platform.rawValue), .text(token), .int(existing.id)]
-                ) { $0.int(0) }
-                if let other = taken.first {
-                    throw CommandError(
-                        .duplicateRegistration,
-                        "\(existing.platform.rawValue) token '\(DeviceInput.redact(token))' is already registered in app '\(existing.app)' as device \(other)",
-                        details: ["field": .string(field), "device": .int(other)])
-                }
-                sets.append("registration_id = ?"); args.append(.text(token))
-            }
-        }
-        for (field, value, length, first) in [("p256dh", u.p256dh, 65, UInt8(0x04)), ("auth", u.auth, 16, nil)] {
-            guard let value else { continue }
-            guard existing.platform == .webpush else { throw CommandError.invalid(field, "only for webpush devices") }
-            let v = try DeviceInput.webPushKey(value, field: field, length: length, firstByte: first)
-            sets.append("\(field) = ?"); args.append(.text(v))
-        }
-        if let active = u.active {
-            sets.append("active = ?"); args.append(.from(active))
-            if active {
-                sets.append("inactive_reason = NULL, inactive_at = NULL")
-            } else if existing.active {
-                sets.append("inactive_reason = ?, inactive_at = ?")
-                args.append(.text(SQLiteRegistry.clientDeactivationReason)); args.append(.int(now))
-            }
-        }
+        var args = sets.map(\.value)
         args.append(.int(existing.id))
         let rows = try db.query(
-            "UPDATE devices SET \(sets.joined(separator: ", ")) WHERE id = ? RETURNING \(Self.columns)", args, Self.device)
+            "UPDATE devices SET \(sets.map { "\($0.column) = ?" }.joined(separator: ", ")) WHERE id = ? RETURNING \(Self.columns)", args,
+            Self.device)
         guard let d = rows.first else { throw CommandError(.notFound, "\(Self.describe(key)) not found") }
         return d
     }
