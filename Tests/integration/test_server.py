@@ -97,7 +97,11 @@ def test_a_huge_line_does_not_delay_other_connections(daemon):
     assert "reply" in got, "the huge line was never answered"
     assert got["reply"]["id"] == "big"
     assert pings > 10
-    assert slowest < 0.2, f"a ping took {slowest * 1000:.0f} ms while a 979 KB line was handled"
+    # Parsed on the I/O thread the line held every ping for 14 s. Off it, a ping takes under
+    # 20 ms even at load 19 (bench/server_abuse_bench.py measures it), but a debug build at load
+    # 15-28 on 2 cores took 383 ms once (the scheduler, not the line): 2 s is 5x that and 7x
+    # under the defect.
+    assert slowest < 2.0, f"a ping took {slowest * 1000:.0f} ms while a 979 KB line was handled"
     big.close()
     pinger.close()
 
