@@ -301,6 +301,49 @@ import Testing
         #expect(try await reg.subscribers(of: "sport", app: nil).isEmpty)
     }
 
+    /// Each backend renders a topic condition in its own SQL (SQLiteTopicCondition,
+    /// PostgresTopicCondition): both select exactly the devices the condition means, alone and
+    /// beside the filter's other parameters (app, platform, active), whose placeholders come first.
+    @Test(arguments: TestBackend.all) func topicConditionsSelectTheSameDevices(_ backend: TestBackend) async throws {
+        let fixture = try backend.open()
+        defer { fixture.remove() }
+        let reg = fixture.reg
+        // Eight devices, one per subset of {a, b, c}; two more in another app.
+        let names = ["a", "b", "c"]
+        var topicsOf: [Int64: Set<String>] = [:]
+        let ids = try await reg.register((0..<8).map { i in try fcm("s\(i)") } + [try fcm("o0", app: "other"), try fcm("o1", app: "other")],
+                                         updateOnDuplicate: false).map(\.device.id)
+        for (i, id) in ids.enumerated() {
+            let mask = i < 8 ? i : 7
+            topicsOf[id] = Set(names.indices.filter { mask & (1 << $0) != 0 }.map { names[$0] })
+            for t in topicsOf[id] ?? [] { try await reg.subscribe([id], topic: try TopicName(parsing: t)) }
+        }
+        func meaning(_ c: TopicCondition, _ t: Set<String>) -> Bool {
+            switch c {
+            case .topic(let x): return t.contains(x)
+            case .and(let l, let r): return meaning(l, t) && meaning(r, t)
+            case .or(let l, let r): return meaning(l, t) || meaning(r, t)
+            case .not(let x): return !meaning(x, t)
+            }
+        }
+        let conditions = [
+            "'a' in topics", "!('a' in topics)", "'a' in topics && 'b' in topics", "'a' in topics || 'b' in topics && 'c' in topics",
+            "('a' in topics || 'b' in topics) && !('c' in topics)", "!('a' in topics && 'b' in topics) && 'c' in topics",
+            "'zzz' in topics || !'b' in topics",
+        ]
+        for text in conditions {
+            let c = try TopicCondition.parse(text)
+            var any = DeviceFilter()
+            any.topics = c
+            let all = try await reg.devices(any).map(\.id)
+            #expect(all == ids.filter { meaning(c, topicsOf[$0] ?? []) }, "\(backend): \(text)")
+            var f = DeviceFilter()
+            (f.app, f.platform, f.active, f.topics) = ("default", .fcm, true, c)
+            let inApp = try await reg.devices(f).map(\.id)
+            #expect(inApp == ids.prefix(8).filter { meaning(c, topicsOf[$0] ?? []) }, "\(backend): \(text) in app default")
+        }
+    }
+
     @Test(arguments: TestBackend.all) func concurrentRegistersGroupCommitIsolatesFailures(_ backend: TestBackend) async throws {
         let fixture = try backend.open()
         defer { fixture.remove() }

@@ -1,32 +1,18 @@
 /// A topic or an FCM-style condition over the registry's recorded topics, for devices that
 /// are not FCM (APNs, WebPush, WNS): `topic` sends reach them by fan-out (protocol.md 5.10).
 ///
+/// A backend-neutral tree: each registry renders it in its own SQL (`SQLiteTopicCondition`,
+/// `PostgresTopicCondition`), and the conformance suite checks both against the same devices.
+///
 /// ```swift
 /// let c = try TopicCondition.parse("'a' in topics && ('b' in topics || !('c' in topics))")
-/// c.sql // ("(EXISTS(...) AND (EXISTS(...) OR NOT EXISTS(...)))", ["a", "b", "c"])
+/// c == .and(.topic("a"), .or(.topic("b"), .not(.topic("c"))))
 /// ```
 public indirect enum TopicCondition: Sendable, Equatable {
     case topic(String)
     case and(TopicCondition, TopicCondition)
     case or(TopicCondition, TopicCondition)
     case not(TopicCondition)
-
-    /// A SQL condition on the `devices` table (its `id`), and its arguments in order.
-    public var sql: (String, [String]) {
-        switch self {
-        case .topic(let t):
-            return ("EXISTS (SELECT 1 FROM topic_subscriptions ts WHERE ts.device_id = devices.id AND ts.topic = ?)", [t])
-        case .and(let a, let b):
-            let (x, xa) = a.sql, (y, ya) = b.sql
-            return ("(\(x) AND \(y))", xa + ya)
-        case .or(let a, let b):
-            let (x, xa) = a.sql, (y, ya) = b.sql
-            return ("(\(x) OR \(y))", xa + ya)
-        case .not(let a):
-            let (x, xa) = a.sql
-            return ("(NOT \(x))", xa)
-        }
-    }
 
     /// Parses a condition FCMTopicName.checkCondition accepted: `&&` binds tighter than `||`
     /// (as in FCM), `!` tightest.

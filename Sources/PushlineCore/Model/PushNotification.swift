@@ -10,10 +10,13 @@
 /// n.badge // 3
 /// ```
 public struct PushNotification: Sendable {
+    /// How urgently to deliver, in provider-neutral levels; each provider maps a level to its
+    /// own value. A request names a level `"high"` or `"normal"`, or by a provider's own value
+    /// (see `init(requestValue:)` in Providers/NotificationKeys.swift).
     public enum Priority: Sendable, Equatable {
         case high, normal
-        /// APNs only: 10, 5 or 1.
-        case apns(Int)
+        /// Below normal: the device's power comes first.
+        case low
     }
 
     /// `message`: a string, or an alert object (`title`, `subtitle`, `body`, `loc_key`...).
@@ -86,14 +89,8 @@ public struct PushNotification: Sendable {
         contentAvailable = try Self.bool(o, "content_available") ?? false
         mutableContent = try Self.bool(o, "mutable_content") ?? false
         if let p = o["priority"], !p.isNull {
-            switch p {
-            case .string("high"): priority = .high
-            case .string("normal"): priority = .normal
-            case .int(10): priority = .apns(10)
-            case .int(5): priority = .apns(5)
-            case .int(1): priority = .apns(1)
-            default: throw .invalid("priority", "expected \"high\", \"normal\" or (APNs) 10, 5 or 1")
-            }
+            guard let level = Priority(requestValue: p) else { throw .invalid("priority", Priority.expectedValues) }
+            priority = level
         }
         expiration = try Self.int(o, "expiration", min: 0)
         collapseId = try Self.string(o, "collapse_id")

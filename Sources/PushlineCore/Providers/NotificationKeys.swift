@@ -16,3 +16,21 @@ extension PushNotification {
     /// message's keys are checked against it).
     public static let allKeys: Set<String> = ProviderNotificationKeys.byPlatform.values.reduce(commonKeys) { $0.union($1) }
 }
+
+extension PushNotification.Priority {
+    /// A request's `priority`: a level by name, or a provider's own value for one (APNs' 10, 5
+    /// and 1, `APNsPriority`); nil for anything else.
+    init?(requestValue v: JSONValue) {
+        switch v {
+        case .string("high"): self = .high
+        case .string("normal"): self = .normal
+        case .int(let i):
+            guard let level = APNsPriority.level(i) else { return nil }
+            self = level
+        default: return nil
+        }
+    }
+
+    /// What `init(requestValue:)` accepts, for the error message.
+    static let expectedValues = "expected \"high\", \"normal\" or (APNs) 10, 5 or 1"
+}

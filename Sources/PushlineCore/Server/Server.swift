@@ -66,6 +66,9 @@ public final class Server: @unchecked Sendable {
         var readClosed = false
         var wantWrite = false
         var readingPaused = false
+        /// The socket is in the epoll set. A hung-up connection whose reading waits for its
+        /// requests in flight leaves the set (see `updateInterest`).
+        var watched = true
         /// The peer can no longer read (it hung up, or a write failed): replies are dropped,
         /// the requests it sent before hanging up are still read and run, and the connection
         /// closes at the end of its input.
@@ -548,7 +551,7 @@ public final class Server: @unchecked Sendable {
     private func closeConnection(_ c: Connection) {
         guard connections[c.fd] === c else { return }
         do throws(SyscallError) {
-            try syscall(where: "epoll_ctl(DEL, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, 0) }
+            if c.watched { try syscall(where: "epoll_ctl(DEL, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, 0) } }
         } catch {
             // Closing the fd removes it from the epoll set anyway.
             logger.debug("epoll_ctl DEL failed", metadata: ["error": "\(error)"])
@@ -571,10 +574,15 @@ public final class Server: @unchecked Sendable {
             c.peerGone = true
             c.writeQueue.removeAll()
             c.writeOffset = 0
-            c.ready.removeAll()
+            // Replies waiting for an earlier one are dropped, but their places are kept: `complete`
+            // moves `writeSeq` past them when the earlier request finishes (without them the
+            // requests in flight would never drop below the cap and reading would never resume).
+            for seq in c.ready.keys { c.ready[seq] = [] }
             c.unsentBytes = 0
             c.wantWrite = false
-            c.readingPaused = false
+            // Reading paused for the replies resumes now (or when the requests in flight drain),
+            // starting with the lines the framer kept.
+            if resumeReading(c) && connections[c.fd] !== c { return }
         }
         cancelWaits(c)
         if c.readClosed {
@@ -596,14 +604,47 @@ public final class Server: @unchecked Sendable {
         request["cmd"]?.stringValue == "events"
     }
 
+    /// Unpauses reading once the requests in flight and the unsent reply bytes are both under
+    /// half their limits, and frames the lines the framer kept when reading paused (they come
+    /// before anything read later). Never called while the framer is feeding: reading is not
+    /// paused then. Returns whether reading was unpaused; the connection may have closed
+    /// meanwhile (check `connections`), and its epoll interest is the caller's to update.
+    private func resumeReading(_ c: Connection) -> Bool {
+        guard c.readingPaused, c.inflight < Self.maxInflightPerConnection / 2,
+            c.unsentBytes < limits.maxReplyBufferBytes / 2
+        else { return false }
+        c.readingPaused = false
+        if !c.framer.buffer.isEmpty { c.framer.resume { frame(c, $0) } }
+        return true
+    }
+
     private func updateInterest(_ c: Connection) {
         // While reading is paused, not even RDHUP is watched: it is level-triggered and would
         // wake the loop for nothing until the client reads. HUP and ERR are always reported.
         var ev: UInt32 = 0
         if !c.readClosed && !c.readingPaused { ev |= Ev.in | Ev.rdhup }
         if c.wantWrite { ev |= Ev.out }
+        if c.peerGone && ev == 0 {
+            // Hung up, and reading waits for requests in flight to finish: epoll would report
+            // the hang-up (level-triggered, whatever the interest) on every turn of the loop, so
+            // the socket leaves the set until `complete` resumes reading.
+            guard c.watched else { return }
+            c.watched = false
+            do throws(SyscallError) {
+                try syscall(where: "epoll_ctl(DEL, hung-up connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, 0) }
+            } catch {
+                logger.error("cannot stop watching a connection; closing it", metadata: ["error": "\(error)", "pid": "\(c.pid)"])
+                closeConnection(c)
+            }
+            return
+        }
         do throws(SyscallError) {
-            try syscall(where: "epoll_ctl(MOD, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, c.fd, ev) }
+            if c.watched {
+                try syscall(where: "epoll_ctl(MOD, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_MOD, c.fd, ev) }
+            } else {
+                try syscall(where: "epoll_ctl(ADD, connection)") { pl_epoll_ctl(epfd, EPOLL_CTL_ADD, c.fd, ev) }
+                c.watched = true
+            }
         } catch {
             logger.error("cannot change a connection's events; closing it", metadata: ["error": "\(error)", "pid": "\(c.pid)"])
             closeConnection(c)
@@ -826,6 +867,9 @@ public final class Server: @unchecked Sendable {
             if seq == c.writeSeq {
                 c.writeSeq += 1
                 while c.ready.removeValue(forKey: c.writeSeq) != nil { c.writeSeq += 1 }
+                // Reading paused for the requests in flight (the hung-up client sent more
+                // before it left): go on reading them once enough have finished.
+                if resumeReading(c) && connections[c.fd] === c { updateInterest(c) }
             } else {
                 c.ready[seq] = []
             }
@@ -901,14 +945,9 @@ public final class Server: @unchecked Sendable {
             c.wantWrite = false
             changed = true
         }
-        if c.readingPaused && c.inflight < Self.maxInflightPerConnection / 2 && c.unsentBytes < limits.maxReplyBufferBytes / 2 {
-            c.readingPaused = false
+        if resumeReading(c) {
             changed = true
-            // Process lines already buffered before reading more.
-            if !c.framer.buffer.isEmpty {
-                c.framer.resume { frame(c, $0) }
-                if connections[c.fd] !== c { return }
-            }
+            if connections[c.fd] !== c { return }
         }
         if c.readClosed && c.inflight == 0 {
             closeConnection(c)

@@ -175,9 +175,7 @@ public struct APNsMessage: Sendable {
         // Priority: 10, or 5 where Apple requires it (background pushes).
         var priority: Int
         switch n.priority {
-        case .high?: priority = 10
-        case .normal?: priority = 5
-        case .apns(let p)?: priority = p
+        case let level?: priority = APNsPriority.value(level)
         case nil: priority = (type == "background" || type == "fileprovider") ? 5 : 10
         }
         if type == "background" { priority = min(priority, 5) }

@@ -125,20 +125,15 @@ enum FCMMessageBuilder {
 
         // Delivery options.
         switch n.priority {
-        case .high?, .apns(10)?:
+        case .high?:
             android["priority"] = "HIGH"
             webpushHeaders["Urgency"] = "high"
-        case .normal?, .apns?:
+        case .normal?, .low?:
             android["priority"] = "NORMAL"
             webpushHeaders["Urgency"] = "normal"
         case nil: break
         }
-        switch n.priority {
-        case .high?: apnsHeaders["apns-priority"] = "10"
-        case .normal?: apnsHeaders["apns-priority"] = "5"
-        case .apns(let p)?: apnsHeaders["apns-priority"] = .string(String(p))
-        case nil: break
-        }
+        if let level = n.priority { apnsHeaders["apns-priority"] = .string(String(APNsPriority.value(level))) }
         if let ttl = n.timeToLive {
             android["ttl"] = .string("\(ttl)s")
             apnsHeaders["apns-expiration"] = .string(String(ttl == 0 ? 0 : nowSeconds + ttl))

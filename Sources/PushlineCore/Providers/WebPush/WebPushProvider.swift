@@ -175,10 +175,10 @@ public final class WebPushProvider: PushProvider {
             h.append(("urgency", s))
         } else {
             switch n.priority {
-            case .high?, .apns(10)?: h.append(("urgency", "high"))
-            case .normal?, .apns(5)?: h.append(("urgency", "normal"))
-            case .apns(1)?: h.append(("urgency", "low"))
-            default: break
+            case .high?: h.append(("urgency", "high"))
+            case .normal?: h.append(("urgency", "normal"))
+            case .low?: h.append(("urgency", "low"))
+            case nil: break
             }
         }
 

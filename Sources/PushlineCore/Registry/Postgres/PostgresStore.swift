@@ -185,16 +185,7 @@ struct PostgresStore {
             conds.append("registration_id = \(p.add(.text(token)))")
         }
         if let np = f.notPlatform { conds.append("platform <> \(p.add(.text(np.rawValue)))") }
-        if let t = f.topics {
-            // TopicCondition writes SQLite's `?`; each becomes the next `$n` (no literal holds a `?`).
-            let (sql, topics) = t.sql
-            var out = ""
-            var it = topics.makeIterator()
-            for ch in sql {
-                if ch == "?", let topic = it.next() { out += p.add(.text(topic)) } else { out.append(ch) }
-            }
-            conds.append(out)
-        }
+        if let t = f.topics { conds.append(PostgresTopicCondition.render(t, &p)) }
         if let after = f.afterId { conds.append("id > \(p.add(.int(after)))") }
         return conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND ")
     }

@@ -204,11 +204,7 @@ final class SQLiteRegistryStore {
             args.append(.text(token))
         }
         if let p = f.notPlatform { conds.append("platform <> ?"); args.append(.text(p.rawValue)) }
-        if let t = f.topics {
-            let (sql, topics) = t.sql
-            conds.append(sql)
-            args.append(contentsOf: topics.map { .text($0) })
-        }
+        if let t = f.topics { conds.append(SQLiteTopicCondition.render(t, into: &args)) }
         if let after = f.afterId { conds.append("id > ?"); args.append(.int(after)) }
         return (conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND "), args)
     }
