@@ -301,6 +301,18 @@ public final class APNsProvider: PushProvider {
         var movedPool = false
         var adoptedShared = false
         var attempt = 0
+        /// Carries on with `lease` (a new, adopted or moved token): the earlier pool retired, the
+        /// header replaced, the retry counted; `why` is logged when a pool was retired.
+        func switchTo(_ lease: APNsTokenCache.Lease, _ c: APNsTokenCache.Credentials, _ err: APNsError, why: String) {
+            if lease.retiredPool != nil {
+                context.logger.notice("APNs key id \(c.keyId), team \(c.teamId): \(err.reason), \(why)")
+            }
+            retire(lease)
+            jwt = lease.jwt
+            pool = lease.pool
+            headers[authIndex] = ("authorization", "bearer \(lease.jwt)")
+            Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
+        }
         while true {
             attempt += 1
             let result: Result<HTTPResponse, TransportError>
@@ -338,15 +350,7 @@ public final class APNsProvider: PushProvider {
                 do {
                     let fresh = try await tokenCache.lease(
                         for: c, store: context.store, nowSeconds: nowMillis() / 1000, rejected: old)
-                    if fresh.retiredPool != nil {
-                        context.logger.notice(
-                            "APNs key id \(c.keyId), team \(c.teamId): ExpiredProviderToken, new provider token on new connections")
-                    }
-                    retire(fresh)
-                    jwt = fresh.jwt
-                    pool = fresh.pool
-                    headers[authIndex] = ("authorization", "bearer \(fresh.jwt)")
-                    Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
+                    switchTo(fresh, c, err, why: "new provider token on new connections")
                 } catch {
                     if case .refreshTooSoon = error {
                         let reason = configurationReason(err, detail: "\(error)")
@@ -367,15 +371,7 @@ public final class APNsProvider: PushProvider {
                 if let shared = await tokenCache.adoptShared(
                     for: c, store: context.store, nowSeconds: nowMillis() / 1000, refused: old), shared.jwt != old
                 {
-                    if shared.retiredPool != nil {
-                        context.logger.notice(
-                            "APNs key id \(c.keyId), team \(c.teamId): TooManyProviderTokenUpdates, adopted the fleet's provider token")
-                    }
-                    retire(shared)
-                    jwt = shared.jwt
-                    pool = shared.pool
-                    headers[authIndex] = ("authorization", "bearer \(shared.jwt)")
-                    Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
+                    switchTo(shared, c, err, why: "adopted the fleet's provider token")
                     attempt -= 1
                     continue
                 }
@@ -386,15 +382,7 @@ public final class APNsProvider: PushProvider {
                 let moved = tokenCache.movePool(for: c, refusedPool: pool)
             {
                 movedPool = true
-                if moved.retiredPool != nil {
-                    context.logger.notice(
-                        "APNs key id \(c.keyId), team \(c.teamId): TooManyProviderTokenUpdates, provider token moved to new connections")
-                }
-                retire(moved)
-                jwt = moved.jwt
-                pool = moved.pool
-                headers[authIndex] = ("authorization", "bearer \(moved.jwt)")
-                Metrics.shared.providerRetry(app: app, platform: .apns, reason: err.reason)
+                switchTo(moved, c, err, why: "provider token moved to new connections")
                 attempt -= 1
                 continue
             }
