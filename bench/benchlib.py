@@ -204,6 +204,18 @@ def apns_key(work):
     return key
 
 
+def outbox_bench_config(work, port, ca):
+    """The outbox benchmarks' daemon config: long lines, a deep outbox, and the default app on the
+    APNs-style sink at `port` with a fresh key in `work` (2 connections)."""
+    return {
+        "max_line_bytes": 64 << 20, "max_queued": 100_000_000,
+        "apps": {"default": {"apns": {
+            "key_path": str(apns_key(work)), "key_id": "BENCHKEY01", "team_id": "BENCHTEAM1",
+            "topic": "com.example.bench", "endpoint": f"https://localhost:{port}", "ca_file": ca,
+            "max_connections": 2}}},
+    }
+
+
 def start_daemon(binary, work, config):
     """Writes `config` (socket and database in `work` unless given) and starts `pushline serve`;
     returns (process, socket path) once it answers ping."""

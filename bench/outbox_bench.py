@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Conn, apns_key, concurrent_calls, proc_status, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
+from benchlib import Conn, concurrent_calls, outbox_bench_config, proc_status, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
 
 
 def wait_done(c, job_id, timeout=600):
@@ -42,13 +42,7 @@ def wait_done(c, job_id, timeout=600):
 
 def fresh_daemon(args, port, ca, tag):
     work = Path(tempfile.mkdtemp(prefix=f"pushline-outbox-bench-{tag}."))
-    key = apns_key(work)
-    config = {
-        "max_line_bytes": 64 << 20, "max_queued": 100_000_000,
-        "apps": {"default": {"apns": {
-            "key_path": str(key), "key_id": "BENCHKEY01", "team_id": "BENCHTEAM1", "topic": "com.example.bench",
-            "endpoint": f"https://localhost:{port}", "ca_file": ca, "max_connections": 2}}},
-    }
+    config = outbox_bench_config(work, port, ca)
     proc, sock = start_daemon(args.bin, work, config)
     c = Conn(sock)
     ids = []

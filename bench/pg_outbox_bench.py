@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Conn, apns_key, cpu_s, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
+from benchlib import Conn, cpu_s, outbox_bench_config, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
 from outbox_bench import pipelined, wait_done  # noqa: E402
 
 _counter = iter(range(1, 1000))
@@ -43,13 +43,7 @@ def fresh_pg(host):
 
 def daemon(args, port, ca, tag, database=None):
     work = Path(tempfile.mkdtemp(prefix=f"pushline-pgob-{tag}."))
-    key = apns_key(work)
-    config = {
-        "max_line_bytes": 64 << 20, "max_queued": 100_000_000,
-        "apps": {"default": {"apns": {
-            "key_path": str(key), "key_id": "BENCHKEY01", "team_id": "BENCHTEAM1", "topic": "com.example.bench",
-            "endpoint": f"https://localhost:{port}", "ca_file": ca, "max_connections": 2}}},
-    }
+    config = outbox_bench_config(work, port, ca)
     if database:
         config["database"] = database
     proc, sock = start_daemon(args.bin, work, config)
