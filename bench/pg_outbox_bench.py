@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Conn, cpu_s, outbox_bench_config, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
-from outbox_bench import pipelined, wait_done  # noqa: E402
+from benchlib import Conn, concurrent_calls, cpu_s, outbox_bench_config, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
+from outbox_bench import wait_done  # noqa: E402
 
 _counter = iter(range(1, 1000))
 
@@ -68,7 +68,7 @@ def accepts(args, port, ca, database):
         later = int(time.time()) + 3600
         reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True, "send_at": later}
                 for i in range(args.accepts)]
-        dt, out = pipelined(sock, 4, args.window, reqs)
+        dt, out = concurrent_calls(sock, 4, reqs, window=args.window)
         ok = sum(1 for r in out if r.get("ok"))
         if ok != len(reqs):
             print("  failed:", [r for r in out if not r.get("ok")][:3])
