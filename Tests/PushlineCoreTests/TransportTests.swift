@@ -391,6 +391,36 @@ struct TransportTests {
         #expect(ts.earlyResponses >= 90)  // All but a connection's first (sent before SETTINGS).
     }
 
+    @Test(
+        "a complete answer that comes before the request body was sent ends when the body is sent, with or without content-length",
+        arguments: ["length", "nolength"])
+    func answerBeforeBodyEndsPromptly(_ mode: String) async throws {
+        // The sink answers on the request's HEADERS with HEADERS+END_STREAM and only then lets the
+        // client send its body; libcurl 7.88 closes the stream while sending the body and does not
+        // notice (no RST_STREAM, nothing more arrives): before the fix each request took its whole
+        // timeout (here 20 s) and failed.
+        let sink = try H2SinkProcess(["--answer-before-body", mode])
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1))
+        defer { transport.shutdown() }
+        let start = ContinuousClock.now
+        for i in 0..<5 {
+            let id = String(format: "00000000-0000-0000-0000-%012d", i)
+            let r = await transport.perform(
+                HTTPRequest(
+                    url: sink.base + "/3/device/\(i)", headers: [("apns-id", id)], body: [UInt8]("{\"n\":\(i)}".utf8),
+                    tls: sink.tls, timeoutMs: 20_000))
+            #expect(kind(r) == "status 200", "request \(i): \(r)")
+            #expect((try? r.get().header("apns-id")) == id)
+        }
+        // 5 requests: well under one request's timeout (each ends within about a second even
+        // when it needs the loop's nudges, which come after 100-500 ms).
+        #expect(ContinuousClock.now - start < .seconds(10))
+        let ts = transport.stats
+        #expect(ts.failed == 0)
+        #expect(ts.retries == 0)
+        #expect(ts.earlyAnswers + ts.nudged >= 4)  // All but perhaps a connection's first (sent before SETTINGS).
+    }
+
     @Test("a stream reset before any response header is sent again once, with the same request")
     func unansweredStreamIsResentOnce() async throws {
         let sink = try H2SinkProcess(["--no-body", "--rst-before-headers"])

@@ -41,6 +41,13 @@ Options:
                      client cannot have sent any of the body when the complete answer arrives.
                      The answer is always HEADERS-only, as with --no-body (with a body after it,
                      libcurl 7.88 would keep polling for window room the stream never gets)
+  --answer-before-body {length,nolength}
+                     answer each request as soon as its HEADERS arrive with one HEADERS frame with
+                     END_STREAM (`length`: with `content-length: 0`; `nolength`: without, as APNs),
+                     and only then give its stream a window (WINDOW_UPDATE) so the client can send
+                     the body: the stream ends when the client's DATA with END_STREAM arrives. No
+                     RST_STREAM, and nothing else is sent on the connection (the stream window starts
+                     at 0, as with --rst-after-response)
   --rst-before-headers
                      the first time a request arrives (same apns-id, else same path and body),
                      reset its stream with RST_STREAM(NO_ERROR) before any response header (the
@@ -187,7 +194,7 @@ class H2Sink(asyncio.Protocol):
         Stats.open.add(self.number)
         self.transport = transport
         self.conn.initiate_connection()
-        if self.args.rst_after_response:
+        if self.args.rst_after_response or self.args.answer_before_body:
             # A second SETTINGS: h2 applies it once the client acknowledges it, so a body sent
             # before the client saw it is still accepted (no FLOW_CONTROL_ERROR).
             self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
@@ -286,6 +293,22 @@ class H2Sink(asyncio.Protocol):
                 self.conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.NO_ERROR)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 pass
+
+        if self.args.answer_before_body and not ev.stream_ended:
+            # The complete answer first, then room for the body: the client's END_STREAM closes it.
+            Stats.early += 1
+            req = self.requests.pop(ev.stream_id)
+            self.active -= 1
+            h = dict(req["headers"])
+            apns_id = h.get("apns-id") or str(uuid.uuid4()).upper()
+            extra = [("content-length", "0")] if self.args.answer_before_body == "length" else []
+            self.conn.send_headers(
+                ev.stream_id, [(":status", str(self.args.status)), ("apns-id", apns_id)] + extra, end_stream=True)
+            try:
+                self.conn.increment_flow_control_window(65535, ev.stream_id)
+            except h2.exceptions.StreamClosedError:
+                pass  # The body came with the headers (sent before the client saw our SETTINGS).
+            self.flush()
 
     def on_end(self, stream_id):
         req = self.requests.get(stream_id)
@@ -423,6 +446,7 @@ async def main():
     ap.add_argument("--require-client-cert", metavar="PASSWORD", default="")
     ap.add_argument("--no-body", action="store_true")
     ap.add_argument("--rst-after-response", action="store_true")
+    ap.add_argument("--answer-before-body", choices=["length", "nolength"])
     ap.add_argument("--rst-before-headers", action="store_true")
     args = ap.parse_args()
 

@@ -13,6 +13,7 @@ CURLcode pl_curl_easy_setopt_data_cb(CURL *h, CURLoption opt, pl_curl_data_cb cb
 CURLcode pl_curl_easy_getinfo_long(CURL *h, CURLINFO info, long *out);
 CURLcode pl_curl_easy_getinfo_pointer(CURL *h, CURLINFO info, void **out);
 CURLcode pl_curl_easy_getinfo_double(CURL *h, CURLINFO info, double *out);
+CURLcode pl_curl_easy_getinfo_off_t(CURL *h, CURLINFO info, curl_off_t *out);
 CURLMcode pl_curl_multi_setopt_long(CURLM *m, CURLMoption opt, long v);
 /// CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION (function pointers; the transport's
 /// count of open provider connections per origin).

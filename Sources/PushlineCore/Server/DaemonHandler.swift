@@ -132,6 +132,9 @@ public final class DaemonHandler: RequestHandler {
         if let t = transport {
             let s = t.stats
             gauges.append(.init(.transportRetries, [], Double(s.retries)))
+            for (kind, n) in [("early_answer", s.earlyAnswers), ("nudged", s.nudged), ("restarted", s.restarted), ("expired", s.expiredInFlight)] {
+                gauges.append(.init(.transportRecoveries, [("kind", kind)], Double(n)))
+            }
             gauges.append(.init(.providerConnections, [], Double(s.connectionsOpened)))
             let open = t.openConnections
             for (origin, n) in open.connections.sorted(by: { $0.key < $1.key }) {

@@ -59,6 +59,9 @@ public final class Metrics: Sendable {
             "pushline_provider_requests_in_flight", .gauge, "Provider HTTP requests queued or in flight (HTTP/2 streams), by origin.")
         public static let transportRetries = Family(
             "pushline_provider_transport_retries_total", .counter, "Provider requests sent again after their connection was lost before an answer.")
+        public static let transportRecoveries = Family(
+            "pushline_provider_transport_recoveries_total", .counter,
+            "Provider requests the transport got going again past a libcurl 7.88 stall, by kind: early_answer (a response that came before the request body was sent, made to be read again once the body was sent), nudged (a response libcurl had not ended two passes and 100 ms after its headers, made to be read again), restarted (a request left waiting for a connection, added again), expired (a request libcurl had not ended by its deadline, failed with timeout).")
         public static let providerRetries = Family(
             "pushline_provider_retries_total", .counter,
             "Notifications a provider sent again, by app, platform and reason (the transport error, the provider's reason code, or http_<status>): backoff retries, and re-sends after a refreshed or moved provider token.")
@@ -93,7 +96,7 @@ public final class Metrics: Sendable {
         /// Every family, in the order they are rendered.
         static let all: [Family] = [
             buildInfo, startTime, requests, requestDuration, notifications, notificationFailures, retryableFailures,
-            deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, providerRetries,
+            deactivations, providerResponses, providerDuration, providerInFlight, transportRetries, transportRecoveries, providerRetries,
             providerConnections, providerOpenConnections, providerStreams,
             socketConnections, pending, registryDevices, outboxQueued, outboxOldestAge, outboxJobs, eventsWaiting, reloads,
         ]

@@ -62,11 +62,17 @@ public struct TransportStats: Sendable, CustomStringConvertible {
     /// finished (`EventLoop.watchActive`), and transfers the loop ended itself at their deadline.
     public var restarted: Int = 0
     public var expiredInFlight: Int = 0
+    /// Responses that came before libcurl had sent the request body, made to be read again once
+    /// it was sent (`EventLoop.settleEarlyAnswers`).
+    public var earlyAnswers: Int = 0
+    /// Responses whose header block had arrived at least two loop passes and 100 ms earlier that
+    /// libcurl had not ended, made to be read again (`EventLoop.watchActive`; each nudge counts).
+    public var nudged: Int = 0
 
     public init() {}
 
     public var description: String {
-        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) early_responses=\(earlyResponses) connections=\(connectionsOpened) restarted=\(restarted) expired_in_flight=\(expiredInFlight)"
+        "submitted=\(submitted) completed=\(completed) failed=\(failed) retries=\(retries) early_responses=\(earlyResponses) connections=\(connectionsOpened) restarted=\(restarted) expired_in_flight=\(expiredInFlight) early_answers=\(earlyAnswers) nudged=\(nudged)"
     }
 }
 
@@ -302,6 +308,8 @@ public final class HTTPTransport: Sendable {
             s.connectionsOpened += loop.connections.load(ordering: .relaxed)
             s.restarted += loop.restarted.load(ordering: .relaxed)
             s.expiredInFlight += loop.expiredInFlight.load(ordering: .relaxed)
+            s.nudged += loop.nudged.load(ordering: .relaxed)
+            s.earlyAnswers += loop.earlyAnswers.load(ordering: .relaxed)
         }
         return s
     }

@@ -2,6 +2,15 @@ import CCurl
 import CPushlineShims
 import Glibc
 
+/// What a loop's transfers tell it during a curl_multi_perform pass: the pass's number, and the
+/// transfers whose response's header block arrived before libcurl had sent all of the request
+/// body (see `Transfer.answeredBeforeBodySent`, `EventLoop.settleEarlyAnswers`). Confined to the
+/// loop's thread.
+final class LoopPass {
+    var number: UInt64 = 0
+    var earlyAnswers: [Transfer] = []
+}
+
 /// One reusable libcurl easy handle with its header list, body copy and response buffers.
 ///
 /// Not Sendable: owned by one `EventLoop` and used on its thread only.
@@ -12,6 +21,8 @@ final class Transfer {
     /// The request body; libcurl reads it in place (CURLOPT_POSTFIELDS) until the transfer ends.
     private var bodyStorage: UnsafeMutableRawPointer
     private var bodyCapacity: Int
+    /// The request body's length.
+    private var bodyCount = 0
     private var maxResponseBytes = 0
     /// What the handle is configured for (see `prepare`); the header list is kept for reuse.
     private var configured = false
@@ -35,6 +46,12 @@ final class Transfer {
     var gotResponse = false
     /// The header block of a final (non-1xx) response ended: libcurl passed its blank line.
     var headersDone = false
+    /// When `headersDone` was set (CLOCK_MONOTONIC ns, and the loop's pass), and how often `nudge` ran since.
+    var headersDoneAt: UInt64 = 0
+    var headersDonePass: UInt64 = 0
+    var nudges = 0
+    /// The header block ended before libcurl had sent the whole request body (see `LoopPass`).
+    var answeredBeforeBodySent = false
     var tooLarge = false
     /// Response headers in `HTTPResponse.rawHeaders` form.
     var headers: [UInt8] = []
@@ -45,9 +62,11 @@ final class Transfer {
 
     /// The loop's open connections (see `ConnectionLedger`): sockets this handle opens are counted there.
     let ledger: ConnectionLedger
+    let pass: LoopPass
 
-    init(ledger: ConnectionLedger) throws(TransportError) {
+    init(ledger: ConnectionLedger, pass: LoopPass) throws(TransportError) {
         self.ledger = ledger
+        self.pass = pass
         guard let e = curl_easy_init() else {
             throw TransportError(.unavailable, "curl_easy_init failed")
         }
@@ -73,6 +92,9 @@ final class Transfer {
         status = 0
         gotResponse = false
         headersDone = false
+        headersDoneAt = 0
+        nudges = 0
+        answeredBeforeBodySent = false
         tooLarge = false
         headers = []
         body = []
@@ -226,6 +248,7 @@ final class Transfer {
                 bodyStorage.copyMemory(from: base, byteCount: src.count)
             }
         }
+        bodyCount = bytes.count
         try setOffT(CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count), "CURLOPT_POSTFIELDSIZE_LARGE")
         try setPointer(CURLOPT_POSTFIELDS, bodyStorage, "CURLOPT_POSTFIELDS")
     }
@@ -246,7 +269,15 @@ final class Transfer {
         while end > 0, line[end - 1] == 10 || line[end - 1] == 13 { end -= 1 }
         guard end > 0 else {
             // The blank line closing a header block (or a trailer block, after a final one).
-            if gotResponse && status >= 200 { headersDone = true }
+            if gotResponse && status >= 200 && !headersDone {
+                headersDone = true
+                headersDoneAt = monotonicNanos()
+                headersDonePass = pass.number
+                if !bodySent {
+                    answeredBeforeBodySent = true
+                    pass.earlyAnswers.append(self)
+                }
+            }
             return
         }
         if end >= 5, line[0] == 72, line[1] == 84, line[2] == 84, line[3] == 80, line[4] == 47 {
@@ -301,6 +332,28 @@ final class Transfer {
         return true
     }
 
+    /// Whether libcurl has handed the whole request body to HTTP/2 (nghttp2 sends it, with
+    /// END_STREAM, within the same call). A request without a body counts as sent.
+    var bodySent: Bool {
+        guard bodyCount > 0 else { return true }
+        var sent: curl_off_t = 0
+        guard pl_curl_easy_getinfo_off_t(easy, CURLINFO_SIZE_UPLOAD_T, &sent) == CURLE_OK else { return false }
+        return sent >= curl_off_t(bodyCount)
+    }
+
+    /// Makes libcurl read this transfer's connection on its next pass (see
+    /// `EventLoop.watchActive`): pausing receiving and resuming it at once sets the connection's
+    /// "check for input" bits (easy.c `curl_easy_pause`: `conn->cselect_bits`) and expires the
+    /// transfer's timer, so the transfer's next `Curl_readwrite` calls into the HTTP/2 filter
+    /// even though the socket has nothing to read. There it finds its stream closed and ends.
+    /// The pause sets the stream's receive window to 0 and the resume back (nghttp2 ignores
+    /// both for a stream it has closed). Returns whether both calls succeeded.
+    func nudge() -> Bool {
+        nudges += 1
+        guard curl_easy_pause(easy, CURLPAUSE_RECV) == CURLE_OK else { return false }
+        return curl_easy_pause(easy, CURLPAUSE_CONT) == CURLE_OK
+    }
+
     /// Whether libcurl has neither resolved a host nor sent anything for this transfer: it is
     /// waiting for a connection (libcurl's PENDING state, or just added).
     var waitingForConnection: Bool {
@@ -322,6 +375,29 @@ final class Transfer {
         return connect > 0 ? "connected, request not sent" : "never got a connection"
     }
 
+    /// How far a transfer that timed out had got: whether its request went out (body bytes
+    /// sent), what came back (status, whether the header block ended, body bytes) and when
+    /// (libcurl's times since the transfer started), and on which local port (to find its
+    /// connection in a capture). Only read for a failure.
+    var timeoutDetail: String {
+        var pretransfer = 0.0
+        var firstByte = 0.0
+        var uploaded = 0.0
+        var port = 0
+        _ = pl_curl_easy_getinfo_double(easy, CURLINFO_PRETRANSFER_TIME, &pretransfer)  // 0 if it fails.
+        _ = pl_curl_easy_getinfo_double(easy, CURLINFO_STARTTRANSFER_TIME, &firstByte)
+        _ = pl_curl_easy_getinfo_double(easy, CURLINFO_SIZE_UPLOAD, &uploaded)
+        _ = pl_curl_easy_getinfo_long(easy, CURLINFO_LOCAL_PORT, &port)
+        var d = progressDescription
+        d += ", sent \(Int(uploaded)) body bytes, ready to send at \(Int(pretransfer * 1000)) ms"
+        if gotResponse {
+            d += ", status \(status) at \(Int(firstByte * 1000)) ms, header block "
+            d += (headersDone ? "complete" : "incomplete") + ", \(body.count) body bytes"
+        }
+        if port > 0 { d += ", local port \(port)" }
+        return d
+    }
+
     /// The TransportError for a failed transfer.
     func error(for code: CURLcode, job: TransportJob) -> TransportError {
         if tooLarge {
@@ -332,7 +408,7 @@ final class Transfer {
         if !detail.isEmpty && detail != message { message += ": " + detail }
         let kind = transportErrorKind(code)
         if kind == .timeout {
-            message = "no response within \(job.request.timeoutMs) ms (" + message + ")"
+            message = "no response within \(job.request.timeoutMs) ms (" + message + "; " + timeoutDetail + ")"
         }
         return TransportError(kind, message)
     }

@@ -91,6 +91,9 @@ final class LoopHandle: Sendable {
     /// See `TransportStats.restarted` and `TransportStats.expiredInFlight`.
     let restarted = Atomic<Int>(0)
     let expiredInFlight = Atomic<Int>(0)
+    /// See `TransportStats.nudged` and `TransportStats.earlyAnswers`.
+    let nudged = Atomic<Int>(0)
+    let earlyAnswers = Atomic<Int>(0)
     /// Connections open now, by origin (`ConnectionLedger`).
     let openConnections = Mutex<[String: Int]>([:])
     /// Transfers attached to the multi handle now (HTTP/2 streams open or opening), by origin;
@@ -311,6 +314,9 @@ final class EventLoop {
     private var queued = 0
     private var nextScan: UInt64 = 0
     private var incoming: [TransportJob] = []
+    /// Responses that came before their request body was sent (see `settleEarlyAnswers`).
+    private let pass = LoopPass()
+    private var earlyAnswered: [Transfer] = []
     /// Finished transfers of one pass (reused buffer).
     private var done: [(UnsafeMutableRawPointer, CURLcode)] = []
 
@@ -329,6 +335,8 @@ final class EventLoop {
     private static let watchIntervalNanos: UInt64 = 250_000_000
     /// How long nothing must have finished before a transfer still waiting for a connection is restarted.
     static let stallNanos: UInt64 = 2_000_000_000
+    /// How long after its header block a response libcurl has not ended is nudged (`watchActive`).
+    static let nudgeNanos: UInt64 = 100_000_000
     /// How long after its deadline the loop ends a transfer libcurl has not ended.
     static let deadlineGraceNanos: UInt64 = 1_000_000_000
 
@@ -363,11 +371,13 @@ final class EventLoop {
 
             startQueued()
             var running: Int32 = 0
+            pass.number &+= 1
             let rc = curl_multi_perform(multi.raw, &running)
             if rc != CURLM_OK {
                 failAllActive(TransportError(.other, "curl_multi_perform failed: \(multiMessage(rc))"))
             }
             let finishedAny = readMessages()
+            if !pass.earlyAnswers.isEmpty || !earlyAnswered.isEmpty { settleEarlyAnswers() }
 
             let now = monotonicNanos()
             if finishedAny { lastFinish = now }
@@ -394,7 +404,8 @@ final class EventLoop {
             }
             if streamsChanged { publishStreams() }
             // curl_multi_poll also returns at libcurl's own next timeout (request deadlines etc.).
-            let timeout: Int32 = queued > 0 ? 20 : 1000
+            // With transfers in flight, `watchActive` must run on time even if nothing else wakes the loop.
+            let timeout: Int32 = queued > 0 ? 20 : active.isEmpty ? 1000 : Int32(Self.watchIntervalNanos / 1_000_000)
             let mustPoll = handle.state.withLock { s -> Bool in
                 if s.queue.isEmpty && !s.closed {
                     s.sleeping = true
@@ -499,7 +510,7 @@ final class EventLoop {
             transfer = t
         } else {
             do {
-                transfer = try Transfer(ledger: multi.ledger)
+                transfer = try Transfer(ledger: multi.ledger, pass: pass)
             } catch {
                 fail(job, error)
                 return
@@ -552,6 +563,46 @@ final class EventLoop {
         }
         done.removeAll(keepingCapacity: true)
         return true
+    }
+
+    /// Ends the transfers whose response came before libcurl had sent their request body, once
+    /// the body is sent; returns whether any ended.
+    ///
+    /// libcurl 7.88 sends a POST body in DATA frames of its own, after the request's HEADERS and
+    /// after it has read the socket (http.c: "In HTTP2, we send request body in DATA frame
+    /// regardless of its size"; Curl_readwrite reads before it uploads). On loopback, or when
+    /// the loop is slow to come back to a transfer, a HEADERS-only answer with END_STREAM (APNs,
+    /// WebPush, WNS; nginx's `return 200;`) is read first: the stream is half-closed until
+    /// libcurl's DATA frame with END_STREAM goes out, and nghttp2 closes it inside that send.
+    /// http2.c `on_stream_close` marks a closed stream for reading again ("drain") only when it
+    /// is not the transfer being served, and here it is: the transfer is left with its stream
+    /// closed, its response complete and nothing telling libcurl to look at it again. It ends
+    /// only if its socket happens to be readable on its turn, so after the last answers of a
+    /// burst it waited for its timeout: 1-3 of a 100,000-device send failed after 30 s
+    /// ("Operation timed out ... with 0 out of 0 bytes received; ... status 200 at 0 ms, header
+    /// block complete, 0 body bytes"), and hundreds waited 0.1 s or more.
+    ///
+    /// So once such a transfer's body is sent, it is nudged (`Transfer.nudge`): libcurl reads it
+    /// again on its next pass and ends it. (Removing the transfer from libcurl and delivering
+    /// the response here would not do: libcurl then resets the closed stream with RST_STREAM,
+    /// a frame RFC 9113 section 5.1 forbids on a closed stream, and the test server answered
+    /// it by closing the connection.) The nudge reaches the transfer only if it is the first of
+    /// its connection that libcurl serves in that pass; if not, `watchActive` nudges again after
+    /// 100 ms. Transfers still sending their body are looked at again after the next pass.
+    private func settleEarlyAnswers() {
+        earlyAnswered.append(contentsOf: pass.earlyAnswers)
+        pass.earlyAnswers.removeAll(keepingCapacity: true)
+        var waiting = 0
+        for transfer in earlyAnswered {
+            guard transfer.job != nil, transfer.answeredBeforeBodySent else { continue }  // Ended meanwhile.
+            guard transfer.bodySent else {
+                earlyAnswered[waiting] = transfer
+                waiting += 1
+                continue
+            }
+            if transfer.nudge() { handle.earlyAnswers.add(1, ordering: .relaxed) }
+        }
+        earlyAnswered.removeLast(earlyAnswered.count - waiting)
     }
 
     /// Removes `transfer` from the multi handle and from `active`, returning its job.
@@ -649,6 +700,17 @@ final class EventLoop {
                 handle.expiredInFlight.add(1, ordering: .relaxed)
                 fail(job, TransportError(.timeout, "no response within \(job.request.timeoutMs) ms (libcurl had not ended the transfer: \(progress))"))
                 continue
+            }
+            if transfer.headersDone, pass.number > transfer.headersDonePass &+ 1,
+                now &- transfer.headersDoneAt >= Self.nudgeNanos << UInt64(min(transfer.nudges, 3))
+            {
+                // A response whose header block arrived at least two passes and 100 ms ago
+                // (doubling per nudge) that libcurl has not ended: libcurl misses a stream's end
+                // in the case `settleEarlyAnswers` describes, and may in others not found yet.
+                // It then looks at the transfer again only when its socket happens to be
+                // readable on the transfer's turn. A nudge makes libcurl read the transfer again
+                // (`Transfer.nudge`); a transfer still receiving its body just goes on.
+                if transfer.nudge() { handle.nudged.add(1, ordering: .relaxed) }
             }
             if stalled, now &- transfer.attachedAt >= Self.stallNanos << UInt64(min(transfer.restarts, 4)),
                 transfer.waitingForConnection
