@@ -74,6 +74,32 @@ def send_summary(line):
     return True, sent, failed, reasons
 
 
+def pg_copy_ceiling(uri, n, work):
+    """What PostgreSQL itself does with the rows of the batched register: one psql session
+    `\\copy`ing them, 20,000 a transaction, into a table like `devices` (its indexes, defaults and
+    its three counting triggers), on the same database after the daemon's run. Devices/s."""
+    def psql(*a):
+        return subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", uri, *a], check=True, capture_output=True, text=True)
+    psql("-c", "CREATE TABLE ceiling_devices (LIKE devices INCLUDING ALL)" + "".join(
+        f"; CREATE TRIGGER ceiling_{op} AFTER {op.upper()} ON ceiling_devices REFERENCING {ref} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pushline_devices_counted()"
+        for op, ref in (("insert", "NEW TABLE AS new_rows"), ("delete", "OLD TABLE AS old_rows"),
+                        ("update", "OLD TABLE AS old_rows NEW TABLE AS new_rows"))))
+    now = int(time.time() * 1000)
+    script = []
+    for b, start in enumerate(range(0, n, 20_000)):
+        f = work / f"ceiling-{b}.tsv"
+        f.write_text("".join(f"apns\tdefault\t{i:064x}\tuser{i // 2}\tt\t{now}\t{now}\n"
+                             for i in range(start + 1, min(n, start + 20_000) + 1)))
+        script.append(f"\\copy ceiling_devices (platform, app, registration_id, user_id, active, created_at, updated_at) FROM '{f}'")
+    (work / "ceiling.sql").write_text("\n".join(script) + "\n")
+    t0 = time.time()
+    psql("-f", str(work / "ceiling.sql"))
+    dt = time.time() - t0
+    psql("-c", "DROP TABLE ceiling_devices")
+    return n / dt
+
+
 def run_size(args, n):
     work = Path(tempfile.mkdtemp(prefix="pushline-scale-bench."))
     key = work / "AuthKey.p8"
@@ -203,6 +229,11 @@ def run_size(args, n):
             print(f"[{n:>9,}] topic fan-out: subscribe all {sub_dt:.1f} s; send {dt:6.2f} s, {n / dt:8,.0f}/s, "
                   f"sent {sent}, failed {failed}{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s "
                   f"({cpu / n * 1e6:.1f} us each), peak RSS {peak:.0f} MB", flush=True)
+        if config["database"].startswith("postgresql:"):
+            ceiling = pg_copy_ceiling(config["database"], n, work)
+            out["register_ceiling"] = ceiling
+            print(f"[{n:>9,}] PostgreSQL's ceiling (psql \\copy of the same rows, batches of 20,000, same indexes and "
+                  f"triggers): {ceiling:,.0f} devices/s; batched register = {out['register'] / ceiling:.2f}x of it", flush=True)
         size = (work / 'p.db').stat().st_size / 1e6 if (work / 'p.db').exists() else float("nan")  # nan on PostgreSQL
         print(f"[{n:>9,}] database {size:.0f} MB; "
               f"daemon peak RSS over the run {proc_status(proc.pid, 'VmHWM') / 1024:.0f} MB", flush=True)
