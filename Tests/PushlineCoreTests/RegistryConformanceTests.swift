@@ -457,6 +457,45 @@ import Testing
         #expect(try await reg.stats().total == total + n - 1 + 2 * n - 1)
     }
 
+    /// `groups` of id lists (what every send to `ids` counts first; batched on PostgreSQL): repeated,
+    /// missing and inactive ids, with and without `active`, many calls at once.
+    @Test(arguments: TestBackend.all) func groupsOfIdLists(_ backend: TestBackend) async throws {
+        let fixture = try backend.open()
+        defer { fixture.remove() }
+        let registry = fixture.reg
+        var inputs: [DeviceInput] = []
+        for i in 0..<6 { inputs.append(try fcm("g\(i)", app: i < 4 ? "default" : "shop")) }
+        inputs.append(try DeviceInput(platform: .apns, registrationId: apnsToken(7)))
+        let ids = try await registry.register(inputs, updateOnDuplicate: false).map(\.device.id)
+        _ = await registry.deactivate([.init(id: ids[1], reason: "x", at: 1)])
+        func filter(_ list: [Int64], active: Bool?) -> DeviceFilter {
+            var f = DeviceFilter()
+            f.ids = list
+            f.active = active
+            return f
+        }
+        func key(_ gs: [DeviceGroup]) -> [String] { gs.map { "\($0.app)/\($0.platform.rawValue)/\($0.count)" }.sorted() }
+        let cases: [(DeviceFilter, [String])] = [
+            (filter([ids[0], ids[0], ids[1], ids[4], ids[6], 999_999], active: true), ["default/apns/1", "default/fcm/1", "shop/fcm/1"]),
+            (filter([ids[0], ids[1], ids[1], ids[2]], active: nil), ["default/fcm/3"]),
+            (filter([ids[1], ids[5]], active: false), ["default/fcm/1"]),
+            (filter([], active: true), []),
+            (filter([999_999], active: nil), []),
+        ]
+        for (f, want) in cases { #expect(key(try await registry.groups(f)) == want) }
+        // Many at once (on PostgreSQL they share statements): each gets its own answer.
+        let answers = await withTaskGroup(of: (Int, [String]?).self, returning: [Int: [String]?].self) { g in
+            for i in 0..<60 {
+                let (f, _) = cases[i % cases.count]
+                g.addTask { (i, try? key(await registry.groups(f))) }
+            }
+            var out: [Int: [String]?] = [:]
+            for await (i, a) in g { out[i] = a }
+            return out
+        }
+        for i in 0..<60 { #expect(answers[i] == .some(cases[i % cases.count].1), "call \(i)") }
+    }
+
     @Test(arguments: TestBackend.all) func groupsCountDevicesPerAppAndPlatform(_ backend: TestBackend) async throws {
         let fixture = try backend.open()
         defer { fixture.remove() }

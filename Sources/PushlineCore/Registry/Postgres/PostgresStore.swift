@@ -272,6 +272,51 @@ struct PostgresStore {
         return out
     }
 
+    /// Whether `idGroups` answers this filter: a list of ids, perhaps with `active`, nothing else.
+    static func idGroupsApply(_ f: DeviceFilter) -> Bool {
+        f.ids != nil && f.app == nil && f.platform == nil && f.user == nil && f.users == nil && f.registrationId == nil
+            && f.afterId == nil && f.limit == nil && f.notPlatform == nil && f.topics == nil
+    }
+
+    /// `groups` of many id-list filters (`idGroupsApply`) in one statement, each filter's groups
+    /// in order. A send to a few ids counted its devices with a query of its own, which PostgreSQL
+    /// planned again every time (a custom plan: the array's length changes its cost): about
+    /// 100 us of the server's CPU per async send accepted, against a few for the accept itself.
+    /// An id listed twice in one filter counts once, as in `id = ANY(...)`.
+    func idGroups(_ fs: [DeviceFilter]) throws -> [[DeviceGroup]] {
+        var ids: [Int64] = []
+        var ks: [Int64] = []
+        var actives: [String?] = []
+        for (k, f) in fs.enumerated() {
+            let a: String? = f.active.map { $0 ? "t" : "f" }
+            for id in f.ids ?? [] {
+                ids.append(id)
+                ks.append(Int64(k))
+                actives.append(a)
+            }
+        }
+        var out = [[DeviceGroup]](repeating: [], count: fs.count)
+        guard !ids.isEmpty else { return out }
+        let r = try c.query(
+            """
+            SELECT u.k, d.app, d.platform, count(*)
+            FROM (SELECT DISTINCT id, k, active FROM unnest($1::bigint[], $2::bigint[], $3::boolean[]) AS u(id, k, active)) u
+            JOIN devices d ON d.id = u.id
+            WHERE u.active IS NULL OR d.active = u.active
+            GROUP BY u.k, d.app, d.platform
+            """,
+            [PGConnection.array(ids), PGConnection.array(ks), PGConnection.column(actives)])
+        for i in 0..<r.rows {
+            let k = Int(r.int(i, 0))
+            let pl = r.text(i, 2) ?? ""
+            guard let platform = Platform(rawValue: pl) else {
+                throw PGError(context: "idGroups", sqlstate: nil, message: "unknown platform '\(pl)'", connectionLost: false)
+            }
+            if k >= 0 && k < out.count { out[k].append(DeviceGroup(app: r.text(i, 1) ?? "", platform: platform, count: Int(r.int(i, 3)))) }
+        }
+        return out
+    }
+
     func update(_ key: DeviceKey, _ u: DeviceUpdate, now: Int64) throws -> Device {
         guard let existing = try device(key) else { throw CommandError(.notFound, "\(SQLiteRegistryStore.describe(key)) not found") }
         let columns = try RegistryBookkeeping.updateColumns(u, of: existing, key: key, now: now) { token in
