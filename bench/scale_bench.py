@@ -92,12 +92,29 @@ def pg_copy_ceiling(uri, n, work):
         f.write_text("".join(f"apns\tdefault\t{i:064x}\tuser{i // 2}\tt\t{now}\t{now}\n"
                              for i in range(start + 1, min(n, start + 20_000) + 1)))
         script.append(f"\\copy ceiling_devices (platform, app, registration_id, user_id, active, created_at, updated_at) FROM '{f}'")
-    (work / "ceiling.sql").write_text("\n".join(script) + "\n")
+    # The session's backend CPU before and after the copies (/proc/<pid>/schedstat: ns on a CPU).
+    cpu = "\\! cat /proc/$BACKEND_PID/schedstat"
+    (work / "ceiling.sql").write_text("\n".join(
+        ["SELECT pg_backend_pid() AS pid \\gset", "\\setenv BACKEND_PID :pid", cpu] + script + [cpu]) + "\n")
     t0 = time.time()
-    psql("-f", str(work / "ceiling.sql"))
+    out = psql("-f", str(work / "ceiling.sql")).stdout.split()
     dt = time.time() - t0
     psql("-c", "DROP TABLE ceiling_devices")
-    return n / dt
+    return n / dt, (int(out[-3]) - int(out[0])) / 1e9 / n * 1e6
+
+
+def pg_backends_cpu_s(uri):
+    """CPU seconds so far of the daemon's PostgreSQL backends (its pool and listener connections,
+    from /proc/<pid>/schedstat; the cluster runs on this machine)."""
+    pids = subprocess.run(["psql", "-X", "-q", "-At", uri, "-c", "SELECT pid FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND application_name = 'pushline'"], check=True, capture_output=True, text=True).stdout
+    total = 0
+    for pid in pids.split():
+        try:
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except OSError:
+            pass
+    return total / 1e9
 
 
 def run_size(args, n):
@@ -131,6 +148,8 @@ def run_size(args, n):
         # Batched registers; the request lines are built before the clock starts.
         batch = 20_000
         spent = 0.0
+        register_cpu0 = cpu_s(proc.pid)
+        pg_cpu0 = pg_backends_cpu_s(config["database"]) if config["database"].startswith("postgresql:") else 0
         for start in range(0, n, batch):
             k = min(batch, n - start)
             line = json.dumps({"cmd": "register", "devices": [
@@ -145,8 +164,14 @@ def run_size(args, n):
             spent += time.time() - t0
             assert b'"ok":true' in resp[:100], resp[:300]
         out["register"] = n / spent
-        print(f"[{n:>9,}] batched register: {n / spent:,.0f} devices/s ({spent:.1f} s); daemon RSS "
-              f"{proc_status(proc.pid, 'VmRSS') / 1024:.0f} MB", flush=True)
+        register_cpu = (cpu_s(proc.pid) - register_cpu0) / n * 1e6
+        pg_cpu = ""
+        if config["database"].startswith("postgresql:"):
+            # Backends still connecting at the first register count from their start (a few ms).
+            out["register_pg_cpu"] = (pg_backends_cpu_s(config["database"]) - pg_cpu0) / n * 1e6
+            pg_cpu = f", PostgreSQL backends {out['register_pg_cpu']:.1f} us"
+        print(f"[{n:>9,}] batched register: {n / spent:,.0f} devices/s ({spent:.1f} s); CPU a device: daemon "
+              f"{register_cpu:.1f} us{pg_cpu}; daemon RSS {proc_status(proc.pid, 'VmRSS') / 1024:.0f} MB", flush=True)
 
         # Warm the connections and the provider token.
         c.call({"cmd": "send", "platform": "apns", "registration_ids": [f"{1:064x}"], "message": "warm"})
@@ -230,10 +255,12 @@ def run_size(args, n):
                   f"sent {sent}, failed {failed}{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s "
                   f"({cpu / n * 1e6:.1f} us each), peak RSS {peak:.0f} MB", flush=True)
         if config["database"].startswith("postgresql:"):
-            ceiling = pg_copy_ceiling(config["database"], n, work)
+            ceiling, ceiling_cpu = pg_copy_ceiling(config["database"], n, work)
             out["register_ceiling"] = ceiling
             print(f"[{n:>9,}] PostgreSQL's ceiling (psql \\copy of the same rows, batches of 20,000, same indexes and "
-                  f"triggers): {ceiling:,.0f} devices/s; batched register = {out['register'] / ceiling:.2f}x of it", flush=True)
+                  f"triggers): {ceiling:,.0f} devices/s, backend CPU {ceiling_cpu:.1f} us each; batched register = "
+                  f"{out['register'] / ceiling:.2f}x of its rate, PostgreSQL's CPU for it {out['register_pg_cpu'] / ceiling_cpu:.2f}x "
+                  "the ceiling's", flush=True)
         size = (work / 'p.db').stat().st_size / 1e6 if (work / 'p.db').exists() else float("nan")  # nan on PostgreSQL
         print(f"[{n:>9,}] database {size:.0f} MB; "
               f"daemon peak RSS over the run {proc_status(proc.pid, 'VmHWM') / 1024:.0f} MB", flush=True)
