@@ -43,6 +43,7 @@ s = json.load(open(f"{out}/sqlite.json"))[n]
 p = json.load(open(f"{out}/pg.json"))[n]
 print(f"== PostgreSQL / SQLite at {int(n):,} devices")
 print(f"  batched register: {p['register']:,.0f} vs {s['register']:,.0f} devices/s = {p['register'] / s['register']:.2f}x (target >= 50,000/s on PostgreSQL)")
+print(f"  batched register on PostgreSQL / its ceiling (psql \\copy of the same rows): {p['register']:,.0f} / {p['register_ceiling']:,.0f} = {p['register'] / p['register_ceiling']:.2f}x")
 print(f"  synchronous send: {p['send']:,.0f} vs {s['send']:,.0f} /s = {p['send'] / s['send']:.2f}x (target >= 0.8x)")
 print(f"  dry-run send:     {p['dry']:,.0f} vs {s['dry']:,.0f} /s = {p['dry'] / s['dry']:.2f}x")
 print(f"  devices by user (median): {p['devices']:.2f} vs {s['devices']:.2f} ms; stats (median): {p['stats']:.2f} vs {s['stats']:.2f} ms")

@@ -21,6 +21,7 @@ Figures on a loaded 2-core machine are indicative only.
 """
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -72,9 +73,35 @@ def accepts(args, port, ca, database):
         ok = sum(1 for r in out if r.get("ok"))
         if ok != len(reqs):
             print("  failed:", [r for r in out if not r.get("ok")][:3])
-        return ok / dt, ok
     finally:
         stop_daemon(proc)
+    return ok / dt, ok, ((pgbench_ceiling(database, args.accepts // 4, 1), pgbench_ceiling(database, args.accepts, 256))
+                         if database else (None, None))
+
+
+def pgbench_ceiling(database, n, per_tx):
+    """PostgreSQL's own rate at storing the rows of `n` async accepts: pgbench, 4 clients (as the
+    benchmark's 4 connections), each transaction `per_tx` of the accept's INSERTs into outbox_jobs
+    with `synchronous_commit` on (as the daemon's accept): 1 is an accept a transaction (no group
+    commit: the daemon may beat it), more is what a group commit of that size costs PostgreSQL.
+    On the database the daemon just used. Rows/s, or None without pgbench."""
+    pgbench = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
+    if not pgbench:
+        return None
+    later = (int(time.time()) + 3600) * 1000
+    script = Path(tempfile.mkdtemp(prefix="pushline-pgbench.")) / "accept.sql"
+    script.write_text(
+        "BEGIN;\n"
+        "SET LOCAL synchronous_commit = on;\n"
+        "INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at) "
+        "SELECT md5(random()::text || clock_timestamp()::text || g), 'default', '[{\"ids\":[' || g || '],\"message\":\"hello\"}]', "
+        f"false, 'queued', {later}, {later + 86_400_000}, NULL, 1, (extract(epoch from now()) * 1000)::bigint "
+        f"FROM generate_series(1, {per_tx}) g;\n"
+        "COMMIT;\n")
+    out = subprocess.run([str(pgbench[-1]), "-n", "-c", "4", "-j", "2", "-t", str(max(1, n // 4 // per_tx)), "-f", str(script), database],
+                         capture_output=True, text=True)
+    m = re.search(r"tps = ([0-9.]+)", out.stdout)
+    return float(m.group(1)) * per_tx if m else None
 
 
 def sent_by(c):
@@ -111,11 +138,16 @@ def main():
     port, ca, sink_dir = start_sink(args.port)
     try:
         if not args.skip_accepts:
-            s_rate, s_ok = accepts(args, port, ca, None)
-            p_rate, p_ok = accepts(args, port, ca, fresh_pg(args.pg_host))
+            s_rate, s_ok, _ = accepts(args, port, ca, None)
+            p_rate, p_ok, ceiling = accepts(args, port, ca, fresh_pg(args.pg_host))
             print(f"async single sends accepted (scheduled, 4 connections, window {args.window}): "
                   f"PostgreSQL {p_rate:,.0f}/s ({p_ok} ok) vs SQLite {s_rate:,.0f}/s ({s_ok} ok) = {p_rate / s_rate:.2f}x "
                   f"(target >= 10,000/s on PostgreSQL)", flush=True)
+            one, grouped = ceiling
+            if one and grouped:
+                print(f"  PostgreSQL's ceilings (pgbench, 4 clients, the accept's INSERT into outbox_jobs, synchronous_commit on): "
+                      f"one a transaction {one:,.0f}/s (the daemon = {p_rate / one:.2f}x), 256 a transaction {grouped:,.0f}/s "
+                      f"(the daemon = {p_rate / grouped:.2f}x)", flush=True)
         if args.skip_fleet:
             return
         db = fresh_pg(args.pg_host)

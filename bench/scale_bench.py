@@ -74,6 +74,49 @@ def send_summary(line):
     return True, sent, failed, reasons
 
 
+def pg_copy_ceiling(uri, n, work):
+    """What PostgreSQL itself does with the rows of the batched register: one psql session
+    `\\copy`ing them, 20,000 a transaction, into a table like `devices` (its indexes, defaults and
+    its three counting triggers), on the same database after the daemon's run. Devices/s."""
+    def psql(*a):
+        return subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", uri, *a], check=True, capture_output=True, text=True)
+    psql("-c", "CREATE TABLE ceiling_devices (LIKE devices INCLUDING ALL)" + "".join(
+        f"; CREATE TRIGGER ceiling_{op} AFTER {op.upper()} ON ceiling_devices REFERENCING {ref} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pushline_devices_counted()"
+        for op, ref in (("insert", "NEW TABLE AS new_rows"), ("delete", "OLD TABLE AS old_rows"),
+                        ("update", "OLD TABLE AS old_rows NEW TABLE AS new_rows"))))
+    now = int(time.time() * 1000)
+    script = []
+    for b, start in enumerate(range(0, n, 20_000)):
+        f = work / f"ceiling-{b}.tsv"
+        f.write_text("".join(f"apns\tdefault\t{i:064x}\tuser{i // 2}\tt\t{now}\t{now}\n"
+                             for i in range(start + 1, min(n, start + 20_000) + 1)))
+        script.append(f"\\copy ceiling_devices (platform, app, registration_id, user_id, active, created_at, updated_at) FROM '{f}'")
+    # The session's backend CPU before and after the copies (/proc/<pid>/schedstat: ns on a CPU).
+    cpu = "\\! cat /proc/$BACKEND_PID/schedstat"
+    (work / "ceiling.sql").write_text("\n".join(
+        ["SELECT pg_backend_pid() AS pid \\gset", "\\setenv BACKEND_PID :pid", cpu] + script + [cpu]) + "\n")
+    t0 = time.time()
+    out = psql("-f", str(work / "ceiling.sql")).stdout.split()
+    dt = time.time() - t0
+    psql("-c", "DROP TABLE ceiling_devices")
+    return n / dt, (int(out[-3]) - int(out[0])) / 1e9 / n * 1e6
+
+
+def pg_backends_cpu_s(uri):
+    """CPU seconds so far of the daemon's PostgreSQL backends (its pool and listener connections,
+    from /proc/<pid>/schedstat; the cluster runs on this machine)."""
+    pids = subprocess.run(["psql", "-X", "-q", "-At", uri, "-c", "SELECT pid FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND application_name = 'pushline'"], check=True, capture_output=True, text=True).stdout
+    total = 0
+    for pid in pids.split():
+        try:
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except OSError:
+            pass
+    return total / 1e9
+
+
 def run_size(args, n):
     work = Path(tempfile.mkdtemp(prefix="pushline-scale-bench."))
     key = work / "AuthKey.p8"
@@ -105,6 +148,8 @@ def run_size(args, n):
         # Batched registers; the request lines are built before the clock starts.
         batch = 20_000
         spent = 0.0
+        register_cpu0 = cpu_s(proc.pid)
+        pg_cpu0 = pg_backends_cpu_s(config["database"]) if config["database"].startswith("postgresql:") else 0
         for start in range(0, n, batch):
             k = min(batch, n - start)
             line = json.dumps({"cmd": "register", "devices": [
@@ -119,8 +164,14 @@ def run_size(args, n):
             spent += time.time() - t0
             assert b'"ok":true' in resp[:100], resp[:300]
         out["register"] = n / spent
-        print(f"[{n:>9,}] batched register: {n / spent:,.0f} devices/s ({spent:.1f} s); daemon RSS "
-              f"{proc_status(proc.pid, 'VmRSS') / 1024:.0f} MB", flush=True)
+        register_cpu = (cpu_s(proc.pid) - register_cpu0) / n * 1e6
+        pg_cpu = ""
+        if config["database"].startswith("postgresql:"):
+            # Backends still connecting at the first register count from their start (a few ms).
+            out["register_pg_cpu"] = (pg_backends_cpu_s(config["database"]) - pg_cpu0) / n * 1e6
+            pg_cpu = f", PostgreSQL backends {out['register_pg_cpu']:.1f} us"
+        print(f"[{n:>9,}] batched register: {n / spent:,.0f} devices/s ({spent:.1f} s); CPU a device: daemon "
+              f"{register_cpu:.1f} us{pg_cpu}; daemon RSS {proc_status(proc.pid, 'VmRSS') / 1024:.0f} MB", flush=True)
 
         # Warm the connections and the provider token.
         c.call({"cmd": "send", "platform": "apns", "registration_ids": [f"{1:064x}"], "message": "warm"})
@@ -203,6 +254,13 @@ def run_size(args, n):
             print(f"[{n:>9,}] topic fan-out: subscribe all {sub_dt:.1f} s; send {dt:6.2f} s, {n / dt:8,.0f}/s, "
                   f"sent {sent}, failed {failed}{' ' + str(reasons) if reasons else ''}, daemon CPU {cpu:.1f} s "
                   f"({cpu / n * 1e6:.1f} us each), peak RSS {peak:.0f} MB", flush=True)
+        if config["database"].startswith("postgresql:"):
+            ceiling, ceiling_cpu = pg_copy_ceiling(config["database"], n, work)
+            out["register_ceiling"] = ceiling
+            print(f"[{n:>9,}] PostgreSQL's ceiling (psql \\copy of the same rows, batches of 20,000, same indexes and "
+                  f"triggers): {ceiling:,.0f} devices/s, backend CPU {ceiling_cpu:.1f} us each; batched register = "
+                  f"{out['register'] / ceiling:.2f}x of its rate, PostgreSQL's CPU for it {out['register_pg_cpu'] / ceiling_cpu:.2f}x "
+                  "the ceiling's", flush=True)
         size = (work / 'p.db').stat().st_size / 1e6 if (work / 'p.db').exists() else float("nan")  # nan on PostgreSQL
         print(f"[{n:>9,}] database {size:.0f} MB; "
               f"daemon peak RSS over the run {proc_status(proc.pid, 'VmHWM') / 1024:.0f} MB", flush=True)

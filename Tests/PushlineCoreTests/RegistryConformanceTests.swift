@@ -375,6 +375,127 @@ import Testing
         #expect(try await reg.devices(f).isEmpty)
     }
 
+    /// Batches as large as imports send (at least `PostgresStore.plainInsertMin`, where PostgreSQL
+    /// first tries a plain INSERT and falls back to `ON CONFLICT` on a token already registered):
+    /// the same outcomes as small batches, on both backends.
+    @Test(arguments: TestBackend.all) func largeBatches(_ backend: TestBackend) async throws {
+        let fixture = try backend.open()
+        defer { fixture.remove() }
+        let reg = fixture.reg
+        let n = max(200, PostgresStore.plainInsertMin * 2)
+        // All new, optional fields set on a few devices only (and none at all in `bare`).
+        var inputs: [DeviceInput] = []
+        for i in 0..<n {
+            var d = try fcm("big-\(i)", user: i % 7 == 0 ? "u\(i)" : nil)
+            if i == 5 { d.name = "five" }
+            if i == 9 { d.active = false }
+            inputs.append(d)
+        }
+        inputs[11] = try DeviceInput(parsing: Fixtures.webpush(["browser": "FIREFOX"]))
+        let out = try await reg.register(inputs, updateOnDuplicate: false)
+        #expect(out.count == n && out.allSatisfy { $0.created && !$0.updated })
+        #expect(out.map(\.device.registrationId) == inputs.map(\.registrationId))
+        #expect(zip(out, out.dropFirst()).allSatisfy { $0.device.id < $1.device.id }, "ids follow the request's order")
+        #expect(try await reg.devices(DeviceFilter()) == out.map(\.device))
+        #expect(out[5].device.name == "five" && out[6].device.name == nil && out[7].device.user == "u7" && out[8].device.user == nil)
+        #expect(!out[9].device.active && out[9].device.inactiveReason == SQLiteRegistry.clientDeactivationReason)
+        #expect(out[11].device.p256dh == Fixtures.p256dh && out[11].device.browser == "FIREFOX" && out[10].device.p256dh == nil)
+        let bare = try await reg.register((0..<n).map { i in try fcm("bare-\(i)") }, updateOnDuplicate: false)
+        var bareFilter = DeviceFilter()
+        bareFilter.ids = bare.map(\.device.id)
+        #expect(try await reg.devices(bareFilter) == bare.map(\.device))
+        #expect(bare.allSatisfy { $0.device.user == nil && $0.device.name == nil && $0.device.active })
+        let total = 2 * n
+
+        // A token registered before, late in a large batch: refused without update, nothing written.
+        var again = try (0..<n).map { i in try fcm("again-\(i)") }
+        again[n - 20] = try fcm("big-3", user: "moved")
+        let err = await expectError(.duplicateRegistration) { () async throws(CommandError) in
+            _ = try await reg.register(again, updateOnDuplicate: false)
+        }
+        #expect(err?.message.contains("devices[\(n - 20)]") == true)
+        #expect(try await reg.stats().total == total)
+        // With update: that device is updated in place, the others created in order.
+        let up = try await reg.register(again, updateOnDuplicate: true)
+        #expect(up[n - 20].updated && !up[n - 20].created && up[n - 20].device.id == out[3].device.id && up[n - 20].device.user == "moved")
+        let created = up.enumerated().filter { $0.offset != n - 20 }.map(\.element)
+        #expect(created.allSatisfy { $0.created } && zip(created, created.dropFirst()).allSatisfy { $0.device.id < $1.device.id })
+        #expect(try await reg.stats().total == total + n - 1)
+        #expect(try await reg.device(.id(out[3].device.id)) == up[n - 20].device)
+
+        // The same token twice in one large batch: refused at the second, nothing written.
+        var twice = try (0..<n).map { i in try fcm("twice-\(i)") }
+        twice[n - 1] = twice[n / 2]
+        for update in [false, true] {
+            let e = await expectError(.duplicateRegistration) { () async throws(CommandError) in
+                _ = try await reg.register(twice, updateOnDuplicate: update)
+            }
+            #expect(e?.message.contains("devices[\(n - 1)]") == true && e?.message.contains("devices[\(n / 2)]") == true)
+        }
+        #expect(try await reg.stats().total == total + n - 1)
+
+        // Two large batches at once sharing one new token (on PostgreSQL on two connections: one
+        // waits for the other's commit, then finds the token taken): both succeed with update, the
+        // token is created once and updated once.
+        let shared = try fcm("shared-token")
+        let batches = try (0..<2).map { k in
+            var batch = try (0..<n).map { i in try fcm("race-\(k)-\(i)") }
+            batch[n / 2] = shared
+            return batch
+        }
+        let results = await withTaskGroup(of: [RegisterOutcome]?.self, returning: [[RegisterOutcome]].self) { g in
+            for batch in batches {
+                g.addTask { try? await reg.register(batch, updateOnDuplicate: true) }
+            }
+            var all: [[RegisterOutcome]] = []
+            for await r in g { if let r { all.append(r) } }
+            return all
+        }
+        #expect(results.count == 2)
+        #expect(results.map { $0[n / 2].created }.sorted { !$0 && $1 } == [false, true])
+        #expect(results.allSatisfy { $0.enumerated().allSatisfy { $0.offset == n / 2 || $0.element.created } })
+        #expect(try await reg.stats().total == total + n - 1 + 2 * n - 1)
+    }
+
+    /// `groups` of id lists (what every send to `ids` counts first; batched on PostgreSQL): repeated,
+    /// missing and inactive ids, with and without `active`, many calls at once.
+    @Test(arguments: TestBackend.all) func groupsOfIdLists(_ backend: TestBackend) async throws {
+        let fixture = try backend.open()
+        defer { fixture.remove() }
+        let registry = fixture.reg
+        var inputs: [DeviceInput] = []
+        for i in 0..<6 { inputs.append(try fcm("g\(i)", app: i < 4 ? "default" : "shop")) }
+        inputs.append(try DeviceInput(platform: .apns, registrationId: apnsToken(7)))
+        let ids = try await registry.register(inputs, updateOnDuplicate: false).map(\.device.id)
+        _ = await registry.deactivate([.init(id: ids[1], reason: "x", at: 1)])
+        func filter(_ list: [Int64], active: Bool?) -> DeviceFilter {
+            var f = DeviceFilter()
+            f.ids = list
+            f.active = active
+            return f
+        }
+        func key(_ gs: [DeviceGroup]) -> [String] { gs.map { "\($0.app)/\($0.platform.rawValue)/\($0.count)" }.sorted() }
+        let cases: [(DeviceFilter, [String])] = [
+            (filter([ids[0], ids[0], ids[1], ids[4], ids[6], 999_999], active: true), ["default/apns/1", "default/fcm/1", "shop/fcm/1"]),
+            (filter([ids[0], ids[1], ids[1], ids[2]], active: nil), ["default/fcm/3"]),
+            (filter([ids[1], ids[5]], active: false), ["default/fcm/1"]),
+            (filter([], active: true), []),
+            (filter([999_999], active: nil), []),
+        ]
+        for (f, want) in cases { #expect(key(try await registry.groups(f)) == want) }
+        // Many at once (on PostgreSQL they share statements): each gets its own answer.
+        let answers = await withTaskGroup(of: (Int, [String]?).self, returning: [Int: [String]?].self) { g in
+            for i in 0..<60 {
+                let (f, _) = cases[i % cases.count]
+                g.addTask { (i, try? key(await registry.groups(f))) }
+            }
+            var out: [Int: [String]?] = [:]
+            for await (i, a) in g { out[i] = a }
+            return out
+        }
+        for i in 0..<60 { #expect(answers[i] == .some(cases[i % cases.count].1), "call \(i)") }
+    }
+
     @Test(arguments: TestBackend.all) func groupsCountDevicesPerAppAndPlatform(_ backend: TestBackend) async throws {
         let fixture = try backend.open()
         defer { fixture.remove() }

@@ -1,6 +1,7 @@
 import Synchronization
 
-/// Group commit on the PostgreSQL pool: calls made at once share one transaction and one COMMIT.
+/// Group commit on the PostgreSQL pool: calls made at once share one transaction and one COMMIT
+/// (or, with `write: false`, one read: `PostgresRegistry`'s device counts of id lists).
 ///
 /// `submit` queues a call; the first call with nothing queued before it pushes one pool job,
 /// which takes every call queued when it starts (up to `maxBatch`) and runs `body` on them in
@@ -23,15 +24,18 @@ final class PGGroupCommit<Input: Sendable, Output: Sendable>: Sendable {
 
     let pool: PGPool
     let maxBatch: Int
+    /// Whether a batch runs in a transaction (false: reads, each batch one statement).
+    let write: Bool
     let body: @Sendable (PostgresStore, [Input]) throws -> [Answer]
     /// Calls waiting for a pool connection, and whether a batch job is queued in the pool to take them.
     private let queue = Mutex<(pending: [Pending], scheduled: Bool)>(([], false))
     /// Transactions run (tests check that concurrent calls share them).
     let transactions = Atomic<Int>(0)
 
-    init(pool: PGPool, maxBatch: Int, _ body: @escaping @Sendable (PostgresStore, [Input]) throws -> [Answer]) {
+    init(pool: PGPool, maxBatch: Int, write: Bool = true, _ body: @escaping @Sendable (PostgresStore, [Input]) throws -> [Answer]) {
         self.pool = pool
         self.maxBatch = maxBatch
+        self.write = write
         self.body = body
     }
 
@@ -55,7 +59,7 @@ final class PGGroupCommit<Input: Sendable, Output: Sendable>: Sendable {
             }
         }
         let job = PGJob(
-            write: true,
+            write: write,
             run: { [self] s in
                 let batch = takeOnce()
                 guard !batch.isEmpty else { return {} }

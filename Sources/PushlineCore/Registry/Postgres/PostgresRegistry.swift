@@ -35,6 +35,9 @@ public final class PostgresRegistry: Sendable {
     public let eventSignal = EventSignal()
     /// LISTEN/NOTIFY on a connection of its own, with a `pollMs` fallback.
     let listener: PGListener
+    /// `groups` of id lists (every send to `ids`, async or not, counts its devices first),
+    /// batched: one statement answers the calls made at once (`PostgresStore.idGroups`).
+    let idGroups: PGGroupCommit<DeviceFilter, [DeviceGroup]>
 
     /// Connects once, migrates (under the advisory lock) and starts `poolSize` threads.
     /// Fails with `unavailable` when the database cannot be reached, `internal_error` otherwise.
@@ -50,6 +53,7 @@ public final class PostgresRegistry: Sendable {
             throw e
         }
         pool = PGPool(conninfo: conninfo, logger: logger)
+        idGroups = PGGroupCommit(pool: pool, maxBatch: 1000, write: false) { s, filters in try s.idGroups(filters).map { .success($0) } }
         listener = PGListener(conninfo: conninfo, pollMs: max(10, pollMs), signal: eventSignal, logger: logger)
         do {
             for i in 0..<max(1, poolSize) { try pool.startWorker(index: i) }
@@ -119,6 +123,7 @@ public final class PostgresRegistry: Sendable {
         all.afterId = nil
         all.limit = nil
         let filter = all
+        if PostgresStore.idGroupsApply(filter) { return try await idGroups.submit(filter).get() }
         return try await run(write: false) { s in try s.groups(filter) }
     }
 
