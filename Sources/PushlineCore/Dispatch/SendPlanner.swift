@@ -84,19 +84,9 @@ extension Dispatcher {
         case .tokens(let app, let platform, let tokens):
             let found = try await registry.resolveTokens(app: app, platform: platform, tokens)
             r = Self.resolved(tokens: tokens[...], platform: platform, found[...], includeInactive: includeInactive)
-        case .users(let users, let app, let platform):
-            var f = DeviceFilter()
-            f.users = users
-            f.app = app
-            f.platform = platform
-            if !includeInactive { f.active = true }
-            r.devices = try await registry.devices(f)
-        case .filter(let app, let platform, let user):
-            var f = DeviceFilter()
-            f.app = app
-            f.platform = platform
-            f.user = user
-            if !includeInactive { f.active = true }
+        case .users, .filter:
+            guard var f = t.activeFilter else { break }
+            if includeInactive { f.active = nil }
             r.devices = try await registry.devices(f)
         case .raw(_, _, let devices):
             r.devices = devices
