@@ -22,7 +22,7 @@ def apns(i: int) -> str:
 
 def test_ping_reports_versions(daemon):
     r = daemon.call({"id": 1, "cmd": "ping"})
-    assert r == {"id": 1, "ok": True, "version": r["version"], "protocol": "1.2"}
+    assert r == {"id": 1, "ok": True, "version": r["version"], "protocol": "1.3"}
     assert r["version"].count(".") == 2
 
 
@@ -130,7 +130,7 @@ def test_bad_input_keeps_connection_usable(daemon):
     c.send_raw(b'\xff\xfe{"cmd":"ping"}\n')
     assert c.recv()["error"]["code"] == "bad_json"
     c.send_raw(b'{"id": 7, "cmd": "ping"}\r\n\n')
-    assert c.recv() == {"id": 7, "ok": True, "version": c.call({"cmd": "ping"})["version"], "protocol": "1.2"}
+    assert c.recv() == {"id": 7, "ok": True, "version": c.call({"cmd": "ping"})["version"], "protocol": "1.3"}
 
 
 def test_line_too_long_is_discarded(start_daemon):

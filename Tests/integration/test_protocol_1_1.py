@@ -36,7 +36,7 @@ def register(d, tokens, platform="apns", **more):
 
 
 def test_ping_reports_protocol_1_1(daemon):
-    assert daemon.call({"cmd": "ping"})["protocol"] == "1.2"
+    assert daemon.call({"cmd": "ping"})["protocol"] == "1.3"
 
 
 # -- an unknown app is refused, naming the configured apps --------------------------------

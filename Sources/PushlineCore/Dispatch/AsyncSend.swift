@@ -42,56 +42,17 @@ extension Dispatcher {
         if let r = try a.string("results"), !["all", "failed", "none"].contains(r) {
             throw .invalid("results", "expected one of \"all\", \"failed\", \"none\", got \"\(r.prefix(40))\"")
         }
-        // The stored messages are the request as sent, without the async keys; the worker parses
-        // them again with the same code.
-        var messages: [JSONObject] = []
-        var jobs: [PlannedMessage] = []
-        var indexed = false
-        var estimate = 0
-        var apps: Set<String> = []
-        var deadline: Int64 = 0
-        if isTopic {
-            let t = try parseTopic(&a)
-            let (groups, fcm) = try await checkTopic(t)
-            var o = a.object
-            for k in Self.asyncKeys { o[k] = nil }
-            o["cmd"] = "topic"
-            messages.append(o)
-            estimate = groups.reduce(0) { $0 + $1.count } + (fcm == nil ? 0 : 1)
-            apps.insert(t.app)
-            deadline = Self.deadline(t.notification, sendAt: sendAt, maxDelay: config.maxDeliveryDelay)
-        } else if bulk, a.has("messages") {
-            guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }
-            try a.finish()
-            guard !list.isEmpty else { throw .invalid("messages", "must not be empty") }
-            for (i, m) in list.enumerated() {
-                guard let o = m.objectValue else { throw .invalid("messages[\(i)]", "expected an object, got \(m.typeName)") }
-                var ma = Arguments(o, prefix: "messages[\(i)]")
-                jobs.append(try parseJob(&ma))
-                messages.append(o)
-            }
-            indexed = true
-        } else {
-            jobs.append(try parseJob(&a))
-            var o = a.object
-            for k in Self.asyncKeys { o[k] = nil }
-            messages.append(o)
+        // Planned and checked as a synchronous send is; the stored messages are the request as
+        // sent, without the async keys (the worker parses them again with the same code).
+        let plan = try await plan(&a, isTopic ? .topic : bulk ? .bulk : .send, sync: false)
+        var messages = plan.sources
+        if !plan.indexed {
+            for k in Self.asyncKeys { messages[0][k] = nil }
+            if isTopic { messages[0]["cmd"] = "topic" }
         }
-        for (i, j) in jobs.enumerated() {
-            do throws(CommandError) {
-                let (count, app) = try await planAsync(j)
-                estimate += count
-                if let app { apps.insert(app) }
-            } catch {
-                var e = error
-                if indexed {
-                    e.details["message"] = .int(Int64(i))
-                    e.details["message_index"] = .int(Int64(i))
-                }
-                throw e
-            }
-            deadline = max(deadline, Self.deadline(j.notification, sendAt: sendAt, maxDelay: config.maxDeliveryDelay))
-        }
+        let apps = Set(plan.messages.indices.compactMap { plan.app($0) })
+        let deadline = plan.messages.reduce(Int64(0)) { max($0, Self.deadline($1.notification, sendAt: sendAt, maxDelay: config.maxDeliveryDelay)) }
+        let (indexed, estimate) = (plan.indexed, plan.estimate)
         let spec = OutboxJobSpec(
             id: Self.newJobId(), app: apps.count == 1 ? apps.first ?? "" : "", messages: messages, indexed: indexed,
             sendAt: sendAt, deadline: deadline, idempotencyKey: key, estimate: estimate, createdAt: now)
@@ -114,42 +75,6 @@ extension Dispatcher {
     static func storageError(_ e: CommandError, doing what: String) -> CommandError {
         guard e.code == .internalError || e.code == .shuttingDown else { return e }
         return CommandError(.unavailable, "could not \(what): \(e.message)", details: ["retry_after_ms": 1000])
-    }
-
-    /// Checks one message as a synchronous send would (provider configured, notification valid
-    /// for every configured (app, platform) it reaches); returns how many notifications it
-    /// holds (for `max_queued`) and its app if there is one.
-    func planAsync(_ j: PlannedMessage) async throws(CommandError) -> (Int, String?) {
-        switch j.target {
-        case .tokens(let app, let platform, let tokens):
-            guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
-            try validate(j.notification, groups: [(app, platform)])
-            return (tokens.count, app)
-        case .raw(let app, let platform, let devices):
-            guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
-            try validate(j.notification, groups: [(app, platform)])
-            return (devices.count, app)
-        case .ids(let ids):
-            var f = DeviceFilter()
-            f.ids = ids
-            f.active = true
-            let groups = try await checkedGroups(j.notification, f)
-            return (ids.count, groups.count == 1 ? groups.first?.app : nil)
-        case .users(let users, let app, let platform):
-            var f = DeviceFilter()
-            f.active = true
-            f.users = users
-            f.app = app
-            f.platform = platform
-            return (try await checkGroups(j.notification, f), app)
-        case .filter(let app, let platform, let user):
-            var f = DeviceFilter()
-            f.active = true
-            f.app = app
-            f.platform = platform
-            f.user = user
-            return (try await checkGroups(j.notification, f), app)
-        }
     }
 
     /// When an async notification stops being worth sending (Unix ms): its `expiration`, else

@@ -1,107 +1,40 @@
 import Logging
 
+// A synchronous `send`/`bulk`: the planner (SendPlanner.swift) decides and checks what is
+// sent; here the plan becomes a chunk source for the delivery pipeline (SendPipeline.swift).
+
 extension Dispatcher {
-    struct PlannedMessage {
-        var target: Target
-        var notification: PushNotification
-    }
-
-    static let sendOnlyKeys: Set<String> = ["cmd", "messages"]
-
-    func parseJob(_ a: inout Arguments) throws(CommandError) -> PlannedMessage {
-        let target = try Target.parse(&a)
-        var fields = JSONObject()
-        for k in a.unread {
-            guard PushNotification.allKeys.contains(k) else { throw .invalid(a.path(k), "unknown argument '\(k)'") }
-            if let v = a.value(k) { fields[k] = v }
-        }
-        do throws(CommandError) {
-            return PlannedMessage(target: target, notification: try PushNotification(parsing: fields))
-        } catch {
-            throw a.root.isEmpty ? error : error.prefixed(a.root)
-        }
-    }
-
     func send(_ a: inout Arguments, bulk: Bool) async throws(CommandError) -> JSONObject {
         let started = monotonicNanos()
-        var jobs: [PlannedMessage] = []
-        var indexed = false
-        if bulk, a.has("messages") {
-            guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }
-            try a.finish()
-            guard !list.isEmpty else { throw .invalid("messages", "must not be empty") }
-            for (i, m) in list.enumerated() {
-                guard let o = m.objectValue else { throw .invalid("messages[\(i)]", "expected an object, got \(m.typeName)") }
-                var ma = Arguments(o, prefix: "messages[\(i)]")
-                jobs.append(try parseJob(&ma))
-            }
-            indexed = true
-        } else {
-            jobs.append(try parseJob(&a))
-        }
-        if jobs.count == 1 {
-            switch jobs[0].target {
-            case .tokens(let app, let platform, let tokens) where tokens.count > Self.chunkSize:
-                return try await sendTokensPipelined(jobs[0].notification, app: app, platform: platform, tokens: tokens, started: started, bulk: bulk)
-            case .ids(let ids) where ids.count > Self.chunkSize:
-                return try await sendIdsPipelined(jobs[0].notification, ids: ids, started: started, bulk: bulk)
-            case .raw(let app, let platform, let devices) where devices.count > Self.chunkSize:
-                // `tokens`: chunk by chunk as for registration_ids, without the registry lookup.
-                guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
-                try validate(jobs[0].notification, groups: [(app, platform)])
-                return try await sendListPipelined(
-                    jobs[0].notification, count: devices.count, reserving: devices.count, started: started, bulk: bulk
-                ) { .raw(app: app, platform: platform, Array(devices[$0])) }
-            case .users, .filter:
-                return try await sendFilterPipelined(jobs[0].notification, target: jobs[0].target, started: started, bulk: bulk)
-            default: break
-            }
-        }
-
-        // Resolve every target and check every provider before anything is sent.
-        var resolved = try await resolveAll(jobs.map(\.target))
-        var anyConfigured = false
-        var firstMissing: (String, Platform)?
-        var total = 0
-        for (j, r) in resolved.enumerated() {
-            var checked: Set<ProviderSet.Key> = []
-            for d in r.devices {
-                let key = ProviderSet.Key(app: d.app, platform: d.platform)
-                guard !checked.contains(key) else { continue }
-                checked.insert(key)
-                if let p = providers.provider(app: d.app, platform: d.platform) {
-                    anyConfigured = true
-                    do throws(CommandError) {
-                        try p.validate(jobs[j].notification)
-                    } catch {
-                        var e = error
-                        e.details["platform"] = .string(d.platform.rawValue)
-                        if indexed {
-                            e.details["message"] = .int(Int64(j))
-                            e.details["message_index"] = .int(Int64(j))
-                        }
-                        throw e
-                    }
-                } else if firstMissing == nil {
-                    firstMissing = (d.app, d.platform)
+        let plan = try await plan(&a, bulk ? .bulk : .send, sync: true)
+        try reserve(plan.estimate)
+        defer { pending.subtract(plan.estimate, ordering: .relaxed) }
+        guard var resolved = plan.resolved else {
+            // One streamed message: read from the registry a chunk at a time while earlier chunks are sent.
+            let m = plan.messages[0]
+            let n = m.notification
+            switch m.target {
+            case .tokens(let app, let platform, let tokens):
+                return try await sendListPipelined(n, count: tokens.count, started: started, bulk: bulk) {
+                    .tokens(app: app, platform: platform, Array(tokens[$0]))
                 }
+            case .ids(let ids):
+                return try await sendListPipelined(n, count: ids.count, started: started, bulk: bulk) { .ids(Array(ids[$0])) }
+            case .raw(let app, let platform, let devices):
+                // `tokens`: chunk by chunk as for registration_ids, without the registry lookup.
+                return try await sendListPipelined(n, count: devices.count, started: started, bulk: bulk) {
+                    .raw(app: app, platform: platform, Array(devices[$0]))
+                }
+            case .users, .filter:
+                guard let f = m.target.activeFilter else { throw CommandError(.internalError, "pipeline: unexpected target") }
+                return try await sendPages(n, Self.pageParts(f, groups: plan.groups[0]), started: started, bulk: bulk)
             }
-            total += r.devices.count
         }
-        if !anyConfigured {
-            if let (app, platform) = firstMissing {
-                throw Self.notConfigured(app: app, platform: platform)
-            }
-            if case .tokens(let app, let platform, _) = jobs.first?.target, providers.provider(app: app, platform: platform) == nil {
-                throw Self.notConfigured(app: app, platform: platform)
-            }
-        }
-        try reserve(total)
-        defer { pending.subtract(total, ordering: .relaxed) }
-
         // Messages are packed into chunks of up to `chunkSize` devices (a message larger than
         // that spans several), and a chunk's messages are delivered together: a bulk of many
         // small messages keeps as many requests in flight as one send to as many devices.
+        let jobs = plan.messages
+        let indexed = plan.indexed
         var j = 0
         var offset = 0
         // One message (at most `chunkSize` devices here, e.g. a web worker's single send) is one
@@ -128,6 +61,38 @@ extension Dispatcher {
                 }
             }
             return chunk.parts.isEmpty ? nil : chunk
+        }
+    }
+
+    /// Sends to a long list of targets a chunk at a time: `target(range)` is the chunk of the
+    /// list to resolve; unknown and inactive entries are reported chunk by chunk.
+    func sendListPipelined(
+        _ n: PushNotification, count: Int, started: UInt64, bulk: Bool, target: @escaping (Range<Int>) -> Target
+    ) async throws(CommandError) -> JSONObject {
+        var offset = 0
+        return try await runPipeline(
+            messages: 1, started: started, bulk: bulk,
+            next: { () async throws(CommandError) -> Chunk? in
+                guard offset < count else { return nil }
+                let range = offset..<min(offset + Self.chunkSize, count)
+                let chunk = Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
+                offset = range.upperBound
+                return chunk
+            },
+            notAttempted: { ["from_index": .int(Int64(offset))] })
+    }
+
+    /// A send to users or a filter: the devices are read page by page (by id, `parts` from
+    /// `pageParts`) through the pipeline.
+    func sendPages(_ n: PushNotification, _ parts: [DeviceFilter], started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
+        var cursor: PageCursor? = PageCursor()
+        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
+            while let at = cursor {
+                let (devices, next) = try await self.registry.page(parts, from: at, limit: Self.chunkSize)
+                cursor = next
+                if !devices.isEmpty { return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil) }
+            }
+            return nil
         }
     }
 }

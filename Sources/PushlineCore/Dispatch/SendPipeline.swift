@@ -106,12 +106,7 @@ extension Dispatcher {
     /// One chunk of a pipelined send: its results as JSON objects each led by a comma, and counts.
     /// A chunk's parts (messages) are delivered concurrently; results keep the parts' order.
     func sendChunk(_ c: Chunk) async -> (bytes: [UInt8], sent: Int, failed: Int) {
-        var delivered: [[DeliveryResult]]
-        if c.parts.count == 1 {
-            delivered = [await deliver(c.parts[0].notification, to: c.parts[0].resolved.devices)]
-        } else {
-            delivered = await deliver(c.parts.map { Addressed($0.notification, to: $0.resolved.devices) })
-        }
+        var delivered = await deliver(c.parts.map { Addressed($0.notification, to: $0.resolved.devices) })
         // One registry transaction for the whole chunk's deactivations.
         let renderer: ResultRenderer
         if c.parts.count == 1 {
@@ -132,12 +127,7 @@ extension Dispatcher {
                     if result.status == .sent { sent += 1 }
                     if mode == .none || (mode == .failed && result.status == .sent) { continue }
                     bytes.append(UInt8(ascii: ","))
-                    var o = renderer.json(result)
-                    if let m = part.message {
-                        o.pairs.insert(("message_index", .int(Int64(m))), at: 0)
-                        o.pairs.insert(("message", .int(Int64(m))), at: 0)
-                    }
-                    JSONValue.object(o).write(to: &bytes)
+                    JSONValue.object(renderer.json(result, message: part.message)).write(to: &bytes)
                 }
             }
             delivered[k] = []
@@ -167,8 +157,11 @@ extension Dispatcher {
 
     /// Sends several notifications (a chunk of a `bulk`'s messages) to their devices: each
     /// (app, platform) provider gets all its messages in one call, providers concurrently.
-    /// One result list per message, in its devices' order.
+    /// One result list per message, in its devices' order. The one delivery step of every
+    /// sender: the synchronous pipeline's chunks and the outbox worker's claimed rows.
     func deliver(_ messages: [Addressed]) async -> [[DeliveryResult]] {
+        // One message (a `send`'s chunk, a one-message job's claim): no grouping or copies.
+        if messages.count <= 1 { return messages.isEmpty ? [] : [await deliver(messages[0].notification, to: messages[0].devices)] }
         // Per provider: the messages' devices of that (app, platform), and where each came from.
         struct Group {
             var messages: [Addressed] = []

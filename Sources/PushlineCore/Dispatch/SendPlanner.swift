@@ -84,19 +84,9 @@ extension Dispatcher {
         case .tokens(let app, let platform, let tokens):
             let found = try await registry.resolveTokens(app: app, platform: platform, tokens)
             r = Self.resolved(tokens: tokens[...], platform: platform, found[...], includeInactive: includeInactive)
-        case .users(let users, let app, let platform):
-            var f = DeviceFilter()
-            f.users = users
-            f.app = app
-            f.platform = platform
-            if !includeInactive { f.active = true }
-            r.devices = try await registry.devices(f)
-        case .filter(let app, let platform, let user):
-            var f = DeviceFilter()
-            f.app = app
-            f.platform = platform
-            f.user = user
-            if !includeInactive { f.active = true }
+        case .users, .filter:
+            guard var f = t.activeFilter else { break }
+            if includeInactive { f.active = nil }
             r.devices = try await registry.devices(f)
         case .raw(_, _, let devices):
             r.devices = devices
@@ -131,8 +121,6 @@ extension Dispatcher {
         }
         return r
     }
-
-    /// One message of a send: a target and its notification.
 }
 
 extension Dispatcher {
@@ -220,65 +208,6 @@ extension Dispatcher {
     /// Tokens per chunk of a pipelined send.
     static let chunkSize = 5000
 
-    /// A large send to tokens of one (app, platform): the provider is checked first, then the
-    /// tokens go through the pipeline a chunk at a time.
-    func sendTokensPipelined(
-        _ n: PushNotification, app: String, platform: Platform, tokens: [String], started: UInt64, bulk: Bool
-    ) async throws(CommandError) -> JSONObject {
-        guard providers.provider(app: app, platform: platform) != nil else { throw Self.notConfigured(app: app, platform: platform) }
-        try validate(n, groups: [(app, platform)])
-        return try await sendListPipelined(n, count: tokens.count, reserving: tokens.count, started: started, bulk: bulk) {
-            .tokens(app: app, platform: platform, Array(tokens[$0]))
-        }
-    }
-
-    /// A large send to device ids: their active devices' (app, platform) groups are counted and
-    /// checked first (as for a filter), then the ids go through the pipeline a chunk at a time.
-    func sendIdsPipelined(_ n: PushNotification, ids: [Int64], started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
-        var f = DeviceFilter()
-        f.ids = ids
-        f.active = true
-        let total = try await checkGroups(n, f)
-        return try await sendListPipelined(n, count: ids.count, reserving: total, started: started, bulk: bulk) { .ids(Array(ids[$0])) }
-    }
-
-    /// Sends to a long list of targets a chunk at a time: `target(range)` is the chunk of the
-    /// list to resolve; unknown and inactive entries are reported chunk by chunk.
-    func sendListPipelined(
-        _ n: PushNotification, count: Int, reserving total: Int, started: UInt64, bulk: Bool,
-        target: @escaping (Range<Int>) -> Target
-    ) async throws(CommandError) -> JSONObject {
-        try reserve(total)
-        defer { pending.subtract(total, ordering: .relaxed) }
-        var offset = 0
-        return try await runPipeline(
-            messages: 1, started: started, bulk: bulk,
-            next: { () async throws(CommandError) -> Chunk? in
-                guard offset < count else { return nil }
-                let range = offset..<min(offset + Self.chunkSize, count)
-                let chunk = Chunk(resolved: try await self.resolve(target(range)), notification: n, message: nil)
-                offset = range.upperBound
-                return chunk
-            },
-            notAttempted: { ["from_index": .int(Int64(offset))] })
-    }
-
-    /// Counts the devices of a filter per (app, platform), checks the notification with every
-    /// configured provider, and returns how many devices match; `provider_not_configured` if
-    /// none of the groups has credentials.
-    func checkGroups(_ n: PushNotification, _ f: DeviceFilter) async throws(CommandError) -> Int {
-        try await checkedGroups(n, f).reduce(0) { $0 + $1.count }
-    }
-
-    /// `checkGroups`, returning the groups (sorted by app, platform).
-    func checkedGroups(_ n: PushNotification, _ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup] {
-        let groups = try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
-        let configured = groups.filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
-        if configured.isEmpty, let first = groups.first { throw Self.notConfigured(app: first.app, platform: first.platform) }
-        try validate(n, groups: configured.map { ($0.app, $0.platform) })
-        return groups
-    }
-
     /// The parts a send to users or a filter reads, each an index search in id order (see
     /// `SQLiteRegistry.page`): one per user (sorted, once each), or one per (app, platform) group of a
     /// filter without a user. Paging the whole filter by id instead would have each page read and
@@ -300,13 +229,14 @@ extension Dispatcher {
             return p
         }
     }
+}
 
-    /// A send to users or a filter: the (app, platform) groups are counted and checked first,
-    /// then the devices are read page by page (by id) through the pipeline.
-    func sendFilterPipelined(_ n: PushNotification, target: Target, started: UInt64, bulk: Bool) async throws(CommandError) -> JSONObject {
+extension Target {
+    /// The registry filter of a `users` or `filter` target's active devices; nil for the others.
+    var activeFilter: DeviceFilter? {
         var f = DeviceFilter()
         f.active = true
-        switch target {
+        switch self {
         case .users(let users, let app, let platform):
             f.users = users
             f.app = app
@@ -315,36 +245,247 @@ extension Dispatcher {
             f.app = app
             f.platform = platform
             f.user = user
-        default:
-            throw CommandError(.internalError, "pipeline: unexpected target")
-        }
-        let groups = try await checkedGroups(n, f)
-        let total = groups.reduce(0) { $0 + $1.count }
-        try reserve(total)
-        defer { pending.subtract(total, ordering: .relaxed) }
-        let parts = Self.pageParts(f, groups: groups)
-        var cursor: PageCursor? = PageCursor()
-        return try await runPipeline(messages: 1, started: started, bulk: bulk) { () async throws(CommandError) -> Chunk? in
-            while let at = cursor {
-                let (devices, next) = try await self.registry.page(parts, from: at, limit: Self.chunkSize)
-                cursor = next
-                if !devices.isEmpty { return Chunk(resolved: Resolved(devices: devices), notification: n, message: nil) }
-            }
+        case .ids, .tokens, .raw:
             return nil
+        }
+        return f
+    }
+
+    /// The one (app, platform) a `registration_ids` or `tokens` target names, and its entries.
+    var namedGroup: DeviceGroup? {
+        switch self {
+        case .tokens(let app, let platform, let list): DeviceGroup(app: app, platform: platform, count: list.count)
+        case .raw(let app, let platform, let list): DeviceGroup(app: app, platform: platform, count: list.count)
+        case .ids, .users, .filter: nil
+        }
+    }
+}
+
+/// The commands that send, as the planner reads them.
+enum SendCommand: Sendable {
+    /// `send`: one message (its arguments at the top level).
+    case send
+    /// `bulk`: one message, or a list of them under `messages` (then indexed).
+    case bulk
+    /// `topic`: Google's topic message and the registry's other subscribers.
+    case topic
+}
+
+/// One message of a send: a target and its notification (a `topic` request's message has
+/// `topic` set; its devices are the registry's subscribers, `topic.subscribers`).
+struct PlannedMessage: Sendable {
+    var target: Target
+    var notification: PushNotification
+    var topic: Dispatcher.TopicRequest? = nil
+}
+
+/// What a request sends, decided and checked in one place (`Dispatcher.plan`) before anything
+/// is sent or queued: every command that sends (send, bulk, topic; synchronous or async) gets
+/// its plan there, so each is refused the same way for the same reason.
+struct SendPlan: Sendable {
+    /// The messages, in request order.
+    var messages: [PlannedMessage] = []
+    /// Each message's request object as given (what an async job stores).
+    var sources: [JSONObject] = []
+    /// A `bulk` with `messages`: errors and results carry the message's index.
+    var indexed = false
+    /// Per message, the (app, platform) groups it reaches with their device counts; a
+    /// `registration_ids` or `tokens` target's named pair is always among them, and a
+    /// `topic`'s first group is Google's topic message (app, fcm) when the app has FCM.
+    var groups: [[DeviceGroup]] = []
+    /// Per message, its targets resolved when the plan read them to know their groups (a
+    /// synchronous send that is not streamed, see `streams`); the pipeline sends these.
+    var resolved: [Resolved]?
+    /// How many notifications the plan holds (`max_pending`, `max_queued`): per message its
+    /// resolved devices, else every entry of an `ids`/`registration_ids`/`tokens` list, else
+    /// the devices of its groups.
+    var estimate = 0
+
+    /// The app of message `j` when it names or reaches one: an async job's `app`.
+    func app(_ j: Int) -> String? {
+        let m = messages[j]
+        if let t = m.topic { return t.app }
+        switch m.target {
+        case .tokens(let app, _, _), .raw(let app, _, _): return app
+        case .ids: return groups[j].count == 1 ? groups[j].first?.app : nil
+        case .users(_, let app, _), .filter(let app, _, _): return app
+        }
+    }
+}
+
+extension CommandError {
+    /// The error of message `j` of a `bulk` with `messages` (`message` and, 1.1, `message_index`).
+    func inMessage(_ j: Int?) -> CommandError {
+        guard let j else { return self }
+        var e = self
+        e.details["message"] = .int(Int64(j))
+        e.details["message_index"] = .int(Int64(j))
+        return e
+    }
+}
+
+extension Dispatcher {
+    static let sendOnlyKeys: Set<String> = ["cmd", "messages"]
+
+    func parseJob(_ a: inout Arguments) throws(CommandError) -> PlannedMessage {
+        let target = try Target.parse(&a)
+        var fields = JSONObject()
+        for k in a.unread {
+            guard PushNotification.allKeys.contains(k) else { throw .invalid(a.path(k), "unknown argument '\(k)'") }
+            if let v = a.value(k) { fields[k] = v }
+        }
+        do throws(CommandError) {
+            return PlannedMessage(target: target, notification: try PushNotification(parsing: fields))
+        } catch {
+            throw a.root.isEmpty ? error : error.prefixed(a.root)
         }
     }
 
-    /// Checks the notification with each (app, platform) provider before anything is sent.
-    func validate(_ n: PushNotification, groups: [(String, Platform)]) throws(CommandError) {
-        for (app, platform) in groups {
-            guard let p = providers.provider(app: app, platform: platform) else { continue }
-            do throws(CommandError) {
-                try p.validate(n)
-            } catch {
-                var e = error
-                e.details["platform"] = .string(platform.rawValue)
-                throw e
+    /// Whether a synchronous send of this one message streams its target through the pipeline
+    /// a chunk at a time (read from the registry while earlier chunks are sent) rather than
+    /// resolving it whole first: a `users` or `filter` target, or a list over `chunkSize`.
+    static func streams(_ m: PlannedMessage) -> Bool {
+        switch m.target {
+        case .users, .filter: true
+        case .ids(let list): list.count > chunkSize
+        case .tokens(_, _, let list): list.count > chunkSize
+        case .raw(_, _, let list): list.count > chunkSize
+        }
+    }
+
+    /// The send planner: parses a sending command's request (`sync`: for a synchronous send,
+    /// which resolves the targets it does not stream), finds the (app, platform) groups each
+    /// message reaches, and checks them (`check`). Every sending command, synchronous or async,
+    /// goes through here; nothing has been sent or written when it throws.
+    func plan(_ a: inout Arguments, _ command: SendCommand, sync: Bool) async throws(CommandError) -> SendPlan {
+        var p = SendPlan()
+        switch command {
+        case .topic:
+            let t = try parseTopic(&a)
+            p.messages = [PlannedMessage(target: .ids([]), notification: t.notification, topic: t)]
+            p.sources = [a.object]
+        case .bulk where a.has("messages"):
+            guard let list = try a.list("messages", max: 10_000) else { throw .invalid("messages", "is required") }
+            try a.finish()
+            guard !list.isEmpty else { throw .invalid("messages", "must not be empty") }
+            for (i, m) in list.enumerated() {
+                guard let o = m.objectValue else { throw .invalid("messages[\(i)]", "expected an object, got \(m.typeName)") }
+                var ma = Arguments(o, prefix: "messages[\(i)]")
+                p.messages.append(try parseJob(&ma))
+                p.sources.append(o)
+            }
+            p.indexed = true
+        case .send, .bulk:
+            p.messages = [try parseJob(&a)]
+            p.sources = [a.object]
+        }
+        if sync && p.messages[0].topic == nil && !(p.messages.count == 1 && Self.streams(p.messages[0])) {
+            // Resolved whole before anything is sent: the groups are those of the devices found.
+            let resolved = try await resolveAll(p.messages.map(\.target))
+            p.groups = zip(p.messages, resolved).map { m, r in Self.groups(of: r.devices, naming: m.target.namedGroup) }
+            p.estimate = resolved.reduce(0) { $0 + $1.devices.count }
+            p.resolved = resolved
+        } else {
+            for m in p.messages {
+                let g = try await groups(m)
+                p.groups.append(g)
+                switch m.target {
+                case .ids(let list) where m.topic == nil: p.estimate += list.count
+                case .tokens(_, _, let list): p.estimate += list.count
+                case .raw(_, _, let list): p.estimate += list.count
+                default: p.estimate += g.reduce(0) { $0 + $1.count }
+                }
             }
         }
+        try check(p)
+        return p
+    }
+
+    /// The groups of a message not resolved: a registry count of its active devices per (app,
+    /// platform), or the pair its token list names; for a `topic`, Google's topic message
+    /// (when the app has FCM; an FCM provider that cannot manage topics is refused) and the
+    /// subscribers. Sorted by app, platform.
+    func groups(_ m: PlannedMessage) async throws(CommandError) -> [DeviceGroup] {
+        if let t = m.topic {
+            let subscribers = try await sortedGroups(t.subscribers)
+            let fcm = providers.provider(app: t.app, platform: .fcm) != nil
+            // Google's topic API is required when no subscriber is reachable otherwise.
+            if fcm || !subscribers.contains(where: { providers.provider(app: $0.app, platform: $0.platform) != nil }) {
+                _ = try topicProvider(app: t.app)
+            }
+            return (fcm ? [DeviceGroup(app: t.app, platform: .fcm, count: 1)] : []) + subscribers
+        }
+        if let g = m.target.namedGroup { return [g] }
+        var f = DeviceFilter()
+        if case .ids(let ids) = m.target {
+            f.ids = ids
+            f.active = true
+        } else if let af = m.target.activeFilter {
+            f = af
+        }
+        return try await sortedGroups(f)
+    }
+
+    /// The registry's active-device counts of a filter per (app, platform), sorted by app, platform.
+    func sortedGroups(_ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup] {
+        try await registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
+    }
+
+    /// The (app, platform) groups of resolved devices, in the devices' order, with the pair a
+    /// token list names first (counted 0 when none of its tokens is registered and active).
+    static func groups(of devices: [Device], naming named: DeviceGroup?) -> [DeviceGroup] {
+        var out: [DeviceGroup] = []
+        var at: [ProviderSet.Key: Int] = [:]
+        if let n = named {
+            out.append(DeviceGroup(app: n.app, platform: n.platform, count: 0))
+            at[ProviderSet.Key(app: n.app, platform: n.platform)] = 0
+        }
+        for d in devices {
+            let key = ProviderSet.Key(app: d.app, platform: d.platform)
+            if let k = at[key] {
+                out[k].count += 1
+            } else {
+                at[key] = out.count
+                out.append(DeviceGroup(app: d.app, platform: d.platform, count: 1))
+            }
+        }
+        return out
+    }
+
+    /// The one check of a plan (protocol.md 4, "Targets"): each message's notification is
+    /// valid for every configured (app, platform) it reaches (the first refusal fails the
+    /// command, naming the platform and, in a `bulk` with `messages`, the message); and if no
+    /// group of the whole request is configured, the command is `provider_not_configured` for
+    /// the first group. Groups of unconfigured pairs beside configured ones are sent and fail
+    /// device by device (`provider_not_configured`).
+    func check(_ p: SendPlan) throws(CommandError) {
+        var configured = false
+        var missing: DeviceGroup?
+        for (j, m) in p.messages.enumerated() {
+            for g in p.groups[j] {
+                guard let provider = providers.provider(app: g.app, platform: g.platform) else {
+                    if missing == nil { missing = g }
+                    continue
+                }
+                configured = true
+                do throws(CommandError) {
+                    try provider.validate(m.notification)
+                } catch {
+                    var e = error
+                    e.details["platform"] = .string(g.platform.rawValue)
+                    throw e.inMessage(p.indexed ? j : nil)
+                }
+            }
+        }
+        if !configured, let g = missing { throw Self.notConfigured(app: g.app, platform: g.platform) }
+    }
+
+    /// The page parts of a `users`/`filter` target or a topic's subscribers (`f`), read again
+    /// from the registry's groups when a stored job starts; with `reachableOnly`, none unless a
+    /// group has a configured provider (a `topic` fans out only then).
+    func pageParts(_ f: DeviceFilter, reachableOnly: Bool = false) async throws(CommandError) -> [DeviceFilter] {
+        let groups = try await sortedGroups(f)
+        if reachableOnly && !groups.contains(where: { providers.provider(app: $0.app, platform: $0.platform) != nil }) { return [] }
+        return Self.pageParts(f, groups: groups)
     }
 }

@@ -64,7 +64,9 @@ extension Dispatcher {
         var appOf: [Int64: String]
         var app: String?
 
-        func json(_ r: DeliveryResult) -> JSONObject {
+        /// A result as the protocol shows it; `message`: the index of its message in a `bulk`
+        /// with `messages` (the only place results get `message` and `message_index`).
+        func json(_ r: DeliveryResult, message: Int? = nil) -> JSONObject {
             let unknownId = if case .unknownId = r.target { true } else { false }
             // Negative ids are `tokens` entries: not registry devices.
             let registered = (r.deviceId ?? 0) > 0
@@ -84,6 +86,10 @@ extension Dispatcher {
                 if r.deactivate && !deactivated && registered { o["still_active"] = .bool(true) }
             }
             for (k, v) in r.extra.pairs { o[k] = v }
+            if let message {
+                o.pairs.insert(("message_index", .int(Int64(message))), at: 0)
+                o.pairs.insert(("message", .int(Int64(message))), at: 0)
+            }
             return o
         }
     }

@@ -46,35 +46,27 @@ extension Dispatcher {
         return TopicRequest(app: app, topic: topic, condition: condition, notification: n, subscribers: f)
     }
 
-    /// What a `topic` request reaches, checked as a send is: the subscribers' (app, platform)
-    /// groups with a configured provider, and Google's topic API if the app has FCM (required
-    /// when no subscriber is reachable otherwise); the notification is valid for all of them.
-    func checkTopic(_ t: TopicRequest) async throws(CommandError) -> (groups: [DeviceGroup], fcm: (any TopicProvider)?) {
-        let groups = try await registry.groups(t.subscribers).filter { providers.provider(app: $0.app, platform: $0.platform) != nil }
-        let fcm = providers.provider(app: t.app, platform: .fcm) != nil || groups.isEmpty ? try topicProvider(app: t.app) : nil
-        if let fcm { try fcm.validate(t.notification) }
-        try validate(t.notification, groups: groups.map { ($0.app, $0.platform) })
-        return (groups, fcm)
-    }
-
     func topic(_ a: inout Arguments) async throws(CommandError) -> JSONObject {
-        let t = try parseTopic(&a)
-        let (app, topic, condition, n, f) = (t.app, t.topic, t.condition, t.notification, t.subscribers)
-        let (groups, fcm) = try await checkTopic(t)
+        let plan = try await plan(&a, .topic, sync: true)
+        guard let t = plan.messages[0].topic else { throw CommandError(.internalError, "topic: no topic in the plan") }
+        let (app, n) = (t.app, t.notification)
+        try reserve(plan.estimate)
+        defer { pending.subtract(plan.estimate, ordering: .relaxed) }
         var fcmResult: JSONObject?
-        if let fcm {
-            try reserve(1)
-            defer { pending.subtract(1, ordering: .relaxed) }
-            let r = await fcm.sendToTopic(n, topic: topic, condition: condition)
+        if providers.provider(app: app, platform: .fcm) != nil {
+            let fcm = try topicProvider(app: app)
+            let r = await fcm.sendToTopic(n, topic: t.topic, condition: t.condition)
             let renderer = await applyDeactivations([r], devices: [], app: app)
             if r.status == .sent { sentCount.add(1, ordering: .relaxed) } else { failedCount.add(1, ordering: .relaxed) }
             fcmResult = renderer.json(r)
         }
-        guard !groups.isEmpty else {
+        // The subscribers get it by fan-out when one of their (app, platform) pairs is configured.
+        let subscribers = plan.groups[0].filter { g in g.platform != .fcm && providers.provider(app: g.app, platform: g.platform) != nil }
+        guard !subscribers.isEmpty else {
             let ok = fcmResult?["status"] == .string("sent")
             return ["sent": .int(ok ? 1 : 0), "failed": .int(ok ? 0 : 1), "results": .array(fcmResult.map { [.object($0)] } ?? [])]
         }
-        var out = try await fanOut(n, filter: f)
+        var out = try await fanOut(n, filter: t.subscribers)
         guard let first = fcmResult else { return out }
         // The FCM topic's result goes first in the results array.
         let ok = first["status"] == .string("sent")
@@ -96,11 +88,9 @@ extension Dispatcher {
     }
 
     /// Sends to every device of a registry filter, read page by page (by id) through the send
-    /// pipeline: memory stays bounded by two chunks whatever the number of subscribers.
+    /// pipeline: memory stays bounded by two chunks whatever the number of subscribers. The
+    /// caller planned and reserved the send.
     func fanOut(_ n: PushNotification, filter f: DeviceFilter) async throws(CommandError) -> JSONObject {
-        let total = try await checkGroups(n, f)
-        try reserve(total)
-        defer { pending.subtract(total, ordering: .relaxed) }
         var after: Int64 = 0
         var done = false
         return try await runPipeline(messages: 1, started: monotonicNanos(), bulk: false) { () async throws(CommandError) -> Chunk? in

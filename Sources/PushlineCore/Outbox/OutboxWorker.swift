@@ -255,14 +255,24 @@ public final class OutboxWorker: Sendable {
                 rows.append(OutboxNewDelivery(message: message, deviceId: dev.id > 0 ? dev.id : nil, raw: dev.id > 0 ? nil : dev, rejected: nil))
             }
             for x in r.rejected {
-                var o = renderer.json(x)
+                var o = renderer.json(x, message: message)
                 o["attempts"] = 0
-                if let message {
-                    o.pairs.insert(("message_index", .int(Int64(message))), at: 0)
-                    o.pairs.insert(("message", .int(Int64(message))), at: 0)
-                }
                 rows.append(OutboxNewDelivery(message: message, deviceId: x.deviceId, raw: nil, rejected: o))
             }
+        }
+        /// Reads the next page (up to `room` devices) of a `users`/`filter` target or a topic's
+        /// subscribers from the cursor on; true once the target is read to its end.
+        func page(_ parts: [DeviceFilter], room: Int, message: Int?) async throws(CommandError) -> Bool {
+            guard !parts.isEmpty else { return true }
+            var at = PageCursor()
+            at.part = c.p
+            at.afterId = c.a
+            let (devices, next) = try await d.registry.page(parts, from: at, limit: room)
+            add(Resolved(devices: devices), message: message)
+            guard let next else { return true }
+            c.p = next.part
+            c.a = next.afterId
+            return false
         }
         while c.m < job.messages.count && rows.count < Self.resolveChunk {
             var a = Arguments(job.messages[c.m], prefix: job.indexed ? "messages[\(c.m)]" : "")
@@ -295,23 +305,8 @@ public final class OutboxWorker: Sendable {
                 }
                 let room = Self.resolveChunk - rows.count
                 if room == 0 { continue }
-                let groups = try await d.registry.groups(t.subscribers).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
                 // As the synchronous `topic`: no fan-out when no subscriber's provider is configured.
-                let reachable = groups.contains { d.providers.provider(app: $0.app, platform: $0.platform) != nil }
-                let parts = reachable ? Dispatcher.pageParts(t.subscribers, groups: groups) : []
-                var at = PageCursor()
-                at.part = c.p
-                at.afterId = c.a
-                var next: PageCursor?
-                if !parts.isEmpty {
-                    let (devices, n) = try await d.registry.page(parts, from: at, limit: room)
-                    add(Resolved(devices: devices), message: message)
-                    next = n
-                }
-                if let next {
-                    c.p = next.part
-                    c.a = next.afterId
-                } else {
+                if try await page(d.pageParts(t.subscribers, reachableOnly: true), room: room, message: message) {
                     c.m += 1
                     c.o = 0
                     c.p = 0
@@ -338,34 +333,8 @@ public final class OutboxWorker: Sendable {
                 c.o = end
                 done = end == devices.count
             case .users, .filter:
-                var f = DeviceFilter()
-                f.active = true
-                if case .users(let users, let app, let platform) = target {
-                    f.users = users
-                    f.app = app
-                    f.platform = platform
-                } else if case .filter(let app, let platform, let user) = target {
-                    f.app = app
-                    f.platform = platform
-                    f.user = user
-                }
-                let groups = try await d.registry.groups(f).sorted { ($0.app, $0.platform.rawValue) < ($1.app, $1.platform.rawValue) }
-                let parts = Dispatcher.pageParts(f, groups: groups)
-                var at = PageCursor()
-                at.part = c.p
-                at.afterId = c.a
-                if parts.isEmpty {
-                    done = true
-                } else {
-                    let (devices, next) = try await d.registry.page(parts, from: at, limit: room)
-                    add(Resolved(devices: devices), message: message)
-                    if let next {
-                        c.p = next.part
-                        c.a = next.afterId
-                    } else {
-                        done = true
-                    }
-                }
+                guard let f = target.activeFilter else { throw CommandError(.internalError, "outbox: unexpected target") }
+                done = try await page(d.pageParts(f), room: room, message: message)
             }
             if done {
                 c.m += 1
@@ -453,16 +422,15 @@ public final class OutboxWorker: Sendable {
             let p = parts[k]
             let job = claims[p.claim].job
             guard var n = notifications[job.id]?[p.message] else { return nil }
-            let devices = p.rows.compactMap(\.device)
-            // APNs: each delivery keeps one apns-id across its attempts (and a crash's re-send).
-            if n.fields["apns_id"] == nil, devices.contains(where: { $0.platform == .apns }) {
-                var ids = JSONObject()
-                for x in p.rows where x.device?.platform == .apns {
-                    if let d = x.device { ids[d.registrationId] = .string(Self.apnsId(job: job.id, n: x.n)) }
+            // What each provider adds per delivery (APNs: one apns-id across its attempts).
+            var byProvider: [ProviderSet.Key: [(device: Device, n: Int64)]] = [:]
+            for x in p.rows { if let dev = x.device { byProvider[ProviderSet.Key(app: dev.app, platform: dev.platform), default: []].append((dev, x.n)) } }
+            for (key, list) in byProvider {
+                if let provider = d.providers.provider(app: key.app, platform: key.platform) {
+                    n = provider.outboxNotification(n, job: job.id, deliveries: list)
                 }
-                n.fields[APNsMessage.outboxIdsKey] = .object(ids)
             }
-            return Addressed(n, to: devices)
+            return Addressed(n, to: p.rows.compactMap(\.device))
         }
         // Topic messages go to Google while the devices' batch is on the wire.
         let topicList: [(Int, Device?, JSONObject, PushNotification?)] = parts.indices.filter { parts[$0].topic }.map { k in
@@ -471,12 +439,7 @@ public final class OutboxWorker: Sendable {
             return (k, p.rows[0].device, job.messages[p.message], notifications[job.id]?[p.message] ?? nil)
         }
         async let topicResults = Self.sendTopics(topicList, d)
-        let deviceResults: [[DeliveryResult]]
-        if addressed.count == 1 {
-            deviceResults = [await d.deliver(addressed[0].notification, to: addressed[0].devices)]
-        } else {
-            deviceResults = addressed.isEmpty ? [] : await d.deliver(addressed)
-        }
+        let deviceResults = await d.deliver(addressed)
         logger.debug("outbox: batch answered", metadata: [
             "jobs": "\(claims.map { "\($0.job.id.prefix(8)):\($0.deliveries.count)" }.joined(separator: ","))",
             "ms": "\(nowMillis() - now0)"])
@@ -492,13 +455,9 @@ public final class OutboxWorker: Sendable {
             let n = notifications[job.id]?[p.message] ?? nil
             let deadline = n.map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
             for (x, r) in zip(p.rows, results[k]) {
-                var o = renderer.json(r)
+                var o = renderer.json(r, message: job.indexed ? p.message : nil)
                 if p.topic { o["app"] = .string(job.app) }
                 o["attempts"] = .int(Int64(x.attempts + 1))
-                if job.indexed {
-                    o.pairs.insert(("message_index", .int(Int64(p.message))), at: 0)
-                    o.pairs.insert(("message", .int(Int64(p.message))), at: 0)
-                }
                 let kind: OutboxOutcome.Kind
                 if r.status == .sent {
                     kind = .sent
@@ -571,22 +530,6 @@ public final class OutboxWorker: Sendable {
             for await r in group { out.append(r) }
             return out
         }
-    }
-
-    /// A delivery's apns-id: the job id's first 20 hex digits and the delivery's index, as a UUID.
-    static func apnsId(job: String, n: Int64) -> String {
-        var hex = Array(job.utf8.prefix(20))
-        while hex.count < 20 { hex.append(UInt8(ascii: "0")) }
-        let digits = Array("0123456789abcdef".utf8)
-        var tail: [UInt8] = []
-        var v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
-        for _ in 0..<12 {
-            tail.insert(digits[Int(v & 15)], at: 0)
-            v >>= 4
-        }
-        let all = hex + tail
-        func part(_ r: Range<Int>) -> String { String(decoding: all[r], as: UTF8.self) }
-        return "\(part(0..<8))-\(part(8..<12))-\(part(12..<16))-\(part(16..<20))-\(part(20..<32))"
     }
 
     /// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to 60 s, times 0.5-1.5; at least the

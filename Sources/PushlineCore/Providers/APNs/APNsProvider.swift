@@ -112,6 +112,34 @@ public final class APNsProvider: PushProvider {
         try message(notification).checkSize()
     }
 
+    /// The outbox: each delivery keeps one apns-id across its attempts (and a crash's re-send),
+    /// unless the notification names its own `apns_id`. Merged with other APNs apps' ids.
+    public func outboxNotification(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification {
+        guard notification.fields["apns_id"] == nil, !deliveries.isEmpty else { return notification }
+        var n = notification
+        var ids = n.fields[APNsMessage.outboxIdsKey]?.objectValue ?? JSONObject()
+        for (d, k) in deliveries { ids[d.registrationId] = .string(Self.outboxApnsId(job: job, n: k)) }
+        n.fields[APNsMessage.outboxIdsKey] = .object(ids)
+        return n
+    }
+
+    /// An outbox delivery's apns-id: the job id's first 20 hex digits and the delivery's
+    /// number, as a UUID.
+    static func outboxApnsId(job: String, n: Int64) -> String {
+        var hex = Array(job.utf8.prefix(20))
+        while hex.count < 20 { hex.append(UInt8(ascii: "0")) }
+        let digits = Array("0123456789abcdef".utf8)
+        var tail: [UInt8] = []
+        var v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
+        for _ in 0..<12 {
+            tail.insert(digits[Int(v & 15)], at: 0)
+            v >>= 4
+        }
+        let all = hex + tail
+        func part(_ r: Range<Int>) -> String { String(decoding: all[r], as: UTF8.self) }
+        return "\(part(0..<8))-\(part(8..<12))-\(part(12..<16))-\(part(16..<20))-\(part(20..<32))"
+    }
+
     public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
         guard !devices.isEmpty else { return [] }
         let msg: APNsMessage
