@@ -279,7 +279,10 @@ def test_fairness_small_job_during_a_large_one(start_daemon, fake):
     The fake must not be what the small job waits for: it answers the large job after 2 s
     (so that job keeps the connection busy without saturating the Python fake, which answers
     about 1,000 requests/s on this machine) and the small job's devices at once. What is left
-    is the daemon's part: waking, claiming, the transport's queue, committing the results."""
+    is the daemon's part: waking, claiming, the transport's queue, committing the results.
+    (Measured 1.35-1.75 s while the large job's requests took every stream and the small job's
+    waited for the next wave of answers; 0.18-0.34 s since background requests leave a tenth
+    of the streams free, TransportTests' backgroundRequestsLeaveStreamsFree.)"""
     config = cfg(fake)
     config["max_line_bytes"] = 16 << 20
     d = start_daemon(config)
