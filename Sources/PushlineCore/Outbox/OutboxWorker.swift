@@ -81,11 +81,21 @@ public final class OutboxWorker: Sendable {
         }
         var lastHousekeeping: Int64 = 0
         var notifications: [String: [PushNotification?]] = [:]
-        // Child tasks return true for a delivered batch, false for the waker: a task that ends
+        // Child tasks return a delivered batch's job ids, nil for the waker: a task that ends
         // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
         // job is resolved and claimed at once instead of after the next batch ends.
-        await withTaskGroup(of: Bool.self) { group in
+        await withTaskGroup(of: [String]?.self) { group in
             var running = 0
+            /// Batches on the wire per job (an extra claim on a wake-up leaves these jobs out).
+            var onWire: [String: Int] = [:]
+            func landed(_ jobs: [String]) {
+                running -= 1
+                inFlight.subtract(1, ordering: .relaxed)
+                for j in jobs {
+                    let left = (onWire[j] ?? 1) - 1
+                    onWire[j] = left > 0 ? left : nil
+                }
+            }
             var waker = false
             var woken = false
             // Idle waits on something due but not claimable (a row leased but not on the wire,
@@ -103,15 +113,21 @@ public final class OutboxWorker: Sendable {
                 }
                 var worked = await resolveRound(d, now: now)
                 // Synchronous sends go first: while any is in flight, one batch at a time. A
-                // wake-up may add batches beyond the limit (the new job comes first in a claim).
+                // wake-up may add a batch beyond the limit, of jobs not on the wire yet (a new
+                // job; none on a wake-up with nothing new: PostgreSQL's NOTIFY of this daemon's
+                // own commits and its `poll_ms` tick used to fill the extra batches with the
+                // large job, up to the cap, and a small job accepted then waited for a batch of
+                // it to end and another wake-up: 0.9-3.3 s).
                 var limit = d.pending.load(ordering: .relaxed) > 0 ? 1 : Self.maxInFlight
-                if woken { limit = max(limit, min(running + 1, 2 * Self.maxInFlight)) }
+                let extra = woken && running >= limit && running < 2 * Self.maxInFlight
+                if extra { limit = running + 1 }
                 woken = false
                 if running < limit {
                     let claims: [OutboxClaim]
                     do throws(CommandError) {
                         claims = try await store.claim(
-                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: Self.batch, maxJobs: Self.jobsPerRound, maxRows: Self.batch)
+                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: Self.batch, maxJobs: Self.jobsPerRound, maxRows: Self.batch,
+                            excluding: extra ? Set(onWire.keys) : [])
                     } catch {
                         logger.error("outbox: claim failed", metadata: ["error": "\(error.message)"])
                         claims = []
@@ -127,9 +143,11 @@ public final class OutboxWorker: Sendable {
                         }
                         running += 1
                         inFlight.add(1, ordering: .relaxed)
+                        let ids = claims.map(\.job.id)
+                        for j in ids { onWire[j, default: 0] += 1 }
                         group.addTask {
                             await self.deliver(claims, notifications: ns, d)
-                            return true
+                            return ids
                         }
                         worked = true
                     }
@@ -139,10 +157,9 @@ public final class OutboxWorker: Sendable {
                         waker = true
                         group.addTask { await self.waitWoken(seen: seen) }
                     }
-                    guard let batch = await group.next() else { continue }
-                    if batch {
-                        running -= 1
-                        inFlight.subtract(1, ordering: .relaxed)
+                    guard let next = await group.next() else { continue }
+                    if let jobs = next {
+                        landed(jobs)
                     } else {
                         waker = false
                         woken = true
@@ -171,22 +188,19 @@ public final class OutboxWorker: Sendable {
             }
             // SIGTERM: what is on the wire finishes; the rest stays queued (the waker ends too).
             context.wake()
-            while let batch = await group.next() {
-                if batch {
-                    running -= 1
-                    inFlight.subtract(1, ordering: .relaxed)
-                }
+            while let next = await group.next() {
+                if let jobs = next { landed(jobs) }
             }
         }
         logger.info("outbox worker stopped", metadata: ["owner": "\(owner)"])
     }
 
-    /// Returns false once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
-    func waitWoken(seen: UInt64) async -> Bool {
+    /// Returns nil once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
+    func waitWoken(seen: UInt64) async -> [String]? {
         while !stopping.load(ordering: .acquiring) && context.generation == seen {
             await context.sleep(ms: 3_600_000, seen: seen)
         }
-        return false
+        return nil
     }
 
     /// The longest idle wait with nothing due: housekeeping (`depth`, pruning) runs at least
