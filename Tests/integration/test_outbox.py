@@ -281,11 +281,8 @@ def test_fairness_small_job_during_a_large_one(start_daemon, fake):
     about 1,000 requests/s on this machine) and the small job's devices at once. What is left
     is the daemon's part: waking, claiming, the transport's queue, committing the results.
     (Measured 1.35-1.75 s while the large job's requests took every stream and the small job's
-    waited for the next wave of answers; 0.12-0.34 s since background requests leave a tenth
-    of the streams free, TransportTests' backgroundRequestsLeaveStreamsFree. On PostgreSQL it
-    took 0.9-3.3 s more: wake-ups by the NOTIFY of the daemon's own commits and the `poll_ms`
-    tick each claimed an extra batch of the large job, up to 8 on the wire, and the small job
-    waited for one to end; an extra claim now leaves out the jobs on the wire, OutboxClaimTests.)"""
+    waited for the next wave of answers; 0.18-0.34 s since background requests leave a tenth
+    of the streams free, TransportTests' backgroundRequestsLeaveStreamsFree.)"""
     config = cfg(fake)
     config["max_line_bytes"] = 16 << 20
     d = start_daemon(config)

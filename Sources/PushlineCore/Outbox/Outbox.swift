@@ -28,9 +28,7 @@ public protocol Outbox: Sendable {
     /// Leases up to `perJob` due pending deliveries of each of up to `maxJobs` jobs, at most
     /// `maxRows` in all (the jobs served least recently first, so a small job is never stuck
     /// behind a large one).
-    /// Jobs whose ids are in `excluding` are left out (the worker's extra claim on a wake-up
-    /// takes only jobs it is not already delivering).
-    func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int, excluding: Set<String>) async throws(CommandError) -> [OutboxClaim]
+    func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim]
 
     /// Applies results where the fence still matches (a stale worker's results are dropped);
     /// updates the job's counts, finishes it (with a `job_done` event) when nothing is pending.
@@ -56,13 +54,6 @@ public protocol Outbox: Sendable {
     func depth() async throws(CommandError) -> OutboxDepth
     /// The earliest time something becomes due (a `send_at`, a retry's `next_at`), if any.
     func nextDue() async throws(CommandError) -> Int64?
-}
-
-extension Outbox {
-    /// A claim over every job.
-    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
-        try await claim(owner: owner, now: now, leaseMs: leaseMs, perJob: perJob, maxJobs: maxJobs, maxRows: maxRows, excluding: [])
-    }
 }
 
 public enum OutboxJobState: String, Sendable, CaseIterable {

@@ -81,21 +81,11 @@ public final class OutboxWorker: Sendable {
         }
         var lastHousekeeping: Int64 = 0
         var notifications: [String: [PushNotification?]] = [:]
-        // Child tasks return a delivered batch's job ids, nil for the waker: a task that ends
+        // Child tasks return true for a delivered batch, false for the waker: a task that ends
         // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
         // job is resolved and claimed at once instead of after the next batch ends.
-        await withTaskGroup(of: [String]?.self) { group in
+        await withTaskGroup(of: Bool.self) { group in
             var running = 0
-            /// Batches on the wire per job (an extra claim on a wake-up leaves these jobs out).
-            var onWire: [String: Int] = [:]
-            func landed(_ jobs: [String]) {
-                running -= 1
-                inFlight.subtract(1, ordering: .relaxed)
-                for j in jobs {
-                    let left = (onWire[j] ?? 1) - 1
-                    onWire[j] = left > 0 ? left : nil
-                }
-            }
             var waker = false
             var woken = false
             // Idle waits on something due but not claimable (a row leased but not on the wire,
@@ -113,21 +103,15 @@ public final class OutboxWorker: Sendable {
                 }
                 var worked = await resolveRound(d, now: now)
                 // Synchronous sends go first: while any is in flight, one batch at a time. A
-                // wake-up may add a batch beyond the limit, of jobs not on the wire yet (a new
-                // job; none on a wake-up with nothing new: PostgreSQL's NOTIFY of this daemon's
-                // own commits and its `poll_ms` tick used to fill the extra batches with the
-                // large job, up to the cap, and a small job accepted then waited for a batch of
-                // it to end and another wake-up: 0.9-3.3 s).
+                // wake-up may add batches beyond the limit (the new job comes first in a claim).
                 var limit = d.pending.load(ordering: .relaxed) > 0 ? 1 : Self.maxInFlight
-                let extra = woken && running >= limit && running < 2 * Self.maxInFlight
-                if extra { limit = running + 1 }
+                if woken { limit = max(limit, min(running + 1, 2 * Self.maxInFlight)) }
                 woken = false
                 if running < limit {
                     let claims: [OutboxClaim]
                     do throws(CommandError) {
                         claims = try await store.claim(
-                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: Self.batch, maxJobs: Self.jobsPerRound, maxRows: Self.batch,
-                            excluding: extra ? Set(onWire.keys) : [])
+                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: Self.batch, maxJobs: Self.jobsPerRound, maxRows: Self.batch)
                     } catch {
                         logger.error("outbox: claim failed", metadata: ["error": "\(error.message)"])
                         claims = []
@@ -143,11 +127,9 @@ public final class OutboxWorker: Sendable {
                         }
                         running += 1
                         inFlight.add(1, ordering: .relaxed)
-                        let ids = claims.map(\.job.id)
-                        for j in ids { onWire[j, default: 0] += 1 }
                         group.addTask {
                             await self.deliver(claims, notifications: ns, d)
-                            return ids
+                            return true
                         }
                         worked = true
                     }
@@ -157,9 +139,10 @@ public final class OutboxWorker: Sendable {
                         waker = true
                         group.addTask { await self.waitWoken(seen: seen) }
                     }
-                    guard let next = await group.next() else { continue }
-                    if let jobs = next {
-                        landed(jobs)
+                    guard let batch = await group.next() else { continue }
+                    if batch {
+                        running -= 1
+                        inFlight.subtract(1, ordering: .relaxed)
                     } else {
                         waker = false
                         woken = true
@@ -188,19 +171,22 @@ public final class OutboxWorker: Sendable {
             }
             // SIGTERM: what is on the wire finishes; the rest stays queued (the waker ends too).
             context.wake()
-            while let next = await group.next() {
-                if let jobs = next { landed(jobs) }
+            while let batch = await group.next() {
+                if batch {
+                    running -= 1
+                    inFlight.subtract(1, ordering: .relaxed)
+                }
             }
         }
         logger.info("outbox worker stopped", metadata: ["owner": "\(owner)"])
     }
 
-    /// Returns nil once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
-    func waitWoken(seen: UInt64) async -> [String]? {
+    /// Returns false once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
+    func waitWoken(seen: UInt64) async -> Bool {
         while !stopping.load(ordering: .acquiring) && context.generation == seen {
             await context.sleep(ms: 3_600_000, seen: seen)
         }
-        return nil
+        return false
     }
 
     /// The longest idle wait with nothing due: housekeeping (`depth`, pruning) runs at least

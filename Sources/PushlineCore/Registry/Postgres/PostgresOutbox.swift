@@ -411,9 +411,7 @@ public final class PostgresOutbox: Outbox {
         return true
     }
 
-    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int, excluding: Set<String>) async throws(CommandError) -> [OutboxClaim] {
-        let skip = excluding.isEmpty ? "" : " AND NOT (j.id = ANY($3::text[]))"
-        let skipArgs: [SQLValue] = excluding.isEmpty ? [] : [PGConnection.array(excluding.map { Optional($0) })]
+    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
         // Marked alive in the claim only when the heartbeat has not done so lately (the first
         // claim, a new epoch, or a heartbeat that failed): not a write on every claim.
         let (lo, markAlive, changed) = inFlight.withLock { f in
@@ -437,9 +435,9 @@ public final class PostgresOutbox: Outbox {
                     SELECT \(Self.jobColumns) FROM outbox_jobs j
                     WHERE j.state = 'running' AND EXISTS (
                         SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= $1
-                          AND \(Self.claimable(now: "$1")))\(skip)
+                          AND \(Self.claimable(now: "$1")))
                     ORDER BY j.served, j.seq LIMIT $2
-                    """, [.int(now), .int(Int64(maxJobs))] + skipArgs)
+                    """, [.int(now), .int(Int64(maxJobs))])
                 var out: [OutboxClaim] = []
                 var total = 0
                 for i in 0..<jr.rows where total < maxRows {
