@@ -15,8 +15,13 @@ release daemon, in one run:
 4. RSS with many notifications queued: `--queued` notifications accepted as scheduled jobs
    (100,000 devices each) by a fresh daemon (so the figure is the queue's, not what an
    earlier synchronous send left), its RSS then and its peak.
+5. (`--parts rss-due`, not run by default: it takes minutes) the same number accepted as jobs
+   due at once while the provider is down (the app's endpoint is a port nothing listens on:
+   every attempt fails to connect and is retried with backoff), so the worker resolves every
+   target into pending delivery rows and keeps claiming and retrying them: RSS sampled every
+   few seconds until every job is resolved (and `--due-hold` seconds more), and its peak.
 
-    bench/outbox_bench.py --bin .build/release/pushline [--port 21000] [--devices 100000] [--parts accept,deliver,rss]
+    bench/outbox_bench.py --bin .build/release/pushline [--port 21000] [--devices 100000] [--parts accept,deliver,rss,rss-due]
 
 Figures on a loaded 2-core machine are indicative only.
 """
@@ -66,7 +71,9 @@ def main():
     ap.add_argument("--accepts", type=int, default=40_000)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--queued", type=int, default=10_000_000)
-    ap.add_argument("--parts", default="accept,deliver,rss", help="which of accept, deliver, rss to run")
+    ap.add_argument("--parts", default="accept,deliver,rss", help="which of accept, deliver, rss, rss-due to run")
+    ap.add_argument("--due-hold", type=float, default=30, help="rss-due: seconds to keep sampling once all is resolved")
+    ap.add_argument("--down-port", type=int, default=0, help="rss-due: the provider port nothing listens on (default: --port + 1)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     port, ca, sink_dir = start_sink(args.port)
@@ -77,6 +84,8 @@ def main():
             deliver(args, port, ca)
         if "rss" in parts:
             queued_rss(args, port, ca)
+        if "rss-due" in parts:
+            due_rss(args, args.down_port or port + 1, ca)
     finally:
         stop_sink(sink_dir)
 
@@ -150,6 +159,64 @@ def queued_rss(args, port, ca):
     time.sleep(3)  # the daemon gives burst memory back after 2 quiet seconds
     print(f"  RSS 3 s later: {rss_mb(proc.pid):.1f} MB")
     stop_daemon(proc)
+
+
+def due_rss(args, down_port, ca):
+    # 5. RSS with many notifications due and pending while the provider is down.
+    import socket
+    probe = socket.socket()
+    if probe.connect_ex(("127.0.0.1", down_port)) == 0:
+        raise SystemExit(f"something listens on port {down_port}: pass --down-port with a free one")
+    probe.close()
+    proc, sock, c, ids = fresh_daemon(args, down_port, ca, "rss-due")
+    n = len(ids)
+    print(f"fresh daemon with {n:,} devices, its provider down (port {down_port}): RSS {rss_mb(proc.pid):.1f} MB")
+    jobs = max(1, args.queued // n)
+    t0 = time.time()
+    ids_ = []
+    for _ in range(jobs):
+        r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "now", "async": True})
+        assert r["ok"], r
+        ids_.append(r["job"]["id"])
+    print(f"{jobs} due jobs of {n:,} accepted in {time.time() - t0:.1f} s; RSS {rss_mb(proc.pid):.1f} MB")
+    peak, resolved_at, last = 0.0, None, 0.0
+    while True:
+        time.sleep(5)
+        rss = rss_mb(proc.pid)
+        peak = max(peak, rss)
+        rows = c.call({"cmd": "jobs", "state": "running", "limit": 1000})["jobs"] + \
+            c.call({"cmd": "jobs", "state": "queued", "limit": 1000})["jobs"]
+        devices = sum(j["devices"] for j in rows)
+        started = sum(1 for j in rows if j["started_at"])
+        text = c.call({"cmd": "metrics"})["text"]
+        queued = next((line.split()[-1] for line in text.splitlines() if line.startswith("pushline_outbox_queued_notifications")), "?")
+        t = time.time() - t0
+        if t - last >= 30 or resolved_at:
+            print(f"  {t:6.0f} s: RSS {rss:.1f} MB (peak {rss_mb(proc.pid, 'VmHWM'):.1f}); queued {queued}; "
+                  f"{started} of {jobs} jobs started", flush=True)
+            last = t
+        # Resolved: a job shows its estimate as `devices` until then, so ask the database.
+        if resolved_at is None and unresolved_jobs(sock) == 0:
+            resolved_at = time.time()
+            print(f"  every target resolved into {jobs * n:,} pending deliveries after {resolved_at - t0:.0f} s; "
+                  f"RSS {rss:.1f} MB", flush=True)
+        if resolved_at and time.time() - resolved_at >= args.due_hold:
+            break
+    print(f"  RSS with {jobs * n:,} deliveries due and pending: {rss_mb(proc.pid):.1f} MB, sampled peak {peak:.1f} MB, "
+          f"VmHWM {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
+    stop_daemon(proc)
+
+
+def unresolved_jobs(sock):
+    """Jobs whose target is not fully resolved into delivery rows, read from the database file
+    next to the socket (SQLite, read-only beside the daemon in WAL mode)."""
+    import sqlite3
+    db = Path(sock).with_name("p.db")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute("SELECT count(*) FROM outbox_jobs WHERE resolved = 0").fetchone()[0]
+    finally:
+        con.close()
 
 
 if __name__ == "__main__":

@@ -242,6 +242,36 @@ struct TransportTests {
         #expect(order.withLock { $0 } == ["foreground", "background"])
     }
 
+    @Test("background requests leave a tenth of the streams to other requests")
+    func backgroundRequestsLeaveStreamsFree() async throws {
+        let sink = try H2SinkProcess()
+        // Ten streams, all of them wanted by background requests the sink answers after 3 s.
+        let transport = HTTPTransport(options: TransportOptions(threads: 1, maxConnectionsPerHost: 1, maxConcurrentStreams: 10))
+        defer { transport.shutdown() }
+        let tls = sink.tls
+        let background = Task {
+            await TransportPriority.$background.withValue(true) {
+                await transport.performAll((0..<12).map { _ in HTTPRequest(url: sink.base + "/?delay_ms=3000", tls: tls, timeoutMs: 60_000) })
+            }
+        }
+        while transport.stats.submitted < 12 { try await Task.sleep(for: .milliseconds(5)) }
+        // The loop has started what it will (9 of the 10 streams).
+        var streams = 0
+        for _ in 0..<200 where streams < 9 {
+            try await Task.sleep(for: .milliseconds(10))
+            streams = transport.openConnections.streams.values.reduce(0, +)
+        }
+        #expect(streams == 9)
+        let r = await transport.perform(HTTPRequest(url: sink.base + "/", tls: tls, timeoutMs: 60_000))
+        // Answered on the free stream, not after a background request ended (3 s): before, it
+        // waited for one (the outbox's small job behind a large one against a slow provider).
+        let completedBefore = transport.stats.completed
+        #expect(kind(r) == "status 200")
+        #expect(completedBefore == 1, "the foreground request waited for a background one to end")
+        let rs = await background.value
+        #expect(rs.allSatisfy { kind($0) == "status 200" })
+    }
+
     @Test func refusedConnectionIsConnectError() async throws {
         let transport = HTTPTransport()
         defer { transport.shutdown() }

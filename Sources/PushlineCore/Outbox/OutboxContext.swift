@@ -4,23 +4,24 @@ import Synchronization
 /// something was accepted. Shared by every dispatcher a reload makes.
 public final class OutboxContext: Sendable {
     public let store: any Outbox
-    let woken = Atomic<Bool>(false)
+    /// Moves on with every `wake()`; the worker waits on it instead of polling (issue 13: an
+    /// idle daemon polled every 10 ms, 600 context switches a second with nothing to do).
+    let signal = EventSignal()
     /// The worker's last view of the queue, for `metrics`.
     let lastDepth = Mutex<OutboxDepth?>(nil)
 
     public init(store: any Outbox) { self.store = store }
 
-    /// Tells the worker to look for work now.
-    public func wake() { woken.store(true, ordering: .releasing) }
+    /// Tells the worker to look for work now (an accept, a NOTIFY or the `poll_ms` tick, a
+    /// cancel, SIGTERM).
+    public func wake() { signal.notify() }
 
-    /// Sleeps up to `ms`, returning early when woken.
-    func sleep(ms: Int64) async {
-        var left = max(1, ms)
-        while left > 0 {
-            if woken.exchange(false, ordering: .acquiringAndReleasing) { return }
-            let step = min(left, 10)
-            try? await Task.sleep(nanoseconds: UInt64(step) * 1_000_000)
-            left -= step
-        }
+    /// Read before looking for work; a `wake()` after it ends the next `sleep` at once.
+    var generation: UInt64 { signal.generation }
+
+    /// Sleeps up to `ms` (one timer, no polling), returning early once `wake()` was called
+    /// after `generation` read `seen`.
+    func sleep(ms: Int64, seen: UInt64) async {
+        await signal.wait(seen: seen, until: .now + .milliseconds(max(1, ms)))
     }
 }

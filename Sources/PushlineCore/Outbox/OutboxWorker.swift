@@ -88,7 +88,12 @@ public final class OutboxWorker: Sendable {
             var running = 0
             var waker = false
             var woken = false
+            // Idle waits on something due but not claimable (a row leased but not on the wire,
+            // after a failed completion) back off from 5 ms up to `maxIdleMs`.
+            var pastDueMs: Int64 = 5
             while !stopping.load(ordering: .acquiring) {
+                // Read before looking for work: an accept after this ends the idle wait at once.
+                let seen = context.generation
                 let d = dispatcher()
                 let now = nowMillis()
                 if now - lastHousekeeping > 2000 {
@@ -132,7 +137,7 @@ public final class OutboxWorker: Sendable {
                 if running >= limit || (!worked && running > 0) {
                     if !waker {
                         waker = true
-                        group.addTask { await self.waitWoken() }
+                        group.addTask { await self.waitWoken(seen: seen) }
                     }
                     guard let batch = await group.next() else { continue }
                     if batch {
@@ -144,11 +149,25 @@ public final class OutboxWorker: Sendable {
                     }
                     continue
                 }
-                if worked { continue }
-                // Idle: until the next due time (at most 1 s), or an accept wakes us.
-                var wait: Int64 = 1000
-                if let due = try? await store.nextDue() { wait = max(5, min(wait, due - nowMillis())) }
-                await context.sleep(ms: wait)
+                if worked {
+                    pastDueMs = 5
+                    continue
+                }
+                // Idle: until the next due time (a `send_at`, a retry, a lease of a dead daemon;
+                // at most `maxIdleMs`), or until woken (an accept, NOTIFY or the `poll_ms` tick on
+                // PostgreSQL, SIGTERM). One timer, no polling.
+                var wait = Self.maxIdleMs
+                if let due = try? await store.nextDue() {
+                    let left = due - nowMillis()
+                    if left > 0 {
+                        wait = min(wait, left)
+                        pastDueMs = 5
+                    } else {
+                        wait = pastDueMs
+                        pastDueMs = min(pastDueMs * 2, Self.maxIdleMs)
+                    }
+                }
+                await context.sleep(ms: wait, seen: seen)
             }
             // SIGTERM: what is on the wire finishes; the rest stays queued (the waker ends too).
             context.wake()
@@ -162,13 +181,17 @@ public final class OutboxWorker: Sendable {
         logger.info("outbox worker stopped", metadata: ["owner": "\(owner)"])
     }
 
-    /// Returns false once the loop is woken (an accept, SIGTERM).
-    func waitWoken() async -> Bool {
-        while !context.woken.exchange(false, ordering: .acquiringAndReleasing) && !stopping.load(ordering: .acquiring) {
-            try? await Task.sleep(nanoseconds: 5_000_000)
+    /// Returns false once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
+    func waitWoken(seen: UInt64) async -> Bool {
+        while !stopping.load(ordering: .acquiring) && context.generation == seen {
+            await context.sleep(ms: 3_600_000, seen: seen)
         }
         return false
     }
+
+    /// The longest idle wait with nothing due: housekeeping (`depth`, pruning) runs at least
+    /// this often while idle.
+    static let maxIdleMs: Int64 = 5000
 
     /// Batches on the wire at once.
     static let maxInFlight = 4
@@ -356,10 +379,12 @@ public final class OutboxWorker: Sendable {
     ///   still makes concurrent completions one transaction).
     /// - A large claim's requests are background requests (`TransportPriority`): the up to
     ///   `maxInFlight` × `batch` requests the worker keeps outstanding to feed the provider
-    ///   connections wait in the transport's queue behind any other request, so a small job's
-    ///   requests (and synchronous sends) take the next free stream instead of waiting for
-    ///   thousands of a large job's. (Before: a 10-device job accepted during a 200,000-device
-    ///   one waited 4-12 s in the integration test, behind 1,500-3,400 queued requests.)
+    ///   connections wait in the transport's queue behind any other request, and take at most
+    ///   nine tenths of an origin's streams, so a small job's requests (and synchronous sends)
+    ///   start at once instead of waiting for thousands of a large job's, or for one of its
+    ///   streams to end. (Before: a 10-device job accepted during a 200,000-device one waited
+    ///   4-12 s in the integration test, behind 1,500-3,400 queued requests; then 1.35-1.75 s,
+    ///   for a stream against a slow provider; now 0.18-0.34 s.)
     func deliver(_ claims: [OutboxClaim], notifications: [String: [PushNotification?]], _ d: Dispatcher) async {
         let small = claims.filter { $0.deliveries.count <= Self.smallClaim }
         var parts = claims.filter { $0.deliveries.count > Self.smallClaim }.map { [$0] }

@@ -74,6 +74,8 @@ public final class PostgresOutbox: Outbox {
     /// Jobs this daemon was handed to resolve, with the cursor it was handed (job id -> (seq, cursor)).
     let resolving = Mutex<[String: (seq: Int64, cursor: String?)]>([:])
     private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+    /// Wakes the heartbeat when a claim changed the lease (or this outbox stops).
+    private let leaseChanged = EventSignal()
 
     /// Accepts, group-committed (`acceptBatch`).
     let accepts: PGGroupCommit<AcceptCall, AcceptResult>
@@ -95,11 +97,18 @@ public final class PostgresOutbox: Outbox {
         let t = Task { [self] in
             var last = nowMillis()
             while !Task.isCancelled {
-                // Short steps: the lease is only known from the first claim (`lease_ms`).
-                do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
+                // One timer until the next beat is due (it used to look every 100 ms, idle or
+                // not); a claim with another lease (the first: `lease_ms` is only known then)
+                // wakes it to count again.
+                let seen = leaseChanged.generation
                 let now = nowMillis()
                 let (names, leaseMs) = inFlight.withLock { ($0.alive, $0.leaseMs) }
-                guard now - last >= leaseMs / 3, !names.isEmpty else { continue }
+                guard now - last >= leaseMs / 3, !names.isEmpty else {
+                    let wait = names.isEmpty ? leaseMs / 3 : last + leaseMs / 3 - now
+                    await leaseChanged.wait(seen: seen, until: .now + .milliseconds(max(10, wait)))
+                    if Task.isCancelled || leaseChanged.isClosed { return }
+                    continue
+                }
                 last = now
                 do throws(CommandError) {
                     try await beat(names, leaseMs: leaseMs)
@@ -115,7 +124,10 @@ public final class PostgresOutbox: Outbox {
     /// complete it (well beyond a provider request's timeout): then another claim sends it.
     static let maxHoldMs: Int64 = 120_000
 
-    public func stop() { heartbeat.withLock { $0?.cancel() } }
+    public func stop() {
+        heartbeat.withLock { $0?.cancel() }
+        leaseChanged.close()
+    }
 
     func leaseOwner(_ owner: String) -> String { instance + "/" + owner }
 
@@ -402,11 +414,13 @@ public final class PostgresOutbox: Outbox {
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
         // Marked alive in the claim only when the heartbeat has not done so lately (the first
         // claim, a new epoch, or a heartbeat that failed): not a write on every claim.
-        let (lo, markAlive) = inFlight.withLock { f in
+        let (lo, markAlive, changed) = inFlight.withLock { f in
             f.base = leaseOwner(owner)
+            let changed = f.leaseMs != leaseMs
             f.leaseMs = leaseMs
-            return (f.current, f.aliveUntil - now < leaseMs * 2 / 3)
+            return (f.current, f.aliveUntil - now < leaseMs * 2 / 3, changed)
         }
+        if changed { leaseChanged.notify() }
         let out: [OutboxClaim]
         do throws(CommandError) {
             out = try await registry.run(write: true) { s in

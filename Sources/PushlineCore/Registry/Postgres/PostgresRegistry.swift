@@ -224,6 +224,26 @@ extension PostgresRegistry: EventLog {
     }
 }
 
+/// The eventfd that ends `PGListener`'s wait when it closes.
+///
+/// `@unchecked Sendable`: the descriptor is only written (`signal`) from other threads and read
+/// by `poll` on the listener's; an eventfd is safe to use so. Closed in `deinit`.
+final class ListenerCloseFD: @unchecked Sendable {
+    let fd: Int32
+
+    private init(fd: Int32) { self.fd = fd }
+
+    /// Nil when no eventfd could be made (the listener then polls in 100 ms steps).
+    static func make() -> ListenerCloseFD? {
+        let fd = pl_eventfd()
+        return fd >= 0 ? ListenerCloseFD(fd: fd) : nil
+    }
+
+    func signal() { pl_eventfd_signal(fd) }
+
+    deinit { _ = Glibc.close(fd) }
+}
+
 /// A thread with a connection of its own that LISTENs on `pushline_events` and
 /// `pushline_outbox` and wakes this daemon's events readers and outbox worker when another
 /// daemon commits. Every `pollMs` (and while it cannot listen) it also looks at the events
@@ -239,6 +259,10 @@ final class PGListener: @unchecked Sendable {
     let outboxWake = Mutex<(@Sendable () -> Void)?>(nil)
     private let closed = Atomic<Bool>(false)
     private let thread = Mutex<pthread_t?>(nil)
+    /// Ends the thread's wait at once on `closeAndJoin`, so it can wait for the socket until the
+    /// next `pollMs` tick instead of 100 ms at a time (10 idle wake-ups a second). Nil if no
+    /// eventfd could be made: then it waits 100 ms at a time, as before.
+    private let closeFD = ListenerCloseFD.make()
 
     init(conninfo: String, pollMs: Int, signal: EventSignal, logger: Logger?) {
         self.conninfo = conninfo
@@ -268,6 +292,7 @@ final class PGListener: @unchecked Sendable {
 
     func closeAndJoin() {
         closed.store(true, ordering: .releasing)
+        closeFD?.signal()
         guard let t = thread.withLock({ t -> pthread_t? in defer { t = nil }; return t }) else { return }
         if pthread_equal(t, pthread_self()) != 0 { _ = pthread_detach(t); return }
         _ = pthread_join(t, nil)
@@ -308,16 +333,21 @@ final class PGListener: @unchecked Sendable {
                 }
                 wakeOutbox()
             }
-            // Waits for the socket at most 100 ms at a time, so `close` is noticed quickly.
-            let waitMs = Int32(max(1, min(100, Int64(nextPoll > now ? (nextPoll - now) / 1_000_000 : 1))))
+            // Waits for the socket (or, not connected, for the next attempt) until the next poll
+            // tick; `closeAndJoin` ends the wait through `closeFD` (without one: 100 ms at a time).
+            var until = nextPoll
+            if conn == nil || !(conn?.isOK ?? false) { until = min(until, max(nextConnect, now + 1_000_000)) }
+            let cap: UInt64 = closeFD == nil ? 100 : UInt64(Int32.max)
+            let waitMs = Int32(max(1, min(cap, until > now ? (until - now + 999_999) / 1_000_000 : 1)))
+            var pfds = [pollfd(fd: closeFD?.fd ?? -1, events: Int16(POLLIN), revents: 0)]
             guard let c = conn, c.isOK else {
                 conn = nil
-                usleep(UInt32(waitMs) * 1000)
+                _ = poll(&pfds, 1, waitMs)
                 continue
             }
-            var pfd = pollfd(fd: c.socket, events: Int16(POLLIN), revents: 0)
-            let rc = poll(&pfd, 1, waitMs)
-            if rc > 0 {
+            pfds.append(pollfd(fd: c.socket, events: Int16(POLLIN), revents: 0))
+            let rc = poll(&pfds, 2, waitMs)
+            if rc > 0 && pfds[1].revents != 0 {
                 do {
                     var events = false
                     var outbox = false
