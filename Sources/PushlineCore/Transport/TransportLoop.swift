@@ -572,8 +572,8 @@ final class EventLoop {
         return true
     }
 
-    /// Ends the transfers whose response came before libcurl had sent their request body, once
-    /// the body is sent; returns whether any ended.
+    /// Makes libcurl look again at the transfers whose response came before it had sent their
+    /// request body, once the body is sent.
     ///
     /// libcurl 7.88 sends a POST body in DATA frames of its own, after the request's HEADERS and
     /// after it has read the socket (http.c: "In HTTP2, we send request body in DATA frame
@@ -587,7 +587,7 @@ final class EventLoop {
     /// only if its socket happens to be readable on its turn, so after the last answers of a
     /// burst it waited for its timeout: 1-3 of a 100,000-device send failed after 30 s
     /// ("Operation timed out ... with 0 out of 0 bytes received; ... status 200 at 0 ms, header
-    /// block complete, 0 body bytes"), and hundreds waited 0.1 s or more.
+    /// block complete, 0 body bytes").
     ///
     /// So once such a transfer's body is sent, it is nudged (`Transfer.nudge`): libcurl reads it
     /// again on its next pass and ends it. (Removing the transfer from libcurl and delivering
