@@ -173,9 +173,20 @@ public final class HTTPTransport: Sendable {
     public func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportError> {
         // Unchecked (no per-call canary object, this is every single send's path): `submit`
         // calls its completion exactly once, on refusal or from the loop (see `TransportJob.complete`).
-        await withUnsafeContinuation { continuation in
-            submit(request) { continuation.resume(returning: $0) }
-        }
+        #if PUSHLINE_TSAN
+            // Under ThreadSanitizer (`make test-sanitizers`) the checked kind: the unchecked one
+            // hands the result over through atomics in the Swift runtime, which is not built
+            // with TSan, so TSan reported the loop thread's write of the result and the
+            // resumed task's read of it as a data race (a false positive; the checked kind's
+            // handover is one TSan sees).
+            await withCheckedContinuation { continuation in
+                submit(request) { continuation.resume(returning: $0) }
+            }
+        #else
+            await withUnsafeContinuation { continuation in
+                submit(request) { continuation.resume(returning: $0) }
+            }
+        #endif
     }
 
     /// Performs many requests at once; returns their outcomes in order.
