@@ -935,6 +935,8 @@ public final class Server: @unchecked Sendable {
             c.unsentBytes -= n
             if stopping { lastWriteProgress = ContinuousClock.now }
             if c.writeOffset >= head.count {
+                // A spooled response's file is deleted off this thread: see `closeInBackground`.
+                if case .spooled(let file) = head { file.closeInBackground() }
                 c.writeQueue.removeFirst()  // A handful of segments: the shift is cheap.
                 c.writeOffset = 0
             }
