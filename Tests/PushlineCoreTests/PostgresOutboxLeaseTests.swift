@@ -4,7 +4,7 @@ import Testing
 
 /// PostgresOutbox leases across daemons (issue 14): a live daemon's heartbeat keeps every row it
 /// holds however long its lease is overdue; once it stops beating (killed) another daemon takes
-/// the rows over, and the dead one's late results are fenced out. Real clock, 2 s leases; runs
+/// the rows over, and the dead one's late results are fenced out. Real clock, 6 s leases; runs
 /// when a PostgreSQL test cluster is set (`make test`).
 @Suite struct PostgresOutboxLeaseTests {
     static var backends: [TestBackend] { TestBackend.all.filter { $0 == .postgres } }
@@ -24,18 +24,26 @@ import Testing
         let rows = (1...3).map { OutboxNewDelivery(message: nil, deviceId: Int64($0), raw: nil, rejected: nil) }
         #expect(try await a.appendDeliveries(job: "j1", rows, cursor: nil, now: now))
 
-        // Beats every 667 ms: a stall of more than 1.3 s would be needed to lose the rows.
-        let lease: Int64 = 2000
+        // Beats every 2 s: only a stall of more than 4 s could lose the rows (with 2 s leases a
+        // 1.3 s stall did, once, at load 11-14).
+        let lease: Int64 = 6000
         let held = try await a.claim(owner: "w", now: nowMillis(), leaseMs: lease, perJob: 10, maxJobs: 10, maxRows: 10)
         #expect(held.first?.deliveries.count == 3)
         a.start()  // beats every lease / 3
         // Well past the rows' own lease: still A's while A beats.
-        try await Task.sleep(for: .milliseconds(2 * lease))
+        try await Task.sleep(for: .milliseconds(lease + 1500))
         #expect(try await b.claim(owner: "w", now: nowMillis(), leaseMs: lease, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
-        // A dies (no more beats): B takes the rows over once A's alive_until has passed.
+        // A dies (no more beats): B takes the rows over once A's alive_until has passed (at most
+        // a lease after A's last beat; B looks every 250 ms for up to 5 leases).
         a.stop()
-        try await Task.sleep(for: .milliseconds(3 * lease))
-        let taken = try await b.claim(owner: "w", now: nowMillis(), leaseMs: lease, perJob: 10, maxJobs: 10, maxRows: 10)
+        let stopped = nowMillis()
+        var taken: [OutboxClaim] = []
+        while taken.isEmpty && nowMillis() - stopped < 5 * lease {
+            try await Task.sleep(for: .milliseconds(250))
+            taken = try await b.claim(owner: "w", now: nowMillis(), leaseMs: lease, perJob: 10, maxJobs: 10, maxRows: 10)
+        }
+        // Not before A's last alive_until: at least lease - lease / 3 after it stopped beating.
+        #expect(nowMillis() - stopped >= lease * 2 / 3 - 250)
         let d = try #require(taken.first?.deliveries)
         #expect(d.count == 3 && d.allSatisfy { x in held[0].deliveries.contains { $0.n == x.n && $0.fence + 1 == x.fence } })
         // A's results arrive late: fenced out; B's apply.
