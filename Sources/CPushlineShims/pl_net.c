@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -61,10 +60,5 @@ int pl_shutdown(int fd) { return shutdown(fd, SHUT_RDWR); }
 int pl_set_blocking(int fd) {
     int flags = fcntl(fd, F_GETFL, 0);
     if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) return -errno;
-    return 0;
-}
-
-int pl_tcp_cork(int fd, int on) {
-    if (setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) < 0) return -errno;
     return 0;
 }

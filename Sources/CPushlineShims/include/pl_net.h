@@ -21,10 +21,4 @@ int pl_accept_blocking(int listen_fd);
 int pl_shutdown(int fd);
 /// Clears O_NONBLOCK (the metrics thread accepts and reads blocking, with timeouts).
 int pl_set_blocking(int fd);
-
-/// setsockopt(fd, IPPROTO_TCP, TCP_CORK, on): while corked, the kernel holds small writes back
-/// and sends them together when uncorked (the transport corks a provider connection through a
-/// pass of libcurl, which writes each HTTP/2 frame of each request in a TLS record of its own).
-/// 0 or -errno.
-int pl_tcp_cork(int fd, int on);
 #endif

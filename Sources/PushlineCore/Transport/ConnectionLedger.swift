@@ -15,8 +15,6 @@ import Glibc
 /// the cached connections through the close callback).
 final class ConnectionLedger {
     private var byFD: [Int32: String] = [:]
-    /// The TCP connection sockets (IPv4 or IPv6) among them: the ones `cork` holds back.
-    private var tcp: [Int32] = []
     /// Its `openConnections` is where the counts are published.
     private let handle: LoopHandle
 
@@ -24,35 +22,12 @@ final class ConnectionLedger {
         self.handle = handle
     }
 
-    func opened(_ fd: Int32, origin: String, tcp isTCP: Bool) {
+    func opened(_ fd: Int32, origin: String) {
         byFD[fd] = origin
-        if isTCP { tcp.append(fd) }
         handle.openConnections.withLock { $0[origin, default: 0] += 1 }
     }
 
-    /// Corks every TCP connection (TCP_CORK) for a pass of curl_multi_perform that starts
-    /// requests; `uncork` after the pass sends what the pass wrote, together. Returns whether
-    /// anything was corked.
-    ///
-    /// libcurl 7.88 writes each HTTP/2 frame in a TLS record of its own, with a send() each: a
-    /// request's HEADERS, then its DATA (the body), for each request the pass starts. Uncorked,
-    /// each send went out as a TCP segment of its own (2 segments per request, each a loopback
-    /// transmit on this thread and a read for the provider); corked, a pass's requests leave in
-    /// one. A failed setsockopt (not expected on a TCP socket) only loses the batching: the
-    /// socket is then left as it is (an uncork that fails finds the socket not corked either).
-    func cork() -> Bool {
-        for fd in tcp { _ = pl_tcp_cork(fd, 1) }  // See above: a failure only loses the batching.
-        return !tcp.isEmpty
-    }
-
-    /// Sends what a corked pass wrote (see `cork`). Sockets opened during the pass were never
-    /// corked; uncorking them is a no-op.
-    func uncork() {
-        for fd in tcp { _ = pl_tcp_cork(fd, 0) }  // See `cork`.
-    }
-
     func closed(_ fd: Int32) {
-        if let i = tcp.firstIndex(of: fd) { tcp.remove(at: i) }
         guard let origin = byFD.removeValue(forKey: fd) else { return }
         handle.openConnections.withLock { m in
             let n = (m[origin] ?? 0) - 1
@@ -70,8 +45,7 @@ func transferOpenSocket(
     let fd = pl_curl_open_socket(address)
     if fd != CURL_SOCKET_BAD, purpose == CURLSOCKTYPE_IPCXN, let clientp {
         let transfer = Unmanaged<Transfer>.fromOpaque(clientp).takeUnretainedValue()
-        let family = Int32(address.pointee.family)
-        transfer.ledger.opened(fd, origin: transfer.job?.origin ?? "unknown", tcp: family == AF_INET || family == AF_INET6)
+        transfer.ledger.opened(fd, origin: transfer.job?.origin ?? "unknown")
     }
     return fd
 }

@@ -376,13 +376,10 @@ final class EventLoop {
             for job in incoming { enqueueLocal(job) }
             incoming.removeAll(keepingCapacity: true)
 
-            // A pass that starts requests writes their frames with the connection corked: they
-            // leave in one TCP segment at `uncork` (see `ConnectionLedger.cork`).
-            let corked = startQueued() && multi.ledger.cork()
+            startQueued()
             var running: Int32 = 0
             pass.number &+= 1
             let rc = curl_multi_perform(multi.raw, &running)
-            if corked { multi.ledger.uncork() }
             if rc != CURLM_OK {
                 failAllActive(TransportError(.other, "curl_multi_perform failed: \(multiMessage(rc))"))
             }
@@ -498,17 +495,14 @@ final class EventLoop {
         queued += 1
     }
 
-    /// Starts queued jobs while their origins have free streams; returns whether it started any.
-    private func startQueued() -> Bool {
-        guard queued > 0 else { return false }
-        let before = active.count
+    private func startQueued() {
+        guard queued > 0 else { return }
         for q in origins.values where q.inFlight < q.limit && q.count > 0 {
             while q.inFlight < q.limit, let job = q.pop() {
                 queued -= 1
                 start(job, q)
             }
         }
-        return active.count > before
     }
 
     private func start(_ job: TransportJob, _ q: OriginQueue) {
