@@ -36,6 +36,9 @@ public final class ProviderHealth: Sendable {
     }
 
     private let state = Mutex<[String: Entry]>([:])
+    /// `notifications{app,platform,outcome}` label sets rendered once per (app, platform) and
+    /// outcome (`sent`, `failed`): `finish` runs for every send, and rendered them each time.
+    private let outcomeLabels = Mutex<[String: (sent: String, failed: String)]>([:])
 
     public init() {}
 
@@ -79,13 +82,21 @@ public final class ProviderHealth: Sendable {
         }
         let m = Metrics.shared
         let p = platform.rawValue
-        if sent > 0 { m.inc(.notifications, ["app": app, "platform": p, "outcome": "sent"], by: Double(sent)) }
-        if failed > 0 { m.inc(.notifications, ["app": app, "platform": p, "outcome": "failed"], by: Double(failed)) }
+        let key = Self.key(app, platform)
+        let labels = outcomeLabels.withLock { cache in
+            if let l = cache[key] { return l }
+            let l = (sent: Metrics.labelString(["app": app, "platform": p, "outcome": "sent"]),
+                     failed: Metrics.labelString(["app": app, "platform": p, "outcome": "failed"]))
+            cache[key] = l
+            return l
+        }
+        if sent > 0 { m.inc(.notifications, renderedLabels: labels.sent, by: Double(sent)) }
+        if failed > 0 { m.inc(.notifications, renderedLabels: labels.failed, by: Double(failed)) }
         if retryable > 0 { m.inc(.retryableFailures, ["app": app, "platform": p], by: Double(retryable)) }
         for (reason, n) in reasons { m.inc(.notificationFailures, ["app": app, "platform": p, "reason": reason], by: Double(n)) }
         let now = nowMillis()
         state.withLock { s in
-            var e = s[Self.key(app, platform)] ?? Entry()
+            var e = s[key] ?? Entry()
             e.inFlight = max(0, e.inFlight - count)
             if sent > 0 {
                 e.lastSuccessMs = now
@@ -96,7 +107,7 @@ public final class ProviderHealth: Sendable {
                 e.lastFailureReason = providerFailure
                 if sent == 0 { e.consecutiveFailures += 1 }
             }
-            s[Self.key(app, platform)] = e
+            s[key] = e
         }
     }
 

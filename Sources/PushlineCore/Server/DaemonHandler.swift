@@ -57,6 +57,8 @@ public final class DaemonHandler: RequestHandler {
     static let commandLabels: [String: String] = Dictionary(
         uniqueKeysWithValues: commands.map { ($0, Metrics.labelString([("command", $0)])) })
     static let unknownCommandLabels = Metrics.labelString([("command", "unknown")])
+    /// `command="<cmd>",outcome="ok"` of each known command: the label set of most requests.
+    static let commandOKLabels: [String: String] = commandLabels.mapValues { $0 + ",outcome=\"ok\"" }
 
     public init(dispatcher: Dispatcher, registry: any DeviceRegistry, transport: HTTPTransport?, source: Source, notifier: SystemdNotifier,
                 logger: Logger, connectionCount: @escaping @Sendable () -> Int) {
@@ -95,13 +97,13 @@ public final class DaemonHandler: RequestHandler {
         }
         // Label sets rendered once per command (two per request were rendered here before).
         let labels = Self.commandLabels[cmd] ?? Self.unknownCommandLabels
-        let outcome: String
+        let outcomeLabels: String
         switch result {
-        case .success: outcome = "ok"
-        case .failure(let e): outcome = e.code.rawValue
+        case .success: outcomeLabels = Self.commandOKLabels[cmd] ?? labels + ",outcome=\"ok\""
+        // Error codes are lower-case words: nothing to escape.
+        case .failure(let e): outcomeLabels = labels + ",outcome=\"" + e.code.rawValue + "\""
         }
-        // Outcomes are "ok" or an error code (lower-case words): nothing to escape.
-        Metrics.shared.inc(.requests, renderedLabels: labels + ",outcome=\"" + outcome + "\"")
+        Metrics.shared.inc(.requests, renderedLabels: outcomeLabels)
         Metrics.shared.observe(.requestDuration, renderedLabels: labels, seconds: Double(monotonicNanos() - start) / 1e9)
         return try result.get()
     }
