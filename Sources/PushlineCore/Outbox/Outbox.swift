@@ -28,7 +28,9 @@ public protocol Outbox: Sendable {
     /// Leases up to `perJob` due pending deliveries of each of up to `maxJobs` jobs, at most
     /// `maxRows` in all (the jobs served least recently first, so a small job is never stuck
     /// behind a large one).
-    func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim]
+    /// Jobs whose ids are in `excluding` are left out (the worker's extra claim on a wake-up
+    /// takes only jobs it is not already delivering).
+    func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int, excluding: Set<String>) async throws(CommandError) -> [OutboxClaim]
 
     /// Applies results where the fence still matches (a stale worker's results are dropped);
     /// updates the job's counts, finishes it (with a `job_done` event) when nothing is pending.
@@ -54,6 +56,19 @@ public protocol Outbox: Sendable {
     func depth() async throws(CommandError) -> OutboxDepth
     /// The earliest time something becomes due (a `send_at`, a retry's `next_at`), if any.
     func nextDue() async throws(CommandError) -> Int64?
+    /// Claimed batches the worker keeps on the wire: enough to keep the providers busy while
+    /// claims and completions make their round trips to the database.
+    var batchesOnTheWire: Int { get }
+}
+
+extension Outbox {
+    /// Claimed batches the worker keeps on the wire (see `OutboxWorker.claimLimit`).
+    public var batchesOnTheWire: Int { OutboxWorker.maxInFlight }
+
+    /// A claim over every job.
+    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
+        try await claim(owner: owner, now: now, leaseMs: leaseMs, perJob: perJob, maxJobs: maxJobs, maxRows: maxRows, excluding: [])
+    }
 }
 
 public enum OutboxJobState: String, Sendable, CaseIterable {
