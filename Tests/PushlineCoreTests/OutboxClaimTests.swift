@@ -48,38 +48,52 @@ import Testing
 /// still gets a claim, of the jobs not on the wire only.
 @Suite struct OutboxClaimLimitTests {
     /// "limit" or "limit excluding", as `claimLimit` answers.
-    func plan(_ running: Int, woken: Bool, sync: Bool, depth: Int) -> String {
-        let p = OutboxWorker.claimLimit(running: running, woken: woken, syncPending: sync, depth: depth)
-        return plan(p.limit, p.excluding)
+    func plan(_ running: Int, woken: Bool, sync: Bool, any: Bool) -> String {
+        let p = OutboxWorker.claimLimit(running: running, woken: woken, syncPending: sync, wakeUpsAddBatches: any)
+        return want(p.limit, p.excluding)
     }
-    func plan(_ limit: Int, _ excluding: Bool) -> String { excluding ? "\(limit) excluding" : "\(limit)" }
+    func want(_ limit: Int, _ excluding: Bool) -> String { excluding ? "\(limit) excluding" : "\(limit)" }
 
-    @Test(arguments: [4, 8]) func wakeUpsAddBatchesOnlyForJobsNotOnTheWire(_ depth: Int) {
-        let x = OutboxWorker.extraBatches
+    @Test func sqliteWakeUpsAddBatchesOnlyForJobsNotOnTheWire() {
+        let m = OutboxWorker.maxInFlight, x = OutboxWorker.extraBatches
+        func got(_ r: Int, woken: Bool, sync: Bool) -> String { self.plan(r, woken: woken, sync: sync, any: false) }
         // Not woken: the usual limit (one batch while a synchronous send is in flight).
-        #expect(plan(0, woken: false, sync: false, depth: depth) == plan(depth, false))
-        #expect(plan(depth + 2, woken: false, sync: false, depth: depth) == plan(depth, false))
-        #expect(plan(0, woken: false, sync: true, depth: depth) == plan(1, false))
+        #expect(got(0, woken: false, sync: false) == want(m, false))
+        #expect(got(m + 2, woken: false, sync: false) == want(m, false))
+        #expect(got(0, woken: false, sync: true) == want(1, false))
         // Woken with a slot free: an ordinary claim (the new job comes first in it).
-        #expect(plan(depth - 1, woken: true, sync: false, depth: depth) == plan(depth, false))
-        // Woken with every slot taken (PostgreSQL's NOTIFY and poll_ms wake-ups used to fill
-        // more with a large job): an extra claim of the jobs not on the wire; bounded.
-        #expect(plan(depth, woken: true, sync: false, depth: depth) == plan(depth + 1, true))
-        #expect(plan(depth + x - 1, woken: true, sync: false, depth: depth) == plan(depth + x, true))
-        #expect(plan(depth + x, woken: true, sync: false, depth: depth) == plan(depth, false))
+        #expect(got(m - 1, woken: true, sync: false) == want(m, false))
+        // Woken with every slot taken: an extra claim of the jobs not on the wire; bounded.
+        #expect(got(m, woken: true, sync: false) == want(m + 1, true))
+        #expect(got(m + x - 1, woken: true, sync: false) == want(m + x, true))
+        #expect(got(m + x, woken: true, sync: false) == want(m, false))
         // A synchronous send in flight: one batch, and extra ones for new jobs only.
-        #expect(plan(1, woken: true, sync: true, depth: depth) == plan(2, true))
-        #expect(plan(depth, woken: true, sync: true, depth: depth) == plan(depth + 1, true))
+        #expect(got(1, woken: true, sync: true) == want(2, true))
     }
 
-    @Test(arguments: TestBackend.all) func batchesOnTheWirePerBackend(_ backend: TestBackend) throws {
+    @Test func postgreSQLWakeUpsAddBatchesThenOnlyForJobsNotOnTheWire() {
+        let m = OutboxWorker.maxInFlight, x = OutboxWorker.extraBatches
+        func got(_ r: Int, woken: Bool, sync: Bool) -> String { self.plan(r, woken: woken, sync: sync, any: true) }
+        #expect(got(m + 2, woken: false, sync: false) == want(m, false))
+        // Woken: a batch of anything, up to twice the limit.
+        #expect(got(m, woken: true, sync: false) == want(m + 1, false))
+        #expect(got(1, woken: true, sync: true) == want(2, false))
+        #expect(got(2 * m - 1, woken: true, sync: false) == want(2 * m, false))
+        // Every slot taken (NOTIFY and poll_ms wake-ups fill them with a large job): an extra
+        // claim of the jobs not on the wire; bounded.
+        #expect(got(2 * m, woken: true, sync: false) == want(2 * m + 1, true))
+        #expect(got(2 * m + x - 1, woken: true, sync: true) == want(2 * m + x, true))
+        #expect(got(2 * m + x, woken: true, sync: false) == want(m, false))
+    }
+
+    @Test(arguments: TestBackend.all) func wakeUpsAddBatchesPerBackend(_ backend: TestBackend) throws {
         let t = try backend.open()
         defer { t.remove() }
         if let pg = t.reg as? PostgresRegistry {
-            #expect(PostgresOutbox(registry: pg, instance: "test").batchesOnTheWire == 2 * OutboxWorker.maxInFlight)
+            #expect(PostgresOutbox(registry: pg, instance: "test").wakeUpsAddBatches)
         } else {
             guard let sq = t.reg as? SQLiteRegistry else { throw TestSetupError("unknown registry") }
-            #expect(SQLiteOutbox(registry: sq).batchesOnTheWire == OutboxWorker.maxInFlight)
+            #expect(!SQLiteOutbox(registry: sq).wakeUpsAddBatches)
         }
     }
 }

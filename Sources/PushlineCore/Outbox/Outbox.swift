@@ -56,14 +56,14 @@ public protocol Outbox: Sendable {
     func depth() async throws(CommandError) -> OutboxDepth
     /// The earliest time something becomes due (a `send_at`, a retry's `next_at`), if any.
     func nextDue() async throws(CommandError) -> Int64?
-    /// Claimed batches the worker keeps on the wire: enough to keep the providers busy while
-    /// claims and completions make their round trips to the database.
-    var batchesOnTheWire: Int { get }
+    /// Whether a wake-up of the worker adds a batch of any job (up to twice the usual number on
+    /// the wire), not only of jobs not on the wire (`OutboxWorker.claimLimit`).
+    var wakeUpsAddBatches: Bool { get }
 }
 
 extension Outbox {
-    /// Claimed batches the worker keeps on the wire (see `OutboxWorker.claimLimit`).
-    public var batchesOnTheWire: Int { OutboxWorker.maxInFlight }
+    /// SQLite: no (see `OutboxWorker.claimLimit`).
+    public var wakeUpsAddBatches: Bool { false }
 
     /// A claim over every job.
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {

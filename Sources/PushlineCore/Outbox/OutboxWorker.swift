@@ -113,7 +113,7 @@ public final class OutboxWorker: Sendable {
                 }
                 var worked = await resolveRound(d, now: now)
                 let (limit, extra) = Self.claimLimit(
-                    running: running, woken: woken, syncPending: d.pending.load(ordering: .relaxed) > 0, depth: store.batchesOnTheWire)
+                    running: running, woken: woken, syncPending: d.pending.load(ordering: .relaxed) > 0, wakeUpsAddBatches: store.wakeUpsAddBatches)
                 woken = false
                 if running < limit {
                     let claims: [OutboxClaim]
@@ -200,34 +200,38 @@ public final class OutboxWorker: Sendable {
     /// this often while idle.
     static let maxIdleMs: Int64 = 5000
 
-    /// Batches on the wire at once: `Outbox.batchesOnTheWire` (4 on SQLite, 8 on PostgreSQL).
+    /// Batches on the wire at once.
     static let maxInFlight = 4
-    /// Extra batches a wake-up may add beyond that (see `claimLimit`).
+    /// Extra batches of new jobs a wake-up may add beyond the others (see `claimLimit`).
     static let extraBatches = 4
-    /// Deliveries in an extra batch: `smallClaim` of each job, this many in all.
+    /// Deliveries in such an extra batch: `smallClaim` of each job, this many in all.
     static let extraRows = 4 * smallClaim
 
     /// How many batches may be on the wire before this claim, and whether it is an extra claim:
     /// one that leaves out the jobs already on the wire and takes at most `smallClaim`
     /// deliveries of each (`extraRows` in all; small claims go ahead of background requests in
     /// the transport). Synchronous sends go first: while any is in flight, one batch at a time,
-    /// else `depth` (`Outbox.batchesOnTheWire`). A wake-up (an accept, a cancel, SIGTERM; on
-    /// PostgreSQL also the NOTIFY of a commit that made work claimable and the `poll_ms` tick)
-    /// with every slot taken allows an extra claim, up to `extraBatches` more: a small job
-    /// accepted during a large one is claimed at once, and a new large job starts.
+    /// else `maxInFlight`. A wake-up (an accept, a cancel, SIGTERM; on PostgreSQL also the NOTIFY
+    /// of a commit that made work claimable and the `poll_ms` tick) with every slot taken allows
+    /// an extra claim, up to `extraBatches` more: a small job accepted during a large one is
+    /// claimed at once, and a new large job starts. Where `Outbox.wakeUpsAddBatches`
+    /// (PostgreSQL), a wake-up first adds a batch of anything, up to twice `maxInFlight`.
     ///
-    /// Before, a wake-up added a batch of anything, up to twice `maxInFlight`. On PostgreSQL the
-    /// NOTIFY and tick wake-ups filled every slot with the large job and a 10-device job accepted
-    /// then waited for one of its batches to end (test_outbox.py: 1.0-3.2 s in the fairness
-    /// test, 20 s and more in test_small_jobs_claimed_while_the_wire_is_full_of_a_large_one);
-    /// on SQLite the wake-ups of 100 accepts put 8 batches of retries on the wire at once
-    /// (outbox_bench.py --parts rss-due: the peak RSS, request tasks sleeping between
-    /// in-request retries). The fleet's rate needs those 8 batches on PostgreSQL (extra claims
-    /// of new jobs only, with 4 on the wire, halved it), hence `batchesOnTheWire`.
-    static func claimLimit(running: Int, woken: Bool, syncPending: Bool, depth: Int) -> (limit: Int, excluding: Bool) {
-        let base = syncPending ? 1 : depth
-        guard woken && running >= base && running < max(base, depth) + extraBatches else { return (base, false) }
-        return (running + 1, true)
+    /// Before, wake-ups added batches of anything up to twice `maxInFlight` on both backends,
+    /// and nothing more. On PostgreSQL the NOTIFY and tick wake-ups filled every slot with the
+    /// large job and a 10-device job accepted then waited for one of its batches to end
+    /// (test_outbox.py: 1.0-3.2 s in the fairness test, 20 s and more in
+    /// test_small_jobs_claimed_while_the_wire_is_full_of_a_large_one); on SQLite the wake-ups
+    /// of 100 accepts put 8 batches of retries on the wire (outbox_bench.py --parts rss-due:
+    /// most of the peak heap was the task memory of their requests waiting between in-request
+    /// retries).
+    static func claimLimit(running: Int, woken: Bool, syncPending: Bool, wakeUpsAddBatches: Bool) -> (limit: Int, excluding: Bool) {
+        let base = syncPending ? 1 : maxInFlight
+        guard woken && running >= base else { return (base, false) }
+        if wakeUpsAddBatches && running < 2 * maxInFlight { return (running + 1, false) }
+        let top = wakeUpsAddBatches ? 2 * maxInFlight : base
+        if running < top + extraBatches { return (running + 1, true) }
+        return (base, false)
     }
 
     func housekeeping(_ d: Dispatcher, now: Int64) async {

@@ -411,9 +411,12 @@ public final class PostgresOutbox: Outbox {
         return true
     }
 
-    /// Twice SQLite's: each claim and completion is a round trip to a server the fleet shares
-    /// (bench/pg_outbox_bench.py: with 4 the 3-daemon fleet delivered at about half the rate).
-    public var batchesOnTheWire: Int { 2 * OutboxWorker.maxInFlight }
+    /// Yes: its NOTIFY and `poll_ms` wake-ups deepen a large job's pipeline to 8 batches, which
+    /// the fleet's rate relies on (claims and completions are round trips to a server the fleet
+    /// shares: with extra batches of new jobs only, the 3-daemon fleet test delivered at about
+    /// half the rate). Always 8 instead made clean stops and kills leave more on the wire than
+    /// test_outbox.py's SIGTERM and kill -9 tests allow under load.
+    public var wakeUpsAddBatches: Bool { true }
 
     public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int, excluding: Set<String>) async throws(CommandError) -> [OutboxClaim] {
         let skip = excluding.isEmpty ? "" : " AND NOT (j.id = ANY($3::text[]))"
