@@ -28,7 +28,9 @@ public protocol Outbox: Sendable {
     /// Leases up to `perJob` due pending deliveries of each of up to `maxJobs` jobs, at most
     /// `maxRows` in all (the jobs served least recently first, so a small job is never stuck
     /// behind a large one).
-    func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim]
+    /// Jobs whose ids are in `excluding` are left out (the worker's extra claim on a wake-up
+    /// takes only jobs it is not already delivering).
+    func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int, excluding: Set<String>) async throws(CommandError) -> [OutboxClaim]
 
     /// Applies results where the fence still matches (a stale worker's results are dropped);
     /// updates the job's counts, finishes it (with a `job_done` event) when nothing is pending.
@@ -54,6 +56,19 @@ public protocol Outbox: Sendable {
     func depth() async throws(CommandError) -> OutboxDepth
     /// The earliest time something becomes due (a `send_at`, a retry's `next_at`), if any.
     func nextDue() async throws(CommandError) -> Int64?
+    /// Whether a wake-up of the worker adds a batch of any job (up to twice the usual number on
+    /// the wire), not only of jobs not on the wire (`OutboxWorker.claimLimit`).
+    var wakeUpsAddBatches: Bool { get }
+}
+
+extension Outbox {
+    /// SQLite: no (see `OutboxWorker.claimLimit`).
+    public var wakeUpsAddBatches: Bool { false }
+
+    /// A claim over every job.
+    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
+        try await claim(owner: owner, now: now, leaseMs: leaseMs, perJob: perJob, maxJobs: maxJobs, maxRows: maxRows, excluding: [])
+    }
 }
 
 public enum OutboxJobState: String, Sendable, CaseIterable {

@@ -81,11 +81,21 @@ public final class OutboxWorker: Sendable {
         }
         var lastHousekeeping: Int64 = 0
         var notifications: [String: [PushNotification?]] = [:]
-        // Child tasks return true for a delivered batch, false for the waker: a task that ends
+        // Child tasks return a delivered batch's job ids, nil for the waker: a task that ends
         // when an accept (or SIGTERM) wakes the loop while batches are on the wire, so a new
         // job is resolved and claimed at once instead of after the next batch ends.
-        await withTaskGroup(of: Bool.self) { group in
+        await withTaskGroup(of: [String]?.self) { group in
             var running = 0
+            /// Batches on the wire per job (an extra claim on a wake-up leaves these jobs out).
+            var onWire: [String: Int] = [:]
+            func landed(_ jobs: [String]) {
+                running -= 1
+                inFlight.subtract(1, ordering: .relaxed)
+                for j in jobs {
+                    let left = (onWire[j] ?? 1) - 1
+                    onWire[j] = left > 0 ? left : nil
+                }
+            }
             var waker = false
             var woken = false
             // Idle waits on something due but not claimable (a row leased but not on the wire,
@@ -102,16 +112,15 @@ public final class OutboxWorker: Sendable {
                     if notifications.count > 1000 { notifications.removeAll() }
                 }
                 var worked = await resolveRound(d, now: now)
-                // Synchronous sends go first: while any is in flight, one batch at a time. A
-                // wake-up may add batches beyond the limit (the new job comes first in a claim).
-                var limit = d.pending.load(ordering: .relaxed) > 0 ? 1 : Self.maxInFlight
-                if woken { limit = max(limit, min(running + 1, 2 * Self.maxInFlight)) }
+                let (limit, extra) = Self.claimLimit(
+                    running: running, woken: woken, syncPending: d.pending.load(ordering: .relaxed) > 0, wakeUpsAddBatches: store.wakeUpsAddBatches)
                 woken = false
                 if running < limit {
                     let claims: [OutboxClaim]
                     do throws(CommandError) {
                         claims = try await store.claim(
-                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: Self.batch, maxJobs: Self.jobsPerRound, maxRows: Self.batch)
+                            owner: owner, now: nowMillis(), leaseMs: leaseMs, perJob: extra ? Self.smallClaim : Self.batch, maxJobs: Self.jobsPerRound,
+                            maxRows: extra ? Self.extraRows : Self.batch, excluding: extra ? Set(onWire.keys) : [])
                     } catch {
                         logger.error("outbox: claim failed", metadata: ["error": "\(error.message)"])
                         claims = []
@@ -127,9 +136,11 @@ public final class OutboxWorker: Sendable {
                         }
                         running += 1
                         inFlight.add(1, ordering: .relaxed)
+                        let ids = claims.map(\.job.id)
+                        for j in ids { onWire[j, default: 0] += 1 }
                         group.addTask {
                             await self.deliver(claims, notifications: ns, d)
-                            return true
+                            return ids
                         }
                         worked = true
                     }
@@ -139,10 +150,9 @@ public final class OutboxWorker: Sendable {
                         waker = true
                         group.addTask { await self.waitWoken(seen: seen) }
                     }
-                    guard let batch = await group.next() else { continue }
-                    if batch {
-                        running -= 1
-                        inFlight.subtract(1, ordering: .relaxed)
+                    guard let next = await group.next() else { continue }
+                    if let jobs = next {
+                        landed(jobs)
                     } else {
                         waker = false
                         woken = true
@@ -171,22 +181,19 @@ public final class OutboxWorker: Sendable {
             }
             // SIGTERM: what is on the wire finishes; the rest stays queued (the waker ends too).
             context.wake()
-            while let batch = await group.next() {
-                if batch {
-                    running -= 1
-                    inFlight.subtract(1, ordering: .relaxed)
-                }
+            while let next = await group.next() {
+                if let jobs = next { landed(jobs) }
             }
         }
         logger.info("outbox worker stopped", metadata: ["owner": "\(owner)"])
     }
 
-    /// Returns false once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
-    func waitWoken(seen: UInt64) async -> Bool {
+    /// Returns nil once the loop is woken (an accept, SIGTERM) after `generation` read `seen`.
+    func waitWoken(seen: UInt64) async -> [String]? {
         while !stopping.load(ordering: .acquiring) && context.generation == seen {
             await context.sleep(ms: 3_600_000, seen: seen)
         }
-        return false
+        return nil
     }
 
     /// The longest idle wait with nothing due: housekeeping (`depth`, pruning) runs at least
@@ -195,6 +202,37 @@ public final class OutboxWorker: Sendable {
 
     /// Batches on the wire at once.
     static let maxInFlight = 4
+    /// Extra batches of new jobs a wake-up may add beyond the others (see `claimLimit`).
+    static let extraBatches = 4
+    /// Deliveries in such an extra batch: `smallClaim` of each job, this many in all.
+    static let extraRows = 4 * smallClaim
+
+    /// How many batches may be on the wire before this claim, and whether it is an extra claim:
+    /// one that leaves out the jobs already on the wire and takes at most `smallClaim`
+    /// deliveries of each (`extraRows` in all; small claims go ahead of background requests in
+    /// the transport). Synchronous sends go first: while any is in flight, one batch at a time,
+    /// else `maxInFlight`. A wake-up (an accept, a cancel, SIGTERM; on PostgreSQL also the NOTIFY
+    /// of a commit that made work claimable and the `poll_ms` tick) with every slot taken allows
+    /// an extra claim, up to `extraBatches` more: a small job accepted during a large one is
+    /// claimed at once, and a new large job starts. Where `Outbox.wakeUpsAddBatches`
+    /// (PostgreSQL), a wake-up first adds a batch of anything, up to twice `maxInFlight`.
+    ///
+    /// Before, wake-ups added batches of anything up to twice `maxInFlight` on both backends,
+    /// and nothing more. On PostgreSQL the NOTIFY and tick wake-ups filled every slot with the
+    /// large job and a 10-device job accepted then waited for one of its batches to end
+    /// (test_outbox.py: 1.0-3.2 s in the fairness test, 20 s and more in
+    /// test_small_jobs_claimed_while_the_wire_is_full_of_a_large_one); on SQLite the wake-ups
+    /// of 100 accepts put 8 batches of retries on the wire (outbox_bench.py --parts rss-due:
+    /// most of the peak heap was the task memory of their requests waiting between in-request
+    /// retries).
+    static func claimLimit(running: Int, woken: Bool, syncPending: Bool, wakeUpsAddBatches: Bool) -> (limit: Int, excluding: Bool) {
+        let base = syncPending ? 1 : maxInFlight
+        guard woken && running >= base else { return (base, false) }
+        if wakeUpsAddBatches && running < 2 * maxInFlight { return (running + 1, false) }
+        let top = wakeUpsAddBatches ? 2 * maxInFlight : base
+        if running < top + extraBatches { return (running + 1, true) }
+        return (base, false)
+    }
 
     func housekeeping(_ d: Dispatcher, now: Int64) async {
         if let depth = try? await store.depth() { context.lastDepth.withLock { $0 = depth } }

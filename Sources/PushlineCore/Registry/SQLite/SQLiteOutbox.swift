@@ -139,7 +139,10 @@ public final class SQLiteOutbox: Outbox {
         try store.appendEvents([.jobDone(id, at: now, devices: c.0, sent: c.1, failed: c.2, canceled: c.3)])
     }
 
-    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int) async throws(CommandError) -> [OutboxClaim] {
+    public func claim(owner: String, now: Int64, leaseMs: Int64, perJob: Int, maxJobs: Int, maxRows: Int, excluding: Set<String>) async throws(CommandError) -> [OutboxClaim] {
+        let skip = excluding.isEmpty ? "" : " AND j.id NOT IN (SELECT value FROM json_each(?3))"
+        let args: [SQLValue] = [.int(now), .int(Int64(maxJobs))]
+            + (excluding.isEmpty ? [] : [.text(JSONValue.array(excluding.map { .string($0) }).jsonString)])
         let (out, extended): ([OutboxClaim], [(HeldKey, Int64)]) = try await registry.run(write: true) { store in
             let db = store.db
             let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
@@ -149,9 +152,9 @@ public final class SQLiteOutbox: Outbox {
                 SELECT \(Self.jobColumns) FROM outbox_jobs j
                 WHERE j.state = 'running' AND EXISTS (
                     SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= ?1
-                      AND (d.lease_until IS NULL OR d.lease_until < ?1))
+                      AND (d.lease_until IS NULL OR d.lease_until < ?1))\(skip)
                 ORDER BY j.served, j.seq LIMIT ?2
-                """, [.int(now), .int(Int64(maxJobs))]
+                """, args
             ) { s in (s.int(0), Self.job(s)) }
             var out: [OutboxClaim] = []
             let select = try db.statement(
