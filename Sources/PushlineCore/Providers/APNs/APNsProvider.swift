@@ -118,7 +118,11 @@ public final class APNsProvider: PushProvider {
         guard notification.fields["apns_id"] == nil, !deliveries.isEmpty else { return notification }
         var n = notification
         var ids = n.fields[APNsMessage.outboxIdsKey]?.objectValue ?? JSONObject()
-        for (d, k) in deliveries { ids[d.registrationId] = .string(Self.outboxApnsId(job: job, n: k)) }
+        // Appended, not set by key (`JSONObject`'s setter searches its pairs: quadratic in a
+        // batch of 1000). `APNsMessage` reads the pairs in order, so a later pair of the same
+        // token wins, as a set would.
+        ids.pairs.reserveCapacity(ids.pairs.count + deliveries.count)
+        for (d, k) in deliveries { ids.pairs.append((d.registrationId, .string(Self.outboxApnsId(job: job, n: k)))) }
         n.fields[APNsMessage.outboxIdsKey] = .object(ids)
         return n
     }

@@ -127,7 +127,9 @@ public final class SQLiteOutbox: Outbox {
     /// Marks a resolved job with nothing pending `done` and writes its `job_done` event.
     static func finishIfDone(_ store: SQLiteRegistryStore, seq: Int64, id: String, now: Int64) throws {
         let db = store.db
-        let pending = try db.query("SELECT 1 FROM outbox_deliveries WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]) { $0.int(0) }
+        let pending = try db.query(
+            "SELECT 1 FROM outbox_deliveries INDEXED BY outbox_deliveries_claim WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]
+        ) { $0.int(0) }
         guard pending.isEmpty else { return }
         let rows = try db.query(
             """
@@ -144,32 +146,49 @@ public final class SQLiteOutbox: Outbox {
             let db = store.db
             let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
             // Jobs with due work, least recently served first (fairness between large and small jobs).
+            // Due work: a pending row not leased, or whose lease expired (two ranges of the
+            // claim index each, see `Migrations.outboxClaimIndex`).
             let jobs = try db.query(
                 """
                 SELECT \(Self.jobColumns) FROM outbox_jobs j
-                WHERE j.state = 'running' AND EXISTS (
-                    SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= ?1
-                      AND (d.lease_until IS NULL OR d.lease_until < ?1))
+                WHERE j.state = 'running' AND (EXISTS (
+                    SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                    WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL AND d.next_at <= ?1
+                  ) OR EXISTS (
+                    SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                    WHERE d.job = j.seq AND d.state = 0 AND d.lease_until < ?1 AND d.next_at <= ?1))
                 ORDER BY j.served, j.seq LIMIT ?2
                 """, [.int(now), .int(Int64(maxJobs))]
             ) { s in (s.int(0), Self.job(s)) }
             var out: [OutboxClaim] = []
-            let select = try db.statement(
-                """
-                SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries
-                WHERE job = ?1 AND state = 0 AND next_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2) ORDER BY n LIMIT ?3
-                """)
+            // The rows of an expired lease first (the older work), then the due rows not leased,
+            // oldest due first: each an index range in its order, no row on the wire stepped over.
+            let selects = [
+                try db.statement(
+                    """
+                    SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
+                    WHERE job = ?1 AND state = 0 AND lease_until < ?2 AND next_at <= ?2 ORDER BY lease_until, next_at, n LIMIT ?3
+                    """),
+                try db.statement(
+                    """
+                    SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
+                    WHERE job = ?1 AND state = 0 AND lease_until IS NULL AND next_at <= ?2 ORDER BY next_at, n LIMIT ?3
+                    """),
+            ]
             let lease = try db.statement(
                 "UPDATE outbox_deliveries SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE job = ? AND n = ?")
             var total = 0
             for (seq, job) in jobs where total < maxRows {
                 var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = []
-                try select.bind([.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total)))])
-                while try select.step() {
-                    rows.append((select.int(0), select.optionalInt(1).map { Int($0) }, select.optionalInt(2), select.text(3),
-                                 Int(select.int(4)), select.int(5)))
+                let want = min(perJob, maxRows - total)
+                for select in selects where rows.count < want {
+                    try select.bind([.int(seq), .int(now), .int(Int64(want - rows.count))])
+                    while try select.step() {
+                        rows.append((select.int(0), select.optionalInt(1).map { Int($0) }, select.optionalInt(2), select.text(3),
+                                     Int(select.int(4)), select.int(5)))
+                    }
+                    select.reset()
                 }
-                select.reset()
                 var devices: [Int64: Device] = [:]
                 let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
                 if !ids.isEmpty {
@@ -392,12 +411,17 @@ public final class SQLiteOutbox: Outbox {
         try await registry.run(write: false) { store in
             let a = try store.db.query(
                 "SELECT MIN(send_at) FROM outbox_jobs WHERE resolved = 0 AND state IN ('queued', 'running')") { $0.optionalInt(0) }.first ?? nil
+            // A pending row not leased is due at `next_at`; a leased one (a batch on the wire,
+            // or one whose completion failed) when its lease ends. Two index lookups per job.
             let b = try store.db.query(
                 """
-                SELECT MIN((SELECT MIN(next_at) FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0))
+                SELECT MIN((SELECT MIN(next_at) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                            WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL)),
+                       MIN((SELECT MIN(lease_until) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                            WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NOT NULL)) + 1
                 FROM outbox_jobs j WHERE j.state = 'running'
-                """) { $0.optionalInt(0) }.first ?? nil
-            return [a, b].compactMap { $0 }.min()
+                """) { ($0.optionalInt(0), $0.optionalInt(1)) }.first ?? (nil, nil)
+            return [a, b.0, b.1].compactMap { $0 }.min()
         }
     }
 }
