@@ -60,6 +60,13 @@ def fresh_daemon(args, port, ca, tag):
     return proc, sock, c, ids
 
 
+def stop_and_remove(proc, sock):
+    """Stops the daemon and removes its work directory (database, WAL: tens of MB per run)."""
+    import shutil
+    stop_daemon(proc)
+    shutil.rmtree(Path(sock).parent, ignore_errors=True)
+
+
 def rss_mb(pid, field="VmRSS"):
     return proc_status(pid, field) / 1024
 
@@ -102,7 +109,7 @@ def accepts(args, port, ca):
     ok = sum(1 for r in out if r.get("ok"))
     print(f"async single sends accepted (scheduled, 4 connections, window {args.window}): {ok / dt:,.0f}/s "
           f"({ok} of {len(reqs)} ok in {dt:.2f} s)")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
     proc, sock, c, ids = fresh_daemon(args, port, ca, "accept-deliver")
     reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True} for i in range(args.accepts)]
     t_start = time.time()
@@ -113,7 +120,7 @@ def accepts(args, port, ca):
     _, t_done = wait_done(c, last)
     print(f"  the last of them done {t_done - t_start:.2f} s after the first request: "
           f"{ok / (t_done - t_start):,.0f} jobs/s accepted and delivered")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def perf_start(args, pid, name):
@@ -170,7 +177,7 @@ def deliver(args, port, ca):
     print(f"  background / sync = {bg_rate / (n / sync_s):.2f} (rate), daemon CPU per delivery background / sync = "
           f"{bg_cpu / max(sync_cpu, 1e-9):.2f}")
     print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def queued_rss(args, port, ca):
@@ -190,7 +197,7 @@ def queued_rss(args, port, ca):
           f"RSS {rss_mb(proc.pid):.1f} MB (peak {rss_mb(proc.pid, 'VmHWM'):.1f} MB)")
     time.sleep(3)  # the daemon gives burst memory back after 2 quiet seconds
     print(f"  RSS 3 s later: {rss_mb(proc.pid):.1f} MB")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def due_rss(args, down_port, ca):
@@ -236,7 +243,7 @@ def due_rss(args, down_port, ca):
             break
     print(f"  RSS with {jobs * n:,} deliveries due and pending: {rss_mb(proc.pid):.1f} MB, sampled peak {peak:.1f} MB, "
           f"VmHWM {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def unresolved_jobs(sock):
