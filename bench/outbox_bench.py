@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Conn, concurrent_calls, outbox_bench_config, proc_status, start_daemon, start_sink, stop_daemon, stop_sink  # noqa: E402
+from benchlib import (Conn, concurrent_calls, cpu_s, outbox_bench_config, proc_status, start_daemon, start_sink, stop_daemon,  # noqa: E402
+                      stop_sink, thread_cpu_line, thread_cpu_s)
 
 
 def wait_done(c, job_id, timeout=600):
@@ -59,6 +60,13 @@ def fresh_daemon(args, port, ca, tag):
     return proc, sock, c, ids
 
 
+def stop_and_remove(proc, sock):
+    """Stops the daemon and removes its work directory (database, WAL: tens of MB per run)."""
+    import shutil
+    stop_daemon(proc)
+    shutil.rmtree(Path(sock).parent, ignore_errors=True)
+
+
 def rss_mb(pid, field="VmRSS"):
     return proc_status(pid, field) / 1024
 
@@ -73,6 +81,7 @@ def main():
     ap.add_argument("--queued", type=int, default=10_000_000)
     ap.add_argument("--parts", default="accept,deliver,rss", help="which of accept, deliver, rss, rss-due to run")
     ap.add_argument("--due-hold", type=float, default=30, help="rss-due: seconds to keep sampling once all is resolved")
+    ap.add_argument("--perf", default="", help="deliver: record `perf record -g` of the daemon per phase into this directory")
     ap.add_argument("--down-port", type=int, default=0, help="rss-due: the provider port nothing listens on (default: --port + 1)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -100,7 +109,7 @@ def accepts(args, port, ca):
     ok = sum(1 for r in out if r.get("ok"))
     print(f"async single sends accepted (scheduled, 4 connections, window {args.window}): {ok / dt:,.0f}/s "
           f"({ok} of {len(reqs)} ok in {dt:.2f} s)")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
     proc, sock, c, ids = fresh_daemon(args, port, ca, "accept-deliver")
     reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True} for i in range(args.accepts)]
     t_start = time.time()
@@ -111,7 +120,26 @@ def accepts(args, port, ca):
     _, t_done = wait_done(c, last)
     print(f"  the last of them done {t_done - t_start:.2f} s after the first request: "
           f"{ok / (t_done - t_start):,.0f} jobs/s accepted and delivered")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
+
+
+def perf_start(args, pid, name):
+    """`perf record -g` of the daemon into --perf/<name>.data (None without --perf)."""
+    if not args.perf:
+        return None
+    import subprocess
+    Path(args.perf).mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen(["perf", "record", "-g", "-q", "-o", str(Path(args.perf) / f"{name}.data"), "-p", str(pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return p
+
+
+def perf_stop(p):
+    if p is not None:
+        import signal
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
 
 
 def deliver(args, port, ca):
@@ -120,25 +148,36 @@ def deliver(args, port, ca):
     n = len(ids)
     warm = c.call({"cmd": "send", "ids": ids[:10], "message": "warm"})
     assert warm["ok"], warm
+    perf = perf_start(args, proc.pid, "background")
+    cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid)
     t0 = time.time()
     r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
     accept_s = c.received_at - t0
     assert r["ok"], r
     job, t_done = wait_done(c, r["job"]["id"])
     bg_rate = n / (t_done - t0)
+    bg_cpu, bg_threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
+    perf_stop(perf)
     print(f"async send to {n:,} devices (filter): accepted in {accept_s * 1000:.1f} ms")
-    print(f"  background delivery: {job['sent']:,} sent in {t_done - t0:.2f} s = {bg_rate:,.0f}/s")
+    print(f"  background delivery: {job['sent']:,} sent in {t_done - t0:.2f} s = {bg_rate:,.0f}/s; "
+          f"daemon CPU {bg_cpu:.2f} s ({bg_threads})")
     t0 = time.time()
     r2 = c.call({"cmd": "send", "ids": ids, "message": "everyone", "async": True})
     print(f"async send to {n:,} devices (an ids list of {n:,}): accepted in {(c.received_at - t0) * 1000:.1f} ms")
     wait_done(c, r2["job"]["id"])
+    perf = perf_start(args, proc.pid, "sync")
+    cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid)
     t0 = time.time()
     s = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "results": "failed"})
     sync_s = c.received_at - t0
     assert s["ok"] and s["sent"] == n, {k: s.get(k) for k in ("ok", "sent", "failed", "error", "results")}
-    print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; background / sync = {bg_rate / (n / sync_s):.2f}")
+    sync_cpu, sync_threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
+    perf_stop(perf)
+    print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; daemon CPU {sync_cpu:.2f} s ({sync_threads})")
+    print(f"  background / sync = {bg_rate / (n / sync_s):.2f} (rate), daemon CPU per delivery background / sync = "
+          f"{bg_cpu / max(sync_cpu, 1e-9):.2f}")
     print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def queued_rss(args, port, ca):
@@ -158,7 +197,7 @@ def queued_rss(args, port, ca):
           f"RSS {rss_mb(proc.pid):.1f} MB (peak {rss_mb(proc.pid, 'VmHWM'):.1f} MB)")
     time.sleep(3)  # the daemon gives burst memory back after 2 quiet seconds
     print(f"  RSS 3 s later: {rss_mb(proc.pid):.1f} MB")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def due_rss(args, down_port, ca):
@@ -204,7 +243,7 @@ def due_rss(args, down_port, ca):
             break
     print(f"  RSS with {jobs * n:,} deliveries due and pending: {rss_mb(proc.pid):.1f} MB, sampled peak {peak:.1f} MB, "
           f"VmHWM {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
-    stop_daemon(proc)
+    stop_and_remove(proc, sock)
 
 
 def unresolved_jobs(sock):

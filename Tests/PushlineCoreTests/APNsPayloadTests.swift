@@ -267,3 +267,30 @@ struct APNsHelperTests {
         #expect(!APNsProvider.isValidToken("abc/def"))
     }
 }
+
+@Suite("APNs outbox apns-ids")
+struct APNsOutboxIdTests {
+    /// The id of a delivery is stable across its attempts (a re-send after a crash carries the
+    /// first one's): the job id's first 20 characters, then the delivery number's low 48 bits.
+    @Test func outboxApnsIdLayout() {
+        #expect(APNsProvider.outboxApnsId(job: "fb3f04e0894d72abf10d77aa", n: 1) == "fb3f04e0-894d-72ab-f10d-000000000001")
+        #expect(APNsProvider.outboxApnsId(job: "0123456789abcdef0123", n: 0xABC_DEF0_1234) == "01234567-89ab-cdef-0123-0abcdef01234")
+        #expect(APNsProvider.outboxApnsId(job: "abc", n: 255) == "abc00000-0000-0000-0000-0000000000ff")
+        #expect(APNsProvider.outboxApnsId(job: "0123456789abcdef0123", n: -1) == "01234567-89ab-cdef-0123-ffffffffffff")
+    }
+
+    /// Many deliveries of one batch: every token gets its own id, a later one of the same token wins.
+    @Test func outboxNotificationIdsPerToken() throws {
+        let job = "fb3f04e0894d72abf10d77aa"
+        var deliveries: [(device: Device, n: Int64)] = (0..<1000).map { k in
+            let hex = String(k, radix: 16)
+            return (Device(id: Int64(k + 1), platform: .apns, app: "default", registrationId: String(repeating: "0", count: 64 - hex.count) + hex), Int64(k))
+        }
+        deliveries.append((deliveries[5].device, 4242))
+        let out = APNsProvider.withOutboxIds(try apnsTestNote(#"{"message":"hi"}"#), job: job, deliveries: deliveries)
+        let msg = try APNsMessage(out, defaultTopic: "t", requireTopic: false, nowSeconds: 0)
+        #expect(msg.apnsIds.count == 1000)
+        #expect(msg.apnsIds[deliveries[7].device.registrationId] == APNsProvider.outboxApnsId(job: job, n: 7))
+        #expect(msg.apnsIds[deliveries[5].device.registrationId] == APNsProvider.outboxApnsId(job: job, n: 4242))
+    }
+}

@@ -146,6 +146,54 @@ import Testing
         }
     }
 
+    /// A claim reads the rows it takes: not the job's finished rows before them, nor the rows
+    /// on the wire (issue 13: claims read a job's rows in `n` order from its first, so a large
+    /// job's claims grew with every finished row, and stepped over every leased row).
+    @Test func aClaimReadsOnlyTheRowsItTakes() async throws {
+        try await withStore { reg, o in
+            let n = 20_000
+            _ = try await o.accept(spec("j1", estimate: n), maxQueued: 100_000, idempotencyWindowMs: 1)
+            for start in stride(from: 0, to: n, by: 5000) {
+                #expect(try await o.appendDeliveries(
+                    job: "j1", rows((start..<start + 5000).map { Int64($0 + 1) }), cursor: start + 5000 < n ? "{}" : nil, now: 1000))
+            }
+            // 18,000 finished with a result the size of a real one, then 1,000 on the wire.
+            let result: JSONObject = ["status": "sent", "registration_id": .string(String(repeating: "a", count: 64)),
+                                      "apns_id": .string(String(repeating: "b", count: 36)), "platform": "apns", "app": "default"]
+            for _ in 0..<18 {
+                let c = try await o.claim(owner: "w", now: 1000, leaseMs: 600_000, perJob: 1000, maxJobs: 1, maxRows: 1000)
+                let d = try #require(c.first?.deliveries)
+                #expect(try await o.complete(job: "j1", d.map { OutboxOutcome(n: $0.n, fence: $0.fence, kind: .sent, result: result) }, now: 1000) == 1000)
+            }
+            let onWire = try await o.claim(owner: "w", now: 1000, leaseMs: 600_000, perJob: 1000, maxJobs: 1, maxRows: 1000)
+            #expect(onWire.first?.deliveries.first?.n == 18_000)
+            _ = try await reg.run(write: false) { s in s.db.takePageFetches() }
+            let c = try await o.claim(owner: "w", now: 1001, leaseMs: 600_000, perJob: 10, maxJobs: 1, maxRows: 10)
+            let fetched = try await reg.run(write: false) { s in s.db.takePageFetches() }
+            #expect(c.first?.deliveries.map(\.n) == Array(19_000..<19_010))
+            // About 200 here; reading the finished and leased rows took thousands.
+            #expect(fetched < 1000, "a claim of 10 rows fetched \(fetched) pages")
+        }
+    }
+
+    /// Idle, the worker sleeps until the next due time: a leased row's is when its lease ends
+    /// (it was its past `next_at`, so the worker polled until then).
+    @Test func nextDueOfALeasedRowIsItsLeaseEnd() async throws {
+        try await withStore { _, o in
+            _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows([1, 2]), cursor: nil, now: 1000))
+            let d = try #require(try await o.claim(owner: "a", now: 1000, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10).first?.deliveries)
+            #expect(d.count == 2)
+            #expect(try await o.nextDue() == 61_001)
+            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: d[0].n, fence: d[0].fence, kind: .retry(nextAt: 5000), result: [:])], now: 1100) == 1)
+            #expect(try await o.nextDue() == 5000)
+            // Claimable exactly then (a lease ends after its last millisecond).
+            #expect(try await o.claim(owner: "a", now: 4999, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
+            #expect(try await o.claim(owner: "b", now: 61_000, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10).first?.deliveries.map(\.n) == [d[0].n])
+            #expect(try await o.claim(owner: "b", now: 61_001, leaseMs: 60_000, perJob: 10, maxJobs: 10, maxRows: 10).first?.deliveries.map(\.n) == [d[1].n])
+        }
+    }
+
     @Test func recoverReleasesOtherOwnersLeasesAndPruneDeletesOldJobs() async throws {
         try await withStore { _, o in
             _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)

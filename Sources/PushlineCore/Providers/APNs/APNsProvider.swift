@@ -115,10 +115,18 @@ public final class APNsProvider: PushProvider {
     /// The outbox: each delivery keeps one apns-id across its attempts (and a crash's re-send),
     /// unless the notification names its own `apns_id`. Merged with other APNs apps' ids.
     public func outboxNotification(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification {
+        Self.withOutboxIds(notification, job: job, deliveries: deliveries)
+    }
+
+    static func withOutboxIds(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification {
         guard notification.fields["apns_id"] == nil, !deliveries.isEmpty else { return notification }
         var n = notification
         var ids = n.fields[APNsMessage.outboxIdsKey]?.objectValue ?? JSONObject()
-        for (d, k) in deliveries { ids[d.registrationId] = .string(Self.outboxApnsId(job: job, n: k)) }
+        // Appended, not set by key (`JSONObject`'s setter searches its pairs: quadratic in a
+        // batch of 1000). `APNsMessage` reads the pairs in order, so a later pair of the same
+        // token wins, as a set would.
+        ids.pairs.reserveCapacity(ids.pairs.count + deliveries.count)
+        for (d, k) in deliveries { ids.pairs.append((d.registrationId, .string(Self.outboxApnsId(job: job, n: k)))) }
         n.fields[APNsMessage.outboxIdsKey] = .object(ids)
         return n
     }
@@ -126,18 +134,26 @@ public final class APNsProvider: PushProvider {
     /// An outbox delivery's apns-id: the job id's first 20 hex digits and the delivery's
     /// number, as a UUID.
     static func outboxApnsId(job: String, n: Int64) -> String {
-        var hex = Array(job.utf8.prefix(20))
-        while hex.count < 20 { hex.append(UInt8(ascii: "0")) }
-        let digits = Array("0123456789abcdef".utf8)
-        var tail: [UInt8] = []
-        var v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
-        for _ in 0..<12 {
-            tail.insert(digits[Int(v & 15)], at: 0)
-            v >>= 4
+        // 8-4-4-4-12: the job id's first 20 characters (0-padded), then n's low 48 bits in hex.
+        let digits: StaticString = "0123456789abcdef"
+        var out = [UInt8](repeating: UInt8(ascii: "-"), count: 36)
+        var i = 0
+        func put(_ c: UInt8) {
+            if i == 8 || i == 13 || i == 18 || i == 23 { i += 1 }
+            out[i] = c
+            i += 1
         }
-        let all = hex + tail
-        func part(_ r: Range<Int>) -> String { String(decoding: all[r], as: UTF8.self) }
-        return "\(part(0..<8))-\(part(8..<12))-\(part(12..<16))-\(part(16..<20))-\(part(20..<32))"
+        var taken = 0
+        for c in job.utf8.prefix(20) {
+            put(c)
+            taken += 1
+        }
+        for _ in taken..<20 { put(UInt8(ascii: "0")) }
+        let v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
+        digits.withUTF8Buffer { d in
+            for k in (0..<12).reversed() { put(d[Int((v >> UInt64(4 * k)) & 15)]) }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {

@@ -165,6 +165,18 @@ public final class Database {
     /// Whether a transaction is open.
     public var inTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
 
+    /// Pages this connection fetched from its page cache (hits and misses) since the last call:
+    /// how much of the file its statements read (a test's measure of a query's reach).
+    func takePageFetches() -> Int {
+        var total = 0
+        for op in [SQLITE_DBSTATUS_CACHE_HIT, SQLITE_DBSTATUS_CACHE_MISS] {
+            var current: Int32 = 0
+            var highwater: Int32 = 0
+            if sqlite3_db_status(handle, op, &current, &highwater, 1) == SQLITE_OK { total += Int(current) }
+        }
+        return total
+    }
+
     /// Runs `body` in `BEGIN IMMEDIATE ... COMMIT`, rolling back if it throws.
     public func transaction<T>(_ body: () throws -> T) throws -> T {
         try execute("BEGIN IMMEDIATE")

@@ -4,7 +4,7 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox, outboxClaimIndex]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -157,6 +157,21 @@ enum Migrations {
                 PRIMARY KEY (job, n)
             ) WITHOUT ROWID;
             CREATE INDEX outbox_deliveries_due ON outbox_deliveries (job, state, next_at) WHERE state = 0;
+            """)
+    }
+
+    /// The outbox's pending deliveries indexed by lease, then due time (issue 13, background
+    /// rate): a claim reads the unleased due rows (`lease_until IS NULL`, by `next_at` then `n`)
+    /// and the expired leases (`lease_until < now`) as two index ranges, without stepping over
+    /// the rows on the wire (leased until later) or the job's finished rows. Before, the claim
+    /// read the job's rows in `n` order through the primary key (every finished row again at
+    /// each claim: a 100,000-device job's claims took 57% of the database thread, 22 ms each
+    /// half-way) and the due index (`job, state, next_at`) stepped over the leased rows.
+    @Sendable static func outboxClaimIndex(_ db: Database) throws {
+        try db.exec(
+            """
+            DROP INDEX outbox_deliveries_due;
+            CREATE INDEX outbox_deliveries_claim ON outbox_deliveries (job, lease_until, next_at) WHERE state = 0;
             """)
     }
 

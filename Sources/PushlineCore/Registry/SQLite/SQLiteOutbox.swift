@@ -127,7 +127,9 @@ public final class SQLiteOutbox: Outbox {
     /// Marks a resolved job with nothing pending `done` and writes its `job_done` event.
     static func finishIfDone(_ store: SQLiteRegistryStore, seq: Int64, id: String, now: Int64) throws {
         let db = store.db
-        let pending = try db.query("SELECT 1 FROM outbox_deliveries WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]) { $0.int(0) }
+        let pending = try db.query(
+            "SELECT 1 FROM outbox_deliveries INDEXED BY outbox_deliveries_claim WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]
+        ) { $0.int(0) }
         guard pending.isEmpty else { return }
         let rows = try db.query(
             """
@@ -147,34 +149,47 @@ public final class SQLiteOutbox: Outbox {
             let db = store.db
             let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
             // Jobs with due work, least recently served first (fairness between large and small jobs).
+            // Due work: a pending row not leased, or whose lease expired (two ranges of the
+            // claim index each, see `Migrations.outboxClaimIndex`).
             let jobs = try db.query(
                 """
                 SELECT \(Self.jobColumns) FROM outbox_jobs j
-                WHERE j.state = 'running' AND EXISTS (
-                    SELECT 1 FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0 AND d.next_at <= ?1
-                      AND (d.lease_until IS NULL OR d.lease_until < ?1))\(skip)
+                WHERE j.state = 'running' AND (EXISTS (
+                    SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                    WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL AND d.next_at <= ?1
+                  ) OR EXISTS (
+                    SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                    WHERE d.job = j.seq AND d.state = 0 AND d.lease_until < ?1 AND d.next_at <= ?1))\(skip)
                 ORDER BY j.served, j.seq LIMIT ?2
                 """, args
             ) { s in (s.int(0), Self.job(s)) }
             var out: [OutboxClaim] = []
-            let select = try db.statement(
-                """
-                SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries
-                WHERE job = ?1 AND state = 0 AND next_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2) ORDER BY n LIMIT ?3
-                """)
+            // The rows of an expired lease first (the older work), then the due rows not leased,
+            // oldest due first: each an index range in its order, no row on the wire stepped over.
+            let selects = try ["lease_until < ?2 AND next_at <= ?2 ORDER BY lease_until, next_at, n",
+                               "lease_until IS NULL AND next_at <= ?2 ORDER BY next_at, n"].map { range throws(DatabaseError) in
+                try db.statement(
+                    """
+                    SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
+                    WHERE job = ?1 AND state = 0 AND \(range) LIMIT ?3
+                    """)
+            }
             let lease = try db.statement(
                 "UPDATE outbox_deliveries SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE job = ? AND n = ?")
             var total = 0
             for (seq, job) in jobs where total < maxRows {
-                var rows: [(Int64, Int?, Int64?, String?, Int, Int64)] = []
-                try select.bind([.int(seq), .int(now), .int(Int64(min(perJob, maxRows - total)))])
-                while try select.step() {
-                    rows.append((select.int(0), select.optionalInt(1).map { Int($0) }, select.optionalInt(2), select.text(3),
-                                 Int(select.int(4)), select.int(5)))
+                var rows: [(n: Int64, message: Int?, deviceId: Int64?, raw: String?, attempts: Int, fence: Int64)] = []
+                let want = min(perJob, maxRows - total)
+                for select in selects where rows.count < want {
+                    try select.bind([.int(seq), .int(now), .int(Int64(want - rows.count))])
+                    defer { select.reset() }
+                    while try select.step() {
+                        rows.append((select.int(0), select.optionalInt(1).map { Int($0) }, select.optionalInt(2), select.text(3),
+                                     Int(select.int(4)), select.int(5)))
+                    }
                 }
-                select.reset()
                 var devices: [Int64: Device] = [:]
-                let ids = rows.compactMap { $0.3 == nil ? $0.2 : nil }
+                let ids = rows.compactMap { $0.raw == nil ? $0.deviceId : nil }
                 if !ids.isEmpty {
                     var f = DeviceFilter()
                     f.ids = ids
@@ -256,27 +271,43 @@ public final class SQLiteOutbox: Outbox {
                 UPDATE outbox_deliveries SET state = ?, next_at = ?, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
                     result = ? WHERE job = ? AND n = ?
                 """)
+            // The usual case in one statement: the row still pending under this claim's fence.
+            let pending = try db.statement(
+                """
+                UPDATE outbox_deliveries SET state = ?1, next_at = ?2, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
+                    result = ?3 WHERE job = ?4 AND n = ?5 AND fence = ?6 AND state = 0
+                """)
             var applied = 0
             var (sent, failed, uncanceled) = (0, 0, 0)
             for o in outcomes {
+                let (newState, nextAt): (Int64, Int64) = switch o.kind {
+                case .sent: (1, now)
+                case .failed: (2, now)
+                case .retry(let at): (0, at)
+                }
+                let text = JSONValue.object(o.result).jsonString
+                try pending.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
+                _ = try pending.step()
+                pending.reset()
+                if db.changes == 1 {
+                    if newState == 1 { sent += 1 } else if newState == 2 { failed += 1 }
+                    applied += 1
+                    continue
+                }
+                // Otherwise: stale (fence moved on), final already, or canceled while on the wire.
                 try read.bind([.int(seq), .int(o.n)])
                 let row: (Int64, Int64)? = try read.step() ? (read.int(0), read.int(1)) : nil
                 read.reset()
                 // A stale claim (fence moved on), or a row already final: dropped.
                 guard let (state, fence) = row, fence == o.fence, state == 0 || state == 3 else { continue }
-                let newState: Int64
-                var nextAt = now
                 switch o.kind {
-                case .sent: newState = 1; sent += 1
-                case .failed: newState = 2; failed += 1
-                case .retry(let at):
-                    // A canceled row is not retried.
-                    if state == 3 { continue }
-                    newState = 0
-                    nextAt = at
+                case .sent: sent += 1
+                case .failed: failed += 1
+                // A canceled row is not retried.
+                case .retry: if state == 3 { continue }
                 }
                 if state == 3 { uncanceled += 1 }
-                try update.bind([.int(newState), .int(nextAt), .text(JSONValue.object(o.result).jsonString), .int(seq), .int(o.n)])
+                try update.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n)])
                 defer { update.reset() }
                 _ = try update.step()
                 applied += 1
@@ -395,12 +426,17 @@ public final class SQLiteOutbox: Outbox {
         try await registry.run(write: false) { store in
             let a = try store.db.query(
                 "SELECT MIN(send_at) FROM outbox_jobs WHERE resolved = 0 AND state IN ('queued', 'running')") { $0.optionalInt(0) }.first ?? nil
+            // A pending row not leased is due at `next_at`; a leased one (a batch on the wire,
+            // or one whose completion failed) when its lease ends. Two index lookups per job.
             let b = try store.db.query(
                 """
-                SELECT MIN((SELECT MIN(next_at) FROM outbox_deliveries d WHERE d.job = j.seq AND d.state = 0))
+                SELECT MIN((SELECT MIN(next_at) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                            WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL)),
+                       MIN((SELECT MIN(lease_until) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                            WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NOT NULL)) + 1
                 FROM outbox_jobs j WHERE j.state = 'running'
-                """) { $0.optionalInt(0) }.first ?? nil
-            return [a, b].compactMap { $0 }.min()
+                """) { ($0.optionalInt(0), $0.optionalInt(1)) }.first ?? (nil, nil)
+            return [a, b.0, b.1].compactMap { $0 }.min()
         }
     }
 }
