@@ -273,6 +273,24 @@ def test_provider_drops_connections_then_full_delivery(start_daemon, fake):
     assert (job["sent"], job["failed"]) == (200, 0), job
 
 
+def start_large_job_slow_small_fast(start_daemon, fake, devices, delay_ms, on_the_wire, **extra):
+    """A daemon with `devices` registered and an async send to all of them, against a fake that
+    answers the first 10 tokens at once and the rest after `delay_ms`; returns once `on_the_wire`
+    requests of it reached the fake: (daemon, device ids, the large job's accept)."""
+    config = cfg(fake)
+    config["max_line_bytes"] = 16 << 20
+    config.update(extra)
+    d = start_daemon(config)
+    big = register_many(d, devices)
+    fake.control({"delay_ms": delay_ms, "slow": [{"token": tok(i), "delay_ms": 0} for i in range(1, 11)]})
+    a = d.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
+    assert a["ok"], a
+    deadline = time.time() + 120
+    while time.time() < deadline and len(fake.received()) < on_the_wire:
+        time.sleep(0.05)
+    return d, big, a
+
+
 def test_fairness_small_job_during_a_large_one(start_daemon, fake):
     """Issue 13: a 10-device job accepted during a 200,000-device job is done within 1 s.
 
@@ -287,17 +305,8 @@ def test_fairness_small_job_during_a_large_one(start_daemon, fake):
     tick each claimed an extra batch of the large job, up to 8 on the wire, and the small job
     waited for one to end (0.10-1.94 s); a wake-up with that many on the wire now claims the
     jobs not on the wire, OutboxWorker.claimLimit and the test below.)"""
-    config = cfg(fake)
-    config["max_line_bytes"] = 16 << 20
-    d = start_daemon(config)
-    big = register_many(d, 200000)
+    d, big, a = start_large_job_slow_small_fast(start_daemon, fake, 200000, 2000, 3000)
     small = big[:10]
-    fake.control({"delay_ms": 2000, "slow": [{"token": tok(i), "delay_ms": 0} for i in range(1, 11)]})
-    a = d.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
-    assert a["ok"], a
-    deadline = time.time() + 120
-    while time.time() < deadline and len(fake.received()) < 3000:
-        time.sleep(0.05)
     t0 = time.monotonic()
     w0 = time.time()
     b = d.call({"cmd": "send", "ids": small, "message": "urgent", "async": True})
@@ -333,19 +342,8 @@ def test_small_jobs_claimed_while_the_wire_is_full_of_a_large_one(start_daemon, 
     more: before, each of them added a batch of the large job up to a cap, and a small job
     accepted then waited for one of them to end (20 s and more here, both backends; 1.0-3.2 s in
     the fairness test above on PostgreSQL). Now 0.10-0.12 s each."""
-    config = cfg(fake)
-    config["max_line_bytes"] = 16 << 20
-    config["shutdown_timeout_ms"] = 1000
-    if postgres_backend() is not None:
-        config["poll_ms"] = 20
-    d = start_daemon(config)
-    big = register_many(d, 20000)
-    fake.control({"delay_ms": 20000, "slow": [{"token": tok(i), "delay_ms": 0} for i in range(1, 11)]})
-    a = d.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
-    assert a["ok"], a
-    deadline = time.time() + 60
-    while time.time() < deadline and len(fake.received()) < 100:
-        time.sleep(0.05)
+    extra = {"poll_ms": 20} if postgres_backend() is not None else {}
+    d, big, a = start_large_job_slow_small_fast(start_daemon, fake, 20000, 20000, 100, shutdown_timeout_ms=1000, **extra)
     time.sleep(0.5)
     took = []
     for k in range(6):
