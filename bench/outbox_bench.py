@@ -81,7 +81,7 @@ def main():
     ap.add_argument("--queued", type=int, default=10_000_000)
     ap.add_argument("--parts", default="accept,deliver,rss", help="which of accept, deliver, rss, rss-due to run")
     ap.add_argument("--due-hold", type=float, default=30, help="rss-due: seconds to keep sampling once all is resolved")
-    ap.add_argument("--perf", default="", help="deliver: record `perf record -g` of the daemon per phase into this directory")
+    ap.add_argument("--perf", default="", help="accept, deliver: record `perf record -g` of the daemon per phase into this directory")
     ap.add_argument("--down-port", type=int, default=0, help="rss-due: the provider port nothing listens on (default: --port + 1)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -105,10 +105,14 @@ def accepts(args, port, ca):
     later = int(time.time()) + 3600
     reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True, "send_at": later}
             for i in range(args.accepts)]
+    perf = perf_start(args, proc.pid, "accept")
+    cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid)
     dt, out = concurrent_calls(sock, 4, reqs, window=args.window)
     ok = sum(1 for r in out if r.get("ok"))
+    cpu, threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), max(ok, 1))
+    perf_stop(perf)
     print(f"async single sends accepted (scheduled, 4 connections, window {args.window}): {ok / dt:,.0f}/s "
-          f"({ok} of {len(reqs)} ok in {dt:.2f} s)")
+          f"({ok} of {len(reqs)} ok in {dt:.2f} s); daemon CPU {cpu * 1e6 / max(ok, 1):.1f} µs an accept ({threads})")
     stop_and_remove(proc, sock)
     proc, sock, c, ids = fresh_daemon(args, port, ca, "accept-deliver")
     reqs = [{"cmd": "send", "ids": [ids[i % len(ids)]], "message": "hello", "async": True} for i in range(args.accepts)]

@@ -104,4 +104,24 @@ import Testing
         #expect(try await o.jobs(state: nil, app: nil, after: nil, limit: 1000).count == 100)
         #expect(try await o.job("taken")?.idempotencyKey == nil)
     }
+
+    /// Job ids: 32 lowercase hex digits, later ids sort after earlier ones (the `id` index is
+    /// written at its right edge, not at a random page), and ids made in the same millisecond
+    /// still differ in their 80 random bits.
+    @Test func jobIdsSortByCreationAndStayUnguessable() {
+        let ids = (0..<1000).map { Dispatcher.newJobId(now: 1_796_000_000_000 + Int64($0 / 10)) }
+        let hex = Set("0123456789abcdef")
+        #expect(ids.allSatisfy { $0.count == 32 && $0.allSatisfy(hex.contains) })
+        #expect(Set(ids).count == ids.count)
+        for (a, b) in zip(ids, ids.dropFirst(10)) { #expect(a < b) }
+        #expect(ids[0].hasPrefix(String(1_796_000_000_000, radix: 16).leftPadded(to: 12)))
+        // The random parts of one millisecond's ids differ in more than their last digits.
+        let randomParts = Set(ids.prefix(10).map { $0.dropFirst(12).prefix(8) })
+        #expect(randomParts.count == 10)
+        #expect(Dispatcher.randomTag().count == 8)
+    }
+}
+
+private extension String {
+    func leftPadded(to n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }

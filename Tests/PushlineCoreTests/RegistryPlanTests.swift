@@ -222,4 +222,24 @@ import Testing
         #expect(pages.flatMap { $0 } == [ids[0], ids[6], ids[2], ids[5]])
         #expect(pages.allSatisfy { $0.count <= 2 })
     }
+
+    /// The queries of an async accept's plan (`groups` of an `ids` target) and of a send to
+    /// `ids` (`devices`) are prepared once: a bound `active` made SQLite's planner look at its
+    /// value (for the partial index `devices_inactive`), so every new binding parsed the
+    /// statement again (one parse an accept).
+    @Test func idQueriesAreNotPreparedAgainAtEveryBinding() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let s = try Self.store(dir)
+        for i in 1...20 {
+            for active in [true, false] {
+                var f = DeviceFilter()
+                f.ids = [Int64(i)]
+                f.active = active
+                _ = try s.groups(f)
+                _ = try s.devices(f)
+            }
+        }
+        #expect(s.db.reprepares == 0)
+    }
 }

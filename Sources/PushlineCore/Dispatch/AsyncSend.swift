@@ -85,18 +85,29 @@ extension Dispatcher {
         return sendAt + maxDelay * 1000
     }
 
-    /// 16 random bytes in hex (job ids are not guessable from one another).
-    static func newJobId() -> String {
+    /// A job id: 32 hex digits, the creation time in Unix milliseconds (12 digits) then 10
+    /// random bytes (20 digits; 80 bits, so ids are not guessable from one another).
+    ///
+    /// The time prefix makes new ids sort after older ones, so inserting a job writes the
+    /// right edge of the `id` index instead of a random page of it: with 16 random bytes,
+    /// 40,000 async single sends wrote 3.6 WAL pages an accept (a group commit of ~400
+    /// accepts dirtied ~250 of the index's 441 leaf pages).
+    static func newJobId(now: Int64 = nowMillis()) -> String {
         var g = SystemRandomNumberGenerator()
         let hex = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
-        for _ in 0..<16 {
-            let b = UInt8.random(in: 0...255, using: &g)
-            out.append(hex[Int(b >> 4)])
-            out.append(hex[Int(b & 15)])
-        }
+        out.reserveCapacity(32)
+        let t = UInt64(max(0, min(now, 0xFFFF_FFFF_FFFF)))
+        for i in stride(from: 44, through: 0, by: -4) { out.append(hex[Int((t >> UInt64(i)) & 15)]) }
+        // Two reads of the system generator (a getrandom call each), not one per byte.
+        let (r1, r2) = (g.next(), g.next())
+        for i in stride(from: 60, through: 0, by: -4) { out.append(hex[Int((r1 >> UInt64(i)) & 15)]) }
+        for i in stride(from: 12, through: 0, by: -4) { out.append(hex[Int((r2 >> UInt64(i)) & 15)]) }
         return String(decoding: out, as: UTF8.self)
     }
+
+    /// 8 random hex digits (a worker's owner name: the random part of a job id).
+    static func randomTag() -> String { String(newJobId().suffix(8)) }
 
     func requireOutbox() throws(CommandError) -> OutboxContext {
         guard let outbox else { throw CommandError(.unavailable, "this daemon has no outbox", details: ["retry_after_ms": 1000]) }

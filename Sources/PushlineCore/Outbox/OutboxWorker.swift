@@ -42,7 +42,7 @@ public final class OutboxWorker: Sendable {
         self.dispatcher = dispatcher
         self.logger = logger
         self.leaseMs = Int64(leaseMs)
-        owner = "pid\(getpid())-\(Dispatcher.newJobId().prefix(8))"
+        owner = "pid\(getpid())-\(Dispatcher.randomTag())"
     }
 
     /// Starts the loop in a task.

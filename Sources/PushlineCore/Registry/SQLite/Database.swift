@@ -137,6 +137,13 @@ public final class Database {
         return s
     }
 
+    /// How many times SQLite prepared the cached statements again by itself
+    /// (`SQLITE_STMTSTATUS_REPREPARE`: a schema change, or a bound value the planner looked at,
+    /// which makes every new binding a parse). Tests check the hot queries stay at zero.
+    public var reprepares: Int {
+        cache.values.reduce(0) { $0 + Int(sqlite3_stmt_status($1.handle, SQLITE_STMTSTATUS_REPREPARE, 0)) }
+    }
+
     /// Runs a statement that returns no rows (or whose rows are ignored).
     public func execute(_ sql: String, _ args: [SQLValue] = []) throws(DatabaseError) {
         let s = try statement(sql)

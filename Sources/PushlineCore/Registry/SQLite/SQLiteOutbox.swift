@@ -60,7 +60,9 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func accept(_ spec: OutboxJobSpec, maxQueued: Int, idempotencyWindowMs: Int64) async throws(CommandError) -> (job: OutboxJob, duplicate: Bool) {
-        try await registry.run(write: true, durable: true) { store in
+        // The messages' JSON text is made here, not on the database thread every accept waits for.
+        let messages = OutboxJob.messagesText(spec)
+        return try await registry.run(write: true, durable: true) { store in
             let db = store.db
             if let key = spec.idempotencyKey {
                 let found = try db.query(
@@ -75,7 +77,7 @@ public final class SQLiteOutbox: Outbox {
                 INSERT INTO outbox_jobs (id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, created_at)
                 VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)
                 """,
-                [.text(spec.id), .text(spec.app), .text(OutboxJob.messagesText(spec)), .from(spec.indexed), .int(spec.sendAt),
+                [.text(spec.id), .text(spec.app), .text(messages), .from(spec.indexed), .int(spec.sendAt),
                  .int(spec.deadline), .from(spec.idempotencyKey), .int(Int64(spec.estimate)), .int(spec.createdAt)])
             let job = OutboxJob(accepted: spec)
             return (job, false)

@@ -168,6 +168,14 @@ public final class SQLiteRegistry: Sendable {
         all.afterId = nil
         all.limit = nil
         let filter = all
+        // A few ids (an async send to `ids` is planned by its groups): read on this thread,
+        // as `devices` does; the database thread then only stores the job (one job and one
+        // wake-up an accept instead of two).
+        if let ids = filter.ids, ids.count <= SQLiteDirectReads.maxKeys, let direct,
+            let found = direct.read({ s in try s.groups(filter) })
+        {
+            return found
+        }
         return try await run(write: false) { s in try s.groups(filter) }
     }
 

@@ -197,7 +197,12 @@ final class SQLiteRegistryStore {
             conds.append("\(col("user_id", searched: access == .users)) IN (SELECT value FROM json_each(?))")
             args.append(.text(Self.jsonArray(us)))
         }
-        if let a = f.active { conds.append("\(col("active", searched: access == .appPlatformActive)) = ?"); args.append(.from(a)) }
+        // `active` as a literal, not a parameter: the partial index `devices_inactive` (WHERE
+        // active = 0) makes SQLite's planner peek at a bound `active` to see whether the index
+        // applies, and such a statement is prepared again at every new binding
+        // (sqlite3Reprepare from sqlite3_step: one SQL parse every async accept and every send
+        // to `ids`).
+        if let a = f.active { conds.append("\(col("active", searched: access == .appPlatformActive)) = \(a ? 1 : 0)") }
         if let r = f.registrationId {
             let token = f.platform.map { DeviceInput.canonicalToken(r, platform: $0) } ?? r
             conds.append("\(col("registration_id", searched: access == .token)) = ?")
