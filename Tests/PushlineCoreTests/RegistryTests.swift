@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import Testing
 
 @testable import PushlineCore
@@ -103,5 +104,51 @@ func expectError(_ code: CommandError.Code, sourceLocation: SourceLocation = #_s
             #expect(error.sql == "SELECT * FROM no_such_table")
             #expect(error.commandError.code == .internalError)
         }
+    }
+}
+
+/// The database thread's queue keeps the outbox worker's jobs apart from clients' (an async
+/// accept must not share a transaction with a 5,000-row append) and alternates between them.
+@Suite struct RegistryJobQueueTests {
+    final class Log: Sendable { let m = Mutex<[String]>([]) }
+
+    static func job(_ tag: String, background: Bool, into log: Log) -> RegistryJob {
+        var j = RegistryJob(
+            write: true,
+            run: { _ in
+                log.m.withLock { $0.append(tag) }
+                return (true, { _ in })
+            },
+            abort: { _ in })
+        j.background = background
+        return j
+    }
+
+    /// The tags of a batch, by running each job's closure through a log.
+    static func tags(_ batch: [RegistryJob]?, _ log: Log) throws -> [String] {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try SQLiteRegistryStore(path: dir.db)
+        log.m.withLock { $0.removeAll() }
+        for j in batch ?? [] { _ = j.run(store) }
+        return log.m.withLock { $0 }
+    }
+
+    @Test func backgroundAndClientJobsNeverShareABatchAndTakeTurns() throws {
+        let q = RegistryJobQueue()
+        let log = Log()
+        for i in 0..<3 { #expect(q.push(Self.job("b\(i)", background: true, into: log))) }
+        for i in 0..<5 { #expect(q.push(Self.job("c\(i)", background: false, into: log))) }
+        // Clients first (nothing was taken before), then the worker's, then clients again.
+        #expect(try Self.tags(q.take(max: 2), log) == ["c0", "c1"])
+        #expect(try Self.tags(q.take(max: 2), log) == ["b0", "b1"])
+        #expect(try Self.tags(q.take(max: 1000), log) == ["c2", "c3", "c4"])
+        #expect(try Self.tags(q.take(max: 1000), log) == ["b2"])
+        // One kind alone is taken whole, batch after batch.
+        for i in 5..<8 { #expect(q.push(Self.job("c\(i)", background: false, into: log))) }
+        #expect(try Self.tags(q.take(max: 2), log) == ["c5", "c6"])
+        #expect(try Self.tags(q.take(max: 2), log) == ["c7"])
+        q.closeAndJoin()
+        #expect(q.take(max: 10) == nil)
     }
 }

@@ -85,7 +85,7 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func startable(now: Int64, limit: Int) async throws(CommandError) -> [OutboxJob] {
-        try await registry.run(write: false) { store in
+        try await registry.run(write: false, background: true) { store in
             try store.db.query(
                 """
                 SELECT \(Self.jobColumns) FROM outbox_jobs
@@ -98,7 +98,7 @@ public final class SQLiteOutbox: Outbox {
     public func appendDeliveries(job: String, _ rows: [OutboxNewDelivery], cursor: String?, now: Int64) async throws(CommandError) -> Bool {
         // Not `durable`: rows and cursor commit together and are derived from the (durable) job,
         // so a power loss only makes the worker resolve that chunk again.
-        try await registry.run(write: true) { store in
+        try await registry.run(write: true, background: true) { store in
             let db = store.db
             guard let (seq, j) = try Self.load(db, id: job), j.stored == .queued || j.stored == .running, !j.resolved else { return false }
             let insert = try db.statement(
@@ -147,7 +147,7 @@ public final class SQLiteOutbox: Outbox {
         let skip = excluding.isEmpty ? "" : " AND j.id NOT IN (SELECT value FROM json_each(?3))"
         let args: [SQLValue] = [.int(now), .int(Int64(maxJobs))]
             + (excluding.isEmpty ? [] : [.text(JSONValue.array(excluding.map { .string($0) }).jsonString)])
-        let (out, extended): ([OutboxClaim], [(HeldKey, Int64)]) = try await registry.run(write: true) { store in
+        let (out, extended): ([OutboxClaim], [(HeldKey, Int64)]) = try await registry.run(write: true, background: true) { store in
             let db = store.db
             let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
             // Jobs with due work, least recently served first (fairness between large and small jobs).
@@ -264,7 +264,7 @@ public final class SQLiteOutbox: Outbox {
                 for o in outcomes where h[HeldKey(job: job, n: o.n)]?.fence == o.fence { h[HeldKey(job: job, n: o.n)] = nil }
             }
         }
-        return try await registry.run(write: true, durable: true) { store in
+        return try await registry.run(write: true, durable: true, background: true) { store in
             let db = store.db
             guard let (seq, _) = try Self.load(db, id: job) else { return 0 }
             let read = try db.statement("SELECT state, fence FROM outbox_deliveries WHERE job = ? AND n = ?")
@@ -390,7 +390,7 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func recover(owner: String, now: Int64) async throws(CommandError) -> Int {
-        try await registry.run(write: true, durable: true) { store in
+        try await registry.run(write: true, durable: true, background: true) { store in
             try store.db.execute(
                 "UPDATE outbox_deliveries SET lease_owner = NULL, lease_until = NULL WHERE state = 0 AND lease_until IS NOT NULL AND lease_owner IS NOT ?",
                 [.text(owner)])
@@ -399,7 +399,7 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func prune(finishedBefore before: Int64) async throws(CommandError) -> Int {
-        try await registry.run(write: true) { store in
+        try await registry.run(write: true, background: true) { store in
             let db = store.db
             let seqs = try db.query(
                 "SELECT seq FROM outbox_jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 100", [.int(before)]) { $0.int(0) }
@@ -412,7 +412,7 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func depth() async throws(CommandError) -> OutboxDepth {
-        try await registry.run(write: false) { store in
+        try await registry.run(write: false, background: true) { store in
             let r = try store.db.query(
                 """
                 SELECT COALESCE(SUM(MAX(CASE WHEN resolved = 1 THEN devices ELSE MAX(devices, estimate) END - sent - failed - canceled, 0)), 0),
@@ -425,7 +425,7 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func nextDue() async throws(CommandError) -> Int64? {
-        try await registry.run(write: false) { store in
+        try await registry.run(write: false, background: true) { store in
             let a = try store.db.query(
                 "SELECT MIN(send_at) FROM outbox_jobs WHERE resolved = 0 AND state IN ('queued', 'running')") { $0.optionalInt(0) }.first ?? nil
             // A pending row not leased is due at `next_at`; a leased one (a batch on the wire,
