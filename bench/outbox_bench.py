@@ -10,6 +10,8 @@ release daemon, in one run:
    measures the accept path alone; then the same with the worker delivering them at once.
 2. an async send to 100,000 devices (`filter` by app, and a list of 100,000 `ids`): time from
    the request to the answer.
+   1b. (`latency`) one client's sequential async accepts, idle and while a job to every device
+   is delivered: p50, p99, max.
 3. background delivery of that job (accept to `done`) vs a synchronous `send` to the same
    100,000 devices through the same daemon and sink: notifications/s and the ratio.
 4. RSS with many notifications queued: `--queued` notifications accepted as scheduled jobs
@@ -21,7 +23,7 @@ release daemon, in one run:
    target into pending delivery rows and keeps claiming and retrying them: RSS sampled every
    few seconds until every job is resolved (and `--due-hold` seconds more), and its peak.
 
-    bench/outbox_bench.py --bin .build/release/pushline [--port 21000] [--devices 100000] [--parts accept,deliver,rss,rss-due]
+    bench/outbox_bench.py --bin .build/release/pushline [--port 21000] [--devices 100000] [--parts accept,latency,deliver,rss,rss-due]
 
 Figures on a loaded 2-core machine are indicative only.
 """
@@ -79,7 +81,7 @@ def main():
     ap.add_argument("--accepts", type=int, default=40_000)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--queued", type=int, default=10_000_000)
-    ap.add_argument("--parts", default="accept,deliver,rss", help="which of accept, deliver, rss, rss-due to run")
+    ap.add_argument("--parts", default="accept,latency,deliver,rss", help="which of accept, latency, deliver, rss, rss-due to run")
     ap.add_argument("--due-hold", type=float, default=30, help="rss-due: seconds to keep sampling once all is resolved")
     ap.add_argument("--perf", default="", help="accept, deliver: record `perf record -g` of the daemon per phase into this directory")
     ap.add_argument("--down-port", type=int, default=0, help="rss-due: the provider port nothing listens on (default: --port + 1)")
@@ -89,6 +91,8 @@ def main():
     try:
         if "accept" in parts:
             accepts(args, port, ca)
+        if "latency" in parts:
+            accept_latency(args, port, ca)
         if "deliver" in parts:
             deliver(args, port, ca)
         if "rss" in parts:
@@ -124,6 +128,33 @@ def accepts(args, port, ca):
     _, t_done = wait_done(c, last)
     print(f"  the last of them done {t_done - t_start:.2f} s after the first request: "
           f"{ok / (t_done - t_start):,.0f} jobs/s accepted and delivered")
+    stop_and_remove(proc, sock)
+
+
+def accept_latency(args, port, ca):
+    # 1b. one client's sequential async accepts: idle, then while a job to every device is
+    # resolved and delivered (the worker's database writes compete with the accepts).
+    from benchlib import percentile
+    proc, sock, c, ids = fresh_daemon(args, port, ca, "latency")
+
+    def run(n=500):
+        later = int(time.time()) + 3600
+        out = []
+        for i in range(n):
+            t = time.perf_counter()
+            r = c.call({"cmd": "send", "ids": [ids[i % len(ids)]], "message": "x", "async": True, "send_at": later})
+            out.append((time.perf_counter() - t) * 1000)
+            assert r["ok"], r
+        out.sort()
+        return f"p50 {percentile(out, 50):.2f} ms, p99 {percentile(out, 99):.2f} ms, max {out[-1]:.1f} ms"
+
+    print(f"async accept latency, one client sequential, idle: {run()}")
+    r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
+    assert r["ok"], r
+    time.sleep(0.1)
+    during = run()
+    job = c.call({"cmd": "job", "job": r["job"]["id"]})["job"]
+    print(f"  during an async job to {len(ids):,} devices: {during} (the job: {job['sent']:,} sent by then)")
     stop_and_remove(proc, sock)
 
 
