@@ -239,6 +239,8 @@ import Testing
                 _ = try s.groups(f)
                 _ = try s.devices(f)
             }
+            // A send to `registration_ids` (the single-send path).
+            _ = try s.resolveTokens(app: "default", platform: .apns, [apnsToken(2 * i), apnsToken(2 * i + 1)])
         }
         #expect(s.db.reprepares == 0)
     }
