@@ -69,6 +69,23 @@ def stop_and_remove(proc, sock):
     shutil.rmtree(Path(sock).parent, ignore_errors=True)
 
 
+def sink_cpu_s(sink_dir):
+    """User + system CPU seconds of the nginx sink's processes (master and workers) so far: on 2
+    cores the rates follow the CPU of the daemon and the sink together."""
+    import os
+    master = int((Path(sink_dir) / "nginx.pid").read_text())
+    total = cpu_s(master)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    total += cpu_s(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def rss_mb(pid, field="VmRSS"):
     return proc_status(pid, field) / 1024
 
@@ -94,7 +111,7 @@ def main():
         if "latency" in parts:
             accept_latency(args, port, ca)
         if "deliver" in parts:
-            deliver(args, port, ca)
+            deliver(args, port, ca, sink_dir)
         if "rss" in parts:
             queued_rss(args, port, ca)
         if "rss-due" in parts:
@@ -177,14 +194,14 @@ def perf_stop(p):
         p.wait(60)
 
 
-def deliver(args, port, ca):
+def deliver(args, port, ca, sink_dir):
     # 2 and 3. a 100,000-device job: accept time, background delivery vs sync.
     proc, sock, c, ids = fresh_daemon(args, port, ca, "deliver")
     n = len(ids)
     warm = c.call({"cmd": "send", "ids": ids[:10], "message": "warm"})
     assert warm["ok"], warm
     perf = perf_start(args, proc.pid, "background")
-    cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid)
+    cpu0, threads0, sink0 = cpu_s(proc.pid), thread_cpu_s(proc.pid), sink_cpu_s(sink_dir)
     t0 = time.time()
     r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
     accept_s = c.received_at - t0
@@ -192,23 +209,26 @@ def deliver(args, port, ca):
     job, t_done = wait_done(c, r["job"]["id"])
     bg_rate = n / (t_done - t0)
     bg_cpu, bg_threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
+    bg_sink = sink_cpu_s(sink_dir) - sink0
     perf_stop(perf)
     print(f"async send to {n:,} devices (filter): accepted in {accept_s * 1000:.1f} ms")
     print(f"  background delivery: {job['sent']:,} sent in {t_done - t0:.2f} s = {bg_rate:,.0f}/s; "
-          f"daemon CPU {bg_cpu:.2f} s ({bg_threads})")
+          f"daemon CPU {bg_cpu:.2f} s = {bg_cpu / n * 1e6:.0f} us each ({bg_threads}); sink {bg_sink / n * 1e6:.0f} us each")
     t0 = time.time()
     r2 = c.call({"cmd": "send", "ids": ids, "message": "everyone", "async": True})
     print(f"async send to {n:,} devices (an ids list of {n:,}): accepted in {(c.received_at - t0) * 1000:.1f} ms")
     wait_done(c, r2["job"]["id"])
     perf = perf_start(args, proc.pid, "sync")
-    cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid)
+    cpu0, threads0, sink0 = cpu_s(proc.pid), thread_cpu_s(proc.pid), sink_cpu_s(sink_dir)
     t0 = time.time()
     s = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "results": "failed"})
     sync_s = c.received_at - t0
     assert s["ok"] and s["sent"] == n, {k: s.get(k) for k in ("ok", "sent", "failed", "error", "results")}
     sync_cpu, sync_threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
+    sync_sink = sink_cpu_s(sink_dir) - sink0
     perf_stop(perf)
-    print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; daemon CPU {sync_cpu:.2f} s ({sync_threads})")
+    print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; daemon CPU {sync_cpu:.2f} s = "
+          f"{sync_cpu / n * 1e6:.0f} us each ({sync_threads}); sink {sync_sink / n * 1e6:.0f} us each")
     print(f"  background / sync = {bg_rate / (n / sync_s):.2f} (rate), daemon CPU per delivery background / sync = "
           f"{bg_cpu / max(sync_cpu, 1e-9):.2f}")
     print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")

@@ -176,6 +176,32 @@ import Testing
         }
     }
 
+    /// A claim writes no delivery row (issue 13, background rate): its leases are kept in
+    /// memory (`SQLiteOutboxLeases`), so each delivery is written twice (resolved, completed),
+    /// not three times; before, a claim of 1,000 rows changed 1,000 rows (and their index entries).
+    @Test func aClaimWritesNoDeliveryRow() async throws {
+        try await withStore { reg, o in
+            _ = try await o.accept(spec("j1", estimate: 1000), maxQueued: 100_000, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows((1...1000).map { Int64($0) }), cursor: nil, now: 1000))
+            let changes: @Sendable () async throws -> Int64 = {
+                try await reg.run(write: false) { s in try s.db.query("SELECT total_changes()") { $0.int(0) }.first ?? 0 }
+            }
+            let before = try await changes()
+            let c = try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: 1000, maxJobs: 1, maxRows: 1000)
+            #expect(c.first?.deliveries.count == 1000)
+            let written = try await changes() - before
+            // The job's `served` time only.
+            #expect(written <= 2, "a claim of 1,000 rows changed \(written) rows")
+            // Leased all the same: nobody else takes them, and their completion applies once.
+            #expect(try await o.claim(owner: "x", now: 1000, leaseMs: 60_000, perJob: 1000, maxJobs: 1, maxRows: 1000).isEmpty)
+            let d = try #require(c.first?.deliveries)
+            let out = d.map { OutboxOutcome(n: $0.n, fence: $0.fence, kind: .sent, result: ["status": "sent"]) }
+            #expect(try await o.complete(job: "j1", out, now: 2000) == 1000)
+            #expect(try await o.complete(job: "j1", out, now: 2001) == 0)
+            #expect(try await o.job("j1")?.stored == .done)
+        }
+    }
+
     /// Idle, the worker sleeps until the next due time: a leased row's is when its lease ends
     /// (it was its past `next_at`, so the worker polled until then).
     @Test func nextDueOfALeasedRowIsItsLeaseEnd() async throws {

@@ -11,24 +11,8 @@ public final class SQLiteOutbox: Outbox {
 
     public init(registry: SQLiteRegistry) { self.registry = registry }
 
-    /// A delivery this process claimed and has not completed yet (a batch on the wire).
-    struct HeldKey: Hashable { var job: String; var n: Int64 }
-    struct Held { var owner: String; var fence: Int64; var until: Int64; var since: Int64 }
-    /// This process's claims not completed yet, with their owner, fence, lease end and claim time.
-    ///
-    /// SQLite has one daemon per database file, so the only claim that can take a delivery
-    /// whose lease ran out is this process's own: a round longer than `lease_ms` (a slow
-    /// provider, retries waiting for Retry-After) would otherwise be claimed and sent again
-    /// while it is still on the wire, and its first completion dropped as stale. So each claim
-    /// first extends the leases of these rows that run out within half a lease (a heartbeat
-    /// that needs no timer: nothing but a claim reads leases). A completion, applied or failed,
-    /// lets its rows go: a failed one's rows are claimed again when their lease ends
-    /// (at-least-once), and the fence still drops a stale completion. Only the claims of the
-    /// same owner (the worker) keep its rows: another owner takes them once the lease ends.
-    let held = Mutex<[HeldKey: Held]>([:])
-    /// How long a claimed row is kept alive at most, should its completion never come: beyond
-    /// any round (request timeouts, and providers honour a Retry-After of up to an hour twice).
-    static let maxHoldMs: Int64 = 3 * 3_600_000
+    /// The leases of this registry's outbox, in memory (see `SQLiteOutboxLeases`).
+    var leases: SQLiteOutboxLeases { registry.outboxLeases }
 
     static let jobColumns =
         "seq, id, app, messages, indexed, state, send_at, deadline, idem_key, estimate, devices, sent, failed, canceled, resolved, cursor, created_at, started_at, finished_at"
@@ -147,105 +131,97 @@ public final class SQLiteOutbox: Outbox {
         let skip = excluding.isEmpty ? "" : " AND j.id NOT IN (SELECT value FROM json_each(?3))"
         let args: [SQLValue] = [.int(now), .int(Int64(maxJobs))]
             + (excluding.isEmpty ? [] : [.text(JSONValue.array(excluding.map { .string($0) }).jsonString)])
-        let (out, extended): ([OutboxClaim], [(HeldKey, Int64)]) = try await registry.run(write: true, background: true) { store in
-            let db = store.db
-            let extended = try self.keepHeldLeases(db, owner: owner, now: now, leaseMs: leaseMs)
-            // Jobs with due work, least recently served first (fairness between large and small jobs).
-            // Due work: a pending row not leased, or whose lease expired (two ranges of the
-            // claim index each, see `Migrations.outboxClaimIndex`).
-            let jobs = try db.query(
-                """
-                SELECT \(Self.jobColumns) FROM outbox_jobs j
-                WHERE j.state = 'running' AND (EXISTS (
-                    SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
-                    WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL AND d.next_at <= ?1
-                  ) OR EXISTS (
-                    SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
-                    WHERE d.job = j.seq AND d.state = 0 AND d.lease_until < ?1 AND d.next_at <= ?1))\(skip)
-                ORDER BY j.served, j.seq LIMIT ?2
-                """, args
-            ) { s in (s.int(0), Self.job(s)) }
-            var out: [OutboxClaim] = []
-            // The rows of an expired lease first (the older work), then the due rows not leased,
-            // oldest due first: each an index range in its order, no row on the wire stepped over.
-            let selects = try ["lease_until < ?2 AND next_at <= ?2 ORDER BY lease_until, next_at, n",
-                               "lease_until IS NULL AND next_at <= ?2 ORDER BY next_at, n"].map { range throws(DatabaseError) in
-                try db.statement(
+        let leases = self.leases
+        // The leases this claim took, let go again should its transaction not commit.
+        let taken = Mutex<[(seq: Int64, n: Int64, fence: Int64)]>([])
+        do {
+            return try await registry.run(write: true, background: true) { store in
+                let db = store.db
+                leases.keepAlive(owner: owner, now: now, leaseMs: leaseMs)
+                // Jobs with due work, least recently served first (fairness between large and small
+                // jobs). Due work: a pending row whose `next_at` has come (maybe on the wire: the
+                // claim then finds nothing), or one of an expired lease of the database (written by
+                // an earlier version, until `recover`), or an expired lease in memory.
+                let expiredJobs = leases.jobsWithExpiredLeases(now: now)
+                let jobs = try db.query(
                     """
-                    SELECT n, message, device_id, raw, attempts, fence FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
-                    WHERE job = ?1 AND state = 0 AND \(range) LIMIT ?3
-                    """)
-            }
-            let lease = try db.statement(
-                "UPDATE outbox_deliveries SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE job = ? AND n = ?")
-            var total = 0
-            for (seq, job) in jobs where total < maxRows {
-                var rows: [(n: Int64, message: Int?, deviceId: Int64?, raw: String?, attempts: Int, fence: Int64)] = []
-                let want = min(perJob, maxRows - total)
-                for select in selects where rows.count < want {
-                    try select.bind([.int(seq), .int(now), .int(Int64(want - rows.count))])
-                    defer { select.reset() }
-                    while try select.step() {
-                        rows.append((select.int(0), select.optionalInt(1).map { Int($0) }, select.optionalInt(2), select.text(3),
-                                     Int(select.int(4)), select.int(5)))
+                    SELECT \(Self.jobColumns) FROM outbox_jobs j
+                    WHERE j.state = 'running' AND (EXISTS (
+                        SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                        WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL AND d.next_at <= ?1
+                      ) OR EXISTS (
+                        SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                        WHERE d.job = j.seq AND d.state = 0 AND d.lease_until < ?1 AND d.next_at <= ?1)\(
+                            expiredJobs.isEmpty ? "" : " OR j.seq IN (\(expiredJobs.map(String.init).joined(separator: ",")))"))\(skip)
+                    ORDER BY j.served, j.seq LIMIT ?2
+                    """, args
+                ) { s in (s.int(0), Self.job(s)) }
+                var out: [OutboxClaim] = []
+                // The rows of an expired lease first (the older work: in memory, then of the
+                // database), then the due rows not leased, oldest due first: each an index range
+                // in its order (covering: `n` and `state` are in the index), the rows on the wire
+                // stepped over in the index alone.
+                let selects = try ["lease_until < ?2 AND next_at <= ?2 ORDER BY lease_until, next_at, n",
+                                   "lease_until IS NULL AND next_at <= ?2 ORDER BY next_at, n"].map { range throws(DatabaseError) in
+                    try db.statement(
+                        """
+                        SELECT n FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
+                        WHERE job = ?1 AND state = 0 AND \(range)
+                        """)
+                }
+                let read = try db.statement(
+                    "SELECT message, device_id, raw, attempts, fence, state FROM outbox_deliveries WHERE job = ? AND n = ?")
+                var total = 0
+                for (seq, job) in jobs where total < maxRows {
+                    var rows: [(n: Int64, message: Int?, deviceId: Int64?, raw: String?, attempts: Int, fence: Int64)] = []
+                    let want = min(perJob, maxRows - total)
+                    var candidates = leases.expired(job: seq, now: now, limit: want)
+                    var seen = Set(candidates)
+                    do {
+                        let held = leases.snapshot(job: seq)
+                        for select in selects where candidates.count < want {
+                            try select.bind([.int(seq), .int(now)])
+                            defer { select.reset() }
+                            while candidates.count < want, try select.step() {
+                                let n = select.int(0)
+                                if held[n] == nil, seen.insert(n).inserted { candidates.append(n) }
+                            }
+                        }
                     }
+                    for n in candidates {
+                        try read.bind([.int(seq), .int(n)])
+                        defer { read.reset() }
+                        guard try read.step(), read.int(5) == 0 else { continue }
+                        rows.append((n, read.optionalInt(0).map { Int($0) }, read.optionalInt(1), read.text(2), Int(read.int(3)), read.int(4)))
+                    }
+                    var devices: [Int64: Device] = [:]
+                    let ids = rows.compactMap { $0.raw == nil ? $0.deviceId : nil }
+                    if !ids.isEmpty {
+                        var f = DeviceFilter()
+                        f.ids = ids
+                        for d in try store.devices(f) { devices[d.id] = d }
+                    }
+                    var list: [OutboxDelivery] = []
+                    list.reserveCapacity(rows.count)
+                    let fences = leases.take(job: seq, id: job.id, rows.map { ($0.n, $0.fence) }, owner: owner, until: now + leaseMs, now: now)
+                    taken.withLock { t in for (k, r) in rows.enumerated() { t.append((seq, r.n, fences[k])) } }
+                    for ((n, message, deviceId, raw, attempts, _), fence) in zip(rows, fences) {
+                        var device: Device?
+                        if let raw { device = Self.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
+                        list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
+                    }
+                    // Served at `now`: the next claims take the jobs served longest ago first.
+                    try db.execute("UPDATE outbox_jobs SET served = ? WHERE seq = ?", [.int(now), .int(seq)])
+                    total += list.count
+                    if !list.isEmpty { out.append(OutboxClaim(job: job, deliveries: list)) }
                 }
-                var devices: [Int64: Device] = [:]
-                let ids = rows.compactMap { $0.raw == nil ? $0.deviceId : nil }
-                if !ids.isEmpty {
-                    var f = DeviceFilter()
-                    f.ids = ids
-                    for d in try store.devices(f) { devices[d.id] = d }
-                }
-                var list: [OutboxDelivery] = []
-                list.reserveCapacity(rows.count)
-                for (n, message, deviceId, raw, attempts, fence) in rows {
-                    try lease.bind([.text(owner), .int(now + leaseMs), .int(seq), .int(n)])
-                    defer { lease.reset() }
-                    _ = try lease.step()
-                    var device: Device?
-                    if let raw { device = Self.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
-                    list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence + 1))
-                }
-                // Served at `now`: the next claims take the jobs served longest ago first.
-                try db.execute("UPDATE outbox_jobs SET served = ? WHERE seq = ?", [.int(now), .int(seq)])
-                total += list.count
-                if !list.isEmpty { out.append(OutboxClaim(job: job, deliveries: list)) }
+                return out
             }
-            return (out, extended)
+        } catch {
+            // Not committed: the rows are not this claim's (nothing was sent).
+            leases.drop(taken.withLock { $0 })
+            throw error
         }
-        // Committed: the new leases and the extended ones are this process's to keep alive.
-        held.withLock { h in
-            for (k, fence) in extended where h[k]?.fence == fence { h[k]?.until = now + leaseMs }
-            for c in out {
-                for x in c.deliveries {
-                    h[HeldKey(job: c.job.id, n: x.n)] = Held(owner: owner, fence: x.fence, until: now + leaseMs, since: now)
-                }
-            }
-        }
-        return out
-    }
-
-    /// Extends the leases of `owner`'s claims still on the wire that end within half a lease
-    /// (see `held`); rows held past `maxHoldMs` are let go. Returns the rows extended
-    /// (recorded in `held` once the claim commits).
-    func keepHeldLeases(_ db: Database, owner: String, now: Int64, leaseMs: Int64) throws -> [(HeldKey, Int64)] {
-        let due: [(HeldKey, Int64)] = held.withLock { h in
-            h = h.filter { now - $0.value.since < Self.maxHoldMs }
-            return h.compactMap { k, v in v.owner == owner && v.until - now < leaseMs / 2 ? (k, v.fence) : nil }
-        }
-        guard !due.isEmpty else { return [] }
-        let extend = try db.statement(
-            """
-            UPDATE outbox_deliveries SET lease_until = ?
-            WHERE job = (SELECT seq FROM outbox_jobs WHERE id = ?) AND n = ? AND fence = ? AND state = 0 AND lease_owner = ?
-            """)
-        for (k, fence) in due {
-            try extend.bind([.int(now + leaseMs), .text(k.job), .int(k.n), .int(fence), .text(owner)])
-            defer { extend.reset() }
-            _ = try extend.step()
-        }
-        return due
     }
 
     static func rawDevice(_ text: String) -> Device? {
@@ -258,69 +234,79 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
-        // Applied or not, these rows are no longer on the wire (see `held`).
-        defer {
-            held.withLock { h in
-                for o in outcomes where h[HeldKey(job: job, n: o.n)]?.fence == o.fence { h[HeldKey(job: job, n: o.n)] = nil }
-            }
-        }
-        return try await registry.run(write: true, durable: true, background: true) { store in
-            let db = store.db
-            guard let (seq, _) = try Self.load(db, id: job) else { return 0 }
-            let read = try db.statement("SELECT state, fence FROM outbox_deliveries WHERE job = ? AND n = ?")
-            let update = try db.statement(
-                """
-                UPDATE outbox_deliveries SET state = ?, next_at = ?, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
-                    result = ? WHERE job = ? AND n = ?
-                """)
-            // The usual case in one statement: the row still pending under this claim's fence.
-            let pending = try db.statement(
-                """
-                UPDATE outbox_deliveries SET state = ?1, next_at = ?2, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
-                    result = ?3 WHERE job = ?4 AND n = ?5 AND fence = ?6 AND state = 0
-                """)
-            var applied = 0
-            var (sent, failed, uncanceled) = (0, 0, 0)
-            for o in outcomes {
-                let (newState, nextAt): (Int64, Int64) = switch o.kind {
-                case .sent: (1, now)
-                case .failed: (2, now)
-                case .retry(let at): (0, at)
-                }
-                let text = JSONValue.object(o.result).jsonString
-                try pending.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
-                _ = try pending.step()
-                pending.reset()
-                if db.changes == 1 {
-                    if newState == 1 { sent += 1 } else if newState == 2 { failed += 1 }
+        let leases = self.leases
+        do {
+            let (seq, applied) = try await registry.run(write: true, durable: true, background: true) { store in
+                let db = store.db
+                guard let (seq, _) = try Self.load(db, id: job) else { return (Int64?.none, 0) }
+                let read = try db.statement("SELECT state FROM outbox_deliveries WHERE job = ? AND n = ?")
+                // The row is pending (or canceled while on the wire), and still this claim's: its
+                // fence is the lease's in memory (a later claim of it, after the lease expired, has
+                // a higher one). The fence is written with the result: the next claim's is higher.
+                let update = try db.statement(
+                    """
+                    UPDATE outbox_deliveries SET state = ?1, next_at = ?2, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
+                        result = ?3, fence = ?6 WHERE job = ?4 AND n = ?5
+                    """)
+                // The usual case in one statement: the row still pending.
+                let pending = try db.statement(
+                    """
+                    UPDATE outbox_deliveries SET state = ?1, next_at = ?2, attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
+                        result = ?3, fence = ?6 WHERE job = ?4 AND n = ?5 AND state = 0
+                    """)
+                var applied = 0
+                var (sent, failed, uncanceled) = (0, 0, 0)
+                let current = leases.fences(job: seq, outcomes.map(\.n))
+                for (o, fence) in zip(outcomes, current) {
+                    // A stale claim (the row was claimed again, or completed): dropped.
+                    guard fence == o.fence else { continue }
+                    let (newState, nextAt): (Int64, Int64) = switch o.kind {
+                    case .sent: (1, now)
+                    case .failed: (2, now)
+                    case .retry(let at): (0, at)
+                    }
+                    let text = JSONValue.object(o.result).jsonString
+                    try pending.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
+                    _ = try pending.step()
+                    pending.reset()
+                    if db.changes == 1 {
+                        if newState == 1 { sent += 1 } else if newState == 2 { failed += 1 }
+                        applied += 1
+                        continue
+                    }
+                    // Otherwise: final already, or canceled while on the wire.
+                    try read.bind([.int(seq), .int(o.n)])
+                    let state: Int64? = try read.step() ? read.int(0) : nil
+                    read.reset()
+                    guard let state, state == 3 else { continue }
+                    switch o.kind {
+                    case .sent: sent += 1
+                    case .failed: failed += 1
+                    // A canceled row is not retried.
+                    case .retry: continue
+                    }
+                    uncanceled += 1
+                    try update.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
+                    defer { update.reset() }
+                    _ = try update.step()
                     applied += 1
-                    continue
                 }
-                // Otherwise: stale (fence moved on), final already, or canceled while on the wire.
-                try read.bind([.int(seq), .int(o.n)])
-                let row: (Int64, Int64)? = try read.step() ? (read.int(0), read.int(1)) : nil
-                read.reset()
-                // A stale claim (fence moved on), or a row already final: dropped.
-                guard let (state, fence) = row, fence == o.fence, state == 0 || state == 3 else { continue }
-                switch o.kind {
-                case .sent: sent += 1
-                case .failed: failed += 1
-                // A canceled row is not retried.
-                case .retry: if state == 3 { continue }
+                if sent + failed > 0 {
+                    try db.execute(
+                        "UPDATE outbox_jobs SET sent = sent + ?, failed = failed + ?, canceled = canceled - ? WHERE seq = ?",
+                        [.int(Int64(sent)), .int(Int64(failed)), .int(Int64(uncanceled)), .int(seq)])
                 }
-                if state == 3 { uncanceled += 1 }
-                try update.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n)])
-                defer { update.reset() }
-                _ = try update.step()
-                applied += 1
+                try Self.finishIfDone(store, seq: seq, id: job, now: now)
+                return (Optional(seq), applied)
             }
-            if sent + failed > 0 {
-                try db.execute(
-                    "UPDATE outbox_jobs SET sent = sent + ?, failed = failed + ?, canceled = canceled - ? WHERE seq = ?",
-                    [.int(Int64(sent)), .int(Int64(failed)), .int(Int64(uncanceled)), .int(seq)])
-            }
-            try Self.finishIfDone(store, seq: seq, id: job, now: now)
+            // Committed: these rows are no longer on the wire, nor leased.
+            if let seq { leases.release(job: seq, outcomes.map { ($0.n, $0.fence) }) }
             return applied
+        } catch {
+            // Not recorded: the rows are let go (no longer kept alive by their owner's claims)
+            // and claimed again when their lease ends (at-least-once).
+            leases.letGo(job: job, outcomes.map { ($0.n, $0.fence) })
+            throw error
         }
     }
 
@@ -390,11 +376,13 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func recover(owner: String, now: Int64) async throws(CommandError) -> Int {
-        try await registry.run(write: true, durable: true, background: true) { store in
+        let leases = self.leases
+        return try await registry.run(write: true, durable: true, background: true) { store in
+            // Leases written by an earlier version (this one keeps them in memory).
             try store.db.execute(
                 "UPDATE outbox_deliveries SET lease_owner = NULL, lease_until = NULL WHERE state = 0 AND lease_until IS NOT NULL AND lease_owner IS NOT ?",
                 [.text(owner)])
-            return store.db.changes
+            return store.db.changes + leases.dropAll(notOwnedBy: owner)
         }
     }
 
@@ -425,20 +413,187 @@ public final class SQLiteOutbox: Outbox {
     }
 
     public func nextDue() async throws(CommandError) -> Int64? {
-        try await registry.run(write: false, background: true) { store in
-            let a = try store.db.query(
+        let leases = self.leases
+        return try await registry.run(write: false, background: true) { store in
+            let db = store.db
+            let a = try db.query(
                 "SELECT MIN(send_at) FROM outbox_jobs WHERE resolved = 0 AND state IN ('queued', 'running')") { $0.optionalInt(0) }.first ?? nil
-            // A pending row not leased is due at `next_at`; a leased one (a batch on the wire,
-            // or one whose completion failed) when its lease ends. Two index lookups per job.
-            let b = try store.db.query(
+            // A pending row not leased is due at `next_at`; a leased one (a batch on the wire, or
+            // one whose completion failed) when its lease ends: in memory, or in the database
+            // (an earlier version's, until `recover`). The rows on the wire are stepped over in
+            // the claim index.
+            var due: [Int64?] = [a, leases.earliestEnd().map { $0 + 1 }]
+            let b = try db.query(
                 """
-                SELECT MIN((SELECT MIN(next_at) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
-                            WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL)),
-                       MIN((SELECT MIN(lease_until) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
+                SELECT MIN((SELECT MIN(lease_until) FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
                             WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NOT NULL)) + 1
                 FROM outbox_jobs j WHERE j.state = 'running'
-                """) { ($0.optionalInt(0), $0.optionalInt(1)) }.first ?? (nil, nil)
-            return [a, b.0, b.1].compactMap { $0 }.min()
+                """) { $0.optionalInt(0) }.first ?? nil
+            due.append(b)
+            let seqs = try db.query("SELECT seq FROM outbox_jobs WHERE state = 'running'") { $0.int(0) }
+            let first = try db.statement(
+                """
+                SELECT n, next_at FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
+                WHERE job = ? AND state = 0 AND lease_until IS NULL ORDER BY next_at, n
+                """)
+            for seq in seqs {
+                try first.bind([.int(seq)])
+                defer { first.reset() }
+                let held = leases.snapshot(job: seq)
+                while try first.step() {
+                    if held[first.int(0)] == nil {
+                        due.append(first.int(1))
+                        break
+                    }
+                }
+            }
+            return due.compactMap { $0 }.min()
         }
+    }
+}
+
+/// The SQLite outbox's leases, in memory: which pending deliveries are claimed (on the wire),
+/// by which owner, until when, under which fence.
+///
+/// SQLite has one daemon per database file, so a lease only has to hold within this process:
+/// after a crash or a restart, `recover` makes every pending row claimable anyway (the rows that
+/// were on the wire go out again; nothing else does). Kept in memory, a claim writes nothing per
+/// row (before, an UPDATE of the row and its index entry: about 3 µs of the database thread per
+/// delivery, issue 13's background rate); the completion writes the fence with the result, so
+/// the next claim of a retried row gets a higher one. Expiry, keep-alive and stale completions
+/// behave as the leases in the database did:
+/// - each claim first extends its owner's leases that end within half a lease (a batch on the
+///   wire longer than `lease_ms`, e.g. waiting for a Retry-After, is not claimed and sent again);
+/// - an expired lease of another owner (or one let go by a failed completion) is claimed again,
+///   with a higher fence; the first owner's late completion is then dropped;
+/// - leases held longer than `maxHoldMs` are dropped (a completion that never came).
+/// Every call but `letGo` and `drop` (after a failed transaction) runs on the database thread,
+/// in the transaction of the claim or completion it belongs to.
+final class SQLiteOutboxLeases: Sendable {
+    struct Held: Sendable {
+        var owner: String
+        var fence: Int64
+        var until: Int64
+        var since: Int64
+    }
+    struct State {
+        /// Per job (its `seq`): the leased rows by delivery number.
+        var jobs: [Int64: [Int64: Held]] = [:]
+        /// Job id to `seq` of the jobs in `jobs` (a failed completion names its job by id).
+        var seqOf: [String: Int64] = [:]
+    }
+    let state = Mutex(State())
+
+    /// How long a claimed row is kept alive at most, should its completion never come: beyond
+    /// any round (request timeouts, and providers honour a Retry-After of up to an hour twice).
+    static let maxHoldMs: Int64 = 3 * 3_600_000
+
+    /// Extends `owner`'s leases that end within half a lease; drops those held past `maxHoldMs`.
+    func keepAlive(owner: String, now: Int64, leaseMs: Int64) {
+        state.withLock { s in
+            for (seq, rows) in s.jobs {
+                var rows = rows
+                var changed = false
+                for (n, h) in rows {
+                    if now - h.since >= Self.maxHoldMs {
+                        rows[n] = nil
+                        changed = true
+                    } else if h.owner == owner && h.until - now < leaseMs / 2 {
+                        rows[n]?.until = now + leaseMs
+                        changed = true
+                    }
+                }
+                if changed { s.jobs[seq] = rows.isEmpty ? nil : rows }
+            }
+            if s.jobs.count < s.seqOf.count { s.seqOf = s.seqOf.filter { s.jobs[$0.value] != nil } }
+        }
+    }
+
+    /// Jobs with an expired lease at `now`.
+    func jobsWithExpiredLeases(now: Int64) -> [Int64] {
+        state.withLock { s in s.jobs.compactMap { seq, rows in rows.values.contains { $0.until < now } ? seq : nil } }
+    }
+
+    /// Up to `limit` rows of `job` whose lease expired, the oldest lease first.
+    func expired(job: Int64, now: Int64, limit: Int) -> [Int64] {
+        state.withLock { s in
+            guard let rows = s.jobs[job] else { return [] }
+            return rows.filter { $0.value.until < now }.sorted { ($0.value.until, $0.key) < ($1.value.until, $1.key) }.prefix(limit).map(\.key)
+        }
+    }
+
+    /// `job`'s leased rows now (a copy on write: let it go before the next change).
+    func snapshot(job: Int64) -> [Int64: Held] {
+        state.withLock { s in s.jobs[job] ?? [:] }
+    }
+
+    /// Leases `rows` (number, fence written by the last completion) of `job` to `owner` until
+    /// `until`; returns each row's new fence: higher than the stored one and than the lease it
+    /// replaces (an expired one).
+    func take(job: Int64, id: String, _ rows: [(n: Int64, stored: Int64)], owner: String, until: Int64, now: Int64) -> [Int64] {
+        guard !rows.isEmpty else { return [] }
+        return state.withLock { s in
+            s.seqOf[id] = job
+            if s.jobs[job] == nil { s.jobs[job] = [:] }
+            // Changed in place (not copied out and back: a copy of every row on the wire).
+            return rows.map { r in
+                let fence = max(r.stored, s.jobs[job]?[r.n]?.fence ?? 0) + 1
+                s.jobs[job]?[r.n] = Held(owner: owner, fence: fence, until: until, since: now)
+                return fence
+            }
+        }
+    }
+
+    /// The fence of each row's lease (nil: not leased).
+    func fences(job: Int64, _ ns: [Int64]) -> [Int64?] {
+        state.withLock { s in
+            let held = s.jobs[job]
+            return ns.map { held?[$0]?.fence }
+        }
+    }
+
+    /// Ends the leases of a recorded completion (those still under its fences).
+    func release(job: Int64, _ rows: [(n: Int64, fence: Int64)]) {
+        state.withLock { s in
+            guard s.jobs[job] != nil else { return }
+            for (n, fence) in rows where s.jobs[job]?[n]?.fence == fence { s.jobs[job]?[n] = nil }
+            if s.jobs[job]?.isEmpty == true { s.jobs[job] = nil }
+        }
+    }
+
+    /// A completion that was not recorded: its leases (still under its fences) are no longer
+    /// kept alive, and end at their expiry.
+    func letGo(job id: String, _ rows: [(n: Int64, fence: Int64)]) {
+        state.withLock { s in
+            guard let job = s.seqOf[id] else { return }
+            for (n, fence) in rows where s.jobs[job]?[n]?.fence == fence { s.jobs[job]?[n]?.owner = "" }
+        }
+    }
+
+    /// Removes the leases of a claim that did not commit.
+    func drop(_ rows: [(seq: Int64, n: Int64, fence: Int64)]) {
+        guard !rows.isEmpty else { return }
+        state.withLock { s in
+            for r in rows where s.jobs[r.seq]?[r.n]?.fence == r.fence { s.jobs[r.seq]?[r.n] = nil }
+            s.jobs = s.jobs.filter { !$0.value.isEmpty }
+        }
+    }
+
+    /// Drops every lease not held by `owner` (`recover`); returns how many.
+    func dropAll(notOwnedBy owner: String) -> Int {
+        state.withLock { s in
+            var count = 0
+            for (seq, rows) in s.jobs {
+                let kept = rows.filter { $0.value.owner == owner }
+                count += rows.count - kept.count
+                s.jobs[seq] = kept.isEmpty ? nil : kept
+            }
+            return count
+        }
+    }
+
+    /// The earliest end of a lease, if any.
+    func earliestEnd() -> Int64? {
+        state.withLock { s in s.jobs.values.flatMap { $0.values.map(\.until) }.min() }
     }
 }

@@ -30,6 +30,9 @@ public final class SQLiteRegistry: Sendable {
     let direct: SQLiteDirectReads?
     /// Wakes `events` readers after a batch that appended events has committed (see `EventLog`).
     public let eventSignal = EventSignal()
+    /// The outbox's leases, in memory (see `SQLiteOutboxLeases`): shared by every `SQLiteOutbox`
+    /// of this registry, as the database is.
+    let outboxLeases = SQLiteOutboxLeases()
 
     /// Opens (creating if needed) the database at `path`, migrates it and starts its thread.
     ///
