@@ -235,6 +235,8 @@ public final class SQLiteOutbox: Outbox {
 
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
         let leases = self.leases
+        // The results' JSON text is made here, not on the database thread.
+        let texts = outcomes.map { JSONValue.object($0.result).jsonString }
         do {
             let (seq, applied) = try await registry.run(write: true, durable: true, background: true) { store in
                 let db = store.db
@@ -257,7 +259,7 @@ public final class SQLiteOutbox: Outbox {
                 var applied = 0
                 var (sent, failed, uncanceled) = (0, 0, 0)
                 let current = leases.fences(job: seq, outcomes.map(\.n))
-                for (o, fence) in zip(outcomes, current) {
+                for ((o, fence), text) in zip(zip(outcomes, current), texts) {
                     // A stale claim (the row was claimed again, or completed): dropped.
                     guard fence == o.fence else { continue }
                     let (newState, nextAt): (Int64, Int64) = switch o.kind {
@@ -265,7 +267,6 @@ public final class SQLiteOutbox: Outbox {
                     case .failed: (2, now)
                     case .retry(let at): (0, at)
                     }
-                    let text = JSONValue.object(o.result).jsonString
                     try pending.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
                     _ = try pending.step()
                     pending.reset()
