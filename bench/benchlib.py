@@ -130,12 +130,35 @@ def h2load_rate(url, n, conns, body_path, headers=()):
     return (float(m.group(1)) if m else None), (int(ok.group(1)) if ok else 0)
 
 
+def sink_cpu_s(sink_dir):
+    """User + system CPU seconds of the nginx sink's processes (master and workers) so far: on 2
+    cores the rates follow the CPU of the daemon and the sink together."""
+    master = int((Path(sink_dir) / "nginx.pid").read_text())
+    total = cpu_s(master)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    total += cpu_s(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def machine_cpu():
+    """(busy, total) clock ticks of the whole machine so far (/proc/stat): how much of the cores a
+    part used, whoever used them (daemon, sink, the bench's own client)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f) - f[3] - f[4], sum(f)
+
+
 _baseline_bin = None
 
 
-def libcurl_rate(url, ca, n, conns, body_path, headers=()):
+def libcurl_rate(url, ca, n, conns, body_path, headers=(), window=100):
     """The same POSTs through bench/curl_baseline.c: plain C on the system's libcurl, one thread and
-    one connection per connection of the daemon, 100 in flight each, no TCP_CORK. The most a
+    one connection per connection of the daemon, `window` in flight each, no TCP_CORK. The most a
     libcurl client reaches here, i.e. the daemon's ceiling for its transport library. Returns
     (req/s, CPU us per request) or (None, None) without a C compiler."""
     global _baseline_bin
@@ -147,7 +170,7 @@ def libcurl_rate(url, ca, n, conns, body_path, headers=()):
                         "-lcurl"], check=True)
         _baseline_bin = out
     total = n - n % conns  # curl_baseline gives each thread total / threads.
-    out = subprocess.run([str(_baseline_bin), url, ca, str(total), "100", str(conns), "0", str(body_path),
+    out = subprocess.run([str(_baseline_bin), url, ca, str(total), str(window), str(conns), "0", str(body_path),
                           *headers], capture_output=True, text=True).stdout
     m = re.search(r"([0-9]+) ok of ([0-9]+) in [^:]*: ([0-9]+) req/s, ([0-9.]+) us CPU", out)
     if not m or m.group(1) != m.group(2):
@@ -218,8 +241,11 @@ def outbox_bench_config(work, port, ca):
 
 def start_daemon(binary, work, config):
     """Writes `config` (socket and database in `work` unless given) and starts `pushline serve`;
-    returns (process, socket path) once it answers ping."""
+    returns (process, socket path) once it answers ping. PUSHLINE_BENCH_CONFIG (a JSON object,
+    e.g. '{"transport_threads": 1}') is merged over the top level of every bench's config, for
+    A/B runs of a setting."""
     work = Path(work)
+    config.update(json.loads(os.environ.get("PUSHLINE_BENCH_CONFIG", "{}")))
     config.setdefault("socket", str(work / "p.sock"))
     config.setdefault("database", str(work / "p.db"))
     config.setdefault("log_level", "warning")

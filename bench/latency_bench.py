@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from benchlib import (ROOT, Conn, apns_key, concurrent_calls, cpu_s, ctx_switches, per_send_line, thread_cpu_line, thread_wakeups, thread_wakeups_line, thread_cpu_s, h2load_run, percentile, start_daemon,  # noqa: E402
+from benchlib import (libcurl_rate, machine_cpu, sink_cpu_s, ROOT, Conn, apns_key, concurrent_calls, cpu_s, ctx_switches, per_send_line, thread_cpu_line, thread_wakeups, thread_wakeups_line, thread_cpu_s, h2load_run, percentile, start_daemon,  # noqa: E402
                       start_sink, stop_daemon, stop_sink)  # noqa: E402
 
 
@@ -105,8 +105,16 @@ def part1(args):
         reqs = [dict(one, registration_ids=[token(1 + i % 64)]) for i in range(args.concurrent_sends)]
         cpu0, ctx0 = cpu_s(proc.pid), ctx_switches(proc.pid)
         threads0, wakeups0 = thread_cpu_s(proc.pid), thread_wakeups(proc.pid)
+        sink0, mach0, t = sink_cpu_s(sink), machine_cpu(), os.times()
+        client0 = t.user + t.system
         dt, out = concurrent_calls(sock, 32, reqs)
+        sink1, mach1, t = sink_cpu_s(sink), machine_cpu(), os.times()
+        conc_daemon_us = (cpu_s(proc.pid) - cpu0) / len(out) * 1e6
         conc_line = per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), len(out))
+        # Who used the two cores: on this machine the sink and the bench's client share them with
+        # the daemon, so the rate is bounded by all three together.
+        share_line = (f"sink {(sink1 - sink0) / len(out) * 1e6:.0f} us, this client {(t.user + t.system - client0) / len(out) * 1e6:.0f} us "
+                      f"per send; the machine's cores {(mach1[0] - mach0[0]) / max(1, mach1[1] - mach0[1]) * 100:.0f}% busy")
         threads = thread_cpu_line(threads0, thread_cpu_s(proc.pid), len(out))
         wakeups = thread_wakeups_line(wakeups0, thread_wakeups(proc.pid), len(out))
         failed, reasons = failures_of(out)
@@ -116,12 +124,17 @@ def part1(args):
               + (f" {reasons}" if reasons else ""), flush=True)
         print(f"    daemon CPU per send by thread: {threads}", flush=True)
         print(f"    daemon wake-ups per send by thread: {wakeups}", flush=True)
+        print(f"    besides the daemon: {share_line}", flush=True)
     finally:
         stop_daemon(proc)
     url, body, headers = ceiling_request(work, port)
     rate1, mean1, ok1 = h2load_run(url, args.sequential, 1, 1, body, headers)
     rate32, _, ok32 = h2load_run(url, args.concurrent_sends, args.connections, max(1, 32 // args.connections), body,
                                  headers)
+    # Plain C libcurl with the same 32 requests in flight (bench/curl_baseline.c): the transport
+    # library's own rate and CPU per request here, the reference for the daemon's transport.
+    curl32, curl32_us = libcurl_rate(url, ca, args.concurrent_sends, args.connections, body, headers,
+                                     window=max(1, 32 // args.connections))
     stop_sink(sink)
     if rate1:
         print(f"ceiling, h2load -c1 -m1 -n {args.sequential} (the daemon's request): mean {mean1:.3f} ms per request, "
@@ -129,6 +142,10 @@ def part1(args):
     if rate32:
         print(f"ceiling, h2load -c{args.connections} -m{max(1, 32 // args.connections)} (32 in flight): "
               f"{rate32:,.0f} req/s ({ok32} succeeded); 32 clients / h2load: {conc_rate / rate32:.2f} x", flush=True)
+    if curl32:
+        print(f"ceiling, plain C libcurl, {args.connections} threads x {max(1, 32 // args.connections)} in flight (the daemon's request): "
+              f"{curl32:,.0f} req/s, {curl32_us:.1f} us CPU per request; 32 clients / libcurl: {conc_rate / curl32:.2f} x rate, "
+              f"daemon CPU per send / libcurl's per request: {conc_daemon_us / curl32_us:.2f} x", flush=True)
 
 
 def part2(args, latency_ms):

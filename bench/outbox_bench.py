@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (Conn, concurrent_calls, cpu_s, outbox_bench_config, proc_status, start_daemon, start_sink, stop_daemon,  # noqa: E402
+from benchlib import (sink_cpu_s, thread_wakeups, thread_wakeups_line, ctx_switches, per_send_line, Conn, concurrent_calls, cpu_s, outbox_bench_config, proc_status, start_daemon, start_sink, stop_daemon,  # noqa: E402
                       stop_sink, thread_cpu_line, thread_cpu_s)
 
 
@@ -67,23 +67,6 @@ def stop_and_remove(proc, sock):
     import shutil
     stop_daemon(proc)
     shutil.rmtree(Path(sock).parent, ignore_errors=True)
-
-
-def sink_cpu_s(sink_dir):
-    """User + system CPU seconds of the nginx sink's processes (master and workers) so far: on 2
-    cores the rates follow the CPU of the daemon and the sink together."""
-    import os
-    master = int((Path(sink_dir) / "nginx.pid").read_text())
-    total = cpu_s(master)
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                    total += cpu_s(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    return total
 
 
 def rss_mb(pid, field="VmRSS"):
@@ -202,6 +185,7 @@ def deliver(args, port, ca, sink_dir):
     assert warm["ok"], warm
     perf = perf_start(args, proc.pid, "background")
     cpu0, threads0, sink0 = cpu_s(proc.pid), thread_cpu_s(proc.pid), sink_cpu_s(sink_dir)
+    wk0, ctx0 = thread_wakeups(proc.pid), ctx_switches(proc.pid)
     t0 = time.time()
     r = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "async": True})
     accept_s = c.received_at - t0
@@ -210,6 +194,7 @@ def deliver(args, port, ca, sink_dir):
     bg_rate = n / (t_done - t0)
     bg_cpu, bg_threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
     bg_sink = sink_cpu_s(sink_dir) - sink0
+    bg_wk = f"{per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), n)}; wake-ups by thread: {thread_wakeups_line(wk0, thread_wakeups(proc.pid), n)}"
     perf_stop(perf)
     print(f"async send to {n:,} devices (filter): accepted in {accept_s * 1000:.1f} ms")
     print(f"  background delivery: {job['sent']:,} sent in {t_done - t0:.2f} s = {bg_rate:,.0f}/s; "
@@ -220,17 +205,21 @@ def deliver(args, port, ca, sink_dir):
     wait_done(c, r2["job"]["id"])
     perf = perf_start(args, proc.pid, "sync")
     cpu0, threads0, sink0 = cpu_s(proc.pid), thread_cpu_s(proc.pid), sink_cpu_s(sink_dir)
+    wk0, ctx0 = thread_wakeups(proc.pid), ctx_switches(proc.pid)
     t0 = time.time()
     s = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone", "results": "failed"})
     sync_s = c.received_at - t0
     assert s["ok"] and s["sent"] == n, {k: s.get(k) for k in ("ok", "sent", "failed", "error", "results")}
     sync_cpu, sync_threads = cpu_s(proc.pid) - cpu0, thread_cpu_line(threads0, thread_cpu_s(proc.pid), n)
     sync_sink = sink_cpu_s(sink_dir) - sink0
+    sync_wk = f"{per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), n)}; wake-ups by thread: {thread_wakeups_line(wk0, thread_wakeups(proc.pid), n)}"
     perf_stop(perf)
     print(f"  synchronous send to the same devices: {n / sync_s:,.0f}/s; daemon CPU {sync_cpu:.2f} s = "
           f"{sync_cpu / n * 1e6:.0f} us each ({sync_threads}); sink {sync_sink / n * 1e6:.0f} us each")
     print(f"  background / sync = {bg_rate / (n / sync_s):.2f} (rate), daemon CPU per delivery background / sync = "
           f"{bg_cpu / max(sync_cpu, 1e-9):.2f}")
+    print(f"  per delivery, background: {bg_wk}")
+    print(f"  per delivery, sync: {sync_wk}")
     print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
     stop_and_remove(proc, sock)
 

@@ -20,7 +20,7 @@ from latency_bench import apns_config, failures_of, register, token  # noqa: E40
 
 def one(binary, port, ca, args, label, perf_dir):
     work = Path(tempfile.mkdtemp(prefix="pushline-ab."))
-    proc, sock = start_daemon(binary, work, apns_config(work, port, ca, 2))
+    proc, sock = start_daemon(binary, work, apns_config(work, port, ca, args.connections))
     try:
         c = Conn(sock)
         register(c, 64)
@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--port", type=int, default=24050)
     ap.add_argument("--sequential", type=int, default=2000)
     ap.add_argument("--concurrent", type=int, default=20000)
+    ap.add_argument("--connections", type=int, default=2, help="the APNs block's max_connections")
     ap.add_argument("--perf-dir")
     ap.add_argument("--syscalls", help="comma-separated syscall names counted on --syscall-threads (perf stat)")
     ap.add_argument("--syscall-threads", default="pl-http", help="thread name part whose syscalls are counted")
