@@ -178,6 +178,33 @@ def libcurl_rate(url, ca, n, conns, body_path, headers=(), window=100):
     return float(m.group(3)), float(m.group(4))
 
 
+_socket_load_bin = None
+
+
+def socket_load(path, clients, requests):
+    """`requests` through bench/socket_load.c: `clients` C connections to the daemon's socket, one
+    request in flight each, in one epoll thread (a few µs of CPU a request, where the Python
+    selector client of `concurrent_calls` takes about 40). Returns (seconds, answers/s, failed,
+    client CPU µs per request, first failed answer or ""), or None without a C compiler."""
+    global _socket_load_bin
+    if _socket_load_bin is None:
+        if not shutil.which("cc"):
+            return None
+        out = Path(tempfile.mkdtemp(prefix="pushline-socket-load.")) / "socket_load"
+        subprocess.run(["cc", "-O2", "-o", str(out), str(Path(__file__).parent / "socket_load.c")], check=True)
+        _socket_load_bin = out
+    req_file = Path(tempfile.mkdtemp(prefix="pushline-socket-load-req.")) / "requests.jsonl"
+    req_file.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    run = subprocess.run([str(_socket_load_bin), path, str(clients), str(len(requests)), str(req_file)],
+                         capture_output=True, text=True)
+    shutil.rmtree(req_file.parent, ignore_errors=True)
+    m = re.search(r"answers in ([0-9.]+) s: ([0-9]+)/s, ([0-9]+) failed, ([0-9.]+) us", run.stdout)
+    if run.returncode != 0 or not m:
+        raise SystemExit(f"socket_load failed: {run.stdout} {run.stderr}")
+    first = run.stdout.split("first failed answer: ", 1)[1].strip() if "first failed answer: " in run.stdout else ""
+    return float(m.group(1)), float(m.group(2)), int(m.group(3)), float(m.group(4)), first
+
+
 class Conn:
     """One socket connection: `call` writes a request line and reads its response."""
 

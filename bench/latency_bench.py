@@ -4,9 +4,14 @@ figures), against bench/sink answering APNs as Apple does: 200, HEADERS only, an
 
 Part 1, single sends (sink answering at once):
 * one client sending `send`s to one device one after another: p50, p90, p99, max;
-* 32 clients doing the same at once (one request in flight each): sends/s and failures;
+* 32 clients doing the same at once (one request in flight each): sends/s and failures, first
+  from one Python selector loop (about 40 µs of CPU a send itself), then from 32 C clients
+  (bench/socket_load.c, about 5 µs): on 2 cores the bench's client, the sink and the daemon share
+  the CPU, so each part also prints the sink's and the client's CPU per send and how busy the
+  cores were;
 * ceilings in the same run: `h2load -c1 -m1` with the daemon's request (its mean time per request
-  and rate), and `h2load -c <connections> -m 16` (32 streams in flight).
+  and rate), `h2load -c <connections> -m 16` (32 streams in flight), and plain C libcurl
+  (bench/curl_baseline.c) with the same 32 requests in flight: its rate and CPU per request.
 
 Part 2, issue 17 (sink answering after 0 ms and after 50 ms, LATENCY_MS of bench/sink):
 * one `send` to 10,000 devices;
@@ -25,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from benchlib import (libcurl_rate, machine_cpu, sink_cpu_s, ROOT, Conn, apns_key, concurrent_calls, cpu_s, ctx_switches, per_send_line, thread_cpu_line, thread_wakeups, thread_wakeups_line, thread_cpu_s, h2load_run, percentile, start_daemon,  # noqa: E402
+from benchlib import (socket_load, libcurl_rate, machine_cpu, sink_cpu_s, ROOT, Conn, apns_key, concurrent_calls, cpu_s, ctx_switches, per_send_line, thread_cpu_line, thread_wakeups, thread_wakeups_line, thread_cpu_s, h2load_run, percentile, start_daemon,  # noqa: E402
                       start_sink, stop_daemon, stop_sink)  # noqa: E402
 
 
@@ -125,6 +130,22 @@ def part1(args):
         print(f"    daemon CPU per send by thread: {threads}", flush=True)
         print(f"    daemon wake-ups per send by thread: {wakeups}", flush=True)
         print(f"    besides the daemon: {share_line}", flush=True)
+        # The same sends from 32 C clients (bench/socket_load.c): the bench's own client then
+        # takes a few µs a send of the two cores instead of about 40.
+        cpu0, ctx0, threads0 = cpu_s(proc.pid), ctx_switches(proc.pid), thread_cpu_s(proc.pid)
+        sink0, mach0 = sink_cpu_s(sink), machine_cpu()
+        light_rate = light_daemon_us = None
+        light = socket_load(sock, 32, reqs)
+        if light:
+            dt_c, rate_c, failed_c, client_us, first = light
+            light_rate, light_daemon_us = rate_c, (cpu_s(proc.pid) - cpu0) / len(reqs) * 1e6
+            sink1, mach1 = sink_cpu_s(sink), machine_cpu()
+            print(f"32 C clients (bench/socket_load.c), {len(reqs)} single sends: {dt_c:.2f} s, {rate_c:,.0f} sends/s, failed {failed_c}; "
+                  f"daemon {per_send_line(cpu0, ctx0, cpu_s(proc.pid), ctx_switches(proc.pid), len(reqs))}"
+                  + (f"; first failure: {first}" if first else ""), flush=True)
+            print(f"    daemon CPU per send by thread: {thread_cpu_line(threads0, thread_cpu_s(proc.pid), len(reqs))}", flush=True)
+            print(f"    besides the daemon: sink {(sink1 - sink0) / len(reqs) * 1e6:.0f} us, the C clients {client_us:.0f} us per send; "
+                  f"the machine's cores {(mach1[0] - mach0[0]) / max(1, mach1[1] - mach0[1]) * 100:.0f}% busy", flush=True)
     finally:
         stop_daemon(proc)
     url, body, headers = ceiling_request(work, port)
@@ -145,7 +166,9 @@ def part1(args):
     if curl32:
         print(f"ceiling, plain C libcurl, {args.connections} threads x {max(1, 32 // args.connections)} in flight (the daemon's request): "
               f"{curl32:,.0f} req/s, {curl32_us:.1f} us CPU per request; 32 clients / libcurl: {conc_rate / curl32:.2f} x rate, "
-              f"daemon CPU per send / libcurl's per request: {conc_daemon_us / curl32_us:.2f} x", flush=True)
+              f"daemon CPU per send / libcurl's per request: {conc_daemon_us / curl32_us:.2f} x"
+              + (f"; 32 C clients / libcurl: {light_rate / curl32:.2f} x rate, {light_daemon_us / curl32_us:.2f} x CPU" if light_rate else ""),
+              flush=True)
 
 
 def part2(args, latency_ms):
