@@ -220,6 +220,17 @@ def deliver(args, port, ca, sink_dir):
           f"{bg_cpu / max(sync_cpu, 1e-9):.2f}")
     print(f"  per delivery, background: {bg_wk}")
     print(f"  per delivery, sync: {sync_wk}")
+    # The same synchronous send with its default answer (`results` "all": every device's result,
+    # as the background delivery keeps every device's result for `job`).
+    cpu0, sink0 = cpu_s(proc.pid), sink_cpu_s(sink_dir)
+    t0 = time.time()
+    s = c.call({"cmd": "send", "filter": {"app": "default"}, "message": "everyone"})
+    all_s = c.received_at - t0
+    assert s["ok"] and s["sent"] == n and len(s["results"]) == n, {k: s.get(k) for k in ("ok", "sent", "failed", "error")}
+    all_cpu, all_sink = cpu_s(proc.pid) - cpu0, sink_cpu_s(sink_dir) - sink0
+    print(f"  synchronous send, every result in its answer (the default): {n / all_s:,.0f}/s; daemon CPU "
+          f"{all_cpu / n * 1e6:.0f} us each; sink {all_sink / n * 1e6:.0f} us each; background / this = "
+          f"{bg_rate / (n / all_s):.2f} (rate), {bg_cpu / max(all_cpu, 1e-9):.2f} (CPU)")
     print(f"  daemon peak RSS so far (VmHWM): {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
     stop_and_remove(proc, sock)
 

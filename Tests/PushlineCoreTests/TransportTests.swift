@@ -185,6 +185,65 @@ struct TransportTests {
         }
     }
 
+    @Test("headers that differ at every request (uniqueLeadingHeaders) go out with their own request only, before the kept list")
+    func uniqueLeadingHeadersGoWithTheirRequest() async throws {
+        let sink = try H2SinkProcess()
+        let transport = HTTPTransport(options: TransportOptions(threads: 1))
+        defer { transport.shutdown() }
+        func echoed(_ r: HTTPResponse) throws -> [(String, String)] {
+            try JSONValue.parse(r.body)["headers"]?.arrayValue?.compactMap { pair -> (String, String)? in
+                guard let a = pair.arrayValue, a.count == 2, let k = a[0].stringValue, let v = a[1].stringValue else { return nil }
+                return (k, v)
+            } ?? []
+        }
+        let shared: [(String, String)] = [("content-type", "application/json"), ("apns-topic", "com.example.app")]
+        // One after another on one loop, so the same easy handles serve requests with and without
+        // leading headers, with one or two of them, and with another kept list.
+        let cases: [(unique: [(String, String)], shared: [(String, String)])] = [
+            ([("apns-id", "00000000-0000-0000-0000-000000000001")], shared),
+            ([("apns-id", "00000000-0000-0000-0000-000000000002")], shared),
+            ([], shared),
+            ([("apns-id", "00000000-0000-0000-0000-000000000003"), ("x-one", "1")], shared),
+            ([("apns-id", "00000000-0000-0000-0000-000000000004")], [("apns-topic", "com.example.other")]),
+            ([], [("apns-topic", "com.example.other")]),
+            ([("x-empty", "")], shared),
+        ]
+        for round in 0..<3 {
+            for (k, c) in cases.enumerated() {
+                let r = try await transport.perform(
+                    HTTPRequest(
+                        url: sink.base + "/echo/\(round)/\(k)", headers: c.unique + c.shared, body: Array("{}".utf8), tls: sink.tls,
+                        uniqueLeadingHeaders: c.unique.count)
+                ).get()
+                let got = try echoed(r)
+                let names = got.map(\.0)
+                // Exactly this request's headers (no leading header of an earlier one), in order.
+                #expect(got.filter { $0.0 == "apns-id" || $0.0.hasPrefix("x-") }.map { "\($0.0)=\($0.1)" }
+                        == c.unique.map { "\($0.0)=\($0.1)" }, "round \(round) case \(k): \(got)")
+                for h in c.shared { #expect(got.contains { $0 == h }, "round \(round) case \(k): \(h) missing from \(got)") }
+                #expect(names.filter { $0 == "apns-topic" }.count == 1)
+                if let first = c.unique.first, let a = names.firstIndex(of: first.0), let b = names.firstIndex(of: "apns-topic") {
+                    #expect(a < b, "leading headers come first: \(names)")
+                }
+                if !c.shared.contains(where: { $0.0 == "content-type" }) { #expect(!names.contains("content-type")) }
+            }
+        }
+        // Many at once: each request's own apns-id comes back with its own request.
+        let n = 300
+        let results = await transport.performAll((0..<n).map { i in
+            HTTPRequest(
+                url: sink.base + "/echo/burst/\(i)", headers: [("apns-id", String(format: "00000000-0000-0000-0000-%012d", i))] + shared,
+                body: Array("{}".utf8), tls: sink.tls, uniqueLeadingHeaders: 1)
+        })
+        var matched = 0
+        for (i, r) in results.enumerated() {
+            guard case .success(let resp) = r else { continue }
+            let got = try echoed(resp)
+            if got.filter({ $0.0 == "apns-id" }).map(\.1) == [String(format: "00000000-0000-0000-0000-%012d", i)] { matched += 1 }
+        }
+        #expect(matched == n)
+    }
+
     @Test func slowResponseTimesOut() async throws {
         let sink = try H2SinkProcess()
         let transport = HTTPTransport()

@@ -36,10 +36,16 @@ public struct HTTPRequest: Sendable {
     /// closed once their transfers end. APNs uses one pool per provider token (see
     /// `APNsTokenCache`): a new token goes out on new connections.
     public var connectionPool: UInt32
+    /// How many of the first `headers` differ from one request to the next (an outbox delivery's
+    /// `apns-id`): the libcurl transport keeps a header list per easy handle for the others and
+    /// puts these ahead of it, instead of building the whole list again for every request. Never
+    /// `accept` or `content-type` (the kept list decides whether libcurl adds its own).
+    public var uniqueLeadingHeaders: Int
 
     public init(
         method: String = "POST", url: String, headers: [(String, String)] = [], body: [UInt8] = [],
-        tls: TLSOptions = TLSOptions(), timeoutMs: Int = 30_000, maxConnections: Int? = nil, connectionPool: UInt32 = 0
+        tls: TLSOptions = TLSOptions(), timeoutMs: Int = 30_000, maxConnections: Int? = nil, connectionPool: UInt32 = 0,
+        uniqueLeadingHeaders: Int = 0
     ) {
         self.method = method
         self.url = url
@@ -49,6 +55,7 @@ public struct HTTPRequest: Sendable {
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
         self.connectionPool = connectionPool
+        self.uniqueLeadingHeaders = uniqueLeadingHeaders
     }
 }
 

@@ -289,14 +289,17 @@ public final class APNsProvider: PushProvider {
 
     func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)], pool: UInt32) -> HTTPRequest {
         var headers = headers
-        // An outbox delivery's own apns-id, first (`authorization` stays last).
+        var unique = 0
+        // An outbox delivery's own apns-id, first (`authorization` stays last); the transport
+        // sends it ahead of the header list it keeps for the others (`uniqueLeadingHeaders`).
         if !msg.apnsIds.isEmpty, let id = msg.apnsIds[token], !headers.contains(where: { $0.0 == "apns-id" }) {
             headers.insert(("apns-id", id), at: 0)
+            unique = 1
         }
         return HTTPRequest(
             method: "POST", url: "\(baseURL)/3/device/\(token)", headers: headers, body: msg.body(for: token), tls: tls,
             timeoutMs: config.connection.requestTimeoutMs, maxConnections: config.connection.maxConnections,
-            connectionPool: pool)
+            connectionPool: pool, uniqueLeadingHeaders: unique)
     }
 
     /// Retires the connection pool a token lease replaced (its connections close once idle).
