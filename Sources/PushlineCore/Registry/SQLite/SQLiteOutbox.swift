@@ -240,7 +240,10 @@ public final class SQLiteOutbox: Outbox {
         do {
             let (seq, applied) = try await registry.run(write: true, durable: true, background: true) { store in
                 let db = store.db
-                guard let (seq, _) = try Self.load(db, id: job) else { return (Int64?.none, 0) }
+                // The job's key only (not its messages, parsed by `load`).
+                guard let seq = try db.query("SELECT seq FROM outbox_jobs WHERE id = ?", [.text(job)], { $0.int(0) }).first else {
+                    return (Int64?.none, 0)
+                }
                 let read = try db.statement("SELECT state FROM outbox_deliveries WHERE job = ? AND n = ?")
                 // The row is pending (or canceled while on the wire), and still this claim's: its
                 // fence is the lease's in memory (a later claim of it, after the lease expired, has
