@@ -202,6 +202,49 @@ import Testing
         }
     }
 
+    /// The results of sent rows are written once per completion, in `outbox_sent_results`
+    /// (issue 13, background rate): the rows keep a NULL `result`, and `results` reads each
+    /// sent row's result from its batch, pages across batches, and `prune` deletes them.
+    @Test func sentResultsAreStoredOncePerCompletionAndReadBack() async throws {
+        try await withStore { reg, o in
+            _ = try await o.accept(spec("j1", estimate: 10), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows((1...10).map { Int64($0) }), cursor: nil, now: 1000))
+            let d = try #require(try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: 10, maxJobs: 1, maxRows: 10).first?.deliveries)
+            #expect(d.count == 10)
+            let out = d.enumerated().map { k, x in
+                let kind: OutboxOutcome.Kind = k < 5 ? .sent : k < 7 ? .failed : .retry(nextAt: 3000)
+                let status: JSONValue = k < 5 ? "sent" : "failed"
+                return OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: ["id": .int(Int64(k + 1)), "status": status, "k": .int(x.n)])
+            }
+            #expect(try await o.complete(job: "j1", out, now: 2000) == 10)
+            let stored: @Sendable () async throws -> (Int64, Int64) = {
+                try await reg.run(write: false) { s in
+                    let a = try s.db.query("SELECT COUNT(*) FROM outbox_deliveries WHERE state = 1 AND result IS NOT NULL") { $0.int(0) }.first ?? -1
+                    let b = try s.db.query("SELECT COUNT(*) FROM outbox_sent_results") { $0.int(0) }.first ?? -1
+                    return (a, b)
+                }
+            }
+            #expect(try await stored() == (0, 1))
+            let all = try await o.results(job: "j1", after: -1, limit: 100)
+            #expect(all.map(\.state) == Array(repeating: "sent", count: 5) + ["failed", "failed"] + Array(repeating: "pending", count: 3))
+            // Every row's own result, sent or not.
+            for (r, x) in zip(all, d) { #expect(r.result?["k"]?.intValue == x.n && r.n == x.n) }
+            // The retried rows are sent later: a second batch; a page spans both.
+            let again = try #require(try await o.claim(owner: "w", now: 3000, leaseMs: 60_000, perJob: 10, maxJobs: 1, maxRows: 10).first?.deliveries)
+            #expect(again.map(\.n) == d[7...].map(\.n))
+            let later = again.map { OutboxOutcome(n: $0.n, fence: $0.fence, kind: .sent, result: ["status": "sent", "k": .int($0.n + 100)]) }
+            #expect(try await o.complete(job: "j1", later, now: 3100) == 3)
+            #expect(try await stored() == (0, 2))
+            let page = try await o.results(job: "j1", after: d[3].n, limit: 5)
+            #expect(page.map(\.n) == d[4...8].map(\.n))
+            #expect(page.map { $0.result?["k"]?.intValue } == [d[4].n, d[5].n, d[6].n, d[7].n + 100, d[8].n + 100])
+            #expect(page.map(\.state) == ["sent", "failed", "failed", "sent", "sent"])
+            #expect(try await o.job("j1")?.stored == .done)
+            #expect(try await o.prune(finishedBefore: 3101) == 1)
+            #expect(try await stored() == (0, 0))
+        }
+    }
+
     /// Idle, the worker sleeps until the next due time: a leased row's is when its lease ends
     /// (it was its past `next_at`, so the worker polled until then).
     @Test func nextDueOfALeasedRowIsItsLeaseEnd() async throws {

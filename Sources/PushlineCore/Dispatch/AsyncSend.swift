@@ -134,7 +134,7 @@ extension Dispatcher {
             var list: [JSONValue] = []
             for r in rows.prefix(limit) {
                 var x = r.result ?? JSONObject()
-                if r.state == "pending" || r.state == "canceled" { x["status"] = .string(r.state) }
+                if r.state == "pending" || r.state == "canceled" || x["status"] == nil { x["status"] = .string(r.state) }
                 x["attempts"] = .int(Int64(r.attempts))
                 x["n"] = .int(r.n)
                 list.append(.object(x))

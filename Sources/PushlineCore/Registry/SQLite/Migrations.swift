@@ -4,7 +4,7 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox, outboxClaimIndex, outboxCoveringClaimIndex]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox, outboxClaimIndex, outboxCoveringClaimIndex, outboxSentResults]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -187,6 +187,30 @@ enum Migrations {
             """
             DROP INDEX outbox_deliveries_claim;
             CREATE INDEX outbox_deliveries_claim ON outbox_deliveries (job, lease_until, next_at, n, state) WHERE state = 0;
+            """)
+    }
+
+    /// The results of the deliveries sent, one row per completion instead of one per delivery
+    /// (issue 13, background rate): a completion writes each sent row's new state with a
+    /// NULL `result`, and the batch's results in one row here, in the same transaction.
+    /// Before, every sent row grew by its result's JSON (about 190 bytes for APNs) in place:
+    /// the row's page split in the middle of the table, 2-3 µs of the database thread's 10-11
+    /// per delivery. `ns` and `results` are JSON arrays of the same length (the rows' `n`, their
+    /// results); `first_n` and `last_n` bound `ns` for `results` paging. Rows written as failed,
+    /// retried or canceled keep their result in `outbox_deliveries.result`, as do sent rows
+    /// written before this version.
+    @Sendable static func outboxSentResults(_ db: Database) throws {
+        try db.exec(
+            """
+            CREATE TABLE outbox_sent_results (
+                job INTEGER NOT NULL,
+                batch INTEGER PRIMARY KEY,
+                first_n INTEGER NOT NULL,
+                last_n INTEGER NOT NULL,
+                ns TEXT NOT NULL,
+                results TEXT NOT NULL
+            );
+            CREATE INDEX outbox_sent_results_range ON outbox_sent_results (job, last_n, first_n);
             """)
     }
 

@@ -261,6 +261,10 @@ public final class SQLiteOutbox: Outbox {
                     """)
                 var applied = 0
                 var (sent, failed, uncanceled) = (0, 0, 0)
+                // The results of the rows sent: one `outbox_sent_results` row for them all (see
+                // `Migrations.outboxSentResults`); the rows themselves keep a NULL `result`.
+                var sentNs: [Int64] = []
+                var sentTexts: [String] = []
                 let current = leases.fences(job: seq, outcomes.map(\.n))
                 for ((o, fence), text) in zip(zip(outcomes, current), texts) {
                     // A stale claim (the row was claimed again, or completed): dropped.
@@ -270,11 +274,18 @@ public final class SQLiteOutbox: Outbox {
                     case .failed: (2, now)
                     case .retry(let at): (0, at)
                     }
-                    try pending.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
+                    let stored: SQLValue = newState == 1 ? .null : .text(text)
+                    try pending.bind([.int(newState), .int(nextAt), stored, .int(seq), .int(o.n), .int(o.fence)])
                     _ = try pending.step()
                     pending.reset()
                     if db.changes == 1 {
-                        if newState == 1 { sent += 1 } else if newState == 2 { failed += 1 }
+                        if newState == 1 {
+                            sent += 1
+                            sentNs.append(o.n)
+                            sentTexts.append(text)
+                        } else if newState == 2 {
+                            failed += 1
+                        }
                         applied += 1
                         continue
                     }
@@ -290,10 +301,20 @@ public final class SQLiteOutbox: Outbox {
                     case .retry: continue
                     }
                     uncanceled += 1
-                    try update.bind([.int(newState), .int(nextAt), .text(text), .int(seq), .int(o.n), .int(o.fence)])
+                    try update.bind([.int(newState), .int(nextAt), newState == 1 ? .null : .text(text), .int(seq), .int(o.n), .int(o.fence)])
                     defer { update.reset() }
                     _ = try update.step()
+                    if newState == 1 {
+                        sentNs.append(o.n)
+                        sentTexts.append(text)
+                    }
                     applied += 1
+                }
+                if let first = sentNs.min(), let last = sentNs.max() {
+                    try db.execute(
+                        "INSERT INTO outbox_sent_results (job, first_n, last_n, ns, results) VALUES (?, ?, ?, ?, ?)",
+                        [.int(seq), .int(first), .int(last), .text("[" + sentNs.map(String.init).joined(separator: ",") + "]"),
+                         .text("[" + sentTexts.joined(separator: ",") + "]")])
                 }
                 if sent + failed > 0 {
                     try db.execute(
@@ -341,17 +362,35 @@ public final class SQLiteOutbox: Outbox {
 
     public func results(job: String, after: Int64, limit: Int) async throws(CommandError) -> [OutboxResultRow] {
         try await registry.run(write: false) { store in
-            guard let (seq, _) = try Self.load(store.db, id: job) else { return [] }
-            return try store.db.query(
+            let db = store.db
+            guard let seq = try db.query("SELECT seq FROM outbox_jobs WHERE id = ?", [.text(job)], { $0.int(0) }).first else { return [] }
+            let states = ["pending", "sent", "failed", "canceled"]
+            var rows = try db.query(
                 "SELECT n, state, attempts, result FROM outbox_deliveries WHERE job = ? AND n > ? ORDER BY n LIMIT ?",
                 [.int(seq), .int(after), .int(Int64(limit))]
             ) { s in
-                let states = ["pending", "sent", "failed", "canceled"]
                 let st = Int(s.int(1))
                 return OutboxResultRow(
                     n: s.int(0), state: st < states.count ? states[st] : "pending", attempts: Int(s.int(2)),
                     result: s.text(3).flatMap { (try? JSONValue.parse($0))?.objectValue })
             }
+            // Sent rows' results are in `outbox_sent_results`, a row per completion.
+            let missing = rows.indices.filter { rows[$0].state == "sent" && rows[$0].result == nil }
+            guard let lo = missing.first.map({ rows[$0].n }), let hi = missing.last.map({ rows[$0].n }) else { return rows }
+            var wanted: [Int64: Int] = [:]
+            for k in missing { wanted[rows[k].n] = k }
+            let batches = try db.query(
+                "SELECT ns, results FROM outbox_sent_results WHERE job = ? AND last_n >= ? AND first_n <= ?",
+                [.int(seq), .int(lo), .int(hi)]
+            ) { s in (s.text(0) ?? "[]", s.text(1) ?? "[]") }
+            for (nsText, resultsText) in batches {
+                guard let ns = (try? JSONValue.parse(nsText))?.arrayValue, let results = (try? JSONValue.parse(resultsText))?.arrayValue,
+                      ns.count == results.count else { continue }
+                for (n, r) in zip(ns, results) {
+                    if let n = n.intValue, let k = wanted[n] { rows[k].result = r.objectValue }
+                }
+            }
+            return rows
         }
     }
 
@@ -397,6 +436,7 @@ public final class SQLiteOutbox: Outbox {
                 "SELECT seq FROM outbox_jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 100", [.int(before)]) { $0.int(0) }
             for seq in seqs {
                 try db.execute("DELETE FROM outbox_deliveries WHERE job = ?", [.int(seq)])
+                try db.execute("DELETE FROM outbox_sent_results WHERE job = ?", [.int(seq)])
                 try db.execute("DELETE FROM outbox_jobs WHERE seq = ?", [.int(seq)])
             }
             return seqs.count
