@@ -245,6 +245,27 @@ import Testing
         }
     }
 
+    /// Sent rows written before `outboxSentResults` (their result in the row) read back as
+    /// they were, beside rows sent since (their result in `outbox_sent_results`).
+    @Test func sentRowsOfAnEarlierVersionKeepTheirResult() async throws {
+        try await withStore { reg, o in
+            _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows([1, 2]), cursor: nil, now: 1000))
+            // Row 0 as an earlier version completed it: sent, its result in the row.
+            try await reg.run(write: true) { s in
+                try s.db.execute(
+                    "UPDATE outbox_deliveries SET state = 1, attempts = 1, result = ? WHERE n = 0 AND job = (SELECT seq FROM outbox_jobs WHERE id = 'j1')",
+                    [.text(#"{"status":"sent","k":"old"}"#)])
+            }
+            let d = try #require(try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: 10, maxJobs: 1, maxRows: 10).first?.deliveries)
+            #expect(d.map(\.n) == [1])
+            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: 1, fence: d[0].fence, kind: .sent, result: ["status": "sent", "k": "new"])], now: 2000) == 1)
+            let all = try await o.results(job: "j1", after: -1, limit: 10)
+            #expect(all.map(\.state) == ["sent", "sent"])
+            #expect(all.map { $0.result?["k"]?.stringValue } == ["old", "new"])
+        }
+    }
+
     /// Idle, the worker sleeps until the next due time: a leased row's is when its lease ends
     /// (it was its past `next_at`, so the worker polled until then).
     @Test func nextDueOfALeasedRowIsItsLeaseEnd() async throws {
