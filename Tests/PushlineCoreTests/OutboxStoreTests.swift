@@ -110,9 +110,13 @@ import Testing
             #expect(job.stored == .canceled && job.devices == 10 && job.canceled == 10 && job.pending == 0)
             // The delivery that was on the wire when it was canceled reports sent: counted so.
             let x = try #require(c.first?.deliveries.first)
-            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: x.n, fence: x.fence, kind: .sent, result: [:])], now: 1200) == 1)
+            #expect(try await o.complete(job: "j1", [OutboxOutcome(n: x.n, fence: x.fence, kind: .sent, result: ["k": "wire"])], now: 1200) == 1)
             let after = try #require(try await o.job("j1"))
             #expect(after.sent == 1 && after.canceled == 9 && after.stored == .canceled)
+            // Its result is kept (in `outbox_sent_results`, as every sent row's).
+            let res = try await o.results(job: "j1", after: -1, limit: 10)
+            #expect(res.map(\.state) == ["sent", "canceled", "canceled", "canceled"])
+            #expect(res.first?.result?["k"]?.stringValue == "wire")
             // No more resolution and no more claims.
             #expect(try await !o.appendDeliveries(job: "j1", rows([5]), cursor: nil, now: 1300))
             #expect(try await o.claim(owner: "a", now: 9000, leaseMs: 1000, perJob: 10, maxJobs: 10, maxRows: 10).isEmpty)
