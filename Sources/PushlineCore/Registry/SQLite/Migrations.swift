@@ -193,9 +193,10 @@ enum Migrations {
     /// The results of the deliveries sent, one row per completion instead of one per delivery
     /// (issue 13, background rate): a completion writes each sent row's new state with a
     /// NULL `result`, and the batch's results in one row here, in the same transaction.
-    /// Before, every sent row grew by its result's JSON (about 190 bytes for APNs) in place:
-    /// the row's page split in the middle of the table, 2-3 µs of the database thread's 10-11
-    /// per delivery. `ns` and `results` are JSON arrays of the same length (the rows' `n`, their
+    /// Before, every sent row grew by its result's JSON (about 190 bytes for APNs) in place,
+    /// splitting its page in the middle of the table: the database thread spent a median of
+    /// 11.9 µs per background delivery before, 10.1 µs after (3 alternating runs of 100,000
+    /// deliveries; an experiment storing nothing for sent rows: 9.4). `ns` and `results` are JSON arrays of the same length (the rows' `n`, their
     /// results); `first_n` and `last_n` bound `ns` for `results` paging. Rows written as failed,
     /// retried or canceled keep their result in `outbox_deliveries.result`, as do sent rows
     /// written before this version.

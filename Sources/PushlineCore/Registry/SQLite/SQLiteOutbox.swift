@@ -32,6 +32,11 @@ public final class SQLiteOutbox: Outbox {
         try db.query("SELECT \(jobColumns) FROM outbox_jobs WHERE id = ?", [.text(id)]) { s in (s.int(0), job(s)) }.first
     }
 
+    /// A job's key, without reading (and parsing) the rest of its row as `load` does.
+    static func seq(_ db: Database, id: String) throws -> Int64? {
+        try db.query("SELECT seq FROM outbox_jobs WHERE id = ?", [.text(id)]) { $0.int(0) }.first
+    }
+
     static func queued(_ db: Database) throws -> Int {
         let r = try db.query(
             """
@@ -240,10 +245,7 @@ public final class SQLiteOutbox: Outbox {
         do {
             let (seq, applied) = try await registry.run(write: true, durable: true, background: true) { store in
                 let db = store.db
-                // The job's key only (not its messages, parsed by `load`).
-                guard let seq = try db.query("SELECT seq FROM outbox_jobs WHERE id = ?", [.text(job)], { $0.int(0) }).first else {
-                    return (Int64?.none, 0)
-                }
+                guard let seq = try Self.seq(db, id: job) else { return (Int64?.none, 0) }
                 let read = try db.statement("SELECT state FROM outbox_deliveries WHERE job = ? AND n = ?")
                 // The row is pending (or canceled while on the wire), and still this claim's: its
                 // fence is the lease's in memory (a later claim of it, after the lease expired, has
@@ -363,7 +365,7 @@ public final class SQLiteOutbox: Outbox {
     public func results(job: String, after: Int64, limit: Int) async throws(CommandError) -> [OutboxResultRow] {
         try await registry.run(write: false) { store in
             let db = store.db
-            guard let seq = try db.query("SELECT seq FROM outbox_jobs WHERE id = ?", [.text(job)], { $0.int(0) }).first else { return [] }
+            guard let seq = try Self.seq(db, id: job) else { return [] }
             let states = ["pending", "sent", "failed", "canceled"]
             var rows = try db.query(
                 "SELECT n, state, attempts, result FROM outbox_deliveries WHERE job = ? AND n > ? ORDER BY n LIMIT ?",
