@@ -22,7 +22,7 @@ def run(binary, port):
     sy = re.search(r"synchronous send to the same devices: ([\d,]+)/s; daemon CPU [\d.]+ s = (\d+) us each \((.*?)\); sink (\d+) us", out)
     if not bg or not sy:
         raise SystemExit(f"unexpected output from {binary}:\n{out}")
-    threads = dict((name, int(v)) for v, name in ((m.group(2), m.group(1)) for m in re.finditer(r"([\w.-]+) (\d+) us", bg.group(3))))
+    threads = {m.group(1): int(m.group(2)) for m in re.finditer(r"([\w.-]+) (\d+) us", bg.group(3))}
     return {
         "bg": int(bg.group(1).replace(",", "")), "bg_cpu": int(bg.group(2)), "bg_sink": int(bg.group(4)),
         "sync": int(sy.group(1).replace(",", "")), "sync_cpu": int(sy.group(2)), "sync_sink": int(sy.group(4)),
