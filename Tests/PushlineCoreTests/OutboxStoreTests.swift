@@ -249,24 +249,125 @@ import Testing
         }
     }
 
-    /// Sent rows written before `outboxSentResults` (their result in the row) read back as
-    /// they were, beside rows sent since (their result in `outbox_sent_results`).
-    @Test func sentRowsOfAnEarlierVersionKeepTheirResult() async throws {
+    /// Rows of an earlier version (a delivery row per device, a sent row's result in the row)
+    /// are claimed, completed and read back beside what this version writes.
+    @Test func deliveryRowsOfAnEarlierVersionAreClaimedAndReadBack() async throws {
         try await withStore { reg, o in
             _ = try await o.accept(spec("j1", estimate: 2), maxQueued: 100, idempotencyWindowMs: 1)
-            #expect(try await o.appendDeliveries(job: "j1", rows([1, 2]), cursor: nil, now: 1000))
-            // Row 0 as an earlier version completed it: sent, its result in the row.
+            // As an earlier version resolved and half-completed it: row 0 sent (its result in
+            // the row), row 1 pending.
             try await reg.run(write: true) { s in
+                let seq = try s.db.query("SELECT seq FROM outbox_jobs WHERE id = 'j1'") { $0.int(0) }.first ?? -1
                 try s.db.execute(
-                    "UPDATE outbox_deliveries SET state = 1, attempts = 1, result = ? WHERE n = 0 AND job = (SELECT seq FROM outbox_jobs WHERE id = 'j1')",
-                    [.text(#"{"status":"sent","k":"old"}"#)])
+                    "INSERT INTO outbox_deliveries (job, n, device_id, state, next_at, attempts, result) VALUES (?, 0, 1, 1, 1000, 1, ?), (?, 1, 2, 0, 1000, 0, NULL)",
+                    [.int(seq), .text(#"{"status":"sent","k":"old"}"#), .int(seq)])
+                try s.db.execute("UPDATE outbox_jobs SET devices = 2, sent = 1, resolved = 1, state = 'running', started_at = 1000 WHERE seq = ?", [.int(seq)])
             }
             let d = try #require(try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: 10, maxJobs: 1, maxRows: 10).first?.deliveries)
-            #expect(d.map(\.n) == [1])
+            #expect(d.map(\.n) == [1] && d.map(\.deviceId) == [2])
             #expect(try await o.complete(job: "j1", [OutboxOutcome(n: 1, fence: d[0].fence, kind: .sent, result: ["status": "sent", "k": "new"])], now: 2000) == 1)
             let all = try await o.results(job: "j1", after: -1, limit: 10)
             #expect(all.map(\.state) == ["sent", "sent"])
             #expect(all.map { $0.result?["k"]?.stringValue } == ["old", "new"])
+            #expect(try await o.job("j1")?.stored == .done)
+        }
+    }
+
+    func count(_ reg: SQLiteRegistry, _ sql: String) async throws -> Int64 {
+        try await reg.run(write: false) { s in try s.db.query(sql) { $0.int(0) }.first ?? -1 }
+    }
+
+    /// Resolution writes chunks, not a row per device (issue 13, background rate): a claim
+    /// reads them back (registry ids, token devices, message indexes), and a completion writes
+    /// a delivery row only for a device that failed or is retried; the sent ones leave no row.
+    @Test func resolutionWritesChunksAndCompletionsWriteRowsOnlyForFailures() async throws {
+        try await withStore { reg, o in
+            let n = 1000
+            _ = try await o.accept(spec("j1", estimate: n), maxQueued: 100_000, idempotencyWindowMs: 1)
+            var list: [OutboxNewDelivery] = []
+            for k in 0..<n {
+                if k == 300 {
+                    list.append(OutboxNewDelivery(message: 0, deviceId: nil, raw: nil, rejected: ["status": "failed", "reason": "unknown_device"]))
+                } else if k % 100 == 7 {
+                    list.append(OutboxNewDelivery(
+                        message: 1, deviceId: nil, raw: Device(id: -1, platform: .fcm, app: "default", registrationId: "tok\(k)", p256dh: nil, auth: nil),
+                        rejected: nil))
+                } else {
+                    list.append(OutboxNewDelivery(message: k % 2, deviceId: Int64(k + 1), raw: nil, rejected: nil))
+                }
+            }
+            #expect(try await o.appendDeliveries(job: "j1", list, cursor: nil, now: 1000))
+            // Runs of at most `SQLiteOutboxChunk.size`, split at the refused one.
+            #expect(try await count(reg, "SELECT COUNT(*) FROM outbox_deliveries") == 1)
+            // 0-299 in 250 + 50, 301-999 in 250 + 250 + 199.
+            #expect(try await count(reg, "SELECT COUNT(*) FROM outbox_chunks") == 5)
+            #expect(try await count(reg, "SELECT SUM(last_n - first_n + 1) FROM outbox_chunks") == Int64(n - 1))
+            let d = try #require(try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: n, maxJobs: 1, maxRows: n).first?.deliveries)
+            #expect(d.count == n - 1 && !d.contains { $0.n == 300 })
+            for x in d {
+                let k = Int(x.n)
+                #expect(x.attempts == 0)
+                if k % 100 == 7 {
+                    #expect(x.message == 1 && x.deviceId == nil && x.device?.registrationId == "tok\(k)")
+                } else {
+                    #expect(x.message == k % 2 && x.deviceId == Int64(k + 1))
+                }
+            }
+            // Every tenth fails, every tenth plus one is retried, the rest are sent.
+            let out = d.map { x in
+                let kind: OutboxOutcome.Kind = x.n % 10 == 0 ? .failed : x.n % 10 == 1 ? .retry(nextAt: 5000) : .sent
+                return OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: ["status": x.n % 10 < 2 ? "failed" : "sent", "k": .int(x.n)])
+            }
+            #expect(try await o.complete(job: "j1", out, now: 2000) == n - 1)
+            #expect(try await count(reg, "SELECT COUNT(*) FROM outbox_chunks") == 0)
+            // The refused row, 99 failed (n = 300 was refused), 100 retried.
+            #expect(try await count(reg, "SELECT COUNT(*) FROM outbox_deliveries") == 200)
+            #expect(try await count(reg, "SELECT COUNT(*) FROM outbox_deliveries WHERE state = 0 AND attempts = 1 AND next_at = 5000") == 100)
+            let job = try #require(try await o.job("j1"))
+            #expect(job.sent == 800 && job.failed == 100 && job.pending == 100 && job.stored == .running)
+            let res = try await o.results(job: "j1", after: 295, limit: 10)
+            #expect(res.map(\.n) == Array(296...305))
+            #expect(res.map(\.state) == ["sent", "sent", "sent", "sent", "failed", "pending", "sent", "sent", "sent", "sent"])
+            #expect(res.map(\.attempts) == [1, 1, 1, 1, 0, 1, 1, 1, 1, 1])
+            #expect(res[5].result?["k"]?.intValue == 301 && res[0].result?["k"]?.intValue == 296 && res[4].result?["reason"]?.stringValue == "unknown_device")
+            // The retried ones come back from their rows, with their device.
+            let again = try #require(try await o.claim(owner: "w", now: 5000, leaseMs: 60_000, perJob: n, maxJobs: 1, maxRows: n).first?.deliveries)
+            #expect(again.count == 100 && again.allSatisfy { $0.n % 10 == 1 && $0.attempts == 1 && $0.deviceId == $0.n + 1 })
+        }
+    }
+
+    /// A claim that takes part of a chunk: its completion writes the rest back as a chunk, so
+    /// the next claim takes the rest, and nothing is sent twice or lost.
+    @Test func aPartialClaimOfAChunkLeavesTheRestClaimable() async throws {
+        try await withStore { reg, o in
+            _ = try await o.accept(spec("j1", estimate: 100), maxQueued: 1000, idempotencyWindowMs: 1)
+            #expect(try await o.appendDeliveries(job: "j1", rows((1...100).map { Int64($0) }), cursor: nil, now: 1000))
+            var seen: [Int64: Int] = [:]
+            var retried: Set<Int64> = []
+            var rounds = 0
+            while rounds < 40 {
+                rounds += 1
+                // Claims of 7 (one beside the other: two batches on the wire), then completed.
+                let a = try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: 7, maxJobs: 1, maxRows: 7).first?.deliveries ?? []
+                let b = try await o.claim(owner: "w", now: 1000, leaseMs: 60_000, perJob: 7, maxJobs: 1, maxRows: 7).first?.deliveries ?? []
+                if a.isEmpty && b.isEmpty { break }
+                for x in a + b { seen[x.n, default: 0] += 1 }
+                #expect(Set(a.map(\.n)).isDisjoint(with: b.map(\.n)))
+                // `b` first, sent; `a` sent, but its odd devices retried at once the first time.
+                #expect(try await o.complete(job: "j1", b.map { OutboxOutcome(n: $0.n, fence: $0.fence, kind: .sent, result: [:]) }, now: 1000) == b.count)
+                for x in a where x.n % 2 == 1 && x.attempts == 0 { retried.insert(x.n) }
+                #expect(try await o.complete(job: "j1", a.map {
+                    OutboxOutcome(n: $0.n, fence: $0.fence, kind: $0.n % 2 == 1 && $0.attempts == 0 ? .retry(nextAt: 1000) : .sent, result: [:])
+                }, now: 1000) == a.count)
+            }
+            // Each device once from its chunk, and the retried ones once more from their rows.
+            #expect(!retried.isEmpty && rounds < 40)
+            #expect(Set(seen.keys) == Set(0..<100))
+            for (n, times) in seen { #expect(times == (retried.contains(n) ? 2 : 1), "device \(n) claimed \(times) times") }
+            let job = try #require(try await o.job("j1"))
+            #expect(job.sent == 100 && job.pending == 0 && job.stored == .done)
+            #expect(try await count(reg, "SELECT COUNT(*) FROM outbox_chunks") == 0)
+            #expect(try await o.results(job: "j1", after: -1, limit: 1000).map(\.state) == Array(repeating: "sent", count: 100))
         }
     }
 

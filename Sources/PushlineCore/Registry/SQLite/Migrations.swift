@@ -4,7 +4,8 @@
 /// in its own transaction together with the `user_version` bump, so a crash leaves
 /// the database at a whole version. Never edit a shipped migration: append one.
 enum Migrations {
-    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox, outboxClaimIndex, outboxCoveringClaimIndex, outboxSentResults]
+    static let all: [@Sendable (Database) throws -> Void] = [v1, v2, v3, renameUserColumn, outbox, outboxClaimIndex, outboxCoveringClaimIndex, outboxSentResults,
+                                                                     outboxChunks]
 
     /// v1: devices, provider key-value state, topic subscriptions.
     @Sendable static func v1(_ db: Database) throws {
@@ -212,6 +213,33 @@ enum Migrations {
                 results TEXT NOT NULL
             );
             CREATE INDEX outbox_sent_results_range ON outbox_sent_results (job, last_n, first_n);
+            """)
+    }
+
+    /// Pending deliveries stored as runs (`SQLiteOutboxChunk`), not a row per device (issue
+    /// 13, background rate): resolution writes one row per `SQLiteOutboxChunk.size` devices; a
+    /// claim reads whole chunks; a completion deletes the chunk (writing back what it did not
+    /// cover) and writes a delivery row only for a device that failed or is retried. Before,
+    /// each delivery was written twice (inserted at resolution with its claim index entry,
+    /// updated at completion out of the index) and read twice (claim index, row).
+    /// `ids` and `messages` are comma-separated integers (an empty entry for none), `raws` a
+    /// JSON array of the `raw` texts of devices named by token (NULL when there are none).
+    /// Rows of `outbox_deliveries` written by earlier versions are claimed as before.
+    @Sendable static func outboxChunks(_ db: Database) throws {
+        try db.exec(
+            """
+            CREATE TABLE outbox_chunks (
+                id INTEGER PRIMARY KEY,
+                job INTEGER NOT NULL,
+                first_n INTEGER NOT NULL,
+                last_n INTEGER NOT NULL,
+                state INTEGER NOT NULL,
+                next_at INTEGER NOT NULL,
+                ids TEXT NOT NULL,
+                messages TEXT,
+                raws TEXT
+            );
+            CREATE UNIQUE INDEX outbox_chunks_range ON outbox_chunks (job, first_n);
             """)
     }
 

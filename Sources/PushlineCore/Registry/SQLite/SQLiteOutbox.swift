@@ -90,20 +90,44 @@ public final class SQLiteOutbox: Outbox {
         try await registry.run(write: true, background: true) { store in
             let db = store.db
             guard let (seq, j) = try Self.load(db, id: job), j.stored == .queued || j.stored == .running, !j.resolved else { return false }
+            // A row refused at resolution is a delivery row with its final result; the devices
+            // to send to are chunks (`SQLiteOutboxChunk`) of contiguous numbers.
             let insert = try db.statement(
-                "INSERT INTO outbox_deliveries (job, n, message, device_id, raw, state, next_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                "INSERT INTO outbox_deliveries (job, n, message, device_id, raw, state, next_at, result) VALUES (?, ?, ?, ?, ?, 2, ?, ?)")
             var n = Int64(j.devices)
             var failed = 0
+            var run = SQLiteOutboxChunk(id: 0, firstN: n, state: 0, nextAt: now, ids: [], messages: nil, raws: nil)
+            var runMessages: [Int?] = []
+            var runRaws: [String?] = []
+            func flush() throws(DatabaseError) {
+                guard !run.ids.isEmpty else { return }
+                run.lastN = run.firstN + Int64(run.ids.count) - 1
+                run.messages = runMessages.contains { $0 != nil } ? runMessages : nil
+                run.raws = runRaws.contains { $0 != nil } ? runRaws : nil
+                try run.insert(db, job: seq)
+                run.ids.removeAll(keepingCapacity: true)
+                runMessages.removeAll(keepingCapacity: true)
+                runRaws.removeAll(keepingCapacity: true)
+            }
             for r in rows {
-                if r.rejected != nil { failed += 1 }
-                try insert.bind([
-                    .int(seq), .int(n), .from(r.message.map { Int64($0) }), .from(r.deviceId), .from(r.rawText),
-                    .int(r.rejected == nil ? 0 : 2), .int(now), .from(r.rejectedText),
-                ])
-                defer { insert.reset() }
-                _ = try insert.step()
+                if let rejected = r.rejectedText {
+                    try flush()
+                    failed += 1
+                    try insert.bind([
+                        .int(seq), .int(n), .from(r.message.map { Int64($0) }), .from(r.deviceId), .from(r.rawText), .int(now), .text(rejected),
+                    ])
+                    defer { insert.reset() }
+                    _ = try insert.step()
+                } else {
+                    if run.ids.isEmpty { run.firstN = n }
+                    run.ids.append(r.deviceId)
+                    runMessages.append(r.message)
+                    runRaws.append(r.rawText)
+                    if run.ids.count == SQLiteOutboxChunk.size { try flush() }
+                }
                 n += 1
             }
+            try flush()
             try db.execute(
                 """
                 UPDATE outbox_jobs SET devices = ?, failed = failed + ?, cursor = ?, resolved = ?, state = 'running',
@@ -122,6 +146,8 @@ public final class SQLiteOutbox: Outbox {
             "SELECT 1 FROM outbox_deliveries INDEXED BY outbox_deliveries_claim WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]
         ) { $0.int(0) }
         guard pending.isEmpty else { return }
+        let chunks = try db.query("SELECT 1 FROM outbox_chunks WHERE job = ? AND state = 0 LIMIT 1", [.int(seq)]) { $0.int(0) }
+        guard chunks.isEmpty else { return }
         let rows = try db.query(
             """
             UPDATE outbox_jobs SET state = 'done', finished_at = ? WHERE seq = ? AND state = 'running' AND resolved = 1
@@ -144,8 +170,8 @@ public final class SQLiteOutbox: Outbox {
                 let db = store.db
                 leases.keepAlive(owner: owner, now: now, leaseMs: leaseMs)
                 // Jobs with due work, least recently served first (fairness between large and small
-                // jobs). Due work: a pending row whose `next_at` has come (maybe on the wire: the
-                // claim then finds nothing), or one of an expired lease of the database (written by
+                // jobs). Due work: a pending row or chunk whose `next_at` has come (maybe on the
+                // wire: the claim then finds nothing), or one of an expired lease of the database (written by
                 // an earlier version, until `recover`), or an expired lease in memory.
                 let expiredJobs = leases.jobsWithExpiredLeases(now: now)
                 let jobs = try db.query(
@@ -156,7 +182,8 @@ public final class SQLiteOutbox: Outbox {
                         WHERE d.job = j.seq AND d.state = 0 AND d.lease_until IS NULL AND d.next_at <= ?1
                       ) OR EXISTS (
                         SELECT 1 FROM outbox_deliveries d INDEXED BY outbox_deliveries_claim
-                        WHERE d.job = j.seq AND d.state = 0 AND d.lease_until < ?1 AND d.next_at <= ?1)\(
+                        WHERE d.job = j.seq AND d.state = 0 AND d.lease_until < ?1 AND d.next_at <= ?1
+                      ) OR EXISTS (SELECT 1 FROM outbox_chunks c WHERE c.job = j.seq AND c.state = 0 AND c.next_at <= ?1)\(
                             expiredJobs.isEmpty ? "" : " OR j.seq IN (\(expiredJobs.map(String.init).joined(separator: ",")))"))\(skip)
                     ORDER BY j.served, j.seq LIMIT ?2
                     """, args
@@ -176,14 +203,18 @@ public final class SQLiteOutbox: Outbox {
                 }
                 let read = try db.statement(
                     "SELECT message, device_id, raw, attempts, fence, state FROM outbox_deliveries WHERE job = ? AND n = ?")
+                // A job's pending devices not in a delivery row are in its chunks, read whole.
+                let chunkRanges = try db.statement(
+                    "SELECT id, first_n, last_n FROM outbox_chunks WHERE job = ? AND state = 0 AND next_at <= ? ORDER BY first_n")
+                let chunkRead = try db.statement("SELECT \(SQLiteOutboxChunk.columns) FROM outbox_chunks WHERE id = ?")
                 var total = 0
                 for (seq, job) in jobs where total < maxRows {
-                    var rows: [(n: Int64, message: Int?, deviceId: Int64?, raw: String?, attempts: Int, fence: Int64)] = []
+                    var rows: [(n: Int64, message: Int?, deviceId: Int64?, raw: String?, attempts: Int, fence: Int64, inChunk: Bool)] = []
                     let want = min(perJob, maxRows - total)
                     var candidates = leases.expired(job: seq, now: now, limit: want)
                     var seen = Set(candidates)
+                    let held = leases.snapshot(job: seq)
                     do {
-                        let held = leases.snapshot(job: seq)
                         for select in selects where candidates.count < want {
                             try select.bind([.int(seq), .int(now)])
                             defer { select.reset() }
@@ -193,11 +224,41 @@ public final class SQLiteOutbox: Outbox {
                             }
                         }
                     }
+                    // The chunk last read (an expired lease's device not in a row is in one).
+                    var chunk: SQLiteOutboxChunk?
                     for n in candidates {
                         try read.bind([.int(seq), .int(n)])
                         defer { read.reset() }
-                        guard try read.step(), read.int(5) == 0 else { continue }
-                        rows.append((n, read.optionalInt(0).map { Int($0) }, read.optionalInt(1), read.text(2), Int(read.int(3)), read.int(4)))
+                        if try read.step() {
+                            guard read.int(5) == 0 else { continue }
+                            rows.append((n, read.optionalInt(0).map { Int($0) }, read.optionalInt(1), read.text(2), Int(read.int(3)), read.int(4), false))
+                            continue
+                        }
+                        if chunk?.contains(n) != true { chunk = try SQLiteOutboxChunk.containing(db, job: seq, n: n) }
+                        guard let c = chunk, c.state == 0 else { continue }
+                        rows.append((n, c.message(n), c.deviceId(n), c.raw(n), 0, 0, true))
+                    }
+                    if rows.count < want {
+                        try chunkRanges.bind([.int(seq), .int(now)])
+                        defer { chunkRanges.reset() }
+                        while rows.count < want, try chunkRanges.step() {
+                            let (id, first, last) = (chunkRanges.int(0), chunkRanges.int(1), chunkRanges.int(2))
+                            var free: [Int64] = []
+                            var n = first
+                            while n <= last && rows.count + free.count < want {
+                                if held[n] == nil && !seen.contains(n) { free.append(n) }
+                                n += 1
+                            }
+                            guard !free.isEmpty else { continue }
+                            try chunkRead.bind([.int(id)])
+                            defer { chunkRead.reset() }
+                            guard try chunkRead.step() else { continue }
+                            let c = SQLiteOutboxChunk(chunkRead)
+                            for n in free where c.contains(n) {
+                                seen.insert(n)
+                                rows.append((n, c.message(n), c.deviceId(n), c.raw(n), 0, 0, true))
+                            }
+                        }
                     }
                     var devices: [Int64: Device] = [:]
                     let ids = rows.compactMap { $0.raw == nil ? $0.deviceId : nil }
@@ -208,9 +269,10 @@ public final class SQLiteOutbox: Outbox {
                     }
                     var list: [OutboxDelivery] = []
                     list.reserveCapacity(rows.count)
-                    let fences = leases.take(job: seq, id: job.id, rows.map { ($0.n, $0.fence) }, owner: owner, until: now + leaseMs, now: now)
+                    let fences = leases.take(
+                        job: seq, id: job.id, rows.map { ($0.n, $0.fence, $0.inChunk) }, owner: owner, until: now + leaseMs, now: now)
                     taken.withLock { t in for (k, r) in rows.enumerated() { t.append((seq, r.n, fences[k])) } }
-                    for ((n, message, deviceId, raw, attempts, _), fence) in zip(rows, fences) {
+                    for ((n, message, deviceId, raw, attempts, _, _), fence) in zip(rows, fences) {
                         var device: Device?
                         if let raw { device = Self.rawDevice(raw) } else if let deviceId { device = devices[deviceId] }
                         list.append(OutboxDelivery(n: n, message: message, device: device, deviceId: deviceId, attempts: attempts, fence: fence))
@@ -267,14 +329,46 @@ public final class SQLiteOutbox: Outbox {
                 // `Migrations.outboxSentResults`); the rows themselves keep a NULL `result`.
                 var sentNs: [Int64] = []
                 var sentTexts: [String] = []
-                let current = leases.fences(job: seq, outcomes.map(\.n))
-                for ((o, fence), text) in zip(zip(outcomes, current), texts) {
+                let current = leases.held(job: seq, outcomes.map(\.n))
+                // A device claimed from a chunk: its result goes to `outbox_sent_results` (sent) or
+                // a new delivery row (failed, retried), and the chunk is written back without it.
+                let insertRow = try db.statement(
+                    """
+                    INSERT INTO outbox_deliveries (job, n, message, device_id, raw, state, next_at, attempts, fence, result)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+                    """)
+                var chunk: SQLiteOutboxChunk?
+                var touched: [Int64: (chunk: SQLiteOutboxChunk, taken: Set<Int64>)] = [:]
+                for ((o, lease), text) in zip(zip(outcomes, current), texts) {
                     // A stale claim (the row was claimed again, or completed): dropped.
-                    guard fence == o.fence else { continue }
+                    guard let lease, lease.fence == o.fence else { continue }
                     let (newState, nextAt): (Int64, Int64) = switch o.kind {
                     case .sent: (1, now)
                     case .failed: (2, now)
                     case .retry(let at): (0, at)
+                    }
+                    if lease.inChunk {
+                        if chunk?.contains(o.n) != true { chunk = try SQLiteOutboxChunk.containing(db, job: seq, n: o.n) }
+                        if let c = chunk {
+                            // Canceled while on the wire: a final result is counted, a retry is not made.
+                            if c.state == 3 && newState == 0 { continue }
+                            if newState == 1 {
+                                sent += 1
+                                sentNs.append(o.n)
+                                sentTexts.append(text)
+                            } else {
+                                if newState == 2 { failed += 1 }
+                                try insertRow.bind([.int(seq), .int(o.n), .from(c.message(o.n).map { Int64($0) }), .from(c.deviceId(o.n)),
+                                                    .from(c.raw(o.n)), .int(newState), .int(nextAt), .int(o.fence), .text(text)])
+                                defer { insertRow.reset() }
+                                _ = try insertRow.step()
+                            }
+                            if c.state == 3 { uncanceled += 1 }
+                            touched[c.id, default: (c, [])].taken.insert(o.n)
+                            applied += 1
+                            continue
+                        }
+                        // Not in a chunk: its delivery row.
                     }
                     let stored: SQLValue = newState == 1 ? .null : .text(text)
                     try pending.bind([.int(newState), .int(nextAt), stored, .int(seq), .int(o.n), .int(o.fence)])
@@ -312,6 +406,10 @@ public final class SQLiteOutbox: Outbox {
                     }
                     applied += 1
                 }
+                for (id, t) in touched {
+                    try db.execute("DELETE FROM outbox_chunks WHERE id = ?", [.int(id)])
+                    for rest in t.chunk.remainder(without: t.taken) { try rest.insert(db, job: seq) }
+                }
                 if let first = sentNs.min(), let last = sentNs.max() {
                     try db.execute(
                         "INSERT INTO outbox_sent_results (job, first_n, last_n, ns, results) VALUES (?, ?, ?, ?, ?)",
@@ -343,9 +441,13 @@ public final class SQLiteOutbox: Outbox {
             guard let (seq, j) = try Self.load(db, id: job) else { return nil }
             guard j.stored == .queued || j.stored == .running else { return j }
             try db.execute("UPDATE outbox_deliveries SET state = 3 WHERE job = ? AND state = 0", [.int(seq)])
+            let rows = db.changes
+            let chunked = try db.query(
+                "SELECT COALESCE(SUM(last_n - first_n + 1), 0) FROM outbox_chunks WHERE job = ? AND state = 0", [.int(seq)]) { Int($0.int(0)) }.first ?? 0
+            try db.execute("UPDATE outbox_chunks SET state = 3 WHERE job = ? AND state = 0", [.int(seq)])
             // Devices of the target not resolved yet are canceled too (counted by the plan's estimate).
             let unresolved = j.resolved ? 0 : max(0, j.estimate - j.devices)
-            let n = db.changes + unresolved
+            let n = rows + chunked + unresolved
             try db.execute(
                 "UPDATE outbox_jobs SET state = 'canceled', canceled = canceled + ?, devices = devices + ?, resolved = 1, finished_at = ? WHERE seq = ?",
                 [.int(Int64(n)), .int(Int64(unresolved)), .int(now), .int(seq)])
@@ -367,20 +469,37 @@ public final class SQLiteOutbox: Outbox {
             let db = store.db
             guard let seq = try Self.seq(db, id: job) else { return [] }
             let states = ["pending", "sent", "failed", "canceled"]
-            var rows = try db.query(
-                "SELECT n, state, attempts, result FROM outbox_deliveries WHERE job = ? AND n > ? ORDER BY n LIMIT ?",
-                [.int(seq), .int(after), .int(Int64(limit))]
+            // A job's deliveries are numbered without gaps from 0, each in one place: a delivery
+            // row, a chunk (pending or canceled, never attempted), or a sent batch of
+            // `outbox_sent_results` (sent from a chunk). A page is the numbers `lo...hi` found.
+            let lo = after + 1
+            let hi = after + Int64(max(0, min(limit, 100_000)))
+            guard hi >= lo else { return [] }
+            var found: [Int64: OutboxResultRow] = [:]
+            _ = try db.query(
+                "SELECT n, state, attempts, result FROM outbox_deliveries WHERE job = ? AND n >= ? AND n <= ?",
+                [.int(seq), .int(lo), .int(hi)]
             ) { s in
                 let st = Int(s.int(1))
-                return OutboxResultRow(
+                found[s.int(0)] = OutboxResultRow(
                     n: s.int(0), state: st < states.count ? states[st] : "pending", attempts: Int(s.int(2)),
                     result: s.text(3).flatMap { (try? JSONValue.parse($0))?.objectValue })
             }
-            // Sent rows' results are in `outbox_sent_results`, a row per completion.
-            let missing = rows.indices.filter { rows[$0].state == "sent" && rows[$0].result == nil }
-            guard let lo = missing.first.map({ rows[$0].n }), let hi = missing.last.map({ rows[$0].n }) else { return rows }
-            var wanted: [Int64: Int] = [:]
-            for k in missing { wanted[rows[k].n] = k }
+            // Chunks overlap no other: the ones ending at `lo` or later, from the last one
+            // starting at `hi` or before, down.
+            let chunks = try db.statement(
+                "SELECT first_n, last_n, state FROM outbox_chunks WHERE job = ? AND first_n <= ? ORDER BY first_n DESC")
+            try chunks.bind([.int(seq), .int(hi)])
+            defer { chunks.reset() }
+            while try chunks.step() {
+                let (first, last, st) = (chunks.int(0), chunks.int(1), Int(chunks.int(2)))
+                if last < lo { break }
+                for n in max(first, lo)...min(last, hi) where found[n] == nil {
+                    found[n] = OutboxResultRow(n: n, state: st < states.count ? states[st] : "pending", attempts: 0, result: nil)
+                }
+            }
+            // Sent results of a completion, for rows sent since `outboxSentResults` (their
+            // `result` is NULL) and devices sent from a chunk (no row).
             let batches = try db.query(
                 "SELECT ns, results FROM outbox_sent_results WHERE job = ? AND last_n >= ? AND first_n <= ?",
                 [.int(seq), .int(lo), .int(hi)]
@@ -389,10 +508,16 @@ public final class SQLiteOutbox: Outbox {
                 guard let ns = (try? JSONValue.parse(nsText))?.arrayValue, let results = (try? JSONValue.parse(resultsText))?.arrayValue,
                       ns.count == results.count else { continue }
                 for (n, r) in zip(ns, results) {
-                    if let n = n.intValue, let k = wanted[n] { rows[k].result = r.objectValue }
+                    guard let n = n.intValue, n >= lo, n <= hi else { continue }
+                    if let row = found[n] {
+                        if row.state == "sent" && row.result == nil { found[n]?.result = r.objectValue }
+                    } else {
+                        let result = r.objectValue
+                        found[n] = OutboxResultRow(n: n, state: "sent", attempts: Int(result?["attempts"]?.intValue ?? 1), result: result)
+                    }
                 }
             }
-            return rows
+            return found.values.sorted { $0.n < $1.n }
         }
     }
 
@@ -439,6 +564,7 @@ public final class SQLiteOutbox: Outbox {
             for seq in seqs {
                 try db.execute("DELETE FROM outbox_deliveries WHERE job = ?", [.int(seq)])
                 try db.execute("DELETE FROM outbox_sent_results WHERE job = ?", [.int(seq)])
+                try db.execute("DELETE FROM outbox_chunks WHERE job = ?", [.int(seq)])
                 try db.execute("DELETE FROM outbox_jobs WHERE seq = ?", [.int(seq)])
             }
             return seqs.count
@@ -482,14 +608,23 @@ public final class SQLiteOutbox: Outbox {
                 SELECT n, next_at FROM outbox_deliveries INDEXED BY outbox_deliveries_claim
                 WHERE job = ? AND state = 0 AND lease_until IS NULL ORDER BY next_at, n
                 """)
+            // A chunk is due at its `next_at` while a device of it is not on the wire.
+            let chunks = try db.statement("SELECT first_n, last_n, next_at FROM outbox_chunks WHERE job = ? AND state = 0 ORDER BY first_n")
             for seq in seqs {
-                try first.bind([.int(seq)])
-                defer { first.reset() }
                 let held = leases.snapshot(job: seq)
-                while try first.step() {
-                    if held[first.int(0)] == nil {
-                        due.append(first.int(1))
-                        break
+                for (statement, isChunk) in [(first, false), (chunks, true)] {
+                    try statement.bind([.int(seq)])
+                    defer { statement.reset() }
+                    scan: while try statement.step() {
+                        if isChunk {
+                            for n in statement.int(0)...max(statement.int(0), statement.int(1)) where held[n] == nil {
+                                due.append(statement.int(2))
+                                break scan
+                            }
+                        } else if held[statement.int(0)] == nil {
+                            due.append(statement.int(1))
+                            break
+                        }
                     }
                 }
             }
@@ -521,6 +656,8 @@ final class SQLiteOutboxLeases: Sendable {
         var fence: Int64
         var until: Int64
         var since: Int64
+        /// Claimed from a chunk (`SQLiteOutboxChunk`), not a delivery row.
+        var inChunk: Bool
     }
     struct State {
         /// Per job (its `seq`): the leased rows by delivery number.
@@ -576,7 +713,7 @@ final class SQLiteOutboxLeases: Sendable {
     /// Leases `rows` (number, fence written by the last completion) of `job` to `owner` until
     /// `until`; returns each row's new fence: higher than the stored one and than the lease it
     /// replaces (an expired one).
-    func take(job: Int64, id: String, _ rows: [(n: Int64, stored: Int64)], owner: String, until: Int64, now: Int64) -> [Int64] {
+    func take(job: Int64, id: String, _ rows: [(n: Int64, stored: Int64, inChunk: Bool)], owner: String, until: Int64, now: Int64) -> [Int64] {
         guard !rows.isEmpty else { return [] }
         return state.withLock { s in
             s.seqOf[id] = job
@@ -584,17 +721,17 @@ final class SQLiteOutboxLeases: Sendable {
             // Changed in place (not copied out and back: a copy of every row on the wire).
             return rows.map { r in
                 let fence = max(r.stored, s.jobs[job]?[r.n]?.fence ?? 0) + 1
-                s.jobs[job]?[r.n] = Held(owner: owner, fence: fence, until: until, since: now)
+                s.jobs[job]?[r.n] = Held(owner: owner, fence: fence, until: until, since: now, inChunk: r.inChunk)
                 return fence
             }
         }
     }
 
-    /// The fence of each row's lease (nil: not leased).
-    func fences(job: Int64, _ ns: [Int64]) -> [Int64?] {
+    /// The fence of each row's lease, and whether it was claimed from a chunk (nil: not leased).
+    func held(job: Int64, _ ns: [Int64]) -> [(fence: Int64, inChunk: Bool)?] {
         state.withLock { s in
             let held = s.jobs[job]
-            return ns.map { held?[$0]?.fence }
+            return ns.map { n in held?[n].map { ($0.fence, $0.inChunk) } }
         }
     }
 
