@@ -53,6 +53,7 @@ public struct PageCursor: Sendable, Equatable {
 }
 
 struct PageResult: Sendable { var devices: [Device]; var next: PageCursor? }
+struct PageIdsResult: Sendable { var ids: [Int64]; var next: PageCursor? }
 
 /// How many devices of each (app, platform) a filter selects (`afterId`/`limit` ignored).
 public struct DeviceGroup: Sendable, Equatable {

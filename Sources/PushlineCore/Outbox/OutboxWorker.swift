@@ -328,8 +328,8 @@ public final class OutboxWorker: Sendable {
             var at = PageCursor()
             at.part = c.p
             at.afterId = c.a
-            let (devices, next) = try await d.registry.page(parts, from: at, limit: room)
-            add(Resolved(devices: devices), message: message)
+            let (ids, next) = try await d.registry.pageIds(parts, from: at, limit: room)
+            for id in ids { rows.append(OutboxNewDelivery(message: message, deviceId: id, raw: nil, rejected: nil)) }
             guard let next else { return true }
             c.p = next.part
             c.a = next.afterId

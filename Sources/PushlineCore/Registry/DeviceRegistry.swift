@@ -21,6 +21,9 @@ public protocol DeviceRegistry: KeyValueStore {
     /// Up to `limit` devices of `parts` (each one user, or one app, platform and active state),
     /// walked one after another in id order from `cursor`; the next cursor, nil after the last.
     func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Device], PageCursor?)
+    /// The ids of `page`'s devices, the same page and cursor (the outbox resolves a target to
+    /// ids: it reads each device when it sends to it).
+    func pageIds(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Int64], PageCursor?)
     /// The (app, platform) groups a filter selects, with their sizes.
     func groups(_ f: DeviceFilter) async throws(CommandError) -> [DeviceGroup]
     /// One device, or nil.
@@ -48,6 +51,14 @@ public protocol DeviceRegistry: KeyValueStore {
     func probeWritable() async throws(CommandError)
     /// Finishes queued work and closes the connections; later calls fail with `shutting_down`.
     func close()
+}
+
+extension DeviceRegistry {
+    /// `page`'s devices' ids (a backend without a cheaper listing of ids).
+    public func pageIds(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Int64], PageCursor?) {
+        let (devices, next) = try await page(parts, from: cursor, limit: limit)
+        return (devices.map(\.id), next)
+    }
 }
 
 extension SQLiteRegistry: DeviceRegistry {}

@@ -263,9 +263,7 @@ public final class SQLiteOutbox: Outbox {
                     var devices: [Int64: Device] = [:]
                     let ids = rows.compactMap { $0.raw == nil ? $0.deviceId : nil }
                     if !ids.isEmpty {
-                        var f = DeviceFilter()
-                        f.ids = ids
-                        for d in try store.devices(f) { devices[d.id] = d }
+                        for d in try store.sendingDevices(ids) { devices[d.id] = d }
                     }
                     var list: [OutboxDelivery] = []
                     list.reserveCapacity(rows.count)

@@ -161,6 +161,16 @@ public final class SQLiteRegistry: Sendable {
     ///
     /// Give parts whose listing is an index search (one `user`; or `app`, `platform` and
     /// `active`): then each page costs what it returns, whatever the registry's size.
+    /// `page`'s ids, read from the index the page walks (issue 13: the outbox's resolution
+    /// read each device's whole row, and read it again when it sent to it).
+    public func pageIds(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Int64], PageCursor?) {
+        let r = try await run(write: false, background: true) { s in
+            let (ids, next) = try s.pageIds(parts, from: cursor, limit: limit)
+            return PageIdsResult(ids: ids, next: next)
+        }
+        return (r.ids, r.next)
+    }
+
     public func page(_ parts: [DeviceFilter], from cursor: PageCursor, limit: Int) async throws(CommandError) -> ([Device], PageCursor?) {
         let r = try await run(write: false) { s in
             let (devices, next) = try s.page(parts, from: cursor, limit: limit)
