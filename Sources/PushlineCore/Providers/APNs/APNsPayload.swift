@@ -231,6 +231,7 @@ public struct APNsMessage: Sendable {
         }
         self.badges = badges
         if let ids = f[Self.outboxIdsKey]?.objectValue {
+            apnsIds.reserveCapacity(ids.pairs.count)
             for (token, v) in ids.pairs { if let id = v.stringValue, Self.isUUID(id) { apnsIds[token] = id } }
         }
         self.payload = payload
@@ -323,9 +324,9 @@ public struct APNsMessage: Sendable {
     }
 
     static func isUUID(_ s: String) -> Bool {
-        let u = Array(s.utf8)
-        guard u.count == 36 else { return false }
-        for (i, c) in u.enumerated() {
+        // The UTF-8 view read in place (no copy: an outbox batch checks a thousand of these).
+        guard s.utf8.count == 36 else { return false }
+        for (i, c) in s.utf8.enumerated() {
             if i == 8 || i == 13 || i == 18 || i == 23 {
                 if c != UInt8(ascii: "-") { return false }
             } else if !Self.isHex(c) {

@@ -136,24 +136,29 @@ public final class APNsProvider: PushProvider {
     static func outboxApnsId(job: String, n: Int64) -> String {
         // 8-4-4-4-12: the job id's first 20 characters (0-padded), then n's low 48 bits in hex.
         let digits: StaticString = "0123456789abcdef"
-        var out = [UInt8](repeating: UInt8(ascii: "-"), count: 36)
-        var i = 0
-        func put(_ c: UInt8) {
-            if i == 8 || i == 13 || i == 18 || i == 23 { i += 1 }
-            out[i] = c
-            i += 1
-        }
-        var taken = 0
-        for c in job.utf8.prefix(20) {
-            put(c)
-            taken += 1
-        }
-        for _ in taken..<20 { put(UInt8(ascii: "0")) }
         let v = UInt64(bitPattern: n) & 0xFFFF_FFFF_FFFF
-        digits.withUTF8Buffer { d in
-            for k in (0..<12).reversed() { put(d[Int((v >> UInt64(4 * k)) & 15)]) }
+        // Written in place into the string's own storage (one allocation a delivery).
+        return String(unsafeUninitializedCapacity: 36) { out in
+            var i = 0
+            func put(_ c: UInt8) {
+                if i == 8 || i == 13 || i == 18 || i == 23 {
+                    out[i] = UInt8(ascii: "-")
+                    i += 1
+                }
+                out[i] = c
+                i += 1
+            }
+            var taken = 0
+            for c in job.utf8.prefix(20) {
+                put(c)
+                taken += 1
+            }
+            for _ in taken..<20 { put(UInt8(ascii: "0")) }
+            digits.withUTF8Buffer { d in
+                for k in (0..<12).reversed() { put(d[Int((v >> UInt64(4 * k)) & 15)]) }
+            }
+            return i
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     public func send(_ notification: PushNotification, to devices: [Device]) async -> [DeliveryResult] {
