@@ -301,7 +301,19 @@ public final class SQLiteOutbox: Outbox {
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
         let leases = self.leases
         // The results' JSON text is made here, not on the database thread.
-        let texts = outcomes.map { JSONValue.object($0.result).jsonString }
+        // Into one buffer, each result a range of it: a row's `result` is made of its range (a
+        // failure, a retry), the sent ones' array by copying theirs (no string per result).
+        var json: [UInt8] = []
+        json.reserveCapacity(outcomes.count * 224)
+        var spans: [Range<Int>] = []
+        spans.reserveCapacity(outcomes.count)
+        for o in outcomes {
+            let start = json.count
+            JSONValue.object(o.result).write(to: &json)
+            spans.append(start..<json.count)
+        }
+        let texts = json
+        let ranges = spans
         do {
             let (seq, applied) = try await registry.run(write: true, durable: true, background: true) { store in
                 let db = store.db
@@ -326,7 +338,11 @@ public final class SQLiteOutbox: Outbox {
                 // The results of the rows sent: one `outbox_sent_results` row for them all (see
                 // `Migrations.outboxSentResults`); the rows themselves keep a NULL `result`.
                 var sentNs: [Int64] = []
-                var sentTexts: [String] = []
+                var sentTexts: [UInt8] = [UInt8(ascii: "[")]
+                func sentText(_ r: Range<Int>) {
+                    if sentTexts.count > 1 { sentTexts.append(UInt8(ascii: ",")) }
+                    sentTexts.append(contentsOf: texts[r])
+                }
                 let current = leases.held(job: seq, outcomes.map(\.n))
                 // A device claimed from a chunk: its result goes to `outbox_sent_results` (sent) or
                 // a new delivery row (failed, retried), and the chunk is written back without it.
@@ -337,7 +353,8 @@ public final class SQLiteOutbox: Outbox {
                     """)
                 var chunk: SQLiteOutboxChunk?
                 var touched: [Int64: (chunk: SQLiteOutboxChunk, taken: Set<Int64>)] = [:]
-                for ((o, lease), text) in zip(zip(outcomes, current), texts) {
+                for ((o, lease), range) in zip(zip(outcomes, current), ranges) {
+                    var text: String { String(decoding: texts[range], as: UTF8.self) }
                     // A stale claim (the row was claimed again, or completed): dropped.
                     guard let lease, lease.fence == o.fence else { continue }
                     let (newState, nextAt): (Int64, Int64) = switch o.kind {
@@ -353,7 +370,7 @@ public final class SQLiteOutbox: Outbox {
                             if newState == 1 {
                                 sent += 1
                                 sentNs.append(o.n)
-                                sentTexts.append(text)
+                                sentText(range)
                             } else {
                                 if newState == 2 { failed += 1 }
                                 try insertRow.bind([.int(seq), .int(o.n), .from(c.message(o.n).map { Int64($0) }), .from(c.deviceId(o.n)),
@@ -376,7 +393,7 @@ public final class SQLiteOutbox: Outbox {
                         if newState == 1 {
                             sent += 1
                             sentNs.append(o.n)
-                            sentTexts.append(text)
+                            sentText(range)
                         } else if newState == 2 {
                             failed += 1
                         }
@@ -400,7 +417,7 @@ public final class SQLiteOutbox: Outbox {
                     _ = try update.step()
                     if newState == 1 {
                         sentNs.append(o.n)
-                        sentTexts.append(text)
+                        sentText(range)
                     }
                     applied += 1
                 }
@@ -412,7 +429,7 @@ public final class SQLiteOutbox: Outbox {
                     try db.execute(
                         "INSERT INTO outbox_sent_results (job, first_n, last_n, ns, results) VALUES (?, ?, ?, ?, ?)",
                         [.int(seq), .int(first), .int(last), .text("[" + sentNs.map(String.init).joined(separator: ",") + "]"),
-                         .text("[" + sentTexts.joined(separator: ",") + "]")])
+                         .text(String(decoding: sentTexts + [UInt8(ascii: "]")], as: UTF8.self))])
                 }
                 if sent + failed > 0 {
                     try db.execute(
