@@ -336,6 +336,26 @@ import Testing
         }
     }
 
+    /// A chunk's lists (comma-separated, an empty entry for none) read back as written, and
+    /// what a completion leaves of a chunk is one chunk per run, each with its own entries.
+    @Test func chunkListsRoundTripAndTheRemainderKeepsEachDevicesEntries() {
+        let list: [Int64?] = [1, nil, 300, nil, -4]
+        #expect(SQLiteOutboxChunk.encodeInts(list) == "1,,300,,-4")
+        #expect(SQLiteOutboxChunk.decodeInts(SQLiteOutboxChunk.encodeInts(list)) == list)
+        #expect(SQLiteOutboxChunk.decodeInts(SQLiteOutboxChunk.encodeInts([nil, nil])) == [nil, nil])
+        let c = SQLiteOutboxChunk(id: 7, firstN: 10, state: 0, nextAt: 5, ids: [1, 2, 3, nil, 5], messages: [0, 1, 0, 1, 0],
+                                  raws: [nil, nil, nil, "r13", nil])
+        #expect(c.lastN == 14 && c.contains(14) && !c.contains(15) && c.raw(13) == "r13" && c.deviceId(13) == nil && c.message(11) == 1)
+        let rest = c.remainder(without: [11, 14])
+        #expect(rest.map(\.firstN) == [10, 12] && rest.map(\.lastN) == [10, 13])
+        #expect(rest[1].ids == [3, nil] && rest[1].messages == [0, 1] && rest[1].raws == [nil, "r13"] && rest[1].nextAt == 5)
+        #expect(c.remainder(without: Set(10...14)).isEmpty)
+        // Lists shorter than the range (not written by this code) read as nil, without a trap.
+        let short = SQLiteOutboxChunk(id: 1, firstN: 0, state: 0, nextAt: 0, ids: [1, 2, 3], messages: [4], raws: [])
+        let r = short.remainder(without: [0])
+        #expect(r.count == 1 && r[0].ids == [2, 3] && r[0].messages == [nil, nil] && r[0].raws == [nil, nil])
+    }
+
     /// A claim that takes part of a chunk: its completion writes the rest back as a chunk, so
     /// the next claim takes the rest, and nothing is sent twice or lost.
     @Test func aPartialClaimOfAChunkLeavesTheRestClaimable() async throws {

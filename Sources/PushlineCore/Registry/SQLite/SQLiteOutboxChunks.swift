@@ -66,9 +66,10 @@ struct SQLiteOutboxChunk {
         func flush(_ end: Int64) {
             guard let s = start else { return }
             let a = Int(s - firstN), b = Int(end - firstN)
+            // Entry by entry: a list shorter than the range (not written by this code) reads as nil.
+            func part<T>(_ list: [T?]) -> [T?] { (a...b).map { $0 < list.count ? list[$0] : nil } }
             out.append(SQLiteOutboxChunk(
-                id: 0, firstN: s, state: state, nextAt: nextAt, ids: Array(ids[a...b]),
-                messages: messages.map { Array($0[a...min(b, $0.count - 1)]) }, raws: raws.map { Array($0[a...min(b, $0.count - 1)]) }))
+                id: 0, firstN: s, state: state, nextAt: nextAt, ids: part(ids), messages: messages.map(part), raws: raws.map(part)))
             start = nil
         }
         for n in firstN...lastN {
