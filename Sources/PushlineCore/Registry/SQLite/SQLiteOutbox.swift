@@ -213,8 +213,10 @@ public final class SQLiteOutbox: Outbox {
                     let want = min(perJob, maxRows - total)
                     var candidates = leases.expired(job: seq, now: now, limit: want)
                     var seen = Set(candidates)
-                    let held = leases.snapshot(job: seq)
+                    // `held` is let go before `leases.take` changes the same map (kept, it would
+                    // make that change copy every lease of the job).
                     do {
+                        let held = leases.snapshot(job: seq)
                         for select in selects where candidates.count < want {
                             try select.bind([.int(seq), .int(now)])
                             defer { select.reset() }
@@ -223,40 +225,40 @@ public final class SQLiteOutbox: Outbox {
                                 if held[n] == nil, seen.insert(n).inserted { candidates.append(n) }
                             }
                         }
-                    }
-                    // The chunk last read (an expired lease's device not in a row is in one).
-                    var chunk: SQLiteOutboxChunk?
-                    for n in candidates {
-                        try read.bind([.int(seq), .int(n)])
-                        defer { read.reset() }
-                        if try read.step() {
-                            guard read.int(5) == 0 else { continue }
-                            rows.append((n, read.optionalInt(0).map { Int($0) }, read.optionalInt(1), read.text(2), Int(read.int(3)), read.int(4), false))
-                            continue
-                        }
-                        if chunk?.contains(n) != true { chunk = try SQLiteOutboxChunk.containing(db, job: seq, n: n) }
-                        guard let c = chunk, c.state == 0 else { continue }
-                        rows.append((n, c.message(n), c.deviceId(n), c.raw(n), 0, 0, true))
-                    }
-                    if rows.count < want {
-                        try chunkRanges.bind([.int(seq), .int(now)])
-                        defer { chunkRanges.reset() }
-                        while rows.count < want, try chunkRanges.step() {
-                            let (id, first, last) = (chunkRanges.int(0), chunkRanges.int(1), chunkRanges.int(2))
-                            var free: [Int64] = []
-                            var n = first
-                            while n <= last && rows.count + free.count < want {
-                                if held[n] == nil && !seen.contains(n) { free.append(n) }
-                                n += 1
+                        // The chunk last read (an expired lease's device not in a row is in one).
+                        var chunk: SQLiteOutboxChunk?
+                        for n in candidates {
+                            try read.bind([.int(seq), .int(n)])
+                            defer { read.reset() }
+                            if try read.step() {
+                                guard read.int(5) == 0 else { continue }
+                                rows.append((n, read.optionalInt(0).map { Int($0) }, read.optionalInt(1), read.text(2), Int(read.int(3)), read.int(4), false))
+                                continue
                             }
-                            guard !free.isEmpty else { continue }
-                            try chunkRead.bind([.int(id)])
-                            defer { chunkRead.reset() }
-                            guard try chunkRead.step() else { continue }
-                            let c = SQLiteOutboxChunk(chunkRead)
-                            for n in free where c.contains(n) {
-                                seen.insert(n)
-                                rows.append((n, c.message(n), c.deviceId(n), c.raw(n), 0, 0, true))
+                            if chunk?.contains(n) != true { chunk = try SQLiteOutboxChunk.containing(db, job: seq, n: n) }
+                            guard let c = chunk, c.state == 0 else { continue }
+                            rows.append((n, c.message(n), c.deviceId(n), c.raw(n), 0, 0, true))
+                        }
+                        if rows.count < want {
+                            try chunkRanges.bind([.int(seq), .int(now)])
+                            defer { chunkRanges.reset() }
+                            while rows.count < want, try chunkRanges.step() {
+                                let (id, first, last) = (chunkRanges.int(0), chunkRanges.int(1), chunkRanges.int(2))
+                                var free: [Int64] = []
+                                var n = first
+                                while n <= last && rows.count + free.count < want {
+                                    if held[n] == nil && !seen.contains(n) { free.append(n) }
+                                    n += 1
+                                }
+                                guard !free.isEmpty else { continue }
+                                try chunkRead.bind([.int(id)])
+                                defer { chunkRead.reset() }
+                                guard try chunkRead.step() else { continue }
+                                let c = SQLiteOutboxChunk(chunkRead)
+                                for n in free where c.contains(n) {
+                                    seen.insert(n)
+                                    rows.append((n, c.message(n), c.deviceId(n), c.raw(n), 0, 0, true))
+                                }
                             }
                         }
                     }

@@ -25,11 +25,17 @@ final class SQLiteRegistryStore {
     static let columns =
         "id, platform, app, registration_id, name, user_id, device_id, active, created_at, updated_at, p256dh, auth, browser, inactive_reason, inactive_at"
 
-    static func device(_ s: Statement) throws(DatabaseError) -> Device {
+    /// The platform in column 1 of a device row (its id in column 0).
+    static func platform(_ s: Statement) throws(DatabaseError) -> Platform {
         let p = s.text(1) ?? ""
         guard let platform = Platform(rawValue: p) else {
             throw DatabaseError(code: 1, message: "device \(s.int(0)) has unknown platform '\(p)'", sql: s.sql)
         }
+        return platform
+    }
+
+    static func device(_ s: Statement) throws(DatabaseError) -> Device {
+        let platform = try platform(s)
         return Device(
             id: s.int(0), platform: platform, app: s.text(2) ?? "", registrationId: s.text(3) ?? "", name: s.text(4),
             user: s.text(5), deviceId: s.text(6), active: s.int(7) != 0, createdAt: s.int(8), updatedAt: s.int(9),
@@ -44,12 +50,8 @@ final class SQLiteRegistryStore {
             "SELECT id, platform, app, registration_id, p256dh, auth, browser, active FROM devices WHERE id IN (SELECT value FROM json_each(?))",
             [.text(Self.jsonArray(ids))]
         ) { s throws(DatabaseError) in
-            let p = s.text(1) ?? ""
-            guard let platform = Platform(rawValue: p) else {
-                throw DatabaseError(code: 1, message: "device \(s.int(0)) has unknown platform '\(p)'", sql: s.sql)
-            }
-            return Device(
-                id: s.int(0), platform: platform, app: s.text(2) ?? "", registrationId: s.text(3) ?? "", active: s.int(7) != 0,
+            Device(
+                id: s.int(0), platform: try Self.platform(s), app: s.text(2) ?? "", registrationId: s.text(3) ?? "", active: s.int(7) != 0,
                 p256dh: s.text(4), auth: s.text(5), browser: s.text(6))
         }
     }
