@@ -28,6 +28,7 @@ release daemon, in one run:
 Figures on a loaded 2-core machine are indicative only.
 """
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -87,6 +88,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=1,
                     help="deliver: how many background/sync pairs to run in the daemon (the median ratio is printed)")
     ap.add_argument("--perf", default="", help="accept, deliver: record `perf record -g` of the daemon per phase into this directory")
+    ap.add_argument("--perf-stat", default="",
+                    help="accept, deliver: instead of --perf, `perf stat --per-thread -e EVENTS` per phase, printed per thread group")
     ap.add_argument("--down-port", type=int, default=0, help="rss-due: the provider port nothing listens on (default: --port + 1)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -162,12 +165,21 @@ def accept_latency(args, port, ca):
 
 
 def perf_start(args, pid, name):
-    """`perf record -g` of the daemon into --perf/<name>.data (None without --perf)."""
+    """`perf record -g` of the daemon into --perf/<name>.data (None without --perf); or with
+    --perf-stat, `perf stat` of those events per thread (printed by `perf_stop`)."""
+    import subprocess
+    if args.perf_stat:
+        p = subprocess.Popen(["perf", "stat", "--per-thread", "-x", ",", "-e", args.perf_stat, "-p", str(pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        p.phase = name
+        time.sleep(0.5)
+        return p
     if not args.perf:
         return None
-    import subprocess
     Path(args.perf).mkdir(parents=True, exist_ok=True)
-    p = subprocess.Popen(["perf", "record", "-g", "-q", "-o", str(Path(args.perf) / f"{name}.data"), "-p", str(pid)],
+    # PERF_RECORD_ARGS replaces "-g" (for example "--call-graph dwarf -F 500" where frame pointers are missing).
+    extra = os.environ.get("PERF_RECORD_ARGS", "-g").split()
+    p = subprocess.Popen(["perf", "record", *extra, "-q", "-o", str(Path(args.perf) / f"{name}.data"), "-p", str(pid)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return p
@@ -177,7 +189,21 @@ def perf_stop(p):
     if p is not None:
         import signal
         p.send_signal(signal.SIGINT)
-        p.wait(60)
+        if getattr(p, "phase", None):
+            # "pl-http-0-1234,5678,,raw_syscalls:sys_enter,..." per thread: summed by thread group.
+            groups = {}
+            for line in p.communicate(timeout=60)[1].splitlines():
+                f = line.split(",")
+                if len(f) < 4 or not f[1].strip().isdigit():
+                    continue
+                name = f[0].rsplit("-", 1)[0]
+                head, _, tail = name.rpartition("-")
+                if head and tail.isdigit():
+                    name = head
+                groups[(name, f[3])] = groups.get((name, f[3]), 0) + int(f[1])
+            print(f"  perf stat, {p.phase}: " + ", ".join(f"{g} {e} {v:,}" for (g, e), v in sorted(groups.items(), key=lambda kv: -kv[1]) if v))
+        else:
+            p.wait(60)
 
 
 def deliver(args, port, ca, sink_dir):
