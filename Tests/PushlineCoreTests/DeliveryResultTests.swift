@@ -35,4 +35,43 @@ import Testing
         sent.registrationId = "https://wns.example/y"
         #expect(sent.platform == .wns && sent.deviceId == 7 && sent.registrationId == "https://wns.example/y")
     }
+
+    @Test("write gives the same text as the rendered object with attempts, for every kind of result")
+    func writeMatchesTheRenderedObject() {
+        let apns = Device(id: 7, platform: .apns, app: "a", registrationId: String(repeating: "ab", count: 32))
+        let token = Device(id: -3, platform: .fcm, app: "shop", registrationId: "tok\"with\\quotes\n")
+        let raw = Device(id: 0, platform: .wns, app: "shop", registrationId: "https://wns.example/x")
+        var twice = JSONObject()
+        twice.pairs = [("x", 1), ("x", 2)]
+        let renderers = [
+            renderer,
+            Dispatcher.ResultRenderer(done: [7], appOf: [7: "a"], app: nil),
+            Dispatcher.ResultRenderer(done: [], appOf: [:], app: nil),
+        ]
+        let results: [DeliveryResult] = [
+            .sent(apns),
+            .sent(apns, extra: ["apns_id": "0b8e5a52-0000-4000-8000-000000000001", "apns_unique_id": "u"]),
+            .sent(token, extra: ["message_id": "projects/p/messages/1"]),
+            .sent(raw),
+            // Extra keys that replace a field in place, or come twice: left to `json`.
+            .sent(apns, extra: ["app": "other"]),
+            .sent(apns, extra: twice),
+            .failed(apns, reason: "BadDeviceToken", deactivate: true),
+            .failed(token, reason: "UNAVAILABLE", retryable: true, extra: ["retry_after_ms": 1000]),
+            DeliveryResult(target: .unknownId(42), status: .failed, failure: .notRegistered),
+        ]
+        for rr in renderers {
+            for r in results {
+                for message in [nil, 0, 3] as [Int?] {
+                    for attempts in [1, 12] {
+                        var o = rr.json(r, message: message)
+                        o["attempts"] = .int(Int64(attempts))
+                        var out: [UInt8] = Array("[".utf8)
+                        rr.write(r, message: message, attempts: attempts, to: &out)
+                        #expect(String(decoding: out.dropFirst(), as: UTF8.self) == JSONValue.object(o).jsonString)
+                    }
+                }
+            }
+        }
+    }
 }

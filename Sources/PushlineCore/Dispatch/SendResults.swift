@@ -92,6 +92,60 @@ extension Dispatcher {
             }
             return o
         }
+
+        /// Keys a sent result's own fields use: an `extra` pair of one of these replaces a
+        /// field in place (`JSONObject`'s setter), which only `json` reproduces.
+        static let sentKeys: Set<String> = ["id", "platform", "app", "registration_id", "status", "attempts", "message", "message_index"]
+
+        /// Writes `json(r, message:)` with `"attempts": attempts` set, exactly as
+        /// `JSONValue.object(_:).write(to:)` writes that object. A sent result (most of an
+        /// outbox job's) is written field by field without building the object (issue 13: the
+        /// worker rendered each delivery's result as an object, then wrote it).
+        func write(_ r: DeliveryResult, message: Int?, attempts: Int, to out: inout [UInt8]) {
+            let unknownId = if case .unknownId = r.target { true } else { false }
+            let extra = r.extra.pairs
+            // (An extra key given twice is also left to `json`, whose setter keeps one.)
+            let plain = extra.indices.allSatisfy { i in !Self.sentKeys.contains(extra[i].0) && !extra[..<i].contains { $0.0 == extra[i].0 } }
+            guard r.status == .sent, !unknownId, plain else {
+                var o = json(r, message: message)
+                o["attempts"] = .int(Int64(attempts))
+                JSONValue.object(o).write(to: &out)
+                return
+            }
+            let start = out.count
+            func key(_ k: StaticString) {
+                out.append(UInt8(ascii: out.count == start ? "{" : ","))
+                out.append(UInt8(ascii: "\""))
+                out.append(contentsOf: UnsafeBufferPointer(start: k.utf8Start, count: k.utf8CodeUnitCount))
+                out.append(contentsOf: "\":".utf8)
+            }
+            func int(_ v: Int64) { out.append(contentsOf: String(v).utf8) }
+            if let message {
+                key("message")
+                int(Int64(message))
+                key("message_index")
+                int(Int64(message))
+            }
+            key("id")
+            if let id = r.deviceId, id > 0 { int(id) } else { out.append(contentsOf: "null".utf8) }
+            key("platform")
+            JSONValue.writeString(r.platform.rawValue, to: &out)
+            key("app")
+            if let a = r.deviceId.flatMap({ appOf[$0] }) ?? app { JSONValue.writeString(a, to: &out) } else { out.append(contentsOf: "null".utf8) }
+            key("registration_id")
+            JSONValue.writeString(r.registrationId, to: &out)
+            key("status")
+            out.append(contentsOf: "\"sent\"".utf8)
+            for (k, v) in extra {
+                out.append(UInt8(ascii: ","))
+                JSONValue.writeString(k, to: &out)
+                out.append(UInt8(ascii: ":"))
+                v.write(to: &out)
+            }
+            key("attempts")
+            int(Int64(attempts))
+            out.append(UInt8(ascii: "}"))
+        }
     }
 
     /// Marks dead devices inactive (one transaction) and returns how to render each result.

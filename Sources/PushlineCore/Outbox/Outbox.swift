@@ -186,13 +186,22 @@ public struct OutboxOutcome: Sendable {
     public var n: Int64
     public var fence: Int64
     public var kind: Kind
-    /// The result as `job` shows it (with `attempts`).
-    public var result: JSONObject
+    /// The result as `job` shows it (with `attempts`), as JSON text: its own bytes, or its
+    /// slice of the buffer the worker writes a batch's results into (no object, and no
+    /// allocation, per delivery).
+    public var json: ArraySlice<UInt8>
     public init(n: Int64, fence: Int64, kind: Kind, result: JSONObject) {
+        self.init(n: n, fence: fence, kind: kind, json: ArraySlice(JSONValue.object(result).serialized()))
+    }
+    public init(n: Int64, fence: Int64, kind: Kind, json: ArraySlice<UInt8>) {
         self.n = n
         self.fence = fence
         self.kind = kind
-        self.result = result
+        self.json = json
+    }
+    /// The result as an object (the stores write `json` as it is).
+    public var result: JSONObject {
+        (try? JSONValue.parse(String(decoding: json, as: UTF8.self)))?.objectValue ?? JSONObject()
     }
 }
 

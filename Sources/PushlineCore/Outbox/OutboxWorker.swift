@@ -513,34 +513,49 @@ public final class OutboxWorker: Sendable {
         let now = nowMillis()
         var sent = 0
         var failed = 0
+        // Every answered delivery's result is written into one buffer (`ResultRenderer.write`:
+        // a sent one field by field, no object), and each outcome gets its slice of it.
+        var text: [UInt8] = []
+        text.reserveCapacity(claims.reduce(0) { $0 + $1.deliveries.count } * 200)
+        var written: [(claim: Int, n: Int64, fence: Int64, kind: OutboxOutcome.Kind, range: Range<Int>)] = []
         for (k, p) in parts.enumerated() where k < results.count {
             let job = claims[p.claim].job
             let n = notifications[job.id]?[p.message] ?? nil
             let deadline = n.map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
+            let message = job.indexed ? p.message : nil
             for (x, r) in zip(p.rows, results[k]) {
-                var o = renderer.json(r, message: job.indexed ? p.message : nil)
-                if p.topic { o["app"] = .string(job.app) }
-                o["attempts"] = .int(Int64(x.attempts + 1))
-                let kind: OutboxOutcome.Kind
+                let start = text.count
+                let attempts = x.attempts + 1
+                var kind: OutboxOutcome.Kind = .failed
+                var expired = false
                 if r.status == .sent {
                     kind = .sent
                     sent += 1
                 } else if r.retryable {
-                    let next = now + Self.backoffMs(attempt: x.attempts + 1, retryAfterMs: r.extra["retry_after_ms"]?.intValue)
+                    let next = now + Self.backoffMs(attempt: attempts, retryAfterMs: r.extra["retry_after_ms"]?.intValue)
                     if next < deadline {
                         kind = .retry(nextAt: next)
                     } else {
-                        kind = .failed
                         failed += 1
+                        expired = true
+                    }
+                } else {
+                    failed += 1
+                }
+                if p.topic || expired {
+                    var o = renderer.json(r, message: message)
+                    if p.topic { o["app"] = .string(job.app) }
+                    o["attempts"] = .int(Int64(attempts))
+                    if expired {
                         o["last_reason"] = o["reason"]
                         o["reason"] = "expired"
                         o["retryable"] = false
                     }
+                    JSONValue.object(o).write(to: &text)
                 } else {
-                    kind = .failed
-                    failed += 1
+                    renderer.write(r, message: message, attempts: attempts, to: &text)
                 }
-                outcomes[p.claim].append(OutboxOutcome(n: x.n, fence: x.fence, kind: kind, result: o))
+                written.append((p.claim, x.n, x.fence, kind, start..<text.count))
             }
             // Every claimed row gets an outcome (a provider that answered fewer results than it
             // was given devices): pending again at once, so its claim is let go and not held.
@@ -551,6 +566,7 @@ public final class OutboxWorker: Sendable {
                 ]))
             }
         }
+        for w in written { outcomes[w.claim].append(OutboxOutcome(n: w.n, fence: w.fence, kind: w.kind, json: text[w.range])) }
         d.sentCount.add(sent, ordering: .relaxed)
         d.failedCount.add(failed, ordering: .relaxed)
         let store = self.store

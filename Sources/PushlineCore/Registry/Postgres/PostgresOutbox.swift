@@ -601,7 +601,7 @@ public final class PostgresOutbox: Outbox {
                 ns.append(o.n)
                 states.append(newState)
                 nexts.append(nextAt)
-                results.append(JSONValue.object(o.result).jsonString)
+                results.append(String(decoding: o.json, as: UTF8.self))
             }
             if !ns.isEmpty {
                 try c.query(

@@ -302,8 +302,8 @@ public final class SQLiteOutbox: Outbox {
 
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
         let leases = self.leases
-        // The results' JSON text is made here, not on the database thread.
-        // Into one buffer, each result a range of it: a row's `result` is made of its range (a
+        // The results' JSON text (written by the worker) is gathered here, not on the database
+        // thread, into one buffer, each result a range of it: a row's `result` is made of its range (a
         // failure, a retry), the sent ones' array by copying theirs (no string per result).
         var json: [UInt8] = []
         json.reserveCapacity(outcomes.count * 224)
@@ -311,7 +311,7 @@ public final class SQLiteOutbox: Outbox {
         spans.reserveCapacity(outcomes.count)
         for o in outcomes {
             let start = json.count
-            JSONValue.object(o.result).write(to: &json)
+            json.append(contentsOf: o.json)
             spans.append(start..<json.count)
         }
         let texts = json
