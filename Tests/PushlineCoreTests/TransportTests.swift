@@ -185,7 +185,7 @@ struct TransportTests {
         }
     }
 
-    @Test("headers that differ at every request (uniqueLeadingHeaders) go out with their own request only, before the kept list")
+    @Test("headers that differ at every request (uniqueLeadingHeaders) go out with their own request only, before the kept list, whether they fit the handle's own nodes or not")
     func uniqueLeadingHeadersGoWithTheirRequest() async throws {
         let sink = try H2SinkProcess()
         let transport = HTTPTransport(options: TransportOptions(threads: 1))
@@ -207,6 +207,10 @@ struct TransportTests {
             ([("apns-id", "00000000-0000-0000-0000-000000000004")], [("apns-topic", "com.example.other")]),
             ([], [("apns-topic", "com.example.other")]),
             ([("x-empty", "")], shared),
+            // More than the handle's own nodes hold, or longer than its text: nodes of their own.
+            ([("apns-id", "00000000-0000-0000-0000-000000000005"), ("x-one", "1"), ("x-two", "2")], shared),
+            ([("x-long", String(repeating: "v", count: 300))], shared),
+            ([("apns-id", "00000000-0000-0000-0000-000000000006")], shared),
         ]
         for round in 0..<3 {
             for (k, c) in cases.enumerated() {

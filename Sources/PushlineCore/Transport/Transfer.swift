@@ -17,12 +17,19 @@ final class LoopPass {
 final class Transfer {
     let easy: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
-    /// The request's own leading headers (`HTTPRequest.uniqueLeadingHeaders`): nodes allocated
-    /// here (not by curl_slist_append), each `data` a strdup, the last one's `next` the kept
-    /// `headerList`. Freed node by node, never with curl_slist_free_all (which would free the
-    /// kept list too).
+    /// The request's own leading headers (`HTTPRequest.uniqueLeadingHeaders`) that do not fit
+    /// `inlineNodes`/`inlineText`: nodes allocated here (not by curl_slist_append), each `data`
+    /// a strdup, the last one's `next` the kept `headerList`. Freed node by node, never with
+    /// curl_slist_free_all (which would free the kept list too).
     private var leadingHead: UnsafeMutablePointer<curl_slist>?
     private var leadingCount = 0
+    /// Where leading headers that fit go instead (the usual case: one `apns-id`): nodes and
+    /// text of this handle's own, written again for every request, so a leading header costs
+    /// no allocation on the loop thread (three a request before: the line, its strdup, the node).
+    private let inlineNodes: UnsafeMutablePointer<curl_slist>
+    private let inlineText: UnsafeMutablePointer<CChar>
+    static let inlineNodeCount = 2
+    static let inlineTextBytes = 256
     /// The list CURLOPT_HTTPHEADER was last set to (nil after curl_easy_reset).
     private var appliedHeaderList: UnsafeMutablePointer<curl_slist>?
     private let errorBuffer: UnsafeMutablePointer<CChar>
@@ -83,6 +90,10 @@ final class Transfer {
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         bodyCapacity = 1024
         bodyStorage = .allocate(byteCount: bodyCapacity, alignment: 16)
+        inlineNodes = .allocate(capacity: Self.inlineNodeCount)
+        inlineNodes.initialize(repeating: curl_slist(data: nil, next: nil), count: Self.inlineNodeCount)
+        inlineText = .allocate(capacity: Self.inlineTextBytes)
+        inlineText.initialize(repeating: 0, count: Self.inlineTextBytes)
     }
 
     deinit {
@@ -91,6 +102,8 @@ final class Transfer {
         curl_easy_cleanup(easy)
         errorBuffer.deallocate()
         bodyStorage.deallocate()
+        inlineNodes.deallocate()
+        inlineText.deallocate()
     }
 
     /// Forgets the previous request and response (options and header list stay for reuse).
@@ -179,8 +192,52 @@ final class Transfer {
         defer { Self.freeNodes(previousLeading.0, previousLeading.1) }
         leadingHead = nil
         leadingCount = 0
-        var head = headerList
-        for (name, value) in request.headers[..<unique].reversed() {
+        let head: UnsafeMutablePointer<curl_slist>?
+        if unique > 0, let h = writeInline(request.headers[..<unique], next: headerList) {
+            head = h
+        } else {
+            head = try allocateLeading(request.headers[..<unique], next: headerList)
+        }
+        if head != appliedHeaderList || head == nil {
+            try setPointer(CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(head), "CURLOPT_HTTPHEADER")
+            appliedHeaderList = head
+        }
+        configured = true
+    }
+
+    /// Writes the leading header lines ("name: value", "name;" for an empty value) into the
+    /// handle's own nodes and text, the last node leading to `next`; nil if they do not fit.
+    private func writeInline(_ lines: ArraySlice<(String, String)>, next: UnsafeMutablePointer<curl_slist>?) -> UnsafeMutablePointer<curl_slist>? {
+        var need = 0
+        for (name, value) in lines { need += name.utf8.count + (value.isEmpty ? 1 : 2 + value.utf8.count) + 1 }
+        guard need <= Self.inlineTextBytes, lines.count <= Self.inlineNodeCount else { return nil }
+        var at = 0
+        func put<S: Sequence<UInt8>>(_ bytes: S) {
+            for b in bytes {
+                inlineText[at] = CChar(bitPattern: b)
+                at += 1
+            }
+        }
+        for (k, (name, value)) in lines.enumerated() {
+            let start = inlineText + at
+            put(name.utf8)
+            if value.isEmpty {
+                put(";".utf8)
+            } else {
+                put(": ".utf8)
+                put(value.utf8)
+            }
+            put(CollectionOfOne(0))
+            inlineNodes[k] = curl_slist(data: start, next: k + 1 < lines.count ? inlineNodes + (k + 1) : next)
+        }
+        return inlineNodes
+    }
+
+    /// The leading header lines as nodes of their own (each line a strdup) leading to `next`;
+    /// recorded in `leadingHead`/`leadingCount` to be freed after the request.
+    private func allocateLeading(_ lines: ArraySlice<(String, String)>, next: UnsafeMutablePointer<curl_slist>?) throws(TransportError) -> UnsafeMutablePointer<curl_slist>? {
+        var head = next
+        for (name, value) in lines.reversed() {
             let line = value.isEmpty ? name + ";" : name + ": " + value
             guard let data = strdup(line) else {
                 throw TransportError(.other, "strdup failed for a request header (out of memory)")
@@ -191,11 +248,7 @@ final class Transfer {
             leadingHead = node
             leadingCount += 1
         }
-        if head != appliedHeaderList || head == nil {
-            try setPointer(CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(head), "CURLOPT_HTTPHEADER")
-            appliedHeaderList = head
-        }
-        configured = true
+        return head
     }
 
     /// Frees `count` nodes made by `prepare` from `head` on (not the kept list they lead to).
