@@ -199,10 +199,6 @@ public struct OutboxOutcome: Sendable {
         self.kind = kind
         self.json = json
     }
-    /// The result as an object (the stores write `json` as it is).
-    public var result: JSONObject {
-        (try? JSONValue.parse(String(decoding: json, as: UTF8.self)))?.objectValue ?? JSONObject()
-    }
 }
 
 public struct OutboxResultRow: Sendable {

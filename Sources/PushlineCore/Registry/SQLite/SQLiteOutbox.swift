@@ -303,8 +303,8 @@ public final class SQLiteOutbox: Outbox {
     public func complete(job: String, _ outcomes: [OutboxOutcome], now: Int64) async throws(CommandError) -> Int {
         let leases = self.leases
         // The results' JSON text (written by the worker) is gathered here, not on the database
-        // thread, into one buffer, each result a range of it: a row's `result` is made of its range (a
-        // failure, a retry), the sent ones' array by copying theirs (no string per result).
+        // thread, into one buffer, each result a range of it: a row's `result` is made of its
+        // range (a failure, a retry), the sent ones' array by copying theirs (no string per result).
         var json: [UInt8] = []
         json.reserveCapacity(outcomes.count * 224)
         var spans: [Range<Int>] = []
