@@ -279,18 +279,15 @@ struct APNsOutboxIdTests {
         #expect(APNsProvider.outboxApnsId(job: "0123456789abcdef0123", n: -1) == "01234567-89ab-cdef-0123-ffffffffffff")
     }
 
-    /// Many deliveries of one batch: every token gets its own id, a later one of the same token wins.
-    @Test func outboxNotificationIdsPerToken() throws {
-        let job = "fb3f04e0894d72abf10d77aa"
-        var deliveries: [(device: Device, n: Int64)] = (0..<1000).map { k in
-            let hex = String(k, radix: 16)
-            return (Device(id: Int64(k + 1), platform: .apns, app: "default", registrationId: String(repeating: "0", count: 64 - hex.count) + hex), Int64(k))
-        }
-        deliveries.append((deliveries[5].device, 4242))
-        let out = APNsProvider.withOutboxIds(try apnsTestNote(#"{"message":"hi"}"#), job: job, deliveries: deliveries)
-        let msg = try APNsMessage(out, defaultTopic: "t", requireTopic: false, nowSeconds: 0)
-        #expect(msg.apnsIds.count == 1000)
-        #expect(msg.apnsIds[deliveries[7].device.registrationId] == APNsProvider.outboxApnsId(job: job, n: 7))
-        #expect(msg.apnsIds[deliveries[5].device.registrationId] == APNsProvider.outboxApnsId(job: job, n: 4242))
+    /// The message keeps the outbox job for the request builder, unless the client named its own `apns_id`.
+    @Test func messageKeepsTheOutboxJob() throws {
+        var n = try apnsTestNote(#"{"message":"hi"}"#)
+        #expect(try APNsMessage(n, defaultTopic: "t", requireTopic: false, nowSeconds: 0).outboxJob == nil)
+        n.outboxJob = "fb3f04e0894d72abf10d77aa"
+        #expect(try APNsMessage(n, defaultTopic: "t", requireTopic: false, nowSeconds: 0).outboxJob == "fb3f04e0894d72abf10d77aa")
+        var own = try apnsTestNote(#"{"message":"hi","apns_id":"123e4567-e89b-12d3-a456-426614174000"}"#)
+        own.outboxJob = "fb3f04e0894d72abf10d77aa"
+        let m = try APNsMessage(own, defaultTopic: "t", requireTopic: false, nowSeconds: 0)
+        #expect(m.outboxJob == nil && m.header("apns-id") == "123e4567-e89b-12d3-a456-426614174000")
     }
 }

@@ -235,23 +235,52 @@ final class CheckingProvider: PushProvider {
         #expect(p.indexed && p.sources.map { JSONValue.object($0) } == list && p.estimate == 6)
     }
 
-    @Test("outbox deliveries: APNs gives each its own stable apns-id; other providers leave the notification as it is")
-    func outboxProviderHook() async throws {
-        let h = try DispatchHarness(client: InMemoryHTTPClient(apnsAnswers()))
+    @Test("outbox deliveries: APNs sends each with its own stable apns-id, in a batch and alone; a client's apns_id wins; no number, no id")
+    func outboxApnsIds() async throws {
+        let client = InMemoryHTTPClient(apnsAnswers())
+        let h = try DispatchHarness(client: client)
         defer { h.close() }
         let apns = try #require(h.dispatcher.providers.provider(app: "default", platform: .apns))
-        let n = try PushlineCore.PushNotification(parsing: ["message": "hi"])
-        let devices = [Device(id: 1, platform: .apns, app: "default", registrationId: "aa"), Device(id: 2, platform: .apns, app: "default", registrationId: "bb")]
         let job = "0123456789abcdef0123456789abcdef"
-        let stamped = apns.outboxNotification(n, job: job, deliveries: [(devices[0], 7), (devices[1], 8)])
-        let ids = try #require(stamped.fields[APNsMessage.outboxIdsKey]?.objectValue)
-        #expect(ids["aa"] == "01234567-89ab-cdef-0123-000000000007" && ids["bb"] == "01234567-89ab-cdef-0123-000000000008")
-        // The same delivery gets the same id again (a retry, a restart).
-        #expect(apns.outboxNotification(n, job: job, deliveries: [(devices[0], 7)]).fields[APNsMessage.outboxIdsKey]?["aa"] == ids["aa"])
-        // A client's own apns_id wins.
-        let own = try PushlineCore.PushNotification(parsing: ["message": "hi", "apns_id": "11111111-2222-3333-4444-555555555555"])
-        #expect(apns.outboxNotification(own, job: job, deliveries: [(devices[0], 7)]).fields[APNsMessage.outboxIdsKey] == nil)
-        let other = CheckingProvider(.fcm)
-        #expect(other.outboxNotification(n, job: job, deliveries: [(devices[0], 7)]).fields[APNsMessage.outboxIdsKey] == nil)
+        func token(_ k: Int) -> String {
+            let hex = String(k, radix: 16)
+            return String(repeating: "0", count: 64 - hex.count) + hex
+        }
+        // A batch of 1000 (the bulk path), each device with its delivery number but the last.
+        var devices = (0..<1000).map { k in
+            var d = Device(id: Int64(k + 1), platform: .apns, app: "default", registrationId: token(k))
+            d.outboxDelivery = Int64(k * 3)
+            return d
+        }
+        devices[999].outboxDelivery = nil
+        var n = try PushlineCore.PushNotification(parsing: ["message": "hi"])
+        n.outboxJob = job
+        let results = await apns.send(n, to: devices)
+        #expect(results.count == 1000 && results.allSatisfy { $0.status == .sent })
+        var idOf: [String: [String]] = [:]
+        for r in client.requests {
+            let t = String(r.url.split(separator: "/").last ?? "")
+            idOf[t, default: []].append(contentsOf: r.headers.filter { $0.0 == "apns-id" }.map(\.1))
+            #expect(r.uniqueLeadingHeaders == (r.header("apns-id") == nil ? 0 : 1))
+        }
+        #expect(idOf[token(7)] == ["01234567-89ab-cdef-0123-000000000015"])
+        #expect(idOf[token(998)] == [APNsProvider.outboxApnsId(job: job, n: 998 * 3)])
+        #expect(Set(idOf.values.compactMap(\.first)).count == 999)
+        #expect(idOf[token(999)] == [])
+        // Alone (one device: its own request path), the same delivery gets the same id again.
+        let before = client.requests.count
+        _ = await apns.send(n, to: [devices[7]])
+        #expect(client.requests[before...].map { $0.header("apns-id") } == ["01234567-89ab-cdef-0123-000000000015"])
+        // A client's own apns_id wins, once, for every device.
+        var own = try PushlineCore.PushNotification(parsing: ["message": "hi", "apns_id": "11111111-2222-3333-4444-555555555555"])
+        own.outboxJob = job
+        let mark = client.requests.count
+        _ = await apns.send(own, to: Array(devices[0..<3]))
+        #expect(client.requests[mark...].map { $0.headers.filter { $0.0 == "apns-id" }.map(\.1) }
+            == Array(repeating: ["11111111-2222-3333-4444-555555555555"], count: 3))
+        // Not an outbox delivery (no job): no apns-id of ours.
+        let plain = client.requests.count
+        _ = await apns.send(try PushlineCore.PushNotification(parsing: ["message": "hi"]), to: Array(devices[0..<2]))
+        #expect(client.requests[plain...].allSatisfy { $0.header("apns-id") == nil })
     }
 }

@@ -95,7 +95,9 @@ extension Dispatcher {
 
         /// Keys a sent result's own fields use: an `extra` pair of one of these replaces a
         /// field in place (`JSONObject`'s setter), which only `json` reproduces.
-        static let sentKeys: Set<String> = ["id", "platform", "app", "registration_id", "status", "attempts", "message", "message_index"]
+        /// (A list compared in turn, not a hashed set: short keys compare as a few words,
+        /// cheaper than hashing each key of each sent result.)
+        static let sentKeys: [String] = ["id", "platform", "app", "registration_id", "status", "attempts", "message", "message_index"]
 
         /// Writes `json(r, message:)` with `"attempts": attempts` set, exactly as
         /// `JSONValue.object(_:).write(to:)` writes that object. A sent result (most of an

@@ -22,6 +22,10 @@ public struct Device: Sendable, Equatable {
     public var inactiveReason: String?
     /// When the device went inactive (Unix ms), if it did.
     public var inactiveAt: Int64?
+    /// The outbox delivery (its number in the job) this device is addressed for: set by the
+    /// outbox worker on the copy it hands to the providers, never stored. With the
+    /// notification's `outboxJob` it makes the delivery's APNs `apns-id`.
+    public var outboxDelivery: Int64? = nil
 
     public init(
         id: Int64, platform: Platform, app: String, registrationId: String, name: String? = nil, user: String? = nil,

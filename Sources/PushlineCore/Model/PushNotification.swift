@@ -44,6 +44,11 @@ public struct PushNotification: Sendable {
     public var dryRun: Bool
     /// Every notification key of the request, typed ones included, for providers.
     public var fields: JSONObject
+    /// The outbox job this notification is being delivered for: set by the outbox worker,
+    /// never from a request. APNs gives each device that carries its delivery number
+    /// (`Device.outboxDelivery`) the `apns-id` made of both (`APNsProvider.outboxApnsId`), the
+    /// same on every attempt and after a crash.
+    public var outboxJob: String? = nil
 
     /// The notification keys common to every provider.
     public static let commonKeys: Set<String> = [

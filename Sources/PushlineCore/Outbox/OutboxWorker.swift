@@ -485,15 +485,17 @@ public final class OutboxWorker: Sendable {
             let p = parts[k]
             let job = claims[p.claim].job
             guard var n = notifications[job.id]?[p.message] else { return nil }
-            // What each provider adds per delivery (APNs: one apns-id across its attempts).
-            var byProvider: [ProviderSet.Key: [(device: Device, n: Int64)]] = [:]
-            for x in p.rows { if let dev = x.device { byProvider[ProviderSet.Key(app: dev.app, platform: dev.platform), default: []].append((dev, x.n)) } }
-            for (key, list) in byProvider {
-                if let provider = d.providers.provider(app: key.app, platform: key.platform) {
-                    n = provider.outboxNotification(n, job: job.id, deliveries: list)
-                }
+            // The job and each device's delivery number go with the request: a provider that
+            // needs a per-delivery value makes it from them (APNs: one apns-id across attempts).
+            n.outboxJob = job.id
+            var devices: [Device] = []
+            devices.reserveCapacity(p.rows.count)
+            for x in p.rows {
+                guard var dev = x.device else { continue }
+                dev.outboxDelivery = x.n
+                devices.append(dev)
             }
-            return Addressed(n, to: p.rows.compactMap(\.device))
+            return Addressed(n, to: devices)
         }
         // Topic messages go to Google while the devices' batch is on the wire.
         let topicList: [(Int, Device?, JSONObject, PushNotification?)] = parts.indices.filter { parts[$0].topic }.map { k in

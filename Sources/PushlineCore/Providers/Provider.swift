@@ -22,12 +22,6 @@ public protocol PushProvider: Sendable {
     /// The default runs `send(_:to:)` for every message concurrently; a provider may hand all
     /// the requests to the transport together instead (one `performAll`, as for one send).
     func send(_ messages: [Addressed]) async -> [[DeliveryResult]]
-
-    /// The outbox's hook (issue 12: what a provider knows stays behind this protocol): the
-    /// notification to send to `deliveries` (this provider's devices of one stored message of
-    /// job `job`, each with its delivery's number `n`, stable across attempts and restarts).
-    /// The default sends `notification` as it is; APNs gives each delivery one `apns-id`.
-    func outboxNotification(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification
 }
 
 /// One notification and the devices it goes to, in a multi-message send.
@@ -41,10 +35,6 @@ public struct Addressed: Sendable {
 }
 
 extension PushProvider {
-    public func outboxNotification(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification {
-        notification
-    }
-
     public func send(_ messages: [Addressed]) async -> [[DeliveryResult]] {
         if messages.count == 1 { return [await send(messages[0].notification, to: messages[0].devices)] }
         return await withTaskGroup(of: (Int, [DeliveryResult]).self, returning: [[DeliveryResult]].self) { group in

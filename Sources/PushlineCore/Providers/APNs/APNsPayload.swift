@@ -21,13 +21,10 @@ public struct APNsMessage: Sendable {
     public var limit: Int
     /// Per-token badge overrides.
     public var badges: [String: Int]
-    /// Per-token `apns-id`s: the outbox's deliveries (`APNsMessage.outboxIdsKey`), so a
-    /// re-send after a crash carries the same id as the first attempt.
-    public var apnsIds: [String: String] = [:]
-
-    /// The notification field the outbox sets (never a client: requests with it are refused as
-    /// an unknown argument) to an object of token to `apns-id`.
-    public static let outboxIdsKey = "_outbox_apns_ids"
+    /// The outbox job being delivered (`PushNotification.outboxJob`), unless the notification
+    /// names its own `apns_id`: each device with an `outboxDelivery` number then gets the
+    /// `apns-id` made of both, so a re-send after a crash carries the first attempt's id.
+    public var outboxJob: String?
 
     /// The push types Apple accepts in `apns-push-type`.
     public static let pushTypes: Set<String> = [
@@ -230,10 +227,7 @@ public struct APNsMessage: Sendable {
             }
         }
         self.badges = badges
-        if let ids = f[Self.outboxIdsKey]?.objectValue {
-            apnsIds.reserveCapacity(ids.pairs.count)
-            for (token, v) in ids.pairs { if let id = v.stringValue, Self.isUUID(id) { apnsIds[token] = id } }
-        }
+        outboxJob = headers.contains { $0.0 == "apns-id" } ? nil : n.outboxJob
         self.payload = payload
         body = JSONValue.object(payload).serialized()
     }

@@ -112,25 +112,6 @@ public final class APNsProvider: PushProvider {
         try message(notification).checkSize()
     }
 
-    /// The outbox: each delivery keeps one apns-id across its attempts (and a crash's re-send),
-    /// unless the notification names its own `apns_id`. Merged with other APNs apps' ids.
-    public func outboxNotification(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification {
-        Self.withOutboxIds(notification, job: job, deliveries: deliveries)
-    }
-
-    static func withOutboxIds(_ notification: PushNotification, job: String, deliveries: [(device: Device, n: Int64)]) -> PushNotification {
-        guard notification.fields["apns_id"] == nil, !deliveries.isEmpty else { return notification }
-        var n = notification
-        var ids = n.fields[APNsMessage.outboxIdsKey]?.objectValue ?? JSONObject()
-        // Appended, not set by key (`JSONObject`'s setter searches its pairs: quadratic in a
-        // batch of 1000). `APNsMessage` reads the pairs in order, so a later pair of the same
-        // token wins, as a set would.
-        ids.pairs.reserveCapacity(ids.pairs.count + deliveries.count)
-        for (d, k) in deliveries { ids.pairs.append((d.registrationId, .string(Self.outboxApnsId(job: job, n: k)))) }
-        n.fields[APNsMessage.outboxIdsKey] = .object(ids)
-        return n
-    }
-
     /// An outbox delivery's apns-id: the job id's first 20 hex digits and the delivery's
     /// number, as a UUID.
     static func outboxApnsId(job: String, n: Int64) -> String {
@@ -266,7 +247,7 @@ public final class APNsProvider: PushProvider {
                 guard let p = current[k], Self.isValidToken(d.registrationId) else {
                     return .result(.failed(d, Self.badToken, retryable: false))
                 }
-                return .request(request(p.msg, d.registrationId, headers: p.headers, pool: p.pool))
+                return .request(request(p.msg, d, headers: p.headers, pool: p.pool))
             }, accepted: { $0.status == 200 },
             sent: { n, r in Self.sentResult(messages[items[n].message].devices[items[n].device], r) })
         // Every request was built from `current[k]`, so each retried item has its prepared message.
@@ -292,13 +273,20 @@ public final class APNsProvider: PushProvider {
         return q
     }
 
-    func request(_ msg: APNsMessage, _ token: String, headers: [(String, String)], pool: UInt32) -> HTTPRequest {
+    func request(_ msg: APNsMessage, _ device: Device, headers: [(String, String)], pool: UInt32) -> HTTPRequest {
+        let token = device.registrationId
         var headers = headers
         var unique = 0
         // An outbox delivery's own apns-id, first (`authorization` stays last); the transport
         // sends it ahead of the header list it keeps for the others (`uniqueLeadingHeaders`).
-        if !msg.apnsIds.isEmpty, let id = msg.apnsIds[token], !headers.contains(where: { $0.0 == "apns-id" }) {
-            headers.insert(("apns-id", id), at: 0)
+        // Made here from the job and the delivery's number (no per-token map to build, fill
+        // and look up: issue 13, the worker's share of a background delivery).
+        if let job = msg.outboxJob, let n = device.outboxDelivery {
+            var withId: [(String, String)] = []
+            withId.reserveCapacity(headers.count + 1)
+            withId.append(("apns-id", Self.outboxApnsId(job: job, n: n)))
+            withId.append(contentsOf: headers)
+            headers = withId
             unique = 1
         }
         return HTTPRequest(
@@ -373,7 +361,7 @@ public final class APNsProvider: PushProvider {
                 result = answer
             } else {
                 if let reason = blockedReason() { return .failed(device, reason, retryable: false) }
-                result = await context.transport.perform(request(p.msg, token, headers: headers, pool: pool))
+                result = await context.transport.perform(request(p.msg, device, headers: headers, pool: pool))
             }
             let response: HTTPResponse
             switch result {
