@@ -41,6 +41,9 @@ import Testing
         let apns = Device(id: 7, platform: .apns, app: "a", registrationId: String(repeating: "ab", count: 32))
         let token = Device(id: -3, platform: .fcm, app: "shop", registrationId: "tok\"with\\quotes\n")
         let raw = Device(id: 0, platform: .wns, app: "shop", registrationId: "https://wns.example/x")
+        // Ids and counts of every width (the integers are written digit by digit).
+        let big = Device(id: Int64.max, platform: .apns, app: "a", registrationId: "cd")
+        let ten = Device(id: 10, platform: .apns, app: "a", registrationId: "ef")
         var twice = JSONObject()
         twice.pairs = [("x", 1), ("x", 2)]
         let renderers = [
@@ -53,6 +56,9 @@ import Testing
             .sent(apns, extra: ["apns_id": "0b8e5a52-0000-4000-8000-000000000001", "apns_unique_id": "u"]),
             .sent(token, extra: ["message_id": "projects/p/messages/1"]),
             .sent(raw),
+            .sent(big),
+            .sent(ten),
+            .sent(Device(id: 1_000_000_007, platform: .fcm, app: "shop", registrationId: "gh")),
             // Extra keys that replace a field in place, or come twice: left to `json`.
             .sent(apns, extra: ["app": "other"]),
             .sent(apns, extra: twice),
@@ -62,8 +68,8 @@ import Testing
         ]
         for rr in renderers {
             for r in results {
-                for message in [nil, 0, 3] as [Int?] {
-                    for attempts in [1, 12] {
+                for message in [nil, 0, 3, 10, 999] as [Int?] {
+                    for attempts in [0, 1, 9, 10, 12, 100, 1234] {
                         var o = rr.json(r, message: message)
                         o["attempts"] = .int(Int64(attempts))
                         var out: [UInt8] = Array("[".utf8)

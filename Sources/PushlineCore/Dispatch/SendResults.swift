@@ -115,13 +115,27 @@ extension Dispatcher {
                 return
             }
             let start = out.count
+            // Bytes appended as they are (no String or UTF8View on the way: a sent result is
+            // written for every delivery of an outbox job).
+            func raw(_ s: StaticString) { out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount)) }
             func key(_ k: StaticString) {
                 out.append(UInt8(ascii: out.count == start ? "{" : ","))
                 out.append(UInt8(ascii: "\""))
-                out.append(contentsOf: UnsafeBufferPointer(start: k.utf8Start, count: k.utf8CodeUnitCount))
-                out.append(contentsOf: "\":".utf8)
+                raw(k)
+                out.append(UInt8(ascii: "\""))
+                out.append(UInt8(ascii: ":"))
             }
-            func int(_ v: Int64) { out.append(contentsOf: String(v).utf8) }
+            func int(_ v: Int64) {
+                if v < 0 { out.append(UInt8(ascii: "-")) }
+                var m = v.magnitude
+                var div: UInt64 = 1
+                while m / div >= 10 { div &*= 10 }
+                while div > 0 {
+                    out.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: m / div))
+                    m %= div
+                    div /= 10
+                }
+            }
             if let message {
                 key("message")
                 int(Int64(message))
@@ -129,15 +143,15 @@ extension Dispatcher {
                 int(Int64(message))
             }
             key("id")
-            if let id = r.deviceId, id > 0 { int(id) } else { out.append(contentsOf: "null".utf8) }
+            if let id = r.deviceId, id > 0 { int(id) } else { raw("null") }
             key("platform")
             JSONValue.writeString(r.platform.rawValue, to: &out)
             key("app")
-            if let a = r.deviceId.flatMap({ appOf[$0] }) ?? app { JSONValue.writeString(a, to: &out) } else { out.append(contentsOf: "null".utf8) }
+            if let a = r.deviceId.flatMap({ appOf[$0] }) ?? app { JSONValue.writeString(a, to: &out) } else { raw("null") }
             key("registration_id")
             JSONValue.writeString(r.registrationId, to: &out)
             key("status")
-            out.append(contentsOf: "\"sent\"".utf8)
+            raw("\"sent\"")
             for (k, v) in extra {
                 out.append(UInt8(ascii: ","))
                 JSONValue.writeString(k, to: &out)

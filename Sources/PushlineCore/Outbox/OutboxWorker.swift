@@ -525,16 +525,20 @@ public final class OutboxWorker: Sendable {
             let n = notifications[job.id]?[p.message] ?? nil
             let deadline = n.map { Dispatcher.deadline($0, sendAt: job.sendAt, maxDelay: d.config.maxDeliveryDelay) } ?? job.deadline
             let message = job.indexed ? p.message : nil
-            for (x, r) in zip(p.rows, results[k]) {
+            // By index, each field read in place (a zip copied every row and result: their
+            // devices' and results' strings retained and released once more per delivery).
+            let rows = p.rows
+            let answers = results[k]
+            for j in 0..<min(rows.count, answers.count) {
                 let start = text.count
-                let attempts = x.attempts + 1
+                let attempts = rows[j].attempts + 1
                 var kind: OutboxOutcome.Kind = .failed
                 var expired = false
-                if r.status == .sent {
+                if answers[j].status == .sent {
                     kind = .sent
                     sent += 1
-                } else if r.retryable {
-                    let next = now + Self.backoffMs(attempt: attempts, retryAfterMs: r.extra["retry_after_ms"]?.intValue)
+                } else if answers[j].retryable {
+                    let next = now + Self.backoffMs(attempt: attempts, retryAfterMs: answers[j].extra["retry_after_ms"]?.intValue)
                     if next < deadline {
                         kind = .retry(nextAt: next)
                     } else {
@@ -545,7 +549,7 @@ public final class OutboxWorker: Sendable {
                     failed += 1
                 }
                 if p.topic || expired {
-                    var o = renderer.json(r, message: message)
+                    var o = renderer.json(answers[j], message: message)
                     if p.topic { o["app"] = .string(job.app) }
                     o["attempts"] = .int(Int64(attempts))
                     if expired {
@@ -555,9 +559,9 @@ public final class OutboxWorker: Sendable {
                     }
                     JSONValue.object(o).write(to: &text)
                 } else {
-                    renderer.write(r, message: message, attempts: attempts, to: &text)
+                    renderer.write(answers[j], message: message, attempts: attempts, to: &text)
                 }
-                written.append((p.claim, x.n, x.fence, kind, start..<text.count))
+                written.append((p.claim, rows[j].n, rows[j].fence, kind, start..<text.count))
             }
             // Every claimed row gets an outcome (a provider that answered fewer results than it
             // was given devices): pending again at once, so its claim is let go and not held.
